@@ -1,0 +1,196 @@
+//! Content: the header frame (`class-id weight body-size property-flags properties`) and the body
+//! frames that follow it.
+//!
+//! The broker carries properties byte-for-byte: [`ContentHeader::properties`] is the raw
+//! `flags + property list` slice of the frame, checked once by a bounded walk at decode and written
+//! back unchanged on delivery. Single properties are read from it on demand, without decoding the
+//! rest; [`ContentHeader::decode_properties`] gives `amq-protocol`'s full `BasicProperties`.
+//! Bodies are split into frames of at most `frame_max - 8` payload bytes.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+use crate::frame::{begin_frame, end_frame, encode_frame, FrameType, FRAME_OVERHEAD};
+use crate::method::CLASS_BASIC;
+use crate::spec::basic::{gen_properties, parse_properties};
+use crate::spec::BasicProperties;
+use crate::table::{check_short_string, check_table};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ContentError {
+    #[error("content header truncated")]
+    Truncated,
+    #[error("content header weight must be 0, got {0}")]
+    Weight(u16),
+    #[error("content header for class {0}, only basic (60) carries content")]
+    Class(u16),
+    #[error("malformed content properties")]
+    Properties,
+}
+
+/// A content header, its properties kept as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentHeader {
+    pub class_id: u16,
+    pub body_size: u64,
+    /// Property flags and property list, exactly as on the wire.
+    pub properties: Bytes,
+}
+
+/// How each basic property is encoded, from flag bit 15 down to bit 2.
+#[derive(Clone, Copy)]
+enum PropKind {
+    ShortString,
+    Table,
+    Octet,
+    Timestamp,
+}
+
+const BASIC_PROPERTIES: [PropKind; 14] = {
+    use PropKind::*;
+    [
+        ShortString, // content-type
+        ShortString, // content-encoding
+        Table,       // headers
+        Octet,       // delivery-mode
+        Octet,       // priority
+        ShortString, // correlation-id
+        ShortString, // reply-to
+        ShortString, // expiration
+        ShortString, // message-id
+        Timestamp,   // timestamp
+        ShortString, // type
+        ShortString, // user-id
+        ShortString, // app-id
+        ShortString, // cluster-id (deprecated)
+    ]
+};
+const DELIVERY_MODE: usize = 3;
+const PRIORITY: usize = 4;
+
+/// Walks the property list; calls `visit(index, value bytes)` for each present property.
+fn walk_properties<'a>(
+    properties: &'a [u8],
+    mut visit: impl FnMut(usize, &'a [u8]),
+) -> Result<(), ContentError> {
+    let flags = properties.get(..2).ok_or(ContentError::Properties)?;
+    let flags = u16::from_be_bytes([flags[0], flags[1]]);
+    if flags & 0b11 != 0 {
+        // Bit 0 would announce more flag words, bit 1 a 15th property: basic has neither.
+        return Err(ContentError::Properties);
+    }
+    let mut rest = &properties[2..];
+    for (index, kind) in BASIC_PROPERTIES.iter().enumerate() {
+        if flags & (1 << (15 - index)) == 0 {
+            continue;
+        }
+        let after = match kind {
+            PropKind::ShortString => check_short_string(rest).map_err(|_| ContentError::Properties)?,
+            PropKind::Table => check_table(rest, 0).map_err(|_| ContentError::Properties)?,
+            PropKind::Octet => rest.get(1..).ok_or(ContentError::Properties)?,
+            PropKind::Timestamp => rest.get(8..).ok_or(ContentError::Properties)?,
+        };
+        visit(index, &rest[..rest.len() - after.len()]);
+        rest = after;
+    }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(ContentError::Properties)
+    }
+}
+
+impl ContentHeader {
+    fn octet_property(&self, wanted: usize) -> Option<u8> {
+        let mut found = None;
+        let _ = walk_properties(&self.properties, |index, value| {
+            if index == wanted {
+                found = value.first().copied();
+            }
+        });
+        found
+    }
+
+    /// delivery-mode (1 transient, 2 persistent), if set.
+    pub fn delivery_mode(&self) -> Option<u8> {
+        self.octet_property(DELIVERY_MODE)
+    }
+
+    /// priority, if set.
+    pub fn priority(&self) -> Option<u8> {
+        self.octet_property(PRIORITY)
+    }
+
+    /// All properties, decoded by `amq-protocol` (allocates; not for the per-message path).
+    pub fn decode_properties(&self) -> Result<BasicProperties, ContentError> {
+        match parse_properties(&self.properties[..]) {
+            Ok((rest, props)) if rest.is_empty() => Ok(props),
+            _ => Err(ContentError::Properties),
+        }
+    }
+}
+
+/// Encodes `props` into the raw `flags + property list` form kept in [`ContentHeader`].
+pub fn encode_properties(props: &BasicProperties) -> Bytes {
+    match cookie_factory::gen(gen_properties(props), Vec::with_capacity(16)) {
+        Ok((bytes, _)) => Bytes::from(bytes),
+        // Writing to a Vec cannot fail; an empty property list is the safe fallback.
+        Err(_) => Bytes::from_static(&[0, 0]),
+    }
+}
+
+/// Decodes a content header frame payload, checking its properties once.
+pub fn decode_content_header(payload: &Bytes) -> Result<ContentHeader, ContentError> {
+    if payload.len() < 14 {
+        return Err(ContentError::Truncated);
+    }
+    let class_id = u16::from_be_bytes([payload[0], payload[1]]);
+    let weight = u16::from_be_bytes([payload[2], payload[3]]);
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&payload[4..12]);
+    if class_id != CLASS_BASIC {
+        return Err(ContentError::Class(class_id));
+    }
+    if weight != 0 {
+        return Err(ContentError::Weight(weight));
+    }
+    let properties = payload.slice(12..);
+    walk_properties(&properties, |_, _| {})?;
+    Ok(ContentHeader {
+        class_id,
+        body_size: u64::from_be_bytes(size),
+        properties,
+    })
+}
+
+/// Writes a content header frame.
+pub fn encode_content_header(out: &mut BytesMut, channel: u16, body_size: u64, properties: &[u8]) {
+    out.reserve(FRAME_OVERHEAD + 12 + properties.len());
+    let start = begin_frame(out, FrameType::Header, channel);
+    out.put_u16(CLASS_BASIC);
+    out.put_u16(0);
+    out.put_u64(body_size);
+    out.put_slice(properties);
+    end_frame(out, start);
+}
+
+/// Writes `body` as body frames of at most `frame_max - 8` payload bytes each (none if empty).
+pub fn encode_body(out: &mut BytesMut, channel: u16, body: &[u8], frame_max: u32) {
+    let chunk = (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1);
+    out.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD);
+    for piece in body.chunks(chunk) {
+        encode_frame(out, FrameType::Body, channel, piece);
+    }
+}
+
+/// Writes a content header and its body.
+pub fn encode_content(
+    out: &mut BytesMut,
+    channel: u16,
+    properties: &[u8],
+    body: &[u8],
+    frame_max: u32,
+) {
+    encode_content_header(out, channel, body.len() as u64, properties);
+    encode_body(out, channel, body, frame_max);
+}
