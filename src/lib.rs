@@ -1,0 +1,10 @@
+//! Warren: an AMQP 0-9-1 message broker.
+//!
+//! Layers (see ARCHITECTURE.md): [`server`] owns sockets and connection tasks and speaks the
+//! protocol through the `warren-protocol` codec; [`error`] maps every failure to an AMQP reply code
+//! in one place.
+
+pub mod error;
+pub mod server;
+
+pub use server::{Server, ServerOptions};

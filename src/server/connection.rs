@@ -1,0 +1,442 @@
+//! One client connection: a single task that owns the socket, the read and write buffers, the
+//! handshake state and the channel table.
+//!
+//! I/O is batched: each read fills a large buffer and every complete frame in it is handled before
+//! the next read; replies are encoded into one output buffer that is written with one syscall per
+//! wake-up. When the client does not read (the output buffer passes [`WRITE_HIGH_WATER`]), the
+//! task stops reading until it drains: back-pressure instead of unbounded memory.
+//!
+//! Timers: the handshake must finish within the handshake timeout; once open, a heartbeat is sent
+//! every half interval without other output, and the connection is dropped after two intervals
+//! without input. After `connection.close` is sent, only `close-ok` is awaited, for at most
+//! [`CLOSE_TIMEOUT`]. This task never blocks on anything but its own socket and timers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, info, warn};
+use warren_protocol::frame::{
+    encode_heartbeat, parse_frame, parse_protocol_header, Frame, FrameType, ProtocolHeader,
+    PROTOCOL_HEADER,
+};
+use warren_protocol::method::{decode_method, encode_method, Method};
+use warren_protocol::spec::{connection, AMQPClass};
+
+use super::channel::Channels;
+use super::handshake::{self, ClientCapabilities, Tuning};
+use super::Context;
+use crate::error::{Error, Exception, ReplyCode, Scope};
+
+/// Bytes reserved for each read: big enough to take many small frames per syscall.
+const READ_CHUNK: usize = 64 * 1024;
+/// Stop reading while this much output is waiting for a client that does not read.
+pub const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// How long to wait for `close-ok` after sending `connection.close`.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for `AMQP 0 0 9 1`.
+    ProtocolHeader,
+    StartOk,
+    TuneOk,
+    Open,
+    /// Handshake done: channels are served.
+    Running,
+    /// `connection.close` sent; only `close-ok` matters now.
+    Closing,
+    /// Nothing more to read; flush what is buffered and drop the socket.
+    Done,
+}
+
+pub(crate) struct Connection {
+    peer: SocketAddr,
+    context: Arc<Context>,
+    state: State,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    tuning: Tuning,
+    capabilities: ClientCapabilities,
+    user: String,
+    vhost: String,
+    channels: Channels,
+    last_read: Instant,
+    last_write: Instant,
+    /// When the current state gives up (handshake, closing) or the next heartbeat check is due.
+    deadline: Option<Instant>,
+    close_reason: String,
+}
+
+/// Serves one accepted socket until it closes; logs the outcome.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: Arc<Context>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let now = Instant::now();
+    let mut connection = Connection {
+        peer,
+        tuning: context.tuning,
+        deadline: Some(now + context.handshake_timeout),
+        context,
+        state: State::ProtocolHeader,
+        read_buf: BytesMut::new(),
+        write_buf: BytesMut::new(),
+        capabilities: ClientCapabilities::default(),
+        user: String::new(),
+        vhost: String::new(),
+        channels: Channels::new(0),
+        last_read: now,
+        last_write: now,
+        close_reason: String::new(),
+    };
+    let was_open = connection.run(stream, shutdown).await;
+    let reason = connection.close_reason;
+    if was_open {
+        info!(peer = %peer, user = %connection.user, vhost = %connection.vhost, reason = %reason, "connection closed");
+    } else {
+        debug!(peer = %peer, reason = %reason, "connection closed during handshake");
+    }
+}
+
+impl Connection {
+    /// The I/O loop. Returns whether the connection got past the handshake.
+    async fn run(&mut self, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) -> bool {
+        let mut was_open = false;
+        let (mut reader, mut writer) = stream.split();
+        let timer = sleep_until(self.deadline.unwrap_or_else(far_future));
+        tokio::pin!(timer);
+        let mut timer_at = self.deadline;
+        loop {
+            was_open |= self.state == State::Running;
+            if self.state == State::Done && self.write_buf.is_empty() {
+                break;
+            }
+            if timer_at != self.deadline {
+                timer_at = self.deadline;
+                timer
+                    .as_mut()
+                    .reset(self.deadline.unwrap_or_else(far_future));
+            }
+            let reading = self.state != State::Done && self.write_buf.len() < WRITE_HIGH_WATER;
+            if reading && self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                written = writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() => {
+                    match written {
+                        Ok(0) | Err(_) => {
+                            self.finish("socket write failed");
+                            break;
+                        }
+                        Ok(_) => self.last_write = Instant::now(),
+                    }
+                }
+                read = reader.read_buf(&mut self.read_buf), if reading => {
+                    match read {
+                        Ok(0) => {
+                            self.finish("client closed the socket");
+                            break;
+                        }
+                        Err(e) => {
+                            self.finish(&format!("socket read failed: {e}"));
+                            break;
+                        }
+                        Ok(_) => {
+                            self.last_read = Instant::now();
+                            self.process_input();
+                        }
+                    }
+                }
+                () = &mut timer => self.on_timer(),
+                _ = shutdown.changed(), if self.state != State::Closing && self.state != State::Done => {
+                    self.close_connection(Exception::from(Error::Shutdown), "broker shutting down");
+                }
+            }
+        }
+        let _ = writer.shutdown().await;
+        was_open
+    }
+
+    /// Ends the connection without further protocol exchange.
+    fn finish(&mut self, reason: &str) {
+        if self.close_reason.is_empty() {
+            self.close_reason = reason.to_owned();
+        }
+        self.state = State::Done;
+        self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+    }
+
+    /// Handles every complete frame in the read buffer.
+    fn process_input(&mut self) {
+        loop {
+            match self.state {
+                State::Done => {
+                    self.read_buf.clear();
+                    return;
+                }
+                State::ProtocolHeader => match parse_protocol_header(&mut self.read_buf) {
+                    ProtocolHeader::Incomplete => return,
+                    ProtocolHeader::Rejected => {
+                        self.write_buf.extend_from_slice(&PROTOCOL_HEADER);
+                        self.finish("protocol header mismatch");
+                        return;
+                    }
+                    ProtocolHeader::Accepted => {
+                        let start = AMQPClass::Connection(connection::AMQPMethod::Start(
+                            handshake::start(),
+                        ));
+                        encode_method(&mut self.write_buf, 0, &start);
+                        self.state = State::StartOk;
+                        continue;
+                    }
+                },
+                _ => {}
+            }
+            // Before tune-ok the server's own frame_max bounds frames; after it, the negotiated one.
+            match parse_frame(&mut self.read_buf, self.tuning.frame_max) {
+                Ok(None) => return,
+                Ok(Some(frame)) => {
+                    let channel = frame.channel;
+                    if let Err(exception) = self.handle_frame(frame) {
+                        self.exception(channel, exception);
+                    }
+                }
+                Err(error) => {
+                    if self.state == State::Closing {
+                        // Unsynchronised input while closing: drop it; the close timeout ends this.
+                        self.read_buf.clear();
+                        return;
+                    }
+                    self.exception(0, Error::from(error).into());
+                    self.read_buf.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, frame: Frame) -> Result<(), Exception> {
+        if self.state == State::Closing {
+            return self.handle_while_closing(frame);
+        }
+        match frame.frame_type {
+            FrameType::Heartbeat if frame.channel == 0 => Ok(()),
+            FrameType::Heartbeat => Err(Error::HeartbeatOnChannel(frame.channel).into()),
+            FrameType::Method if frame.channel == 0 => {
+                let method = decode_method(&frame.payload).map_err(Error::from)?;
+                let (class_id, method_id) = method.ids();
+                self.handle_connection_method(method)
+                    .map_err(|error| Exception {
+                        error,
+                        class_id,
+                        method_id,
+                    })
+            }
+            _ if frame.channel == 0 => {
+                Err(Error::UnexpectedFrame("content frame on channel 0".into()).into())
+            }
+            _ if self.state != State::Running => Err(Error::CommandInvalid(format!(
+                "frame on channel {} before the connection is open",
+                frame.channel
+            ))
+            .into()),
+            _ => self.channels.handle(&mut self.write_buf, frame),
+        }
+    }
+
+    fn handle_while_closing(&mut self, frame: Frame) -> Result<(), Exception> {
+        if frame.frame_type != FrameType::Method || frame.channel != 0 {
+            return Ok(());
+        }
+        match decode_method(&frame.payload) {
+            Ok(Method::Other(AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))) => {
+                self.state = State::Done;
+            }
+            Ok(Method::Other(AMQPClass::Connection(connection::AMQPMethod::Close(_)))) => {
+                self.send(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
+                self.state = State::Done;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, method: connection::AMQPMethod) {
+        encode_method(&mut self.write_buf, 0, &AMQPClass::Connection(method));
+    }
+
+    fn handle_connection_method(&mut self, method: Method) -> Result<(), Error> {
+        use connection::AMQPMethod as C;
+        let Method::Other(AMQPClass::Connection(method)) = method else {
+            return Err(Error::CommandInvalid(
+                "only connection methods are allowed on channel 0".into(),
+            ));
+        };
+        match (self.state, method) {
+            (_, C::Close(close)) => {
+                self.send(C::CloseOk(connection::CloseOk {}));
+                let reason = format!(
+                    "client closed: {} {}",
+                    close.reply_code,
+                    close.reply_text.as_str()
+                );
+                self.finish(&reason);
+                Ok(())
+            }
+            (State::StartOk, C::StartOk(start_ok)) => {
+                self.capabilities =
+                    ClientCapabilities::from_properties(&start_ok.client_properties);
+                let login = self.context.users.authenticate(
+                    start_ok.mechanism.as_str(),
+                    start_ok.response.as_bytes(),
+                    self.peer.ip(),
+                );
+                match login {
+                    Ok(user) => self.user = user,
+                    Err(why) => {
+                        warn!(peer = %self.peer, reason = %why, "authentication failed");
+                        if !self.capabilities.authentication_failure_close {
+                            self.finish(&why);
+                            return Ok(());
+                        }
+                        return Err(Error::AuthFailed(why));
+                    }
+                }
+                self.send(C::Tune(handshake::tune(self.context.tuning)));
+                self.state = State::TuneOk;
+                Ok(())
+            }
+            (State::TuneOk, C::TuneOk(tune_ok)) => {
+                self.tuning = handshake::negotiate(self.context.tuning, &tune_ok)?;
+                self.channels = Channels::new(self.tuning.channel_max);
+                self.state = State::Open;
+                Ok(())
+            }
+            (State::Open, C::Open(open)) => {
+                let vhost = open.virtual_host.as_str();
+                if !self.context.vhosts.iter().any(|v| v == vhost) {
+                    return Err(Error::VhostNotFound(vhost.to_owned()));
+                }
+                self.vhost = vhost.to_owned();
+                self.send(C::OpenOk(connection::OpenOk {}));
+                self.state = State::Running;
+                self.deadline = self.heartbeat_check_at(Instant::now());
+                info!(peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection opened");
+                Ok(())
+            }
+            (_, C::UpdateSecret(_)) if self.state == State::Running => {
+                Err(Error::NotImplemented("connection.update-secret".into()))
+            }
+            (state, method) => Err(Error::CommandInvalid(format!(
+                "connection.{} not expected in state {state:?}",
+                method_name(&method)
+            ))),
+        }
+    }
+
+    /// Reacts to a channel or connection exception according to its scope.
+    fn exception(&mut self, channel: u16, exception: Exception) {
+        let (code, scope) = exception.error.reply();
+        match scope {
+            Scope::Channel if channel != 0 => {
+                debug!(peer = %self.peer, channel, code = code as u16, error = %exception.error, "channel exception");
+                self.channels
+                    .close_with(&mut self.write_buf, channel, &exception);
+            }
+            _ => {
+                let reason = exception.error.reply_text();
+                self.close_connection(exception, &reason);
+            }
+        }
+    }
+
+    /// Sends `connection.close` and waits (bounded) for `close-ok`.
+    fn close_connection(&mut self, exception: Exception, reason: &str) {
+        let (code, _) = exception.error.reply();
+        if code != ReplyCode::ConnectionForced {
+            warn!(peer = %self.peer, code = code as u16, error = %exception.error, "connection exception");
+        }
+        self.close_reason = reason.to_owned();
+        if self.state == State::ProtocolHeader {
+            self.state = State::Done;
+        } else {
+            self.send(connection::AMQPMethod::Close(connection::Close {
+                reply_code: code as u16,
+                reply_text: exception.error.reply_text().into(),
+                class_id: exception.class_id,
+                method_id: exception.method_id,
+            }));
+            self.state = State::Closing;
+        }
+        self.channels = Channels::new(0);
+        self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+    }
+
+    fn heartbeat_check_at(&self, now: Instant) -> Option<Instant> {
+        match self.tuning.heartbeat {
+            0 => None,
+            seconds => Some(now + Duration::from_millis(u64::from(seconds) * 500)),
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        match self.state {
+            State::Running => {
+                let interval = Duration::from_secs(u64::from(self.tuning.heartbeat));
+                if now.duration_since(self.last_read) >= interval * 2 {
+                    warn!(peer = %self.peer, timeout_s = self.tuning.heartbeat, "missed heartbeats from client");
+                    self.finish("missed heartbeats from client");
+                    self.write_buf.clear();
+                    return;
+                }
+                if now.duration_since(self.last_write) >= interval / 2 && self.write_buf.is_empty()
+                {
+                    encode_heartbeat(&mut self.write_buf);
+                }
+                self.deadline = self.heartbeat_check_at(now);
+            }
+            State::Closing | State::Done => {
+                self.finish("timed out waiting for connection.close-ok");
+                self.write_buf.clear();
+            }
+            _ => {
+                self.finish("handshake timed out");
+                self.write_buf.clear();
+            }
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+fn method_name(method: &connection::AMQPMethod) -> &'static str {
+    use connection::AMQPMethod as C;
+    match method {
+        C::Start(_) => "start",
+        C::StartOk(_) => "start-ok",
+        C::Secure(_) => "secure",
+        C::SecureOk(_) => "secure-ok",
+        C::Tune(_) => "tune",
+        C::TuneOk(_) => "tune-ok",
+        C::Open(_) => "open",
+        C::OpenOk(_) => "open-ok",
+        C::Close(_) => "close",
+        C::CloseOk(_) => "close-ok",
+        C::Blocked(_) => "blocked",
+        C::Unblocked(_) => "unblocked",
+        C::UpdateSecret(_) => "update-secret",
+        C::UpdateSecretOk(_) => "update-secret-ok",
+    }
+}

@@ -1,0 +1,133 @@
+//! The network side of the broker: the TCP listener, one task per connection, and shutdown.
+//!
+//! [`Server::bind`] opens the listener; [`Server::run`] accepts until the shutdown future
+//! completes, then tells every connection (through a `watch` channel) to close with
+//! 320 CONNECTION_FORCED and waits, bounded, for them to finish. Connection tasks share only the
+//! read-only [`Context`].
+
+mod auth;
+mod channel;
+mod connection;
+mod handshake;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use auth::{User, Users};
+pub use handshake::Tuning;
+
+/// How long shutdown waits for connections to finish their close handshake.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the server needs to run.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub tuning: Tuning,
+    pub handshake_timeout: Duration,
+    pub users: Users,
+    pub vhosts: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            listen: "0.0.0.0:5672".into(),
+            data_dir: PathBuf::from("./warren-data"),
+            tuning: Tuning::default(),
+            handshake_timeout: Duration::from_secs(10),
+            users: Users::default(),
+            vhosts: vec!["/".into()],
+        }
+    }
+}
+
+/// Read-only state shared by all connection tasks.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) tuning: Tuning,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) users: Users,
+    pub(crate) vhosts: Vec<String>,
+}
+
+/// A bound, not yet running, broker.
+pub struct Server {
+    listener: TcpListener,
+    context: Arc<Context>,
+}
+
+impl Server {
+    /// Creates the data directory if needed and binds the listener.
+    pub async fn bind(options: ServerOptions) -> io::Result<Server> {
+        std::fs::create_dir_all(&options.data_dir)?;
+        let listener = TcpListener::bind(&options.listen).await?;
+        let context = Arc::new(Context {
+            tuning: options.tuning,
+            handshake_timeout: options.handshake_timeout,
+            users: options.users,
+            vhosts: options.vhosts,
+        });
+        Ok(Server { listener, context })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves clients until `shutdown` completes, then closes every connection gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let addr = self.local_addr()?;
+        info!(%addr, "listening for AMQP 0-9-1");
+        let (stop, stopping) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let context = Arc::clone(&self.context);
+                        connections.spawn(connection::serve(stream, peer, context, stopping.clone()));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        drop(self.listener);
+        info!(
+            open = connections.len(),
+            "shutting down: closing connections"
+        );
+        let _ = stop.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                open = connections.len(),
+                "connections did not close in time; dropping them"
+            );
+            connections.abort_all();
+        }
+        info!("shutdown complete");
+        Ok(())
+    }
+}

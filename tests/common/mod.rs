@@ -1,0 +1,233 @@
+//! Shared test harness: a broker started in-process on an ephemeral loopback port, and a raw AMQP
+//! client for the cases real clients cannot produce (garbage, silence, bad frames).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use warren::server::Tuning;
+use warren::{Server, ServerOptions};
+use warren_protocol::frame::{parse_frame, Frame, FrameType, PROTOCOL_HEADER};
+use warren_protocol::method::{decode_method, encode_method, Method};
+use warren_protocol::spec::{connection, AMQPClass};
+use warren_protocol::types::{AMQPValue, FieldTable, LongString};
+
+pub struct Broker {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    data_dir: PathBuf,
+}
+
+impl Broker {
+    pub async fn start() -> Broker {
+        Broker::start_with(ServerOptions::default()).await
+    }
+
+    pub async fn start_with(mut options: ServerOptions) -> Broker {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let data_dir = std::env::temp_dir().join(format!("warren-test-{}-{n}", std::process::id()));
+        options.listen = "127.0.0.1:0".into();
+        options.data_dir = data_dir.clone();
+        let server = Server::bind(options).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Broker {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+            data_dir,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    pub fn uri_with(&self, user: &str, password: &str, vhost: &str) -> String {
+        format!("amqp://{user}:{password}@{}/{vhost}", self.addr)
+    }
+
+    /// Stops the broker the way SIGTERM does and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server run");
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub fn tuning_with_heartbeat(heartbeat: u16) -> Tuning {
+    Tuning {
+        heartbeat,
+        ..Tuning::default()
+    }
+}
+
+/// A hand-driven AMQP client over a raw socket.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        RawClient {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    pub async fn send_method(&mut self, channel: u16, method: AMQPClass) {
+        let mut out = BytesMut::new();
+        encode_method(&mut out, channel, &method);
+        self.send(&out).await;
+    }
+
+    /// The next frame, or None when the broker closed the socket. Panics after 10 s of silence.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        self.recv_within(Duration::from_secs(10))
+            .await
+            .expect("no frame within 10 s")
+    }
+
+    /// Ok(None): socket closed; Err: nothing within `limit`.
+    pub async fn recv_within(&mut self, limit: Duration) -> Result<Option<Frame>, ()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(frame) =
+                parse_frame(&mut self.buf, 1 << 20).expect("broker sent a bad frame")
+            {
+                return Ok(Some(frame));
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return Err(()),
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Reads raw bytes until the socket closes (bounded).
+    pub async fn read_to_close(&mut self) -> Vec<u8> {
+        let mut all = self.buf.split().to_vec();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read_to_end(&mut all)).await;
+        all
+    }
+
+    pub async fn recv_method(&mut self) -> Option<(u16, AMQPClass)> {
+        loop {
+            let frame = self.recv().await?;
+            if frame.frame_type != FrameType::Method {
+                continue;
+            }
+            match decode_method(&frame.payload).expect("broker sent a bad method") {
+                Method::Other(class) => return Some((frame.channel, class)),
+                other => panic!("unexpected fast-path method {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for `connection.close` from the broker and returns its reply code.
+    pub async fn expect_connection_close(&mut self) -> u16 {
+        loop {
+            match self.recv_method().await {
+                Some((0, AMQPClass::Connection(connection::AMQPMethod::Close(close)))) => {
+                    return close.reply_code
+                }
+                Some(_) => continue,
+                None => panic!("socket closed without connection.close"),
+            }
+        }
+    }
+
+    /// Performs the whole handshake as guest, with the given heartbeat; returns the tune offer.
+    pub async fn handshake(addr: SocketAddr, heartbeat: u16) -> (RawClient, connection::Tune) {
+        let mut client = RawClient::connect(addr).await;
+        client.send(&PROTOCOL_HEADER).await;
+        let Some((0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))) =
+            client.recv_method().await
+        else {
+            panic!("expected connection.start");
+        };
+        let mut caps = FieldTable::default();
+        caps.insert(
+            "authentication_failure_close".into(),
+            AMQPValue::Boolean(true),
+        );
+        let mut props = FieldTable::default();
+        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        client
+            .send_method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                    client_properties: props,
+                    mechanism: "PLAIN".into(),
+                    response: LongString::from(b"\0guest\0guest".to_vec()),
+                    locale: "en_US".into(),
+                })),
+            )
+            .await;
+        let Some((0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune)))) =
+            client.recv_method().await
+        else {
+            panic!("expected connection.tune");
+        };
+        client
+            .send_method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                    channel_max: tune.channel_max,
+                    frame_max: tune.frame_max,
+                    heartbeat,
+                })),
+            )
+            .await;
+        client
+            .send_method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+                    virtual_host: "/".into(),
+                })),
+            )
+            .await;
+        let Some((0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))) =
+            client.recv_method().await
+        else {
+            panic!("expected connection.open-ok");
+        };
+        (client, tune)
+    }
+
+    pub async fn send_frame(&mut self, frame_type: FrameType, channel: u16, payload: &[u8]) {
+        let mut out = BytesMut::new();
+        warren_protocol::frame::encode_frame(&mut out, frame_type, channel, payload);
+        self.send(&out).await;
+    }
+}

@@ -1,0 +1,191 @@
+//! Connections with a real client (lapin): handshake, channels, close, authentication, vhosts,
+//! heartbeats and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{tuning_with_heartbeat, Broker, RawClient};
+use lapin::{Connection, ConnectionProperties};
+use warren::ServerOptions;
+use warren_protocol::frame::FrameType;
+use warren_protocol::spec::{channel, connection, AMQPClass};
+
+#[tokio::test]
+async fn lapin_opens_100_channels_and_closes_cleanly() {
+    let broker = Broker::start().await;
+    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let mut channels = Vec::new();
+    for _ in 0..100 {
+        channels.push(conn.create_channel().await.expect("channel.open"));
+    }
+    let ids: std::collections::HashSet<u16> = channels.iter().map(|c| c.id()).collect();
+    assert_eq!(ids.len(), 100);
+    assert!(channels.iter().all(|c| c.status().connected()));
+    for channel in channels.iter().take(50) {
+        channel
+            .close(200, "bye".into())
+            .await
+            .expect("channel.close");
+    }
+    // Closed numbers can be used again, and the others still work.
+    let again = conn.create_channel().await.expect("reopen");
+    assert!(again.status().connected());
+    conn.close(200, "done".into())
+        .await
+        .expect("connection.close");
+    assert!(!conn.status().connected());
+}
+
+#[tokio::test]
+async fn wrong_password_is_refused_with_403() {
+    let broker = Broker::start().await;
+    let err = Connection::connect(
+        &broker.uri_with("guest", "nope", "%2f"),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect_err("login must fail");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("403") || text.contains("ACCESS_REFUSED") || text.contains("AccessRefused"),
+        "{text}"
+    );
+    // The broker keeps serving.
+    let ok = Connection::connect(&broker.uri(), ConnectionProperties::default()).await;
+    assert!(ok.is_ok());
+}
+
+#[tokio::test]
+async fn unknown_vhost_is_530_not_allowed() {
+    let broker = Broker::start().await;
+    let mut client = RawClient::connect(broker.addr).await;
+    client.send(&warren_protocol::frame::PROTOCOL_HEADER).await;
+    let _start = client.recv_method().await.expect("start");
+    client
+        .send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: Default::default(),
+                mechanism: "PLAIN".into(),
+                response: b"\0guest\0guest".to_vec().into(),
+                locale: "en_US".into(),
+            })),
+        )
+        .await;
+    let _tune = client.recv_method().await.expect("tune");
+    client
+        .send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: 0,
+                frame_max: 0,
+                heartbeat: 0,
+            })),
+        )
+        .await;
+    client
+        .send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+                virtual_host: "/nope".into(),
+            })),
+        )
+        .await;
+    assert_eq!(client.expect_connection_close().await, 530);
+    // lapin sees the same refusal.
+    let err = Connection::connect(
+        &broker.uri_with("guest", "guest", "nope"),
+        ConnectionProperties::default(),
+    )
+    .await;
+    assert!(err.is_err());
+}
+
+#[tokio::test]
+async fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
+    let broker = Broker::start_with(ServerOptions {
+        tuning: tuning_with_heartbeat(1),
+        ..ServerOptions::default()
+    })
+    .await;
+    let (mut client, tune) = RawClient::handshake(broker.addr, 1).await;
+    assert_eq!(tune.heartbeat, 1);
+    let started = tokio::time::Instant::now();
+    // The broker sends heartbeats at half the interval...
+    let frame = client.recv().await.expect("a heartbeat");
+    assert_eq!(frame.frame_type, FrameType::Heartbeat);
+    // ...and, hearing nothing, closes the socket after two intervals.
+    loop {
+        match client.recv_within(Duration::from_secs(5)).await {
+            Ok(Some(frame)) => assert_eq!(frame.frame_type, FrameType::Heartbeat),
+            Ok(None) => break,
+            Err(()) => panic!("silent client was not dropped"),
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "dropped too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed <= Duration::from_secs(4),
+        "dropped too late: {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_sends_heartbeats_stays_connected() {
+    let broker = Broker::start_with(ServerOptions {
+        tuning: tuning_with_heartbeat(1),
+        ..ServerOptions::default()
+    })
+    .await;
+    let (mut client, _) = RawClient::handshake(broker.addr, 1).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        client.send_frame(FrameType::Heartbeat, 0, &[]).await;
+    }
+    // Still alive after 3.2 s: a channel opens.
+    client
+        .send_method(
+            1,
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+        )
+        .await;
+    loop {
+        match client.recv_method().await {
+            Some((1, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))) => break,
+            Some(other) => panic!("unexpected {other:?}"),
+            None => panic!("connection was dropped"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_sends_320_connection_forced() {
+    let broker = Broker::start().await;
+    let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
+    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let shutdown = tokio::spawn(broker.shutdown());
+    assert_eq!(client.expect_connection_close().await, 320);
+    client
+        .send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+        )
+        .await;
+    assert!(
+        client.recv().await.is_none(),
+        "socket closes after close-ok"
+    );
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown finishes")
+        .expect("shutdown task");
+    assert!(!conn.status().connected());
+}
