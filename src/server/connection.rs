@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
@@ -108,14 +108,21 @@ pub(crate) async fn serve(
 
 impl Connection {
     /// The I/O loop. Returns whether the connection got past the handshake.
+    ///
+    /// Readiness-based: the task waits for the socket to become readable before it takes a read
+    /// buffer, and lets go of the buffer once every frame in it is handled, so an idle connection
+    /// holds no read buffer at all. Output is written as soon as it is produced, once per wake-up;
+    /// only when the socket is full does the task wait for it to become writable.
     async fn run(&mut self, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) -> bool {
         let mut was_open = false;
-        let (mut reader, mut writer) = stream.split();
         let timer = sleep_until(self.deadline.unwrap_or_else(far_future));
         tokio::pin!(timer);
         let mut timer_at = self.deadline;
         loop {
             was_open |= self.state == State::Running;
+            if !self.write_buf.is_empty() && !self.flush(&stream) {
+                break;
+            }
             if self.state == State::Done && self.write_buf.is_empty() {
                 break;
             }
@@ -126,34 +133,17 @@ impl Connection {
                     .reset(self.deadline.unwrap_or_else(far_future));
             }
             let reading = self.state != State::Done && self.write_buf.len() < WRITE_HIGH_WATER;
-            if reading && self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-                self.read_buf.reserve(READ_CHUNK);
-            }
             tokio::select! {
                 biased;
-                written = writer.write_buf(&mut self.write_buf), if !self.write_buf.is_empty() => {
-                    match written {
-                        Ok(0) | Err(_) => {
-                            self.finish("socket write failed");
-                            break;
-                        }
-                        Ok(_) => self.last_write = Instant::now(),
+                writable = stream.writable(), if !self.write_buf.is_empty() => {
+                    if writable.is_err() {
+                        self.finish("socket write failed");
+                        break;
                     }
                 }
-                read = reader.read_buf(&mut self.read_buf), if reading => {
-                    match read {
-                        Ok(0) => {
-                            self.finish("client closed the socket");
-                            break;
-                        }
-                        Err(e) => {
-                            self.finish(&format!("socket read failed: {e}"));
-                            break;
-                        }
-                        Ok(_) => {
-                            self.last_read = Instant::now();
-                            self.process_input();
-                        }
+                readable = stream.readable(), if reading => {
+                    if readable.is_err() || !self.read(&stream) {
+                        break;
                     }
                 }
                 () = &mut timer => self.on_timer(),
@@ -162,8 +152,57 @@ impl Connection {
                 }
             }
         }
-        let _ = writer.shutdown().await;
+        // FIN rather than a reset, so the client reads the last frames we sent.
+        let _ = stream.shutdown().await;
         was_open
+    }
+
+    /// Writes as much buffered output as the socket takes now. False when the socket failed.
+    fn flush(&mut self, stream: &TcpStream) -> bool {
+        match stream.try_write(&self.write_buf) {
+            Ok(n) => {
+                let _ = self.write_buf.split_to(n);
+                self.last_write = Instant::now();
+                if self.write_buf.is_empty() && self.write_buf.capacity() > READ_CHUNK {
+                    // Do not keep a burst's worth of memory for an idle connection.
+                    self.write_buf = BytesMut::new();
+                }
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(e) => {
+                self.finish(&format!("socket write failed: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Reads what the socket has and handles every complete frame. False when the socket closed.
+    fn read(&mut self, stream: &TcpStream) -> bool {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        match stream.try_read_buf(&mut self.read_buf) {
+            Ok(0) => {
+                self.finish("client closed the socket");
+                return false;
+            }
+            Ok(_) => {
+                self.last_read = Instant::now();
+                self.process_input();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                self.finish(&format!("socket read failed: {e}"));
+                return false;
+            }
+        }
+        if self.read_buf.is_empty() {
+            // Frames taken from the buffer share its memory; an empty buffer is let go so that an
+            // idle connection holds none.
+            self.read_buf = BytesMut::new();
+        }
+        true
     }
 
     /// Ends the connection without further protocol exchange.
