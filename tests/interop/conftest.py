@@ -1,0 +1,192 @@
+"""Fixtures for the pika interop tests: the real `warren` binary, run as a child process.
+
+Every test gets its own broker on a free loopback port with a temporary --data-dir. Teardown sends
+SIGTERM and asserts the broker exits 0 within 10 s, so every test also checks graceful shutdown.
+
+WARREN_BIN names the binary (default: target/debug/warren under the repository root).
+"""
+
+import contextlib
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+
+import pika
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+
+
+def warren_bin() -> pathlib.Path:
+    configured = os.environ.get("WARREN_BIN")
+    path = pathlib.Path(configured) if configured else REPO_ROOT / "target" / "debug" / "warren"
+    path = path.resolve()
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"broker binary {path} is missing or not executable (build it or set WARREN_BIN)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Broker:
+    """One running broker process."""
+
+    def __init__(self, process: subprocess.Popen, port: int, log_path: pathlib.Path):
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def params(self, **kwargs) -> pika.ConnectionParameters:
+        """Connection parameters for this broker (guest/guest, vhost "/" unless overridden).
+
+        Timeouts are bounded so that a broker that stops answering fails a test instead of
+        hanging it.
+        """
+        kwargs.setdefault("socket_timeout", 5)
+        kwargs.setdefault("stack_timeout", 10)
+        kwargs.setdefault("blocked_connection_timeout", 10)
+        kwargs.setdefault("connection_attempts", 1)
+        return pika.ConnectionParameters(host="127.0.0.1", port=self.port, **kwargs)
+
+    def connect(self, **kwargs) -> pika.BlockingConnection:
+        return pika.BlockingConnection(self.params(**kwargs))
+
+    def terminate(self) -> int:
+        """Sends SIGTERM and returns the exit code; fails the test if the broker takes more than
+        STOP_TIMEOUT seconds (and then kills it)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(
+                f"broker did not exit within {STOP_TIMEOUT:.0f} s of SIGTERM\n--- broker log ---\n{self.log()}"
+            )
+
+    def assert_graceful_exit(self) -> None:
+        code = self.terminate()
+        assert code == 0, f"broker exited with {code} after SIGTERM\n--- broker log ---\n{self.log()}"
+
+
+def _spawn(data_dir: pathlib.Path, log_path: pathlib.Path) -> Broker:
+    binary = warren_bin()
+    port = free_port()
+    log = open(log_path, "wb")
+    try:
+        process = subprocess.Popen(
+            [str(binary), "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
+        )
+    finally:
+        log.close()
+    broker = Broker(process, port, log_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return broker  # exited early; the caller decides whether to retry
+        if port_accepts(port):
+            return broker
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    pytest.fail(f"broker did not accept on port {port} within {START_TIMEOUT:.0f} s\n{broker.log()}")
+
+
+@contextlib.contextmanager
+def running_broker(tmp_path: pathlib.Path):
+    """Starts a broker, yields it, then stops it with SIGTERM and asserts a clean exit 0.
+
+    The free port is picked before the broker binds it, so another process can take it in
+    between; a broker that exits at start-up is retried on a new port a few times."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    broker = None
+    for attempt in range(3):
+        data_dir = tmp_path / f"data-{attempt}"
+        broker = _spawn(data_dir, tmp_path / f"warren-{attempt}.log")
+        if broker.process.poll() is None:
+            break
+    assert broker is not None and broker.process.poll() is None, (
+        f"broker exited at start-up with {broker.process.returncode}\n{broker.log()}"
+    )
+    assert data_dir.is_dir(), "broker did not create its --data-dir"
+    try:
+        yield broker
+    except BaseException:
+        if broker.process.poll() is None:
+            broker.process.kill()
+            broker.process.wait()
+        raise
+    broker.assert_graceful_exit()
+
+
+@pytest.fixture
+def warren(tmp_path):
+    """A running broker (a Broker object: .port, .params(), .connect(), .log())."""
+    with running_broker(tmp_path) as broker:
+        yield broker
+
+
+@pytest.fixture
+def warren_port(warren):
+    """The loopback port of a running broker."""
+    yield warren.port
+
+
+@pytest.fixture
+def start_broker(tmp_path):
+    """For tests that need their own broker (e.g. to stop it themselves): a context manager."""
+    counter = iter(range(1000))
+
+    def start():
+        return running_broker(tmp_path / f"broker-{next(counter)}")
+
+    return start
+
+
+TEST_TIMEOUT = 60
+
+
+@pytest.fixture(autouse=True)
+def _test_deadline():
+    """Fails a test that runs longer than TEST_TIMEOUT seconds instead of letting it hang CI: a
+    broker that never answers (say, no close-ok) would otherwise block pika's I/O loop forever.
+    SIGALRM interrupts pika's select() in the main thread and the handler's exception ends it."""
+
+    def expired(_signum, _frame):
+        raise TimeoutError(f"test did not finish within {TEST_TIMEOUT} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
