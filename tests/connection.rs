@@ -61,39 +61,8 @@ async fn wrong_password_is_refused_with_403() {
 #[tokio::test]
 async fn unknown_vhost_is_530_not_allowed() {
     let broker = Broker::start().await;
-    let mut client = RawClient::connect(broker.addr).await;
-    client.send(&warren_protocol::frame::PROTOCOL_HEADER).await;
-    let _start = client.recv_method().await.expect("start");
-    client
-        .send_method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: Default::default(),
-                mechanism: "PLAIN".into(),
-                response: b"\0guest\0guest".to_vec().into(),
-                locale: "en_US".into(),
-            })),
-        )
-        .await;
-    let _tune = client.recv_method().await.expect("tune");
-    client
-        .send_method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
-                channel_max: 0,
-                frame_max: 0,
-                heartbeat: 0,
-            })),
-        )
-        .await;
-    client
-        .send_method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-                virtual_host: "/nope".into(),
-            })),
-        )
-        .await;
+    let (mut client, _) = RawClient::login(broker.addr, 0).await;
+    client.send_open("/nope").await;
     assert_eq!(client.expect_connection_close().await, 530);
     // lapin sees the same refusal.
     let err = Connection::connect(

@@ -169,6 +169,27 @@ impl RawClient {
 
     /// Performs the whole handshake as guest, with the given heartbeat; returns the tune offer.
     pub async fn handshake(addr: SocketAddr, heartbeat: u16) -> (RawClient, connection::Tune) {
+        let (mut client, tune) = RawClient::login(addr, heartbeat).await;
+        client.send_open("/").await;
+        let Some((0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))) =
+            client.recv_method().await
+        else {
+            panic!("expected connection.open-ok");
+        };
+        (client, tune)
+    }
+
+    /// Sends `connection.open` for `vhost`.
+    pub async fn send_open(&mut self, vhost: &str) {
+        let open = connection::Open {
+            virtual_host: vhost.into(),
+        };
+        self.send_method(0, AMQPClass::Connection(connection::AMQPMethod::Open(open)))
+            .await;
+    }
+
+    /// The handshake up to and including `tune-ok` (as guest); `connection.open` is the caller's.
+    pub async fn login(addr: SocketAddr, heartbeat: u16) -> (RawClient, connection::Tune) {
         let mut client = RawClient::connect(addr).await;
         client.send(&PROTOCOL_HEADER).await;
         let Some((0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))) =
@@ -209,19 +230,6 @@ impl RawClient {
                 })),
             )
             .await;
-        client
-            .send_method(
-                0,
-                AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-                    virtual_host: "/".into(),
-                })),
-            )
-            .await;
-        let Some((0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))) =
-            client.recv_method().await
-        else {
-            panic!("expected connection.open-ok");
-        };
         (client, tune)
     }
 
