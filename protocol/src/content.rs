@@ -10,7 +10,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use crate::frame::{begin_frame, end_frame, encode_frame, FrameType, FRAME_OVERHEAD};
+use crate::frame::{begin_frame, encode_frame, end_frame, FrameType, FRAME_OVERHEAD};
 use crate::method::CLASS_BASIC;
 use crate::spec::basic::{gen_properties, parse_properties};
 use crate::spec::BasicProperties;
@@ -85,7 +85,9 @@ fn walk_properties<'a>(
             continue;
         }
         let after = match kind {
-            PropKind::ShortString => check_short_string(rest).map_err(|_| ContentError::Properties)?,
+            PropKind::ShortString => {
+                check_short_string(rest).map_err(|_| ContentError::Properties)?
+            }
             PropKind::Table => check_table(rest, 0).map_err(|_| ContentError::Properties)?,
             PropKind::Octet => rest.get(1..).ok_or(ContentError::Properties)?,
             PropKind::Timestamp => rest.get(8..).ok_or(ContentError::Properties)?,
@@ -122,9 +124,15 @@ impl ContentHeader {
     }
 
     /// All properties, decoded by `amq-protocol` (allocates; not for the per-message path).
+    ///
+    /// The fields are public, so the properties may not have come through
+    /// [`decode_content_header`] (a header built by hand, or read back from storage): they are
+    /// walked again here, so that a deeply nested `headers` table never reaches `amq-protocol`'s
+    /// unbounded recursive parser.
     pub fn decode_properties(&self) -> Result<BasicProperties, ContentError> {
+        walk_properties(&self.properties, |_, _| {})?;
         match parse_properties(&self.properties[..]) {
-            Ok((rest, props)) if rest.is_empty() => Ok(props),
+            Ok(([], props)) => Ok(props),
             _ => Err(ContentError::Properties),
         }
     }

@@ -39,8 +39,9 @@ impl ShortStr {
         (bytes.len() <= 255 && std::str::from_utf8(&bytes).is_ok()).then_some(ShortStr(bytes))
     }
 
+    /// Wraps a static string, cut to at most 255 bytes on a character boundary.
     pub fn from_static(s: &'static str) -> ShortStr {
-        ShortStr(Bytes::from_static(&s.as_bytes()[..s.len().min(255)]))
+        ShortStr(Bytes::from_static(truncate_short(s).as_bytes()))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -133,17 +134,18 @@ enum Arg {
     ShortString,
 }
 
+#[rustfmt::skip]
 fn args_before_table(class_id: u16, method_id: u16) -> Option<&'static [Arg]> {
     use Arg::{Octets, ShortString as S};
     Some(match (class_id, method_id) {
-        (CLASS_CONNECTION, 10) => &[Octets(2)],                 // start: version major, minor
-        (CLASS_CONNECTION, 11) => &[],                          // start-ok: client-properties first
-        (CLASS_EXCHANGE, 10) => &[Octets(2), S, S, Octets(1)],  // declare
-        (CLASS_EXCHANGE, 30 | 40) => &[Octets(2), S, S, S, Octets(1)], // bind, unbind
-        (CLASS_QUEUE, 10) => &[Octets(2), S, Octets(1)],        // declare
-        (CLASS_QUEUE, 20) => &[Octets(2), S, S, S, Octets(1)],  // bind
-        (CLASS_QUEUE, 50) => &[Octets(2), S, S, S],             // unbind
-        (CLASS_BASIC, 20) => &[Octets(2), S, S, Octets(1)],     // consume
+        (CLASS_CONNECTION, 10) => &[Octets(2)],                         // start: version major, minor
+        (CLASS_CONNECTION, 11) => &[],                                  // start-ok: client-properties first
+        (CLASS_EXCHANGE, 10) => &[Octets(2), S, S, Octets(1)],          // declare
+        (CLASS_EXCHANGE, 30 | 40) => &[Octets(2), S, S, S, Octets(1)],  // bind, unbind
+        (CLASS_QUEUE, 10) => &[Octets(2), S, Octets(1)],                // declare
+        (CLASS_QUEUE, 20) => &[Octets(2), S, S, S, Octets(1)],          // bind
+        (CLASS_QUEUE, 50) => &[Octets(2), S, S, S],                     // unbind
+        (CLASS_BASIC, 20) => &[Octets(2), S, S, Octets(1)],             // consume
         _ => return None,
     })
 }
@@ -156,7 +158,9 @@ fn check_method_table(class_id: u16, method_id: u16, mut args: &[u8]) -> Result<
     let syntax = |reason| MethodError::syntax(class_id, method_id, reason);
     for arg in before {
         args = match arg {
-            Arg::Octets(n) => args.get(*n..).ok_or_else(|| syntax("arguments truncated"))?,
+            Arg::Octets(n) => args
+                .get(*n..)
+                .ok_or_else(|| syntax("arguments truncated"))?,
             Arg::ShortString => check_short_string(args).map_err(|_| syntax("bad short string"))?,
         };
     }
@@ -204,7 +208,11 @@ fn decode_ack(args: &[u8]) -> Option<Ack> {
 /// Decodes a method frame payload.
 pub fn decode_method(payload: &Bytes) -> Result<Method, MethodError> {
     if payload.len() < 4 {
-        return Err(MethodError::syntax(0, 0, "method frame shorter than its ids"));
+        return Err(MethodError::syntax(
+            0,
+            0,
+            "method frame shorter than its ids",
+        ));
     }
     let class_id = u16::from_be_bytes([payload[0], payload[1]]);
     let method_id = u16::from_be_bytes([payload[2], payload[3]]);
@@ -216,7 +224,9 @@ pub fn decode_method(payload: &Bytes) -> Result<Method, MethodError> {
                 .ok_or_else(truncated)
         }
         (CLASS_BASIC, BASIC_ACK) => {
-            return decode_ack(&payload[4..]).map(Method::Ack).ok_or_else(truncated)
+            return decode_ack(&payload[4..])
+                .map(Method::Ack)
+                .ok_or_else(truncated)
         }
         _ => {}
     }
@@ -228,8 +238,12 @@ pub fn decode_method(payload: &Bytes) -> Result<Method, MethodError> {
     }
     check_method_table(class_id, method_id, &payload[4..])?;
     match spec::parse_class(&payload[..]) {
-        Ok((rest, class)) if rest.is_empty() => Ok(Method::Other(class)),
-        Ok(_) => Err(MethodError::syntax(class_id, method_id, "trailing bytes after arguments")),
+        Ok(([], class)) => Ok(Method::Other(class)),
+        Ok(_) => Err(MethodError::syntax(
+            class_id,
+            method_id,
+            "trailing bytes after arguments",
+        )),
         Err(_) => Err(truncated()),
     }
 }
@@ -246,15 +260,30 @@ pub fn encode_method(out: &mut BytesMut, channel: u16, class: &AMQPClass) {
     crate::frame::encode_frame(out, FrameType::Method, channel, &args);
 }
 
+/// The longest prefix of `s` that fits a short string (255 bytes) and is still UTF-8: cutting at
+/// byte 255 could split a character, and a peer rejects the frame for it.
+fn truncate_short(s: &str) -> &str {
+    if s.len() <= 255 {
+        return s;
+    }
+    let mut end = 255;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn put_short_str(out: &mut BytesMut, s: &str) {
-    let bytes = &s.as_bytes()[..s.len().min(255)];
+    let bytes = truncate_short(s).as_bytes();
     out.put_u8(bytes.len() as u8);
     out.put_slice(bytes);
 }
 
 /// Writes basic.deliver without going through the generic encoder.
 pub fn encode_deliver(out: &mut BytesMut, channel: u16, deliver: &Deliver<'_>) {
-    out.reserve(32 + deliver.consumer_tag.len() + deliver.exchange.len() + deliver.routing_key.len());
+    out.reserve(
+        32 + deliver.consumer_tag.len() + deliver.exchange.len() + deliver.routing_key.len(),
+    );
     let start = begin_frame(out, FrameType::Method, channel);
     out.put_u16(CLASS_BASIC);
     out.put_u16(BASIC_DELIVER);

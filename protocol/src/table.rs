@@ -105,8 +105,20 @@ mod tests {
     fn accepts_every_type() {
         let mut e = Vec::new();
         for (tag, bytes) in [
-            (b't', 1), (b'b', 1), (b'B', 1), (b's', 2), (b'u', 2), (b'I', 4), (b'i', 4),
-            (b'f', 4), (b'D', 5), (b'l', 8), (b'L', 8), (b'd', 8), (b'T', 8), (b'V', 0),
+            (b't', 1),
+            (b'b', 1),
+            (b'B', 1),
+            (b's', 2),
+            (b'u', 2),
+            (b'I', 4),
+            (b'i', 4),
+            (b'f', 4),
+            (b'D', 5),
+            (b'l', 8),
+            (b'L', 8),
+            (b'd', 8),
+            (b'T', 8),
+            (b'V', 0),
         ] {
             e.extend_from_slice(&[1, b'k', tag]);
             e.extend(std::iter::repeat_n(0u8, bytes));
@@ -151,7 +163,13 @@ mod tests {
 
     #[test]
     fn rejects_unknown_tags_and_bad_keys() {
-        assert_eq!(check_table(&table(&[1, b'k', b'?']), 0), Err(TableError::UnknownType(b'?')));
-        assert_eq!(check_table(&table(&[1, 0xFF, b'V']), 0), Err(TableError::BadKey));
+        assert_eq!(
+            check_table(&table(&[1, b'k', b'?']), 0),
+            Err(TableError::UnknownType(b'?'))
+        );
+        assert_eq!(
+            check_table(&table(&[1, 0xFF, b'V']), 0),
+            Err(TableError::BadKey)
+        );
     }
 }
