@@ -80,6 +80,10 @@ pub enum Error {
     HeartbeatOnChannel(u16),
     #[error("{0}")]
     UnexpectedFrame(String),
+    /// A method the connection's state does not allow (RabbitMQ: "unexpected method in
+    /// connection state ..."), or a non-connection method on channel 0.
+    #[error("{0}")]
+    UnexpectedMethod(String),
     #[error("{0}")]
     CommandInvalid(String),
     #[error("channel {0} is not open")]
@@ -108,11 +112,13 @@ impl Error {
         use ReplyCode as R;
         use Scope::{Channel, Connection};
         match self {
-            Error::Frame(_) | Error::HeartbeatOnChannel(_) => (R::FrameError, Connection),
-            Error::Method(MethodError::Unknown { .. }) => (R::NotImplemented, Connection),
-            Error::Method(MethodError::Syntax { .. }) => (R::SyntaxError, Connection),
-            Error::Content(_) => (R::FrameError, Connection),
-            Error::UnexpectedFrame(_) => (R::UnexpectedFrame, Connection),
+            // RabbitMQ answers method frames it cannot decode (unknown ids, bad arguments) with
+            // 501 "cannot decode", like any other frame it cannot make sense of.
+            Error::Frame(_) | Error::Method(_) | Error::Content(_) => (R::FrameError, Connection),
+            Error::UnexpectedFrame(_) | Error::HeartbeatOnChannel(_) => {
+                (R::UnexpectedFrame, Connection)
+            }
+            Error::UnexpectedMethod(_) => (R::ChannelError, Connection),
             Error::CommandInvalid(_) => (R::CommandInvalid, Connection),
             Error::ChannelNotOpen(_) | Error::ChannelAlreadyOpen(_) => {
                 (R::ChannelError, Connection)
@@ -168,6 +174,16 @@ mod tests {
     fn scopes_follow_the_spec() {
         let hard = Error::Frame(FrameError::UnknownType(9));
         assert_eq!(hard.reply(), (ReplyCode::FrameError, Scope::Connection));
+        let unknown = Error::Method(MethodError::Unknown {
+            class_id: 60,
+            method_id: 200,
+        });
+        assert_eq!(unknown.reply(), (ReplyCode::FrameError, Scope::Connection));
+        let beat = Error::HeartbeatOnChannel(5);
+        assert_eq!(
+            beat.reply(),
+            (ReplyCode::UnexpectedFrame, Scope::Connection)
+        );
         let soft = Error::NotImplemented("basic.recover-async".into());
         assert_eq!(soft.reply(), (ReplyCode::NotImplemented, Scope::Channel));
         assert!(soft.reply_text().starts_with("NOT_IMPLEMENTED - "));

@@ -91,19 +91,27 @@ async fn oversize_frame_is_501_without_waiting_for_the_payload() {
 }
 
 #[tokio::test]
-async fn unknown_method_is_540() {
+async fn unknown_method_is_501_as_in_rabbitmq() {
     let broker = Broker::start().await;
+    let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
+    open_channel(&mut client, 1).await;
+    client
+        .send_frame(FrameType::Method, 1, &[0, 60, 0, 200])
+        .await;
+    assert_eq!(client.expect_connection_close().await, 501);
+    close_ok_then_eof(&mut client).await;
+    // An unknown class too (RabbitMQ drops the socket there; Warren answers).
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
     open_channel(&mut client, 1).await;
     client
         .send_frame(FrameType::Method, 1, &[0, 99, 0, 7])
         .await;
-    assert_eq!(client.expect_connection_close().await, 540);
+    assert_eq!(client.expect_connection_close().await, 501);
     close_ok_then_eof(&mut client).await;
 }
 
 #[tokio::test]
-async fn truncated_arguments_are_502() {
+async fn truncated_arguments_are_501_cannot_decode() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
     open_channel(&mut client, 1).await;
@@ -111,12 +119,12 @@ async fn truncated_arguments_are_502() {
     client
         .send_frame(FrameType::Method, 1, &[0, 50, 0, 10, 0, 0])
         .await;
-    assert_eq!(client.expect_connection_close().await, 502);
+    assert_eq!(client.expect_connection_close().await, 501);
     close_ok_then_eof(&mut client).await;
 }
 
 #[tokio::test]
-async fn deeply_nested_table_is_502_not_a_crash() {
+async fn deeply_nested_table_is_501_not_a_crash() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
     open_channel(&mut client, 1).await;
@@ -131,7 +139,7 @@ async fn deeply_nested_table_is_502_not_a_crash() {
     let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
     payload.extend_from_slice(&table);
     client.send_frame(FrameType::Method, 1, &payload).await;
-    assert_eq!(client.expect_connection_close().await, 502);
+    assert_eq!(client.expect_connection_close().await, 501);
     close_ok_then_eof(&mut client).await;
     still_serving(&broker).await;
 }
@@ -180,11 +188,31 @@ async fn channel_above_channel_max_is_530() {
 }
 
 #[tokio::test]
-async fn heartbeat_on_a_channel_is_501() {
+async fn heartbeat_on_a_channel_is_505() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
     client.send_frame(FrameType::Heartbeat, 5, &[]).await;
-    assert_eq!(client.expect_connection_close().await, 501);
+    assert_eq!(client.expect_connection_close().await, 505);
+    close_ok_then_eof(&mut client).await;
+}
+
+#[tokio::test]
+async fn methods_in_the_wrong_connection_state_are_504() {
+    let broker = Broker::start().await;
+    // connection.open again once open.
+    let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
+    client.send_open("/").await;
+    assert_eq!(client.expect_connection_close().await, 504);
+    close_ok_then_eof(&mut client).await;
+    // channel.open on channel 0.
+    let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
+    client
+        .send_method(
+            0,
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+        )
+        .await;
+    assert_eq!(client.expect_connection_close().await, 504);
     close_ok_then_eof(&mut client).await;
 }
 

@@ -283,7 +283,7 @@ impl Connection {
             _ if frame.channel == 0 => {
                 Err(Error::UnexpectedFrame("content frame on channel 0".into()).into())
             }
-            _ if self.state != State::Running => Err(Error::CommandInvalid(format!(
+            _ if self.state != State::Running => Err(Error::UnexpectedMethod(format!(
                 "frame on channel {} before the connection is open",
                 frame.channel
             ))
@@ -316,7 +316,7 @@ impl Connection {
     fn handle_connection_method(&mut self, method: Method) -> Result<(), Error> {
         use connection::AMQPMethod as C;
         let Method::Other(AMQPClass::Connection(method)) = method else {
-            return Err(Error::CommandInvalid(
+            return Err(Error::UnexpectedMethod(
                 "only connection methods are allowed on channel 0".into(),
             ));
         };
@@ -375,8 +375,8 @@ impl Connection {
             (_, C::UpdateSecret(_)) if self.state == State::Running => {
                 Err(Error::NotImplemented("connection.update-secret".into()))
             }
-            (state, method) => Err(Error::CommandInvalid(format!(
-                "connection.{} not expected in state {state:?}",
+            (state, method) => Err(Error::UnexpectedMethod(format!(
+                "connection.{} is unexpected in connection state {state:?}",
                 method_name(&method)
             ))),
         }
