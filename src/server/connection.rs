@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -161,7 +161,7 @@ impl Connection {
     fn flush(&mut self, stream: &TcpStream) -> bool {
         match stream.try_write(&self.write_buf) {
             Ok(n) => {
-                let _ = self.write_buf.split_to(n);
+                self.write_buf.advance(n);
                 self.last_write = Instant::now();
                 if self.write_buf.is_empty() && self.write_buf.capacity() > READ_CHUNK {
                     // Do not keep a burst's worth of memory for an idle connection.
