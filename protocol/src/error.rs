@@ -17,10 +17,10 @@ pub enum FrameError {
 /// A method frame payload could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MethodError {
-    /// Class/method ids that AMQP 0-9-1 does not define (540 NOT_IMPLEMENTED in the broker).
+    /// Class/method ids that AMQP 0-9-1 does not define.
     #[error("unknown method {class_id}.{method_id}")]
     Unknown { class_id: u16, method_id: u16 },
-    /// The arguments do not parse: truncated, trailing bytes, bad UTF-8, bad table (502 SYNTAX_ERROR).
+    /// The arguments do not parse: truncated, trailing bytes, bad UTF-8, bad table.
     #[error("malformed arguments for method {class_id}.{method_id}: {reason}")]
     Syntax {
         class_id: u16,
