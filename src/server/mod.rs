@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use auth::{User, Users};
 pub use handshake::Tuning;
@@ -107,7 +107,7 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(done) = connections.join_next(), if !connections.is_empty() => log_task_end(done),
             }
         }
         drop(self.listener);
@@ -117,7 +117,9 @@ impl Server {
         );
         let _ = stop.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
+            while let Some(done) = connections.join_next().await {
+                log_task_end(done);
+            }
         })
         .await;
         if drained.is_err() {
@@ -129,5 +131,14 @@ impl Server {
         }
         info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// A connection task that panicked is a bug: say so loudly (its socket is already dropped).
+fn log_task_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            error!(error = %e, "connection task panicked");
+        }
     }
 }
