@@ -102,7 +102,7 @@ pub(crate) async fn serve(
     if was_open {
         info!(peer = %peer, user = %connection.user, vhost = %connection.vhost, reason = %reason, "connection closed");
     } else {
-        debug!(peer = %peer, reason = %reason, "connection closed during handshake");
+        info!(peer = %peer, user = %connection.user, reason = %reason, "connection closed during handshake");
     }
 }
 
