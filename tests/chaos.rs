@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Broker, RawClient};
-use lapin::{Connection, ConnectionProperties};
 use warren_protocol::frame::FRAME_END;
 
 /// xorshift64*: deterministic, dependency-free randomness; each connection gets its own seed.
@@ -143,15 +142,7 @@ async fn random_input_never_panics_or_hangs_the_broker() {
         "input too tame to exercise anything: {codes:?}"
     );
 
-    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
-        .await
-        .expect("broker still accepts connections");
-    let channel = conn.create_channel().await.expect("and opens channels");
-    channel
-        .close(200, "ok".into())
-        .await
-        .expect("channel close");
-    conn.close(200, "ok".into()).await.expect("close");
+    broker.assert_serving().await;
     assert_eq!(
         panics.load(Ordering::SeqCst),
         0,

@@ -6,45 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Broker, RawClient};
-use lapin::{Connection, ConnectionProperties};
 use warren_protocol::frame::{FrameType, PROTOCOL_HEADER};
-use warren_protocol::spec::{channel, connection, queue, AMQPClass};
-
-async fn open_channel(client: &mut RawClient, number: u16) {
-    client
-        .send_method(
-            number,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        )
-        .await;
-    match client.recv_method().await {
-        Some((n, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))) if n == number => {}
-        other => panic!("expected channel.open-ok, got {other:?}"),
-    }
-}
-
-/// After a connection exception, the broker closes the socket once close-ok arrives.
-async fn close_ok_then_eof(client: &mut RawClient) {
-    client
-        .send_method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
-        )
-        .await;
-    assert!(client.recv().await.is_none());
-}
-
-async fn still_serving(broker: &Broker) {
-    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
-        .await
-        .expect("broker still accepts connections");
-    let channel = conn.create_channel().await.expect("and opens channels");
-    channel
-        .close(200, "ok".into())
-        .await
-        .expect("channel close");
-    conn.close(200, "ok".into()).await.expect("close");
-}
+use warren_protocol::spec::{channel, queue, AMQPClass};
 
 #[tokio::test]
 async fn wrong_protocol_header_gets_ours_and_eof() {
@@ -55,7 +18,7 @@ async fn wrong_protocol_header_gets_ours_and_eof() {
     let mut old = RawClient::connect(broker.addr).await;
     old.send(b"AMQP\x01\x01\x00\x09").await;
     assert_eq!(old.read_to_close().await, PROTOCOL_HEADER.to_vec());
-    still_serving(&broker).await;
+    broker.assert_serving().await;
 }
 
 #[tokio::test]
@@ -64,9 +27,8 @@ async fn garbage_after_the_handshake_is_501_frame_error() {
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
     // A "frame" of unknown type 0x47 ('G').
     client.send(b"GARBAGE GARBAGE GARBAGE").await;
-    assert_eq!(client.expect_connection_close().await, 501);
-    close_ok_then_eof(&mut client).await;
-    still_serving(&broker).await;
+    client.expect_connection_exception(501).await;
+    broker.assert_serving().await;
 }
 
 #[tokio::test]
@@ -74,8 +36,7 @@ async fn bad_frame_end_is_501() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
     client.send(&[8, 0, 0, 0, 0, 0, 0, 0x00]).await;
-    assert_eq!(client.expect_connection_close().await, 501);
-    close_ok_then_eof(&mut client).await;
+    client.expect_connection_exception(501).await;
 }
 
 #[tokio::test]
@@ -86,48 +47,44 @@ async fn oversize_frame_is_501_without_waiting_for_the_payload() {
     let mut header = vec![1u8, 0, 1];
     header.extend_from_slice(&(tune.frame_max - 7).to_be_bytes());
     client.send(&header).await;
-    assert_eq!(client.expect_connection_close().await, 501);
-    close_ok_then_eof(&mut client).await;
+    client.expect_connection_exception(501).await;
 }
 
 #[tokio::test]
 async fn unknown_method_is_501_as_in_rabbitmq() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
-    open_channel(&mut client, 1).await;
+    client.open_channel(1).await;
     client
         .send_frame(FrameType::Method, 1, &[0, 60, 0, 200])
         .await;
-    assert_eq!(client.expect_connection_close().await, 501);
-    close_ok_then_eof(&mut client).await;
+    client.expect_connection_exception(501).await;
     // An unknown class too (RabbitMQ drops the socket there; Warren answers).
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
-    open_channel(&mut client, 1).await;
+    client.open_channel(1).await;
     client
         .send_frame(FrameType::Method, 1, &[0, 99, 0, 7])
         .await;
-    assert_eq!(client.expect_connection_close().await, 501);
-    close_ok_then_eof(&mut client).await;
+    client.expect_connection_exception(501).await;
 }
 
 #[tokio::test]
 async fn truncated_arguments_are_501_cannot_decode() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
-    open_channel(&mut client, 1).await;
+    client.open_channel(1).await;
     // queue.declare (50.10) cut after the ticket.
     client
         .send_frame(FrameType::Method, 1, &[0, 50, 0, 10, 0, 0])
         .await;
-    assert_eq!(client.expect_connection_close().await, 501);
-    close_ok_then_eof(&mut client).await;
+    client.expect_connection_exception(501).await;
 }
 
 #[tokio::test]
 async fn deeply_nested_table_is_501_not_a_crash() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
-    open_channel(&mut client, 1).await;
+    client.open_channel(1).await;
     // queue.declare whose arguments nest 10,000 tables deep (fits in frame_max).
     let mut table: Vec<u8> = vec![0, 0, 0, 0];
     for _ in 0..10_000 {
@@ -139,9 +96,8 @@ async fn deeply_nested_table_is_501_not_a_crash() {
     let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
     payload.extend_from_slice(&table);
     client.send_frame(FrameType::Method, 1, &payload).await;
-    assert_eq!(client.expect_connection_close().await, 501);
-    close_ok_then_eof(&mut client).await;
-    still_serving(&broker).await;
+    client.expect_connection_exception(501).await;
+    broker.assert_serving().await;
 }
 
 #[tokio::test]
@@ -154,37 +110,24 @@ async fn frames_on_a_channel_that_is_not_open_are_504() {
             AMQPClass::Channel(channel::AMQPMethod::Flow(channel::Flow { active: true })),
         )
         .await;
-    assert_eq!(client.expect_connection_close().await, 504);
-    close_ok_then_eof(&mut client).await;
+    client.expect_connection_exception(504).await;
 }
 
 #[tokio::test]
 async fn opening_a_channel_twice_is_504() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
-    open_channel(&mut client, 1).await;
-    client
-        .send_method(
-            1,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        )
-        .await;
-    assert_eq!(client.expect_connection_close().await, 504);
-    close_ok_then_eof(&mut client).await;
+    client.open_channel(1).await;
+    client.send_channel_open(1).await;
+    client.expect_connection_exception(504).await;
 }
 
 #[tokio::test]
 async fn channel_above_channel_max_is_530() {
     let broker = Broker::start().await;
     let (mut client, tune) = RawClient::handshake(broker.addr, 0).await;
-    client
-        .send_method(
-            tune.channel_max + 1,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        )
-        .await;
-    assert_eq!(client.expect_connection_close().await, 530);
-    close_ok_then_eof(&mut client).await;
+    client.send_channel_open(tune.channel_max + 1).await;
+    client.expect_connection_exception(530).await;
 }
 
 #[tokio::test]
@@ -192,8 +135,7 @@ async fn heartbeat_on_a_channel_is_505() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
     client.send_frame(FrameType::Heartbeat, 5, &[]).await;
-    assert_eq!(client.expect_connection_close().await, 505);
-    close_ok_then_eof(&mut client).await;
+    client.expect_connection_exception(505).await;
 }
 
 #[tokio::test]
@@ -202,35 +144,27 @@ async fn methods_in_the_wrong_connection_state_are_504() {
     // connection.open again once open.
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
     client.send_open("/").await;
-    assert_eq!(client.expect_connection_close().await, 504);
-    close_ok_then_eof(&mut client).await;
+    client.expect_connection_exception(504).await;
     // channel.open on channel 0.
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
-    client
-        .send_method(
-            0,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        )
-        .await;
-    assert_eq!(client.expect_connection_close().await, 504);
-    close_ok_then_eof(&mut client).await;
+    client.send_channel_open(0).await;
+    client.expect_connection_exception(504).await;
 }
 
 #[tokio::test]
 async fn content_without_a_method_is_505() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
-    open_channel(&mut client, 1).await;
+    client.open_channel(1).await;
     client.send_frame(FrameType::Body, 1, b"orphan body").await;
-    assert_eq!(client.expect_connection_close().await, 505);
-    close_ok_then_eof(&mut client).await;
+    client.expect_connection_exception(505).await;
 }
 
 #[tokio::test]
 async fn channel_flow_is_acknowledged() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
-    open_channel(&mut client, 2).await;
+    client.open_channel(2).await;
     for active in [false, true] {
         client
             .send_method(
@@ -254,12 +188,7 @@ async fn after_close_only_close_ok_counts_and_the_socket_closes_in_bounded_time(
     client.send(&[8, 0, 0, 0, 0, 0, 0, 0x00]).await;
     assert_eq!(client.expect_connection_close().await, 501);
     // More traffic is ignored, and without close-ok the broker hangs up on its own.
-    client
-        .send_method(
-            1,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        )
-        .await;
+    client.send_channel_open(1).await;
     let started = tokio::time::Instant::now();
     match client.recv_within(Duration::from_secs(8)).await {
         Ok(None) => {}
@@ -272,7 +201,7 @@ async fn after_close_only_close_ok_counts_and_the_socket_closes_in_bounded_time(
 async fn a_channel_exception_leaves_the_connection_open() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
-    open_channel(&mut client, 1).await;
+    client.open_channel(1).await;
     // Not implemented yet in this layer: a soft error on channel 1 only.
     client
         .send_method(
@@ -298,5 +227,5 @@ async fn a_channel_exception_leaves_the_connection_open() {
             AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
         )
         .await;
-    open_channel(&mut client, 1).await;
+    client.open_channel(1).await;
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use lapin::{Connection, ConnectionProperties};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -15,7 +16,7 @@ use warren::server::Tuning;
 use warren::{Server, ServerOptions};
 use warren_protocol::frame::{parse_frame, Frame, FrameType, PROTOCOL_HEADER};
 use warren_protocol::method::{decode_method, encode_method, Method};
-use warren_protocol::spec::{connection, AMQPClass};
+use warren_protocol::spec::{channel, connection, AMQPClass};
 use warren_protocol::types::{AMQPValue, FieldTable, LongString};
 
 pub struct Broker {
@@ -56,6 +57,20 @@ impl Broker {
 
     pub fn uri_with(&self, user: &str, password: &str, vhost: &str) -> String {
         format!("amqp://{user}:{password}@{}/{vhost}", self.addr)
+    }
+
+    /// Proves the broker still serves a well-behaved client (lapin): connect, open and close a
+    /// channel, close.
+    pub async fn assert_serving(&self) {
+        let conn = Connection::connect(&self.uri(), ConnectionProperties::default())
+            .await
+            .expect("broker still accepts connections");
+        let channel = conn.create_channel().await.expect("and opens channels");
+        channel
+            .close(200, "ok".into())
+            .await
+            .expect("channel close");
+        conn.close(200, "ok".into()).await.expect("close");
     }
 
     /// Stops the broker the way SIGTERM does and waits for it.
@@ -177,6 +192,30 @@ impl RawClient {
             panic!("expected connection.open-ok");
         };
         (client, tune)
+    }
+
+    /// Sends `channel.open` on `number` (no reply awaited).
+    pub async fn send_channel_open(&mut self, number: u16) {
+        let open = AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}));
+        self.send_method(number, open).await;
+    }
+
+    /// Opens channel `number` and waits for its open-ok.
+    pub async fn open_channel(&mut self, number: u16) {
+        self.send_channel_open(number).await;
+        match self.recv_method().await {
+            Some((n, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))) if n == number => {}
+            other => panic!("expected channel.open-ok, got {other:?}"),
+        }
+    }
+
+    /// Expects a connection exception with `code`, answers close-ok, and expects the socket to
+    /// close.
+    pub async fn expect_connection_exception(&mut self, code: u16) {
+        assert_eq!(self.expect_connection_close().await, code);
+        let close_ok = connection::AMQPMethod::CloseOk(connection::CloseOk {});
+        self.send_method(0, AMQPClass::Connection(close_ok)).await;
+        assert!(self.recv().await.is_none(), "socket closes after close-ok");
     }
 
     /// Sends `connection.open` for `vhost`.
