@@ -65,26 +65,18 @@ def test_connection_close_is_clean(warren):
     conn2.close()
 
 
-def test_wrong_password_is_refused_with_403(warren):
+@pytest.mark.parametrize("user,password", [("guest", "wrong"), ("nobody", "guest")])
+def test_bad_login_is_refused_with_403(warren, user, password):
     with pytest.raises(
         (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ConnectionClosedByBroker)
     ) as info:
-        warren.connect(credentials=pika.PlainCredentials("guest", "wrong"))
+        warren.connect(credentials=pika.PlainCredentials(user, password))
     text = repr(info.value)
     assert "403" in text and "ACCESS_REFUSED" in text, text
     # The broker keeps serving.
     conn = warren.connect()
     assert conn.is_open
     conn.close()
-
-
-def test_unknown_user_is_refused_with_403(warren):
-    with pytest.raises(
-        (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ConnectionClosedByBroker)
-    ) as info:
-        warren.connect(credentials=pika.PlainCredentials("nobody", "guest"))
-    text = repr(info.value)
-    assert "403" in text and "ACCESS_REFUSED" in text, text
 
 
 def test_unknown_vhost_is_refused_with_530(warren):
