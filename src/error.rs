@@ -6,6 +6,7 @@
 
 use thiserror::Error;
 use warren_protocol::content::ContentError;
+use warren_protocol::method::truncate_short;
 use warren_protocol::{FrameError, MethodError};
 
 /// AMQP 0-9-1 reply codes (spec section 1.4.2, plus RabbitMQ's use of them).
@@ -100,8 +101,6 @@ pub enum Error {
     VhostNotFound(String),
     #[error("{0}")]
     NotImplemented(String),
-    #[error("{0}")]
-    MessageTooLarge(String),
     #[error("broker is shutting down")]
     Shutdown,
 }
@@ -128,23 +127,15 @@ impl Error {
             }
             Error::AuthFailed(_) => (R::AccessRefused, Connection),
             Error::NotImplemented(_) => (R::NotImplemented, Channel),
-            Error::MessageTooLarge(_) => (R::PreconditionFailed, Channel),
             Error::Shutdown => (R::ConnectionForced, Connection),
         }
     }
 
     /// The reply text sent to the client: RabbitMQ's `CODE_NAME - detail` form.
     pub fn reply_text(&self) -> String {
-        let mut text = format!("{} - {}", self.reply().0.name(), self);
+        let text = format!("{} - {}", self.reply().0.name(), self);
         // reply-text is a short string.
-        if text.len() > 255 {
-            let mut cut = 255;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-        }
-        text
+        truncate_short(&text).to_owned()
     }
 }
 

@@ -262,7 +262,7 @@ pub fn encode_method(out: &mut BytesMut, channel: u16, class: &AMQPClass) {
 
 /// The longest prefix of `s` that fits a short string (255 bytes) and is still UTF-8: cutting at
 /// byte 255 could split a character, and a peer rejects the frame for it.
-fn truncate_short(s: &str) -> &str {
+pub fn truncate_short(s: &str) -> &str {
     if s.len() <= 255 {
         return s;
     }
