@@ -4,6 +4,7 @@
 //! protocol through the `warren-protocol` codec; [`error`] maps every failure to an AMQP reply code
 //! in one place.
 
+pub mod broker;
 pub mod error;
 pub mod server;
 

@@ -37,6 +37,24 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     pub users: Users,
     pub vhosts: Vec<String>,
+    /// How long a delivery may stay unacknowledged before the broker takes it back, unless the
+    /// queue says otherwise (`x-consumer-timeout`, in ms).
+    pub unacked_timeout: Duration,
+    /// What happens when a delivery passes its unacked timeout.
+    pub unacked_timeout_action: UnackedTimeoutAction,
+    /// The largest message body accepted from a publisher (bytes).
+    pub max_message_size: u64,
+}
+
+/// What the broker does with a delivery left unacknowledged past its timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnackedTimeoutAction {
+    /// Take it back and redeliver it (`redelivered=true`) to a consumer that can take it; a late
+    /// ack of the old delivery tag is ignored. Warren's default.
+    Redeliver,
+    /// RabbitMQ's behaviour: close the channel with 406 PRECONDITION_FAILED, which requeues
+    /// everything it held.
+    CloseChannel,
 }
 
 impl Default for ServerOptions {
@@ -48,6 +66,9 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             users: Users::default(),
             vhosts: vec!["/".into()],
+            unacked_timeout: Duration::from_secs(30 * 60),
+            unacked_timeout_action: UnackedTimeoutAction::Redeliver,
+            max_message_size: 128 * 1024 * 1024,
         }
     }
 }
