@@ -101,6 +101,17 @@ pub enum Error {
     VhostNotFound(String),
     #[error("{0}")]
     NotImplemented(String),
+    #[error("{0}")]
+    AccessRefused(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    ResourceLocked(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 530, a connection exception (e.g. a reused consumer tag, as RabbitMQ).
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("broker is shutting down")]
     Shutdown,
 }
@@ -126,7 +137,13 @@ impl Error {
                 (R::NotAllowed, Connection)
             }
             Error::AuthFailed(_) => (R::AccessRefused, Connection),
-            Error::NotImplemented(_) => (R::NotImplemented, Channel),
+            // RabbitMQ treats 540 as a hard error, as the spec lists it.
+            Error::NotImplemented(_) => (R::NotImplemented, Connection),
+            Error::AccessRefused(_) => (R::AccessRefused, Channel),
+            Error::NotFound(_) => (R::NotFound, Channel),
+            Error::ResourceLocked(_) => (R::ResourceLocked, Channel),
+            Error::PreconditionFailed(_) => (R::PreconditionFailed, Channel),
+            Error::NotAllowed(_) => (R::NotAllowed, Connection),
             Error::Shutdown => (R::ConnectionForced, Connection),
         }
     }
@@ -175,9 +192,11 @@ mod tests {
             beat.reply(),
             (ReplyCode::UnexpectedFrame, Scope::Connection)
         );
-        let soft = Error::NotImplemented("basic.recover-async".into());
-        assert_eq!(soft.reply(), (ReplyCode::NotImplemented, Scope::Channel));
-        assert!(soft.reply_text().starts_with("NOT_IMPLEMENTED - "));
+        let hard = Error::NotImplemented("basic.recover-async".into());
+        assert_eq!(hard.reply(), (ReplyCode::NotImplemented, Scope::Connection));
+        let missing = Error::NotFound("no queue 'q' in vhost '/'".into());
+        assert_eq!(missing.reply(), (ReplyCode::NotFound, Scope::Channel));
+        assert!(hard.reply_text().starts_with("NOT_IMPLEMENTED - "));
         let long = Error::CommandInvalid("x".repeat(400));
         assert_eq!(long.reply_text().len(), 255);
     }

@@ -202,12 +202,13 @@ async fn a_channel_exception_leaves_the_connection_open() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
     client.open_channel(1).await;
-    // Not implemented yet in this layer: a soft error on channel 1 only.
+    // A passive declare of a queue that does not exist: 404, a soft error on channel 1 only.
     client
         .send_method(
             1,
             AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
-                queue: "q".into(),
+                queue: "no-such-queue".into(),
+                passive: true,
                 ..Default::default()
             })),
         )
@@ -216,7 +217,7 @@ async fn a_channel_exception_leaves_the_connection_open() {
         Some((1, AMQPClass::Channel(channel::AMQPMethod::Close(close)))) => {
             assert_eq!(
                 (close.reply_code, close.class_id, close.method_id),
-                (540, 50, 10)
+                (404, 50, 10)
             );
         }
         other => panic!("expected channel.close, got {other:?}"),

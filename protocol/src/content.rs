@@ -65,6 +65,7 @@ const BASIC_PROPERTIES: [PropKind; 14] = {
         ShortString, // cluster-id (deprecated)
     ]
 };
+const HEADERS: usize = 2;
 const DELIVERY_MODE: usize = 3;
 const PRIORITY: usize = 4;
 
@@ -136,6 +137,18 @@ impl ContentHeader {
             _ => Err(ContentError::Properties),
         }
     }
+}
+
+/// The `headers` property of a raw property list, decoded; `None` when absent or malformed.
+pub fn decode_headers(properties: &[u8]) -> Option<crate::types::FieldTable> {
+    let mut found = None;
+    walk_properties(properties, |index, value| {
+        if index == HEADERS {
+            found = Some(value);
+        }
+    })
+    .ok()?;
+    crate::table::decode_field_table(found?)
 }
 
 /// Encodes `props` into the raw `flags + property list` form kept in [`ContentHeader`].

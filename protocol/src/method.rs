@@ -44,7 +44,17 @@ impl ShortStr {
         ShortStr(Bytes::from_static(truncate_short(s).as_bytes()))
     }
 
+    /// Copies a string, cut to at most 255 bytes on a character boundary.
+    pub fn copy_from_str(s: &str) -> ShortStr {
+        ShortStr(Bytes::copy_from_slice(truncate_short(s).as_bytes()))
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The shared bytes.
+    pub fn bytes(&self) -> &Bytes {
         &self.0
     }
 
@@ -55,6 +65,19 @@ impl ShortStr {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+// `Bytes` hashes as its byte slice, so maps keyed by `ShortStr` can be searched with `&[u8]`.
+impl std::borrow::Borrow<[u8]> for ShortStr {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ShortStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -91,6 +91,29 @@ fn check_value(input: &[u8], depth: usize) -> Result<&[u8], TableError> {
     take(rest, fixed).map(|(_, rest)| rest)
 }
 
+/// Encodes a field table (with its 4-byte length prefix).
+pub fn encode_field_table(out: &mut bytes::BytesMut, table: &crate::types::FieldTable) {
+    use crate::types::generation::gen_field_table;
+    match cookie_factory::gen(gen_field_table(table), Vec::new()) {
+        Ok((bytes, _)) => out.extend_from_slice(&bytes),
+        // Writing to a Vec cannot fail; an empty table is the safe fallback.
+        Err(_) => out.extend_from_slice(&[0, 0, 0, 0]),
+    }
+}
+
+/// Decodes a field table (with its length prefix) after a bounded [`check_table`] walk; `None`
+/// if it is malformed or has bytes left over.
+pub fn decode_field_table(input: &[u8]) -> Option<crate::types::FieldTable> {
+    match check_table(input, 0) {
+        Ok([]) => {}
+        _ => return None,
+    }
+    match crate::types::parsing::parse_field_table(input) {
+        Ok(([], table)) => Some(table),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,41 @@
 //! The routing core: virtual hosts, exchanges, bindings, queues and consumers.
 //!
 //! Nothing here touches a socket. Connection tasks call in (declare, bind, publish, consume, ack);
-//! queues hand deliveries to consumers through each connection's outbox.
+//! queues hand deliveries to consumers through each connection's [`consumer::Outbox`].
+//! Ownership: a [`vhost::Vhost`] owns its topology (exchanges with their bindings, the queue
+//! map) behind one read-write lock; each [`queue::Queue`] owns its messages and consumers behind
+//! its own mutex; the channel that received a delivery owns it until it is settled.
 
+pub mod consumer;
+pub mod exchange;
 pub mod headers;
+pub mod message;
+pub mod queue;
 pub mod topic;
+pub mod vhost;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use vhost::Vhost;
+
+/// All virtual hosts.
+#[derive(Debug)]
+pub struct Broker {
+    vhosts: HashMap<String, Arc<Vhost>>,
+}
+
+impl Broker {
+    pub fn new(vhosts: &[String]) -> Broker {
+        Broker {
+            vhosts: vhosts
+                .iter()
+                .map(|name| (name.clone(), Arc::new(Vhost::new(name))))
+                .collect(),
+        }
+    }
+
+    pub fn vhost(&self, name: &str) -> Option<&Arc<Vhost>> {
+        self.vhosts.get(name)
+    }
+}

@@ -4,6 +4,12 @@ Every test gets its own broker on a free loopback port with a temporary --data-d
 SIGTERM and asserts the broker exits 0 within 10 s, so every test also checks graceful shutdown.
 
 WARREN_BIN names the binary (default: target/debug/warren under the repository root).
+
+WARREN_TEST_EXTERNAL_PORT=<port> runs the suite against a broker that is already listening on
+127.0.0.1:<port> (say a RabbitMQ, to check that the tests expect what RabbitMQ does): the `warren`
+fixture then starts nothing and yields an ExternalBroker, tests marked `warren_only` and tests that
+need a broker process of their own (`start_broker`) are skipped. Such a broker is shared by every
+test, so tests must use unique names (the `names` fixture) and clean up after themselves.
 """
 
 import contextlib
@@ -13,11 +19,14 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 
 import pika
+import pika.exceptions
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXTERNAL_PORT = os.environ.get("WARREN_TEST_EXTERNAL_PORT")
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
@@ -147,9 +156,34 @@ def running_broker(tmp_path: pathlib.Path):
     broker.assert_graceful_exit()
 
 
+class ExternalBroker(Broker):
+    """A broker this suite did not start (WARREN_TEST_EXTERNAL_PORT): no process, no log."""
+
+    def __init__(self, port: int):
+        self.process = None
+        self.port = port
+        self.log_path = None
+
+    def log(self) -> str:
+        return ""
+
+    def terminate(self) -> int:
+        pytest.fail("an external broker cannot be stopped by the test suite")
+
+
+def external_broker() -> ExternalBroker:
+    port = int(EXTERNAL_PORT)
+    if not port_accepts(port):
+        pytest.fail(f"WARREN_TEST_EXTERNAL_PORT={port}: nothing accepts on 127.0.0.1:{port}")
+    return ExternalBroker(port)
+
+
 @pytest.fixture
 def warren(tmp_path):
     """A running broker (a Broker object: .port, .params(), .connect(), .log())."""
+    if EXTERNAL_PORT:
+        yield external_broker()
+        return
     with running_broker(tmp_path) as broker:
         yield broker
 
@@ -163,6 +197,8 @@ def warren_port(warren):
 @pytest.fixture
 def start_broker(tmp_path):
     """For tests that need their own broker (e.g. to stop it themselves): a context manager."""
+    if EXTERNAL_PORT:
+        pytest.skip("needs a broker process of its own (WARREN_TEST_EXTERNAL_PORT is set)")
     counter = iter(range(1000))
 
     def start():
@@ -175,18 +211,84 @@ TEST_TIMEOUT = 60
 
 
 @pytest.fixture(autouse=True)
-def _test_deadline():
+def _test_deadline(request):
     """Fails a test that runs longer than TEST_TIMEOUT seconds instead of letting it hang CI: a
     broker that never answers (say, no close-ok) would otherwise block pika's I/O loop forever.
-    SIGALRM interrupts pika's select() in the main thread and the handler's exception ends it."""
+    SIGALRM interrupts pika's select() in the main thread and the handler's exception ends it.
+    `@pytest.mark.deadline(seconds)` (on a test or a module's pytestmark) sets a shorter limit."""
+    marker = request.node.get_closest_marker("deadline")
+    seconds = int(marker.args[0]) if marker else TEST_TIMEOUT
 
     def expired(_signum, _frame):
-        raise TimeoutError(f"test did not finish within {TEST_TIMEOUT} s")
+        raise TimeoutError(f"test did not finish within {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(TEST_TIMEOUT)
+    signal.alarm(seconds)
     try:
         yield
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def pytest_runtest_setup(item):
+    if EXTERNAL_PORT and item.get_closest_marker("warren_only"):
+        pytest.skip("checks Warren-only behaviour (WARREN_TEST_EXTERNAL_PORT is set)")
+
+
+class Names:
+    """Unique queue and exchange names for one test, deleted again at teardown when the broker is
+    shared (WARREN_TEST_EXTERNAL_PORT); a broker started for the test just goes away."""
+
+    def __init__(self, broker: Broker, test_name: str):
+        self.broker = broker
+        self.prefix = "warren-it-" + "".join(c if c.isalnum() else "-" for c in test_name)[:60]
+        self.queues: list[str] = []
+        self.exchanges: list[str] = []
+
+    def _unique(self, label: str) -> str:
+        return f"{self.prefix}-{label}-{uuid.uuid4().hex[:10]}"
+
+    def queue(self, label: str = "q") -> str:
+        return self.track_queue(self._unique(label))
+
+    def exchange(self, label: str = "x") -> str:
+        return self.track_exchange(self._unique(label))
+
+    def track_queue(self, name: str) -> str:
+        """For names the broker chose (server-named queues)."""
+        self.queues.append(name)
+        return name
+
+    def track_exchange(self, name: str) -> str:
+        self.exchanges.append(name)
+        return name
+
+    def cleanup(self) -> None:
+        if not (self.queues or self.exchanges):
+            return
+        conn = self.broker.connect()
+        try:
+            ch = conn.channel()
+            deletions = [("queue_delete", q) for q in self.queues]
+            deletions += [("exchange_delete", x) for x in self.exchanges]
+            for method, name in deletions:
+                try:
+                    getattr(ch, method)(name)
+                except pika.exceptions.ChannelClosedByBroker:
+                    # Say 405 for another connection's exclusive queue (it goes away with that
+                    # connection) or 404 on older brokers; the next deletion needs a new channel.
+                    ch = conn.channel()
+        finally:
+            if conn.is_open:
+                conn.close()
+
+
+@pytest.fixture
+def names(request, warren):
+    """Unique names for queues and exchanges (`names.queue()`, `names.exchange()`); against a shared
+    broker they are deleted after the test."""
+    tracker = Names(warren, request.node.name)
+    yield tracker
+    if EXTERNAL_PORT:
+        tracker.cleanup()

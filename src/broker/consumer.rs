@@ -1,0 +1,196 @@
+//! Consumers and the path from a queue to a connection: the per-connection [`Outbox`], the
+//! [`Consumer`] handle a queue dispatches to, and the credit that bounds what it may hand over.
+//!
+//! A queue decides *which* consumer gets a message, under its own lock, and pushes the delivery
+//! into that consumer's connection outbox; the connection task assigns the delivery tag and writes
+//! the frames. Credit (prefetch, channel-wide prefetch, `channel.flow`, and a bound on deliveries
+//! not yet written to the socket) is kept in atomics so that the queue can check it without
+//! touching the connection's state. This module never locks anything.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use warren_protocol::method::ShortStr;
+
+use super::message::Entry;
+use super::queue::Queue;
+
+/// How many deliveries may wait in an outbox for one consumer before its queue stops handing it
+/// more: the bound that keeps a no-ack consumer on a slow socket from draining a queue into RAM.
+pub const UNSENT_WINDOW: u32 = 1024;
+
+/// What a queue (or the broker) sends to a connection task.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A message for one of the connection's consumers.
+    Deliver {
+        consumer: Arc<Consumer>,
+        entry: Entry,
+    },
+    /// The consumer's queue was deleted: tell the client (`basic.cancel`) and forget it.
+    Cancelled { consumer: Arc<Consumer> },
+}
+
+/// The sending side of a connection's outbox.
+#[derive(Debug, Clone)]
+pub struct Outbox(mpsc::UnboundedSender<Outbound>);
+
+impl Outbox {
+    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Outbox(tx), rx)
+    }
+
+    /// Hands a delivery to the connection task; gives the entry back if that task has ended.
+    fn deliver(&self, consumer: Arc<Consumer>, entry: Entry) -> Result<(), Entry> {
+        match self.0.send(Outbound::Deliver { consumer, entry }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(Outbound::Deliver { entry, .. })) => Err(entry),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Credit shared by all consumers of one channel.
+#[derive(Debug)]
+pub struct ChannelCredit {
+    /// `basic.qos` with `global=true`: unacked deliveries allowed across the channel (0: no limit).
+    pub global_prefetch: AtomicU32,
+    /// Unacked deliveries to the channel's consumers.
+    unacked: AtomicU32,
+    /// `channel.flow`: the client wants deliveries.
+    pub flow: AtomicBool,
+}
+
+impl Default for ChannelCredit {
+    fn default() -> Self {
+        ChannelCredit {
+            global_prefetch: AtomicU32::new(0),
+            unacked: AtomicU32::new(0),
+            flow: AtomicBool::new(true),
+        }
+    }
+}
+
+/// One `basic.consume`: what the queue needs to hand it messages.
+#[derive(Debug)]
+pub struct Consumer {
+    pub channel: u16,
+    pub tag: ShortStr,
+    pub queue: Arc<Queue>,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// Per-consumer prefetch (0: no limit), fixed at `basic.consume` as in RabbitMQ.
+    prefetch: u32,
+    unacked: AtomicU32,
+    /// Deliveries in the outbox, not yet written.
+    unsent: AtomicU32,
+    /// Set by the queue when it had a message but no credit for this consumer; whoever frees
+    /// credit clears it and asks the queue to dispatch again.
+    starved: AtomicBool,
+    pub credit: Arc<ChannelCredit>,
+    outbox: Outbox,
+}
+
+impl Consumer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        channel: u16,
+        tag: ShortStr,
+        queue: Arc<Queue>,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch: u32,
+        credit: Arc<ChannelCredit>,
+        outbox: Outbox,
+    ) -> Consumer {
+        Consumer {
+            channel,
+            tag,
+            queue,
+            no_ack,
+            exclusive,
+            prefetch,
+            unacked: AtomicU32::new(0),
+            unsent: AtomicU32::new(0),
+            starved: AtomicBool::new(false),
+            credit,
+            outbox,
+        }
+    }
+
+    /// Takes credit for one delivery, or marks the consumer starved. Called by the queue under
+    /// its lock, so only releases race with it.
+    pub(crate) fn try_take(&self) -> bool {
+        if self.has_credit() {
+            self.take();
+            return true;
+        }
+        self.starved.store(true, SeqCst);
+        // Credit freed between the check and the flag would find no flag: look once more.
+        if self.has_credit() {
+            self.starved.store(false, SeqCst);
+            self.take();
+            return true;
+        }
+        false
+    }
+
+    fn has_credit(&self) -> bool {
+        if !self.credit.flow.load(SeqCst) || self.unsent.load(SeqCst) >= UNSENT_WINDOW {
+            return false;
+        }
+        if self.no_ack {
+            return true;
+        }
+        if self.prefetch != 0 && self.unacked.load(SeqCst) >= self.prefetch {
+            return false;
+        }
+        let global = self.credit.global_prefetch.load(SeqCst);
+        global == 0 || self.credit.unacked.load(SeqCst) < global
+    }
+
+    fn take(&self) {
+        self.unsent.fetch_add(1, SeqCst);
+        if !self.no_ack {
+            self.unacked.fetch_add(1, SeqCst);
+            self.credit.unacked.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// Pushes a delivery to the connection; false (and the credit returned) if it has gone.
+    pub(crate) fn send(self: &Arc<Self>, entry: Entry) -> Result<(), Entry> {
+        self.outbox
+            .deliver(Arc::clone(self), entry)
+            .inspect_err(|_| {
+                self.written();
+                if !self.no_ack {
+                    self.settled(1);
+                }
+            })
+    }
+
+    /// Tells the connection that the consumer's queue is gone.
+    pub(crate) fn cancel(self: &Arc<Self>) {
+        let _ = self.outbox.0.send(Outbound::Cancelled {
+            consumer: Arc::clone(self),
+        });
+    }
+
+    /// A delivery left the outbox (written, or dropped for a closed channel).
+    pub fn written(&self) {
+        self.unsent.fetch_sub(1, SeqCst);
+    }
+
+    /// `n` deliveries were acked, rejected, requeued or taken back.
+    pub fn settled(&self, n: u32) {
+        self.unacked.fetch_sub(n, SeqCst);
+        self.credit.unacked.fetch_sub(n, SeqCst);
+    }
+
+    /// Clears the starved flag; true if the queue should be asked to dispatch again.
+    pub fn take_starved(&self) -> bool {
+        self.starved.load(SeqCst) && self.starved.swap(false, SeqCst)
+    }
+}

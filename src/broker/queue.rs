@@ -1,0 +1,255 @@
+//! A queue: its ready messages in order, its consumers, and the dispatch that moves one to the
+//! other.
+//!
+//! State lives behind one mutex with short critical sections: enqueue, take, requeue, and
+//! dispatch (which only pushes into consumer outboxes, never waits). Every operation is O(1)
+//! amortised except requeue, O(log n) in the requeued messages. Unacked deliveries are not held
+//! here: the channel that received them holds them by delivery tag and gives them back
+//! ([`Queue::requeue`]) or settles them.
+//!
+//! Order: ready messages carry an increasing `seq`. Requeued messages wait in a min-heap by `seq`
+//! and are served before the rest; since a queue always delivers its lowest `seq` first, every
+//! requeued message sorts before every never-delivered one, so a requeue restores the original
+//! order. This module never takes the topology lock (lock order: topology, then queue).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use warren_protocol::method::ShortStr;
+use warren_protocol::types::FieldTable;
+
+use super::consumer::Consumer;
+use super::message::{Entry, Message};
+
+/// The properties a queue is declared with.
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    pub durable: bool,
+    /// The connection that owns an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    /// `x-consumer-timeout`: how long a delivery may stay unacked.
+    pub consumer_timeout: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    pub name: ShortStr,
+    pub options: QueueOptions,
+    state: Mutex<QueueState>,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    ready: VecDeque<Entry>,
+    requeued: BinaryHeap<Reverse<Entry>>,
+    next_seq: u64,
+    consumers: Vec<Arc<Consumer>>,
+    /// Round robin: where the next search for a consumer with credit starts.
+    next_consumer: usize,
+    deleted: bool,
+}
+
+/// Why a consumer cannot be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeRefused {
+    /// An exclusive consumer asked for a queue with consumers, or any consumer for a queue with
+    /// an exclusive one.
+    ExclusiveInUse,
+    Deleted,
+}
+
+impl QueueState {
+    fn len(&self) -> usize {
+        self.ready.len() + self.requeued.len()
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        match self.requeued.pop() {
+            Some(Reverse(entry)) => Some(entry),
+            None => self.ready.pop_front(),
+        }
+    }
+
+    fn push_front(&mut self, entry: Entry) {
+        self.requeued.push(Reverse(entry));
+    }
+
+    /// Hands ready messages to consumers with credit, round robin, until either runs out.
+    fn dispatch(&mut self) {
+        let count = self.consumers.len();
+        if count == 0 {
+            return;
+        }
+        'messages: while self.len() > 0 {
+            for step in 0..count {
+                let index = (self.next_consumer + step) % count;
+                let consumer = &self.consumers[index];
+                if !consumer.try_take() {
+                    continue;
+                }
+                let consumer = Arc::clone(consumer);
+                let Some(entry) = self.pop() else {
+                    return;
+                };
+                self.next_consumer = (index + 1) % count;
+                if let Err(entry) = consumer.send(entry) {
+                    // The consumer's connection is gone; its cleanup will remove it.
+                    self.push_front(entry);
+                    self.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
+                    return self.dispatch();
+                }
+                continue 'messages;
+            }
+            return;
+        }
+    }
+}
+
+impl Queue {
+    pub fn new(name: ShortStr, options: QueueOptions) -> Queue {
+        Queue {
+            name,
+            options,
+            state: Mutex::new(QueueState::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding the lock is a bug elsewhere; the state itself stays consistent
+        // (every mutation is a single push or pop), so keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn is_exclusive_to_other(&self, connection: u64) -> bool {
+        matches!(self.options.exclusive_owner, Some(owner) if owner != connection)
+    }
+
+    /// Appends a message and dispatches. False if the queue was deleted meanwhile.
+    pub fn publish(&self, message: &Arc<Message>) -> bool {
+        let mut state = self.lock();
+        if state.deleted {
+            return false;
+        }
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.ready.push_back(Entry {
+            seq,
+            message: Arc::clone(message),
+            redelivered: false,
+        });
+        state.dispatch();
+        true
+    }
+
+    /// Puts taken messages back at their original places, marked redelivered, and dispatches.
+    pub fn requeue(&self, entries: impl IntoIterator<Item = Entry>) {
+        let mut state = self.lock();
+        if state.deleted {
+            return;
+        }
+        for mut entry in entries {
+            entry.redelivered = true;
+            state.push_front(entry);
+        }
+        state.dispatch();
+    }
+
+    /// Like [`Queue::requeue`], but tries the consumers after `skip` first: used when `skip`
+    /// held the message too long.
+    pub fn requeue_away_from(&self, entry: Entry, skip: &Arc<Consumer>) {
+        let mut state = self.lock();
+        if state.deleted {
+            return;
+        }
+        if let Some(index) = state.consumers.iter().position(|c| Arc::ptr_eq(c, skip)) {
+            state.next_consumer = (index + 1) % state.consumers.len();
+        }
+        let mut entry = entry;
+        entry.redelivered = true;
+        state.push_front(entry);
+        state.dispatch();
+    }
+
+    /// Asks for dispatch after credit was freed.
+    pub fn dispatch(&self) {
+        self.lock().dispatch();
+    }
+
+    /// `basic.get`: the next message and how many remain.
+    pub fn get(&self) -> Option<(Entry, u32)> {
+        let mut state = self.lock();
+        let entry = state.pop()?;
+        Some((entry, saturating_u32(state.len())))
+    }
+
+    /// (ready messages, consumers), as declare-ok reports them.
+    pub fn counts(&self) -> (u32, u32) {
+        let state = self.lock();
+        (
+            saturating_u32(state.len()),
+            saturating_u32(state.consumers.len()),
+        )
+    }
+
+    /// Drops every ready message; returns how many.
+    pub fn purge(&self) -> u32 {
+        let mut state = self.lock();
+        let count = state.len();
+        state.ready.clear();
+        state.requeued.clear();
+        saturating_u32(count)
+    }
+
+    pub fn add_consumer(&self, consumer: Arc<Consumer>) -> Result<(), ConsumeRefused> {
+        let mut state = self.lock();
+        if state.deleted {
+            return Err(ConsumeRefused::Deleted);
+        }
+        let taken = state.consumers.iter().any(|c| c.exclusive);
+        if taken || (consumer.exclusive && !state.consumers.is_empty()) {
+            return Err(ConsumeRefused::ExclusiveInUse);
+        }
+        state.consumers.push(consumer);
+        state.dispatch();
+        Ok(())
+    }
+
+    /// Removes a consumer; true if the queue is auto-delete and now has none.
+    pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
+        let mut state = self.lock();
+        let before = state.consumers.len();
+        state.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+        if state.consumers.len() != before && state.next_consumer >= state.consumers.len() {
+            state.next_consumer = 0;
+        }
+        self.options.auto_delete
+            && !state.deleted
+            && before != state.consumers.len()
+            && state.consumers.is_empty()
+    }
+
+    pub fn has_consumers(&self) -> bool {
+        !self.lock().consumers.is_empty()
+    }
+
+    /// Marks the queue deleted, drops its messages and returns its consumers (to be cancelled)
+    /// and the number of messages it held.
+    pub(crate) fn delete(&self) -> (Vec<Arc<Consumer>>, u32) {
+        let mut state = self.lock();
+        state.deleted = true;
+        let count = saturating_u32(state.len());
+        state.ready = VecDeque::new();
+        state.requeued = BinaryHeap::new();
+        (std::mem::take(&mut state.consumers), count)
+    }
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
