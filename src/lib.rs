@@ -8,4 +8,4 @@ pub mod broker;
 pub mod error;
 pub mod server;
 
-pub use server::{Server, ServerOptions};
+pub use server::{Server, ServerOptions, UnackedTimeoutAction};
