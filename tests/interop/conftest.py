@@ -292,3 +292,109 @@ def names(request, warren):
     yield tracker
     if EXTERNAL_PORT:
         tracker.cleanup()
+
+
+@pytest.fixture
+def connect(warren):
+    """Opens a BlockingConnection to the broker (keyword arguments as for `Broker.params`); those
+    still open at teardown are closed. A connection whose socket a test broke is left alone."""
+    opened: list[pika.BlockingConnection] = []
+
+    def open_connection(**kwargs) -> pika.BlockingConnection:
+        conn = warren.connect(**kwargs)
+        opened.append(conn)
+        return conn
+
+    yield open_connection
+    for conn in opened:
+        if conn.is_open and not getattr(conn, "_warren_test_broken", False):
+            try:
+                conn.close()
+            except (pika.exceptions.AMQPError, OSError):
+                pass
+
+
+@pytest.fixture
+def channel(connect):
+    """A channel on a connection of its own."""
+    return connect().channel()
+
+
+def _pump(conns, until, timeout: float) -> bool:
+    if isinstance(conns, pika.BlockingConnection):
+        conns = [conns]
+    deadline = time.monotonic() + timeout
+    while not until():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        # With several connections, take turns in short slices so each one's I/O runs.
+        slice_ = min(left, 0.02 if len(conns) > 1 else 0.05)
+        for conn in conns:
+            conn.process_data_events(time_limit=slice_)
+    return True
+
+
+@pytest.fixture
+def pump():
+    """`pump(conns, until=predicate, timeout=seconds)`: runs the I/O loop of one connection or a
+    list of them (dispatching deliveries, returns and cancels to their callbacks) until the
+    predicate holds or the timeout passes; returns whether it held. `until=lambda: False` just
+    waits out the timeout, to show that nothing (more) arrives."""
+
+    def run(conns, until=lambda: False, timeout: float = 5.0) -> bool:
+        return _pump(conns, until, timeout)
+
+    return run
+
+
+class Delivery:
+    """One message as a consumer or basic.get saw it."""
+
+    def __init__(self, method, properties, body: bytes):
+        self.method = method
+        self.properties = properties
+        self.body = body
+
+    @property
+    def tag(self) -> int:
+        return self.method.delivery_tag
+
+    @property
+    def redelivered(self) -> bool:
+        return self.method.redelivered
+
+    def __repr__(self) -> str:
+        return f"Delivery(tag={self.tag}, redelivered={self.redelivered}, body={self.body[:40]!r})"
+
+
+class Inbox(list):
+    """What one consumer received, in order: a list of Delivery, usable as on_message_callback."""
+
+    def __call__(self, _channel, method, properties, body):
+        self.append(Delivery(method, properties, body))
+
+    def bodies(self) -> list[bytes]:
+        return [d.body for d in self]
+
+
+@pytest.fixture
+def inbox():
+    """`inbox()` makes a new Inbox: pass it as on_message_callback, read it as a list."""
+    return Inbox
+
+
+@pytest.fixture
+def drain():
+    """`drain(channel, queue, auto_ack=True)`: basic.get until get-empty; returns the Deliveries."""
+
+    def get_all(ch, queue: str, auto_ack: bool = True, limit: int = 10_000) -> list[Delivery]:
+        got = []
+        for _ in range(limit):
+            method, properties, body = ch.basic_get(queue, auto_ack=auto_ack)
+            if method is None:
+                return got
+            got.append(Delivery(method, properties, body))
+        raise AssertionError(f"queue {queue} did not run empty after {limit} messages")
+
+    return get_all
