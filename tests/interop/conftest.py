@@ -398,3 +398,38 @@ def drain():
         raise AssertionError(f"queue {queue} did not run empty after {limit} messages")
 
     return get_all
+
+
+@pytest.fixture
+def fill():
+    """`fill(conn, queue, bodies)`: publishes each body to `queue` through the default exchange on
+    a confirm channel of its own and waits for every confirm, so the messages are in the queue (in
+    this order) when it returns."""
+
+    def publish_all(conn: pika.BlockingConnection, queue: str, bodies) -> None:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        for body in bodies:
+            ch.basic_publish("", queue, body, mandatory=True)
+        ch.close()
+
+    return publish_all
+
+
+@pytest.fixture
+def queue_state():
+    """`queue_state(conn, queue)`: (message_count, consumer_count) from a passive declare on a
+    channel of its own, or None when the queue does not exist (404)."""
+
+    def state(conn: pika.BlockingConnection, queue: str):
+        ch = conn.channel()
+        try:
+            ok = ch.queue_declare(queue, passive=True).method
+        except pika.exceptions.ChannelClosedByBroker as e:
+            if e.reply_code == 404:
+                return None
+            raise
+        ch.close()
+        return ok.message_count, ok.consumer_count
+
+    return state
