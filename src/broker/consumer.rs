@@ -89,6 +89,9 @@ pub struct Consumer {
     /// Set by the queue when it had a message but no credit for this consumer; whoever frees
     /// credit clears it and asks the queue to dispatch again.
     starved: AtomicBool,
+    /// Cleared when the consumer is cancelled or its channel closes: deliveries still in the
+    /// outbox then go back to the queue.
+    active: AtomicBool,
     pub credit: Arc<ChannelCredit>,
     outbox: Outbox,
 }
@@ -115,6 +118,7 @@ impl Consumer {
             unacked: AtomicU32::new(0),
             unsent: AtomicU32::new(0),
             starved: AtomicBool::new(false),
+            active: AtomicBool::new(true),
             credit,
             outbox,
         }
@@ -187,6 +191,16 @@ impl Consumer {
     pub fn settled(&self, n: u32) {
         self.unacked.fetch_sub(n, SeqCst);
         self.credit.unacked.fetch_sub(n, SeqCst);
+    }
+
+    /// Whether the consumer still takes deliveries (not cancelled, channel open).
+    pub fn is_active(&self) -> bool {
+        self.active.load(SeqCst)
+    }
+
+    /// Marks the consumer cancelled: its undelivered messages go back to the queue.
+    pub fn deactivate(&self) {
+        self.active.store(false, SeqCst);
     }
 
     /// Clears the starved flag; true if the queue should be asked to dispatch again.

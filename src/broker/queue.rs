@@ -160,6 +160,17 @@ impl Queue {
         state.dispatch();
     }
 
+    /// Puts back a message that was handed to a consumer but never sent (its consumer went away
+    /// first): its place and its `redelivered` flag are as they were.
+    pub fn return_unsent(&self, entry: Entry) {
+        let mut state = self.lock();
+        if state.deleted {
+            return;
+        }
+        state.push_front(entry);
+        state.dispatch();
+    }
+
     /// Like [`Queue::requeue`], but tries the consumers after `skip` first: used when `skip`
     /// held the message too long.
     pub fn requeue_away_from(&self, entry: Entry, skip: &Arc<Consumer>) {

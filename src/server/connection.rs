@@ -12,13 +12,14 @@
 //! [`CLOSE_TIMEOUT`]. This task never blocks on anything but its own socket and timers.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 use warren_protocol::frame::{
@@ -28,9 +29,11 @@ use warren_protocol::frame::{
 use warren_protocol::method::{decode_method, encode_method, Method};
 use warren_protocol::spec::{connection, AMQPClass};
 
-use super::channel::Channels;
+use super::channel::{Channels, Session};
 use super::handshake::{self, ClientCapabilities, Tuning};
 use super::Context;
+use crate::broker::consumer::{Outbound, Outbox};
+use crate::broker::vhost::Vhost;
 use crate::error::{Error, Exception, ReplyCode, Scope};
 
 /// Bytes reserved for each read: big enough to take many small frames per syscall.
@@ -39,6 +42,11 @@ const READ_CHUNK: usize = 64 * 1024;
 pub const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
 /// How long to wait for `close-ok` after sending `connection.close`.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many outbox messages (deliveries) are handled per wake-up before the socket is written.
+const OUTBOX_BATCH: usize = 256;
+
+/// Connection ids: the owner identity of exclusive queues.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -56,6 +64,7 @@ enum State {
 }
 
 pub(crate) struct Connection {
+    id: u64,
     peer: SocketAddr,
     context: Arc<Context>,
     state: State,
@@ -65,7 +74,12 @@ pub(crate) struct Connection {
     capabilities: ClientCapabilities,
     user: String,
     vhost: String,
-    channels: Channels,
+    /// The open vhost; `None` until `connection.open`.
+    vhost_ref: Option<Arc<Vhost>>,
+    /// The channel table, from `connection.open` until the connection closes.
+    channels: Option<Channels>,
+    /// Where queues send this connection's deliveries (the receiving end is in [`serve`]).
+    outbox: Outbox,
     last_read: Instant,
     last_write: Instant,
     /// When the current state gives up (handshake, closing) or the next heartbeat check is due.
@@ -81,7 +95,9 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let now = Instant::now();
+    let (outbox, mut outbound) = Outbox::new();
     let mut connection = Connection {
+        id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
         peer,
         tuning: context.tuning,
         deadline: Some(now + context.handshake_timeout),
@@ -92,12 +108,15 @@ pub(crate) async fn serve(
         capabilities: ClientCapabilities::default(),
         user: String::new(),
         vhost: String::new(),
-        channels: Channels::new(0),
+        vhost_ref: None,
+        channels: None,
+        outbox,
         last_read: now,
         last_write: now,
         close_reason: String::new(),
     };
-    let was_open = connection.run(stream, shutdown).await;
+    let was_open = connection.run(stream, shutdown, &mut outbound).await;
+    connection.teardown(&mut outbound);
     let reason = connection.close_reason;
     if was_open {
         info!(peer = %peer, user = %connection.user, vhost = %connection.vhost, reason = %reason, "connection closed");
@@ -113,7 +132,12 @@ impl Connection {
     /// buffer, and lets go of the buffer once every frame in it is handled, so an idle connection
     /// holds no read buffer at all. Output is written as soon as it is produced, once per wake-up;
     /// only when the socket is full does the task wait for it to become writable.
-    async fn run(&mut self, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) -> bool {
+    async fn run(
+        &mut self,
+        mut stream: TcpStream,
+        mut shutdown: watch::Receiver<bool>,
+        outbound: &mut mpsc::UnboundedReceiver<Outbound>,
+    ) -> bool {
         let mut was_open = false;
         let timer = sleep_until(self.deadline.unwrap_or_else(far_future));
         tokio::pin!(timer);
@@ -126,11 +150,10 @@ impl Connection {
             if self.state == State::Done && self.write_buf.is_empty() {
                 break;
             }
-            if timer_at != self.deadline {
-                timer_at = self.deadline;
-                timer
-                    .as_mut()
-                    .reset(self.deadline.unwrap_or_else(far_future));
+            let wake_at = self.wake_at();
+            if timer_at != wake_at {
+                timer_at = wake_at;
+                timer.as_mut().reset(wake_at.unwrap_or_else(far_future));
             }
             let reading = self.state != State::Done && self.write_buf.len() < WRITE_HIGH_WATER;
             tokio::select! {
@@ -146,6 +169,9 @@ impl Connection {
                         break;
                     }
                 }
+                Some(first) = outbound.recv(), if self.write_buf.len() < WRITE_HIGH_WATER => {
+                    self.outbound(first, outbound);
+                }
                 () = &mut timer => self.on_timer(),
                 _ = shutdown.changed(), if self.state != State::Closing && self.state != State::Done => {
                     self.close_connection(Exception::from(Error::Shutdown), "broker shutting down");
@@ -155,6 +181,53 @@ impl Connection {
         // FIN rather than a reset, so the client reads the last frames we sent.
         let _ = stream.shutdown().await;
         was_open
+    }
+
+    /// When the timer should next fire: the connection's own deadline or an unacked timeout.
+    fn wake_at(&self) -> Option<Instant> {
+        let unacked = self.channels.as_ref().and_then(Channels::next_deadline);
+        match (self.deadline, unacked) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Handles deliveries and cancellations from queues: `first` and up to a batch more.
+    fn outbound(&mut self, first: Outbound, outbound: &mut mpsc::UnboundedReceiver<Outbound>) {
+        let now = Instant::now();
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(message) = next.take() {
+            match (&mut self.channels, message) {
+                (Some(channels), Outbound::Deliver { consumer, entry }) => {
+                    channels.deliver(&mut self.write_buf, consumer, entry, now)
+                }
+                (Some(channels), Outbound::Cancelled { consumer }) => {
+                    channels.cancelled(&mut self.write_buf, consumer)
+                }
+                (None, message) => give_back(message),
+            }
+            handled += 1;
+            if handled < OUTBOX_BATCH && self.write_buf.len() < WRITE_HIGH_WATER {
+                next = outbound.try_recv().ok();
+            }
+        }
+    }
+
+    /// After the I/O loop: every channel gives back what it held, deliveries still in the
+    /// outbox go back to their queues, and the connection's exclusive queues are deleted.
+    fn teardown(&mut self, outbound: &mut mpsc::UnboundedReceiver<Outbound>) {
+        if let Some(mut channels) = self.channels.take() {
+            channels.release_all();
+        }
+        // Consumers are gone from their queues now, so nothing new arrives after this.
+        outbound.close();
+        while let Ok(message) = outbound.try_recv() {
+            give_back(message);
+        }
+        if let Some(vhost) = self.vhost_ref.take() {
+            vhost.delete_exclusive(self.id);
+        }
     }
 
     /// Writes as much buffered output as the socket takes now. False when the socket failed.
@@ -190,6 +263,9 @@ impl Connection {
             Ok(_) => {
                 self.last_read = Instant::now();
                 self.process_input();
+                if let Some(channels) = &mut self.channels {
+                    channels.flush(&mut self.write_buf);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
@@ -288,7 +364,10 @@ impl Connection {
                 frame.channel
             ))
             .into()),
-            _ => self.channels.handle(&mut self.write_buf, frame),
+            _ => match &mut self.channels {
+                Some(channels) => channels.handle(&mut self.write_buf, frame, self.last_read),
+                None => Err(Error::ChannelNotOpen(frame.channel).into()),
+            },
         }
     }
 
@@ -356,16 +435,25 @@ impl Connection {
             }
             (State::TuneOk, C::TuneOk(tune_ok)) => {
                 self.tuning = handshake::negotiate(self.context.tuning, &tune_ok)?;
-                self.channels = Channels::new(self.tuning.channel_max);
                 self.state = State::Open;
                 Ok(())
             }
             (State::Open, C::Open(open)) => {
-                let vhost = open.virtual_host.as_str();
-                if !self.context.vhosts.iter().any(|v| v == vhost) {
-                    return Err(Error::VhostNotFound(vhost.to_owned()));
-                }
-                self.vhost = vhost.to_owned();
+                let name = open.virtual_host.as_str();
+                let Some(vhost) = self.context.broker.vhost(name) else {
+                    return Err(Error::VhostNotFound(name.to_owned()));
+                };
+                let session = Session {
+                    vhost: Arc::clone(vhost),
+                    connection: self.id,
+                    outbox: self.outbox.clone(),
+                    frame_max: self.tuning.frame_max,
+                    cancel_notify: self.capabilities.consumer_cancel_notify,
+                    limits: self.context.limits,
+                };
+                self.channels = Some(Channels::new(self.tuning.channel_max, session));
+                self.vhost_ref = Some(Arc::clone(vhost));
+                self.vhost = name.to_owned();
                 self.send(C::OpenOk(connection::OpenOk {}));
                 self.state = State::Running;
                 self.deadline = self.heartbeat_check_at(Instant::now());
@@ -388,8 +476,9 @@ impl Connection {
         match scope {
             Scope::Channel if channel != 0 => {
                 debug!(peer = %self.peer, channel, code = code as u16, error = %exception.error, "channel exception");
-                self.channels
-                    .close_with(&mut self.write_buf, channel, &exception);
+                if let Some(channels) = &mut self.channels {
+                    channels.close_with(&mut self.write_buf, channel, &exception);
+                }
             }
             _ => {
                 let reason = exception.error.reply_text();
@@ -416,7 +505,9 @@ impl Connection {
             }));
             self.state = State::Closing;
         }
-        self.channels = Channels::new(0);
+        if let Some(mut channels) = self.channels.take() {
+            channels.release_all();
+        }
         self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
     }
 
@@ -429,6 +520,12 @@ impl Connection {
 
     fn on_timer(&mut self) {
         let now = Instant::now();
+        if let Some(channels) = &mut self.channels {
+            channels.expire(&mut self.write_buf, now);
+        }
+        if self.deadline.is_none_or(|deadline| deadline > now) {
+            return;
+        }
         match self.state {
             State::Running => {
                 let interval = Duration::from_secs(u64::from(self.tuning.heartbeat));
@@ -453,6 +550,17 @@ impl Connection {
                 self.write_buf.clear();
             }
         }
+    }
+}
+
+/// Returns a delivery this connection can no longer make to its queue.
+fn give_back(message: Outbound) {
+    if let Outbound::Deliver { consumer, entry } = message {
+        consumer.written();
+        if !consumer.no_ack {
+            consumer.settled(1);
+        }
+        consumer.queue.return_unsent(entry);
     }
 }
 

@@ -23,6 +23,9 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 pub use auth::{User, Users};
+use channel::Limits;
+
+use crate::broker::Broker;
 pub use handshake::Tuning;
 
 /// How long shutdown waits for connections to finish their close handshake.
@@ -79,7 +82,8 @@ pub(crate) struct Context {
     pub(crate) tuning: Tuning,
     pub(crate) handshake_timeout: Duration,
     pub(crate) users: Users,
-    pub(crate) vhosts: Vec<String>,
+    pub(crate) broker: Broker,
+    pub(crate) limits: Limits,
 }
 
 /// A bound, not yet running, broker.
@@ -97,7 +101,12 @@ impl Server {
             tuning: options.tuning,
             handshake_timeout: options.handshake_timeout,
             users: options.users,
-            vhosts: options.vhosts,
+            broker: Broker::new(&options.vhosts),
+            limits: Limits {
+                max_message_size: options.max_message_size,
+                unacked_timeout: options.unacked_timeout,
+                unacked_timeout_action: options.unacked_timeout_action,
+            },
         });
         Ok(Server { listener, context })
     }

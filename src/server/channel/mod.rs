@@ -1,16 +1,62 @@
-//! The channels of one connection: which numbers are open, closing or free, and what each channel
-//! does with the frames addressed to it.
+//! The channels of one connection: which numbers are open or closing, and what each channel does
+//! with the frames addressed to it and the deliveries its consumers receive.
 //!
-//! Owned by the connection task (no locks). Replies are written into the connection's output
-//! buffer; errors come back as [`Exception`]s, whose scope (channel or connection) the connection
-//! acts on. Channel numbers above the negotiated `channel_max` are refused.
+//! Owned by the connection task (no locks of its own). Frames come in through
+//! [`Channels::handle`]; deliveries from queues through [`Channels::deliver`]; replies and
+//! deliveries are encoded into the connection's output buffer. Errors come back as
+//! [`Exception`]s, whose scope (channel or connection) the connection acts on; a channel exception
+//! is answered here by [`Channels::close_with`].
+//!
+//! The methods live beside this file by class: `declare` (exchange and queue), `basic` (publish,
+//! consume, get, qos, ack and friends, confirm and tx). A channel that closes, for any reason,
+//! gives every unacked delivery back to its queue and cancels its consumers at once
+//! ([`Channels::release`]): nothing it held is lost, nothing waits for the socket to go.
+
+mod basic;
+mod content;
+mod declare;
+mod unacked;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::time::Instant;
+use tracing::debug;
 use warren_protocol::frame::{Frame, FrameType};
-use warren_protocol::method::{decode_method, encode_method, Method};
+use warren_protocol::method::{decode_method, encode_method, Method, ShortStr};
 use warren_protocol::spec::{channel, AMQPClass};
 
+use crate::broker::consumer::{ChannelCredit, Consumer, Outbox};
+use crate::broker::message::{Entry, Message};
+use crate::broker::vhost::{RouteScratch, Vhost};
 use crate::error::{Error, Exception};
+use crate::server::UnackedTimeoutAction;
+
+use content::{Content, Progress};
+use unacked::{Delivery, Unacked};
+
+/// Server settings a channel applies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_message_size: u64,
+    pub unacked_timeout: Duration,
+    pub unacked_timeout_action: UnackedTimeoutAction,
+}
+
+/// What every channel of a connection shares: the vhost, the connection's identity and outbox.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub vhost: Arc<Vhost>,
+    /// Identifies the connection as the owner of exclusive queues.
+    pub connection: u64,
+    pub outbox: Outbox,
+    pub frame_max: u32,
+    /// The client understands a server-sent `basic.cancel`.
+    pub cancel_notify: bool,
+    pub limits: Limits,
+}
 
 /// Where a channel is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,18 +67,91 @@ enum ChannelState {
     Closing,
 }
 
+/// Publisher-side mode: plain, confirms (`confirm.select`) or transactions (`tx.select`).
+#[derive(Debug, Default)]
+enum Mode {
+    #[default]
+    Plain,
+    Confirm {
+        /// The delivery tag of the next publish.
+        next_tag: u64,
+        /// Confirmed tags not yet acked to the client: (first, last).
+        pending: Option<(u64, u64)>,
+    },
+    Tx(Tx),
+}
+
+/// Work held until `tx.commit`.
+#[derive(Debug, Default)]
+struct Tx {
+    publishes: Vec<(Arc<Message>, bool)>,
+    settles: Vec<(Delivery, Settle)>,
+}
+
+/// What an ack, nack or reject does with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Ack,
+    Requeue,
+    Drop,
+}
+
 #[derive(Debug)]
 struct Channel {
     state: ChannelState,
-    /// `channel.flow`: whether the client wants deliveries on this channel.
-    flow_active: bool,
+    /// A publish whose content is still arriving.
+    content: Option<Content>,
+    credit: Arc<ChannelCredit>,
+    /// `basic.qos` with `global=false`: the prefetch of consumers started from now on.
+    consumer_prefetch: u32,
+    consumers: HashMap<ShortStr, Arc<Consumer>>,
+    next_delivery_tag: u64,
+    unacked: Unacked,
+    /// The last queue declared on this channel, for methods that name the queue "".
+    last_queue: Option<ShortStr>,
+    mode: Mode,
+}
+
+impl Channel {
+    fn new() -> Channel {
+        Channel {
+            state: ChannelState::Open,
+            content: None,
+            credit: Arc::new(ChannelCredit::default()),
+            consumer_prefetch: 0,
+            consumers: HashMap::new(),
+            next_delivery_tag: 1,
+            unacked: Unacked::default(),
+            last_queue: None,
+            mode: Mode::Plain,
+        }
+    }
+
+    fn take_delivery_tag(&mut self) -> u64 {
+        let tag = self.next_delivery_tag;
+        self.next_delivery_tag += 1;
+        tag
+    }
+
+    /// Asks the queues of starved consumers to dispatch again, after credit was freed.
+    fn wake_consumers(&self) {
+        for consumer in self.consumers.values() {
+            if consumer.take_starved() {
+                consumer.queue.dispatch();
+            }
+        }
+    }
 }
 
 /// The channel table of one connection, indexed by channel number (1..=channel_max).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Channels {
     slots: Vec<Option<Channel>>,
     channel_max: u16,
+    session: Session,
+    route: RouteScratch,
+    /// Channels with publisher confirms to send at the next [`Channels::flush`].
+    confirms_due: Vec<u16>,
 }
 
 fn reply(out: &mut BytesMut, number: u16, method: channel::AMQPMethod) {
@@ -40,32 +159,43 @@ fn reply(out: &mut BytesMut, number: u16, method: channel::AMQPMethod) {
 }
 
 impl Channels {
-    pub(crate) fn new(channel_max: u16) -> Channels {
+    pub(crate) fn new(channel_max: u16, session: Session) -> Channels {
         Channels {
             slots: Vec::new(),
             channel_max,
+            session,
+            route: RouteScratch::default(),
+            confirms_due: Vec::new(),
         }
-    }
-
-    fn slot(&self, number: u16) -> Option<&Channel> {
-        self.slots.get(number as usize).and_then(Option::as_ref)
     }
 
     fn slot_mut(&mut self, number: u16) -> Option<&mut Channel> {
         self.slots.get_mut(number as usize).and_then(Option::as_mut)
     }
 
+    /// The open channel `number` (methods are only dispatched to open channels).
+    fn open(&mut self, number: u16) -> Result<&mut Channel, Error> {
+        match self.slot_mut(number) {
+            Some(channel) if channel.state == ChannelState::Open => Ok(channel),
+            _ => Err(Error::ChannelNotOpen(number)),
+        }
+    }
+
     fn free(&mut self, number: u16) {
+        self.release(number);
         if let Some(slot) = self.slots.get_mut(number as usize) {
             *slot = None;
         }
     }
 
-    /// Sends `channel.close` for a channel exception and drops the channel's further traffic.
+    /// Sends `channel.close` for a channel exception, gives back what the channel held, and drops
+    /// its further traffic until `close-ok`.
     pub(crate) fn close_with(&mut self, out: &mut BytesMut, number: u16, exception: &Exception) {
         let (code, _) = exception.error.reply();
+        self.release(number);
         if let Some(channel) = self.slot_mut(number) {
             channel.state = ChannelState::Closing;
+            channel.content = None;
         }
         reply(
             out,
@@ -79,8 +209,44 @@ impl Channels {
         );
     }
 
+    /// Cancels the channel's consumers and requeues everything it holds unacked (including acks
+    /// of an uncommitted transaction, which never happened).
+    fn release(&mut self, number: u16) {
+        let Some(channel) = self.slot_mut(number) else {
+            return;
+        };
+        let consumers = std::mem::take(&mut channel.consumers);
+        let mut deliveries = Vec::new();
+        if let Mode::Tx(tx) = &mut channel.mode {
+            deliveries.extend(tx.settles.drain(..).map(|(d, _)| d));
+            tx.publishes.clear();
+        }
+        channel.unacked.take_all(&mut deliveries);
+        let vhost = Arc::clone(&self.session.vhost);
+        for consumer in consumers.into_values() {
+            consumer.deactivate();
+            if consumer.queue.remove_consumer(&consumer) {
+                vhost.delete_if_unused(&consumer.queue);
+            }
+        }
+        settle(deliveries, Settle::Requeue);
+    }
+
+    /// Closes every channel (the connection is going away).
+    pub(crate) fn release_all(&mut self) {
+        for number in 0..self.slots.len() {
+            self.release(number as u16);
+        }
+        self.slots.clear();
+    }
+
     /// Handles one frame on channel `number` (never 0).
-    pub(crate) fn handle(&mut self, out: &mut BytesMut, frame: Frame) -> Result<(), Exception> {
+    pub(crate) fn handle(
+        &mut self,
+        out: &mut BytesMut,
+        frame: Frame,
+        now: Instant,
+    ) -> Result<(), Exception> {
         let number = frame.channel;
         if number > self.channel_max {
             return Err(Error::ChannelMax {
@@ -89,105 +255,330 @@ impl Channels {
             }
             .into());
         }
-        let state = self.slot(number).map(|c| c.state);
-        if frame.frame_type != FrameType::Method {
-            return match state {
-                Some(ChannelState::Closing) => Ok(()),
-                Some(ChannelState::Open) => Err(Error::UnexpectedFrame(format!(
-                    "content frame on channel {number} without a content-bearing method"
-                ))
-                .into()),
-                None => Err(Error::ChannelNotOpen(number).into()),
+        let max = self.session.limits.max_message_size;
+        let Some(channel) = self.slot_mut(number) else {
+            return self.handle_unopened(out, frame);
+        };
+        if channel.state == ChannelState::Closing {
+            return self.handle_closing(out, frame);
+        }
+        if let Some(content) = channel.content.take() {
+            let publish_error = |error: Error| Exception {
+                error,
+                class_id: 60,
+                method_id: 40,
             };
+            return match content.accept(frame, max).map_err(publish_error)? {
+                Progress::More(content) => {
+                    channel.content = Some(content);
+                    Ok(())
+                }
+                Progress::Done(complete) => {
+                    self.publish(out, number, complete).map_err(publish_error)
+                }
+            };
+        }
+        if frame.frame_type != FrameType::Method {
+            return Err(Error::UnexpectedFrame(format!(
+                "content frame on channel {number} without a content-bearing method"
+            ))
+            .into());
         }
         let method = decode_method(&frame.payload).map_err(Error::from)?;
         let (class_id, method_id) = method.ids();
-        let at_method = |error: Error| Exception {
-            error,
-            class_id,
-            method_id,
-        };
-        match state {
-            None => match method {
-                Method::Other(AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
-                    let index = number as usize;
-                    if self.slots.len() <= index {
-                        self.slots.resize_with(index + 1, || None);
-                    }
-                    self.slots[index] = Some(Channel {
-                        state: ChannelState::Open,
-                        flow_active: true,
-                    });
-                    reply(out, number, channel::AMQPMethod::OpenOk(channel::OpenOk {}));
-                    Ok(())
+        if (class_id, method_id) == (60, 10) {
+            // basic.qos: the decoded form drops prefetch_size, which RabbitMQ refuses unless 0.
+            if let Some(size) = frame.payload.get(4..8).filter(|size| size != &[0; 4]) {
+                let size = u32::from_be_bytes([size[0], size[1], size[2], size[3]]);
+                return Err(Exception {
+                    error: Error::NotImplemented(format!("prefetch_size!=0 ({size})")),
+                    class_id,
+                    method_id,
+                });
+            }
+        }
+        self.handle_method(out, number, method, now)
+            .map_err(|error| Exception {
+                error,
+                class_id,
+                method_id,
+            })
+    }
+
+    fn handle_unopened(&mut self, out: &mut BytesMut, frame: Frame) -> Result<(), Exception> {
+        let number = frame.channel;
+        if frame.frame_type != FrameType::Method {
+            return Err(Error::ChannelNotOpen(number).into());
+        }
+        let method = decode_method(&frame.payload).map_err(Error::from)?;
+        let (class_id, method_id) = method.ids();
+        match method {
+            Method::Other(AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
+                let index = number as usize;
+                if self.slots.len() <= index {
+                    self.slots.resize_with(index + 1, || None);
                 }
-                _ => Err(at_method(Error::ChannelNotOpen(number))),
-            },
-            Some(ChannelState::Closing) => {
-                match method {
-                    Method::Other(AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
-                        self.free(number)
-                    }
-                    Method::Other(AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                        // Both sides closed at once: answer, and the channel is gone.
-                        reply(
-                            out,
-                            number,
-                            channel::AMQPMethod::CloseOk(channel::CloseOk {}),
-                        );
-                        self.free(number);
-                    }
-                    _ => {}
-                }
+                self.slots[index] = Some(Channel::new());
+                reply(out, number, channel::AMQPMethod::OpenOk(channel::OpenOk {}));
                 Ok(())
             }
-            Some(ChannelState::Open) => self.handle_open(out, number, method).map_err(at_method),
+            _ => Err(Exception {
+                error: Error::ChannelNotOpen(number),
+                class_id,
+                method_id,
+            }),
         }
     }
 
-    fn handle_open(
+    fn handle_closing(&mut self, out: &mut BytesMut, frame: Frame) -> Result<(), Exception> {
+        if frame.frame_type != FrameType::Method {
+            return Ok(());
+        }
+        match decode_method(&frame.payload) {
+            Ok(Method::Other(AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)))) => {
+                self.free(frame.channel)
+            }
+            Ok(Method::Other(AMQPClass::Channel(channel::AMQPMethod::Close(_)))) => {
+                // Both sides closed at once: answer, and the channel is gone.
+                reply(
+                    out,
+                    frame.channel,
+                    channel::AMQPMethod::CloseOk(channel::CloseOk {}),
+                );
+                self.free(frame.channel);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_method(
         &mut self,
         out: &mut BytesMut,
         number: u16,
         method: Method,
+        now: Instant,
     ) -> Result<(), Error> {
         match method {
-            Method::Other(AMQPClass::Channel(method)) => match method {
-                channel::AMQPMethod::Open(_) => Err(Error::ChannelAlreadyOpen(number)),
-                channel::AMQPMethod::Close(_) => {
-                    reply(
-                        out,
-                        number,
-                        channel::AMQPMethod::CloseOk(channel::CloseOk {}),
-                    );
-                    self.free(number);
-                    Ok(())
-                }
-                channel::AMQPMethod::Flow(flow) => {
-                    if let Some(channel) = self.slot_mut(number) {
-                        channel.flow_active = flow.active;
-                    }
-                    let ok = channel::FlowOk {
-                        active: flow.active,
-                    };
-                    reply(out, number, channel::AMQPMethod::FlowOk(ok));
-                    Ok(())
-                }
-                // The answer to a server-sent flow; Warren never sends one.
-                channel::AMQPMethod::FlowOk(_) => Ok(()),
-                channel::AMQPMethod::CloseOk(_) | channel::AMQPMethod::OpenOk(_) => Err(
-                    Error::CommandInvalid(format!("unexpected channel method on channel {number}")),
-                ),
-            },
+            Method::Publish(publish) => self.start_publish(number, publish),
+            Method::Ack(ack) => {
+                self.settle_tags(number, ack.delivery_tag, ack.multiple, Settle::Ack)
+            }
+            Method::Other(AMQPClass::Channel(method)) => self.channel_method(out, number, method),
+            Method::Other(AMQPClass::Exchange(method)) => self.exchange_method(out, number, method),
+            Method::Other(AMQPClass::Queue(method)) => self.queue_method(out, number, method),
+            Method::Other(AMQPClass::Basic(method)) => self.basic_method(out, number, method, now),
+            Method::Other(AMQPClass::Confirm(method)) => self.confirm_method(out, number, method),
+            Method::Other(AMQPClass::Tx(method)) => self.tx_method(out, number, method),
             Method::Other(AMQPClass::Connection(_)) => Err(Error::CommandInvalid(format!(
                 "connection method on channel {number}"
             ))),
             other => {
                 let (class_id, method_id) = other.ids();
                 Err(Error::NotImplemented(format!(
-                    "method {class_id}.{method_id} is not supported yet"
+                    "method {class_id}.{method_id} is not supported"
                 )))
             }
         }
+    }
+
+    fn channel_method(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        method: channel::AMQPMethod,
+    ) -> Result<(), Error> {
+        match method {
+            channel::AMQPMethod::Open(_) => Err(Error::ChannelAlreadyOpen(number)),
+            channel::AMQPMethod::Close(_) => {
+                self.free(number);
+                reply(
+                    out,
+                    number,
+                    channel::AMQPMethod::CloseOk(channel::CloseOk {}),
+                );
+                Ok(())
+            }
+            channel::AMQPMethod::Flow(flow) => {
+                let channel = self.open(number)?;
+                channel
+                    .credit
+                    .flow
+                    .store(flow.active, std::sync::atomic::Ordering::SeqCst);
+                if flow.active {
+                    channel.wake_consumers();
+                }
+                let ok = channel::FlowOk {
+                    active: flow.active,
+                };
+                reply(out, number, channel::AMQPMethod::FlowOk(ok));
+                Ok(())
+            }
+            // The answer to a server-sent flow; Warren never sends one.
+            channel::AMQPMethod::FlowOk(_) => Ok(()),
+            channel::AMQPMethod::CloseOk(_) | channel::AMQPMethod::OpenOk(_) => Err(
+                Error::CommandInvalid(format!("unexpected channel method on channel {number}")),
+            ),
+        }
+    }
+
+    /// Writes a delivery from a queue to one of this connection's consumers, or gives it back
+    /// to the queue if the consumer was cancelled or its channel closed meanwhile.
+    pub(crate) fn deliver(
+        &mut self,
+        out: &mut BytesMut,
+        consumer: Arc<Consumer>,
+        entry: Entry,
+        now: Instant,
+    ) {
+        consumer.written();
+        let frame_max = self.session.frame_max;
+        let timeout = consumer
+            .queue
+            .options
+            .consumer_timeout
+            .unwrap_or(self.session.limits.unacked_timeout);
+        let channel = match self.slot_mut(consumer.channel) {
+            Some(channel) if consumer.is_active() && channel.state == ChannelState::Open => channel,
+            _ => return give_back(consumer, entry),
+        };
+        let tag = channel.take_delivery_tag();
+        basic::encode_delivery(out, consumer.channel, &consumer.tag, tag, &entry, frame_max);
+        if consumer.no_ack {
+            if consumer.take_starved() {
+                consumer.queue.dispatch();
+            }
+            return;
+        }
+        let queue = Arc::clone(&consumer.queue);
+        let delivery = Delivery {
+            tag,
+            entry,
+            queue,
+            consumer: Some(consumer),
+        };
+        channel.unacked.push(delivery, timeout, now);
+    }
+
+    /// The consumer's queue was deleted: forget the consumer and tell the client.
+    pub(crate) fn cancelled(&mut self, out: &mut BytesMut, consumer: Arc<Consumer>) {
+        if !consumer.is_active() {
+            return;
+        }
+        consumer.deactivate();
+        let cancel_notify = self.session.cancel_notify;
+        if let Some(channel) = self.slot_mut(consumer.channel) {
+            if channel.state == ChannelState::Open {
+                channel.consumers.remove(&consumer.tag);
+                if cancel_notify {
+                    basic::send_cancel(out, consumer.channel, &consumer.tag);
+                }
+            }
+        }
+    }
+
+    /// Sends the publisher confirms gathered since the last flush, one ack per channel.
+    pub(crate) fn flush(&mut self, out: &mut BytesMut) {
+        let due = std::mem::take(&mut self.confirms_due);
+        for &number in &due {
+            if let Some(Channel {
+                state: ChannelState::Open,
+                mode: Mode::Confirm { pending, .. },
+                ..
+            }) = self.slot_mut(number)
+            {
+                if let Some((first, last)) = pending.take() {
+                    basic::send_confirm(out, number, first, last);
+                }
+            }
+        }
+        self.confirms_due = due;
+        self.confirms_due.clear();
+    }
+
+    /// The earliest unacked-timeout deadline of any channel.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|channel| channel.unacked.next_deadline())
+            .min()
+    }
+
+    /// Takes back deliveries past their unacked timeout: requeued for another consumer, or (as
+    /// RabbitMQ does) the channel is closed with 406.
+    pub(crate) fn expire(&mut self, out: &mut BytesMut, now: Instant) {
+        let action = self.session.limits.unacked_timeout_action;
+        let default_timeout = self.session.limits.unacked_timeout;
+        for number in 0..self.slots.len() {
+            let number = number as u16;
+            let Some(channel) = self.slot_mut(number) else {
+                continue;
+            };
+            while let Some(delivery) = channel.unacked.pop_expired(now) {
+                let tag = delivery.tag;
+                let timeout = delivery
+                    .queue
+                    .options
+                    .consumer_timeout
+                    .unwrap_or(default_timeout);
+                debug!(channel = number, delivery_tag = tag, queue = %delivery.queue.name, "unacked timeout");
+                if action == UnackedTimeoutAction::CloseChannel {
+                    settle(vec![delivery], Settle::Requeue);
+                    let error = Error::PreconditionFailed(format!(
+                        "delivery acknowledgement on channel {number} timed out. Timeout value \
+                         used: {} ms. This timeout value can be configured, see consumers doc \
+                         guide to learn more",
+                        timeout.as_millis()
+                    ));
+                    self.close_with(out, number, &Exception::from(error));
+                    break;
+                }
+                match &delivery.consumer {
+                    Some(consumer) => {
+                        consumer.settled(1);
+                        delivery.queue.requeue_away_from(delivery.entry, consumer);
+                    }
+                    None => delivery.queue.requeue([delivery.entry]),
+                }
+                channel.wake_consumers();
+            }
+        }
+    }
+}
+
+/// Returns a delivery that never reached the client to its queue, with its credit.
+fn give_back(consumer: Arc<Consumer>, entry: Entry) {
+    if !consumer.no_ack {
+        consumer.settled(1);
+    }
+    consumer.queue.return_unsent(entry);
+}
+
+/// Settles deliveries: frees their consumers' credit and acks, drops or requeues them (requeues
+/// grouped by queue, one lock per run of the same queue).
+fn settle(deliveries: Vec<Delivery>, how: Settle) {
+    let mut run: Vec<Entry> = Vec::new();
+    let mut run_queue = None;
+    for delivery in deliveries {
+        if let Some(consumer) = &delivery.consumer {
+            consumer.settled(1);
+        }
+        if how != Settle::Requeue {
+            continue;
+        }
+        let same = run_queue
+            .as_ref()
+            .is_some_and(|q| Arc::ptr_eq(q, &delivery.queue));
+        if !same {
+            if let Some(queue) = run_queue.take() {
+                queue.requeue(run.drain(..));
+            }
+            run_queue = Some(delivery.queue);
+        }
+        run.push(delivery.entry);
+    }
+    if let Some(queue) = run_queue {
+        queue.requeue(run);
     }
 }

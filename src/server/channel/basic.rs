@@ -1,0 +1,495 @@
+//! The basic class, publisher confirms and transactions: publishing (routing, mandatory returns,
+//! confirms), consuming, `basic.get`, prefetch, and settling deliveries (ack, nack, reject,
+//! recover).
+//!
+//! Routing one publish takes the topology's read lock once, into a reusable buffer, then appends
+//! the one shared message to each queue: no per-destination copy of anything but an `Arc`.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::time::Instant;
+use warren_protocol::content::{encode_body, encode_content_header};
+use warren_protocol::method::{
+    encode_ack, encode_deliver, encode_method, Ack, Deliver, Publish, ShortStr,
+};
+use warren_protocol::spec::{basic, confirm, tx, AMQPClass};
+
+use super::content::{Complete, Content};
+use super::unacked::Delivery;
+use super::{settle, Channel, Channels, Mode, Settle, Tx};
+use crate::broker::consumer::Consumer;
+use crate::broker::message::{Entry, Message};
+use crate::broker::queue::ConsumeRefused;
+use crate::error::{Error, ReplyCode};
+
+fn send(out: &mut BytesMut, number: u16, method: basic::AMQPMethod) {
+    encode_method(out, number, &AMQPClass::Basic(method));
+}
+
+/// Writes basic.deliver with the message's content.
+pub(super) fn encode_delivery(
+    out: &mut BytesMut,
+    number: u16,
+    consumer_tag: &ShortStr,
+    delivery_tag: u64,
+    entry: &Entry,
+    frame_max: u32,
+) {
+    let message = &entry.message;
+    let deliver = Deliver {
+        consumer_tag: consumer_tag.as_str(),
+        delivery_tag,
+        redelivered: entry.redelivered,
+        exchange: message.exchange.as_str(),
+        routing_key: message.routing_key.as_str(),
+    };
+    encode_deliver(out, number, &deliver);
+    encode_content_header(out, number, message.body.len() as u64, &message.properties);
+    encode_body(out, number, &message.body, frame_max);
+}
+
+/// Tells the client that the server cancelled one of its consumers.
+pub(super) fn send_cancel(out: &mut BytesMut, number: u16, consumer_tag: &ShortStr) {
+    let cancel = basic::Cancel {
+        consumer_tag: consumer_tag.as_str().into(),
+        nowait: true,
+    };
+    send(out, number, basic::AMQPMethod::Cancel(cancel));
+}
+
+/// Confirms the publishes `first..=last` with one ack.
+pub(super) fn send_confirm(out: &mut BytesMut, number: u16, first: u64, last: u64) {
+    let ack = Ack {
+        delivery_tag: last,
+        multiple: last > first,
+    };
+    encode_ack(out, number, &ack);
+}
+
+impl Channels {
+    pub(super) fn start_publish(&mut self, number: u16, publish: Publish) -> Result<(), Error> {
+        if publish.immediate {
+            return Err(Error::NotImplemented("immediate=true".into()));
+        }
+        self.open(number)?.content = Some(Content::new(publish));
+        Ok(())
+    }
+
+    /// A whole message has arrived: route it (or hold it for the transaction) and confirm it.
+    pub(super) fn publish(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        complete: Complete,
+    ) -> Result<(), Error> {
+        let Complete {
+            publish,
+            properties,
+            body,
+        } = complete;
+        let message = Arc::new(Message {
+            exchange: publish.exchange,
+            routing_key: publish.routing_key,
+            properties,
+            body,
+        });
+        if matches!(self.open(number)?.mode, Mode::Tx(_)) {
+            self.session
+                .vhost
+                .check_publish(message.exchange.as_bytes())?;
+            if let Mode::Tx(tx) = &mut self.open(number)?.mode {
+                tx.publishes.push((message, publish.mandatory));
+            }
+            return Ok(());
+        }
+        self.route(out, number, &message, publish.mandatory)?;
+        if let Mode::Confirm { next_tag, pending } = &mut self.open(number)?.mode {
+            let tag = *next_tag;
+            *next_tag += 1;
+            *pending = Some(match *pending {
+                Some((first, _)) => (first, tag),
+                None => (tag, tag),
+            });
+            if pending.is_some_and(|(first, last)| first == last) {
+                self.confirms_due.push(number);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a message into every queue its exchange routes it to; returns it to the publisher
+    /// (`basic.return` 312) if it was mandatory and reached none.
+    fn route(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        message: &Arc<Message>,
+        mandatory: bool,
+    ) -> Result<(), Error> {
+        self.session.vhost.route(
+            message.exchange.as_bytes(),
+            message.routing_key.as_bytes(),
+            &message.properties,
+            &mut self.route,
+        )?;
+        let mut routed = false;
+        for queue in self.route.queues.drain(..) {
+            routed |= queue.publish(message);
+        }
+        if !routed && mandatory {
+            let code = ReplyCode::NoRoute;
+            let ret = basic::Return {
+                reply_code: code as u16,
+                reply_text: code.name().into(),
+                exchange: message.exchange.as_str().into(),
+                routing_key: message.routing_key.as_str().into(),
+            };
+            send(out, number, basic::AMQPMethod::Return(ret));
+            encode_content_header(out, number, message.body.len() as u64, &message.properties);
+            encode_body(out, number, &message.body, self.session.frame_max);
+        }
+        Ok(())
+    }
+
+    pub(super) fn basic_method(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        method: basic::AMQPMethod,
+        now: Instant,
+    ) -> Result<(), Error> {
+        use basic::AMQPMethod as B;
+        match method {
+            B::Qos(qos) => self.qos(out, number, qos),
+            B::Consume(consume) => self.consume(out, number, consume),
+            B::Cancel(cancel) => {
+                self.cancel(number, cancel.consumer_tag.as_str())?;
+                if !cancel.nowait {
+                    let ok = basic::CancelOk {
+                        consumer_tag: cancel.consumer_tag,
+                    };
+                    send(out, number, B::CancelOk(ok));
+                }
+                Ok(())
+            }
+            B::Get(get) => self.get(out, number, get, now),
+            B::Ack(ack) => self.settle_tags(number, ack.delivery_tag, ack.multiple, Settle::Ack),
+            B::Reject(reject) => {
+                let how = if reject.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Drop
+                };
+                self.settle_tags(number, reject.delivery_tag, false, how)
+            }
+            B::Nack(nack) => {
+                let how = if nack.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Drop
+                };
+                self.settle_tags(number, nack.delivery_tag, nack.multiple, how)
+            }
+            B::Recover(recover) => {
+                self.recover(number, recover.requeue)?;
+                send(out, number, B::RecoverOk(basic::RecoverOk {}));
+                Ok(())
+            }
+            B::RecoverAsync(recover) => self.recover(number, recover.requeue),
+            _ => Err(Error::CommandInvalid(
+                "this basic method is not sent by clients".into(),
+            )),
+        }
+    }
+
+    /// `basic.recover`: every unacked delivery goes back to its queue, marked redelivered.
+    fn recover(&mut self, number: u16, requeue: bool) -> Result<(), Error> {
+        if !requeue {
+            return Err(Error::NotImplemented("requeue=false".into()));
+        }
+        let channel = self.open(number)?;
+        let mut deliveries = Vec::new();
+        channel.unacked.take_all(&mut deliveries);
+        settle(deliveries, Settle::Requeue);
+        channel.wake_consumers();
+        Ok(())
+    }
+
+    fn qos(&mut self, out: &mut BytesMut, number: u16, qos: basic::Qos) -> Result<(), Error> {
+        let channel = self.open(number)?;
+        let count = u32::from(qos.prefetch_count);
+        if qos.global {
+            channel.credit.global_prefetch.store(count, SeqCst);
+            channel.wake_consumers();
+        } else {
+            channel.consumer_prefetch = count;
+        }
+        send(out, number, basic::AMQPMethod::QosOk(basic::QosOk {}));
+        Ok(())
+    }
+
+    /// The queue a method names, or the channel's last declared queue for "".
+    pub(super) fn queue_name(&mut self, number: u16, name: &str) -> Result<ShortStr, Error> {
+        if !name.is_empty() {
+            return Ok(ShortStr::copy_from_str(name));
+        }
+        self.open(number)?
+            .last_queue
+            .clone()
+            .ok_or_else(|| Error::NotFound("no previously declared queue".into()))
+    }
+
+    fn consume(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        consume: basic::Consume,
+    ) -> Result<(), Error> {
+        let name = self.queue_name(number, consume.queue.as_str())?;
+        let queue = self.session.vhost.queue(&name, self.session.connection)?;
+        let tag = if consume.consumer_tag.as_str().is_empty() {
+            self.session.vhost.generate_name("amq.ctag-")
+        } else {
+            ShortStr::copy_from_str(consume.consumer_tag.as_str())
+        };
+        let outbox = self.session.outbox.clone();
+        let vhost_name = self.session.vhost.name.clone();
+        let channel = self.open(number)?;
+        if channel.consumers.contains_key(&tag) {
+            return Err(Error::NotAllowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let consumer = Arc::new(Consumer::new(
+            number,
+            tag.clone(),
+            Arc::clone(&queue),
+            consume.no_ack,
+            consume.exclusive,
+            channel.consumer_prefetch,
+            Arc::clone(&channel.credit),
+            outbox,
+        ));
+        // Registered on the channel first: the queue may hand it messages at once.
+        channel.consumers.insert(tag.clone(), Arc::clone(&consumer));
+        if let Err(refused) = queue.add_consumer(Arc::clone(&consumer)) {
+            channel.consumers.remove(&tag);
+            consumer.deactivate();
+            return Err(match refused {
+                ConsumeRefused::ExclusiveInUse => Error::AccessRefused(format!(
+                    "queue '{name}' in vhost '{vhost_name}' in exclusive use"
+                )),
+                ConsumeRefused::Deleted => {
+                    Error::NotFound(format!("no queue '{name}' in vhost '{vhost_name}'"))
+                }
+            });
+        }
+        if !consume.nowait {
+            let ok = basic::ConsumeOk {
+                consumer_tag: tag.as_str().into(),
+            };
+            send(out, number, basic::AMQPMethod::ConsumeOk(ok));
+        }
+        Ok(())
+    }
+
+    /// `basic.cancel`; an unknown tag is not an error.
+    fn cancel(&mut self, number: u16, tag: &str) -> Result<(), Error> {
+        let channel = self.open(number)?;
+        let Some(consumer) = channel.consumers.remove(tag.as_bytes()) else {
+            return Ok(());
+        };
+        consumer.deactivate();
+        if consumer.queue.remove_consumer(&consumer) {
+            self.session.vhost.delete_if_unused(&consumer.queue);
+        }
+        Ok(())
+    }
+
+    fn get(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        get: basic::Get,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let name = self.queue_name(number, get.queue.as_str())?;
+        let queue = self.session.vhost.queue(&name, self.session.connection)?;
+        let frame_max = self.session.frame_max;
+        let timeout = queue
+            .options
+            .consumer_timeout
+            .unwrap_or(self.session.limits.unacked_timeout);
+        let channel = self.open(number)?;
+        let Some((entry, message_count)) = queue.get() else {
+            send(out, number, basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
+            return Ok(());
+        };
+        let tag = channel.take_delivery_tag();
+        let message = &entry.message;
+        let ok = basic::GetOk {
+            delivery_tag: tag,
+            redelivered: entry.redelivered,
+            exchange: message.exchange.as_str().into(),
+            routing_key: message.routing_key.as_str().into(),
+            message_count,
+        };
+        send(out, number, basic::AMQPMethod::GetOk(ok));
+        encode_content_header(out, number, message.body.len() as u64, &message.properties);
+        encode_body(out, number, &message.body, frame_max);
+        if !get.no_ack {
+            let delivery = Delivery {
+                tag,
+                entry,
+                queue,
+                consumer: None,
+            };
+            channel.unacked.push(delivery, timeout, now);
+        }
+        Ok(())
+    }
+
+    /// `basic.ack`, `nack` and `reject`. Tag 0 with `multiple` means every unacked delivery; an
+    /// unknown tag is a 406, except one the unacked timeout already took back (ignored).
+    pub(super) fn settle_tags(
+        &mut self,
+        number: u16,
+        tag: u64,
+        multiple: bool,
+        how: Settle,
+    ) -> Result<(), Error> {
+        let channel = self.open(number)?;
+        let mut taken = Vec::new();
+        if multiple && tag == 0 {
+            channel.unacked.take_all(&mut taken);
+        } else if multiple {
+            if !channel.unacked.contains(tag) && !channel.unacked.forget_expired(tag) {
+                return Err(unknown_tag(tag));
+            }
+            channel.unacked.take_through(tag, &mut taken);
+        } else {
+            match channel.unacked.take(tag) {
+                Some(delivery) => taken.push(delivery),
+                None if channel.unacked.forget_expired(tag) => return Ok(()),
+                None => return Err(unknown_tag(tag)),
+            }
+        }
+        if let Mode::Tx(tx) = &mut channel.mode {
+            tx.settles.extend(taken.into_iter().map(|d| (d, how)));
+            return Ok(());
+        }
+        settle(taken, how);
+        channel.wake_consumers();
+        Ok(())
+    }
+
+    pub(super) fn confirm_method(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        method: confirm::AMQPMethod,
+    ) -> Result<(), Error> {
+        let confirm::AMQPMethod::Select(select) = method else {
+            return Err(Error::CommandInvalid(
+                "confirm.select-ok from a client".into(),
+            ));
+        };
+        let channel = self.open(number)?;
+        match channel.mode {
+            Mode::Tx(_) => {
+                return Err(Error::PreconditionFailed(
+                    "cannot switch from tx to confirm mode".into(),
+                ))
+            }
+            Mode::Plain => {
+                channel.mode = Mode::Confirm {
+                    next_tag: 1,
+                    pending: None,
+                }
+            }
+            Mode::Confirm { .. } => {}
+        }
+        if !select.nowait {
+            let ok = AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {}));
+            encode_method(out, number, &ok);
+        }
+        Ok(())
+    }
+
+    pub(super) fn tx_method(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        method: tx::AMQPMethod,
+    ) -> Result<(), Error> {
+        let channel = self.open(number)?;
+        let reply = match method {
+            tx::AMQPMethod::Select(_) => {
+                match channel.mode {
+                    Mode::Confirm { .. } => {
+                        return Err(Error::PreconditionFailed(
+                            "cannot switch from confirm to tx mode".into(),
+                        ))
+                    }
+                    Mode::Plain => channel.mode = Mode::Tx(Tx::default()),
+                    Mode::Tx(_) => {}
+                }
+                tx::AMQPMethod::SelectOk(tx::SelectOk {})
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let tx = take_tx(channel)?;
+                settle_committed(channel, tx.settles);
+                for (message, mandatory) in tx.publishes {
+                    self.route(out, number, &message, mandatory)?;
+                }
+                tx::AMQPMethod::CommitOk(tx::CommitOk {})
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                let tx = take_tx(channel)?;
+                for (delivery, _) in tx.settles {
+                    channel.unacked.restore(delivery);
+                }
+                tx::AMQPMethod::RollbackOk(tx::RollbackOk {})
+            }
+            _ => {
+                return Err(Error::CommandInvalid(
+                    "tx reply method from a client".into(),
+                ))
+            }
+        };
+        encode_method(out, number, &AMQPClass::Tx(reply));
+        Ok(())
+    }
+}
+
+fn unknown_tag(tag: u64) -> Error {
+    Error::PreconditionFailed(format!("unknown delivery tag {tag}"))
+}
+
+/// Takes the channel's pending transaction, leaving an empty one (the channel stays
+/// transactional).
+fn take_tx(channel: &mut Channel) -> Result<Tx, Error> {
+    match &mut channel.mode {
+        Mode::Tx(tx) => Ok(std::mem::take(tx)),
+        _ => Err(Error::PreconditionFailed(
+            "channel is not transactional".into(),
+        )),
+    }
+}
+
+/// Applies a committed transaction's acks, nacks and rejects, in the order they were made.
+fn settle_committed(channel: &Channel, settles: Vec<(Delivery, Settle)>) {
+    let mut run = Vec::new();
+    let mut run_how = Settle::Ack;
+    for (delivery, how) in settles {
+        if how != run_how && !run.is_empty() {
+            settle(std::mem::take(&mut run), run_how);
+        }
+        run_how = how;
+        run.push(delivery);
+    }
+    settle(run, run_how);
+    channel.wake_consumers();
+}

@@ -1,0 +1,187 @@
+//! The exchange and queue classes: declare, delete, bind, unbind, purge. Each method is checked
+//! and applied by the vhost's topology; this file only translates between the wire methods and
+//! the topology's calls, and fills in the shortcuts of the spec (a server-named queue, and ""
+//! meaning the channel's last declared queue).
+
+use bytes::BytesMut;
+use warren_protocol::method::{encode_method, ShortStr};
+use warren_protocol::spec::{exchange, queue, AMQPClass};
+
+use super::Channels;
+use crate::broker::exchange::Destination;
+use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
+use crate::error::Error;
+
+fn short(s: &warren_protocol::types::ShortString) -> ShortStr {
+    ShortStr::copy_from_str(s.as_str())
+}
+
+impl Channels {
+    pub(super) fn exchange_method(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        method: exchange::AMQPMethod,
+    ) -> Result<(), Error> {
+        use exchange::AMQPMethod as X;
+        self.open(number)?;
+        let vhost = &self.session.vhost;
+        let connection = self.session.connection;
+        let (reply, nowait) = match method {
+            X::Declare(declare) => {
+                vhost.declare_exchange(ExchangeDeclare {
+                    name: short(&declare.exchange),
+                    kind: declare.kind.as_str().to_owned(),
+                    passive: declare.passive,
+                    durable: declare.durable,
+                    auto_delete: declare.auto_delete,
+                    internal: declare.internal,
+                    arguments: declare.arguments,
+                })?;
+                (X::DeclareOk(exchange::DeclareOk {}), declare.nowait)
+            }
+            X::Delete(delete) => {
+                vhost.delete_exchange(&short(&delete.exchange), delete.if_unused)?;
+                (X::DeleteOk(exchange::DeleteOk {}), delete.nowait)
+            }
+            X::Bind(bind) => {
+                vhost.bind(
+                    &short(&bind.source),
+                    Destination::Exchange(short(&bind.destination)),
+                    short(&bind.routing_key),
+                    &bind.arguments,
+                    connection,
+                )?;
+                (X::BindOk(exchange::BindOk {}), bind.nowait)
+            }
+            X::Unbind(unbind) => {
+                vhost.unbind(
+                    &short(&unbind.source),
+                    Destination::Exchange(short(&unbind.destination)),
+                    short(&unbind.routing_key),
+                    &unbind.arguments,
+                    connection,
+                )?;
+                (X::UnbindOk(exchange::UnbindOk {}), unbind.nowait)
+            }
+            _ => {
+                return Err(Error::CommandInvalid(
+                    "this exchange method is not sent by clients".into(),
+                ))
+            }
+        };
+        if !nowait {
+            encode_method(out, number, &AMQPClass::Exchange(reply));
+        }
+        Ok(())
+    }
+
+    pub(super) fn queue_method(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        method: queue::AMQPMethod,
+    ) -> Result<(), Error> {
+        use queue::AMQPMethod as Q;
+        let connection = self.session.connection;
+        let (reply, nowait) = match method {
+            Q::Declare(declare) => {
+                let server_named = declare.queue.as_str().is_empty() && !declare.passive;
+                let name = match declare.queue.as_str() {
+                    "" if !declare.passive => self.session.vhost.generate_name("amq.gen-"),
+                    name => self.queue_name(number, name)?,
+                };
+                let declared = self.session.vhost.declare_queue(
+                    QueueDeclare {
+                        name: name.clone(),
+                        server_named,
+                        passive: declare.passive,
+                        durable: declare.durable,
+                        exclusive: declare.exclusive,
+                        auto_delete: declare.auto_delete,
+                        arguments: declare.arguments,
+                    },
+                    connection,
+                )?;
+                self.open(number)?.last_queue = Some(name.clone());
+                let ok = queue::DeclareOk {
+                    queue: name.as_str().into(),
+                    message_count: declared.message_count,
+                    consumer_count: declared.consumer_count,
+                };
+                (Q::DeclareOk(ok), declare.nowait)
+            }
+            Q::Bind(bind) => {
+                let name = self.queue_name(number, bind.queue.as_str())?;
+                let routing_key =
+                    self.routing_key_shortcut(number, &bind.queue, &bind.routing_key)?;
+                self.session.vhost.bind(
+                    &short(&bind.exchange),
+                    Destination::Queue(name),
+                    routing_key,
+                    &bind.arguments,
+                    connection,
+                )?;
+                (Q::BindOk(queue::BindOk {}), bind.nowait)
+            }
+            Q::Unbind(unbind) => {
+                let name = self.queue_name(number, unbind.queue.as_str())?;
+                let routing_key =
+                    self.routing_key_shortcut(number, &unbind.queue, &unbind.routing_key)?;
+                self.session.vhost.unbind(
+                    &short(&unbind.exchange),
+                    Destination::Queue(name),
+                    routing_key,
+                    &unbind.arguments,
+                    connection,
+                )?;
+                (Q::UnbindOk(queue::UnbindOk {}), false)
+            }
+            Q::Purge(purge) => {
+                let name = self.queue_name(number, purge.queue.as_str())?;
+                let message_count = self.session.vhost.queue(&name, connection)?.purge();
+                (Q::PurgeOk(queue::PurgeOk { message_count }), purge.nowait)
+            }
+            Q::Delete(delete) => {
+                let name = self.queue_name(number, delete.queue.as_str())?;
+                let (message_count, consumers) = self.session.vhost.delete_queue(
+                    &name,
+                    delete.if_unused,
+                    delete.if_empty,
+                    connection,
+                )?;
+                // Every consumer's connection (this one included) hears of it through its outbox.
+                for consumer in consumers {
+                    consumer.cancel();
+                }
+                (
+                    Q::DeleteOk(queue::DeleteOk { message_count }),
+                    delete.nowait,
+                )
+            }
+            _ => {
+                return Err(Error::CommandInvalid(
+                    "this queue method is not sent by clients".into(),
+                ))
+            }
+        };
+        if !nowait {
+            encode_method(out, number, &AMQPClass::Queue(reply));
+        }
+        Ok(())
+    }
+
+    /// The spec's shortcut: binding the last declared queue ("") with an empty routing key binds
+    /// it with its own name.
+    fn routing_key_shortcut(
+        &mut self,
+        number: u16,
+        queue: &warren_protocol::types::ShortString,
+        routing_key: &warren_protocol::types::ShortString,
+    ) -> Result<ShortStr, Error> {
+        if queue.as_str().is_empty() && routing_key.as_str().is_empty() {
+            return self.queue_name(number, "");
+        }
+        Ok(short(routing_key))
+    }
+}

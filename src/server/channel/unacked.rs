@@ -1,0 +1,299 @@
+//! The deliveries a channel has handed out and not yet had settled, by delivery tag, with the
+//! deadlines of the unacked timeout.
+//!
+//! Delivery tags are assigned in increasing order, so deliveries sit in a deque sorted by tag: a
+//! delivery is appended in O(1), acks of the oldest delivery (the usual case) pop the front in O(1),
+//! acks elsewhere binary-search and leave a tombstone that is dropped when it reaches the front
+//! (or by a compaction once tombstones outnumber live deliveries). `multiple` acks drain the
+//! front.
+//!
+//! Deadlines: one FIFO of `(deadline, tag)` per distinct timeout value (normally one per channel).
+//! Within one FIFO deadlines only grow, so the earliest deadline of the channel is the minimum of
+//! the fronts, and a settled delivery's deadline is skipped when it comes up: no timer per
+//! delivery, nothing to cancel on ack.
+//!
+//! Owns nothing but bookkeeping: it never talks to a queue or a consumer; the channel does that
+//! with what this module hands back.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::broker::consumer::Consumer;
+use crate::broker::message::Entry;
+use crate::broker::queue::Queue;
+
+/// How many timed-out delivery tags are remembered so that their late acks are ignored.
+const EXPIRED_MEMORY: usize = 64 * 1024;
+
+/// One delivery awaiting its ack.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub tag: u64,
+    pub entry: Entry,
+    pub queue: Arc<Queue>,
+    /// The consumer it went to; `None` for `basic.get`.
+    pub consumer: Option<Arc<Consumer>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Unacked {
+    /// Sorted by tag; `None` is a settled delivery not yet dropped.
+    slots: VecDeque<(u64, Option<Delivery>)>,
+    live: usize,
+    deadlines: Vec<(Duration, VecDeque<(Instant, u64)>)>,
+    /// Tags taken back by the unacked timeout, whose late acks are ignored.
+    expired: BTreeSet<u64>,
+}
+
+impl Unacked {
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Records a delivery; its tag is greater than every tag recorded before.
+    pub fn push(&mut self, delivery: Delivery, timeout: Duration, now: Instant) {
+        let tag = delivery.tag;
+        self.slots.push_back((tag, Some(delivery)));
+        self.live += 1;
+        let deadline = now + timeout;
+        match self.deadlines.iter_mut().find(|(t, _)| *t == timeout) {
+            Some((_, queue)) => queue.push_back((deadline, tag)),
+            None => self
+                .deadlines
+                .push((timeout, VecDeque::from([(deadline, tag)]))),
+        }
+    }
+
+    fn index(&self, tag: u64) -> Option<usize> {
+        match self.slots.front() {
+            Some((first, _)) if *first == tag => Some(0),
+            _ => self.slots.binary_search_by_key(&tag, |(t, _)| *t).ok(),
+        }
+    }
+
+    pub fn contains(&self, tag: u64) -> bool {
+        self.index(tag)
+            .is_some_and(|index| self.slots[index].1.is_some())
+    }
+
+    /// Takes one delivery.
+    pub fn take(&mut self, tag: u64) -> Option<Delivery> {
+        let index = self.index(tag)?;
+        let delivery = self.slots[index].1.take()?;
+        self.live -= 1;
+        self.tidy();
+        Some(delivery)
+    }
+
+    /// Takes every delivery with a tag up to and including `tag`, in tag order.
+    pub fn take_through(&mut self, tag: u64, out: &mut Vec<Delivery>) {
+        while let Some((first, _)) = self.slots.front() {
+            if *first > tag {
+                break;
+            }
+            if let Some((_, Some(delivery))) = self.slots.pop_front() {
+                self.live -= 1;
+                out.push(delivery);
+            }
+        }
+        self.tidy();
+    }
+
+    /// Takes every delivery, in tag order.
+    pub fn take_all(&mut self, out: &mut Vec<Delivery>) {
+        out.extend(self.slots.drain(..).filter_map(|(_, d)| d));
+        self.live = 0;
+        self.deadlines.clear();
+    }
+
+    /// Puts back a delivery taken earlier (a rolled-back transactional ack).
+    pub fn restore(&mut self, delivery: Delivery) {
+        let tag = delivery.tag;
+        match self.slots.binary_search_by_key(&tag, |(t, _)| *t) {
+            Ok(index) => {
+                if self.slots[index].1.is_none() {
+                    self.live += 1;
+                }
+                self.slots[index].1 = Some(delivery);
+            }
+            Err(index) => {
+                self.slots.insert(index, (tag, Some(delivery)));
+                self.live += 1;
+            }
+        }
+    }
+
+    /// Whether `tag` was taken back by the unacked timeout (forgets it: one late ack is ignored).
+    pub fn forget_expired(&mut self, tag: u64) -> bool {
+        self.expired.remove(&tag)
+    }
+
+    /// The earliest deadline of a delivery still unacked (or of one settled since, which then
+    /// costs one wasted wake-up).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines
+            .iter()
+            .filter_map(|(_, queue)| queue.front().map(|(at, _)| *at))
+            .min()
+    }
+
+    /// Takes one delivery whose deadline has passed, remembering its tag as expired.
+    pub fn pop_expired(&mut self, now: Instant) -> Option<Delivery> {
+        for i in 0..self.deadlines.len() {
+            while let Some(&(at, tag)) = self.deadlines[i].1.front() {
+                if at > now {
+                    break;
+                }
+                self.deadlines[i].1.pop_front();
+                if let Some(delivery) = self.take(tag) {
+                    if self.expired.len() >= EXPIRED_MEMORY {
+                        self.expired.pop_first();
+                    }
+                    self.expired.insert(tag);
+                    return Some(delivery);
+                }
+            }
+        }
+        self.deadlines.retain(|(_, queue)| !queue.is_empty());
+        None
+    }
+
+    /// Drops tombstones at the front, and everywhere once they outnumber live deliveries.
+    fn tidy(&mut self) {
+        while matches!(self.slots.front(), Some((_, None))) {
+            self.slots.pop_front();
+        }
+        if self.slots.len() > 2 * self.live + 32 {
+            self.slots.retain(|(_, d)| d.is_some());
+        }
+        if self.live == 0 {
+            self.slots.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::message::Message;
+    use crate::broker::queue::QueueOptions;
+    use bytes::Bytes;
+    use warren_protocol::method::ShortStr;
+
+    fn delivery(queue: &Arc<Queue>, seq: u64) -> Delivery {
+        let message = Arc::new(Message {
+            exchange: ShortStr::from_static(""),
+            routing_key: ShortStr::from_static("q"),
+            properties: Bytes::from_static(&[0, 0]),
+            body: Bytes::new(),
+        });
+        Delivery {
+            tag: seq,
+            entry: Entry {
+                seq,
+                message,
+                redelivered: false,
+            },
+            queue: Arc::clone(queue),
+            consumer: None,
+        }
+    }
+
+    fn queue() -> Arc<Queue> {
+        Arc::new(Queue::new(
+            ShortStr::from_static("q"),
+            QueueOptions {
+                durable: false,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: Default::default(),
+                consumer_timeout: None,
+            },
+        ))
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn acks_in_any_order_and_multiple() {
+        let q = queue();
+        let now = Instant::now();
+        let mut unacked = Unacked::default();
+        for tag in 1..=10 {
+            unacked.push(delivery(&q, tag), MINUTE, now);
+        }
+        assert_eq!(unacked.take(5).map(|d| d.entry.seq), Some(5));
+        assert!(
+            unacked.take(5).is_none(),
+            "a second ack of a tag finds nothing"
+        );
+        assert!(!unacked.contains(5));
+        let mut out = Vec::new();
+        unacked.take_through(7, &mut out);
+        let seqs: Vec<u64> = out.iter().map(|d| d.entry.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 6, 7]);
+        assert_eq!(unacked.len(), 3);
+        out.clear();
+        unacked.take_all(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(unacked.len(), 0);
+        assert!(unacked.take(9).is_none());
+    }
+
+    #[test]
+    fn tombstones_do_not_accumulate() {
+        let q = queue();
+        let now = Instant::now();
+        let mut unacked = Unacked::default();
+        unacked.push(delivery(&q, 1), MINUTE, now);
+        for tag in 2..10_000 {
+            unacked.push(delivery(&q, tag), MINUTE, now);
+            assert!(unacked.take(tag).is_some());
+        }
+        assert_eq!(unacked.len(), 1);
+        assert!(unacked.slots.len() < 100, "{} slots", unacked.slots.len());
+        assert!(unacked.contains(1));
+    }
+
+    #[test]
+    fn deadlines_expire_in_order_and_skip_settled_deliveries() {
+        let q = queue();
+        let now = Instant::now();
+        let mut unacked = Unacked::default();
+        unacked.push(delivery(&q, 1), Duration::from_secs(1), now);
+        unacked.push(delivery(&q, 2), Duration::from_secs(1), now);
+        unacked.push(delivery(&q, 3), Duration::from_secs(5), now);
+        assert_eq!(unacked.next_deadline(), Some(now + Duration::from_secs(1)));
+        assert!(unacked.take(1).is_some());
+        assert!(unacked.pop_expired(now).is_none());
+        let later = now + Duration::from_secs(2);
+        assert_eq!(unacked.pop_expired(later).map(|d| d.tag), Some(2));
+        assert!(unacked.pop_expired(later).is_none());
+        assert_eq!(unacked.next_deadline(), Some(now + Duration::from_secs(5)));
+        assert!(unacked.forget_expired(2));
+        assert!(!unacked.forget_expired(2), "a stale tag is ignored once");
+        assert!(!unacked.forget_expired(1), "an acked tag was never expired");
+    }
+
+    #[test]
+    fn restore_puts_a_delivery_back_in_tag_order() {
+        let q = queue();
+        let now = Instant::now();
+        let mut unacked = Unacked::default();
+        for tag in 1..=3 {
+            unacked.push(delivery(&q, tag), MINUTE, now);
+        }
+        let one = unacked.take(1).expect("tag 1");
+        let two = unacked.take(2).expect("tag 2");
+        unacked.restore(two);
+        unacked.restore(one);
+        let mut out = Vec::new();
+        unacked.take_all(&mut out);
+        let seqs: Vec<u64> = out.iter().map(|d| d.entry.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+    }
+}
