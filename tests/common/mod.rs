@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use lapin::message::{Delivery, DeliveryResult};
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::protocol::AMQPError;
 use lapin::{
@@ -957,4 +957,31 @@ pub async fn get_all(channel: &Channel, queue: &str) -> Vec<String> {
             None => return bodies,
         }
     }
+}
+
+/// basic.qos with a per-consumer `prefetch_count`.
+pub async fn qos(channel: &Channel, prefetch_count: u16) {
+    within(
+        "basic.qos",
+        channel.basic_qos(prefetch_count, BasicQosOptions::default()),
+    )
+    .await
+    .expect("basic.qos");
+}
+
+/// Acks one delivery tag (the broker answers nothing; errors close the channel later).
+pub async fn ack(channel: &Channel, delivery_tag: u64) {
+    within(
+        "basic.ack",
+        channel.basic_ack(delivery_tag, BasicAckOptions::default()),
+    )
+    .await
+    .expect("basic.ack");
+}
+
+/// Closes a channel normally.
+pub async fn close_channel(channel: &Channel) {
+    within("channel.close", channel.close(200, "bye".into()))
+        .await
+        .expect("channel.close");
 }
