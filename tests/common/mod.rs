@@ -34,9 +34,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use warren::server::Tuning;
 use warren::{Server, ServerOptions};
+use warren_protocol::content::{encode_content, encode_properties};
 use warren_protocol::frame::{parse_frame, Frame, FrameType, PROTOCOL_HEADER};
 use warren_protocol::method::{decode_method, encode_method, Method};
-use warren_protocol::spec::{channel, connection, AMQPClass};
+use warren_protocol::spec::{basic, channel, connection, AMQPClass};
 use warren_protocol::types::{AMQPValue, FieldTable, LongString};
 
 /// The environment variable naming an external broker to test instead of an in-process Warren.
@@ -984,4 +985,45 @@ pub async fn close_channel(channel: &Channel) {
     within("channel.close", channel.close(200, "bye".into()))
         .await
         .expect("channel.close");
+}
+
+impl RawClient {
+    /// Sends basic.publish with default properties and `body`, split at `frame_max`.
+    pub async fn send_publish(
+        &mut self,
+        channel: u16,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        body: &[u8],
+        frame_max: u32,
+    ) {
+        let publish = basic::Publish {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            mandatory,
+            immediate: false,
+        };
+        let mut out = BytesMut::new();
+        encode_method(
+            &mut out,
+            channel,
+            &AMQPClass::Basic(basic::AMQPMethod::Publish(publish)),
+        );
+        let properties = encode_properties(&BasicProperties::default());
+        encode_content(&mut out, channel, &properties, body, frame_max);
+        self.send(&out).await;
+    }
+
+    /// The next method as decoded, fast-path ones (ack, publish) included; content frames and
+    /// heartbeats are skipped. None when the broker closed the socket.
+    pub async fn recv_any_method(&mut self) -> Option<(u16, Method)> {
+        loop {
+            let frame = self.recv().await?;
+            if frame.frame_type == FrameType::Method {
+                let method = decode_method(&frame.payload).expect("broker sent a bad method");
+                return Some((frame.channel, method));
+            }
+        }
+    }
 }
