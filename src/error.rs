@@ -6,7 +6,6 @@
 
 use thiserror::Error;
 use warren_protocol::content::ContentError;
-use warren_protocol::method::truncate_short;
 use warren_protocol::{FrameError, MethodError};
 
 /// AMQP 0-9-1 reply codes (spec section 1.4.2, plus RabbitMQ's use of them).
@@ -152,7 +151,15 @@ impl Error {
     pub fn reply_text(&self) -> String {
         let text = format!("{} - {}", self.reply().0.name(), self);
         // reply-text is a short string.
-        truncate_short(&text).to_owned()
+        if text.len() <= 255 {
+            return text;
+        }
+        // As RabbitMQ: cut to 252 bytes and end with "..." (on a character boundary).
+        let mut end = 252;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &text[..end])
     }
 }
 

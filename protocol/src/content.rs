@@ -151,6 +151,26 @@ pub fn decode_headers(properties: &[u8]) -> Option<crate::types::FieldTable> {
     crate::table::decode_field_table(found?)
 }
 
+/// The index of the `user-id` property.
+const USER_ID: usize = 11;
+
+/// The `user-id` property of a raw property list (its bytes, without the length prefix); `None`
+/// when absent or malformed. Costs one flag test when absent.
+pub fn user_id(properties: &[u8]) -> Option<&[u8]> {
+    let flags = u16::from_be_bytes([*properties.first()?, *properties.get(1)?]);
+    if flags & (1 << (15 - USER_ID)) == 0 {
+        return None;
+    }
+    let mut found = None;
+    walk_properties(properties, |index, value| {
+        if index == USER_ID {
+            found = value.get(1..);
+        }
+    })
+    .ok()?;
+    found
+}
+
 /// Encodes `props` into the raw `flags + property list` form kept in [`ContentHeader`].
 pub fn encode_properties(props: &BasicProperties) -> Bytes {
     match cookie_factory::gen(gen_properties(props), Vec::with_capacity(16)) {

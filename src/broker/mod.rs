@@ -6,6 +6,7 @@
 //! map) behind one read-write lock; each [`queue::Queue`] owns its messages and consumers behind
 //! its own mutex; the channel that received a delivery owns it until it is settled.
 
+pub mod arguments;
 pub mod consumer;
 pub mod exchange;
 pub mod headers;

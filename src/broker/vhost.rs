@@ -15,6 +15,7 @@ use std::time::Duration;
 use warren_protocol::method::ShortStr;
 use warren_protocol::types::{AMQPValue, FieldTable};
 
+use super::arguments::check_queue_arguments;
 use super::consumer::Consumer;
 use super::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, LazyHeaders, Target,
@@ -164,10 +165,12 @@ impl Vhost {
         ))
     }
 
+    /// RabbitMQ's 406 for a redeclaration that differs; `got` and `have` are already quoted
+    /// (`'true'`) or described ([`describe`]).
     fn inequivalent(&self, what: &str, arg: &str, name: &ShortStr, got: &str, have: &str) -> Error {
         Error::PreconditionFailed(format!(
-            "inequivalent arg '{arg}' for {what} '{name}' in vhost '{}': received '{got}' but \
-             current is '{have}'",
+            "inequivalent arg '{arg}' for {what} '{name}' in vhost '{}': received {got} but \
+             current is {have}",
             self.name
         ))
     }
@@ -216,8 +219,8 @@ impl Vhost {
                     what,
                     "type",
                     name,
-                    kind.name(),
-                    existing.kind.name(),
+                    &format!("'{}'", kind.name()),
+                    &format!("'{}'", existing.kind.name()),
                 ));
             }
             for (arg, got, have) in [
@@ -230,21 +233,15 @@ impl Vhost {
                         what,
                         arg,
                         name,
-                        &got.to_string(),
-                        &have.to_string(),
+                        &format!("'{got}'"),
+                        &format!("'{have}'"),
                     ));
                 }
             }
             let got = declare.arguments.inner().get("alternate-exchange");
             let have = existing.arguments.inner().get("alternate-exchange");
-            if got != have {
-                return Err(self.inequivalent(
-                    what,
-                    "alternate-exchange",
-                    name,
-                    &show(got),
-                    &show(have),
-                ));
+            if let Some((got, have)) = argument_mismatch(got, have) {
+                return Err(self.inequivalent(what, "alternate-exchange", name, &got, &have));
             }
             return Ok(());
         }
@@ -267,8 +264,14 @@ impl Vhost {
     }
 
     pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool) -> Result<(), Error> {
-        if name.is_empty() || is_built_in(name) {
+        if name.is_empty() {
             return Err(default_exchange());
+        }
+        if is_built_in(name) {
+            return Err(Error::AccessRefused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
         }
         let mut topology = self.write();
         let Some(exchange) = topology.exchanges.get(name) else {
@@ -301,6 +304,12 @@ impl Vhost {
             }
             return Ok(declared(queue));
         }
+        if let Err((arg, reason)) = check_queue_arguments(&declare.arguments) {
+            return Err(Error::PreconditionFailed(format!(
+                "invalid arg '{arg}' for queue '{}' in vhost '{}': {reason}",
+                declare.name, self.name
+            )));
+        }
         let owner = declare.exclusive.then_some(connection);
         if let Some(queue) = topology.queues.get(&declare.name) {
             let name = &declare.name;
@@ -321,16 +330,16 @@ impl Vhost {
                         what,
                         arg,
                         name,
-                        &got.to_string(),
-                        &have.to_string(),
+                        &format!("'{got}'"),
+                        &format!("'{have}'"),
                     ));
                 }
             }
             for arg in EQUIVALENT_QUEUE_ARGS {
                 let got = declare.arguments.inner().get(arg);
                 let have = queue.options.arguments.inner().get(arg);
-                if got != have {
-                    return Err(self.inequivalent(what, arg, name, &show(got), &show(have)));
+                if let Some((got, have)) = argument_mismatch(got, have) {
+                    return Err(self.inequivalent(what, arg, name, &got, &have));
                 }
             }
             return Ok(declared(queue));
@@ -341,23 +350,12 @@ impl Vhost {
                 declare.name
             )));
         }
-        let consumer_timeout = match declare.arguments.inner().get("x-consumer-timeout") {
-            None => None,
-            Some(value) => match integer(value) {
-                Some(ms) if ms >= 0 => {
-                    Some(Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)))
-                }
-                _ => {
-                    return Err(Error::PreconditionFailed(format!(
-                    "invalid arg 'x-consumer-timeout' for queue '{}' in vhost '{}': {} is not a \
-                         non-negative integer",
-                    declare.name,
-                    self.name,
-                    show(Some(value))
-                )))
-                }
-            },
-        };
+        let consumer_timeout = declare
+            .arguments
+            .inner()
+            .get("x-consumer-timeout")
+            .and_then(integer)
+            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
         let queue = Arc::new(Queue::new(
             declare.name.clone(),
             QueueOptions {
@@ -409,7 +407,7 @@ impl Vhost {
         }
         if if_empty && messages > 0 {
             return Err(Error::PreconditionFailed(format!(
-                "queue '{name}' in vhost '{}' is not empty",
+                "queue '{name}' in vhost '{}' not empty",
                 self.name
             )));
         }
@@ -682,6 +680,62 @@ pub fn integer(value: &AMQPValue) -> Option<i128> {
         AMQPValue::LongLongInt(v) => i128::from(*v),
         _ => return None,
     })
+}
+
+/// Compares a redeclared argument as RabbitMQ does: integers of any width are equal when their
+/// values are. On a difference, returns how the 406 text shows each side: `'11'` when both are
+/// set, [`describe`] when one is missing.
+fn argument_mismatch(
+    got: Option<&AMQPValue>,
+    have: Option<&AMQPValue>,
+) -> Option<(String, String)> {
+    match (got, have) {
+        (None, None) => None,
+        (Some(a), Some(b)) => {
+            let same = match (integer(a), integer(b)) {
+                (Some(x), Some(y)) => x == y,
+                _ => a == b,
+            };
+            (!same).then(|| (format!("'{}'", show(got)), format!("'{}'", show(have))))
+        }
+        _ => Some((describe(got), describe(have))),
+    }
+}
+
+/// A field value as RabbitMQ names it in 406 texts: `the value '10' of type 'signedint'`.
+fn describe(value: Option<&AMQPValue>) -> String {
+    match value {
+        None => "none".into(),
+        Some(value) => format!(
+            "the value '{}' of type '{}'",
+            show(Some(value)),
+            type_name(value)
+        ),
+    }
+}
+
+/// RabbitMQ's name for a field value's type.
+pub fn type_name(value: &AMQPValue) -> &'static str {
+    match value {
+        AMQPValue::Boolean(_) => "bool",
+        AMQPValue::ShortShortInt(_) => "byte",
+        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
+        AMQPValue::ShortInt(_) => "short",
+        AMQPValue::ShortUInt(_) => "unsignedshort",
+        AMQPValue::LongInt(_) => "signedint",
+        AMQPValue::LongUInt(_) => "unsignedint",
+        AMQPValue::LongLongInt(_) => "long",
+        AMQPValue::Float(_) => "float",
+        AMQPValue::Double(_) => "double",
+        AMQPValue::DecimalValue(_) => "decimal",
+        AMQPValue::ShortString(_) => "shortstr",
+        AMQPValue::LongString(_) => "longstr",
+        AMQPValue::FieldArray(_) => "array",
+        AMQPValue::Timestamp(_) => "timestamp",
+        AMQPValue::FieldTable(_) => "table",
+        AMQPValue::ByteArray(_) => "binary",
+        AMQPValue::Void => "void",
+    }
 }
 
 fn show(value: Option<&AMQPValue>) -> String {

@@ -445,6 +445,7 @@ impl Connection {
                 };
                 let session = Session {
                     vhost: Arc::clone(vhost),
+                    user: self.user.clone(),
                     connection: self.id,
                     outbox: self.outbox.clone(),
                     frame_max: self.tuning.frame_max,

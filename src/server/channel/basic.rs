@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::time::Instant;
-use warren_protocol::content::{encode_body, encode_content_header};
+use warren_protocol::content::{encode_body, encode_content_header, user_id};
 use warren_protocol::method::{
     encode_ack, encode_deliver, encode_method, Ack, Deliver, Publish, ShortStr,
 };
@@ -89,6 +89,15 @@ impl Channels {
             properties,
             body,
         } = complete;
+        if let Some(user_id) = user_id(&properties) {
+            if user_id != self.session.user.as_bytes() {
+                return Err(Error::PreconditionFailed(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    String::from_utf8_lossy(user_id),
+                    self.session.user
+                )));
+            }
+        }
         let message = Arc::new(Message {
             exchange: publish.exchange,
             routing_key: publish.routing_key,

@@ -49,6 +49,8 @@ pub(crate) struct Limits {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub vhost: Arc<Vhost>,
+    /// The authenticated user: a published `user-id` property must name it.
+    pub user: String,
     /// Identifies the connection as the owner of exclusive queues.
     pub connection: u64,
     pub outbox: Outbox,
