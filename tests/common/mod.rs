@@ -680,6 +680,19 @@ impl Deliveries {
         }
     }
 
+    /// Waits for the consumer's channel (or connection) to fail; returns the error. Fails the test
+    /// on a delivery or a plain cancel.
+    pub async fn expect_error(&mut self) -> lapin::Error {
+        match self.event_within(WAIT).await {
+            Some(Err(error)) => error,
+            Some(Ok(Some(delivery))) => {
+                panic!("consumer {} expected an error, got {delivery:?}", self.tag)
+            }
+            Some(Ok(None)) => panic!("consumer {} was cancelled without an error", self.tag),
+            None => panic!("consumer {} saw no error within {WAIT:?}", self.tag),
+        }
+    }
+
     pub fn consumer(&self) -> &Consumer {
         &self.consumer
     }
