@@ -117,6 +117,31 @@ def test_global_prefetch_limits_the_channel_across_consumers(connect, queue, fil
     assert len(a) + len(b) == 4
 
 
+def test_basic_qos_applies_to_consumers_started_after_it(connect, queue, fill, inbox, pump):
+    # RabbitMQ fixes a consumer's prefetch when it starts: a later basic.qos on the channel
+    # changes neither an existing consumer's window nor, for global=false, anything but the
+    # consumers that follow.
+    conn = connect()
+    ch = conn.channel()
+    ch.basic_qos(prefetch_count=1)
+    first = inbox()
+    ch.basic_consume(queue, first)
+    fill(conn, queue, numbered(10))
+    assert pump(conn, until=lambda: first, timeout=5)
+    ch.basic_qos(prefetch_count=3)
+    pump(conn, timeout=QUIET)
+    assert len(first) == 1
+    second = inbox()
+    ch.basic_consume(queue, second)
+    assert pump(conn, until=lambda: len(second) == 3, timeout=5)
+    pump(conn, timeout=QUIET)
+    assert (len(first), len(second)) == (1, 3)
+    ch.basic_ack(first[0].tag)
+    assert pump(conn, until=lambda: len(first) == 2, timeout=5)
+    pump(conn, timeout=QUIET)
+    assert (len(first), len(second)) == (2, 3)
+
+
 def test_ack_multiple_acks_up_to_the_tag(connect, queue, fill, drain):
     conn = connect()
     ch = conn.channel()

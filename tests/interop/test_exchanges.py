@@ -156,13 +156,25 @@ def test_delete_removes_bindings(connect, names, drain):
 
 @pytest.mark.parametrize(
     "operation",
-    ["queue_bind", "queue_unbind", "exchange_bind_source", "exchange_bind_destination", "delete"],
+    [
+        "declare",
+        "declare_passive",
+        "queue_bind",
+        "queue_unbind",
+        "exchange_bind_source",
+        "exchange_bind_destination",
+        "delete",
+    ],
 )
 def test_default_exchange_cannot_be_bound_or_deleted(channel, names, operation):
     q = names.queue()
     channel.queue_declare(q)
     with pytest.raises(ChannelClosed) as info:
-        if operation == "queue_bind":
+        if operation == "declare":
+            channel.exchange_declare("", "direct")
+        elif operation == "declare_passive":
+            channel.exchange_declare("", passive=True)
+        elif operation == "queue_bind":
             channel.queue_bind(q, "", routing_key="k")
         elif operation == "queue_unbind":
             channel.queue_unbind(q, "", routing_key=q)
@@ -177,6 +189,16 @@ def test_default_exchange_cannot_be_bound_or_deleted(channel, names, operation):
         else:
             channel.exchange_delete("")
     closed_with(info, 403, "ACCESS_REFUSED", "operation not permitted on the default exchange")
+
+
+def test_redeclaring_an_amq_exchange_with_another_type_is_406(channel):
+    with pytest.raises(ChannelClosed) as info:
+        channel.exchange_declare("amq.direct", "fanout")
+    closed_with(
+        info, 406, "PRECONDITION_FAILED",
+        "inequivalent arg 'type' for exchange 'amq.direct' in vhost '/': "
+        "received 'fanout' but current is 'direct'",
+    )
 
 
 def test_amq_exchanges_cannot_be_deleted(channel):
@@ -466,6 +488,21 @@ def test_auto_delete_exchange_goes_when_its_last_binding_goes(connect, names):
     assert info.value.reply_code == 404, repr(info.value)
 
 
+def test_auto_delete_exchange_goes_when_its_last_bound_queue_is_deleted(connect, names):
+    conn = connect()
+    ch = conn.channel()
+    x = names.exchange()
+    ch.exchange_declare(x, "fanout", auto_delete=True)
+    q1 = bound_queue(ch, names, x, "")
+    q2 = bound_queue(ch, names, x, "")
+    ch.queue_delete(q1)
+    ch.exchange_declare(x, passive=True)  # one binding left
+    ch.queue_delete(q2)
+    with pytest.raises(ChannelClosed) as info:
+        ch.exchange_declare(x, passive=True)
+    assert info.value.reply_code == 404, repr(info.value)
+
+
 # --- publishing errors ---------------------------------------------------------------------------
 
 
@@ -601,57 +638,89 @@ def test_user_id_other_than_the_connection_user_is_406(connect, names):
 # --- properties and field tables -----------------------------------------------------------------
 
 
-class Double(float):
-    """A float pika should send as a field-table double ('d'); pika itself cannot encode floats."""
+class Typed:
+    """A field value with its type tag, for the types pika cannot send (floats, short and unsigned
+    integers) or does not keep apart on receipt; see the `typed_fields` fixture."""
+
+    FORMATS = {
+        "b": ">b", "B": ">B", "s": ">h", "u": ">H", "I": ">i", "i": ">I", "l": ">q",
+        "f": ">f", "d": ">d",
+    }
+
+    def __init__(self, kind: str, value):
+        self.kind = kind
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, Typed) and (self.kind, self.value) == (other.kind, other.value)
+
+    def __hash__(self):
+        return hash((self.kind, self.value))
+
+    def __repr__(self):
+        return f"Typed({self.kind!r}, {self.value!r})"
 
 
-def _encode_with_doubles(original):
+@pytest.fixture
+def typed_fields(monkeypatch):
+    """Makes pika encode Typed values with their own tag, and decode every number and byte array
+    into a Typed (pika would turn doubles into truncated ints and drop the integer widths)."""
+    encode, decode = pika.data.encode_value, pika.data.decode_value
+
     def encode_value(pieces, value):
-        if isinstance(value, float):
-            pieces.append(struct.pack(">cd", b"d", value))
-            return 9
-        return original(pieces, value)
+        if isinstance(value, Typed):
+            if value.kind == "x":
+                piece = struct.pack(">cI", b"x", len(value.value)) + value.value
+            else:
+                piece = value.kind.encode() + struct.pack(Typed.FORMATS[value.kind], value.value)
+            pieces.append(piece)
+            return len(piece)
+        return encode(pieces, value)
 
-    return encode_value
-
-
-def _decode_keeping_doubles(original):
-    # pika decodes a double as an int (truncating it); keep it a float here.
     def decode_value(encoded, offset):
-        kind = encoded[offset:offset + 1]
-        if kind == b"d":
-            return struct.unpack_from(">d", encoded, offset + 1)[0], offset + 9
-        if kind == b"f":
-            return struct.unpack_from(">f", encoded, offset + 1)[0], offset + 5
-        return original(encoded, offset)
+        kind = encoded[offset:offset + 1].decode("latin-1")
+        if kind in Typed.FORMATS:
+            fmt = Typed.FORMATS[kind]
+            value = struct.unpack_from(fmt, encoded, offset + 1)[0]
+            return Typed(kind, value), offset + 1 + struct.calcsize(fmt)
+        if kind == "x":
+            (length,) = struct.unpack_from(">I", encoded, offset + 1)
+            start = offset + 5
+            return Typed("x", bytes(encoded[start:start + length])), start + length
+        return decode(encoded, offset)
 
-    return decode_value
+    monkeypatch.setattr(pika.data, "encode_value", encode_value)
+    monkeypatch.setattr(pika.data, "decode_value", decode_value)
 
 
 NESTED_HEADERS = {
     "str": "text é",
-    "bytes": b"\x00\xffraw",
-    "int": 42,
-    "negative": -7,
-    "long": 2**40,
+    "bytes": Typed("x", b"\x00\xffraw"),
+    "int8": Typed("b", -5),
+    "uint8": Typed("B", 200),
+    "int16": Typed("s", -300),
+    "uint16": Typed("u", 60000),
+    "int32": Typed("I", -70000),
+    "uint32": Typed("i", 4_000_000_000),
+    "int64": Typed("l", -(2**40)),
     "bool_true": True,
     "bool_false": False,
-    "double": 2.5,
+    "float": Typed("f", 1.5),
+    "double": Typed("d", 2.25),
     "decimal": decimal.Decimal("3.14"),
     "timestamp": datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc),
     "void": None,
-    "array": [1, "two", [3, {"four": 4}], None, False, 1.25],
-    "table": {"inner": {"deeper": [decimal.Decimal("-0.5"), "x"]}, "n": 0},
+    "array": [Typed("I", 1), "two", [Typed("I", 3), {"four": Typed("d", 4.5)}], None, False],
+    "table": {"inner": {"deeper": [decimal.Decimal("-0.5"), "x"]}, "n": Typed("I", 0)},
     "empty_table": {},
     "empty_array": [],
+    "": "empty key",
 }
 
 
 def test_all_properties_and_nested_headers_round_trip(
-    connect, names, drain, pump, inbox, monkeypatch
+    connect, names, drain, pump, inbox, typed_fields
 ):
-    monkeypatch.setattr(pika.data, "encode_value", _encode_with_doubles(pika.data.encode_value))
-    monkeypatch.setattr(pika.data, "decode_value", _decode_keeping_doubles(pika.data.decode_value))
     conn = connect()
     ch = conn.channel()
     q = names.queue()
@@ -675,3 +744,27 @@ def test_all_properties_and_nested_headers_round_trip(
     assert pump(conn, until=lambda: seen, timeout=5), "no delivery"
     assert_properties(seen[0].properties, sent)
     assert seen[0].properties.headers == NESTED_HEADERS
+
+
+def test_headers_values_compare_by_value_across_types(channel, names, drain, typed_fields):
+    # RabbitMQ compares header values with Erlang's ==: numbers of any width (and floats) that
+    # are equal match, a byte array matches a string with the same bytes; a string never equals a
+    # number and true is not 1.
+    x, q = headers_exchange(channel, names, "any", {"a": 1, "s": "abc"})
+    cases = [
+        ("long", {"a": Typed("l", 1)}),
+        ("int8", {"a": Typed("b", 1)}),
+        ("uint16", {"a": Typed("u", 1)}),
+        ("uint32", {"a": Typed("i", 1)}),
+        ("double", {"a": Typed("d", 1.0)}),
+        ("float", {"a": Typed("f", 1.0)}),
+        ("bytes", {"s": Typed("x", b"abc")}),
+        ("no: string 1", {"a": "1"}),
+        ("no: true", {"a": True}),
+        ("no: 1.5", {"a": Typed("d", 1.5)}),
+        ("no: bytes abd", {"s": Typed("x", b"abd")}),
+    ]
+    for label, headers in cases:
+        channel.basic_publish(x, "", label.encode(), pika.BasicProperties(headers=headers))
+    expected = [label.encode() for label, _ in cases if not label.startswith("no:")]
+    assert [d.body for d in drain(channel, q)] == expected

@@ -177,6 +177,17 @@ def test_exclusive_queue_is_locked_to_its_connection_and_goes_with_it(connect, n
     assert wait_for_state(queue_state, other, q, None) is None
 
 
+def test_anyone_may_publish_to_an_exclusive_queue(connect, names, drain):
+    owner = connect()
+    ch = owner.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue
+    names.track_queue(q)
+    other = connect().channel()
+    other.confirm_delivery()
+    other.basic_publish("", q, b"from elsewhere", mandatory=True)  # no UnroutableError
+    assert [d.body for d in drain(ch, q)] == [b"from elsewhere"]
+
+
 def test_exclusive_queue_survives_its_declaring_channel(connect, names, queue_state):
     owner = connect()
     q = names.queue()
@@ -280,6 +291,19 @@ def test_deleting_a_queue_cancels_its_consumers(connect, names, pump):
     # The channel is still usable.
     ch.queue_declare(q)
     ch.queue_delete(q)
+
+
+def test_acking_a_delivery_of_a_deleted_queue_is_harmless(connect, names, fill):
+    conn = connect()
+    ch = conn.channel()
+    q = names.queue()
+    ch.queue_declare(q)
+    fill(conn, q, [b"a", b"b"])
+    held = ch.basic_get(q)[0].delivery_tag
+    connect().channel().queue_delete(q)
+    ch.basic_ack(held)
+    ch.basic_qos(prefetch_count=0)  # a round trip: the channel is still open
+    assert ch.is_open
 
 
 def test_consume_and_get_with_empty_queue_name_use_the_last_declared_queue(
