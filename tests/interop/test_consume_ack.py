@@ -231,6 +231,29 @@ def test_acking_twice_is_406(connect, queue, fill):
     closed_with(info, 406, f"PRECONDITION_FAILED - unknown delivery tag {tag}")
 
 
+def test_acking_an_auto_acked_delivery_is_406(connect, queue, fill):
+    conn = connect()
+    ch = conn.channel()
+    fill(conn, queue, [b"x"])
+    tag = ch.basic_get(queue, auto_ack=True)[0].delivery_tag
+    assert tag == 1
+    ch.basic_ack(tag)
+    with pytest.raises(ChannelClosed) as info:
+        ch.queue_declare(queue, passive=True)
+    closed_with(info, 406, "PRECONDITION_FAILED - unknown delivery tag 1")
+
+
+def test_delivery_tags_start_again_on_a_reopened_channel(connect, queue, fill):
+    conn = connect()
+    ch = conn.channel()
+    fill(conn, queue, numbered(3))
+    assert [ch.basic_get(queue, auto_ack=True)[0].delivery_tag for _ in range(2)] == [1, 2]
+    number = ch.channel_number
+    ch.close()
+    again = conn.channel(channel_number=number)
+    assert again.basic_get(queue, auto_ack=True)[0].delivery_tag == 1
+
+
 def test_delivery_tags_belong_to_their_channel(connect, queue, fill):
     conn = connect()
     ch1 = conn.channel()

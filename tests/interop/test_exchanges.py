@@ -223,6 +223,34 @@ def test_bind_to_missing_exchange_or_queue_is_404(connect, names):
     closed_with(info, 404, "NOT_FOUND", f"no queue '{missing_q}' in vhost '/'")
 
 
+@pytest.mark.parametrize("missing", ["source", "destination"])
+def test_exchange_bind_with_a_missing_exchange_is_404(channel, names, missing):
+    present = names.exchange()
+    channel.exchange_declare(present, "direct")
+    absent = names.exchange("missing")
+    source, destination = (absent, present) if missing == "source" else (present, absent)
+    with pytest.raises(ChannelClosed) as info:
+        channel.exchange_bind(destination=destination, source=source, routing_key="k")
+    closed_with(info, 404, "NOT_FOUND", f"no exchange '{absent}' in vhost '/'")
+
+
+def test_unbinding_what_does_not_exist_is_ok(channel, names):
+    # RabbitMQ 3.10 answers unbind-ok even when the queue or an exchange is missing.
+    q = names.queue()
+    channel.queue_declare(q)
+    x = names.exchange()
+    channel.exchange_declare(x, "direct")
+    missing_q = names.queue("missing")
+    missing_x = names.exchange("missing")
+    assert isinstance(channel.queue_unbind(missing_q, x, "k").method, pika.spec.Queue.UnbindOk)
+    assert isinstance(channel.queue_unbind(q, missing_x, "k").method, pika.spec.Queue.UnbindOk)
+    assert isinstance(
+        channel.exchange_unbind(destination=missing_x, source=x, routing_key="k").method,
+        pika.spec.Exchange.UnbindOk,
+    )
+    assert channel.is_open
+
+
 # --- routing -------------------------------------------------------------------------------------
 
 
@@ -400,14 +428,24 @@ def test_headers_with_x_match_modes(channel, names, drain, match, expected):
     assert [d.body for d in drain(channel, q)] == expected
 
 
-def test_headers_invalid_x_match_is_406(channel, names):
+@pytest.mark.parametrize(
+    "x_match,text",
+    [
+        ("some", 'Invalid x-match field value <<"some">>; expected all, any, all-with-x, or any-with-x'),
+        (1, "Invalid x-match field type signedint (value 1); expected longstr"),
+    ],
+    ids=["unknown-value", "not-a-string"],
+)
+def test_headers_invalid_x_match_is_406(channel, names, x_match, text):
     x = names.exchange()
     channel.exchange_declare(x, "headers")
     q = names.queue()
     channel.queue_declare(q)
     with pytest.raises(ChannelClosed) as info:
-        channel.queue_bind(q, x, "", arguments={"x-match": "some"})
-    closed_with(info, 406, "PRECONDITION_FAILED", "x-match")
+        channel.queue_bind(q, x, "", arguments={"x-match": x_match})
+    assert (info.value.reply_code, info.value.reply_text) == (
+        406, "PRECONDITION_FAILED - " + text
+    ), repr(info.value)
 
 
 def test_exchange_to_exchange_binding_and_loop_deliver_once(channel, names, drain):
@@ -619,6 +657,29 @@ def test_immediate_flag_is_540_not_implemented(connect, names):
     assert (info.value.reply_code, info.value.reply_text) == (
         540, "NOT_IMPLEMENTED - immediate=true"
     ), repr(info.value)
+
+
+@pytest.mark.parametrize(
+    "properties,text",
+    [
+        (dict(expiration="abc"), "invalid expiration 'abc': no_integer"),
+        (dict(expiration="-1"), "invalid expiration '-1': {value_negative,-1}"),
+        (dict(delivery_mode=3), "invalid message: {delivery_mode_unknown,3}"),
+    ],
+    ids=["expiration-not-a-number", "expiration-negative", "delivery-mode-3"],
+)
+def test_invalid_properties_are_406(connect, names, properties, text):
+    conn = connect()
+    ch = conn.channel()
+    q = names.queue()
+    ch.queue_declare(q)
+    ch.basic_publish("", q, b"bad", pika.BasicProperties(**properties))
+    with pytest.raises(ChannelClosed) as info:
+        ch.queue_declare(q, passive=True)
+    assert (info.value.reply_code, info.value.reply_text) == (
+        406, "PRECONDITION_FAILED - " + text
+    ), repr(info.value)
+    assert conn.channel().basic_get(q) == (None, None, None)
 
 
 def test_user_id_other_than_the_connection_user_is_406(connect, names):
