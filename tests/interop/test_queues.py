@@ -123,14 +123,50 @@ def test_redeclare_with_same_arguments_is_fine_and_unknown_x_arguments_are_ignor
     channel.queue_declare(q, arguments={"x-max-length": 10})
 
 
-def test_invalid_queue_argument_is_406(channel, names):
+INVALID_ARGUMENTS = [
+    # (arguments, RabbitMQ 3.10's reason after "invalid arg '<name>' for queue '<q>' in vhost '/': ")
+    ({"x-max-length": "ten"}, '"expected integer, got longstr"'),
+    ({"x-max-length": -1}, "{value_negative,-1}"),
+    ({"x-max-length-bytes": "x"}, '"expected integer, got longstr"'),
+    ({"x-expires": 0}, "{value_zero,0}"),
+    ({"x-expires": -5}, "{value_negative,-5}"),
+    ({"x-message-ttl": -1}, "{value_negative,-1}"),
+    ({"x-max-priority": 300}, "{max_value_exceeded,300}"),
+    ({"x-max-priority": -1}, "{value_negative,-1}"),
+    ({"x-overflow": "bogus"}, "invalid_overflow"),
+    ({"x-overflow": 1}, "{unacceptable_type,signedint}"),
+    ({"x-queue-mode": "bogus"}, "\"unsupported queue mode 'bogus'\""),
+    ({"x-queue-type": "bogus"}, "\"unsupported queue type 'bogus'\""),
+    ({"x-single-active-consumer": "yes"}, "{unacceptable_type,longstr}"),
+    ({"x-dead-letter-routing-key": "k"}, "routing_key_but_no_dlx_defined"),
+]
+
+
+@pytest.mark.parametrize(
+    "arguments,reason",
+    INVALID_ARGUMENTS,
+    ids=[",".join(f"{k}={v}" for k, v in arguments.items()) for arguments, _ in INVALID_ARGUMENTS],
+)
+def test_invalid_queue_argument_is_406(channel, names, arguments, reason):
     q = names.queue()
+    (name,) = arguments
     with pytest.raises(ChannelClosed) as info:
-        channel.queue_declare(q, arguments={"x-max-length": "ten"})
+        channel.queue_declare(q, arguments=arguments)
     closed_with(
         info, 406,
-        f"PRECONDITION_FAILED - invalid arg 'x-max-length' for queue '{q}' in vhost '/': "
-        '"expected integer, got longstr"',
+        f"PRECONDITION_FAILED - invalid arg '{name}' for queue '{q}' in vhost '/': {reason}",
+    )
+
+
+def test_dead_letter_exchange_of_the_wrong_type_is_406(channel, names):
+    q = names.queue()
+    with pytest.raises(ChannelClosed) as info:
+        channel.queue_declare(q, arguments={"x-dead-letter-exchange": 1})
+    # Worded differently from the other argument checks.
+    closed_with(
+        info, 406,
+        f"PRECONDITION_FAILED - invalid type 'signedint' for arg 'x-dead-letter-exchange' in "
+        f"queue '{q}' in vhost '/'",
     )
 
 
