@@ -10,6 +10,11 @@ WARREN_TEST_EXTERNAL_PORT=<port> runs the suite against a broker that is already
 fixture then starts nothing and yields an ExternalBroker, tests marked `warren_only` and tests that
 need a broker process of their own (`start_broker`) are skipped. Such a broker is shared by every
 test, so tests must use unique names (the `names` fixture) and clean up after themselves.
+
+Helpers for the AMQP tests: `connect` (connections closed at teardown), `channel`, `pump` (run the
+I/O loop until a condition holds, instead of sleeping), `inbox` (a consumer callback that records
+deliveries), `drain` (basic.get until empty), `fill` (publish with confirms, so messages are in the
+queue on return) and `queue_state` (message and consumer counts, or None when missing).
 """
 
 import contextlib
