@@ -79,14 +79,15 @@ async fn declare_ok_counts_ready_messages_and_consumers() {
 async fn passive_declare_of_a_missing_queue_is_404() {
     let broker = Broker::start().await;
     let (connection, channel) = open(&broker).await;
+    let name = unique("missing");
     let text = expect_channel_closed(
         &connection,
         &channel,
-        channel.queue_declare(unique("missing").into(), passive(), FieldTable::default()),
+        channel.queue_declare(name.as_str().into(), passive(), FieldTable::default()),
         404,
     )
     .await;
-    assert!(text.contains("no queue"), "{text}");
+    assert_eq!(text, format!("NOT_FOUND - no queue '{name}' in vhost '/'"));
 }
 
 #[tokio::test]
@@ -119,7 +120,7 @@ async fn redeclaring_with_other_properties_or_arguments_is_406() {
                 ..QueueDeclareOptions::default()
             },
             max_length(10),
-            "durable",
+            "'durable' for queue '{queue}' in vhost '/': received 'true' but current is 'false'",
         ),
         (
             QueueDeclareOptions {
@@ -127,17 +128,18 @@ async fn redeclaring_with_other_properties_or_arguments_is_406() {
                 ..QueueDeclareOptions::default()
             },
             max_length(10),
-            "auto_delete",
+            "'auto_delete' for queue '{queue}' in vhost '/': received 'true' but current is 'false'",
         ),
         (
             QueueDeclareOptions::default(),
             max_length(20),
-            "x-max-length",
+            "'x-max-length' for queue '{queue}' in vhost '/': received '20' but current is '10'",
         ),
         (
             QueueDeclareOptions::default(),
             FieldTable::default(),
-            "x-max-length",
+            "'x-max-length' for queue '{queue}' in vhost '/': \
+             received none but current is the value '10' of type 'signedint'",
         ),
     ];
     for (options, arguments, what) in cases {
@@ -149,10 +151,11 @@ async fn redeclaring_with_other_properties_or_arguments_is_406() {
             406,
         )
         .await;
-        assert!(
-            text.contains(&format!("inequivalent arg '{what}'")),
-            "{text}"
+        let expected = format!(
+            "PRECONDITION_FAILED - inequivalent arg {}",
+            what.replace("{queue}", &queue)
         );
+        assert_eq!(text, expected);
     }
     let channel = common::channel(&connection).await;
     delete_queue(&channel, &queue).await;
@@ -207,7 +210,15 @@ async fn an_exclusive_queue_is_locked_to_its_connection_and_goes_with_it() {
                 expect_channel_closed(&other, channel, op, 405).await
             }
         };
-        assert!(text.contains("exclusive"), "{what}: {text}");
+        assert_eq!(
+            text,
+            format!(
+                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{queue}' in \
+                 vhost '/'. It could be originally declared on another connection or the \
+                 exclusive property value does not match that of the original declaration."
+            ),
+            "{what}"
+        );
     }
     // The owner's channel is unaffected; the queue goes when its connection closes.
     assert_channel_open(&owner_channel).await;
@@ -316,7 +327,10 @@ async fn delete_if_unused_and_if_empty_refuse_with_406() {
         406,
     )
     .await;
-    assert!(text.contains("not empty"), "{text}");
+    assert_eq!(
+        text,
+        format!("PRECONDITION_FAILED - queue '{queue}' in vhost '/' not empty")
+    );
 
     let channel = common::channel(&connection).await;
     let _consumer = consume(
@@ -341,7 +355,10 @@ async fn delete_if_unused_and_if_empty_refuse_with_406() {
         406,
     )
     .await;
-    assert!(text.contains("in use"), "{text}");
+    assert_eq!(
+        text,
+        format!("PRECONDITION_FAILED - queue '{queue}' in vhost '/' in use")
+    );
 }
 
 #[tokio::test]
@@ -459,5 +476,5 @@ async fn an_empty_queue_name_means_the_channels_last_declared_queue() {
         404,
     )
     .await;
-    assert!(text.contains("no previously declared queue"), "{text}");
+    assert_eq!(text, "NOT_FOUND - no previously declared queue");
 }

@@ -244,7 +244,15 @@ async fn an_unacked_timeout_can_close_the_channel_with_406_instead() {
 
     let error = slow_deliveries.expect_error().await;
     let text = assert_reply::<()>(Err(error), 406);
-    assert!(text.contains("timed out"), "{text}");
+    assert_eq!(
+        text,
+        format!(
+            "PRECONDITION_FAILED - delivery acknowledgement on channel {} timed out. Timeout \
+             value used: 500 ms. This timeout value can be configured, see consumers doc guide \
+             to learn more",
+            slow_channel.id()
+        )
+    );
     assert!(slow.status().connected(), "only the channel closes");
 
     let redelivered = fast_deliveries.next().await;
