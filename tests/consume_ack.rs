@@ -119,15 +119,20 @@ async fn global_qos_limits_all_consumers_of_the_channel_together() {
     .expect("basic.qos");
     let mut a = consume(&channel, &queue, BasicConsumeOptions::default()).await;
     let mut b = consume(&channel, &queue, BasicConsumeOptions::default()).await;
+    // Three deliveries between the two consumers, then nothing more on either.
     let mut received = Vec::new();
-    loop {
-        tokio::select! {
-            Some(Ok(Some(d))) = a.event_within(QUIET) => received.push(d),
-            Some(Ok(Some(d))) = b.event_within(QUIET) => received.push(d),
-            else => break,
+    within("three deliveries", async {
+        while received.len() < 3 {
+            tokio::select! {
+                Some(Ok(Some(d))) = a.event_within(WAIT) => received.push(d),
+                Some(Ok(Some(d))) = b.event_within(WAIT) => received.push(d),
+                else => panic!("a consumer failed or was cancelled"),
+            }
         }
-    }
-    assert_eq!(received.len(), 3, "{:?}", numbers(&received));
+    })
+    .await;
+    a.expect_quiet().await;
+    b.expect_quiet().await;
     assert_eq!(queue_counts(&channel, &queue).await, (7, 2));
 
     // One ack frees one delivery, to either consumer.
