@@ -151,24 +151,40 @@ pub fn decode_headers(properties: &[u8]) -> Option<crate::types::FieldTable> {
     crate::table::decode_field_table(found?)
 }
 
-/// The index of the `user-id` property.
+/// The indexes of the properties a broker checks on publish.
+const EXPIRATION: usize = 7;
 const USER_ID: usize = 11;
 
-/// The `user-id` property of a raw property list (its bytes, without the length prefix); `None`
-/// when absent or malformed. Costs one flag test when absent.
-pub fn user_id(properties: &[u8]) -> Option<&[u8]> {
-    let flags = u16::from_be_bytes([*properties.first()?, *properties.get(1)?]);
-    if flags & (1 << (15 - USER_ID)) == 0 {
-        return None;
+/// The properties a broker validates on every publish, borrowed from a raw property list.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PublishChecks<'a> {
+    pub delivery_mode: Option<u8>,
+    /// The expiration text (a TTL in milliseconds, as a string).
+    pub expiration: Option<&'a [u8]>,
+    pub user_id: Option<&'a [u8]>,
+}
+
+/// Reads delivery-mode, expiration and user-id from a raw property list in one walk, and skips
+/// the walk when none of them is set (one flag test). Malformed lists give what was found.
+pub fn publish_checks(properties: &[u8]) -> PublishChecks<'_> {
+    let mut checks = PublishChecks::default();
+    let (Some(&high), Some(&low)) = (properties.first(), properties.get(1)) else {
+        return checks;
+    };
+    let flags = u16::from_be_bytes([high, low]);
+    let wanted = [DELIVERY_MODE, EXPIRATION, USER_ID]
+        .iter()
+        .fold(0u16, |mask, index| mask | 1 << (15 - index));
+    if flags & wanted == 0 {
+        return checks;
     }
-    let mut found = None;
-    walk_properties(properties, |index, value| {
-        if index == USER_ID {
-            found = value.get(1..);
-        }
-    })
-    .ok()?;
-    found
+    let _ = walk_properties(properties, |index, value| match index {
+        DELIVERY_MODE => checks.delivery_mode = value.first().copied(),
+        EXPIRATION => checks.expiration = value.get(1..),
+        USER_ID => checks.user_id = value.get(1..),
+        _ => {}
+    });
+    checks
 }
 
 /// Encodes `props` into the raw `flags + property list` form kept in [`ContentHeader`].

@@ -1516,3 +1516,23 @@ fn encode_frame_and_heartbeat_parse_back() {
         (FrameType::Heartbeat, 0, 0)
     );
 }
+
+#[test]
+fn publish_checks_read_delivery_mode_expiration_and_user_id_in_one_walk() {
+    use warren_protocol::content::publish_checks;
+    let none = encode_properties(&BasicProperties::default().with_priority(3));
+    assert_eq!(publish_checks(&none), Default::default());
+    let props = BasicProperties::default()
+        .with_content_type("text/plain".into())
+        .with_delivery_mode(2)
+        .with_expiration("60000".into())
+        .with_user_id("guest".into())
+        .with_app_id("app".into());
+    let raw = encode_properties(&props);
+    let checks = publish_checks(&raw);
+    assert_eq!(checks.delivery_mode, Some(2));
+    assert_eq!(checks.expiration, Some(&b"60000"[..]));
+    assert_eq!(checks.user_id, Some(&b"guest"[..]));
+    assert_eq!(publish_checks(&[]), Default::default());
+    assert_eq!(publish_checks(&raw[..raw.len() - 2]).delivery_mode, Some(2));
+}

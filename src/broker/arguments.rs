@@ -15,50 +15,142 @@ enum Rule {
     Positive,
     /// An integer in 0..=255 (`x-max-priority`).
     Priority,
-    /// A string.
-    Text,
+    /// A string (`x-dead-letter-exchange`, whose refusal RabbitMQ words its own way).
+    ExchangeName,
+    /// A string, allowed only beside `x-dead-letter-exchange`.
+    DeadLetterRoutingKey,
+    /// One of these strings; otherwise the reason given.
+    OneOf(&'static [&'static str], Refusal),
+    Boolean,
 }
 
-const RULES: [(&str, Rule); 8] = [
+/// How RabbitMQ words an unknown string value.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// A bare atom, e.g. `invalid_overflow`.
+    Atom(&'static str),
+    /// A quoted sentence naming the value: `"unsupported queue mode 'x'"`.
+    Unsupported(&'static str),
+}
+
+/// In RabbitMQ's order of checking.
+const RULES: [(&str, Rule); 12] = [
     ("x-expires", Rule::Positive),
     ("x-message-ttl", Rule::NonNegative),
+    ("x-dead-letter-exchange", Rule::ExchangeName),
+    ("x-dead-letter-routing-key", Rule::DeadLetterRoutingKey),
     ("x-max-length", Rule::NonNegative),
     ("x-max-length-bytes", Rule::NonNegative),
     ("x-max-priority", Rule::Priority),
+    (
+        "x-overflow",
+        Rule::OneOf(
+            &["drop-head", "reject-publish", "reject-publish-dlx"],
+            Refusal::Atom("invalid_overflow"),
+        ),
+    ),
+    (
+        "x-queue-mode",
+        Rule::OneOf(&["default", "lazy"], Refusal::Unsupported("queue mode")),
+    ),
+    ("x-single-active-consumer", Rule::Boolean),
+    (
+        "x-queue-type",
+        Rule::OneOf(
+            &["classic", "quorum", "stream"],
+            Refusal::Unsupported("queue type"),
+        ),
+    ),
+    // Warren's own (RabbitMQ 3.10 ignores it): the unacked timeout in milliseconds.
     ("x-consumer-timeout", Rule::NonNegative),
-    ("x-dead-letter-exchange", Rule::Text),
-    ("x-dead-letter-routing-key", Rule::Text),
 ];
 
-/// The first invalid argument of a queue declaration: (name, reason as RabbitMQ words it).
-pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), (&'static str, String)> {
-    for (name, rule) in &RULES {
-        let Some(value) = arguments.inner().get(*name) else {
+/// Why a queue argument was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgumentError {
+    /// `invalid arg '{arg}' for queue …: {reason}`.
+    Invalid { arg: &'static str, reason: String },
+    /// `invalid type '{type}' for arg '{arg}' in queue …`.
+    Type {
+        arg: &'static str,
+        type_name: &'static str,
+    },
+}
+
+/// Checks every argument Warren knows; the first refusal, as RabbitMQ words it.
+pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError> {
+    let table = arguments.inner();
+    for (arg, rule) in &RULES {
+        let Some(value) = table.get(*arg) else {
             continue;
         };
-        check(rule, value).map_err(|reason| (*name, reason))?;
+        let invalid = |reason: String| ArgumentError::Invalid { arg, reason };
+        match rule {
+            Rule::ExchangeName => {
+                if text(value).is_none() {
+                    return Err(ArgumentError::Type {
+                        arg,
+                        type_name: type_name(value),
+                    });
+                }
+            }
+            Rule::DeadLetterRoutingKey => {
+                if text(value).is_none() {
+                    return Err(invalid(unacceptable(value)));
+                }
+                if !table.contains_key("x-dead-letter-exchange") {
+                    return Err(invalid("routing_key_but_no_dlx_defined".into()));
+                }
+            }
+            Rule::OneOf(allowed, refusal) => match text(value) {
+                None => return Err(invalid(unacceptable(value))),
+                Some(s) if allowed.iter().any(|a| a.as_bytes() == s) => {}
+                Some(s) => {
+                    return Err(invalid(match refusal {
+                        Refusal::Atom(atom) => (*atom).into(),
+                        Refusal::Unsupported(what) => {
+                            format!("\"unsupported {what} '{}'\"", String::from_utf8_lossy(s))
+                        }
+                    }))
+                }
+            },
+            Rule::Boolean => {
+                if !matches!(value, AMQPValue::Boolean(_)) {
+                    return Err(invalid(unacceptable(value)));
+                }
+            }
+            Rule::NonNegative | Rule::Positive | Rule::Priority => {
+                let Some(n) = integer(value) else {
+                    return Err(invalid(format!(
+                        "\"expected integer, got {}\"",
+                        type_name(value)
+                    )));
+                };
+                let reason = match rule {
+                    _ if n < 0 => Some(format!("{{value_negative,{n}}}")),
+                    Rule::Positive if n == 0 => Some(format!("{{value_zero,{n}}}")),
+                    Rule::Priority if n > 255 => Some(format!("{{max_value_exceeded,{n}}}")),
+                    _ => None,
+                };
+                if let Some(reason) = reason {
+                    return Err(invalid(reason));
+                }
+            }
+        }
     }
     Ok(())
 }
 
-fn check(rule: &Rule, value: &AMQPValue) -> Result<(), String> {
-    if let Rule::Text = rule {
-        return match value {
-            AMQPValue::LongString(_) | AMQPValue::ShortString(_) => Ok(()),
-            other => Err(format!("{{unacceptable_type,{}}}", type_name(other))),
-        };
+fn text(value: &AMQPValue) -> Option<&[u8]> {
+    match value {
+        AMQPValue::LongString(s) => Some(s.as_bytes()),
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
+        _ => None,
     }
-    let Some(n) = integer(value) else {
-        return Err(format!("\"expected integer, got {}\"", type_name(value)));
-    };
-    match rule {
-        Rule::NonNegative if n < 0 => Err(format!("{{value_negative,{n}}}")),
-        Rule::Positive if n == 0 => Err(format!("{{value_zero,{n}}}")),
-        Rule::Positive if n < 0 => Err(format!("{{value_negative,{n}}}")),
-        Rule::Priority if n < 0 => Err(format!("{{value_negative,{n}}}")),
-        Rule::Priority if n > 255 => Err(format!("{{value_too_large,{n},255}}")),
-        _ => Ok(()),
-    }
+}
+
+fn unacceptable(value: &AMQPValue) -> String {
+    format!("{{unacceptable_type,{}}}", type_name(value))
 }
 
 #[cfg(test)]
@@ -85,34 +177,74 @@ mod tests {
         }
     }
 
+    fn invalid(arg: &'static str, reason: &str) -> Result<(), ArgumentError> {
+        Err(ArgumentError::Invalid {
+            arg,
+            reason: reason.into(),
+        })
+    }
+
     #[test]
-    fn wrong_types_and_signs_are_refused_with_rabbitmq_reasons() {
-        let text = AMQPValue::LongString(LongString::from("ten"));
-        assert_eq!(
-            check_queue_arguments(&args("x-max-length", text)),
-            Err(("x-max-length", "\"expected integer, got longstr\"".into()))
-        );
-        assert_eq!(
-            check_queue_arguments(&args("x-message-ttl", AMQPValue::LongInt(-1))),
-            Err(("x-message-ttl", "{value_negative,-1}".into()))
-        );
-        assert_eq!(
-            check_queue_arguments(&args("x-expires", AMQPValue::LongInt(0))),
-            Err(("x-expires", "{value_zero,0}".into()))
-        );
-        assert_eq!(
-            check_queue_arguments(&args("x-max-priority", AMQPValue::LongInt(256))),
-            Err(("x-max-priority", "{value_too_large,256,255}".into()))
-        );
+    fn wrong_types_and_values_are_refused_with_rabbitmq_reasons() {
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        let cases = [
+            (
+                "x-max-length",
+                text("ten"),
+                "\"expected integer, got longstr\"",
+            ),
+            (
+                "x-message-ttl",
+                AMQPValue::LongInt(-1),
+                "{value_negative,-1}",
+            ),
+            ("x-expires", AMQPValue::LongInt(0), "{value_zero,0}"),
+            (
+                "x-max-priority",
+                AMQPValue::LongInt(256),
+                "{max_value_exceeded,256}",
+            ),
+            ("x-overflow", text("bogus"), "invalid_overflow"),
+            (
+                "x-overflow",
+                AMQPValue::LongInt(1),
+                "{unacceptable_type,signedint}",
+            ),
+            (
+                "x-queue-mode",
+                text("fast"),
+                "\"unsupported queue mode 'fast'\"",
+            ),
+            (
+                "x-single-active-consumer",
+                text("yes"),
+                "{unacceptable_type,longstr}",
+            ),
+            (
+                "x-dead-letter-routing-key",
+                text("k"),
+                "routing_key_but_no_dlx_defined",
+            ),
+        ];
+        for (arg, value, reason) in cases {
+            assert_eq!(
+                check_queue_arguments(&args(arg, value)),
+                invalid(arg, reason)
+            );
+        }
         assert_eq!(
             check_queue_arguments(&args("x-dead-letter-exchange", AMQPValue::LongInt(1))),
-            Err((
-                "x-dead-letter-exchange",
-                "{unacceptable_type,signedint}".into()
-            ))
+            Err(ArgumentError::Type {
+                arg: "x-dead-letter-exchange",
+                type_name: "signedint"
+            })
         );
         assert_eq!(
             check_queue_arguments(&args("x-custom", AMQPValue::LongInt(-1))),
+            Ok(())
+        );
+        assert_eq!(
+            check_queue_arguments(&args("x-overflow", text("reject-publish"))),
             Ok(())
         );
     }

@@ -10,6 +10,7 @@
 //! This module owns that parsing and matching; it knows nothing of exchanges or queues, and must
 //! never allocate while matching a message.
 
+use super::vhost::{integer, type_name};
 use warren_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 /// The match rule of one headers-exchange binding, parsed from its arguments.
@@ -59,17 +60,12 @@ impl XMatch {
 impl HeadersMatch {
     /// Parses a binding's arguments; an invalid `x-match` is an error message for a 406.
     ///
-    /// The message shows a string value in double quotes (`"some"`), any other value as its
-    /// field type and value (`LongInt(1)`).
+    /// The message is RabbitMQ's: `Invalid x-match field value <<"some">>; …` for an unknown
+    /// string, `Invalid x-match field type signedint (value 1); expected longstr` for another type.
     pub fn parse(arguments: &FieldTable) -> Result<HeadersMatch, String> {
         let x_match = match arguments.inner().get("x-match") {
             None => XMatch::All,
-            Some(value) => XMatch::parse(value).ok_or_else(|| {
-                format!(
-                    "Invalid x-match field value {}; expected all, any, all-with-x, or any-with-x",
-                    show(value)
-                )
-            })?,
+            Some(value) => XMatch::parse(value).ok_or_else(|| invalid_x_match(value))?,
         };
         let criteria = arguments
             .into_iter()
@@ -152,7 +148,7 @@ fn number(value: &AMQPValue) -> Option<Number> {
         AMQPValue::Float(f) => Some(Number::Float(f64::from(*f))),
         AMQPValue::Double(f) => Some(Number::Float(*f)),
         AMQPValue::Timestamp(t) => Some(Number::Integer(i128::from(*t))),
-        other => super::vhost::integer(other).map(Number::Integer),
+        other => integer(other).map(Number::Integer),
     }
 }
 
@@ -166,12 +162,22 @@ fn bytes(value: &AMQPValue) -> Option<&[u8]> {
 }
 
 /// A value for an error message: a string in double quotes, anything else as its Debug form.
-fn show(value: &AMQPValue) -> String {
-    match bytes(value) {
-        Some(text) if !matches!(value, AMQPValue::ByteArray(_)) => {
-            format!("{:?}", String::from_utf8_lossy(text))
+fn invalid_x_match(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongString(_) | AMQPValue::ShortString(_) => format!(
+            "Invalid x-match field value <<{:?}>>; expected all, any, all-with-x, or any-with-x",
+            String::from_utf8_lossy(bytes(value).unwrap_or_default())
+        ),
+        other => {
+            let shown = match integer(other) {
+                Some(n) => n.to_string(),
+                None => format!("{other:?}"),
+            };
+            format!(
+                "Invalid x-match field type {} (value {shown}); expected longstr",
+                type_name(other)
+            )
         }
-        _ => format!("{value:?}"),
     }
 }
 
@@ -283,23 +289,23 @@ mod tests {
 
     #[test]
     fn invalid_x_match_is_refused() {
-        let expect = |value: AMQPValue, shown: &str| {
+        let expect = |value: AMQPValue, message: &str| {
             let error = HeadersMatch::parse(&table(&[("x-match", value)])).err();
-            assert_eq!(
-                error.as_deref(),
-                Some(
-                    format!(
-                        "Invalid x-match field value {shown}; \
-                         expected all, any, all-with-x, or any-with-x"
-                    )
-                    .as_str()
-                )
-            );
+            assert_eq!(error.as_deref(), Some(message));
         };
-        expect(long("some"), "\"some\"");
-        expect(long("ALL"), "\"ALL\"");
-        expect(AMQPValue::LongInt(1), "LongInt(1)");
-        expect(AMQPValue::Void, "Void");
+        let expected = "expected all, any, all-with-x, or any-with-x";
+        expect(
+            long("some"),
+            &format!("Invalid x-match field value <<\"some\">>; {expected}"),
+        );
+        expect(
+            long("ALL"),
+            &format!("Invalid x-match field value <<\"ALL\">>; {expected}"),
+        );
+        expect(
+            AMQPValue::LongInt(1),
+            "Invalid x-match field type signedint (value 1); expected longstr",
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use warren_protocol::method::ShortStr;
 use warren_protocol::types::{AMQPValue, FieldTable};
 
-use super::arguments::check_queue_arguments;
+use super::arguments::{check_queue_arguments, ArgumentError};
 use super::consumer::Consumer;
 use super::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, LazyHeaders, Target,
@@ -304,11 +304,20 @@ impl Vhost {
             }
             return Ok(declared(queue));
         }
-        if let Err((arg, reason)) = check_queue_arguments(&declare.arguments) {
-            return Err(Error::PreconditionFailed(format!(
-                "invalid arg '{arg}' for queue '{}' in vhost '{}': {reason}",
-                declare.name, self.name
-            )));
+        match check_queue_arguments(&declare.arguments) {
+            Ok(()) => {}
+            Err(ArgumentError::Invalid { arg, reason }) => {
+                return Err(Error::PreconditionFailed(format!(
+                    "invalid arg '{arg}' for queue '{}' in vhost '{}': {reason}",
+                    declare.name, self.name
+                )))
+            }
+            Err(ArgumentError::Type { arg, type_name }) => {
+                return Err(Error::PreconditionFailed(format!(
+                    "invalid type '{type_name}' for arg '{arg}' in queue '{}' in vhost '{}'",
+                    declare.name, self.name
+                )))
+            }
         }
         let owner = declare.exclusive.then_some(connection);
         if let Some(queue) = topology.queues.get(&declare.name) {
@@ -480,21 +489,25 @@ impl Vhost {
         arguments: &FieldTable,
         connection: u64,
     ) -> Result<(), Error> {
-        let mut topology = self.write();
-        let target = self.resolve(&topology, &destination, connection)?;
         if source.is_empty() {
             return Err(default_exchange());
         }
-        let exchange = topology
-            .exchanges
-            .get_mut(source)
-            .ok_or_else(|| self.no_exchange(source))?;
+        let mut topology = self.write();
+        // Unbinding from or to what does not exist, or what is not bound, succeeds, as in
+        // RabbitMQ 3.x.
+        let target = match self.resolve(&topology, &destination, connection) {
+            Ok(target) => target,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(other) => return Err(other),
+        };
+        let Some(exchange) = topology.exchanges.get_mut(source) else {
+            return Ok(());
+        };
         let key = BindingKey {
             destination,
             routing_key,
             arguments: encode_arguments(arguments),
         };
-        // Unbinding what is not bound succeeds, as in RabbitMQ 3.x.
         if exchange.unbind(&key, &target) {
             topology.auto_delete_exchange(source);
         }

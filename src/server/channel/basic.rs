@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::time::Instant;
-use warren_protocol::content::{encode_body, encode_content_header, user_id};
+use warren_protocol::content::{encode_body, encode_content_header, publish_checks};
 use warren_protocol::method::{
     encode_ack, encode_deliver, encode_method, Ack, Deliver, Publish, ShortStr,
 };
@@ -23,6 +23,9 @@ use crate::broker::consumer::Consumer;
 use crate::broker::message::{Entry, Message};
 use crate::broker::queue::ConsumeRefused;
 use crate::error::{Error, ReplyCode};
+
+/// The largest message TTL RabbitMQ accepts (ms).
+const MAX_TTL: i64 = 4_294_967_295;
 
 fn send(out: &mut BytesMut, number: u16, method: basic::AMQPMethod) {
     encode_method(out, number, &AMQPClass::Basic(method));
@@ -89,15 +92,7 @@ impl Channels {
             properties,
             body,
         } = complete;
-        if let Some(user_id) = user_id(&properties) {
-            if user_id != self.session.user.as_bytes() {
-                return Err(Error::PreconditionFailed(format!(
-                    "user_id property set to '{}' but authenticated user was '{}'",
-                    String::from_utf8_lossy(user_id),
-                    self.session.user
-                )));
-            }
-        }
+        self.check_properties(&properties)?;
         let message = Arc::new(Message {
             exchange: publish.exchange,
             routing_key: publish.routing_key,
@@ -123,6 +118,40 @@ impl Channels {
             });
             if pending.is_some_and(|(first, last)| first == last) {
                 self.confirms_due.push(number);
+            }
+        }
+        Ok(())
+    }
+
+    /// RabbitMQ's checks of a published message's properties (406 on failure).
+    fn check_properties(&self, properties: &[u8]) -> Result<(), Error> {
+        let checks = publish_checks(properties);
+        if let Some(user_id) = checks.user_id {
+            if user_id != self.session.user.as_bytes() {
+                return Err(Error::PreconditionFailed(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    String::from_utf8_lossy(user_id),
+                    self.session.user
+                )));
+            }
+        }
+        if let Some(mode) = checks.delivery_mode.filter(|mode| !matches!(mode, 1 | 2)) {
+            return Err(Error::PreconditionFailed(format!(
+                "invalid message: {{delivery_mode_unknown,{mode}}}"
+            )));
+        }
+        if let Some(expiration) = checks.expiration {
+            let text = String::from_utf8_lossy(expiration);
+            let reason = match text.parse::<i64>() {
+                Err(_) => Some("no_integer".to_owned()),
+                Ok(ttl) if ttl < 0 => Some(format!("{{value_negative,{ttl}}}")),
+                Ok(ttl) if ttl > MAX_TTL => Some(format!("{{value_too_large,{ttl},{MAX_TTL}}}")),
+                Ok(_) => None,
+            };
+            if let Some(reason) = reason {
+                return Err(Error::PreconditionFailed(format!(
+                    "invalid expiration '{text}': {reason}"
+                )));
             }
         }
         Ok(())
