@@ -1,23 +1,89 @@
 //! Messages as the broker holds them: one immutable, reference-counted [`Message`] per publish,
 //! shared by every queue it was routed to, and one small [`Entry`] per queue that places it.
 //!
-//! Owns nothing but the message bytes. Never copies a body: routing to N queues costs N `Arc`
-//! clones, not N bodies.
+//! Owns nothing but the message bytes. Never copies a message per queue: routing to N queues
+//! costs N `Arc` clones. A message is built once from the frames it arrived in: its exchange
+//! name, routing key, properties and (small) body are copied into one allocation of their own,
+//! so that a queued message never keeps the connection's 64 KiB read buffer alive for a few
+//! bytes; a large body is kept as the received slice (no copy).
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use warren_protocol::method::ShortStr;
+
+/// Bodies at least this large are kept as received instead of copied.
+const SHARED_BODY_MIN: usize = 4096;
 
 /// A published message: where it was published and its content, byte for byte.
 #[derive(Debug)]
 pub struct Message {
-    pub exchange: ShortStr,
-    pub routing_key: ShortStr,
+    /// Exchange name, routing key, properties and a small body, back to back.
+    data: Box<[u8]>,
+    exchange_len: u8,
+    routing_key_len: u8,
+    properties_len: u32,
+    /// A large body, as received.
+    shared_body: Option<Bytes>,
+}
+
+impl Message {
+    /// `exchange` and `routing_key` are short strings (≤ 255 bytes, checked by the codec).
+    pub fn new(exchange: &str, routing_key: &str, properties: &[u8], body: Bytes) -> Message {
+        let exchange = &exchange.as_bytes()[..exchange.len().min(255)];
+        let routing_key = &routing_key.as_bytes()[..routing_key.len().min(255)];
+        let properties_len = u32::try_from(properties.len()).unwrap_or(u32::MAX);
+        let properties = &properties[..properties_len as usize];
+        let (inline, shared_body) = match body.len() >= SHARED_BODY_MIN {
+            true => (&[][..], Some(body.clone())),
+            false => (&body[..], None),
+        };
+        let mut data = Vec::with_capacity(
+            exchange.len() + routing_key.len() + properties.len() + inline.len(),
+        );
+        data.extend_from_slice(exchange);
+        data.extend_from_slice(routing_key);
+        data.extend_from_slice(properties);
+        data.extend_from_slice(inline);
+        Message {
+            data: data.into_boxed_slice(),
+            exchange_len: exchange.len() as u8,
+            routing_key_len: routing_key.len() as u8,
+            properties_len,
+            shared_body,
+        }
+    }
+
+    fn text(&self, from: usize, len: u8) -> &str {
+        // Built from `&str`s cut at most at 255 bytes of valid short strings.
+        std::str::from_utf8(&self.data[from..from + len as usize]).unwrap_or_default()
+    }
+
+    pub fn exchange(&self) -> &str {
+        self.text(0, self.exchange_len)
+    }
+
+    pub fn routing_key(&self) -> &str {
+        self.text(self.exchange_len as usize, self.routing_key_len)
+    }
+
     /// The content header's property flags and property list, as the publisher sent them.
-    pub properties: Bytes,
-    pub body: Bytes,
+    pub fn properties(&self) -> &[u8] {
+        let from = self.exchange_len as usize + self.routing_key_len as usize;
+        &self.data[from..from + self.properties_len as usize]
+    }
+
+    pub fn body(&self) -> &[u8] {
+        match &self.shared_body {
+            Some(body) => body,
+            None => {
+                let from = self.exchange_len as usize
+                    + self.routing_key_len as usize
+                    + self.properties_len as usize;
+                &self.data[from..]
+            }
+        }
+    }
 }
 
 /// A message's place in one queue.
@@ -48,5 +114,26 @@ impl PartialOrd for Entry {
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
         self.seq.cmp(&other.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_come_back_as_given() {
+        for size in [0, 16, SHARED_BODY_MIN - 1, SHARED_BODY_MIN, 100_000] {
+            let body = Bytes::from(vec![7u8; size]);
+            let message = Message::new("amq.topic", "a.b", &[0x80, 0, 1, b'x'], body.clone());
+            assert_eq!(message.exchange(), "amq.topic");
+            assert_eq!(message.routing_key(), "a.b");
+            assert_eq!(message.properties(), &[0x80, 0, 1, b'x']);
+            assert_eq!(message.body(), &body[..]);
+        }
+        let empty = Message::new("", "", &[0, 0], Bytes::new());
+        assert_eq!((empty.exchange(), empty.routing_key()), ("", ""));
+        assert_eq!(empty.properties(), &[0, 0]);
+        assert!(empty.body().is_empty());
     }
 }

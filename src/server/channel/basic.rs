@@ -45,12 +45,17 @@ pub(super) fn encode_delivery(
         consumer_tag: consumer_tag.as_str(),
         delivery_tag,
         redelivered: entry.redelivered,
-        exchange: message.exchange.as_str(),
-        routing_key: message.routing_key.as_str(),
+        exchange: message.exchange(),
+        routing_key: message.routing_key(),
     };
     encode_deliver(out, number, &deliver);
-    encode_content_header(out, number, message.body.len() as u64, &message.properties);
-    encode_body(out, number, &message.body, frame_max);
+    encode_content_header(
+        out,
+        number,
+        message.body().len() as u64,
+        message.properties(),
+    );
+    encode_body(out, number, message.body(), frame_max);
 }
 
 /// Tells the client that the server cancelled one of its consumers.
@@ -93,16 +98,16 @@ impl Channels {
             body,
         } = complete;
         self.check_properties(&properties)?;
-        let message = Arc::new(Message {
-            exchange: publish.exchange,
-            routing_key: publish.routing_key,
-            properties,
+        let message = Arc::new(Message::new(
+            publish.exchange.as_str(),
+            publish.routing_key.as_str(),
+            &properties,
             body,
-        });
+        ));
         if matches!(self.open(number)?.mode, Mode::Tx(_)) {
             self.session
                 .vhost
-                .check_publish(message.exchange.as_bytes())?;
+                .check_publish(message.exchange().as_bytes())?;
             if let Mode::Tx(tx) = &mut self.open(number)?.mode {
                 tx.publishes.push((message, publish.mandatory));
             }
@@ -167,9 +172,9 @@ impl Channels {
         mandatory: bool,
     ) -> Result<(), Error> {
         self.session.vhost.route(
-            message.exchange.as_bytes(),
-            message.routing_key.as_bytes(),
-            &message.properties,
+            message.exchange().as_bytes(),
+            message.routing_key().as_bytes(),
+            message.properties(),
             &mut self.route,
         )?;
         let mut routed = false;
@@ -181,12 +186,13 @@ impl Channels {
             let ret = basic::Return {
                 reply_code: code as u16,
                 reply_text: code.name().into(),
-                exchange: message.exchange.as_str().into(),
-                routing_key: message.routing_key.as_str().into(),
+                exchange: message.exchange().into(),
+                routing_key: message.routing_key().into(),
             };
             send(out, number, basic::AMQPMethod::Return(ret));
-            encode_content_header(out, number, message.body.len() as u64, &message.properties);
-            encode_body(out, number, &message.body, self.session.frame_max);
+            let body = message.body();
+            encode_content_header(out, number, body.len() as u64, message.properties());
+            encode_body(out, number, body, self.session.frame_max);
         }
         Ok(())
     }
@@ -370,13 +376,18 @@ impl Channels {
         let ok = basic::GetOk {
             delivery_tag: tag,
             redelivered: entry.redelivered,
-            exchange: message.exchange.as_str().into(),
-            routing_key: message.routing_key.as_str().into(),
+            exchange: message.exchange().into(),
+            routing_key: message.routing_key().into(),
             message_count,
         };
         send(out, number, basic::AMQPMethod::GetOk(ok));
-        encode_content_header(out, number, message.body.len() as u64, &message.properties);
-        encode_body(out, number, &message.body, frame_max);
+        encode_content_header(
+            out,
+            number,
+            message.body().len() as u64,
+            message.properties(),
+        );
+        encode_body(out, number, message.body(), frame_max);
         if !get.no_ack {
             let delivery = Delivery {
                 tag,

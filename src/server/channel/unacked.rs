@@ -185,12 +185,7 @@ mod tests {
     use warren_protocol::method::ShortStr;
 
     fn delivery(queue: &Arc<Queue>, seq: u64) -> Delivery {
-        let message = Arc::new(Message {
-            exchange: ShortStr::from_static(""),
-            routing_key: ShortStr::from_static("q"),
-            properties: Bytes::from_static(&[0, 0]),
-            body: Bytes::new(),
-        });
+        let message = Arc::new(Message::new("", "q", &[0, 0], Bytes::new()));
         Delivery {
             tag: seq,
             entry: Entry {
