@@ -7,5 +7,6 @@
 pub mod broker;
 pub mod error;
 pub mod server;
+pub mod store;
 
 pub use server::{Server, ServerOptions, UnackedTimeoutAction};
