@@ -7,14 +7,38 @@
 //! - [`definitions`]: the durable topology (exchanges, queues, bindings) as a small append-only
 //!   log, rewritten whole at start.
 //!
-//! Layout under `--data-dir`:
+//! Layout under `--data-dir` (`<id>`: 16 hex digits of the FNV-1a hash of a name, see [`id`]):
 //!
 //! ```text
-//! definitions              durable exchanges, queues, bindings (records, see definitions.rs)
-//! queues/<id>/             one directory per durable queue (<id>: 16 hex digits of a hash of
-//!                          vhost and name; the queue's names are in its first record)
-//!   msgs.0000000001 …      segments: records appended, sealed when full
-//!   acks.0000000001 …      per segment: offsets of records settled
+//! vhosts/<id>/definitions      the vhost's durable exchanges, queues, bindings (definitions.rs)
+//! vhosts/<id>/queues/<id>/     one directory per durable queue (log.rs)
+//!   msgs.0000000001 …          segments: records appended, sealed when full
+//!   acks.0000000001 …          per segment: settled and delivered records
 //! ```
 
+pub mod definitions;
 pub mod log;
+pub mod sync;
+
+use std::path::{Path, PathBuf};
+
+/// A stable directory name for a vhost or queue name: FNV-1a, 64 bits, as 16 hex digits. Stable
+/// across runs and platforms (unlike the standard library's hasher).
+pub fn id(name: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in name {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// The directory of a vhost.
+pub fn vhost_dir(data_dir: &Path, vhost: &str) -> PathBuf {
+    data_dir.join("vhosts").join(id(vhost.as_bytes()))
+}
+
+/// The directory of a durable queue's log.
+pub fn queue_dir(vhost_dir: &Path, queue: &[u8]) -> PathBuf {
+    vhost_dir.join("queues").join(id(queue))
+}
