@@ -1,11 +1,68 @@
-//! STUB: being written. The API below is fixed; the implementation is not.
+//! One queue's message log: records appended to segment files, settled by appending to a companion
+//! acks file, whole segments deleted once every record in them is settled. Knows bytes and files;
+//! never AMQP, never locks (its queue's mutex guards it), never fsyncs (the group commit does).
+//!
+//! # Files
+//!
+//! A directory per queue holds, per segment id (1, 2, …, never reused):
+//!
+//! - `msgs.{id:010}`: records, back to back from offset 0 (format in [`record`]):
+//!   `u32 length | u32 crc32c(length ++ payload) | payload`, big endian. Because the checksum
+//!   covers the length, a zero-filled tail never reads as a record. Payloads are at most 512 MiB.
+//!   A record is addressed by [`Position`] `{segment, offset}`.
+//! - `acks.{id:010}`: 8-byte entries (format in [`acks`]) `u32 offset | u8 kind | u24 check`, kind
+//!   1 = settled (acked or dropped), 2 = delivered (so a recovered copy is marked redelivered).
+//!
+//! Any other file in the directory is ignored.
+//!
+//! # Writing
+//!
+//! Appends go to the end of the newest segment only (one `pwrite` per record; payloads above
+//! 1 MiB take two, header then payload). A new segment starts when the record would take the
+//! current one past `segment_size` (a record larger than that gets a segment of its own);
+//! offsets stay below 4 GiB. `settle` and `mark_delivered` each write one entry to the
+//! segment's acks file. Nothing here is synced: every file written to since the last
+//! [`Log::take_dirty`] (segment files, acks files, and the directories whose entries changed when
+//! a file was created) is handed back by it, once, for the caller to `sync_data`. So a write is
+//! durable once the `take_dirty` that follows it has been synced; acks being unsynced means a crash
+//! may bring back a settled message (at-least-once), never lose an unsettled one.
+//!
+//! # Space
+//!
+//! RAM per segment: its record count, settled count, valid size and acks length; nothing per
+//! message. When the last record of a sealed segment (not the one being appended to) is settled,
+//! its `msgs` file and then its `acks` file are deleted (the final settle is not written). A
+//! segment sealed while already fully settled is deleted at once.
+//!
+//! # Recovery ([`Log::open`])
+//!
+//! Lists the directory, reads each segment's acks file, and scans every segment in id order,
+//! checking each record's length bound and checksum. At the first bad or incomplete record of the
+//! *last* segment, the file is cut there (`truncated_bytes`). In an earlier segment, reading stops
+//! there: if only zeros follow (a lost write) the segment is otherwise normal; if not, it is
+//! *damaged*: warned about, its readable records served, and its files kept (never deleted
+//! automatically) for inspection. Acks entries that are partial, fail their check, or name no
+//! record start are ignored. Fully settled (or empty) segments are deleted; acks files without
+//! their segment are deleted. Live records come back in log order with their `delivered` flag.
+//! Appends after recovery go to a fresh segment (id above every id seen), so an acks entry that
+//! survived a crash its record did not can never match a newer record.
 
-use std::fs::File;
+mod acks;
+mod record;
+mod recovery;
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
+
+use acks::Kind;
+use record::{Header, HEADER_LEN, MAX_PAYLOAD};
 
 /// Where a record is: its segment and its byte offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -30,60 +87,365 @@ pub struct Recovery {
     pub records: Vec<Recovered>,
     /// Bytes cut from the end of the last segment (a torn or corrupt tail).
     pub truncated_bytes: u64,
+    /// Segments kept.
     pub segments: usize,
+}
+
+/// Payloads up to this size are copied behind their header and written in one call.
+const COPY_LIMIT: usize = 1 << 20;
+
+/// Acks files kept open (acks mostly go to the oldest segment or two).
+const OPEN_ACKS_FILES: usize = 4;
+
+/// What the log knows of one segment.
+#[derive(Debug, Clone)]
+struct Segment {
+    records: u32,
+    settled: u32,
+    /// Bytes of valid records (for the active segment: where the next one goes).
+    size: u64,
+    /// Where the next acks entry goes.
+    acks_len: u64,
+    /// Recovery found a bad record before its end: its files are never deleted automatically.
+    damaged: bool,
+}
+
+/// A file written since the last [`Log::take_dirty`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dirty {
+    Msgs(u32),
+    Acks(u32),
+    Dir,
+    ParentDir,
 }
 
 /// One queue's log.
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
+    segment_size: u64,
+    segments: BTreeMap<u32, Segment>,
+    /// The segment appended to, and its file.
+    active: Option<(u32, Arc<File>)>,
+    next_id: u64,
+    write_buf: Vec<u8>,
+    /// The segment file last read from (reads go mostly in order).
+    read_file: Mutex<Option<(u32, Arc<File>)>>,
+    acks_files: Vec<(u32, Arc<File>)>,
+    dirty: Vec<(Dirty, Arc<File>)>,
+}
+
+pub(crate) fn msgs_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("msgs.{id:010}"))
+}
+
+pub(crate) fn acks_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("acks.{id:010}"))
+}
+
+fn invalid(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
 impl Log {
     /// Opens (creating if missing) the log in `dir` and recovers it.
     pub fn open(dir: &Path, segment_size: u64) -> io::Result<(Log, Recovery)> {
-        let _ = segment_size;
+        let started = Instant::now();
+        let created = !dir.is_dir();
         std::fs::create_dir_all(dir)?;
-        Ok((
-            Log {
-                dir: dir.to_path_buf(),
-            },
-            Recovery::default(),
-        ))
+        let state = recovery::recover(dir)?;
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            segment_size: segment_size.min(u64::from(u32::MAX)),
+            segments: state.segments,
+            active: None,
+            next_id: u64::from(state.max_id) + 1,
+            write_buf: Vec::new(),
+            read_file: Mutex::new(None),
+            acks_files: Vec::new(),
+            dirty: Vec::new(),
+        };
+        if created {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                log.mark_dirty(Dirty::ParentDir, Arc::new(File::open(parent)?));
+            }
+        }
+        let recovery = Recovery {
+            records: state.records,
+            truncated_bytes: state.truncated_bytes,
+            segments: log.segments.len(),
+        };
+        tracing::info!(
+            dir = %dir.display(),
+            records = recovery.records.len(),
+            segments = recovery.segments,
+            truncated_bytes = recovery.truncated_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "queue log recovered"
+        );
+        Ok((log, recovery))
     }
 
     /// Appends one record (written, not yet synced).
     pub fn append(&mut self, payload: &[u8]) -> io::Result<Position> {
-        let _ = payload;
-        Err(io::Error::other("store log not implemented yet"))
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|len| *len <= MAX_PAYLOAD)
+            .ok_or_else(|| invalid("queue log: record too large"))?;
+        let record_len = HEADER_LEN + u64::from(len);
+        let fits = self.active_segment().is_some_and(|segment| {
+            segment.size == 0 || segment.size + record_len <= self.segment_size
+        });
+        if !fits {
+            self.roll()?;
+        }
+        let (id, file) = self
+            .active
+            .clone()
+            .ok_or_else(|| io::Error::other("queue log: no active segment"))?;
+        let offset = self.active_segment().map_or(0, |segment| segment.size);
+        let offset32 = u32::try_from(offset)
+            .map_err(|_| io::Error::other("queue log: segment offset out of range"))?;
+        let header = record::header(len, payload);
+        let written = if payload.len() <= COPY_LIMIT {
+            self.write_buf.clear();
+            self.write_buf.extend_from_slice(&header);
+            self.write_buf.extend_from_slice(payload);
+            file.write_all_at(&self.write_buf, offset)
+        } else {
+            file.write_all_at(&header, offset)
+                .and_then(|()| file.write_all_at(payload, offset + HEADER_LEN))
+        };
+        if let Err(e) = written {
+            // Best effort: leave no partial record behind (the next append overwrites it anyway).
+            let _ = file.set_len(offset);
+            return Err(e);
+        }
+        if let Some(segment) = self.segments.get_mut(&id) {
+            segment.size = offset + record_len;
+            segment.records += 1;
+        }
+        self.mark_dirty(Dirty::Msgs(id), file);
+        Ok(Position {
+            segment: id,
+            offset: offset32,
+        })
     }
 
     /// Reads a record back.
     pub fn read(&self, position: Position) -> io::Result<Bytes> {
-        let _ = position;
-        Err(io::Error::other("store log not implemented yet"))
+        let segment = self
+            .segments
+            .get(&position.segment)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "queue log: no such segment"))?;
+        let offset = u64::from(position.offset);
+        let available = segment
+            .size
+            .checked_sub(offset)
+            .and_then(|rest| rest.checked_sub(HEADER_LEN))
+            .ok_or_else(|| invalid("queue log: position beyond the segment's records"))?;
+        let file = self.segment_file(position.segment)?;
+        let mut header = [0; HEADER_LEN as usize];
+        file.read_exact_at(&mut header, offset)?;
+        let header = Header::parse(header);
+        let corrupt = || io::Error::new(io::ErrorKind::InvalidData, "queue log: corrupt record");
+        let len = header.bounded_len(available).ok_or_else(corrupt)?;
+        let mut payload = vec![0; len];
+        file.read_exact_at(&mut payload, offset + HEADER_LEN)?;
+        if !header.matches(&payload) {
+            return Err(corrupt());
+        }
+        Ok(Bytes::from(payload))
     }
 
     /// Records that a record was settled (acked, or dropped); whole segments go when all their
-    /// records are settled.
+    /// records are settled. Each record must be settled at most once (counts are per segment).
     pub fn settle(&mut self, position: Position) -> io::Result<()> {
-        let _ = position;
+        let id = position.segment;
+        let is_active = self
+            .active
+            .as_ref()
+            .is_some_and(|(active, _)| *active == id);
+        let Some(segment) = self.segments.get(&id) else {
+            tracing::warn!(
+                segment = id,
+                offset = position.offset,
+                "queue log: settling a record of no segment"
+            );
+            return Ok(());
+        };
+        if segment.settled >= segment.records {
+            tracing::warn!(
+                segment = id,
+                offset = position.offset,
+                "queue log: more settles than records"
+            );
+            return Ok(());
+        }
+        if segment.settled + 1 == segment.records && !is_active && !segment.damaged {
+            match self.delete_segment(id) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(segment = id, error = %e, "queue log: deleting a settled segment failed")
+                }
+            }
+        }
+        self.write_ack(id, Kind::Settled, position.offset)?;
+        if let Some(segment) = self.segments.get_mut(&id) {
+            segment.settled += 1;
+        }
         Ok(())
     }
 
     /// Records that a record was delivered to a consumer (so a recovered copy is redelivered).
     pub fn mark_delivered(&mut self, position: Position) -> io::Result<()> {
-        let _ = position;
-        Ok(())
+        if !self.segments.contains_key(&position.segment) {
+            tracing::warn!(
+                segment = position.segment,
+                offset = position.offset,
+                "queue log: delivery of a record of no segment"
+            );
+            return Ok(());
+        }
+        self.write_ack(position.segment, Kind::Delivered, position.offset)
     }
 
-    /// The files written since the last call, for the group commit to fsync.
+    /// The files written since the last call, for the group commit to fsync (each once).
     pub fn take_dirty(&mut self) -> Vec<Arc<File>> {
-        Vec::new()
+        self.dirty.drain(..).map(|(_, file)| file).collect()
     }
 
     /// Deletes the whole log (the queue was deleted).
     pub fn destroy(self) -> io::Result<()> {
         std::fs::remove_dir_all(&self.dir)
     }
+
+    fn active_segment(&self) -> Option<&Segment> {
+        self.active
+            .as_ref()
+            .and_then(|(id, _)| self.segments.get(id))
+    }
+
+    /// Seals the active segment (deleting it if fully settled) and starts a new one.
+    fn roll(&mut self) -> io::Result<()> {
+        let id = u32::try_from(self.next_id)
+            .map_err(|_| io::Error::other("queue log: segment ids exhausted"))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(msgs_path(&self.dir, id))?;
+        let file = Arc::new(file);
+        self.next_id += 1;
+        if let Some((old, _)) = self.active.take() {
+            let done = self
+                .segments
+                .get(&old)
+                .is_some_and(|s| s.settled == s.records && !s.damaged);
+            if done {
+                if let Err(e) = self.delete_segment(old) {
+                    tracing::warn!(segment = old, error = %e, "queue log: deleting a settled segment failed");
+                }
+            }
+        }
+        self.segments.insert(
+            id,
+            Segment {
+                records: 0,
+                settled: 0,
+                size: 0,
+                acks_len: 0,
+                damaged: false,
+            },
+        );
+        self.active = Some((id, file));
+        self.mark_dir_dirty()
+    }
+
+    /// Deletes a segment's files (`msgs` first: an `acks` file alone is deleted at recovery) and
+    /// forgets it.
+    fn delete_segment(&mut self, id: u32) -> io::Result<()> {
+        recovery::remove_if_present(&msgs_path(&self.dir, id))?;
+        self.segments.remove(&id);
+        self.acks_files.retain(|(segment, _)| *segment != id);
+        self.dirty
+            .retain(|(dirty, _)| *dirty != Dirty::Msgs(id) && *dirty != Dirty::Acks(id));
+        let mut read_file = self.read_file.lock().unwrap_or_else(|e| e.into_inner());
+        if read_file
+            .as_ref()
+            .is_some_and(|(segment, _)| *segment == id)
+        {
+            *read_file = None;
+        }
+        drop(read_file);
+        if let Err(e) = recovery::remove_if_present(&acks_path(&self.dir, id)) {
+            tracing::warn!(segment = id, error = %e, "queue log: deleting an acks file failed");
+        }
+        Ok(())
+    }
+
+    fn write_ack(&mut self, id: u32, kind: Kind, offset: u32) -> io::Result<()> {
+        let at = self.segments.get(&id).map_or(0, |s| s.acks_len);
+        let file = self.acks_file(id)?;
+        file.write_all_at(&acks::encode(kind, offset), at)?;
+        if let Some(segment) = self.segments.get_mut(&id) {
+            segment.acks_len = at + acks::ENTRY_LEN;
+        }
+        if at == 0 {
+            self.mark_dir_dirty()?; // the file may be new
+        }
+        self.mark_dirty(Dirty::Acks(id), file);
+        Ok(())
+    }
+
+    fn acks_file(&mut self, id: u32) -> io::Result<Arc<File>> {
+        if let Some((_, file)) = self.acks_files.iter().find(|(segment, _)| *segment == id) {
+            return Ok(file.clone());
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(acks_path(&self.dir, id))?;
+        let file = Arc::new(file);
+        if self.acks_files.len() >= OPEN_ACKS_FILES {
+            self.acks_files.remove(0);
+        }
+        self.acks_files.push((id, file.clone()));
+        Ok(file)
+    }
+
+    fn segment_file(&self, id: u32) -> io::Result<Arc<File>> {
+        if let Some((active, file)) = &self.active {
+            if *active == id {
+                return Ok(file.clone());
+            }
+        }
+        let mut cached = self.read_file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((segment, file)) = cached.as_ref() {
+            if *segment == id {
+                return Ok(file.clone());
+            }
+        }
+        let file = Arc::new(File::open(msgs_path(&self.dir, id))?);
+        *cached = Some((id, file.clone()));
+        Ok(file)
+    }
+
+    fn mark_dir_dirty(&mut self) -> io::Result<()> {
+        if !self.dirty.iter().any(|(dirty, _)| *dirty == Dirty::Dir) {
+            let dir = Arc::new(File::open(&self.dir)?);
+            self.dirty.push((Dirty::Dir, dir));
+        }
+        Ok(())
+    }
+
+    fn mark_dirty(&mut self, what: Dirty, file: Arc<File>) {
+        if !self.dirty.iter().any(|(dirty, _)| *dirty == what) {
+            self.dirty.push((what, file));
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;

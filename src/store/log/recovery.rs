@@ -1,0 +1,243 @@
+//! Recovery: rebuilding a log's in-memory state (per segment: record count, settled count, valid
+//! size) from its directory, and the records still live.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use bytes::Bytes;
+
+use super::acks::Acks;
+use super::record::{Header, HEADER_LEN};
+use super::{acks_path, msgs_path, Position, Recovered, Segment};
+
+/// What recovery rebuilt.
+pub(super) struct State {
+    pub segments: BTreeMap<u32, Segment>,
+    pub records: Vec<Recovered>,
+    pub truncated_bytes: u64,
+    /// The highest segment id seen in a file name (0 if none).
+    pub max_id: u32,
+}
+
+/// The files of one segment id found in the directory.
+#[derive(Default, Clone, Copy)]
+struct Found {
+    msgs: bool,
+    acks: bool,
+}
+
+/// `msgs.0000000001` -> (true, 1); anything else (including id 0) is not ours.
+fn parse_name(name: &str) -> Option<(bool, u32)> {
+    let (is_msgs, digits) = if let Some(d) = name.strip_prefix("msgs.") {
+        (true, d)
+    } else {
+        (false, name.strip_prefix("acks.")?)
+    };
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let id = digits.parse::<u32>().ok().filter(|id| *id > 0)?;
+    Some((is_msgs, id))
+}
+
+pub(super) fn recover(dir: &Path) -> io::Result<State> {
+    let mut found: BTreeMap<u32, Found> = BTreeMap::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let parsed = name.to_str().and_then(parse_name);
+        match parsed {
+            Some((is_msgs, id)) if entry.file_type()?.is_file() => {
+                let f = found.entry(id).or_default();
+                if is_msgs {
+                    f.msgs = true;
+                } else {
+                    f.acks = true;
+                }
+            }
+            _ => {
+                tracing::debug!(dir = %dir.display(), file = ?name, "ignoring unknown file in queue log")
+            }
+        }
+    }
+    let max_id = found.keys().next_back().copied().unwrap_or(0);
+    let last_msgs = found.iter().rev().find(|(_, f)| f.msgs).map(|(id, _)| *id);
+    let mut state = State {
+        segments: BTreeMap::new(),
+        records: Vec::new(),
+        truncated_bytes: 0,
+        max_id,
+    };
+    for (&id, f) in &found {
+        if !f.msgs {
+            // The segment was deleted and only its acks file remains.
+            remove_if_present(&acks_path(dir, id))?;
+            continue;
+        }
+        recover_segment(dir, id, Some(id) == last_msgs, &mut state)?;
+    }
+    Ok(state)
+}
+
+fn recover_segment(dir: &Path, id: u32, is_last: bool, state: &mut State) -> io::Result<()> {
+    let acks = Acks::read(&acks_path(dir, id))?;
+    let path = msgs_path(dir, id);
+    let first_live = state.records.len();
+    let scan = scan(&path, id, &acks, &mut state.records)?;
+    let mut damaged = false;
+    if scan.end < scan.file_len {
+        if is_last {
+            tracing::info!(
+                segment = id,
+                offset = scan.end,
+                bytes = scan.file_len - scan.end,
+                "queue log: cutting the torn tail of the last segment"
+            );
+            OpenOptions::new()
+                .write(true)
+                .open(&path)?
+                .set_len(scan.end)?;
+            state.truncated_bytes += scan.file_len - scan.end;
+        } else if zeros_from(&path, scan.end)? {
+            tracing::warn!(segment = id, offset = scan.end,
+                "queue log: sealed segment ends in zeros (a write lost in a crash); reading stops there");
+        } else {
+            damaged = true;
+            tracing::warn!(dir = %dir.display(), segment = id, offset = scan.end,
+                "queue log: bad record in a sealed segment; its later records are unreadable and \
+                 its files are kept (remove msgs/acks of this segment once inspected)");
+        }
+    }
+    if scan.settled == scan.records && !damaged {
+        // Fully settled (or empty): nothing in it is needed.
+        remove_if_present(&path)?;
+        remove_if_present(&acks_path(dir, id))?;
+        state.records.truncate(first_live);
+        return Ok(());
+    }
+    state.segments.insert(
+        id,
+        Segment {
+            records: scan.records,
+            settled: scan.settled,
+            size: scan.end,
+            acks_len: acks.append_at,
+            damaged,
+        },
+    );
+    Ok(())
+}
+
+struct Scan {
+    records: u32,
+    settled: u32,
+    /// Where the valid data ends (the first bad or incomplete record, or the file's end).
+    end: u64,
+    file_len: u64,
+}
+
+/// Reads a segment record by record, pushing its unsettled records, until its end or the first
+/// record that is incomplete, implausible or fails its checksum.
+fn scan(path: &Path, id: u32, acks: &Acks, live: &mut Vec<Recovered>) -> io::Result<Scan> {
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut scan = Scan {
+        records: 0,
+        settled: 0,
+        end: 0,
+        file_len,
+    };
+    let mut scratch = Vec::new();
+    loop {
+        let offset = scan.end;
+        let Ok(offset32) = u32::try_from(offset) else {
+            break; // positions are u32; nothing we wrote lies beyond
+        };
+        if file_len - offset < HEADER_LEN {
+            break;
+        }
+        let mut header = [0; HEADER_LEN as usize];
+        reader.read_exact(&mut header)?;
+        let header = Header::parse(header);
+        let Some(len) = header.bounded_len(file_len - offset - HEADER_LEN) else {
+            break;
+        };
+        let settled = acks.is_settled(offset32);
+        let mut payload = if settled {
+            std::mem::take(&mut scratch)
+        } else {
+            Vec::new()
+        };
+        payload.resize(len, 0);
+        reader.read_exact(&mut payload)?;
+        if !header.matches(&payload) {
+            break;
+        }
+        scan.records += 1;
+        scan.end = offset + HEADER_LEN + len as u64;
+        if settled {
+            scan.settled += 1;
+            scratch = payload;
+        } else {
+            live.push(Recovered {
+                position: Position {
+                    segment: id,
+                    offset: offset32,
+                },
+                payload: Bytes::from(payload),
+                delivered: acks.is_delivered(offset32),
+            });
+        }
+    }
+    Ok(scan)
+}
+
+/// Whether the file holds only zero bytes from `offset` on.
+fn zeros_from(path: &Path, offset: u64) -> io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+    }
+}
+
+pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_name;
+
+    #[test]
+    fn names() {
+        assert_eq!(parse_name("msgs.0000000001"), Some((true, 1)));
+        assert_eq!(parse_name("acks.4294967295"), Some((false, u32::MAX)));
+        for bad in [
+            "msgs.0000000000",
+            "msgs.1",
+            "msgs.00000000001",
+            "msgs.4294967296",
+            "msgs.000000000a",
+            "msgs.+000000001",
+            "other",
+            "msgs.0000000001.tmp",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad}");
+        }
+    }
+}
