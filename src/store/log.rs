@@ -1,16 +1,17 @@
 //! One queue's message log: records appended to segment files, settled by appending to a companion
 //! acks file, whole segments deleted once every record in them is settled. Knows bytes and files;
-//! never AMQP, never locks (its queue's mutex guards it), never fsyncs (the group commit does).
+//! never AMQP; needs no lock of its own (its queue's mutex guards it); never fsyncs (the group commit
+//! does).
 //!
 //! # Files
 //!
 //! A directory per queue holds, per segment id (1, 2, …, never reused):
 //!
-//! - `msgs.{id:010}`: records, back to back from offset 0 (format in [`record`]):
+//! - `msgs.{id:010}`: records, back to back from offset 0 (format in `log/record.rs`):
 //!   `u32 length | u32 crc32c(length ++ payload) | payload`, big endian. Because the checksum
 //!   covers the length, a zero-filled tail never reads as a record. Payloads are at most 512 MiB.
 //!   A record is addressed by [`Position`] `{segment, offset}`.
-//! - `acks.{id:010}`: 8-byte entries (format in [`acks`]) `u32 offset | u8 kind | u24 check`, kind
+//! - `acks.{id:010}`: 8-byte entries (format in `log/acks.rs`) `u32 offset | u8 kind | u24 check`, kind
 //!   1 = settled (acked or dropped), 2 = delivered (so a recovered copy is marked redelivered).
 //!
 //! Any other file in the directory is ignored.
@@ -44,8 +45,10 @@
 //! automatically) for inspection. Acks entries that are partial, fail their check, or name no
 //! record start are ignored. Fully settled (or empty) segments are deleted; acks files without
 //! their segment are deleted. Live records come back in log order with their `delivered` flag.
-//! Appends after recovery go to a fresh segment (id above every id seen), so an acks entry that
-//! survived a crash its record did not can never match a newer record.
+//! Finally `open` creates a fresh, empty segment (id above every id seen) for the appends: no record
+//! is ever written after recovered data, so an acks entry that survived a crash its record did not
+//! can never match a newer record; and the newest segment is always the one that was being
+//! appended to, so a damaged older segment is never mistaken for a torn tail and cut.
 
 mod acks;
 mod record;
@@ -87,7 +90,7 @@ pub struct Recovery {
     pub records: Vec<Recovered>,
     /// Bytes cut from the end of the last segment (a torn or corrupt tail).
     pub truncated_bytes: u64,
-    /// Segments kept.
+    /// Segments kept (not counting the fresh one `open` starts for appends).
     pub segments: usize,
 }
 
@@ -170,10 +173,15 @@ impl Log {
                 log.mark_dirty(Dirty::ParentDir, Arc::new(File::open(parent)?));
             }
         }
+        // A fresh segment, created now: appends never follow recovered data (an acks entry that
+        // outlived its record in a crash must match nothing new), and the newest file is always
+        // the one appended to, so only it is ever cut at the next recovery.
+        let segments = log.segments.len();
+        log.roll()?;
         let recovery = Recovery {
             records: state.records,
             truncated_bytes: state.truncated_bytes,
-            segments: log.segments.len(),
+            segments,
         };
         tracing::info!(
             dir = %dir.display(),
