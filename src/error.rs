@@ -113,6 +113,9 @@ pub enum Error {
     NotAllowed(String),
     #[error("broker is shutting down")]
     Shutdown,
+    /// The broker failed at something that is not the client's fault (e.g. disk I/O).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -144,6 +147,7 @@ impl Error {
             Error::PreconditionFailed(_) => (R::PreconditionFailed, Channel),
             Error::NotAllowed(_) => (R::NotAllowed, Connection),
             Error::Shutdown => (R::ConnectionForced, Connection),
+            Error::Internal(_) => (R::InternalError, Connection),
         }
     }
 

@@ -30,6 +30,13 @@ pub enum Outbound {
     },
     /// The consumer's queue was deleted: tell the client (`basic.cancel`) and forget it.
     Cancelled { consumer: Arc<Consumer> },
+    /// The group commit synced (or failed to sync) a publish of channel `channel`.
+    Synced {
+        channel: u16,
+        epoch: u64,
+        tag: u64,
+        ok: bool,
+    },
 }
 
 /// The sending side of a connection's outbox.
@@ -40,6 +47,16 @@ impl Outbox {
     pub fn new() -> (Outbox, mpsc::UnboundedReceiver<Outbound>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (Outbox(tx), rx)
+    }
+
+    /// Tells the connection that a publisher-confirm tag is safe on disk (or not).
+    pub fn synced(&self, channel: u16, epoch: u64, tag: u64, ok: bool) {
+        let _ = self.0.send(Outbound::Synced {
+            channel,
+            epoch,
+            tag,
+            ok,
+        });
     }
 
     /// Hands a delivery to the connection task; gives the entry back if that task has ended.

@@ -227,6 +227,10 @@ impl Exchange {
     }
 
     /// Every binding's destination (for cleanup when the exchange goes).
+    pub fn bindings(&self) -> impl Iterator<Item = &BindingKey> {
+        self.bindings.iter()
+    }
+
     pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
         self.bindings.iter().map(|b| &b.destination)
     }

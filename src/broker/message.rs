@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::store::log::Position;
+
 /// Bodies at least this large are kept as received instead of copied.
 const SHARED_BODY_MIN: usize = 4096;
 
@@ -95,6 +97,8 @@ pub struct Entry {
     pub message: Arc<Message>,
     /// Delivered before (and requeued); sent as `redelivered` on its next delivery.
     pub redelivered: bool,
+    /// Where the queue's log holds it (a persistent message in a durable queue).
+    pub position: Option<Position>,
 }
 
 impl PartialEq for Entry {

@@ -8,6 +8,7 @@
 
 pub mod arguments;
 pub mod consumer;
+pub mod durable;
 pub mod exchange;
 pub mod headers;
 pub mod message;
@@ -27,6 +28,19 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// Opens every vhost on `store`, recovering what it holds.
+    pub fn open(vhosts: &[String], store: &Arc<crate::store::Store>) -> std::io::Result<Broker> {
+        let mut map = HashMap::new();
+        for name in vhosts {
+            map.insert(
+                name.clone(),
+                Arc::new(Vhost::open(name, Arc::clone(store))?),
+            );
+        }
+        Ok(Broker { vhosts: map })
+    }
+
+    /// A broker with nothing durable (for tests of the model).
     pub fn new(vhosts: &[String]) -> Broker {
         Broker {
             vhosts: vhosts

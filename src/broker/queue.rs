@@ -20,8 +20,13 @@ use std::time::Duration;
 use warren_protocol::method::ShortStr;
 use warren_protocol::types::FieldTable;
 
+use tracing::error;
+
 use super::consumer::Consumer;
+use super::durable::encode_message;
 use super::message::{Entry, Message};
+use crate::store::log::{Log, Position, Recovered};
+use crate::store::Store;
 
 /// The properties a queue is declared with.
 #[derive(Debug, Clone)]
@@ -39,11 +44,28 @@ pub struct QueueOptions {
 pub struct Queue {
     pub name: ShortStr,
     pub options: QueueOptions,
+    /// The store, for a durable queue: persistent messages go to its log, synced by group commit.
+    store: Option<Arc<Store>>,
     state: Mutex<QueueState>,
+}
+
+/// What became of a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// In the queue (in memory; transient, or the queue is not durable).
+    Queued,
+    /// In the queue and written to its log: safe once the group commit has synced.
+    Logged,
+    /// Not taken: the queue was deleted meanwhile.
+    Deleted,
+    /// Not taken: writing it to the log failed.
+    Failed,
 }
 
 #[derive(Debug, Default)]
 struct QueueState {
+    /// The durable queue's log.
+    log: Option<Log>,
     ready: VecDeque<Entry>,
     requeued: BinaryHeap<Reverse<Entry>>,
     next_seq: u64,
@@ -63,6 +85,22 @@ pub enum ConsumeRefused {
 }
 
 impl QueueState {
+    /// Notes in the log that a stored message went out: settled at once for a no-ack consumer,
+    /// marked delivered otherwise (so a recovered copy says `redelivered`). Written, not synced.
+    fn record_delivery(&mut self, position: Position, no_ack: bool, redelivered: bool) {
+        let Some(log) = &mut self.log else {
+            return;
+        };
+        let written = match (no_ack, redelivered) {
+            (true, _) => log.settle(position),
+            (false, false) => log.mark_delivered(position),
+            (false, true) => Ok(()),
+        };
+        if let Err(e) = written {
+            error!(error = %e, "queue log: recording a delivery failed");
+        }
+    }
+
     fn len(&self) -> usize {
         self.ready.len() + self.requeued.len()
     }
@@ -96,6 +134,9 @@ impl QueueState {
                     return;
                 };
                 self.next_consumer = (index + 1) % count;
+                if let Some(position) = entry.position {
+                    self.record_delivery(position, consumer.no_ack, entry.redelivered);
+                }
                 if let Err(entry) = consumer.send(entry) {
                     // The consumer's connection is gone; its cleanup will remove it.
                     self.push_front(entry);
@@ -114,7 +155,38 @@ impl Queue {
         Queue {
             name,
             options,
+            store: None,
             state: Mutex::new(QueueState::default()),
+        }
+    }
+
+    /// A durable queue backed by `log`, holding the messages recovered from it.
+    pub fn with_log(
+        name: ShortStr,
+        options: QueueOptions,
+        store: Arc<Store>,
+        log: Log,
+        recovered: impl IntoIterator<Item = (Recovered, Arc<Message>)>,
+    ) -> Queue {
+        let mut state = QueueState {
+            log: Some(log),
+            ..QueueState::default()
+        };
+        for (record, message) in recovered {
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.ready.push_back(Entry {
+                seq,
+                message,
+                redelivered: record.delivered,
+                position: Some(record.position),
+            });
+        }
+        Queue {
+            name,
+            options,
+            store: Some(store),
+            state: Mutex::new(state),
         }
     }
 
@@ -130,11 +202,26 @@ impl Queue {
         matches!(self.options.exclusive_owner, Some(owner) if owner != connection)
     }
 
-    /// Appends a message and dispatches. False if the queue was deleted meanwhile.
-    pub fn publish(&self, message: &Arc<Message>) -> bool {
+    /// Appends a message and dispatches. A persistent message in a durable queue is written to
+    /// the log first and its file handed to the group commit (`Logged`: the caller may wait for
+    /// the sync with [`Store::syncer`]).
+    pub fn publish(&self, message: &Arc<Message>, persistent: bool) -> Enqueued {
         let mut state = self.lock();
         if state.deleted {
-            return false;
+            return Enqueued::Deleted;
+        }
+        let mut position = None;
+        if let (true, Some(store), Some(log)) = (persistent, &self.store, &mut state.log) {
+            match log.append(&encode_message(message)) {
+                Ok(at) => {
+                    position = Some(at);
+                    store.syncer.dirty(log.take_dirty());
+                }
+                Err(e) => {
+                    error!(queue = %self.name, error = %e, "queue log: append failed");
+                    return Enqueued::Failed;
+                }
+            }
         }
         let seq = state.next_seq;
         state.next_seq += 1;
@@ -142,9 +229,37 @@ impl Queue {
             seq,
             message: Arc::clone(message),
             redelivered: false,
+            position,
         });
         state.dispatch();
-        true
+        match position {
+            Some(_) => Enqueued::Logged,
+            None => Enqueued::Queued,
+        }
+    }
+
+    /// The store of a durable queue.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    /// Records in the log that stored messages were acked or dropped (written; synced by the next
+    /// group commit, without waiting for it).
+    pub fn settle_stored(&self, positions: impl IntoIterator<Item = Position>) {
+        let mut state = self.lock();
+        let Some(log) = &mut state.log else {
+            return;
+        };
+        let mut wrote = false;
+        for position in positions {
+            wrote = true;
+            if let Err(e) = log.settle(position) {
+                error!(queue = %self.name, error = %e, "queue log: recording an ack failed");
+            }
+        }
+        if let (true, Some(store)) = (wrote, &self.store) {
+            store.syncer.dirty(log.take_dirty());
+        }
     }
 
     /// Puts taken messages back at their original places, marked redelivered, and dispatches.
@@ -193,9 +308,12 @@ impl Queue {
     }
 
     /// `basic.get`: the next message and how many remain.
-    pub fn get(&self) -> Option<(Entry, u32)> {
+    pub fn get(&self, no_ack: bool) -> Option<(Entry, u32)> {
         let mut state = self.lock();
         let entry = state.pop()?;
+        if let Some(position) = entry.position {
+            state.record_delivery(position, no_ack, entry.redelivered);
+        }
         Some((entry, saturating_u32(state.len())))
     }
 
@@ -212,8 +330,19 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut state = self.lock();
         let count = state.len();
-        state.ready.clear();
-        state.requeued.clear();
+        let ready = std::mem::take(&mut state.ready);
+        let requeued = std::mem::take(&mut state.requeued);
+        if let Some(log) = &mut state.log {
+            let stored = ready
+                .iter()
+                .chain(requeued.iter().map(|Reverse(entry)| entry))
+                .filter_map(|entry| entry.position);
+            for position in stored {
+                if let Err(e) = log.settle(position) {
+                    error!(queue = %self.name, error = %e, "queue log: recording a purge failed");
+                }
+            }
+        }
         saturating_u32(count)
     }
 
@@ -257,6 +386,11 @@ impl Queue {
         let count = saturating_u32(state.len());
         state.ready = VecDeque::new();
         state.requeued = BinaryHeap::new();
+        if let Some(log) = state.log.take() {
+            if let Err(e) = log.destroy() {
+                error!(queue = %self.name, error = %e, "queue log: deleting it failed");
+            }
+        }
         (std::mem::take(&mut state.consumers), count)
     }
 }

@@ -8,20 +8,28 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
+
+use tracing::{error, info, warn};
+use warren_protocol::table::decode_field_table;
 
 use warren_protocol::method::ShortStr;
 use warren_protocol::types::{AMQPValue, FieldTable};
 
 use super::arguments::{check_queue_arguments, ArgumentError};
 use super::consumer::Consumer;
+use super::durable::{decode_message, Definition};
 use super::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, LazyHeaders, Target,
 };
 use super::queue::{Queue, QueueOptions};
 use crate::error::Error;
+use crate::store::log::Log;
+use crate::store::{definitions, Store};
 
 /// The exchanges every vhost has.
 const BUILT_IN: [(&str, ExchangeKind); 6] = [
@@ -101,6 +109,8 @@ struct Topology {
 pub struct Vhost {
     pub name: String,
     topology: RwLock<Topology>,
+    /// Where durable things go: the store and this vhost's directory in it.
+    store: Option<(Arc<Store>, PathBuf)>,
     /// Seeds server-generated names.
     names: RandomState,
     next_name: AtomicU64,
@@ -129,6 +139,231 @@ impl Vhost {
             }),
             names: RandomState::new(),
             next_name: AtomicU64::new(0),
+            store: None,
+        }
+    }
+
+    /// A vhost whose durable exchanges, queues, bindings and persistent messages live in
+    /// `store`: recovers what the store holds (a damaged definitions file is an error).
+    pub fn open(name: &str, store: Arc<Store>) -> io::Result<Vhost> {
+        let dir = crate::store::vhost_dir(&store.data_dir, name);
+        let mut vhost = Vhost::new(name);
+        vhost.store = Some((store, dir));
+        vhost.recover()?;
+        Ok(vhost)
+    }
+
+    /// Applies the definitions file: exchanges, then queues (with their logs), then bindings.
+    fn recover(&self) -> io::Result<()> {
+        let Some((_, dir)) = &self.store else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let mut definitions = Vec::new();
+        for record in definitions::load(dir)? {
+            match Definition::decode(&record) {
+                Some(definition) => definitions.push(definition),
+                None => warn!(vhost = %self.name, "skipping an unreadable definition"),
+            }
+        }
+        let mut topology = self.write();
+        let (mut exchanges, mut queues, mut bindings, mut messages) = (0, 0, 0, 0);
+        for definition in &definitions {
+            if let Definition::Exchange {
+                name,
+                kind,
+                auto_delete,
+                internal,
+                arguments,
+            } = definition
+            {
+                let Some(kind) = ExchangeKind::parse(kind) else {
+                    warn!(vhost = %self.name, exchange = %name, "skipping an exchange of unknown type");
+                    continue;
+                };
+                let exchange = Exchange::new(
+                    name.clone(),
+                    kind,
+                    true,
+                    *auto_delete,
+                    *internal,
+                    arguments.clone(),
+                );
+                topology.exchanges.insert(name.clone(), exchange);
+                exchanges += 1;
+            }
+        }
+        for definition in &definitions {
+            if let Definition::Queue {
+                name,
+                auto_delete,
+                arguments,
+            } = definition
+            {
+                let options = QueueOptions {
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: *auto_delete,
+                    arguments: arguments.clone(),
+                    consumer_timeout: consumer_timeout(arguments),
+                };
+                let queue = self.new_queue(name.clone(), options)?;
+                messages += queue.counts().0;
+                topology.queues.insert(name.clone(), queue);
+                queues += 1;
+            }
+        }
+        for definition in definitions {
+            if let Definition::Binding {
+                source,
+                destination,
+                routing_key,
+                arguments,
+            } = definition
+            {
+                let target = match &destination {
+                    Destination::Queue(name) => {
+                        topology.queues.get(name).cloned().map(Target::Queue)
+                    }
+                    Destination::Exchange(name) => topology
+                        .exchanges
+                        .contains_key(name)
+                        .then(|| Target::Exchange(name.clone())),
+                };
+                let (Some(target), Some(exchange)) = (target, topology.exchanges.get_mut(&source))
+                else {
+                    warn!(vhost = %self.name, exchange = %source, "skipping a binding to something missing");
+                    continue;
+                };
+                let key = BindingKey {
+                    destination,
+                    routing_key,
+                    arguments: encode_arguments(&arguments),
+                };
+                exchange.bind(key, target, &arguments);
+                bindings += 1;
+            }
+        }
+        info!(
+            vhost = %self.name,
+            exchanges,
+            queues,
+            bindings,
+            messages,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered durable definitions and messages"
+        );
+        Ok(())
+    }
+
+    /// Creates a queue: with a log in the store if it is durable and not exclusive (its messages
+    /// left from before a restart are recovered into it).
+    fn new_queue(&self, name: ShortStr, options: QueueOptions) -> io::Result<Arc<Queue>> {
+        let Some((store, dir)) = &self.store else {
+            return Ok(Arc::new(Queue::new(name, options)));
+        };
+        if !options.durable || options.exclusive_owner.is_some() {
+            return Ok(Arc::new(Queue::new(name, options)));
+        }
+        let (log, recovery) = Log::open(
+            &crate::store::queue_dir(dir, name.as_bytes()),
+            store.segment_size,
+        )?;
+        let mut unreadable = Vec::new();
+        let mut recovered = Vec::with_capacity(recovery.records.len());
+        for record in recovery.records {
+            match decode_message(&record.payload) {
+                Some(message) => recovered.push((record, Arc::new(message))),
+                None => unreadable.push(record.position),
+            }
+        }
+        let queue = Arc::new(Queue::with_log(
+            name,
+            options,
+            Arc::clone(store),
+            log,
+            recovered,
+        ));
+        if !unreadable.is_empty() {
+            warn!(queue = %queue.name, count = unreadable.len(), "dropping unreadable messages from the log");
+            queue.settle_stored(unreadable);
+        }
+        Ok(queue)
+    }
+
+    /// Rewrites the definitions file after a change to something durable.
+    fn save(&self, topology: &Topology) {
+        let Some((_, dir)) = &self.store else {
+            return;
+        };
+        let durable_queue = |name: &ShortStr| {
+            topology
+                .queues
+                .get(name)
+                .is_some_and(|q| q.options.durable && q.options.exclusive_owner.is_none())
+        };
+        let durable_exchange = |name: &ShortStr| {
+            topology
+                .exchanges
+                .get(name)
+                .is_some_and(|x| x.durable && !name.is_empty())
+        };
+        let mut records = Vec::new();
+        for exchange in topology.exchanges.values() {
+            if exchange.durable && !is_built_in(&exchange.name) && !exchange.name.is_empty() {
+                records.push(
+                    Definition::Exchange {
+                        name: exchange.name.clone(),
+                        kind: exchange.kind.name().to_owned(),
+                        auto_delete: exchange.auto_delete,
+                        internal: exchange.internal,
+                        arguments: exchange.arguments.clone(),
+                    }
+                    .encode(),
+                );
+            }
+        }
+        for queue in topology.queues.values() {
+            if durable_queue(&queue.name) {
+                records.push(
+                    Definition::Queue {
+                        name: queue.name.clone(),
+                        auto_delete: queue.options.auto_delete,
+                        arguments: queue.options.arguments.clone(),
+                    }
+                    .encode(),
+                );
+            }
+        }
+        for exchange in topology.exchanges.values() {
+            if !durable_exchange(&exchange.name) {
+                continue;
+            }
+            for binding in exchange.bindings() {
+                let durable = match &binding.destination {
+                    Destination::Queue(name) => durable_queue(name),
+                    Destination::Exchange(name) => durable_exchange(name),
+                };
+                if !durable {
+                    continue;
+                }
+                let arguments = match binding.arguments.is_empty() {
+                    true => FieldTable::default(),
+                    false => decode_field_table(&binding.arguments).unwrap_or_default(),
+                };
+                records.push(
+                    Definition::Binding {
+                        source: exchange.name.clone(),
+                        destination: binding.destination.clone(),
+                        routing_key: binding.routing_key.clone(),
+                        arguments,
+                    }
+                    .encode(),
+                );
+            }
+        }
+        if let Err(e) = definitions::save(dir, &records) {
+            error!(vhost = %self.name, error = %e, "saving the durable definitions failed");
         }
     }
 
@@ -259,7 +494,11 @@ impl Vhost {
             declare.internal,
             declare.arguments,
         );
+        let durable = exchange.durable;
         topology.exchanges.insert(declare.name, exchange);
+        if durable {
+            self.save(&topology);
+        }
         Ok(())
     }
 
@@ -284,7 +523,11 @@ impl Vhost {
                 self.name
             )));
         }
+        let durable = exchange.durable;
         topology.remove_exchange(name);
+        if durable {
+            self.save(&topology);
+        }
         Ok(())
     }
 
@@ -359,23 +602,21 @@ impl Vhost {
                 declare.name
             )));
         }
-        let consumer_timeout = declare
-            .arguments
-            .inner()
-            .get("x-consumer-timeout")
-            .and_then(integer)
-            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
-        let queue = Arc::new(Queue::new(
-            declare.name.clone(),
-            QueueOptions {
-                durable: declare.durable,
-                exclusive_owner: owner,
-                auto_delete: declare.auto_delete,
-                arguments: declare.arguments,
-                consumer_timeout,
-            },
-        ));
+        let consumer_timeout = consumer_timeout(&declare.arguments);
+        let options = QueueOptions {
+            durable: declare.durable,
+            exclusive_owner: owner,
+            auto_delete: declare.auto_delete,
+            arguments: declare.arguments,
+            consumer_timeout,
+        };
+        let queue = self
+            .new_queue(declare.name.clone(), options)
+            .map_err(|e| Error::Internal(format!("cannot open the queue's log: {e}")))?;
         topology.queues.insert(declare.name, Arc::clone(&queue));
+        if queue.options.durable && owner.is_none() {
+            self.save(&topology);
+        }
         Ok(declared(&queue))
     }
 
@@ -420,7 +661,11 @@ impl Vhost {
                 self.name
             )));
         }
+        let durable = queue.options.durable;
         let (consumers, count) = topology.remove_queue(name);
+        if durable {
+            self.save(&topology);
+        }
         Ok((count, consumers))
     }
 
@@ -432,6 +677,9 @@ impl Vhost {
         if current.is_some_and(|q| Arc::ptr_eq(q, queue)) && !queue.has_consumers() {
             let (consumers, _) = topology.remove_queue(&queue.name);
             cancel_all(consumers);
+            if queue.options.durable {
+                self.save(&topology);
+            }
         }
     }
 
@@ -476,7 +724,9 @@ impl Vhost {
             routing_key,
             arguments: encode_arguments(arguments),
         };
-        exchange.bind(key, target, arguments);
+        if exchange.bind(key, target, arguments) && exchange.durable {
+            self.save(&topology);
+        }
         Ok(())
     }
 
@@ -509,7 +759,11 @@ impl Vhost {
             arguments: encode_arguments(arguments),
         };
         if exchange.unbind(&key, &target) {
+            let durable = exchange.durable;
             topology.auto_delete_exchange(source);
+            if durable {
+                self.save(&topology);
+            }
         }
         Ok(())
     }
@@ -693,6 +947,15 @@ pub fn integer(value: &AMQPValue) -> Option<i128> {
         AMQPValue::LongLongInt(v) => i128::from(*v),
         _ => return None,
     })
+}
+
+/// `x-consumer-timeout` (ms), already checked to be a non-negative integer.
+fn consumer_timeout(arguments: &FieldTable) -> Option<Duration> {
+    arguments
+        .inner()
+        .get("x-consumer-timeout")
+        .and_then(integer)
+        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
 }
 
 /// Compares a redeclared argument as RabbitMQ does: integers of any width are equal when their

@@ -205,12 +205,24 @@ impl Connection {
                 (Some(channels), Outbound::Cancelled { consumer }) => {
                     channels.cancelled(&mut self.write_buf, consumer)
                 }
+                (
+                    Some(channels),
+                    Outbound::Synced {
+                        channel,
+                        epoch,
+                        tag,
+                        ok,
+                    },
+                ) => channels.synced(channel, epoch, tag, ok),
                 (None, message) => give_back(message),
             }
             handled += 1;
             if handled < OUTBOX_BATCH && self.write_buf.len() < WRITE_HIGH_WATER {
                 next = outbound.try_recv().ok();
             }
+        }
+        if let Some(channels) = &mut self.channels {
+            channels.flush(&mut self.write_buf);
         }
     }
 

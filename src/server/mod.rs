@@ -26,6 +26,8 @@ pub use auth::{User, Users};
 use channel::Limits;
 
 use crate::broker::Broker;
+use crate::store::sync::Syncer;
+use crate::store::Store;
 pub use handshake::Tuning;
 
 /// How long shutdown waits for connections to finish their close handshake.
@@ -47,6 +49,8 @@ pub struct ServerOptions {
     pub unacked_timeout_action: UnackedTimeoutAction,
     /// The largest message body accepted from a publisher (bytes).
     pub max_message_size: u64,
+    /// The size of a durable queue's log segment files (bytes).
+    pub segment_size: u64,
 }
 
 /// What the broker does with a delivery left unacknowledged past its timeout.
@@ -72,6 +76,7 @@ impl Default for ServerOptions {
             unacked_timeout: Duration::from_secs(30 * 60),
             unacked_timeout_action: UnackedTimeoutAction::Redeliver,
             max_message_size: 128 * 1024 * 1024,
+            segment_size: 8 * 1024 * 1024,
         }
     }
 }
@@ -96,12 +101,18 @@ impl Server {
     /// Creates the data directory if needed and binds the listener.
     pub async fn bind(options: ServerOptions) -> io::Result<Server> {
         std::fs::create_dir_all(&options.data_dir)?;
+        let store = Arc::new(Store {
+            data_dir: options.data_dir.clone(),
+            segment_size: options.segment_size,
+            syncer: Syncer::start()?,
+        });
+        let broker = Broker::open(&options.vhosts, &store)?;
         let listener = TcpListener::bind(&options.listen).await?;
         let context = Arc::new(Context {
             tuning: options.tuning,
             handshake_timeout: options.handshake_timeout,
             users: options.users,
-            broker: Broker::new(&options.vhosts),
+            broker,
             limits: Limits {
                 max_message_size: options.max_message_size,
                 unacked_timeout: options.unacked_timeout,

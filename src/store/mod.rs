@@ -22,6 +22,14 @@ pub mod sync;
 
 use std::path::{Path, PathBuf};
 
+/// What every durable queue's log shares: where logs live, their segment size, the group commit.
+#[derive(Debug)]
+pub struct Store {
+    pub data_dir: PathBuf,
+    pub segment_size: u64,
+    pub syncer: sync::Syncer,
+}
+
 /// A stable directory name for a vhost or queue name: FNV-1a, 64 bits, as 16 hex digits. Stable
 /// across runs and platforms (unlike the standard library's hasher).
 pub fn id(name: &[u8]) -> String {

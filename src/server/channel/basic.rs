@@ -11,18 +11,25 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::time::Instant;
 use warren_protocol::content::{encode_body, encode_content_header, publish_checks};
-use warren_protocol::method::{
-    encode_ack, encode_deliver, encode_method, Ack, Deliver, Publish, ShortStr,
-};
+use warren_protocol::method::{encode_deliver, encode_method, Deliver, Publish, ShortStr};
 use warren_protocol::spec::{basic, confirm, tx, AMQPClass};
 
+use super::confirm::{Confirms, Outcome};
 use super::content::{Complete, Content};
 use super::unacked::Delivery;
 use super::{settle, Channel, Channels, Mode, Settle, Tx};
 use crate::broker::consumer::Consumer;
 use crate::broker::message::{Entry, Message};
-use crate::broker::queue::ConsumeRefused;
+use crate::broker::queue::{ConsumeRefused, Enqueued};
 use crate::error::{Error, ReplyCode};
+use crate::store::Store;
+
+/// Where a routed publish stands, for its confirm.
+struct Routed {
+    confirm: Outcome,
+    /// The store whose group commit a `Syncing` publish waits for.
+    store: Option<Arc<Store>>,
+}
 
 /// The largest message TTL RabbitMQ accepts (ms).
 const MAX_TTL: i64 = 4_294_967_295;
@@ -67,15 +74,6 @@ pub(super) fn send_cancel(out: &mut BytesMut, number: u16, consumer_tag: &ShortS
     send(out, number, basic::AMQPMethod::Cancel(cancel));
 }
 
-/// Confirms the publishes `first..=last` with one ack.
-pub(super) fn send_confirm(out: &mut BytesMut, number: u16, first: u64, last: u64) {
-    let ack = Ack {
-        delivery_tag: last,
-        multiple: last > first,
-    };
-    encode_ack(out, number, &ack);
-}
-
 impl Channels {
     pub(super) fn start_publish(&mut self, number: u16, publish: Publish) -> Result<(), Error> {
         if publish.immediate {
@@ -97,7 +95,7 @@ impl Channels {
             properties,
             body,
         } = complete;
-        self.check_properties(&properties)?;
+        let persistent = self.check_properties(&properties)?;
         let message = Arc::new(Message::new(
             publish.exchange.as_str(),
             publish.routing_key.as_str(),
@@ -109,27 +107,29 @@ impl Channels {
                 .vhost
                 .check_publish(message.exchange().as_bytes())?;
             if let Mode::Tx(tx) = &mut self.open(number)?.mode {
-                tx.publishes.push((message, publish.mandatory));
+                tx.publishes.push((message, publish.mandatory, persistent));
             }
             return Ok(());
         }
-        self.route(out, number, &message, publish.mandatory)?;
-        if let Mode::Confirm { next_tag, pending } = &mut self.open(number)?.mode {
-            let tag = *next_tag;
-            *next_tag += 1;
-            *pending = Some(match *pending {
-                Some((first, _)) => (first, tag),
-                None => (tag, tag),
-            });
-            if pending.is_some_and(|(first, last)| first == last) {
-                self.confirms_due.push(number);
+        let outcome = self.route(out, number, &message, publish.mandatory, persistent)?;
+        let outbox = self.session.outbox.clone();
+        let channel = self.open(number)?;
+        let epoch = channel.epoch;
+        if let Mode::Confirm(confirms) = &mut channel.mode {
+            let tag = confirms.published(outcome.confirm);
+            if let (Outcome::Syncing, Some(store)) = (outcome.confirm, outcome.store) {
+                store.syncer.notify(Box::new(move |result| {
+                    outbox.synced(number, epoch, tag, result.is_ok());
+                }));
             }
+            self.confirms_due.push(number);
         }
         Ok(())
     }
 
-    /// RabbitMQ's checks of a published message's properties (406 on failure).
-    fn check_properties(&self, properties: &[u8]) -> Result<(), Error> {
+    /// RabbitMQ's checks of a published message's properties (406 on failure); whether the
+    /// message is persistent (delivery-mode 2).
+    fn check_properties(&self, properties: &[u8]) -> Result<bool, Error> {
         let checks = publish_checks(properties);
         if let Some(user_id) = checks.user_id {
             if user_id != self.session.user.as_bytes() {
@@ -159,7 +159,7 @@ impl Channels {
                 )));
             }
         }
-        Ok(())
+        Ok(checks.delivery_mode == Some(2))
     }
 
     /// Puts a message into every queue its exchange routes it to; returns it to the publisher
@@ -170,7 +170,8 @@ impl Channels {
         number: u16,
         message: &Arc<Message>,
         mandatory: bool,
-    ) -> Result<(), Error> {
+        persistent: bool,
+    ) -> Result<Routed, Error> {
         self.session.vhost.route(
             message.exchange().as_bytes(),
             message.routing_key().as_bytes(),
@@ -178,8 +179,23 @@ impl Channels {
             &mut self.route,
         )?;
         let mut routed = false;
+        let mut result = Routed {
+            confirm: Outcome::Safe,
+            store: None,
+        };
         for queue in self.route.queues.drain(..) {
-            routed |= queue.publish(message);
+            match queue.publish(message, persistent) {
+                Enqueued::Queued => routed = true,
+                Enqueued::Logged => {
+                    routed = true;
+                    if result.confirm == Outcome::Safe {
+                        result.confirm = Outcome::Syncing;
+                    }
+                    result.store = queue.store().cloned();
+                }
+                Enqueued::Failed => result.confirm = Outcome::Failed,
+                Enqueued::Deleted => {}
+            }
         }
         if !routed && mandatory {
             let code = ReplyCode::NoRoute;
@@ -194,7 +210,7 @@ impl Channels {
             encode_content_header(out, number, body.len() as u64, message.properties());
             encode_body(out, number, body, self.session.frame_max);
         }
-        Ok(())
+        Ok(result)
     }
 
     pub(super) fn basic_method(
@@ -367,7 +383,7 @@ impl Channels {
             .consumer_timeout
             .unwrap_or(self.session.limits.unacked_timeout);
         let channel = self.open(number)?;
-        let Some((entry, message_count)) = queue.get() else {
+        let Some((entry, message_count)) = queue.get(get.no_ack) else {
             send(out, number, basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
             return Ok(());
         };
@@ -452,13 +468,8 @@ impl Channels {
                     "cannot switch from tx to confirm mode".into(),
                 ))
             }
-            Mode::Plain => {
-                channel.mode = Mode::Confirm {
-                    next_tag: 1,
-                    pending: None,
-                }
-            }
-            Mode::Confirm { .. } => {}
+            Mode::Plain => channel.mode = Mode::Confirm(Confirms::new()),
+            Mode::Confirm(_) => {}
         }
         if !select.nowait {
             let ok = AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {}));
@@ -477,7 +488,7 @@ impl Channels {
         let reply = match method {
             tx::AMQPMethod::Select(_) => {
                 match channel.mode {
-                    Mode::Confirm { .. } => {
+                    Mode::Confirm(_) => {
                         return Err(Error::PreconditionFailed(
                             "cannot switch from confirm to tx mode".into(),
                         ))
@@ -490,8 +501,8 @@ impl Channels {
             tx::AMQPMethod::Commit(_) => {
                 let tx = take_tx(channel)?;
                 settle_committed(channel, tx.settles);
-                for (message, mandatory) in tx.publishes {
-                    self.route(out, number, &message, mandatory)?;
+                for (message, mandatory, persistent) in tx.publishes {
+                    self.route(out, number, &message, mandatory, persistent)?;
                 }
                 tx::AMQPMethod::CommitOk(tx::CommitOk {})
             }

@@ -13,6 +13,7 @@
 //! ([`Channels::release`]): nothing it held is lost, nothing waits for the socket to go.
 
 mod basic;
+mod confirm;
 mod content;
 mod declare;
 mod unacked;
@@ -74,19 +75,15 @@ enum ChannelState {
 enum Mode {
     #[default]
     Plain,
-    Confirm {
-        /// The delivery tag of the next publish.
-        next_tag: u64,
-        /// Confirmed tags not yet acked to the client: (first, last).
-        pending: Option<(u64, u64)>,
-    },
+    Confirm(confirm::Confirms),
     Tx(Tx),
 }
 
 /// Work held until `tx.commit`.
 #[derive(Debug, Default)]
 struct Tx {
-    publishes: Vec<(Arc<Message>, bool)>,
+    /// Message, mandatory, persistent.
+    publishes: Vec<(Arc<Message>, bool, bool)>,
     settles: Vec<(Delivery, Settle)>,
 }
 
@@ -100,6 +97,9 @@ enum Settle {
 
 #[derive(Debug)]
 struct Channel {
+    /// Tells this channel from an earlier one that had the same number (for replies that arrive
+    /// later, such as group-commit confirms).
+    epoch: u64,
     state: ChannelState,
     /// A publish whose content is still arriving.
     content: Option<Content>,
@@ -115,8 +115,9 @@ struct Channel {
 }
 
 impl Channel {
-    fn new() -> Channel {
+    fn new(epoch: u64) -> Channel {
         Channel {
+            epoch,
             state: ChannelState::Open,
             content: None,
             credit: Arc::new(ChannelCredit::default()),
@@ -154,6 +155,7 @@ pub(crate) struct Channels {
     route: RouteScratch,
     /// Channels with publisher confirms to send at the next [`Channels::flush`].
     confirms_due: Vec<u16>,
+    next_epoch: u64,
 }
 
 fn reply(out: &mut BytesMut, number: u16, method: channel::AMQPMethod) {
@@ -168,6 +170,7 @@ impl Channels {
             session,
             route: RouteScratch::default(),
             confirms_due: Vec::new(),
+            next_epoch: 1,
         }
     }
 
@@ -320,7 +323,8 @@ impl Channels {
                 if self.slots.len() <= index {
                     self.slots.resize_with(index + 1, || None);
                 }
-                self.slots[index] = Some(Channel::new());
+                self.slots[index] = Some(Channel::new(self.next_epoch));
+                self.next_epoch += 1;
                 reply(out, number, channel::AMQPMethod::OpenOk(channel::OpenOk {}));
                 Ok(())
             }
@@ -479,23 +483,39 @@ impl Channels {
         }
     }
 
-    /// Sends the publisher confirms gathered since the last flush, one ack per channel.
+    /// Sends the publisher confirms that became due since the last flush.
     pub(crate) fn flush(&mut self, out: &mut BytesMut) {
-        let due = std::mem::take(&mut self.confirms_due);
+        let mut due = std::mem::take(&mut self.confirms_due);
+        due.sort_unstable();
+        due.dedup();
         for &number in &due {
             if let Some(Channel {
                 state: ChannelState::Open,
-                mode: Mode::Confirm { pending, .. },
+                mode: Mode::Confirm(confirms),
                 ..
             }) = self.slot_mut(number)
             {
-                if let Some((first, last)) = pending.take() {
-                    basic::send_confirm(out, number, first, last);
-                }
+                confirms.flush(out, number);
             }
         }
+        due.clear();
         self.confirms_due = due;
-        self.confirms_due.clear();
+    }
+
+    /// The group commit reported on a publish of channel `number`.
+    pub(crate) fn synced(&mut self, number: u16, epoch: u64, tag: u64, ok: bool) {
+        if let Some(Channel {
+            state: ChannelState::Open,
+            mode: Mode::Confirm(confirms),
+            epoch: current,
+            ..
+        }) = self.slot_mut(number)
+        {
+            if *current == epoch {
+                confirms.synced(tag, ok);
+                self.confirms_due.push(number);
+            }
+        }
     }
 
     /// The earliest unacked-timeout deadline of any channel.
@@ -567,6 +587,9 @@ fn settle(deliveries: Vec<Delivery>, how: Settle) {
             consumer.settled(1);
         }
         if how != Settle::Requeue {
+            if let Some(position) = delivery.entry.position {
+                delivery.queue.settle_stored([position]);
+            }
             continue;
         }
         let same = run_queue

@@ -192,6 +192,7 @@ mod tests {
                 seq,
                 message,
                 redelivered: false,
+                position: None,
             },
             queue: Arc::clone(queue),
             consumer: None,

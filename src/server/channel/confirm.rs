@@ -1,0 +1,148 @@
+//! Publisher confirms of one channel: which publishes are safe, which wait for the group commit,
+//! and the acks and nacks still to send.
+//!
+//! A publish is safe when it is in every queue it was routed to and, for a persistent message in
+//! a durable queue, synced to disk. Safe publishes are acked in order with one `basic.ack`
+//! (`multiple` when it covers more than one): an ack never covers a tag still waiting for its
+//! sync. Publishes that failed are nacked one by one, before the next ack.
+
+use std::collections::BTreeSet;
+
+use bytes::BytesMut;
+use warren_protocol::method::encode_method;
+use warren_protocol::spec::{basic, AMQPClass};
+
+/// The confirm state of a channel in confirm mode.
+#[derive(Debug)]
+pub(super) struct Confirms {
+    /// The delivery tag of the next publish.
+    next_tag: u64,
+    /// Every tag up to this one has been acked or nacked to the client.
+    acked_through: u64,
+    /// Tags waiting for the group commit.
+    waiting: BTreeSet<u64>,
+    /// Tags to nack at the next flush.
+    nacks: Vec<u64>,
+}
+
+/// What became of one publish, for its confirm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Safe,
+    /// Safe once the group commit reports back.
+    Syncing,
+    Failed,
+}
+
+impl Confirms {
+    pub fn new() -> Confirms {
+        Confirms {
+            next_tag: 1,
+            acked_through: 0,
+            waiting: BTreeSet::new(),
+            nacks: Vec::new(),
+        }
+    }
+
+    /// Records a publish; returns its delivery tag.
+    pub fn published(&mut self, outcome: Outcome) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        match outcome {
+            Outcome::Safe => {}
+            Outcome::Syncing => {
+                self.waiting.insert(tag);
+            }
+            Outcome::Failed => self.nacks.push(tag),
+        }
+        tag
+    }
+
+    /// The group commit reported on `tag`.
+    pub fn synced(&mut self, tag: u64, ok: bool) {
+        if self.waiting.remove(&tag) && !ok {
+            self.nacks.push(tag);
+        }
+    }
+
+    /// Writes the nacks and the one ack now due.
+    pub fn flush(&mut self, out: &mut BytesMut, number: u16) {
+        for tag in self.nacks.drain(..) {
+            let nack = basic::Nack {
+                delivery_tag: tag,
+                multiple: false,
+                requeue: false,
+            };
+            encode_method(
+                out,
+                number,
+                &AMQPClass::Basic(basic::AMQPMethod::Nack(nack)),
+            );
+        }
+        let through = match self.waiting.first() {
+            Some(first) => first - 1,
+            None => self.next_tag - 1,
+        };
+        if through > self.acked_through {
+            let ack = warren_protocol::method::Ack {
+                delivery_tag: through,
+                multiple: through > self.acked_through + 1,
+            };
+            warren_protocol::method::encode_ack(out, number, &ack);
+            self.acked_through = through;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_protocol::frame::parse_frame;
+    use warren_protocol::method::{decode_method, Method};
+
+    /// The (tag, multiple, is_ack) of every ack/nack written.
+    fn sent(out: &mut BytesMut) -> Vec<(u64, bool, bool)> {
+        let mut seen = Vec::new();
+        while let Ok(Some(frame)) = parse_frame(out, 131_072) {
+            match decode_method(&frame.payload) {
+                Ok(Method::Ack(ack)) => seen.push((ack.delivery_tag, ack.multiple, true)),
+                Ok(Method::Other(AMQPClass::Basic(basic::AMQPMethod::Nack(nack)))) => {
+                    seen.push((nack.delivery_tag, nack.multiple, false))
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn an_ack_never_covers_a_tag_waiting_for_its_sync() {
+        let mut confirms = Confirms::new();
+        let mut out = BytesMut::new();
+        assert_eq!(confirms.published(Outcome::Safe), 1);
+        assert_eq!(confirms.published(Outcome::Syncing), 2);
+        assert_eq!(confirms.published(Outcome::Safe), 3);
+        confirms.flush(&mut out, 1);
+        assert_eq!(sent(&mut out), [(1, false, true)]);
+        confirms.synced(2, true);
+        confirms.flush(&mut out, 1);
+        assert_eq!(sent(&mut out), [(3, true, true)]);
+        confirms.flush(&mut out, 1);
+        assert_eq!(sent(&mut out), []);
+    }
+
+    #[test]
+    fn failures_are_nacked_alone_before_the_next_ack() {
+        let mut confirms = Confirms::new();
+        let mut out = BytesMut::new();
+        confirms.published(Outcome::Syncing);
+        confirms.published(Outcome::Failed);
+        confirms.published(Outcome::Safe);
+        confirms.synced(1, false);
+        confirms.flush(&mut out, 1);
+        assert_eq!(
+            sent(&mut out),
+            [(2, false, false), (1, false, false), (3, true, true)]
+        );
+    }
+}

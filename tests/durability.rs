@@ -1,0 +1,324 @@
+//! Durability: what a broker confirmed survives `kill -9`, and what a consumer acked stays gone.
+//!
+//! These tests run the real `warren` binary (so that it can be killed) on one data directory,
+//! round after round: drain and check what the previous round confirmed, then publish persistent
+//! messages with confirms until the broker is killed at a varying moment.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+const QUEUE: &str = "crash-test";
+
+struct Warren {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Warren {
+    fn start(data_dir: &Path) -> Warren {
+        let addr = free_addr();
+        let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["--listen", &addr.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start warren");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "warren did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Warren { child, addr }
+    }
+
+    fn uri(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Warren {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+fn data_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warren-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Takes every message in the queue (acking each), as (round, seq) pairs in queue order.
+async fn drain(uri: &str) -> Vec<(u32, u64)> {
+    let connection = Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    declare(&channel).await;
+    let mut seen = Vec::new();
+    while let Some(message) = channel
+        .basic_get(QUEUE.into(), BasicGetOptions::default())
+        .await
+        .expect("basic.get")
+    {
+        let text = String::from_utf8_lossy(&message.delivery.data).into_owned();
+        let (round, seq) = text.split_once(':').expect("round:seq body");
+        seen.push((round.parse().expect("round"), seq.parse().expect("seq")));
+        message
+            .delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack");
+    }
+    // A clean close: every ack above has been handled once close-ok arrives.
+    connection
+        .close(200, "drained".into())
+        .await
+        .expect("close");
+    seen
+}
+
+async fn declare(channel: &lapin::Channel) {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(QUEUE.into(), durable, FieldTable::default())
+        .await
+        .expect("declare");
+}
+
+/// Publishes `round:seq` persistent messages with confirms, 50 in flight, until the connection
+/// fails; returns the sequence numbers the broker confirmed.
+async fn publish_until_killed(uri: String, round: u32) -> Vec<u64> {
+    let Ok(connection) = Connection::connect(&uri, ConnectionProperties::default()).await else {
+        return Vec::new();
+    };
+    let channel = connection.create_channel().await.expect("channel");
+    declare(&channel).await;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm.select");
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    let mut confirmed = Vec::new();
+    let mut seq = 0u64;
+    loop {
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            let body = format!("{round}:{seq}");
+            let publish = channel
+                .basic_publish(
+                    "".into(),
+                    QUEUE.into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    persistent.clone(),
+                )
+                .await;
+            match publish {
+                Ok(confirm) => batch.push((seq, confirm)),
+                Err(_) => return confirmed,
+            }
+            seq += 1;
+        }
+        for (seq, confirm) in batch {
+            match confirm.await {
+                Ok(confirmation) if confirmation.is_ack() => confirmed.push(seq),
+                _ => return confirmed,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_confirmed_message_survives_kill_9_and_acked_ones_stay_gone() {
+    let dir = data_dir("crash");
+    let kill_after_ms = [40u64, 150, 90, 300, 220, 10];
+    let mut expected: Vec<u64> = Vec::new();
+    let mut total_confirmed = 0;
+    for (round, &delay) in kill_after_ms.iter().enumerate() {
+        let round = round as u32;
+        let warren = Warren::start(&dir);
+        let seen = drain(&warren.uri()).await;
+        if round > 0 {
+            let previous = round - 1;
+            assert!(
+                seen.iter().all(|&(r, _)| r == previous),
+                "round {round}: messages acked in an earlier round came back: {:?}",
+                seen.iter()
+                    .filter(|&&(r, _)| r != previous)
+                    .take(5)
+                    .collect::<Vec<_>>()
+            );
+            let seqs: Vec<u64> = seen.iter().map(|&(_, s)| s).collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "round {round}: out of order or duplicated: {seqs:?}"
+            );
+            let present: BTreeSet<u64> = seqs.iter().copied().collect();
+            let lost: Vec<u64> = expected
+                .iter()
+                .copied()
+                .filter(|s| !present.contains(s))
+                .collect();
+            assert!(
+                lost.is_empty(),
+                "round {round}: {} confirmed messages lost after kill -9, first {:?}",
+                lost.len(),
+                &lost[..lost.len().min(10)]
+            );
+        }
+        let publisher = tokio::spawn(publish_until_killed(warren.uri(), round));
+        tokio::time::sleep(Duration::from_millis(delay + 100)).await;
+        warren.kill();
+        expected = tokio::time::timeout(Duration::from_secs(20), publisher)
+            .await
+            .expect("publisher ends once the broker is gone")
+            .expect("publisher task");
+        eprintln!(
+            "round {round}: drained {} from the previous round, {} confirmed before kill -9 after {} ms",
+            seen.len(),
+            expected.len(),
+            delay + 100
+        );
+        total_confirmed += expected.len();
+    }
+    assert!(
+        total_confirmed > 0,
+        "no publish was ever confirmed: the test proved nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_topology_survives_a_restart_and_transient_things_do_not() {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+    let dir = data_dir("topology");
+    let warren = Warren::start(&dir);
+    let connection = Connection::connect(&warren.uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let durable_x = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            "orders".into(),
+            lapin::ExchangeKind::Topic,
+            durable_x,
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange");
+    channel
+        .exchange_declare(
+            "scratch".into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("transient exchange");
+    for (queue, durable) in [("payments", true), ("tmp", false)] {
+        let options = QueueDeclareOptions {
+            durable,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .expect("queue");
+        channel
+            .queue_bind(
+                queue.into(),
+                "orders".into(),
+                "order.#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+    }
+    connection.close(200, "bye".into()).await.expect("close");
+    warren.kill();
+
+    let warren = Warren::start(&dir);
+    let connection = Connection::connect(&warren.uri(), ConnectionProperties::default())
+        .await
+        .expect("connect again");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let confirm = channel
+        .basic_publish(
+            "orders".into(),
+            "order.created".into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            b"after restart",
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack());
+    assert!(
+        confirm.take_message().is_none(),
+        "the recovered binding routes it"
+    );
+    let got = channel
+        .basic_get("payments".into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("get")
+        .expect("the message reached the recovered durable queue");
+    assert_eq!(got.delivery.data, b"after restart");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let gone = channel
+        .queue_declare("tmp".into(), passive, FieldTable::default())
+        .await;
+    assert!(
+        gone.is_err(),
+        "a transient queue does not survive a restart"
+    );
+    drop(connection);
+    warren.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
+}
