@@ -322,3 +322,183 @@ async fn durable_topology_survives_a_restart_and_transient_things_do_not() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("log"));
 }
+
+/// Publishes `count` messages of `size` bytes (`n:` then filler) with confirms.
+async fn publish_backlog(
+    channel: &lapin::Channel,
+    queue: &str,
+    count: usize,
+    size: usize,
+    persistent: bool,
+) {
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let properties = BasicProperties::default().with_delivery_mode(if persistent { 2 } else { 1 });
+    let mut confirms = Vec::new();
+    for n in 0..count {
+        let mut body = format!("{n}:").into_bytes();
+        body.resize(size, b'.');
+        confirms.push(
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties.clone(),
+                )
+                .await
+                .expect("publish"),
+        );
+        if confirms.len() == 500 {
+            for confirm in confirms.drain(..) {
+                assert!(confirm.await.expect("confirm").is_ack());
+            }
+        }
+    }
+    for confirm in confirms {
+        assert!(confirm.await.expect("confirm").is_ack());
+    }
+}
+
+/// Takes `count` messages with basic.get, checking their order and size.
+async fn drain_in_order(channel: &lapin::Channel, queue: &str, count: usize, size: usize) {
+    for n in 0..count {
+        let message = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+            .unwrap_or_else(|| panic!("message {n} of {count} is missing"));
+        let data = &message.delivery.data;
+        assert_eq!(data.len(), size, "message {n}");
+        let prefix = format!("{n}:");
+        assert!(
+            data.starts_with(prefix.as_bytes()),
+            "message {n} out of order"
+        );
+    }
+    let rest = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get");
+    assert!(rest.is_none(), "more messages than were published");
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_past_the_memory_window_lives_on_disk_and_drains_in_order() {
+    let dir = data_dir("window");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let options = warren::ServerOptions {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.clone(),
+        queue_memory_window: 64 * 1024,
+        ..warren::ServerOptions::default()
+    };
+    let server = warren::Server::bind(options).await.expect("bind");
+    let addr = server.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let uri = format!("amqp://guest:guest@{addr}/%2f");
+    let connection = Connection::connect(&uri, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let (count, size) = (3000, 1024);
+    for (queue, durable) in [("paged-durable", true), ("paged-transient", false)] {
+        let options = QueueDeclareOptions {
+            durable,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .expect("declare");
+    }
+    publish_backlog(&channel, "paged-durable", count, size, true).await;
+    let channel2 = connection.create_channel().await.expect("channel");
+    publish_backlog(&channel2, "paged-transient", count, size, false).await;
+    // 3 MB each went to disk: the durable log, and a spill log for the non-durable queue.
+    assert!(
+        dir_size(&dir.join("vhosts")) > 3_000_000,
+        "durable backlog on disk"
+    );
+    assert!(
+        dir_size(&dir.join("spill")) > 2_500_000,
+        "transient backlog paged out"
+    );
+    drain_in_order(&channel, "paged-durable", count, size).await;
+    drain_in_order(&channel, "paged-transient", count, size).await;
+    connection.close(200, "bye".into()).await.expect("close");
+    let _ = stop.send(());
+    let _ = task.await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The issue's backlog check, scaled by `WARREN_BACKLOG` (default 200,000 messages of 1 KiB):
+/// the broker's RSS stays bounded while the backlog is on disk, and it drains in order.
+/// `WARREN_BACKLOG=1000000 cargo test --release --test durability -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: minutes and gigabytes at full scale"]
+async fn backlog_rss_stays_bounded() {
+    let count: usize = std::env::var("WARREN_BACKLOG")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
+    let dir = data_dir("backlog");
+    let warren = Warren::start(&dir);
+    let pid = warren.child.id();
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let connection = Connection::connect(&warren.uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    declare(&channel).await;
+    let started = Instant::now();
+    publish_backlog(&channel, QUEUE, count, 1024, true).await;
+    let published = started.elapsed();
+    let backlog_rss = rss();
+    let started = Instant::now();
+    drain_in_order(&channel, QUEUE, count, 1024).await;
+    let drained = started.elapsed();
+    eprintln!(
+        "backlog of {count} x 1 KiB: published in {published:?}, broker RSS {backlog_rss} kB, \
+         drained in {drained:?} (basic.get, one at a time), RSS after {} kB",
+        rss()
+    );
+    assert!(
+        backlog_rss < 300_000,
+        "RSS {backlog_rss} kB with the backlog on disk"
+    );
+    drop(connection);
+    warren.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
+}

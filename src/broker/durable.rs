@@ -4,7 +4,8 @@
 //!
 //! Strings are short strings (`u8` length, bytes); field tables are in their AMQP encoding (with
 //! their `u32` length). Definitions: a kind byte (1 exchange, 2 queue, 3 binding) and the fields
-//! below. Messages: version byte 1, exchange, routing key, `u32` property length, properties, body.
+//! below. Messages: a kind byte (1 persistent, 2 transient: paged out, not to be recovered),
+//! exchange, routing key, `u32` property length, properties, body.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_protocol::method::ShortStr;
@@ -17,7 +18,8 @@ use super::message::Message;
 const EXCHANGE: u8 = 1;
 const QUEUE: u8 = 2;
 const BINDING: u8 = 3;
-const MESSAGE_V1: u8 = 1;
+const MESSAGE_PERSISTENT: u8 = 1;
+const MESSAGE_TRANSIENT: u8 = 2;
 
 /// One entry of the definitions file.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,14 +145,17 @@ impl Definition {
     }
 }
 
-/// A message as its queue's log stores it.
-pub fn encode_message(message: &Message) -> Vec<u8> {
+/// A message as its queue's log stores it; `persistent` says whether it is to be recovered.
+pub fn encode_message(message: &Message, persistent: bool) -> Vec<u8> {
     let properties = message.properties();
     let body = message.body();
     let mut out = BytesMut::with_capacity(
         8 + message.exchange().len() + message.routing_key().len() + properties.len() + body.len(),
     );
-    out.put_u8(MESSAGE_V1);
+    out.put_u8(match persistent {
+        true => MESSAGE_PERSISTENT,
+        false => MESSAGE_TRANSIENT,
+    });
     put_short(&mut out, message.exchange().as_bytes());
     put_short(&mut out, message.routing_key().as_bytes());
     out.put_u32(properties.len() as u32);
@@ -159,23 +164,27 @@ pub fn encode_message(message: &Message) -> Vec<u8> {
     out.to_vec()
 }
 
-/// A message read back from a log; `None` if the record is not one.
-pub fn decode_message(record: &Bytes) -> Option<Message> {
+/// A message read back from a log, and whether it was persistent; `None` if the record is not
+/// one.
+pub fn decode_message(record: &Bytes) -> Option<(Message, bool)> {
     let mut r = Reader(record);
-    if r.u8()? != MESSAGE_V1 {
-        return None;
-    }
+    let persistent = match r.u8()? {
+        MESSAGE_PERSISTENT => true,
+        MESSAGE_TRANSIENT => false,
+        _ => return None,
+    };
     let exchange = r.short()?;
     let routing_key = r.short()?;
     let len = r.u32()? as usize;
     let properties = r.take(len)?;
     let body_at = record.len() - r.0.len();
-    Some(Message::new(
+    let message = Message::new(
         exchange.as_str(),
         routing_key.as_str(),
         properties,
         record.slice(body_at..),
-    ))
+    );
+    Some((message, persistent))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -256,14 +265,15 @@ mod tests {
         for size in [0, 10, 5000] {
             let body = Bytes::from(vec![3u8; size]);
             let message = Message::new("amq.direct", "key", &[0x10, 0], body);
-            let record = Bytes::from(encode_message(&message));
-            let back = decode_message(&record).expect("decodes");
+            let record = Bytes::from(encode_message(&message, size != 10));
+            let (back, persistent) = decode_message(&record).expect("decodes");
+            assert_eq!(persistent, size != 10);
             assert_eq!(back.exchange(), "amq.direct");
             assert_eq!(back.routing_key(), "key");
             assert_eq!(back.properties(), &[0x10, 0]);
             assert_eq!(back.body(), message.body());
             assert!(decode_message(&record.slice(..9)).is_none());
         }
-        assert!(decode_message(&Bytes::from_static(&[2, 0, 0])).is_none());
+        assert!(decode_message(&Bytes::from_static(&[3, 0, 0])).is_none());
     }
 }

@@ -23,7 +23,7 @@ use warren_protocol::types::FieldTable;
 use tracing::error;
 
 use super::consumer::Consumer;
-use super::durable::encode_message;
+use super::durable::{decode_message, encode_message};
 use super::message::{Entry, Message};
 use crate::store::log::{Log, Position, Recovered};
 use crate::store::Store;
@@ -62,11 +62,30 @@ pub enum Enqueued {
     Failed,
 }
 
+/// A ready message: in memory, or (paged out) only in the log.
+#[derive(Debug)]
+struct Slot {
+    seq: u64,
+    message: Option<Arc<Message>>,
+    redelivered: bool,
+    position: Option<Position>,
+}
+
+/// What a message costs in memory while a queue holds it (bytes, roughly).
+fn footprint(message: &Message) -> usize {
+    message.body().len() + message.properties().len() + 96
+}
+
 #[derive(Debug, Default)]
 struct QueueState {
-    /// The durable queue's log.
+    /// The durable queue's log, or the spill log of a non-durable queue whose backlog outgrew
+    /// its memory window.
     log: Option<Log>,
-    ready: VecDeque<Entry>,
+    /// `log` is a spill log: nothing in it survives a restart.
+    spill: bool,
+    ready: VecDeque<Slot>,
+    /// Bytes of messages `ready` holds in memory.
+    memory: usize,
     requeued: BinaryHeap<Reverse<Entry>>,
     next_seq: u64,
     consumers: Vec<Arc<Consumer>>,
@@ -105,10 +124,54 @@ impl QueueState {
         self.ready.len() + self.requeued.len()
     }
 
+    /// The next message: requeued ones first, then the ready list, reading paged-out messages
+    /// back from the log.
     fn pop(&mut self) -> Option<Entry> {
-        match self.requeued.pop() {
-            Some(Reverse(entry)) => Some(entry),
-            None => self.ready.pop_front(),
+        if let Some(Reverse(entry)) = self.requeued.pop() {
+            return Some(entry);
+        }
+        loop {
+            let slot = self.ready.pop_front()?;
+            let message = match slot.message {
+                Some(message) => {
+                    self.memory = self.memory.saturating_sub(footprint(&message));
+                    message
+                }
+                None => match self.load(slot.position) {
+                    Some(message) => message,
+                    None => continue,
+                },
+            };
+            return Some(Entry {
+                seq: slot.seq,
+                message,
+                redelivered: slot.redelivered,
+                position: slot.position,
+            });
+        }
+    }
+
+    /// Reads a paged-out message back; a record that cannot be read is dropped (and settled) with
+    /// an error in the log: the disk lost it.
+    fn load(&mut self, position: Option<Position>) -> Option<Arc<Message>> {
+        let (Some(log), Some(position)) = (&mut self.log, position) else {
+            return None;
+        };
+        let message = log
+            .read(position)
+            .ok()
+            .and_then(|record| decode_message(&record));
+        match message {
+            Some((message, _)) => Some(Arc::new(message)),
+            None => {
+                error!(
+                    segment = position.segment,
+                    offset = position.offset,
+                    "queue log: a paged-out message cannot be read back; dropping it"
+                );
+                let _ = log.settle(position);
+                None
+            }
         }
     }
 
@@ -175,9 +238,14 @@ impl Queue {
         for (record, message) in recovered {
             let seq = state.next_seq;
             state.next_seq += 1;
-            state.ready.push_back(Entry {
+            let cost = footprint(&message);
+            let keep = state.memory + cost <= store.memory_window;
+            if keep {
+                state.memory += cost;
+            }
+            state.ready.push_back(Slot {
                 seq,
-                message,
+                message: keep.then_some(message),
                 redelivered: record.delivered,
                 position: Some(record.position),
             });
@@ -210,32 +278,84 @@ impl Queue {
         if state.deleted {
             return Enqueued::Deleted;
         }
+        let cost = footprint(message);
+        let over_window = self
+            .store
+            .as_ref()
+            .is_some_and(|store| state.memory + cost > store.memory_window);
+        let durable_log = state.log.is_some() && !state.spill;
         let mut position = None;
-        if let (true, Some(store), Some(log)) = (persistent, &self.store, &mut state.log) {
-            match log.append(&encode_message(message)) {
+        let mut logged = false;
+        if persistent && durable_log {
+            match self.append(&mut state, message, true) {
                 Ok(at) => {
                     position = Some(at);
-                    store.syncer.dirty(log.take_dirty());
+                    logged = true;
                 }
                 Err(e) => {
                     error!(queue = %self.name, error = %e, "queue log: append failed");
                     return Enqueued::Failed;
                 }
             }
+        } else if over_window {
+            // Paged out: written (not synced: it need not survive a restart), not kept.
+            match self.append(&mut state, message, false) {
+                Ok(at) => position = Some(at),
+                Err(e) => {
+                    error!(queue = %self.name, error = %e, "queue log: paging out failed; keeping the message in memory")
+                }
+            }
+        }
+        let keep = !(over_window && position.is_some());
+        if keep {
+            state.memory += cost;
         }
         let seq = state.next_seq;
         state.next_seq += 1;
-        state.ready.push_back(Entry {
+        state.ready.push_back(Slot {
             seq,
-            message: Arc::clone(message),
+            message: keep.then(|| Arc::clone(message)),
             redelivered: false,
             position,
         });
         state.dispatch();
-        match position {
-            Some(_) => Enqueued::Logged,
-            None => Enqueued::Queued,
+        match logged {
+            true => Enqueued::Logged,
+            false => Enqueued::Queued,
         }
+    }
+
+    /// Appends a message to the queue's log (opening a spill log for a non-durable queue), and
+    /// hands a persistent message's files to the group commit.
+    fn append(
+        &self,
+        state: &mut QueueState,
+        message: &Message,
+        persistent: bool,
+    ) -> std::io::Result<Position> {
+        let Some(store) = &self.store else {
+            return Err(std::io::Error::other("no store"));
+        };
+        if state.log.is_none() {
+            let (log, _) = Log::open(&store.spill_dir(), store.segment_size)?;
+            state.log = Some(log);
+            state.spill = true;
+        }
+        let Some(log) = &mut state.log else {
+            return Err(std::io::Error::other("no log"));
+        };
+        let position = log.append(&encode_message(message, persistent))?;
+        let dirty = log.take_dirty();
+        if persistent {
+            store.syncer.dirty(dirty);
+        }
+        Ok(position)
+    }
+
+    /// A non-durable queue that may page its backlog out to a spill log in `store`.
+    pub fn with_store(mut self, store: Arc<Store>) -> Queue {
+        self.store = Some(store);
+        self
     }
 
     /// The store of a durable queue.
@@ -332,11 +452,12 @@ impl Queue {
         let count = state.len();
         let ready = std::mem::take(&mut state.ready);
         let requeued = std::mem::take(&mut state.requeued);
+        state.memory = 0;
         if let Some(log) = &mut state.log {
             let stored = ready
                 .iter()
-                .chain(requeued.iter().map(|Reverse(entry)| entry))
-                .filter_map(|entry| entry.position);
+                .filter_map(|slot| slot.position)
+                .chain(requeued.iter().filter_map(|Reverse(entry)| entry.position));
             for position in stored {
                 if let Err(e) = log.settle(position) {
                     error!(queue = %self.name, error = %e, "queue log: recording a purge failed");

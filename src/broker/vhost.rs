@@ -263,7 +263,9 @@ impl Vhost {
             return Ok(Arc::new(Queue::new(name, options)));
         };
         if !options.durable || options.exclusive_owner.is_some() {
-            return Ok(Arc::new(Queue::new(name, options)));
+            return Ok(Arc::new(
+                Queue::new(name, options).with_store(Arc::clone(store)),
+            ));
         }
         let (log, recovery) = Log::open(
             &crate::store::queue_dir(dir, name.as_bytes()),
@@ -273,8 +275,9 @@ impl Vhost {
         let mut recovered = Vec::with_capacity(recovery.records.len());
         for record in recovery.records {
             match decode_message(&record.payload) {
-                Some(message) => recovered.push((record, Arc::new(message))),
-                None => unreadable.push(record.position),
+                Some((message, true)) => recovered.push((record, Arc::new(message))),
+                // Transient messages paged out before the restart, and unreadable records.
+                _ => unreadable.push(record.position),
             }
         }
         let queue = Arc::new(Queue::with_log(
@@ -285,7 +288,7 @@ impl Vhost {
             recovered,
         ));
         if !unreadable.is_empty() {
-            warn!(queue = %queue.name, count = unreadable.len(), "dropping unreadable messages from the log");
+            warn!(queue = %queue.name, count = unreadable.len(), "dropping transient (paged-out) and unreadable records from the log");
             queue.settle_stored(unreadable);
         }
         Ok(queue)

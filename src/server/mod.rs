@@ -51,6 +51,9 @@ pub struct ServerOptions {
     pub max_message_size: u64,
     /// The size of a durable queue's log segment files (bytes).
     pub segment_size: u64,
+    /// Bytes of ready messages a queue keeps in memory; the rest of its backlog lives only on
+    /// disk and is read back as consumers reach it.
+    pub queue_memory_window: u64,
 }
 
 /// What the broker does with a delivery left unacknowledged past its timeout.
@@ -77,6 +80,7 @@ impl Default for ServerOptions {
             unacked_timeout_action: UnackedTimeoutAction::Redeliver,
             max_message_size: 128 * 1024 * 1024,
             segment_size: 8 * 1024 * 1024,
+            queue_memory_window: 16 * 1024 * 1024,
         }
     }
 }
@@ -104,8 +108,14 @@ impl Server {
         let store = Arc::new(Store {
             data_dir: options.data_dir.clone(),
             segment_size: options.segment_size,
+            memory_window: usize::try_from(options.queue_memory_window).unwrap_or(usize::MAX),
             syncer: Syncer::start()?,
+            next_spill: Default::default(),
         });
+        match std::fs::remove_dir_all(store.spill_root()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let broker = Broker::open(&options.vhosts, &store)?;
         let listener = TcpListener::bind(&options.listen).await?;
         let context = Arc::new(Context {

@@ -12,6 +12,8 @@
 //! ```text
 //! vhosts/<id>/definitions      the vhost's durable exchanges, queues, bindings (definitions.rs)
 //! vhosts/<id>/queues/<id>/     one directory per durable queue (log.rs)
+//! spill/<n>/                   logs of non-durable queues whose backlog outgrew memory; removed
+//!                              at start
 //!   msgs.0000000001 …          segments: records appended, sealed when full
 //!   acks.0000000001 …          per segment: settled and delivered records
 //! ```
@@ -27,7 +29,26 @@ use std::path::{Path, PathBuf};
 pub struct Store {
     pub data_dir: PathBuf,
     pub segment_size: u64,
+    /// Bytes of ready messages a queue keeps in memory; beyond, they live only in its log.
+    pub memory_window: usize,
     pub syncer: sync::Syncer,
+    /// Names spill logs.
+    pub next_spill: std::sync::atomic::AtomicU64,
+}
+
+impl Store {
+    /// Where non-durable queues page out their backlog; emptied at start.
+    pub fn spill_root(&self) -> PathBuf {
+        self.data_dir.join("spill")
+    }
+
+    /// A fresh spill log directory.
+    pub fn spill_dir(&self) -> PathBuf {
+        let n = self
+            .next_spill
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.spill_root().join(format!("{n:016x}"))
+    }
 }
 
 /// A stable directory name for a vhost or queue name: FNV-1a, 64 bits, as 16 hex digits. Stable
