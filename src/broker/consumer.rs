@@ -20,6 +20,9 @@ use super::queue::Queue;
 /// more: the bound that keeps a no-ack consumer on a slow socket from draining a queue into RAM.
 pub const UNSENT_WINDOW: u32 = 1024;
 
+/// A publish awaiting its confirm: (channel, channel epoch, delivery tag).
+pub type ConfirmTag = (u16, u64, u64);
+
 /// What a queue (or the broker) sends to a connection task.
 #[derive(Debug)]
 pub enum Outbound {
@@ -30,11 +33,10 @@ pub enum Outbound {
     },
     /// The consumer's queue was deleted: tell the client (`basic.cancel`) and forget it.
     Cancelled { consumer: Arc<Consumer> },
-    /// The group commit synced (or failed to sync) a publish of channel `channel`.
+    /// The group commit synced (or failed to sync) these publishes: (channel, channel epoch,
+    /// delivery tag).
     Synced {
-        channel: u16,
-        epoch: u64,
-        tag: u64,
+        tags: Vec<(u16, u64, u64)>,
         ok: bool,
     },
 }
@@ -49,14 +51,9 @@ impl Outbox {
         (Outbox(tx), rx)
     }
 
-    /// Tells the connection that a publisher-confirm tag is safe on disk (or not).
-    pub fn synced(&self, channel: u16, epoch: u64, tag: u64, ok: bool) {
-        let _ = self.0.send(Outbound::Synced {
-            channel,
-            epoch,
-            tag,
-            ok,
-        });
+    /// Tells the connection that publisher-confirm tags are safe on disk (or not).
+    pub fn synced(&self, tags: Vec<ConfirmTag>, ok: bool) {
+        let _ = self.0.send(Outbound::Synced { tags, ok });
     }
 
     /// Hands a delivery to the connection task; gives the entry back if that task has ended.

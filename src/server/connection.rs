@@ -205,15 +205,11 @@ impl Connection {
                 (Some(channels), Outbound::Cancelled { consumer }) => {
                     channels.cancelled(&mut self.write_buf, consumer)
                 }
-                (
-                    Some(channels),
-                    Outbound::Synced {
-                        channel,
-                        epoch,
-                        tag,
-                        ok,
-                    },
-                ) => channels.synced(channel, epoch, tag, ok),
+                (Some(channels), Outbound::Synced { tags, ok }) => {
+                    for (channel, epoch, tag) in tags {
+                        channels.synced(channel, epoch, tag, ok);
+                    }
+                }
                 (None, message) => give_back(message),
             }
             handled += 1;

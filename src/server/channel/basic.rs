@@ -112,15 +112,15 @@ impl Channels {
             return Ok(());
         }
         let outcome = self.route(out, number, &message, publish.mandatory, persistent)?;
-        let outbox = self.session.outbox.clone();
         let channel = self.open(number)?;
         let epoch = channel.epoch;
         if let Mode::Confirm(confirms) = &mut channel.mode {
             let tag = confirms.published(outcome.confirm);
             if let (Outcome::Syncing, Some(store)) = (outcome.confirm, outcome.store) {
-                store.syncer.notify(Box::new(move |result| {
-                    outbox.synced(number, epoch, tag, result.is_ok());
-                }));
+                self.awaiting_sync
+                    .get_or_insert_with(|| (store, Vec::new()))
+                    .1
+                    .push((number, epoch, tag));
             }
             self.confirms_due.push(number);
         }

@@ -29,11 +29,12 @@ use warren_protocol::frame::{Frame, FrameType};
 use warren_protocol::method::{decode_method, encode_method, Method, ShortStr};
 use warren_protocol::spec::{channel, AMQPClass};
 
-use crate::broker::consumer::{ChannelCredit, Consumer, Outbox};
+use crate::broker::consumer::{ChannelCredit, ConfirmTag, Consumer, Outbox};
 use crate::broker::message::{Entry, Message};
 use crate::broker::vhost::{RouteScratch, Vhost};
 use crate::error::{Error, Exception};
 use crate::server::UnackedTimeoutAction;
+use crate::store::Store;
 
 use content::{Content, Progress};
 use unacked::{Delivery, Unacked};
@@ -155,6 +156,9 @@ pub(crate) struct Channels {
     route: RouteScratch,
     /// Channels with publisher confirms to send at the next [`Channels::flush`].
     confirms_due: Vec<u16>,
+    /// Publishes waiting for the group commit, registered with it as one callback at the next
+    /// [`Channels::flush`]: (channel, epoch, delivery tag).
+    awaiting_sync: Option<(Arc<Store>, Vec<ConfirmTag>)>,
     next_epoch: u64,
 }
 
@@ -170,6 +174,7 @@ impl Channels {
             session,
             route: RouteScratch::default(),
             confirms_due: Vec::new(),
+            awaiting_sync: None,
             next_epoch: 1,
         }
     }
@@ -483,8 +488,15 @@ impl Channels {
         }
     }
 
-    /// Sends the publisher confirms that became due since the last flush.
+    /// Sends the publisher confirms that became due since the last flush, and asks the group
+    /// commit to report on the publishes that wait for it (one callback for all of them).
     pub(crate) fn flush(&mut self, out: &mut BytesMut) {
+        if let Some((store, tags)) = self.awaiting_sync.take() {
+            let outbox = self.session.outbox.clone();
+            store
+                .syncer
+                .notify(Box::new(move |result| outbox.synced(tags, result.is_ok())));
+        }
         let mut due = std::mem::take(&mut self.confirms_due);
         due.sort_unstable();
         due.dedup();
