@@ -164,6 +164,11 @@ pub fn encode_message(message: &Message, persistent: bool) -> Vec<u8> {
     out.to_vec()
 }
 
+/// Whether a log record is a persistent message (to be recovered), from its first byte.
+pub fn is_persistent_record(record: &[u8]) -> bool {
+    record.first() == Some(&MESSAGE_PERSISTENT)
+}
+
 /// A message read back from a log, and whether it was persistent; `None` if the record is not
 /// one.
 pub fn decode_message(record: &Bytes) -> Option<(Message, bool)> {

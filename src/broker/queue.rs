@@ -223,13 +223,14 @@ impl Queue {
         }
     }
 
-    /// A durable queue backed by `log`, holding the messages recovered from it.
+    /// A durable queue backed by `log`, holding the messages recovered from it (`None`: a message
+    /// left in the log, read back when consumers reach it).
     pub fn with_log(
         name: ShortStr,
         options: QueueOptions,
         store: Arc<Store>,
         log: Log,
-        recovered: impl IntoIterator<Item = (Recovered, Arc<Message>)>,
+        recovered: impl IntoIterator<Item = (Recovered, Option<Arc<Message>>)>,
     ) -> Queue {
         let mut state = QueueState {
             log: Some(log),
@@ -238,14 +239,10 @@ impl Queue {
         for (record, message) in recovered {
             let seq = state.next_seq;
             state.next_seq += 1;
-            let cost = footprint(&message);
-            let keep = state.memory + cost <= store.memory_window;
-            if keep {
-                state.memory += cost;
-            }
+            state.memory += message.as_deref().map_or(0, footprint);
             state.ready.push_back(Slot {
                 seq,
-                message: keep.then_some(message),
+                message,
                 redelivered: record.delivered,
                 position: Some(record.position),
             });

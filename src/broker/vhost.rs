@@ -22,13 +22,13 @@ use warren_protocol::types::{AMQPValue, FieldTable};
 
 use super::arguments::{check_queue_arguments, ArgumentError};
 use super::consumer::Consumer;
-use super::durable::{decode_message, Definition};
+use super::durable::{decode_message, is_persistent_record, Definition};
 use super::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, LazyHeaders, Target,
 };
 use super::queue::{Queue, QueueOptions};
 use crate::error::Error;
-use crate::store::log::Log;
+use crate::store::log::{Keep, Log};
 use crate::store::{definitions, Store};
 
 /// The exchanges every vhost has.
@@ -267,16 +267,36 @@ impl Vhost {
                 Queue::new(name, options).with_store(Arc::clone(store)),
             ));
         }
-        let (log, recovery) = Log::open(
+        // Only a memory window's worth of messages is read back into memory; the rest stay
+        // positions in the log, read when consumers reach them. Transient records (paged out
+        // before the restart) are dropped.
+        let mut budget = store.memory_window;
+        let mut decide = |payload: &[u8]| {
+            if !is_persistent_record(payload) {
+                return Keep::Drop;
+            }
+            let cost = payload.len() + 96;
+            if cost > budget {
+                budget = 0;
+                return Keep::Position;
+            }
+            budget -= cost;
+            Keep::Payload
+        };
+        let (log, recovery) = Log::open_with(
             &crate::store::queue_dir(dir, name.as_bytes()),
             store.segment_size,
+            &mut decide,
         )?;
         let mut unreadable = Vec::new();
         let mut recovered = Vec::with_capacity(recovery.records.len());
         for record in recovery.records {
+            if record.payload.is_empty() {
+                recovered.push((record, None));
+                continue;
+            }
             match decode_message(&record.payload) {
-                Some((message, true)) => recovered.push((record, Arc::new(message))),
-                // Transient messages paged out before the restart, and unreadable records.
+                Some((message, true)) => recovered.push((record, Some(Arc::new(message)))),
                 _ => unreadable.push(record.position),
             }
         }
@@ -288,7 +308,7 @@ impl Vhost {
             recovered,
         ));
         if !unreadable.is_empty() {
-            warn!(queue = %queue.name, count = unreadable.len(), "dropping transient (paged-out) and unreadable records from the log");
+            warn!(queue = %queue.name, count = unreadable.len(), "dropping unreadable records from the log");
             queue.settle_stored(unreadable);
         }
         Ok(queue)

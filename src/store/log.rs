@@ -83,6 +83,15 @@ pub struct Recovered {
     pub delivered: bool,
 }
 
+/// What [`Log::open_with`] keeps of a live record found by recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Payload,
+    Position,
+    /// Settle it: the caller does not want it back.
+    Drop,
+}
+
 /// What [`Log::open`] found.
 #[derive(Debug, Default)]
 pub struct Recovery {
@@ -151,12 +160,25 @@ fn invalid(message: &str) -> io::Error {
 }
 
 impl Log {
-    /// Opens (creating if missing) the log in `dir` and recovers it.
+    /// Opens (creating if missing) the log in `dir` and recovers it, with every live record's
+    /// payload.
     pub fn open(dir: &Path, segment_size: u64) -> io::Result<(Log, Recovery)> {
+        Log::open_with(dir, segment_size, &mut |_| Keep::Payload)
+    }
+
+    /// Like [`Log::open`], but `decide` sees each live record's payload during the scan and says
+    /// whether to return it ([`Keep::Payload`]), only its position (an empty payload, so that a
+    /// huge log is recovered without holding it in memory), or to settle it ([`Keep::Drop`]).
+    pub fn open_with(
+        dir: &Path,
+        segment_size: u64,
+        decide: &mut dyn FnMut(&[u8]) -> Keep,
+    ) -> io::Result<(Log, Recovery)> {
         let started = Instant::now();
         let created = !dir.is_dir();
         std::fs::create_dir_all(dir)?;
-        let state = recovery::recover(dir)?;
+        let mut state = recovery::recover(dir, decide)?;
+        let dropped = std::mem::take(&mut state.dropped);
         let mut log = Log {
             dir: dir.to_path_buf(),
             segment_size: segment_size.min(u64::from(u32::MAX)),
@@ -178,6 +200,9 @@ impl Log {
         // the one appended to, so only it is ever cut at the next recovery.
         let segments = log.segments.len();
         log.roll()?;
+        for position in dropped {
+            log.settle(position)?;
+        }
         let recovery = Recovery {
             records: state.records,
             truncated_bytes: state.truncated_bytes,

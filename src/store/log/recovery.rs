@@ -10,12 +10,14 @@ use bytes::Bytes;
 
 use super::acks::Acks;
 use super::record::{Header, HEADER_LEN};
-use super::{acks_path, msgs_path, Position, Recovered, Segment};
+use super::{acks_path, msgs_path, Keep, Position, Recovered, Segment};
 
 /// What recovery rebuilt.
 pub(super) struct State {
     pub segments: BTreeMap<u32, Segment>,
     pub records: Vec<Recovered>,
+    /// Live records the caller chose to drop ([`Keep::Drop`]), to be settled.
+    pub dropped: Vec<Position>,
     pub truncated_bytes: u64,
     /// The highest segment id seen in a file name (0 if none).
     pub max_id: u32,
@@ -42,7 +44,7 @@ fn parse_name(name: &str) -> Option<(bool, u32)> {
     Some((is_msgs, id))
 }
 
-pub(super) fn recover(dir: &Path) -> io::Result<State> {
+pub(super) fn recover(dir: &Path, decide: &mut dyn FnMut(&[u8]) -> Keep) -> io::Result<State> {
     let mut found: BTreeMap<u32, Found> = BTreeMap::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -67,6 +69,7 @@ pub(super) fn recover(dir: &Path) -> io::Result<State> {
     let mut state = State {
         segments: BTreeMap::new(),
         records: Vec::new(),
+        dropped: Vec::new(),
         truncated_bytes: 0,
         max_id,
     };
@@ -76,16 +79,23 @@ pub(super) fn recover(dir: &Path) -> io::Result<State> {
             remove_if_present(&acks_path(dir, id))?;
             continue;
         }
-        recover_segment(dir, id, Some(id) == last_msgs, &mut state)?;
+        recover_segment(dir, id, Some(id) == last_msgs, &mut state, decide)?;
     }
     Ok(state)
 }
 
-fn recover_segment(dir: &Path, id: u32, is_last: bool, state: &mut State) -> io::Result<()> {
+fn recover_segment(
+    dir: &Path,
+    id: u32,
+    is_last: bool,
+    state: &mut State,
+    decide: &mut dyn FnMut(&[u8]) -> Keep,
+) -> io::Result<()> {
     let acks = Acks::read(&acks_path(dir, id))?;
     let path = msgs_path(dir, id);
     let first_live = state.records.len();
-    let scan = scan(&path, id, &acks, &mut state.records)?;
+    let first_dropped = state.dropped.len();
+    let scan = scan(&path, id, &acks, state, decide)?;
     let mut damaged = false;
     if scan.end < scan.file_len {
         if is_last {
@@ -115,6 +125,7 @@ fn recover_segment(dir: &Path, id: u32, is_last: bool, state: &mut State) -> io:
         remove_if_present(&path)?;
         remove_if_present(&acks_path(dir, id))?;
         state.records.truncate(first_live);
+        state.dropped.truncate(first_dropped);
         return Ok(());
     }
     state.segments.insert(
@@ -138,9 +149,16 @@ struct Scan {
     file_len: u64,
 }
 
-/// Reads a segment record by record, pushing its unsettled records, until its end or the first
-/// record that is incomplete, implausible or fails its checksum.
-fn scan(path: &Path, id: u32, acks: &Acks, live: &mut Vec<Recovered>) -> io::Result<Scan> {
+/// Reads a segment record by record, pushing its unsettled records (with their payload, or only
+/// their position, as `decide` says), until its end or the first record that is incomplete,
+/// implausible or fails its checksum.
+fn scan(
+    path: &Path,
+    id: u32,
+    acks: &Acks,
+    state: &mut State,
+    decide: &mut dyn FnMut(&[u8]) -> Keep,
+) -> io::Result<Scan> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(256 * 1024, file);
@@ -166,31 +184,34 @@ fn scan(path: &Path, id: u32, acks: &Acks, live: &mut Vec<Recovered>) -> io::Res
             break;
         };
         let settled = acks.is_settled(offset32);
-        let mut payload = if settled {
-            std::mem::take(&mut scratch)
-        } else {
-            Vec::new()
-        };
-        payload.resize(len, 0);
-        reader.read_exact(&mut payload)?;
-        if !header.matches(&payload) {
+        scratch.resize(len, 0);
+        reader.read_exact(&mut scratch)?;
+        if !header.matches(&scratch) {
             break;
         }
         scan.records += 1;
         scan.end = offset + HEADER_LEN + len as u64;
         if settled {
             scan.settled += 1;
-            scratch = payload;
-        } else {
-            live.push(Recovered {
-                position: Position {
-                    segment: id,
-                    offset: offset32,
-                },
-                payload: Bytes::from(payload),
-                delivered: acks.is_delivered(offset32),
-            });
+            continue;
         }
+        let position = Position {
+            segment: id,
+            offset: offset32,
+        };
+        let payload = match decide(&scratch) {
+            Keep::Payload => Bytes::copy_from_slice(&scratch),
+            Keep::Position => Bytes::new(),
+            Keep::Drop => {
+                state.dropped.push(position);
+                continue;
+            }
+        };
+        state.records.push(Recovered {
+            position,
+            payload,
+            delivered: acks.is_delivered(offset32),
+        });
     }
     Ok(scan)
 }
