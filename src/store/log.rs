@@ -30,10 +30,18 @@
 //!
 //! # Space
 //!
-//! RAM per segment: its record count, settled count, valid size and acks length; nothing per
-//! message. When the last record of a sealed segment (not the one being appended to) is settled,
-//! its `msgs` file and then its `acks` file are deleted (the final settle is not written). A
-//! segment sealed while already fully settled is deleted at once.
+//! RAM per segment: its record count, settled count, valid size, settled bytes and acks length;
+//! nothing per message. When the last record of a sealed segment (not the one being appended to)
+//! is settled, its `msgs` file and then its `acks` file are deleted (the final settle is not
+//! written). A segment sealed while already fully settled is deleted at once.
+//!
+//! A sealed segment that is mostly settled but kept alive by a few records gives its settled
+//! bytes back by *hole punching*, in place ([`Log::compact`], `log/compact.rs`): positions stay
+//! valid and nothing is copied. To know when, `settle` reads the settled record's 8-byte header
+//! (one `pread` on a cached descriptor, of a page that is usually still cached) and adds its
+//! length to the segment's settled bytes. Before punching, compaction appends to the acks file a
+//! *punched* pair of entries naming a range of settled records and syncs it, so that recovery can
+//! jump over the range whether or not the holes (which read as zeros) were made.
 //!
 //! # Recovery ([`Log::open`])
 //!
@@ -43,7 +51,8 @@
 //! there: if only zeros follow (a lost write) the segment is otherwise normal; if not, it is
 //! *damaged*: warned about, its readable records served, and its files kept (never deleted
 //! automatically) for inspection. Acks entries that are partial, fail their check, or name no
-//! record start are ignored. Fully settled (or empty) segments are deleted; acks files without
+//! record start are ignored. A punched range (see Space) is jumped over when the scan reaches its
+//! start, and nowhere else. Fully settled (or empty) segments are deleted; acks files without
 //! their segment are deleted. Live records come back in log order with their `delivered` flag.
 //! Finally `open` creates a fresh, empty segment (id above every id seen) for the appends: no record
 //! is ever written after recovered data, so an acks entry that survived a crash its record did not
@@ -51,6 +60,7 @@
 //! appended to, so a damaged older segment is never mistaken for a torn tail and cut.
 
 mod acks;
+mod compact;
 mod record;
 mod recovery;
 
@@ -109,6 +119,9 @@ const COPY_LIMIT: usize = 1 << 20;
 /// Acks files kept open (acks mostly go to the oldest segment or two).
 const OPEN_ACKS_FILES: usize = 4;
 
+/// Sealed segment files kept open for `settle` to read record headers from.
+const OPEN_SETTLE_FILES: usize = 2;
+
 /// What the log knows of one segment.
 #[derive(Debug, Clone)]
 struct Segment {
@@ -116,6 +129,10 @@ struct Segment {
     settled: u32,
     /// Bytes of valid records (for the active segment: where the next one goes).
     size: u64,
+    /// Bytes (headers included) of its settled records, punched or not.
+    settled_bytes: u64,
+    /// `settled_bytes` when it was last compacted (recovery: the bytes of its punched ranges).
+    compacted_bytes: u64,
     /// Where the next acks entry goes.
     acks_len: u64,
     /// Recovery found a bad record before its end: its files are never deleted automatically.
@@ -144,7 +161,13 @@ pub struct Log {
     /// The segment file last read from (reads go mostly in order).
     read_file: Mutex<Option<(u32, Arc<File>)>>,
     acks_files: Vec<(u32, Arc<File>)>,
+    /// Sealed segment files `settle` read headers from, most recent last.
+    settle_files: Vec<(u32, Arc<File>)>,
     dirty: Vec<(Dirty, Arc<File>)>,
+    /// Some sealed segment may have become worth compacting since the last [`Log::compact`].
+    compaction_due: bool,
+    /// How holes are punched (a seam for tests); `None` once the filesystem said it cannot.
+    punch: Option<compact::Punch>,
 }
 
 pub(crate) fn msgs_path(dir: &Path, id: u32) -> PathBuf {
@@ -188,7 +211,10 @@ impl Log {
             write_buf: Vec::new(),
             read_file: Mutex::new(None),
             acks_files: Vec::new(),
+            settle_files: Vec::new(),
             dirty: Vec::new(),
+            compaction_due: false,
+            punch: Some(compact::punch_hole),
         };
         if created {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -203,6 +229,7 @@ impl Log {
         for position in dropped {
             log.settle(position)?;
         }
+        log.compaction_due |= log.segments.values().any(Segment::wants_compaction);
         let recovery = Recovery {
             records: state.records,
             truncated_bytes: state.truncated_bytes,
@@ -323,9 +350,12 @@ impl Log {
                 }
             }
         }
+        let record_len = self.record_len(position);
         self.write_ack(id, Kind::Settled, position.offset)?;
         if let Some(segment) = self.segments.get_mut(&id) {
             segment.settled += 1;
+            segment.settled_bytes += record_len;
+            self.compaction_due |= !is_active && segment.wants_compaction();
         }
         Ok(())
     }
@@ -380,6 +410,10 @@ impl Log {
                     tracing::warn!(segment = old, error = %e, "queue log: deleting a settled segment failed");
                 }
             }
+            self.compaction_due |= self
+                .segments
+                .get(&old)
+                .is_some_and(Segment::wants_compaction);
         }
         self.segments.insert(
             id,
@@ -387,6 +421,8 @@ impl Log {
                 records: 0,
                 settled: 0,
                 size: 0,
+                settled_bytes: 0,
+                compacted_bytes: 0,
                 acks_len: 0,
                 damaged: false,
             },
@@ -401,6 +437,7 @@ impl Log {
         recovery::remove_if_present(&msgs_path(&self.dir, id))?;
         self.segments.remove(&id);
         self.acks_files.retain(|(segment, _)| *segment != id);
+        self.settle_files.retain(|(segment, _)| *segment != id);
         self.dirty
             .retain(|(dirty, _)| *dirty != Dirty::Msgs(id) && *dirty != Dirty::Acks(id));
         let mut read_file = self.read_file.lock().unwrap_or_else(|e| e.into_inner());
@@ -445,6 +482,61 @@ impl Log {
             self.acks_files.remove(0);
         }
         self.acks_files.push((id, file.clone()));
+        Ok(file)
+    }
+
+    /// The length (header included) of the record at `position`, read from its header, for the
+    /// settled bytes of its segment; 0 if it cannot be read or is implausible (the count only
+    /// decides when to compact, which finds the true lengths itself).
+    fn record_len(&mut self, position: Position) -> u64 {
+        let Some(segment) = self.segments.get(&position.segment) else {
+            return 0;
+        };
+        let offset = u64::from(position.offset);
+        let Some(available) = segment
+            .size
+            .checked_sub(offset)
+            .and_then(|rest| rest.checked_sub(HEADER_LEN))
+            .filter(|_| !segment.damaged)
+        else {
+            return 0;
+        };
+        let mut header = [0; HEADER_LEN as usize];
+        let read = self
+            .settle_file(position.segment)
+            .and_then(|file| file.read_exact_at(&mut header, offset));
+        match read {
+            Ok(()) => Header::parse(header)
+                .bounded_len(available)
+                .map_or(0, |len| HEADER_LEN + len as u64),
+            Err(e) => {
+                tracing::debug!(segment = position.segment, error = %e, "queue log: reading a settled record's header failed");
+                0
+            }
+        }
+    }
+
+    fn settle_file(&mut self, id: u32) -> io::Result<Arc<File>> {
+        if let Some((active, file)) = &self.active {
+            if *active == id {
+                return Ok(file.clone());
+            }
+        }
+        if let Some(i) = self
+            .settle_files
+            .iter()
+            .position(|(segment, _)| *segment == id)
+        {
+            let entry = self.settle_files.remove(i);
+            let file = entry.1.clone();
+            self.settle_files.push(entry);
+            return Ok(file);
+        }
+        let file = Arc::new(File::open(msgs_path(&self.dir, id))?);
+        if self.settle_files.len() >= OPEN_SETTLE_FILES {
+            self.settle_files.remove(0);
+        }
+        self.settle_files.push((id, file.clone()));
         Ok(file)
     }
 

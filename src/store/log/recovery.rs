@@ -1,5 +1,9 @@
-//! Recovery: rebuilding a log's in-memory state (per segment: record count, settled count, valid
-//! size) from its directory, and the records still live.
+//! Recovery: rebuilding a log's in-memory state (per segment: record count, settled count and
+//! bytes, valid size) from its directory, and the records still live.
+//!
+//! A range that the acks file says was punched (compaction, `log/compact.rs`) is jumped over when
+//! the scan reaches its exact start: its records are all settled, and its bytes may be zeros.
+//! Nowhere else is anything skipped, so torn tails and corruption are found as before.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -134,6 +138,8 @@ fn recover_segment(
             records: scan.records,
             settled: scan.settled,
             size: scan.end,
+            settled_bytes: scan.settled_bytes + scan.punched_bytes,
+            compacted_bytes: scan.punched_bytes,
             acks_len: acks.append_at,
             damaged,
         },
@@ -142,8 +148,13 @@ fn recover_segment(
 }
 
 struct Scan {
+    /// Records read (those in punched ranges are not counted, neither here nor in `settled`).
     records: u32,
     settled: u32,
+    /// Bytes (headers included) of the settled records read.
+    settled_bytes: u64,
+    /// Bytes of the punched ranges jumped over.
+    punched_bytes: u64,
     /// Where the valid data ends (the first bad or incomplete record, or the file's end).
     end: u64,
     file_len: u64,
@@ -151,7 +162,7 @@ struct Scan {
 
 /// Reads a segment record by record, pushing its unsettled records (with their payload, or only
 /// their position, as `decide` says), until its end or the first record that is incomplete,
-/// implausible or fails its checksum.
+/// implausible or fails its checksum. A punched range is jumped over from its start.
 fn scan(
     path: &Path,
     id: u32,
@@ -165,6 +176,8 @@ fn scan(
     let mut scan = Scan {
         records: 0,
         settled: 0,
+        settled_bytes: 0,
+        punched_bytes: 0,
         end: 0,
         file_len,
     };
@@ -174,6 +187,16 @@ fn scan(
         let Ok(offset32) = u32::try_from(offset) else {
             break; // positions are u32; nothing we wrote lies beyond
         };
+        let punched = acks
+            .punched_end(offset32)
+            .filter(|end| u64::from(*end) <= file_len);
+        if let Some(end) = punched {
+            // All settled; perhaps zeros now.
+            reader.seek_relative(i64::from(end - offset32))?;
+            scan.end = u64::from(end);
+            scan.punched_bytes += u64::from(end - offset32);
+            continue;
+        }
         if file_len - offset < HEADER_LEN {
             break;
         }
@@ -193,6 +216,7 @@ fn scan(
         scan.end = offset + HEADER_LEN + len as u64;
         if settled {
             scan.settled += 1;
+            scan.settled_bytes += HEADER_LEN + len as u64;
             continue;
         }
         let position = Position {
