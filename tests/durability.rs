@@ -119,12 +119,23 @@ async fn publish_until_killed(uri: String, round: u32) -> Vec<u64> {
     let Ok(connection) = Connection::connect(&uri, ConnectionProperties::default()).await else {
         return Vec::new();
     };
-    let channel = connection.create_channel().await.expect("channel");
-    declare(&channel).await;
-    channel
+    // The broker may be killed at any moment, this setup included.
+    let Ok(channel) = connection.create_channel().await else {
+        return Vec::new();
+    };
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = channel
+        .queue_declare(QUEUE.into(), durable, FieldTable::default())
+        .await;
+    let selected = channel
         .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm.select");
+        .await;
+    if declared.is_err() || selected.is_err() {
+        return Vec::new();
+    }
     let persistent = BasicProperties::default().with_delivery_mode(2);
     let mut confirmed = Vec::new();
     let mut seq = 0u64;

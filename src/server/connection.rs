@@ -82,6 +82,10 @@ pub(crate) struct Connection {
     outbox: Outbox,
     last_read: Instant,
     last_write: Instant,
+    /// The resource alarm in effect (its reason), as the alarm task announced it.
+    alarm: Option<String>,
+    /// `connection.blocked` was sent and awaits its `connection.unblocked`.
+    blocked_sent: bool,
     /// When the current state gives up (handshake, closing) or the next heartbeat check is due.
     deadline: Option<Instant>,
     close_reason: String,
@@ -113,9 +117,14 @@ pub(crate) async fn serve(
         outbox,
         last_read: now,
         last_write: now,
+        alarm: None,
+        blocked_sent: false,
         close_reason: String::new(),
     };
-    let was_open = connection.run(stream, shutdown, &mut outbound).await;
+    let alarms = connection.context.alarms.clone();
+    let was_open = connection
+        .run(stream, shutdown, alarms, &mut outbound)
+        .await;
     connection.teardown(&mut outbound);
     let reason = connection.close_reason;
     if was_open {
@@ -136,6 +145,7 @@ impl Connection {
         &mut self,
         mut stream: TcpStream,
         mut shutdown: watch::Receiver<bool>,
+        mut alarms: watch::Receiver<Option<String>>,
         outbound: &mut mpsc::UnboundedReceiver<Outbound>,
     ) -> bool {
         let mut was_open = false;
@@ -155,7 +165,9 @@ impl Connection {
                 timer_at = wake_at;
                 timer.as_mut().reset(wake_at.unwrap_or_else(far_future));
             }
-            let reading = self.state != State::Done && self.write_buf.len() < WRITE_HIGH_WATER;
+            let reading = self.state != State::Done
+                && self.write_buf.len() < WRITE_HIGH_WATER
+                && !self.blocking();
             tokio::select! {
                 biased;
                 writable = stream.writable(), if !self.write_buf.is_empty() => {
@@ -173,6 +185,12 @@ impl Connection {
                     self.outbound(first, outbound);
                 }
                 () = &mut timer => self.on_timer(),
+                changed = alarms.changed(), if self.state == State::Running => {
+                    if changed.is_ok() {
+                        self.alarm = alarms.borrow_and_update().clone();
+                        self.on_alarm();
+                    }
+                }
                 _ = shutdown.changed(), if self.state != State::Closing && self.state != State::Done => {
                     self.close_connection(Exception::from(Error::Shutdown), "broker shutting down");
                 }
@@ -181,6 +199,33 @@ impl Connection {
         // FIN rather than a reset, so the client reads the last frames we sent.
         let _ = stream.shutdown().await;
         was_open
+    }
+
+    /// Whether this connection is held back by a resource alarm: it has published, so its input
+    /// is not read until the alarm clears (its consumers still get their deliveries).
+    fn blocking(&self) -> bool {
+        self.alarm.is_some() && self.channels.as_ref().is_some_and(Channels::has_published)
+    }
+
+    /// Tells a client that supports it that it is blocked or unblocked.
+    fn on_alarm(&mut self) {
+        if !self.capabilities.connection_blocked || self.state != State::Running {
+            return;
+        }
+        match (&self.alarm, self.blocked_sent) {
+            (Some(reason), false) if self.blocking() => {
+                let reason = warren_protocol::method::truncate_short(reason).into();
+                self.send(connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason,
+                }));
+                self.blocked_sent = true;
+            }
+            (None, true) => {
+                self.send(connection::AMQPMethod::Unblocked(connection::Unblocked {}));
+                self.blocked_sent = false;
+            }
+            _ => {}
+        }
     }
 
     /// When the timer should next fire: the connection's own deadline or an unacked timeout.
@@ -273,6 +318,10 @@ impl Connection {
                 self.process_input();
                 if let Some(channels) = &mut self.channels {
                     channels.flush(&mut self.write_buf);
+                }
+                if self.alarm.is_some() {
+                    // It may have just become a publisher.
+                    self.on_alarm();
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -538,6 +587,10 @@ impl Connection {
         match self.state {
             State::Running => {
                 let interval = Duration::from_secs(u64::from(self.tuning.heartbeat));
+                if self.blocking() {
+                    // Not reading is our doing, not the client's silence.
+                    self.last_read = now;
+                }
                 if now.duration_since(self.last_read) >= interval * 2 {
                     warn!(peer = %self.peer, timeout_s = self.tuning.heartbeat, "missed heartbeats from client");
                     self.finish("missed heartbeats from client");

@@ -5,6 +5,7 @@
 //! 320 CONNECTION_FORCED and waits, bounded, for them to finish. Connection tasks share only the
 //! read-only [`Context`].
 
+pub mod alarms;
 mod auth;
 mod channel;
 mod connection;
@@ -54,6 +55,12 @@ pub struct ServerOptions {
     /// Bytes of ready messages a queue keeps in memory; the rest of its backlog lives only on
     /// disk and is read back as consumers reach it.
     pub queue_memory_window: u64,
+    /// Publishers are blocked while the broker's RSS is above this (bytes; default 40% of RAM).
+    pub memory_high_watermark: u64,
+    /// Publishers are blocked while the data directory's disk has less free space (bytes).
+    pub disk_free_limit: u64,
+    /// How often memory and disk are sampled for the alarms.
+    pub alarm_interval: Duration,
 }
 
 /// What the broker does with a delivery left unacknowledged past its timeout.
@@ -81,6 +88,9 @@ impl Default for ServerOptions {
             max_message_size: 128 * 1024 * 1024,
             segment_size: 8 * 1024 * 1024,
             queue_memory_window: 16 * 1024 * 1024,
+            memory_high_watermark: alarms::default_memory_high_watermark(),
+            disk_free_limit: 50 * 1000 * 1000,
+            alarm_interval: Duration::from_secs(1),
         }
     }
 }
@@ -93,12 +103,15 @@ pub(crate) struct Context {
     pub(crate) users: Users,
     pub(crate) broker: Broker,
     pub(crate) limits: Limits,
+    /// The resource alarm in effect, if any.
+    pub(crate) alarms: watch::Receiver<Option<String>>,
 }
 
 /// A bound, not yet running, broker.
 pub struct Server {
     listener: TcpListener,
     context: Arc<Context>,
+    thresholds: Arc<alarms::Thresholds>,
 }
 
 impl Server {
@@ -118,18 +131,35 @@ impl Server {
         }
         let broker = Broker::open(&options.vhosts, &store)?;
         let listener = TcpListener::bind(&options.listen).await?;
+        let thresholds =
+            alarms::Thresholds::new(options.memory_high_watermark, options.disk_free_limit);
+        let alarms = alarms::start(
+            Arc::clone(&thresholds),
+            options.data_dir.clone(),
+            options.alarm_interval,
+        );
         let context = Arc::new(Context {
             tuning: options.tuning,
             handshake_timeout: options.handshake_timeout,
             users: options.users,
             broker,
+            alarms,
             limits: Limits {
                 max_message_size: options.max_message_size,
                 unacked_timeout: options.unacked_timeout,
                 unacked_timeout_action: options.unacked_timeout_action,
             },
         });
-        Ok(Server { listener, context })
+        Ok(Server {
+            listener,
+            context,
+            thresholds,
+        })
+    }
+
+    /// The resource-alarm thresholds, changeable while the server runs.
+    pub fn thresholds(&self) -> Arc<alarms::Thresholds> {
+        Arc::clone(&self.thresholds)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -307,6 +307,7 @@ impl RawClient {
             "authentication_failure_close".into(),
             AMQPValue::Boolean(true),
         );
+        caps.insert("connection.blocked".into(), AMQPValue::Boolean(true));
         let mut props = FieldTable::default();
         props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
         client

@@ -80,6 +80,7 @@ impl Channels {
             return Err(Error::NotImplemented("immediate=true".into()));
         }
         self.open(number)?.content = Some(Content::new(publish));
+        self.published = true;
         Ok(())
     }
 

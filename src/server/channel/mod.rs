@@ -159,6 +159,8 @@ pub(crate) struct Channels {
     /// Publishes waiting for the group commit, registered with it as one callback at the next
     /// [`Channels::flush`]: (channel, epoch, delivery tag).
     awaiting_sync: Option<(Arc<Store>, Vec<ConfirmTag>)>,
+    /// A message was published on this connection (resource alarms block publishers only).
+    published: bool,
     next_epoch: u64,
 }
 
@@ -175,8 +177,14 @@ impl Channels {
             route: RouteScratch::default(),
             confirms_due: Vec::new(),
             awaiting_sync: None,
+            published: false,
             next_epoch: 1,
         }
+    }
+
+    /// Whether a message was ever published on this connection.
+    pub(crate) fn has_published(&self) -> bool {
+        self.published
     }
 
     fn slot_mut(&mut self, number: u16) -> Option<&mut Channel> {
