@@ -1,7 +1,9 @@
 //! Crash and corruption tests for the per-queue log (`warren::store::log`): torn writes at every
-//! cut point, flipped bytes, zero tails, garbage files, and a model-based property test.
+//! cut point, flipped bytes, zero tails, garbage files, compaction (punched holes, crashes around
+//! it, damage next to it), and a model-based property test.
 
 use std::fs::{self, OpenOptions};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -361,6 +363,296 @@ fn an_ack_that_outlived_its_record_never_settles_a_new_one() {
     assert_eq!(positions, [a, c]);
 }
 
+/// Whether the filesystem of the temp dir can punch holes; says so when it cannot (the hole
+/// checks then pass vacuously).
+fn punching_works() -> bool {
+    use std::os::fd::AsRawFd;
+    let tmp = TempDir::new("probe");
+    fs::create_dir_all(&tmp.0).unwrap();
+    let path = tmp.0.join("probe");
+    fs::write(&path, [1u8; 16384]).unwrap();
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    // SAFETY: a plain syscall on an open descriptor.
+    let result = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            4096,
+            8192,
+        )
+    };
+    if result != 0 {
+        eprintln!(
+            "NOTE: the temp dir's filesystem cannot punch holes ({}); hole checks pass vacuously",
+            std::io::Error::last_os_error()
+        );
+    }
+    result == 0
+}
+
+fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// A live record: where, what, and whether its delivery was recorded.
+type Kept = (Position, Vec<u8>, bool);
+
+fn kept_of(recovery: &Recovery) -> Vec<Kept> {
+    recovery
+        .records
+        .iter()
+        .map(|r| (r.position, r.payload.to_vec(), r.delivered))
+        .collect()
+}
+
+/// Fills segment 1 of a log of `segment_size` with records of `record_len` bytes (payload
+/// varies), then seals it with a record in segment 2. Records `i` with `live(i)` stay live (odd
+/// ones marked delivered); the others are settled. Returns the live records in order (the one
+/// in segment 2 last).
+fn fill_and_settle(log: &mut Log, record_len: usize, live: &dyn Fn(usize) -> bool) -> Vec<Kept> {
+    let mut kept = Vec::new();
+    for i in 0.. {
+        let payload: Vec<u8> = (0..record_len - 8 - i % 5)
+            .map(|j| (i * 13 + j) as u8)
+            .collect();
+        let position = log.append(&payload).unwrap();
+        if position.segment != 1 {
+            kept.push((position, payload, false));
+            break;
+        }
+        if live(i) {
+            let delivered = i % 2 == 1;
+            if delivered {
+                log.mark_delivered(position).unwrap();
+            }
+            kept.push((position, payload, delivered));
+        } else {
+            log.settle(position).unwrap();
+        }
+    }
+    kept
+}
+
+/// Record size, which records stay live, what that is, the most of the segment that may stay
+/// allocated after compaction.
+type Case<'a> = (usize, &'a dyn Fn(usize) -> bool, &'a str, f64);
+
+#[test]
+fn compaction_frees_blocks_and_reopen_jumps_the_holes() {
+    let works = punching_works();
+    let segment_size = 8 << 20;
+    let cases: [Case; 4] = [
+        (
+            1024,
+            &|i| i % 10 == 0,
+            "1 KiB records, every 10th live",
+            0.9,
+        ),
+        (
+            4096,
+            &|i| i % 10 == 0,
+            "4 KiB records, every 10th live",
+            0.25,
+        ),
+        (
+            1024,
+            &|i| i < 820,
+            "1 KiB records, the oldest 10% live",
+            0.11,
+        ),
+        (1024, &|i| i == 5000, "1 KiB records, one live", 0.01),
+    ];
+    for (record_len, live, what, most) in cases {
+        let tmp = TempDir::new("compact");
+        let (mut log, _) = Log::open(&tmp.0, segment_size).unwrap();
+        let kept = fill_and_settle(&mut log, record_len, live);
+        let path = segment_path(&tmp.0, 1);
+        let before = allocated(&path);
+        let freed = log.compact().unwrap();
+        let after = allocated(&path);
+        eprintln!(
+            "8 MiB segment, {what}: {} -> {} KiB allocated ({} KiB freed)",
+            before >> 10,
+            after >> 10,
+            freed >> 10
+        );
+        if works {
+            assert_eq!(freed, before - after, "{what}");
+            assert!((after as f64) < before as f64 * most, "{what}");
+        }
+        for (position, payload, _) in &kept {
+            assert_eq!(&log.read(*position).unwrap()[..], &payload[..], "{what}");
+        }
+        drop(log);
+        let (mut log, recovery) = Log::open(&tmp.0, segment_size).unwrap();
+        assert_eq!(kept_of(&recovery), kept, "{what}");
+        assert_eq!(recovery.truncated_bytes, 0);
+        let p = log.append(b"after").unwrap();
+        assert_eq!(&log.read(p).unwrap()[..], b"after");
+        // Nothing to compact again right after recovery.
+        assert_eq!(log.compact().unwrap(), 0);
+        for (position, _, _) in &kept {
+            log.settle(*position).unwrap();
+        }
+        assert!(!path.exists(), "{what}: settled at last, the segment goes");
+    }
+}
+
+#[test]
+fn compaction_happens_again_as_more_is_settled() {
+    let works = punching_works();
+    let tmp = TempDir::new("compact-again");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    // Every 10th of 4 KiB records live, and every 3rd of the first half's others at first.
+    let extra = |i: usize| i < 128 && i % 3 == 1 && !i.is_multiple_of(10);
+    let kept = fill_and_settle(&mut log, 4096, &|i| i % 10 == 0 || extra(i));
+    let path = segment_path(&tmp.0, 1);
+    let first = log.compact().unwrap();
+    let after_first = allocated(&path);
+    // Then the extra ones are settled: their runs grow over the punched ones.
+    let extra_offsets: Vec<u32> = (0..256usize)
+        .filter(|i| extra(*i))
+        .map(|i| (0..i).map(|k| 4096 - k as u32 % 5).sum())
+        .collect();
+    let (settle, kept): (Vec<Kept>, Vec<Kept>) = kept
+        .into_iter()
+        .partition(|(p, _, _)| p.segment == 1 && extra_offsets.contains(&p.offset));
+    assert_eq!(settle.len(), extra_offsets.len());
+    assert_eq!(log.compact().unwrap(), 0, "nothing new settled");
+    for (position, _, _) in &settle {
+        log.settle(*position).unwrap();
+    }
+    let second = log.compact().unwrap();
+    let after_second = allocated(&path);
+    eprintln!(
+        "1 MiB segment compacted twice: freed {first} then {second} bytes, {after_second} left"
+    );
+    if works {
+        assert!(first > 0 && second > 0);
+        assert!(after_second < after_first);
+    }
+    drop(log);
+    let (_, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert_eq!(kept_of(&recovery), kept);
+}
+
+/// A crash after the punched pairs were synced but before (some of) the holes were made: the
+/// segment still holds the settled records' bytes, and recovery is the same.
+#[test]
+fn a_crash_between_recording_a_punch_and_punching_recovers() {
+    let tmp = TempDir::new("punch-crash");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let kept = fill_and_settle(&mut log, 3000, &|i| i % 7 == 2);
+    let path = segment_path(&tmp.0, 1);
+    let original = fs::read(&path).unwrap();
+    let acks_before = fs::metadata(acks_path(&tmp.0, 1)).unwrap().len();
+    log.compact().unwrap();
+    assert!(fs::metadata(acks_path(&tmp.0, 1)).unwrap().len() > acks_before);
+    drop(log);
+    // Undo the holes: the pairs are there, the punch never happened.
+    fs::write(&path, &original).unwrap();
+    let (log, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert_eq!(kept_of(&recovery), kept);
+    drop(log);
+    // Only half of the holes made: the same.
+    let punched = fs::read(&path).unwrap();
+    let mut half = punched.clone();
+    half[original.len() / 2..].copy_from_slice(&original[original.len() / 2..]);
+    fs::write(&path, &half).unwrap();
+    let (_, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert_eq!(kept_of(&recovery), kept);
+}
+
+/// A torn pair (the start written, not the end) means nothing: the records it would have named
+/// are read (and found settled) as before.
+#[test]
+fn a_torn_punch_record_is_ignored() {
+    let tmp = TempDir::new("torn-pair");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let kept = fill_and_settle(&mut log, 3000, &|i| i % 7 == 2);
+    let acks = acks_path(&tmp.0, 1);
+    let acks_before = fs::read(&acks).unwrap();
+    let path = segment_path(&tmp.0, 1);
+    let original = fs::read(&path).unwrap();
+    log.compact().unwrap();
+    drop(log);
+    let acks_after = fs::read(&acks).unwrap();
+    assert!(acks_after.len() >= acks_before.len() + 16);
+    for keep in [
+        acks_before.len() + 3,
+        acks_before.len() + 8,
+        acks_before.len() + 12,
+    ] {
+        // The pairs never fully reached the disk, so neither did the holes.
+        fs::write(&acks, &acks_after[..keep]).unwrap();
+        fs::write(&path, &original).unwrap();
+        let (_, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+        assert_eq!(kept_of(&recovery), kept, "acks cut at {keep}");
+    }
+}
+
+/// Damage outside the punched ranges of a compacted sealed segment is found as in any sealed
+/// segment; damage inside them (bytes of settled records) is never read.
+#[test]
+fn damage_next_to_holes_is_still_found() {
+    let tmp = TempDir::new("compact-damage");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let kept = fill_and_settle(&mut log, 3000, &|i| i % 7 == 2);
+    log.compact().unwrap();
+    drop(log);
+    let path = segment_path(&tmp.0, 1);
+    let compacted = fs::read(&path).unwrap();
+    // Inside a settled record between two live ones: skipped.
+    let mut bytes = compacted.clone();
+    let in_settled = kept[3].0.offset as usize + 3000 + 1500;
+    bytes[in_settled] ^= 0x5a;
+    fs::write(&path, &bytes).unwrap();
+    let (log, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert_eq!(kept_of(&recovery), kept);
+    drop(log);
+    // In a live record: it and the rest of its segment are unreadable, the files kept.
+    let mut bytes = compacted.clone();
+    bytes[kept[3].0.offset as usize + 20] ^= 0x5a;
+    fs::write(&path, &bytes).unwrap();
+    let (_, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let mut want = kept[..3].to_vec();
+    want.push(kept[kept.len() - 1].clone());
+    assert_eq!(kept_of(&recovery), want);
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "a sealed segment is never cut"
+    );
+}
+
+/// A compacted segment that ends up the last one (the next segment's file was lost) still has
+/// its holes jumped over, and a torn tail after them is cut as usual.
+#[test]
+fn a_compacted_last_segment_with_a_torn_tail() {
+    let tmp = TempDir::new("compact-last");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let mut kept = fill_and_settle(&mut log, 3000, &|i| i % 7 == 2);
+    let spilled = kept.pop().unwrap();
+    log.compact().unwrap();
+    drop(log);
+    fs::remove_file(segment_path(&tmp.0, spilled.0.segment)).unwrap();
+    let path = segment_path(&tmp.0, 1);
+    let len = fs::metadata(&path).unwrap().len();
+    let last = kept.last().unwrap().0.offset as u64;
+    // Cut the last live record in half.
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(last + 1000)
+        .unwrap();
+    let (_, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    kept.pop();
+    assert_eq!(kept_of(&recovery), kept);
+    assert!(recovery.truncated_bytes > 0 && recovery.truncated_bytes < len - last);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append(usize),
@@ -437,6 +729,82 @@ proptest! {
                     log.mark_delivered(live.position).unwrap();
                 }
                 Op::Reopen => {
+                    for file in log.take_dirty() {
+                        file.sync_data().unwrap();
+                    }
+                    drop(log);
+                    let (reopened, recovery) = Log::open(&tmp.0, segment_size).unwrap();
+                    check_recovery(&model, &recovery);
+                    log = reopened;
+                }
+                _ => {}
+            }
+        }
+        for live in &model {
+            prop_assert_eq!(&log.read(live.position).unwrap()[..], &live.payload[..]);
+        }
+        drop(log);
+        let (_, recovery) = Log::open(&tmp.0, segment_size).unwrap();
+        check_recovery(&model, &recovery);
+    }
+}
+
+/// Operations of the model with compaction: larger records (holes need whole blocks of settled
+/// records), and compactions.
+#[derive(Debug, Clone)]
+enum CompactOp {
+    Append(usize),
+    Settle(usize),
+    Deliver(usize),
+    Compact,
+    Reopen,
+}
+
+fn compact_op() -> impl Strategy<Value = CompactOp> {
+    prop_oneof![
+        4 => (0usize..9000).prop_map(CompactOp::Append),
+        4 => any::<usize>().prop_map(CompactOp::Settle),
+        1 => any::<usize>().prop_map(CompactOp::Deliver),
+        2 => Just(CompactOp::Compact),
+        1 => Just(CompactOp::Reopen),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn log_with_compaction_matches_a_model(
+        ops in proptest::collection::vec(compact_op(), 1..200),
+    ) {
+        let tmp = TempDir::new("compact-model");
+        let segment_size = 64 << 10;
+        let (mut log, _) = Log::open(&tmp.0, segment_size).unwrap();
+        let mut model: Vec<Live> = Vec::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            match op {
+                CompactOp::Append(len) => {
+                    let payload: Vec<u8> = (0..len).map(|j| (step * 13 + j) as u8).collect();
+                    let position = log.append(&payload).unwrap();
+                    model.push(Live { position, payload, delivered: false });
+                }
+                CompactOp::Settle(i) if !model.is_empty() => {
+                    let live = model.remove(i % model.len());
+                    log.settle(live.position).unwrap();
+                }
+                CompactOp::Deliver(i) if !model.is_empty() => {
+                    let n = model.len();
+                    let live = &mut model[i % n];
+                    live.delivered = true;
+                    log.mark_delivered(live.position).unwrap();
+                }
+                CompactOp::Compact => {
+                    log.compact().unwrap();
+                    for live in &model {
+                        prop_assert_eq!(&log.read(live.position).unwrap()[..], &live.payload[..]);
+                    }
+                }
+                CompactOp::Reopen => {
                     for file in log.take_dirty() {
                         file.sync_data().unwrap();
                     }

@@ -6,7 +6,7 @@
 //!
 //! A sealed, undamaged segment is worth compacting once at least half of its bytes are settled
 //! and, since it was last compacted, at least an eighth of its size (1 MiB of an 8 MiB segment;
-//! never less than 64 KiB) more. So a segment is compacted a few times in its life at most.
+//! never less than 16 KiB) more. So a segment is compacted a few times in its life at most.
 //! `settle` only raises a flag; [`Log::compact`] does the work when the owner calls it.
 //!
 //! # How
@@ -41,7 +41,7 @@ use super::{acks_path, msgs_path, Dirty, Log, Segment};
 pub(super) type Punch = fn(&File, u64, u64) -> io::Result<()>;
 
 /// The least newly settled bytes that make a segment worth compacting again.
-const MIN_STEP: u64 = 64 << 10;
+const MIN_STEP: u64 = 16 << 10;
 
 /// How much of a segment is read at once when walking its record headers.
 const WALK_WINDOW: usize = 8 << 10;
