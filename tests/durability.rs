@@ -513,3 +513,39 @@ async fn backlog_rss_stays_bounded() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("log"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_transaction_survives_kill_9() {
+    let dir = data_dir("tx");
+    let warren = Warren::start(&dir);
+    let connection = Connection::connect(&warren.uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    declare(&channel).await;
+    channel.tx_select().await.expect("tx.select");
+    for n in 0..100 {
+        channel
+            .basic_publish(
+                "".into(),
+                QUEUE.into(),
+                BasicPublishOptions::default(),
+                format!("0:{n}").as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish");
+    }
+    channel.tx_commit().await.expect("tx.commit-ok");
+    warren.kill();
+    let warren = Warren::start(&dir);
+    let seen = drain(&warren.uri()).await;
+    assert_eq!(
+        seen,
+        (0..100).map(|n| (0, n)).collect::<Vec<_>>(),
+        "every committed message, in order"
+    );
+    drop(warren);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
+}

@@ -36,7 +36,9 @@ pub enum Outbound {
     /// The group commit synced (or failed to sync) these publishes: (channel, channel epoch,
     /// delivery tag).
     Synced {
-        tags: Vec<(u16, u64, u64)>,
+        tags: Vec<ConfirmTag>,
+        /// (channel, epoch) of `tx.commit`s waiting for the sync.
+        commits: Vec<(u16, u64)>,
         ok: bool,
     },
 }
@@ -52,8 +54,8 @@ impl Outbox {
     }
 
     /// Tells the connection that publisher-confirm tags are safe on disk (or not).
-    pub fn synced(&self, tags: Vec<ConfirmTag>, ok: bool) {
-        let _ = self.0.send(Outbound::Synced { tags, ok });
+    pub fn synced(&self, tags: Vec<ConfirmTag>, commits: Vec<(u16, u64)>, ok: bool) {
+        let _ = self.0.send(Outbound::Synced { tags, commits, ok });
     }
 
     /// Hands a delivery to the connection task; gives the entry back if that task has ended.

@@ -250,9 +250,12 @@ impl Connection {
                 (Some(channels), Outbound::Cancelled { consumer }) => {
                     channels.cancelled(&mut self.write_buf, consumer)
                 }
-                (Some(channels), Outbound::Synced { tags, ok }) => {
+                (Some(channels), Outbound::Synced { tags, commits, ok }) => {
                     for (channel, epoch, tag) in tags {
                         channels.synced(channel, epoch, tag, ok);
+                    }
+                    for (channel, epoch) in commits {
+                        channels.committed(&mut self.write_buf, channel, epoch, ok);
                     }
                 }
                 (None, message) => give_back(message),

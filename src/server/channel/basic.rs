@@ -118,10 +118,7 @@ impl Channels {
         if let Mode::Confirm(confirms) = &mut channel.mode {
             let tag = confirms.published(outcome.confirm);
             if let (Outcome::Syncing, Some(store)) = (outcome.confirm, outcome.store) {
-                self.awaiting_sync
-                    .get_or_insert_with(|| (store, Vec::new()))
-                    .1
-                    .push((number, epoch, tag));
+                self.wait_for_sync(store).tags.push((number, epoch, tag));
             }
             self.confirms_due.push(number);
         }
@@ -501,9 +498,17 @@ impl Channels {
             }
             tx::AMQPMethod::Commit(_) => {
                 let tx = take_tx(channel)?;
+                let epoch = channel.epoch;
                 settle_committed(channel, tx.settles);
+                let mut store = None;
                 for (message, mandatory, persistent) in tx.publishes {
-                    self.route(out, number, &message, mandatory, persistent)?;
+                    let routed = self.route(out, number, &message, mandatory, persistent)?;
+                    store = store.or(routed.store);
+                }
+                if let Some(store) = store {
+                    // commit-ok once the committed persistent messages are on disk.
+                    self.wait_for_sync(store).commits.push((number, epoch));
+                    return Ok(());
                 }
                 tx::AMQPMethod::CommitOk(tx::CommitOk {})
             }

@@ -62,6 +62,15 @@ pub(crate) struct Session {
     pub limits: Limits,
 }
 
+/// Replies that wait for the group commit: publisher confirms and `tx.commit-ok`s.
+#[derive(Debug)]
+struct SyncWait {
+    store: Arc<Store>,
+    tags: Vec<ConfirmTag>,
+    /// (channel, epoch) of commits to answer.
+    commits: Vec<(u16, u64)>,
+}
+
 /// Where a channel is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChannelState {
@@ -158,7 +167,7 @@ pub(crate) struct Channels {
     confirms_due: Vec<u16>,
     /// Publishes waiting for the group commit, registered with it as one callback at the next
     /// [`Channels::flush`]: (channel, epoch, delivery tag).
-    awaiting_sync: Option<(Arc<Store>, Vec<ConfirmTag>)>,
+    awaiting_sync: Option<SyncWait>,
     /// A message was published on this connection (resource alarms block publishers only).
     published: bool,
     next_epoch: u64,
@@ -499,11 +508,16 @@ impl Channels {
     /// Sends the publisher confirms that became due since the last flush, and asks the group
     /// commit to report on the publishes that wait for it (one callback for all of them).
     pub(crate) fn flush(&mut self, out: &mut BytesMut) {
-        if let Some((store, tags)) = self.awaiting_sync.take() {
+        if let Some(wait) = self.awaiting_sync.take() {
             let outbox = self.session.outbox.clone();
-            store
-                .syncer
-                .notify(Box::new(move |result| outbox.synced(tags, result.is_ok())));
+            let SyncWait {
+                store,
+                tags,
+                commits,
+            } = wait;
+            store.syncer.notify(Box::new(move |result| {
+                outbox.synced(tags, commits, result.is_ok())
+            }));
         }
         let mut due = std::mem::take(&mut self.confirms_due);
         due.sort_unstable();
@@ -520,6 +534,42 @@ impl Channels {
         }
         due.clear();
         self.confirms_due = due;
+    }
+
+    /// Where publishes and commits waiting for `store`'s group commit are gathered until the
+    /// next flush.
+    fn wait_for_sync(&mut self, store: Arc<Store>) -> &mut SyncWait {
+        self.awaiting_sync.get_or_insert_with(|| SyncWait {
+            store,
+            tags: Vec::new(),
+            commits: Vec::new(),
+        })
+    }
+
+    /// The group commit reported on a transaction of channel `number`: answer its commit (or
+    /// fail the channel: what it committed is not known to be safe).
+    pub(crate) fn committed(&mut self, out: &mut BytesMut, number: u16, epoch: u64, ok: bool) {
+        let current = matches!(
+            self.slot_mut(number),
+            Some(channel) if channel.epoch == epoch && channel.state == ChannelState::Open
+        );
+        if !current {
+            return;
+        }
+        if ok {
+            let ok = AMQPClass::Tx(warren_protocol::spec::tx::AMQPMethod::CommitOk(
+                warren_protocol::spec::tx::CommitOk {},
+            ));
+            encode_method(out, number, &ok);
+        } else {
+            let error = Error::Internal("writing the committed messages to disk failed".into());
+            let exception = Exception {
+                error,
+                class_id: 90,
+                method_id: 20,
+            };
+            self.close_with(out, number, &exception);
+        }
     }
 
     /// The group commit reported on a publish of channel `number`.
