@@ -53,4 +53,35 @@ impl Broker {
     pub fn vhost(&self, name: &str) -> Option<&Arc<Vhost>> {
         self.vhosts.get(name)
     }
+
+    /// Runs log compaction over every queue every `interval`, on the blocking pool (a
+    /// compaction syncs files and holds its queue's lock for a few milliseconds).
+    pub fn spawn_compaction(&self, interval: std::time::Duration) {
+        let vhosts: Vec<Arc<Vhost>> = self.vhosts.values().cloned().collect();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let vhosts = vhosts.clone();
+                let freed = tokio::task::spawn_blocking(move || {
+                    let mut freed = 0;
+                    for queue in vhosts.iter().flat_map(|vhost| vhost.queues()) {
+                        match queue.compact() {
+                            Ok(bytes) => freed += bytes,
+                            Err(e) => {
+                                tracing::warn!(queue = %queue.name, error = %e, "log compaction failed")
+                            }
+                        }
+                    }
+                    freed
+                })
+                .await
+                .unwrap_or(0);
+                if freed > 0 {
+                    tracing::debug!(freed_bytes = freed, "log compaction");
+                }
+            }
+        });
+    }
 }

@@ -355,6 +355,15 @@ impl Queue {
         self
     }
 
+    /// Gives back the disk space of mostly-settled log segments (see [`Log::compact`]); bytes
+    /// freed. Holds the queue's lock while it works: call it off the hot path.
+    pub fn compact(&self) -> std::io::Result<u64> {
+        match &mut self.lock().log {
+            Some(log) => log.compact(),
+            None => Ok(0),
+        }
+    }
+
     /// The store of a durable queue.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()

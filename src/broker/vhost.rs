@@ -643,6 +643,11 @@ impl Vhost {
         Ok(declared(&queue))
     }
 
+    /// Every queue, at this moment.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.read().queues.values().cloned().collect()
+    }
+
     /// Looks up a queue the connection may use.
     pub fn queue(&self, name: &ShortStr, connection: u64) -> Result<Arc<Queue>, Error> {
         let topology = self.read();

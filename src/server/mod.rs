@@ -61,6 +61,8 @@ pub struct ServerOptions {
     pub disk_free_limit: u64,
     /// How often memory and disk are sampled for the alarms.
     pub alarm_interval: Duration,
+    /// How often queue logs give back the disk space of mostly-acked segments.
+    pub compaction_interval: Duration,
 }
 
 /// What the broker does with a delivery left unacknowledged past its timeout.
@@ -91,6 +93,7 @@ impl Default for ServerOptions {
             memory_high_watermark: alarms::default_memory_high_watermark(),
             disk_free_limit: 50 * 1000 * 1000,
             alarm_interval: Duration::from_secs(1),
+            compaction_interval: Duration::from_secs(5),
         }
     }
 }
@@ -130,6 +133,7 @@ impl Server {
             _ => {}
         }
         let broker = Broker::open(&options.vhosts, &store)?;
+        broker.spawn_compaction(options.compaction_interval);
         let listener = TcpListener::bind(&options.listen).await?;
         let thresholds =
             alarms::Thresholds::new(options.memory_high_watermark, options.disk_free_limit);
