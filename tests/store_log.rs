@@ -659,6 +659,137 @@ fn a_compacted_last_segment_with_a_torn_tail() {
     assert!(recovery.truncated_bytes > 0 && recovery.truncated_bytes < len - last);
 }
 
+/// The compaction steps one by one, as the queue runs them: only `start_compaction` and
+/// `record_punches` would hold the queue's lock. Prints their time against the whole.
+#[test]
+fn compaction_steps_hold_the_lock_briefly() {
+    let works = punching_works();
+    let tmp = TempDir::new("compact-steps");
+    let (mut log, _) = Log::open(&tmp.0, 8 << 20).unwrap();
+    let kept = fill_and_settle(&mut log, 1024, &|i| i % 10 == 0);
+    for file in log.take_dirty() {
+        file.sync_data().unwrap();
+    }
+    let path = segment_path(&tmp.0, 1);
+    let before = allocated(&path);
+    let started = std::time::Instant::now();
+    let job = log.start_compaction().unwrap().expect("segment 1 is due");
+    let start = started.elapsed();
+    let plan = job.plan().unwrap();
+    let planned = started.elapsed();
+    assert!(plan.has_holes());
+    assert!(log.record_punches(&job, &plan).unwrap());
+    let recorded = started.elapsed();
+    let freed = job.sync_and_punch(&plan).unwrap();
+    let total = started.elapsed();
+    let locked = start + (recorded - planned);
+    eprintln!(
+        "8 MiB segment, 1 KiB records, every 10th live: locked {locked:?} (start {start:?}, \
+         record {:?}) of {total:?} (plan {:?}, sync and punch {:?}); {} KiB freed",
+        recorded - planned,
+        planned - start,
+        total - recorded,
+        freed >> 10
+    );
+    assert!(log.start_compaction().unwrap().is_none(), "not due again");
+    if works {
+        assert_eq!(freed, before - allocated(&path));
+        assert!(allocated(&path) < before);
+    }
+    for (position, payload, _) in &kept {
+        assert_eq!(&log.read(*position).unwrap()[..], &payload[..]);
+    }
+    drop(log);
+    let (_, recovery) = Log::open(&tmp.0, 8 << 20).unwrap();
+    assert_eq!(kept_of(&recovery), kept);
+}
+
+/// Between the steps, the log goes on: more records of the segment are settled (not punched this
+/// time, punched by the next compaction).
+#[test]
+fn the_log_moves_on_between_compaction_steps() {
+    let works = punching_works();
+    let tmp = TempDir::new("compact-between");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let kept = fill_and_settle(&mut log, 3000, &|i| i % 7 == 2 || i % 7 == 5);
+    let path = segment_path(&tmp.0, 1);
+    let job = log.start_compaction().unwrap().expect("due");
+    let plan = job.plan().unwrap();
+    // Settle every other live record of segment 1 (joining the runs around them): more than an
+    // eighth of the segment, so that it is due again.
+    let (mut settle, mut rest) = (Vec::new(), Vec::new());
+    for (i, live) in kept.into_iter().enumerate() {
+        match live.0.segment == 1 && i % 2 == 1 {
+            true => settle.push(live),
+            false => rest.push(live),
+        }
+    }
+    let kept = rest;
+    for (position, _, _) in &settle {
+        log.settle(*position).unwrap();
+    }
+    assert!(log.record_punches(&job, &plan).unwrap());
+    job.sync_and_punch(&plan).unwrap();
+    let after_first = allocated(&path);
+    for (position, payload, _) in &kept {
+        assert_eq!(&log.read(*position).unwrap()[..], &payload[..]);
+    }
+    // The records settled meanwhile count towards the next compaction.
+    assert!(log.compact().unwrap() > 0 || !works);
+    if works {
+        assert!(allocated(&path) < after_first);
+    }
+    drop(log);
+    let (_, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert_eq!(kept_of(&recovery), kept);
+}
+
+/// Between the steps, every record of the segment is settled: it is deleted, and the job writes
+/// nothing and recreates no file.
+#[test]
+fn a_segment_deleted_between_compaction_steps_stays_deleted() {
+    let tmp = TempDir::new("compact-deleted");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let kept = fill_and_settle(&mut log, 3000, &|i| i % 7 == 2);
+    let path = segment_path(&tmp.0, 1);
+    let job = log.start_compaction().unwrap().expect("due");
+    let plan = job.plan().unwrap();
+    assert!(plan.has_holes());
+    let (in_one, rest): (Vec<Kept>, Vec<Kept>) = kept.into_iter().partition(|k| k.0.segment == 1);
+    for (position, _, _) in &in_one {
+        log.settle(*position).unwrap();
+    }
+    assert!(!path.exists() && !acks_path(&tmp.0, 1).exists());
+    assert!(!log.record_punches(&job, &plan).unwrap());
+    assert!(!acks_path(&tmp.0, 1).exists(), "no acks file recreated");
+    job.sync_and_punch(&plan).unwrap(); // harmless through the unlinked files
+    drop(log);
+    let (_, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert_eq!(kept_of(&recovery), rest);
+}
+
+/// A job outliving its log (the queue was deleted, and maybe declared again in the same
+/// directory) changes nothing in the log that follows.
+#[test]
+fn a_compaction_job_outliving_its_log_does_nothing() {
+    let tmp = TempDir::new("compact-destroyed");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    fill_and_settle(&mut log, 3000, &|i| i % 7 == 2);
+    let job = log.start_compaction().unwrap().expect("due");
+    log.destroy().unwrap();
+    let plan = job.plan().unwrap();
+    assert!(plan.has_holes(), "planned through the unlinked files");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let kept = fill_and_settle(&mut log, 3000, &|i| i % 7 == 2);
+    let acks = fs::read(acks_path(&tmp.0, 1)).unwrap();
+    assert!(!log.record_punches(&job, &plan).unwrap());
+    assert_eq!(fs::read(acks_path(&tmp.0, 1)).unwrap(), acks);
+    job.sync_and_punch(&plan).unwrap();
+    drop(log);
+    let (_, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert_eq!(kept_of(&recovery), kept);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append(usize),
@@ -763,6 +894,9 @@ enum CompactOp {
     Settle(usize),
     Deliver(usize),
     Compact,
+    /// The unlocked half of a compaction started, the rest left for `Finish`.
+    Begin,
+    Finish,
     Reopen,
 }
 
@@ -772,6 +906,8 @@ fn compact_op() -> impl Strategy<Value = CompactOp> {
         4 => any::<usize>().prop_map(CompactOp::Settle),
         1 => any::<usize>().prop_map(CompactOp::Deliver),
         2 => Just(CompactOp::Compact),
+        1 => Just(CompactOp::Begin),
+        1 => Just(CompactOp::Finish),
         1 => Just(CompactOp::Reopen),
     ]
 }
@@ -787,8 +923,26 @@ proptest! {
         let segment_size = 64 << 10;
         let (mut log, _) = Log::open(&tmp.0, segment_size).unwrap();
         let mut model: Vec<Live> = Vec::new();
+        // A job begun and not finished (it may outlive the log it came from, across a reopen).
+        let mut pending = None;
         for (step, op) in ops.into_iter().enumerate() {
             match op {
+                CompactOp::Begin if pending.is_none() => {
+                    if let Some(job) = log.start_compaction().unwrap() {
+                        let plan = job.plan().unwrap();
+                        pending = Some((job, plan));
+                    }
+                }
+                CompactOp::Finish => {
+                    if let Some((job, plan)) = pending.take() {
+                        if log.record_punches(&job, &plan).unwrap() {
+                            job.sync_and_punch(&plan).unwrap();
+                        }
+                    }
+                    for live in &model {
+                        prop_assert_eq!(&log.read(live.position).unwrap()[..], &live.payload[..]);
+                    }
+                }
                 CompactOp::Append(len) => {
                     let payload: Vec<u8> = (0..len).map(|j| (step * 13 + j) as u8).collect();
                     let position = log.append(&payload).unwrap();

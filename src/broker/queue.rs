@@ -356,12 +356,65 @@ impl Queue {
     }
 
     /// Gives back the disk space of mostly-settled log segments (see [`Log::compact`]); bytes
-    /// freed. Holds the queue's lock while it works: call it off the hot path.
+    /// freed. Blocks (reads, fsyncs, punches): call it off the async runtime. The queue's lock is
+    /// held only for the log's bookkeeping steps (picking a segment, appending its punched
+    /// pairs), never across the walk, the syncs or the punching.
     pub fn compact(&self) -> std::io::Result<u64> {
-        match &mut self.lock().log {
-            Some(log) => log.compact(),
-            None => Ok(0),
+        /// Segments compacted per call at most; the others stay due for the next call.
+        const MAX_SEGMENTS: usize = 16;
+        let started = std::time::Instant::now();
+        let mut held = std::time::Duration::ZERO;
+        let mut freed = 0;
+        let mut segments = 0;
+        while segments < MAX_SEGMENTS {
+            let job = {
+                let mut state = self.lock();
+                let locked = std::time::Instant::now();
+                let job = match &mut state.log {
+                    Some(log) => log.start_compaction(),
+                    None => Ok(None),
+                };
+                held += locked.elapsed();
+                job?
+            };
+            let Some(job) = job else {
+                break;
+            };
+            segments += 1;
+            let plan = job.plan()?;
+            let go_on = {
+                let mut state = self.lock();
+                let locked = std::time::Instant::now();
+                // `None`: the queue was deleted meanwhile (its log destroyed).
+                let go_on = match &mut state.log {
+                    Some(log) => log.record_punches(&job, &plan),
+                    None => Ok(false),
+                };
+                held += locked.elapsed();
+                go_on?
+            };
+            if !go_on {
+                continue;
+            }
+            freed += match job.sync_and_punch(&plan) {
+                Ok(bytes) => bytes,
+                Err(e) => match &mut self.lock().log {
+                    Some(log) => log.punch_failed(e)?,
+                    None => 0,
+                },
+            };
         }
+        if segments > 0 {
+            tracing::debug!(
+                queue = %self.name,
+                segments,
+                freed,
+                locked_us = held.as_micros() as u64,
+                total_us = started.elapsed().as_micros() as u64,
+                "queue log compaction"
+            );
+        }
+        Ok(freed)
     }
 
     /// The store of a durable queue.

@@ -1,7 +1,7 @@
 //! One queue's message log: records appended to segment files, settled by appending to a companion
 //! acks file, whole segments deleted once every record in them is settled. Knows bytes and files;
 //! never AMQP; needs no lock of its own (its queue's mutex guards it); never fsyncs (the group commit
-//! does).
+//! does), except a compaction job, outside that lock.
 //!
 //! # Files
 //!
@@ -41,7 +41,10 @@
 //! (one `pread` on a cached descriptor, of a page that is usually still cached) and adds its
 //! length to the segment's settled bytes. Before punching, compaction appends to the acks file a
 //! *punched* pair of entries naming a range of settled records and syncs it, so that recovery can
-//! jump over the range whether or not the holes (which read as zeros) were made.
+//! jump over the range whether or not the holes (which read as zeros) were made. The work runs in
+//! steps ([`Log::start_compaction`], [`CompactionJob::plan`], [`Log::record_punches`],
+//! [`CompactionJob::sync_and_punch`]) so that an owner holding the log behind a lock holds it
+//! only for the two short `Log` ones: no walk, fsync or punch under it.
 //!
 //! # Recovery ([`Log::open`])
 //!
@@ -64,11 +67,14 @@ mod compact;
 mod record;
 mod recovery;
 
+pub use compact::{CompactionJob, Plan};
+
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -151,6 +157,9 @@ enum Dirty {
 /// One queue's log.
 #[derive(Debug)]
 pub struct Log {
+    /// Tells this log from any other, even one later opened in the same directory (a
+    /// [`CompactionJob`] is applied only to the log it was taken from).
+    instance: u64,
     dir: PathBuf,
     segment_size: u64,
     segments: BTreeMap<u32, Segment>,
@@ -202,7 +211,9 @@ impl Log {
         std::fs::create_dir_all(dir)?;
         let mut state = recovery::recover(dir, decide)?;
         let dropped = std::mem::take(&mut state.dropped);
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
         let mut log = Log {
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
             dir: dir.to_path_buf(),
             segment_size: segment_size.min(u64::from(u32::MAX)),
             segments: state.segments,

@@ -16,10 +16,14 @@
 //! record start is ignored. Duplicates are harmless (recovery reads the file as sets).
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 pub(super) const ENTRY_LEN: u64 = 8;
+
+/// How much of an acks file is read at once (a whole number of entries).
+const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -87,30 +91,43 @@ impl Acks {
             Err(e) => return Err(e),
         };
         let len = file.metadata()?.len();
+        Acks::read_prefix(&file, len)
+    }
+
+    /// The entries in the first `len` bytes of an acks file (positioned reads: the file's offset
+    /// is not used). Entries are only ever appended, so a prefix that was completely written
+    /// before the call reads the same whatever is appended during it.
+    pub(super) fn read_prefix(file: &File, len: u64) -> io::Result<Acks> {
         let mut acks = Acks {
             append_at: len - len % ENTRY_LEN,
             ..Acks::default()
         };
-        let mut reader = BufReader::with_capacity(64 * 1024, file);
-        let mut entry = [0; ENTRY_LEN as usize];
+        let mut chunk = vec![0; READ_CHUNK.min(acks.append_at as usize)];
+        let mut at = 0;
         let mut punch_start = None;
-        for _ in 0..len / ENTRY_LEN {
-            reader.read_exact(&mut entry)?;
-            let decoded = decode(entry);
-            match decoded {
-                Some((Kind::Settled, offset)) => acks.settled.push(offset),
-                Some((Kind::Delivered, offset)) => acks.delivered.push(offset),
-                Some((Kind::PunchEnd, end)) => {
-                    if let Some(start) = punch_start.filter(|start| *start < end) {
-                        acks.punched.push((start, end));
+        while at < acks.append_at {
+            let n = chunk.len().min((acks.append_at - at) as usize);
+            file.read_exact_at(&mut chunk[..n], at)?;
+            at += n as u64;
+            for entry in chunk[..n].chunks_exact(ENTRY_LEN as usize) {
+                let mut bytes = [0; ENTRY_LEN as usize];
+                bytes.copy_from_slice(entry);
+                let decoded = decode(bytes);
+                match decoded {
+                    Some((Kind::Settled, offset)) => acks.settled.push(offset),
+                    Some((Kind::Delivered, offset)) => acks.delivered.push(offset),
+                    Some((Kind::PunchEnd, end)) => {
+                        if let Some(start) = punch_start.filter(|start| *start < end) {
+                            acks.punched.push((start, end));
+                        }
                     }
+                    Some((Kind::PunchStart, _)) | None => {}
                 }
-                Some((Kind::PunchStart, _)) | None => {}
+                punch_start = match decoded {
+                    Some((Kind::PunchStart, start)) => Some(start),
+                    _ => None,
+                };
             }
-            punch_start = match decoded {
-                Some((Kind::PunchStart, start)) => Some(start),
-                _ => None,
-            };
         }
         for set in [&mut acks.settled, &mut acks.delivered] {
             set.sort_unstable();

@@ -7,20 +7,34 @@
 //! A sealed, undamaged segment is worth compacting once at least half of its bytes are settled
 //! and, since it was last compacted, at least an eighth of its size (1 MiB of an 8 MiB segment;
 //! never less than 16 KiB) more. So a segment is compacted a few times in its life at most.
-//! `settle` only raises a flag; [`Log::compact`] does the work when the owner calls it.
+//! `settle` only raises a flag; [`Log::compact`] (or the steps below) does the work when the owner
+//! asks.
 //!
 //! # How
 //!
-//! 1. Read the segment's acks file (the settled offsets and the ranges already punched) and walk
-//!    its records from offset 0 by their headers, jumping over punched ranges, to find the
-//!    *runs*: maximal ranges of consecutive settled records (RAM: the settled offsets of one
-//!    segment, for the duration of the call).
-//! 2. Shrink each run inward to whole filesystem blocks; a run with no whole block is left alone.
-//! 3. For every run not already recorded as is, append a *punched* pair `(start, end)` to the
-//!    acks file (see `log/acks.rs`), then sync the segment file, the acks file and the directory.
-//! 4. Punch the holes (again for old runs: punching a hole is idempotent and cheap).
+//! In steps, so that an owner sharing the log behind a lock (the queue's mutex) holds it only for
+//! bookkeeping, never across a walk, an fsync or a punch:
 //!
-//! A crash before 3 is durable leaves the data intact and no pair (or a torn one, which means
+//! 1. [`Log::start_compaction`] (locked, a few opens): picks a due segment and takes descriptors
+//!    of its segment file, acks file and directory, and the acks file's length: the acks file is
+//!    append-only, so that prefix reads the same later (a snapshot of the settled offsets).
+//! 2. [`CompactionJob::plan`] (unlocked): reads the snapshot (the settled offsets and the ranges
+//!    already punched) and walks the segment's records from offset 0 by their headers, jumping
+//!    over punched ranges, to find the *runs*: maximal ranges of consecutive settled records
+//!    (RAM: the settled offsets of one segment, for the duration of the job); shrinks each run
+//!    inward to whole filesystem blocks (a run with no whole block is left alone).
+//! 3. [`Log::record_punches`] (locked, one `pwrite`): appends a *punched* pair `(start, end)`
+//!    (see `log/acks.rs`) for every run not already recorded as is, at the acks file's append
+//!    position, ordered with the settles; unless the segment is gone.
+//! 4. [`CompactionJob::sync_and_punch`] (unlocked): syncs the segment file, the acks file and
+//!    the directory, then punches the holes (again for old runs: punching a hole is idempotent
+//!    and cheap).
+//!
+//! Records settled after step 1 are just not punched this time (they count towards the next);
+//! a segment deleted meanwhile (fully settled) gets no pair (step 3 checks that it is still
+//! there), and its unlinked files are synced and punched through the descriptors, harmlessly.
+//!
+//! A crash before the pairs of 3 are durable leaves the data intact and no pair (or a torn one, which means
 //! nothing); a crash after it leaves the pairs, with or without the holes: recovery jumps from a
 //! run's start to its end either way, and the records in it are settled. Runs only grow (a
 //! settled record stays settled), so a newer pair for the same start covers the older one.
@@ -63,117 +77,216 @@ impl Segment {
     }
 }
 
+/// The compaction of one sealed segment, taken from the log by [`Log::start_compaction`]: the
+/// descriptors and the snapshot its unlocked steps need, so that they touch neither the [`Log`]
+/// nor any path (the log may go on settling, delete the segment, or be destroyed meanwhile).
+#[derive(Debug)]
+pub struct CompactionJob {
+    /// The [`Log`] it was taken from (its `instance`).
+    log: u64,
+    segment: u32,
+    /// The segment's records end here (a sealed segment: final).
+    size: u64,
+    /// Read and written (punched).
+    msgs: File,
+    /// Read, and synced; only its first `acks_len` bytes are read.
+    acks: File,
+    acks_len: u64,
+    dir: File,
+    /// The segment's settled bytes as the log counted them at the snapshot.
+    settled_bytes: u64,
+    punch: Punch,
+}
+
+/// What a [`CompactionJob`] found to do, from [`CompactionJob::plan`].
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// The settled bytes the walk found, for the log's thresholds; `None` if the records did not
+    /// chain up (nothing is done then).
+    settled_bytes: Option<u64>,
+    /// `(offset, len)`, whole blocks inside runs of settled records.
+    holes: Vec<(u64, u64)>,
+    /// The punched pairs not yet in the acks file, encoded.
+    pairs: Vec<u8>,
+}
+
+impl Plan {
+    /// Whether there is a hole to punch.
+    pub fn has_holes(&self) -> bool {
+        !self.holes.is_empty()
+    }
+}
+
 impl Log {
     /// Punches holes over the settled records of sealed segments worth it (see the module docs)
-    /// and returns the bytes of disk freed. Cheap when nothing is due (a flag test); otherwise,
-    /// per segment compacted: a read of its acks file, a walk over its record headers (8 KiB
-    /// reads, skipping punched ranges), three fsyncs (segment, acks file, directory) and one
-    /// `fallocate` per run of settled records. Meant to be called from a background timer or
-    /// after a batch of acks.
+    /// and returns the bytes of disk freed: every step of the compaction of each due segment in
+    /// turn, on `&mut self`. Cheap when nothing is due (a flag test). An owner that shares the
+    /// log behind a lock runs the steps itself instead, holding the lock only for
+    /// [`Log::start_compaction`] and [`Log::record_punches`].
     pub fn compact(&mut self) -> io::Result<u64> {
-        if !self.compaction_due || self.punch.is_none() {
-            return Ok(0);
-        }
-        self.compaction_due = false;
-        let active = self.active.as_ref().map(|(id, _)| *id);
-        let due: Vec<u32> = self
-            .segments
-            .iter()
-            .filter(|(id, segment)| Some(**id) != active && segment.wants_compaction())
-            .map(|(id, _)| *id)
-            .collect();
         let mut freed = 0;
-        for (i, id) in due.iter().enumerate() {
-            match self.compact_segment(*id) {
-                Ok(bytes) => freed += bytes,
-                Err(e) => {
-                    // The others are tried at the next call.
-                    self.compaction_due = i + 1 < due.len();
-                    return Err(e);
-                }
+        let mut segments = 0;
+        while let Some(job) = self.start_compaction()? {
+            segments += 1;
+            let plan = job.plan()?;
+            if self.record_punches(&job, &plan)? {
+                freed += match job.sync_and_punch(&plan) {
+                    Ok(bytes) => bytes,
+                    Err(e) => self.punch_failed(e)?,
+                };
             }
         }
         if freed > 0 {
-            tracing::debug!(dir = %self.dir.display(), segments = due.len(), freed, "queue log: compacted");
+            tracing::debug!(dir = %self.dir.display(), segments, freed, "queue log: compacted");
         }
         Ok(freed)
     }
 
-    fn compact_segment(&mut self, id: u32) -> io::Result<u64> {
-        let Some(segment) = self.segments.get_mut(&id) else {
-            return Ok(0);
+    /// Step 1 (short; under the owner's lock): picks a sealed segment worth compacting, if any,
+    /// and returns what the work needs: three descriptors (opened here) and the length of its
+    /// acks file. The segment is not picked again before more of it is settled, whatever becomes
+    /// of the job. Call again for the next due segment.
+    pub fn start_compaction(&mut self) -> io::Result<Option<CompactionJob>> {
+        if !self.compaction_due {
+            return Ok(None);
+        }
+        let Some(punch) = self.punch else {
+            return Ok(None);
         };
-        // Not retried before more is settled, whatever happens below.
+        let active = self.active.as_ref().map(|(id, _)| *id);
+        let mut due = self
+            .segments
+            .iter()
+            .filter(|(id, segment)| Some(**id) != active && segment.wants_compaction())
+            .map(|(id, _)| *id);
+        let Some(id) = due.next() else {
+            self.compaction_due = false;
+            return Ok(None);
+        };
+        self.compaction_due = due.next().is_some();
+        let Some(segment) = self.segments.get_mut(&id) else {
+            return Ok(None);
+        };
         segment.compacted_bytes = segment.settled_bytes;
-        let size = segment.size;
-        let acks = Acks::read(&acks_path(&self.dir, id))?;
+        let (size, acks_len, settled_bytes) =
+            (segment.size, segment.acks_len, segment.settled_bytes);
         let msgs = OpenOptions::new()
             .read(true)
             .write(true)
             .open(msgs_path(&self.dir, id))?;
-        let Some(runs) = settled_runs(&msgs, size, &acks)? else {
-            tracing::warn!(
-                segment = id,
-                "queue log: a sealed segment's records do not chain up; not compacting it"
-            );
-            return Ok(0);
-        };
-        let settled_bytes: u64 = runs.iter().map(|(s, e)| u64::from(e - s)).sum();
-        if let Some(segment) = self.segments.get_mut(&id) {
-            segment.settled_bytes = settled_bytes;
-            segment.compacted_bytes = settled_bytes;
-        }
-        let block = block_size(&msgs.metadata()?);
-        let holes: Vec<((u32, u32), (u64, u64))> = runs
-            .into_iter()
-            .filter_map(|run| inner_blocks(run, block).map(|hole| (run, hole)))
-            .collect();
-        if holes.is_empty() {
-            return Ok(0);
-        }
-        let pairs: Vec<u8> = holes
-            .iter()
-            .filter(|((start, end), _)| acks.punched_end(*start) != Some(*end))
-            .flat_map(|((start, end), _)| acks::encode_punched(*start, *end))
-            .collect();
-        if !pairs.is_empty() {
-            self.write_punched(id, &pairs, &msgs)?;
-        }
-        let before = msgs.metadata()?.blocks();
-        for (_, (offset, len)) in holes {
-            let Some(punch) = self.punch else {
-                return Ok(0);
-            };
-            if let Err(e) = punch(&msgs, offset, len) {
-                if !is_unsupported(&e) {
-                    return Err(e);
-                }
-                self.punch = None;
-                if !UNSUPPORTED_LOGGED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(dir = %self.dir.display(), error = %e,
-                        "queue log: the filesystem cannot punch holes; settled records in kept \
-                         segments keep their disk space");
-                }
-                return Ok(0);
-            }
-        }
-        let after = msgs.metadata()?.blocks();
-        Ok(before.saturating_sub(after) * 512)
+        Ok(Some(CompactionJob {
+            log: self.instance,
+            segment: id,
+            size,
+            msgs,
+            acks: File::open(acks_path(&self.dir, id))?,
+            acks_len,
+            dir: File::open(&self.dir)?,
+            settled_bytes,
+            punch,
+        }))
     }
 
-    /// Appends punched pairs to a segment's acks file and makes them durable (with the records
-    /// they describe and the directory entry of the acks file) before any hole is punched.
-    fn write_punched(&mut self, id: u32, pairs: &[u8], msgs: &File) -> io::Result<()> {
-        let at = self.segments.get(&id).map_or(0, |s| s.acks_len);
-        let file = self.acks_file(id)?;
-        file.write_all_at(pairs, at)?;
-        if let Some(segment) = self.segments.get_mut(&id) {
-            segment.acks_len = at + pairs.len() as u64;
+    /// Step 3 (short; under the owner's lock): appends the plan's punched pairs to the segment's
+    /// acks file (one `pwrite`, ordered with the settles that also append to it; not synced) and
+    /// updates the segment's settled bytes. Returns whether to go on to
+    /// [`CompactionJob::sync_and_punch`]: false if there is nothing to punch, or if the job is
+    /// not this log's or its segment is gone (fully settled and deleted since: nothing is
+    /// written, no file is recreated).
+    pub fn record_punches(&mut self, job: &CompactionJob, plan: &Plan) -> io::Result<bool> {
+        let id = job.segment;
+        if job.log != self.instance {
+            return Ok(false);
         }
-        self.mark_dirty(Dirty::Acks(id), file.clone());
-        msgs.sync_data()?;
-        file.sync_data()?;
-        File::open(&self.dir)?.sync_all()
+        let Some(segment) = self.segments.get_mut(&id) else {
+            return Ok(false);
+        };
+        if let Some(found) = plan.settled_bytes {
+            // Records settled since the snapshot count as not yet compacted.
+            let since = segment.settled_bytes.saturating_sub(job.settled_bytes);
+            segment.settled_bytes = found + since;
+            segment.compacted_bytes = found;
+        }
+        if plan.holes.is_empty() {
+            return Ok(false);
+        }
+        if !plan.pairs.is_empty() {
+            let at = segment.acks_len;
+            let file = self.acks_file(id)?;
+            file.write_all_at(&plan.pairs, at)?;
+            if let Some(segment) = self.segments.get_mut(&id) {
+                segment.acks_len = at + plan.pairs.len() as u64;
+            }
+            self.mark_dirty(Dirty::Acks(id), file);
+        }
+        Ok(true)
+    }
+
+    /// Step 5, only if [`CompactionJob::sync_and_punch`] failed (under the owner's lock): a
+    /// filesystem that cannot punch holes is remembered (compaction stops for this log; `Ok(0)`),
+    /// any other error is returned.
+    pub fn punch_failed(&mut self, e: io::Error) -> io::Result<u64> {
+        if !is_unsupported(&e) {
+            return Err(e);
+        }
+        self.punch = None;
+        if !UNSUPPORTED_LOGGED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(dir = %self.dir.display(), error = %e,
+                "queue log: the filesystem cannot punch holes; settled records in kept \
+                 segments keep their disk space");
+        }
+        Ok(0)
+    }
+}
+
+impl CompactionJob {
+    /// Step 2 (no lock): reads the acks snapshot and walks the segment's record headers (8 KiB
+    /// reads, jumping over punched ranges) to find the runs of settled records and the holes
+    /// inside them. Reads only: a sealed segment changes only by punching, and the acks file's
+    /// snapshot prefix never changes.
+    pub fn plan(&self) -> io::Result<Plan> {
+        let acks = Acks::read_prefix(&self.acks, self.acks_len)?;
+        let Some(runs) = settled_runs(&self.msgs, self.size, &acks)? else {
+            tracing::warn!(
+                segment = self.segment,
+                "queue log: a sealed segment's records do not chain up; not compacting it"
+            );
+            return Ok(Plan::default());
+        };
+        let settled_bytes = runs.iter().map(|(s, e)| u64::from(e - s)).sum();
+        let block = block_size(&self.msgs.metadata()?);
+        let mut plan = Plan {
+            settled_bytes: Some(settled_bytes),
+            ..Plan::default()
+        };
+        for (start, end) in runs {
+            let Some(hole) = inner_blocks((start, end), block) else {
+                continue;
+            };
+            plan.holes.push(hole);
+            if acks.punched_end(start) != Some(end) {
+                plan.pairs
+                    .extend_from_slice(&acks::encode_punched(start, end));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Step 4 (no lock; after [`Log::record_punches`] said so): makes the punched pairs durable
+    /// (syncing the segment, the acks file and the directory: a sync covers every write before
+    /// it), then punches the holes (again for old runs: punching is idempotent and cheap).
+    /// Returns the bytes of disk freed. Harmless if the segment was deleted meanwhile (the
+    /// descriptors still name its unlinked files).
+    pub fn sync_and_punch(&self, plan: &Plan) -> io::Result<u64> {
+        self.msgs.sync_data()?;
+        self.acks.sync_data()?;
+        self.dir.sync_all()?;
+        let before = self.msgs.metadata()?.blocks();
+        for (offset, len) in &plan.holes {
+            (self.punch)(&self.msgs, *offset, *len)?;
+        }
+        let after = self.msgs.metadata()?.blocks();
+        Ok(before.saturating_sub(after) * 512)
     }
 }
 
