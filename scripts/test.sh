@@ -33,4 +33,7 @@ step "pytest tests/interop"
 export WARREN_BIN="${WARREN_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/warren}"
 "$VENV/bin/python" -m pytest -q tests/interop
 
+step "pytest tests/interop, queues durable and messages persistent by default"
+WARREN_TEST_DURABLE=1 "$VENV/bin/python" -m pytest -q tests/interop
+
 step "all tests passed"
