@@ -5,7 +5,7 @@
 
 use warren_protocol::types::{AMQPValue, FieldTable};
 
-use super::vhost::{integer, type_name};
+use super::values::{integer, type_name};
 
 /// How an argument's value is constrained.
 enum Rule {

@@ -10,7 +10,7 @@
 //! This module owns that parsing and matching; it knows nothing of exchanges or queues, and must
 //! never allocate while matching a message.
 
-use super::vhost::{integer, type_name};
+use super::values::{integer, type_name};
 use warren_protocol::types::{AMQPValue, FieldTable, ShortString};
 
 /// The match rule of one headers-exchange binding, parsed from its arguments.

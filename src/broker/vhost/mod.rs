@@ -8,28 +8,25 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
-use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use tracing::{error, info, warn};
-use warren_protocol::table::decode_field_table;
-
 use warren_protocol::method::ShortStr;
-use warren_protocol::types::{AMQPValue, FieldTable};
+use warren_protocol::types::FieldTable;
+
+mod durable;
 
 use super::arguments::{check_queue_arguments, ArgumentError};
 use super::consumer::Consumer;
-use super::durable::{decode_message, is_persistent_record, Definition};
 use super::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, LazyHeaders, Target,
 };
 use super::queue::{Queue, QueueOptions};
+use super::values::{argument_mismatch, integer};
 use crate::error::Error;
-use crate::store::log::{Keep, Log};
-use crate::store::{definitions, Store};
+use crate::store::Store;
 
 /// The exchanges every vhost has.
 const BUILT_IN: [(&str, ExchangeKind); 6] = [
@@ -140,253 +137,6 @@ impl Vhost {
             names: RandomState::new(),
             next_name: AtomicU64::new(0),
             store: None,
-        }
-    }
-
-    /// A vhost whose durable exchanges, queues, bindings and persistent messages live in
-    /// `store`: recovers what the store holds (a damaged definitions file is an error).
-    pub fn open(name: &str, store: Arc<Store>) -> io::Result<Vhost> {
-        let dir = crate::store::vhost_dir(&store.data_dir, name);
-        let mut vhost = Vhost::new(name);
-        vhost.store = Some((store, dir));
-        vhost.recover()?;
-        Ok(vhost)
-    }
-
-    /// Applies the definitions file: exchanges, then queues (with their logs), then bindings.
-    fn recover(&self) -> io::Result<()> {
-        let Some((_, dir)) = &self.store else {
-            return Ok(());
-        };
-        let started = std::time::Instant::now();
-        let mut definitions = Vec::new();
-        for record in definitions::load(dir)? {
-            match Definition::decode(&record) {
-                Some(definition) => definitions.push(definition),
-                None => warn!(vhost = %self.name, "skipping an unreadable definition"),
-            }
-        }
-        let mut topology = self.write();
-        let (mut exchanges, mut queues, mut bindings, mut messages) = (0, 0, 0, 0);
-        for definition in &definitions {
-            if let Definition::Exchange {
-                name,
-                kind,
-                auto_delete,
-                internal,
-                arguments,
-            } = definition
-            {
-                let Some(kind) = ExchangeKind::parse(kind) else {
-                    warn!(vhost = %self.name, exchange = %name, "skipping an exchange of unknown type");
-                    continue;
-                };
-                let exchange = Exchange::new(
-                    name.clone(),
-                    kind,
-                    true,
-                    *auto_delete,
-                    *internal,
-                    arguments.clone(),
-                );
-                topology.exchanges.insert(name.clone(), exchange);
-                exchanges += 1;
-            }
-        }
-        for definition in &definitions {
-            if let Definition::Queue {
-                name,
-                auto_delete,
-                arguments,
-            } = definition
-            {
-                let options = QueueOptions {
-                    durable: true,
-                    exclusive_owner: None,
-                    auto_delete: *auto_delete,
-                    arguments: arguments.clone(),
-                    consumer_timeout: consumer_timeout(arguments),
-                };
-                let queue = self.new_queue(name.clone(), options)?;
-                messages += queue.counts().0;
-                topology.queues.insert(name.clone(), queue);
-                queues += 1;
-            }
-        }
-        for definition in definitions {
-            if let Definition::Binding {
-                source,
-                destination,
-                routing_key,
-                arguments,
-            } = definition
-            {
-                let target = match &destination {
-                    Destination::Queue(name) => {
-                        topology.queues.get(name).cloned().map(Target::Queue)
-                    }
-                    Destination::Exchange(name) => topology
-                        .exchanges
-                        .contains_key(name)
-                        .then(|| Target::Exchange(name.clone())),
-                };
-                let (Some(target), Some(exchange)) = (target, topology.exchanges.get_mut(&source))
-                else {
-                    warn!(vhost = %self.name, exchange = %source, "skipping a binding to something missing");
-                    continue;
-                };
-                let key = BindingKey {
-                    destination,
-                    routing_key,
-                    arguments: encode_arguments(&arguments),
-                };
-                exchange.bind(key, target, &arguments);
-                bindings += 1;
-            }
-        }
-        info!(
-            vhost = %self.name,
-            exchanges,
-            queues,
-            bindings,
-            messages,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "recovered durable definitions and messages"
-        );
-        Ok(())
-    }
-
-    /// Creates a queue: with a log in the store if it is durable and not exclusive (its messages
-    /// left from before a restart are recovered into it).
-    fn new_queue(&self, name: ShortStr, options: QueueOptions) -> io::Result<Arc<Queue>> {
-        let Some((store, dir)) = &self.store else {
-            return Ok(Arc::new(Queue::new(name, options)));
-        };
-        if !options.durable || options.exclusive_owner.is_some() {
-            return Ok(Arc::new(
-                Queue::new(name, options).with_store(Arc::clone(store)),
-            ));
-        }
-        // Only a memory window's worth of messages is read back into memory; the rest stay
-        // positions in the log, read when consumers reach them. Transient records (paged out
-        // before the restart) are dropped.
-        let mut budget = store.memory_window;
-        let mut decide = |payload: &[u8]| {
-            if !is_persistent_record(payload) {
-                return Keep::Drop;
-            }
-            let cost = payload.len() + 96;
-            if cost > budget {
-                budget = 0;
-                return Keep::Position;
-            }
-            budget -= cost;
-            Keep::Payload
-        };
-        let (log, recovery) = Log::open_with(
-            &crate::store::queue_dir(dir, name.as_bytes()),
-            store.segment_size,
-            &mut decide,
-        )?;
-        let mut unreadable = Vec::new();
-        let mut recovered = Vec::with_capacity(recovery.records.len());
-        for record in recovery.records {
-            if record.payload.is_empty() {
-                recovered.push((record, None));
-                continue;
-            }
-            match decode_message(&record.payload) {
-                Some((message, true)) => recovered.push((record, Some(Arc::new(message)))),
-                _ => unreadable.push(record.position),
-            }
-        }
-        let queue = Arc::new(Queue::with_log(
-            name,
-            options,
-            Arc::clone(store),
-            log,
-            recovered,
-        ));
-        if !unreadable.is_empty() {
-            warn!(queue = %queue.name, count = unreadable.len(), "dropping unreadable records from the log");
-            queue.settle_stored(unreadable);
-        }
-        Ok(queue)
-    }
-
-    /// Rewrites the definitions file after a change to something durable.
-    fn save(&self, topology: &Topology) {
-        let Some((_, dir)) = &self.store else {
-            return;
-        };
-        let durable_queue = |name: &ShortStr| {
-            topology
-                .queues
-                .get(name)
-                .is_some_and(|q| q.options.durable && q.options.exclusive_owner.is_none())
-        };
-        let durable_exchange = |name: &ShortStr| {
-            topology
-                .exchanges
-                .get(name)
-                .is_some_and(|x| x.durable && !name.is_empty())
-        };
-        let mut records = Vec::new();
-        for exchange in topology.exchanges.values() {
-            if exchange.durable && !is_built_in(&exchange.name) && !exchange.name.is_empty() {
-                records.push(
-                    Definition::Exchange {
-                        name: exchange.name.clone(),
-                        kind: exchange.kind.name().to_owned(),
-                        auto_delete: exchange.auto_delete,
-                        internal: exchange.internal,
-                        arguments: exchange.arguments.clone(),
-                    }
-                    .encode(),
-                );
-            }
-        }
-        for queue in topology.queues.values() {
-            if durable_queue(&queue.name) {
-                records.push(
-                    Definition::Queue {
-                        name: queue.name.clone(),
-                        auto_delete: queue.options.auto_delete,
-                        arguments: queue.options.arguments.clone(),
-                    }
-                    .encode(),
-                );
-            }
-        }
-        for exchange in topology.exchanges.values() {
-            if !durable_exchange(&exchange.name) {
-                continue;
-            }
-            for binding in exchange.bindings() {
-                let durable = match &binding.destination {
-                    Destination::Queue(name) => durable_queue(name),
-                    Destination::Exchange(name) => durable_exchange(name),
-                };
-                if !durable {
-                    continue;
-                }
-                let arguments = match binding.arguments.is_empty() {
-                    true => FieldTable::default(),
-                    false => decode_field_table(&binding.arguments).unwrap_or_default(),
-                };
-                records.push(
-                    Definition::Binding {
-                        source: exchange.name.clone(),
-                        destination: binding.destination.clone(),
-                        routing_key: binding.routing_key.clone(),
-                        arguments,
-                    }
-                    .encode(),
-                );
-            }
-        }
-        if let Err(e) = definitions::save(dir, &records) {
-            error!(vhost = %self.name, error = %e, "saving the durable definitions failed");
         }
     }
 
@@ -963,20 +713,6 @@ fn short_lossy(bytes: &[u8]) -> ShortStr {
     ShortStr::copy_from_str(&String::from_utf8_lossy(bytes))
 }
 
-/// An integer argument of any AMQP integer type.
-pub fn integer(value: &AMQPValue) -> Option<i128> {
-    Some(match value {
-        AMQPValue::ShortShortInt(v) => i128::from(*v),
-        AMQPValue::ShortShortUInt(v) => i128::from(*v),
-        AMQPValue::ShortInt(v) => i128::from(*v),
-        AMQPValue::ShortUInt(v) => i128::from(*v),
-        AMQPValue::LongInt(v) => i128::from(*v),
-        AMQPValue::LongUInt(v) => i128::from(*v),
-        AMQPValue::LongLongInt(v) => i128::from(*v),
-        _ => return None,
-    })
-}
-
 /// `x-consumer-timeout` (ms), already checked to be a non-negative integer.
 fn consumer_timeout(arguments: &FieldTable) -> Option<Duration> {
     arguments
@@ -984,72 +720,4 @@ fn consumer_timeout(arguments: &FieldTable) -> Option<Duration> {
         .get("x-consumer-timeout")
         .and_then(integer)
         .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
-}
-
-/// Compares a redeclared argument as RabbitMQ does: integers of any width are equal when their
-/// values are. On a difference, returns how the 406 text shows each side: `'11'` when both are
-/// set, [`describe`] when one is missing.
-fn argument_mismatch(
-    got: Option<&AMQPValue>,
-    have: Option<&AMQPValue>,
-) -> Option<(String, String)> {
-    match (got, have) {
-        (None, None) => None,
-        (Some(a), Some(b)) => {
-            let same = match (integer(a), integer(b)) {
-                (Some(x), Some(y)) => x == y,
-                _ => a == b,
-            };
-            (!same).then(|| (format!("'{}'", show(got)), format!("'{}'", show(have))))
-        }
-        _ => Some((describe(got), describe(have))),
-    }
-}
-
-/// A field value as RabbitMQ names it in 406 texts: `the value '10' of type 'signedint'`.
-fn describe(value: Option<&AMQPValue>) -> String {
-    match value {
-        None => "none".into(),
-        Some(value) => format!(
-            "the value '{}' of type '{}'",
-            show(Some(value)),
-            type_name(value)
-        ),
-    }
-}
-
-/// RabbitMQ's name for a field value's type.
-pub fn type_name(value: &AMQPValue) -> &'static str {
-    match value {
-        AMQPValue::Boolean(_) => "bool",
-        AMQPValue::ShortShortInt(_) => "byte",
-        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
-        AMQPValue::ShortInt(_) => "short",
-        AMQPValue::ShortUInt(_) => "unsignedshort",
-        AMQPValue::LongInt(_) => "signedint",
-        AMQPValue::LongUInt(_) => "unsignedint",
-        AMQPValue::LongLongInt(_) => "long",
-        AMQPValue::Float(_) => "float",
-        AMQPValue::Double(_) => "double",
-        AMQPValue::DecimalValue(_) => "decimal",
-        AMQPValue::ShortString(_) => "shortstr",
-        AMQPValue::LongString(_) => "longstr",
-        AMQPValue::FieldArray(_) => "array",
-        AMQPValue::Timestamp(_) => "timestamp",
-        AMQPValue::FieldTable(_) => "table",
-        AMQPValue::ByteArray(_) => "binary",
-        AMQPValue::Void => "void",
-    }
-}
-
-fn show(value: Option<&AMQPValue>) -> String {
-    match value {
-        None => "none".into(),
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        Some(AMQPValue::ShortString(s)) => s.as_str().to_owned(),
-        Some(other) => match integer(other) {
-            Some(n) => n.to_string(),
-            None => format!("{other:?}"),
-        },
-    }
 }

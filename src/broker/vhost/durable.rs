@@ -1,0 +1,273 @@
+//! The durable side of a vhost: opening it on the store (recovering its definitions, queues and
+//! their messages), creating queues with their logs, and saving the definitions file after a
+//! change to something durable. The rest of the vhost never touches a file.
+
+use std::io;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+use warren_protocol::method::ShortStr;
+use warren_protocol::table::decode_field_table;
+use warren_protocol::types::FieldTable;
+
+use super::{consumer_timeout, is_built_in, Topology, Vhost};
+use crate::broker::durable::{decode_message, is_persistent_record, Definition};
+use crate::broker::exchange::{
+    encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target,
+};
+use crate::broker::queue::{Queue, QueueOptions};
+use crate::store::log::{Keep, Log};
+use crate::store::{definitions, Store};
+
+impl Vhost {
+    /// A vhost whose durable exchanges, queues, bindings and persistent messages live in
+    /// `store`: recovers what the store holds (a damaged definitions file is an error).
+    pub fn open(name: &str, store: Arc<Store>) -> io::Result<Vhost> {
+        let dir = crate::store::vhost_dir(&store.data_dir, name);
+        let mut vhost = Vhost::new(name);
+        vhost.store = Some((store, dir));
+        vhost.recover()?;
+        Ok(vhost)
+    }
+
+    /// Applies the definitions file: exchanges, then queues (with their logs), then bindings.
+    fn recover(&self) -> io::Result<()> {
+        let Some((_, dir)) = &self.store else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let mut definitions = Vec::new();
+        for record in definitions::load(dir)? {
+            match Definition::decode(&record) {
+                Some(definition) => definitions.push(definition),
+                None => warn!(vhost = %self.name, "skipping an unreadable definition"),
+            }
+        }
+        let mut topology = self.write();
+        let (mut exchanges, mut queues, mut bindings, mut messages) = (0, 0, 0, 0);
+        for definition in &definitions {
+            if let Definition::Exchange {
+                name,
+                kind,
+                auto_delete,
+                internal,
+                arguments,
+            } = definition
+            {
+                let Some(kind) = ExchangeKind::parse(kind) else {
+                    warn!(vhost = %self.name, exchange = %name, "skipping an exchange of unknown type");
+                    continue;
+                };
+                let exchange = Exchange::new(
+                    name.clone(),
+                    kind,
+                    true,
+                    *auto_delete,
+                    *internal,
+                    arguments.clone(),
+                );
+                topology.exchanges.insert(name.clone(), exchange);
+                exchanges += 1;
+            }
+        }
+        for definition in &definitions {
+            if let Definition::Queue {
+                name,
+                auto_delete,
+                arguments,
+            } = definition
+            {
+                let options = QueueOptions {
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: *auto_delete,
+                    arguments: arguments.clone(),
+                    consumer_timeout: consumer_timeout(arguments),
+                };
+                let queue = self.new_queue(name.clone(), options)?;
+                messages += queue.counts().0;
+                topology.queues.insert(name.clone(), queue);
+                queues += 1;
+            }
+        }
+        for definition in definitions {
+            if let Definition::Binding {
+                source,
+                destination,
+                routing_key,
+                arguments,
+            } = definition
+            {
+                let target = match &destination {
+                    Destination::Queue(name) => {
+                        topology.queues.get(name).cloned().map(Target::Queue)
+                    }
+                    Destination::Exchange(name) => topology
+                        .exchanges
+                        .contains_key(name)
+                        .then(|| Target::Exchange(name.clone())),
+                };
+                let (Some(target), Some(exchange)) = (target, topology.exchanges.get_mut(&source))
+                else {
+                    warn!(vhost = %self.name, exchange = %source, "skipping a binding to something missing");
+                    continue;
+                };
+                let key = BindingKey {
+                    destination,
+                    routing_key,
+                    arguments: encode_arguments(&arguments),
+                };
+                exchange.bind(key, target, &arguments);
+                bindings += 1;
+            }
+        }
+        info!(
+            vhost = %self.name,
+            exchanges,
+            queues,
+            bindings,
+            messages,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered durable definitions and messages"
+        );
+        Ok(())
+    }
+
+    /// Creates a queue: with a log in the store if it is durable and not exclusive (its messages
+    /// left from before a restart are recovered into it).
+    pub(super) fn new_queue(
+        &self,
+        name: ShortStr,
+        options: QueueOptions,
+    ) -> io::Result<Arc<Queue>> {
+        let Some((store, dir)) = &self.store else {
+            return Ok(Arc::new(Queue::new(name, options)));
+        };
+        if !options.durable || options.exclusive_owner.is_some() {
+            return Ok(Arc::new(
+                Queue::new(name, options).with_store(Arc::clone(store)),
+            ));
+        }
+        // Only a memory window's worth of messages is read back into memory; the rest stay
+        // positions in the log, read when consumers reach them. Transient records (paged out
+        // before the restart) are dropped.
+        let mut budget = store.memory_window;
+        let mut decide = |payload: &[u8]| {
+            if !is_persistent_record(payload) {
+                return Keep::Drop;
+            }
+            let cost = payload.len() + 96;
+            if cost > budget {
+                budget = 0;
+                return Keep::Position;
+            }
+            budget -= cost;
+            Keep::Payload
+        };
+        let (log, recovery) = Log::open_with(
+            &crate::store::queue_dir(dir, name.as_bytes()),
+            store.segment_size,
+            &mut decide,
+        )?;
+        let mut unreadable = Vec::new();
+        let mut recovered = Vec::with_capacity(recovery.records.len());
+        for record in recovery.records {
+            if record.payload.is_empty() {
+                recovered.push((record, None));
+                continue;
+            }
+            match decode_message(&record.payload) {
+                Some((message, true)) => recovered.push((record, Some(Arc::new(message)))),
+                _ => unreadable.push(record.position),
+            }
+        }
+        let queue = Arc::new(Queue::with_log(
+            name,
+            options,
+            Arc::clone(store),
+            log,
+            recovered,
+        ));
+        if !unreadable.is_empty() {
+            warn!(queue = %queue.name, count = unreadable.len(), "dropping unreadable records from the log");
+            queue.settle_stored(unreadable);
+        }
+        Ok(queue)
+    }
+
+    /// Rewrites the definitions file after a change to something durable.
+    pub(super) fn save(&self, topology: &Topology) {
+        let Some((_, dir)) = &self.store else {
+            return;
+        };
+        let durable_queue = |name: &ShortStr| {
+            topology
+                .queues
+                .get(name)
+                .is_some_and(|q| q.options.durable && q.options.exclusive_owner.is_none())
+        };
+        let durable_exchange = |name: &ShortStr| {
+            topology
+                .exchanges
+                .get(name)
+                .is_some_and(|x| x.durable && !name.is_empty())
+        };
+        let mut records = Vec::new();
+        for exchange in topology.exchanges.values() {
+            if exchange.durable && !is_built_in(&exchange.name) && !exchange.name.is_empty() {
+                records.push(
+                    Definition::Exchange {
+                        name: exchange.name.clone(),
+                        kind: exchange.kind.name().to_owned(),
+                        auto_delete: exchange.auto_delete,
+                        internal: exchange.internal,
+                        arguments: exchange.arguments.clone(),
+                    }
+                    .encode(),
+                );
+            }
+        }
+        for queue in topology.queues.values() {
+            if durable_queue(&queue.name) {
+                records.push(
+                    Definition::Queue {
+                        name: queue.name.clone(),
+                        auto_delete: queue.options.auto_delete,
+                        arguments: queue.options.arguments.clone(),
+                    }
+                    .encode(),
+                );
+            }
+        }
+        for exchange in topology.exchanges.values() {
+            if !durable_exchange(&exchange.name) {
+                continue;
+            }
+            for binding in exchange.bindings() {
+                let durable = match &binding.destination {
+                    Destination::Queue(name) => durable_queue(name),
+                    Destination::Exchange(name) => durable_exchange(name),
+                };
+                if !durable {
+                    continue;
+                }
+                let arguments = match binding.arguments.is_empty() {
+                    true => FieldTable::default(),
+                    false => decode_field_table(&binding.arguments).unwrap_or_default(),
+                };
+                records.push(
+                    Definition::Binding {
+                        source: exchange.name.clone(),
+                        destination: binding.destination.clone(),
+                        routing_key: binding.routing_key.clone(),
+                        arguments,
+                    }
+                    .encode(),
+                );
+            }
+        }
+        if let Err(e) = definitions::save(dir, &records) {
+            error!(vhost = %self.name, error = %e, "saving the durable definitions failed");
+        }
+    }
+}
