@@ -1,5 +1,474 @@
-//! warren-perf: a load generator for AMQP 0-9-1 brokers (being written).
+//! warren-perf: a load generator for AMQP 0-9-1 brokers, in the spirit of RabbitMQ's PerfTest.
+//!
+//! The run: plan the topology ([`topology`]), declare it, connect consumers ([`consumer`]) and
+//! producers ([`producer`] with lapin, or [`raw`] frames), start the clock, publish for
+//! `--time` or `--count`, wait for consumers to drain, then report rates, latency, loss and CPU
+//! ([`report`], [`cpu`]). All counting lives in [`stats`].
 
-fn main() {
-    println!("warren-perf: not implemented yet");
+mod cli;
+mod consumer;
+mod cpu;
+mod message;
+mod producer;
+mod raw;
+mod report;
+mod stats;
+mod topology;
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use cli::Args;
+use message::Clock;
+use producer::{Job, Producer};
+use raw::RawProducer;
+use report::{median, Rate, Summary};
+use stats::Shared;
+use topology::Topology;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = args.check() {
+        eprintln!("warren-perf: {e}");
+        return ExitCode::from(2);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or(cores).max(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("warren-perf: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args.clone(), cores, threads)) {
+        Ok(summary) => {
+            if args.json {
+                println!("{}", summary.to_json());
+            } else {
+                summary.print_text();
+            }
+            let clean = summary.errors.is_empty()
+                && summary.lost.unwrap_or(0) == 0
+                && summary.duplicates == 0
+                && summary.misrouted == 0;
+            if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("warren-perf: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Publisher {
+    Lapin(Box<Producer>),
+    Raw(Box<RawProducer>),
+}
+
+impl Publisher {
+    async fn run(
+        self,
+        shared: Arc<Shared>,
+        start: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<(), String> {
+        match self {
+            Publisher::Lapin(p) => (*p).run(shared, start, deadline).await,
+            Publisher::Raw(p) => (*p).run(shared, start, deadline).await,
+        }
+    }
+}
+
+/// Waits for every task; returns the errors.
+async fn join_all(handles: Vec<JoinHandle<Result<(), String>>>) -> Vec<String> {
+    let mut errors = Vec::new();
+    for handle in handles {
+        match handle.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(format!("task failed: {e}")),
+        }
+    }
+    errors
+}
+
+/// Connects everything concurrently; the first error wins.
+async fn connect_all<T: Send + 'static>(
+    futures: Vec<impl std::future::Future<Output = Result<T, String>> + Send + 'static>,
+) -> Result<Vec<T>, String> {
+    let handles: Vec<JoinHandle<Result<T, String>>> =
+        futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.map_err(|e| format!("connect task: {e}"))??);
+    }
+    Ok(out)
+}
+
+fn jobs(args: &Args, topology: &Topology) -> Vec<Job> {
+    (0..args.producers)
+        .map(|id| {
+            let mut properties = BasicProperties::default();
+            if args.persistent {
+                properties = properties.with_delivery_mode(2);
+            }
+            if let Some(headers) = topology.header_table(id) {
+                properties = properties.with_headers(headers);
+            }
+            Job {
+                id,
+                exchange: topology.exchange.clone(),
+                routing_key: topology.routing_keys[id].clone(),
+                properties,
+                size: args.size as usize,
+                count: args.count,
+                rate: args.rate,
+                confirm: args.confirm,
+                raw_batch: args.raw_batch,
+                confirm_grace: Duration::from_secs_f64(args.drain.max(1.0)),
+            }
+        })
+        .collect()
+}
+
+/// Messages ready in the consumed queues (passive declares), if the broker tells.
+async fn queued(channel: &Channel, topology: &Topology) -> Option<u64> {
+    let mut total = 0u64;
+    for (q, name) in topology.queues.iter().enumerate() {
+        if !topology.consumer_queue.contains(&q) {
+            continue;
+        }
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let queue = channel
+            .queue_declare(name.as_str().into(), options, FieldTable::default())
+            .await
+            .ok()?;
+        total += u64::from(queue.message_count());
+    }
+    Some(total)
+}
+
+/// Outcome of waiting for the consumers after the producers stopped.
+struct Drain {
+    drained: bool,
+    seconds: f64,
+    missing: u64,
+    queued: Option<u64>,
+}
+
+/// Waits until every expected message arrived, or the broker has nothing left to deliver (no
+/// delivery for a second and the queues are empty), or `limit` passes.
+async fn drain(shared: &Shared, topology: &Topology, channel: &Channel, limit: Duration) -> Drain {
+    let began = Instant::now();
+    let mut last_count = shared.received.load(Ordering::Relaxed);
+    let mut last_progress = Instant::now();
+    let mut queued_now = None;
+    loop {
+        let missing = shared.missing(&topology.expected);
+        let done = |drained, queued| Drain {
+            drained,
+            seconds: began.elapsed().as_secs_f64(),
+            missing,
+            queued,
+        };
+        if missing == 0 {
+            return done(true, Some(0));
+        }
+        if began.elapsed() >= limit {
+            let queued = queued(channel, topology).await;
+            // Nothing left on the broker and nothing arriving: what is missing is lost.
+            let stalled = last_progress.elapsed() >= Duration::from_secs(1);
+            return done(stalled && queued == Some(0), queued.or(queued_now));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let count = shared.received.load(Ordering::Relaxed);
+        if count != last_count {
+            last_count = count;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() >= Duration::from_secs(1) {
+            queued_now = queued(channel, topology).await;
+            if queued_now == Some(0) && shared.received.load(Ordering::Relaxed) == last_count {
+                let missing = shared.missing(&topology.expected);
+                return Drain {
+                    drained: true,
+                    seconds: began.elapsed().as_secs_f64(),
+                    missing,
+                    queued: Some(0),
+                };
+            }
+            last_progress = Instant::now();
+        }
+    }
+}
+
+async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String> {
+    let topology = Topology::plan(&args);
+    for w in &topology.warnings {
+        eprintln!("warren-perf: warning: {w}");
+    }
+    let shared = Arc::new(Shared::new(
+        Clock::new(),
+        args.producers,
+        args.consumers,
+        topology.queues.len(),
+    ));
+
+    let setup = Connection::connect(&args.uri, ConnectionProperties::default())
+        .await
+        .map_err(|e| format!("connect {}: {e}", args.uri))?;
+    let setup_channel = setup
+        .create_channel()
+        .await
+        .map_err(|e| format!("channel.open: {e}"))?;
+    if !args.predeclared {
+        topology.declare(&setup_channel, args.durable).await?;
+    }
+
+    let consumers = connect_all(
+        (0..args.consumers)
+            .map(|id| {
+                let queue = topology.consumer_queue[id];
+                let settings = consumer::Settings {
+                    id,
+                    queue,
+                    queue_name: topology.queues[queue].clone(),
+                    auto_ack: args.auto_ack,
+                    multi_ack_every: args.multi_ack_every,
+                    qos: args.qos,
+                    routed: topology.expected[queue].clone(),
+                };
+                let uri = args.uri.clone();
+                async move { consumer::Consumer::connect(&uri, settings).await }
+            })
+            .collect(),
+    )
+    .await?;
+    let publishers = connect_all(
+        jobs(&args, &topology)
+            .into_iter()
+            .map(|job| {
+                let uri = args.uri.clone();
+                let raw = args.raw;
+                async move {
+                    if raw {
+                        RawProducer::connect(&uri, job)
+                            .await
+                            .map(|p| Publisher::Raw(Box::new(p)))
+                    } else {
+                        Producer::connect(&uri, job)
+                            .await
+                            .map(|p| Publisher::Lapin(Box::new(p)))
+                    }
+                }
+            })
+            .collect(),
+    )
+    .await?;
+
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let (stop_consumers, consumers_stop) = watch::channel(false);
+    let consumer_tasks: Vec<_> = consumers
+        .into_iter()
+        .map(|c| tokio::spawn(c.run(shared.clone(), consumers_stop.clone())))
+        .collect();
+
+    // The clock starts now: everything is connected and consuming.
+    let threads_before = cpu::threads();
+    let tool_before = cpu::process_cpu(None);
+    let broker_before = args.broker_pid.and_then(|pid| cpu::process_cpu(Some(pid)));
+    let start = Instant::now();
+    let start_ns = shared.clock.now();
+    let deadline = args.duration().map(|d| start + d);
+    let (stop_reporter, reporter_stop) = watch::channel(false);
+    let reporter = tokio::spawn(report::progress(
+        shared.clone(),
+        start,
+        args.json,
+        reporter_stop,
+    ));
+    let producer_tasks = publishers
+        .into_iter()
+        .map(|p| tokio::spawn(p.run(shared.clone(), start, deadline)))
+        .collect();
+    let mut errors = join_all(producer_tasks).await;
+
+    let drain_limit = Duration::from_secs_f64(args.drain);
+    let drained = drain(&shared, &topology, &setup_channel, drain_limit).await;
+
+    let wall = start.elapsed().as_secs_f64();
+    let tool_after = cpu::process_cpu(None);
+    let threads_after = cpu::threads();
+    let broker_after = args.broker_pid.and_then(|pid| cpu::process_cpu(Some(pid)));
+    let _ = stop_reporter.send(true);
+    let (samples, latency) = reporter.await.map_err(|e| format!("reporter task: {e}"))?;
+    let _ = stop_consumers.send(true);
+    errors.extend(join_all(consumer_tasks).await);
+    let _ = setup.close(200, "done".into()).await;
+    errors.extend(stats::lock(&shared.errors).drain(..));
+
+    // Windows: publishing ends when the last producer stops; consuming at the last delivery.
+    let publish_end = shared
+        .producers
+        .iter()
+        .map(|p| p.finished_at.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(start_ns)
+        .max(start_ns);
+    let publish_seconds = (publish_end - start_ns) as f64 / 1e9;
+    let last_receive = shared.last_receive.load(Ordering::Relaxed).max(start_ns);
+    let consume_seconds = (last_receive - start_ns) as f64 / 1e9;
+    let sent = shared.sent();
+    let confirmed = shared.confirmed();
+    let received = shared.received.load(Ordering::Relaxed);
+    // Medians over the full seconds while producers were running.
+    let steady: Vec<_> = samples.iter().filter(|s| s.at <= publish_end).collect();
+    let rate = |field: fn(&report::Sample) -> f64, count: u64, window: f64| {
+        let overall = count as f64 / window.max(1e-9);
+        Rate {
+            median: median(steady.iter().map(|s| field(s)).collect()).unwrap_or(overall),
+            overall,
+        }
+    };
+    let (duplicates, misrouted) = shared.duplicates_and_misrouted();
+    let (busiest, share, active) = cpu::busiest_thread(&threads_before, &threads_after, wall);
+    let tool_cpu = tool_before.zip(tool_after).map(|(a, b)| b - a);
+    let broker_cpu = broker_before.zip(broker_after).map(|(a, b)| b - a);
+    let publish = rate(|s| s.sent, sent, publish_seconds);
+    let bottleneck = bottleneck(
+        &args,
+        publish.overall,
+        tool_cpu,
+        broker_cpu,
+        share,
+        wall,
+        cores,
+    );
+    let (exchange, kind) = args.exchange();
+    let settings = json!({
+        "uri_host": args.uri.rsplit('@').next().unwrap_or_default(),
+        "producers": args.producers,
+        "consumers": args.consumers,
+        "size": args.size,
+        "time": args.duration().map(|d| d.as_secs_f64()),
+        "count": args.count,
+        "exchange": exchange,
+        "type": kind.map(|k| k.name()),
+        "queues": args.queues,
+        "bindings": topology.bindings.len(),
+        "persistent": args.persistent,
+        "durable": args.durable,
+        "confirm": args.confirm,
+        "auto_ack": args.auto_ack,
+        "multi_ack_every": args.multi_ack_every,
+        "qos": args.qos,
+        "rate": args.rate,
+        "publisher": if args.raw { "raw" } else { "lapin" },
+        "threads": threads,
+    });
+    Ok(Summary {
+        settings,
+        publish_seconds,
+        consume_seconds,
+        sent,
+        confirmed,
+        nacked: shared.nacked(),
+        received,
+        publish,
+        confirm: rate(|s| s.confirmed, confirmed, publish_seconds),
+        consume: rate(|s| s.received, received, consume_seconds),
+        latency: [
+            latency.quantile(0.5),
+            latency.quantile(0.95),
+            latency.quantile(0.99),
+            latency.max(),
+        ],
+        latency_count: latency.count(),
+        drained: drained.drained,
+        drain_seconds: drained.seconds,
+        missing: drained.missing,
+        queued_at_end: drained.queued,
+        lost: drained.drained.then_some(drained.missing),
+        duplicates,
+        misrouted,
+        foreign: shared.foreign.load(Ordering::Relaxed),
+        redelivered: shared.redelivered.load(Ordering::Relaxed),
+        wall_seconds: wall,
+        tool_cpu,
+        busiest_thread: (busiest, share),
+        active_threads: active,
+        broker_cpu,
+        broker_peak_rss_kib: args.broker_pid.and_then(|p| cpu::status_kib(p, "VmHWM")),
+        broker_rss_kib: args.broker_pid.and_then(|p| cpu::status_kib(p, "VmRSS")),
+        cores,
+        bottleneck,
+        errors,
+    })
+}
+
+/// Which side limited the run: the rate limit, the tool (a thread at ~100% of a core, or all
+/// cores busy with the tool), or else the broker; notes when tool + broker fill the machine.
+fn bottleneck(
+    args: &Args,
+    publish_rate: f64,
+    tool_cpu: Option<f64>,
+    broker_cpu: Option<f64>,
+    busiest_share: f64,
+    wall: f64,
+    cores: usize,
+) -> String {
+    let target = args.rate * args.producers as f64;
+    if args.rate > 0.0 && publish_rate >= 0.97 * target {
+        return format!("rate-limited (target {target:.0} msg/s reached)");
+    }
+    let tool_cores = tool_cpu.map_or(0.0, |c| c / wall.max(1e-9));
+    let broker_cores = broker_cpu.map(|c| c / wall.max(1e-9));
+    let mut verdict = if busiest_share >= 0.9 || tool_cores >= 0.9 * cores as f64 {
+        format!(
+            "client-bound (busiest tool thread at {:.0}% of a core, tool uses {tool_cores:.2} cores)",
+            busiest_share * 100.0
+        )
+    } else {
+        format!(
+            "broker-bound (busiest tool thread at {:.0}% of a core, tool uses {tool_cores:.2} cores)",
+            busiest_share * 100.0
+        )
+    };
+    if let Some(broker) = broker_cores {
+        if tool_cores + broker >= 0.9 * cores as f64 {
+            verdict.push_str(&format!(
+                "; machine saturated: tool {tool_cores:.2} + broker {broker:.2} cores of {cores}"
+            ));
+        }
+    }
+    verdict
 }

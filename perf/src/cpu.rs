@@ -1,0 +1,88 @@
+//! CPU time and memory from /proc: this process (total and per thread) and, optionally, the
+//! broker's. Read-only; Linux only (elsewhere every figure is simply absent).
+
+use std::fs;
+
+/// /proc reports CPU times in USER_HZ ticks, 100 per second on every Linux architecture.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// utime + stime, in seconds, from a /proc/.../stat file.
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = fs::read_to_string(path).ok()?;
+    // The command name (field 2) may contain spaces; fields after it start at "state".
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_SECOND)
+}
+
+/// CPU seconds of a process (`pid`) or of this one (`None`).
+pub fn process_cpu(pid: Option<u32>) -> Option<f64> {
+    match pid {
+        Some(pid) => stat_cpu_seconds(&format!("/proc/{pid}/stat")),
+        None => stat_cpu_seconds("/proc/self/stat"),
+    }
+}
+
+/// One thread of this process: id, name, CPU seconds.
+#[derive(Clone, Debug)]
+pub struct ThreadCpu {
+    pub tid: u32,
+    pub name: String,
+    pub seconds: f64,
+}
+
+pub fn threads() -> Vec<ThreadCpu> {
+    let Ok(dir) = fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let tid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let base = format!("/proc/self/task/{tid}");
+        let seconds = stat_cpu_seconds(&format!("{base}/stat"))?;
+        let name = fs::read_to_string(format!("{base}/comm"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        Some(ThreadCpu { tid, name, seconds })
+    })
+    .collect()
+}
+
+/// A `VmHWM`/`VmRSS`-style field of /proc/PID/status, in KiB.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// CPU use between two thread snapshots: (busiest thread's name, its share of a core, how many
+/// threads did measurable work).
+pub fn busiest_thread(
+    before: &[ThreadCpu],
+    after: &[ThreadCpu],
+    wall: f64,
+) -> (String, f64, usize) {
+    let mut busiest = (String::new(), 0.0);
+    let mut active = 0;
+    for t in after {
+        let start = before
+            .iter()
+            .find(|b| b.tid == t.tid)
+            .map_or(0.0, |b| b.seconds);
+        let share = (t.seconds - start) / wall.max(1e-9);
+        if share >= 0.05 {
+            active += 1;
+        }
+        if share > busiest.1 {
+            busiest = (t.name.clone(), share);
+        }
+    }
+    (busiest.0, busiest.1, active)
+}
