@@ -14,7 +14,9 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use warren_protocol::method::ShortStr;
@@ -255,12 +257,13 @@ impl Queue {
         }
     }
 
+    /// The queue's lock. `parking_lot`'s mutex is eventually fair: a publisher's connection that
+    /// locks the queue for every message of a fast stream cannot keep a consumer's connection
+    /// from getting it for seconds, as `std`'s unfair futex mutex let it (a consumer starved
+    /// while a raw publisher sent 620k msg/s). It does not poison: a panic elsewhere leaves the
+    /// state consistent (every mutation is a single push or pop).
     fn lock(&self) -> MutexGuard<'_, QueueState> {
-        // A panic while holding the lock is a bug elsewhere; the state itself stays consistent
-        // (every mutation is a single push or pop), so keep serving.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock()
     }
 
     pub fn is_exclusive_to_other(&self, connection: u64) -> bool {
