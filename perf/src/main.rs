@@ -303,6 +303,7 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         .collect();
 
     // The clock starts now: everything is connected and consuming.
+    let machine_before = cpu::machine_jiffies();
     let threads_before = cpu::threads();
     let tool_before = cpu::process_cpu(None);
     let broker_before = args.broker_pid.and_then(|pid| cpu::process_cpu(Some(pid)));
@@ -321,6 +322,12 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         .map(|p| tokio::spawn(p.run(shared.clone(), start, deadline)))
         .collect();
     let mut errors = join_all(producer_tasks).await;
+    if args.producers == 0 {
+        // Consume-only: run for --time (or until Ctrl-C).
+        while deadline.is_none_or(|d| Instant::now() < d) && !shared.stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     let drain_limit = Duration::from_secs_f64(args.drain);
     let drained = drain(&shared, &topology, &setup_channel, drain_limit).await;
@@ -328,6 +335,7 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
     let wall = start.elapsed().as_secs_f64();
     let tool_after = cpu::process_cpu(None);
     let threads_after = cpu::threads();
+    let machine_busy = cpu::machine_busy(machine_before, cpu::machine_jiffies());
     let broker_after = args.broker_pid.and_then(|pid| cpu::process_cpu(Some(pid)));
     let _ = stop_reporter.send(true);
     let (samples, latency) = reporter.await.map_err(|e| format!("reporter task: {e}"))?;
@@ -368,7 +376,7 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         &args,
         publish.overall,
         tool_cpu,
-        broker_cpu,
+        machine_busy,
         share,
         wall,
         cores,
@@ -427,6 +435,7 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         busiest_thread: (busiest, share),
         active_threads: active,
         broker_cpu,
+        machine_busy,
         broker_peak_rss_kib: args.broker_pid.and_then(|p| cpu::status_kib(p, "VmHWM")),
         broker_rss_kib: args.broker_pid.and_then(|p| cpu::status_kib(p, "VmRSS")),
         cores,
@@ -436,12 +445,13 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
 }
 
 /// Which side limited the run: the rate limit, the tool (a thread at ~100% of a core, or all
-/// cores busy with the tool), or else the broker; notes when tool + broker fill the machine.
+/// cores busy with the tool), or else the broker; notes when the machine's cores are all busy
+/// (tool, broker and anything else running), which makes either verdict soft.
 fn bottleneck(
     args: &Args,
     publish_rate: f64,
     tool_cpu: Option<f64>,
-    broker_cpu: Option<f64>,
+    machine_busy: Option<f64>,
     busiest_share: f64,
     wall: f64,
     cores: usize,
@@ -451,7 +461,6 @@ fn bottleneck(
         return format!("rate-limited (target {target:.0} msg/s reached)");
     }
     let tool_cores = tool_cpu.map_or(0.0, |c| c / wall.max(1e-9));
-    let broker_cores = broker_cpu.map(|c| c / wall.max(1e-9));
     let mut verdict = if busiest_share >= 0.9 || tool_cores >= 0.9 * cores as f64 {
         format!(
             "client-bound (busiest tool thread at {:.0}% of a core, tool uses {tool_cores:.2} cores)",
@@ -463,12 +472,11 @@ fn bottleneck(
             busiest_share * 100.0
         )
     };
-    if let Some(broker) = broker_cores {
-        if tool_cores + broker >= 0.9 * cores as f64 {
-            verdict.push_str(&format!(
-                "; machine saturated: tool {tool_cores:.2} + broker {broker:.2} cores of {cores}"
-            ));
-        }
+    if let Some(busy) = machine_busy.filter(|b| *b >= 0.9) {
+        verdict.push_str(&format!(
+            "; machine saturated: {:.0}% of {cores} cores busy",
+            busy * 100.0
+        ));
     }
     verdict
 }

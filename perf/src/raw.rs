@@ -306,6 +306,9 @@ impl RawProducer {
             }
             counters.sent.fetch_add(n, Ordering::Release);
             sequence += n;
+            // A socket that always has room never makes write_all wait, and a task that never
+            // waits starves the consumers sharing its worker (they sit in its LIFO slot).
+            tokio::task::yield_now().await;
         }
         counters
             .finished_at

@@ -131,6 +131,8 @@ pub struct Summary {
     pub busiest_thread: (String, f64),
     pub active_threads: usize,
     pub broker_cpu: Option<f64>,
+    /// Share of all the machine's cores busy during the run (any process).
+    pub machine_busy: Option<f64>,
     pub broker_peak_rss_kib: Option<u64>,
     pub broker_rss_kib: Option<u64>,
     pub cores: usize,
@@ -189,6 +191,7 @@ impl Summary {
                 "broker_seconds": self.broker_cpu,
                 "broker_cores": cores(self.broker_cpu),
                 "broker_us_per_msg": self.per_message(self.broker_cpu),
+                "machine_busy": self.machine_busy,
                 "broker_peak_rss_kib": self.broker_peak_rss_kib,
                 "broker_rss_kib": self.broker_rss_kib,
             },
@@ -236,7 +239,7 @@ impl Summary {
                 self.drain_seconds,
                 self.missing,
                 self.queued_at_end
-                    .map(|q| format!(", {q} still queued"))
+                    .map(|q| format!(", {q} ready in the queues, the rest in flight to consumers"))
                     .unwrap_or_default()
             ),
         };
@@ -268,6 +271,13 @@ impl Summary {
                     .map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
                 self.broker_rss_kib
                     .map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            );
+        }
+        if let Some(busy) = self.machine_busy {
+            println!(
+                "machine   {:.0}% of {} cores busy (all processes)",
+                busy * 100.0,
+                self.cores
             );
         }
         println!("bottleneck {}", self.bottleneck);
