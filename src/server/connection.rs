@@ -29,7 +29,7 @@ use warren_protocol::frame::{
 use warren_protocol::method::{decode_method, encode_method, Method};
 use warren_protocol::spec::{connection, AMQPClass};
 
-use super::channel::{Channels, Session};
+use super::channel::{self, Channels, Session};
 use super::handshake::{self, ClientCapabilities, Tuning};
 use super::Context;
 use crate::broker::consumer::{Outbound, Outbox};
@@ -622,10 +622,7 @@ impl Connection {
 fn give_back(message: Outbound) {
     if let Outbound::Deliver { consumer, entry } = message {
         consumer.written();
-        if !consumer.no_ack {
-            consumer.settled(1);
-        }
-        consumer.queue.return_unsent(entry);
+        channel::give_back(consumer, entry);
     }
 }
 

@@ -31,6 +31,7 @@ use warren_protocol::spec::{channel, AMQPClass};
 
 use crate::broker::consumer::{ChannelCredit, ConfirmTag, Consumer, Outbox};
 use crate::broker::message::{Entry, Message};
+use crate::broker::queue::Queue;
 use crate::broker::vhost::{RouteScratch, Vhost};
 use crate::error::{Error, Exception};
 use crate::server::UnackedTimeoutAction;
@@ -520,8 +521,6 @@ impl Channels {
             }));
         }
         let mut due = std::mem::take(&mut self.confirms_due);
-        due.sort_unstable();
-        due.dedup();
         for &number in &due {
             if let Some(Channel {
                 state: ChannelState::Open,
@@ -583,7 +582,9 @@ impl Channels {
         {
             if *current == epoch {
                 confirms.synced(tag, ok);
-                self.confirms_due.push(number);
+                if confirms.schedule() {
+                    self.confirms_due.push(number);
+                }
             }
         }
     }
@@ -639,41 +640,49 @@ impl Channels {
     }
 }
 
-/// Returns a delivery that never reached the client to its queue, with its credit.
-fn give_back(consumer: Arc<Consumer>, entry: Entry) {
+/// Returns a delivery that never reached the client to its queue, with its credit (its place in
+/// the outbox has already been counted as written).
+pub(crate) fn give_back(consumer: Arc<Consumer>, entry: Entry) {
     if !consumer.no_ack {
         consumer.settled(1);
     }
     consumer.queue.return_unsent(entry);
 }
 
-/// Settles deliveries: frees their consumers' credit and acks, drops or requeues them (requeues
-/// grouped by queue, one lock per run of the same queue).
+/// Settles deliveries: frees their consumers' credit, and acks, drops or requeues them, one
+/// queue lock per run of deliveries from the same queue.
 fn settle(deliveries: Vec<Delivery>, how: Settle) {
     let mut run: Vec<Entry> = Vec::new();
-    let mut run_queue = None;
+    let mut run_queue: Option<Arc<Queue>> = None;
     for delivery in deliveries {
         if let Some(consumer) = &delivery.consumer {
             consumer.settled(1);
-        }
-        if how != Settle::Requeue {
-            if let Some(position) = delivery.entry.position {
-                delivery.queue.settle_stored([position]);
-            }
-            continue;
         }
         let same = run_queue
             .as_ref()
             .is_some_and(|q| Arc::ptr_eq(q, &delivery.queue));
         if !same {
             if let Some(queue) = run_queue.take() {
-                queue.requeue(run.drain(..));
+                settle_run(&queue, &mut run, how);
             }
             run_queue = Some(delivery.queue);
         }
         run.push(delivery.entry);
     }
     if let Some(queue) = run_queue {
-        queue.requeue(run);
+        settle_run(&queue, &mut run, how);
+    }
+}
+
+/// Requeues a run of one queue's entries, or records in its log that the stored ones are gone.
+fn settle_run(queue: &Queue, run: &mut Vec<Entry>, how: Settle) {
+    match how {
+        Settle::Requeue => queue.requeue(run.drain(..)),
+        Settle::Ack | Settle::Drop => {
+            let mut stored = run.drain(..).filter_map(|entry| entry.position).peekable();
+            if stored.peek().is_some() {
+                queue.settle_stored(stored);
+            }
+        }
     }
 }
