@@ -117,10 +117,13 @@ impl Channels {
         let epoch = channel.epoch;
         if let Mode::Confirm(confirms) = &mut channel.mode {
             let tag = confirms.published(outcome.confirm);
+            let newly_due = confirms.schedule();
             if let (Outcome::Syncing, Some(store)) = (outcome.confirm, outcome.store) {
                 self.wait_for_sync(store).tags.push((number, epoch, tag));
             }
-            self.confirms_due.push(number);
+            if newly_due {
+                self.confirms_due.push(number);
+            }
         }
         Ok(())
     }

@@ -23,6 +23,8 @@ pub(super) struct Confirms {
     waiting: BTreeSet<u64>,
     /// Tags to nack at the next flush.
     nacks: Vec<u64>,
+    /// The channel is on the connection's list of channels to flush.
+    scheduled: bool,
 }
 
 /// What became of one publish, for its confirm.
@@ -41,7 +43,14 @@ impl Confirms {
             acked_through: 0,
             waiting: BTreeSet::new(),
             nacks: Vec::new(),
+            scheduled: false,
         }
+    }
+
+    /// Marks the channel for the next flush; true if it was not marked yet (the caller then
+    /// puts it on the list of channels to flush).
+    pub fn schedule(&mut self) -> bool {
+        !std::mem::replace(&mut self.scheduled, true)
     }
 
     /// Records a publish; returns its delivery tag.
@@ -67,6 +76,7 @@ impl Confirms {
 
     /// Writes the nacks and the one ack now due.
     pub fn flush(&mut self, out: &mut BytesMut, number: u16) {
+        self.scheduled = false;
         for tag in self.nacks.drain(..) {
             let nack = basic::Nack {
                 delivery_tag: tag,
