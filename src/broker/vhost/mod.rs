@@ -183,6 +183,21 @@ impl Vhost {
         ))
     }
 
+    /// The 406 for the first flag (durable, auto_delete, …) a redeclaration changes.
+    fn equivalent_flags(
+        &self,
+        what: &str,
+        name: &ShortStr,
+        flags: &[(&str, bool, bool)],
+    ) -> Result<(), Error> {
+        match flags.iter().find(|(_, got, have)| got != have) {
+            Some((arg, got, have)) => {
+                Err(self.inequivalent(what, arg, name, &format!("'{got}'"), &format!("'{have}'")))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// A fresh `amq.gen-…` name.
     pub fn generate_name(&self, prefix: &str) -> ShortStr {
         let n = self.next_name.fetch_add(1, Ordering::Relaxed);
@@ -231,21 +246,15 @@ impl Vhost {
                     &format!("'{}'", existing.kind.name()),
                 ));
             }
-            for (arg, got, have) in [
-                ("durable", declare.durable, existing.durable),
-                ("auto_delete", declare.auto_delete, existing.auto_delete),
-                ("internal", declare.internal, existing.internal),
-            ] {
-                if got != have {
-                    return Err(self.inequivalent(
-                        what,
-                        arg,
-                        name,
-                        &format!("'{got}'"),
-                        &format!("'{have}'"),
-                    ));
-                }
-            }
+            self.equivalent_flags(
+                what,
+                name,
+                &[
+                    ("durable", declare.durable, existing.durable),
+                    ("auto_delete", declare.auto_delete, existing.auto_delete),
+                    ("internal", declare.internal, existing.internal),
+                ],
+            )?;
             let got = declare.arguments.inner().get("alternate-exchange");
             let have = existing.arguments.inner().get("alternate-exchange");
             if let Some((got, have)) = argument_mismatch(got, have) {
@@ -342,24 +351,18 @@ impl Vhost {
                 return Err(self.locked(name));
             }
             let what = "queue";
-            for (arg, got, have) in [
-                ("durable", declare.durable, queue.options.durable),
-                (
-                    "auto_delete",
-                    declare.auto_delete,
-                    queue.options.auto_delete,
-                ),
-            ] {
-                if got != have {
-                    return Err(self.inequivalent(
-                        what,
-                        arg,
-                        name,
-                        &format!("'{got}'"),
-                        &format!("'{have}'"),
-                    ));
-                }
-            }
+            self.equivalent_flags(
+                what,
+                name,
+                &[
+                    ("durable", declare.durable, queue.options.durable),
+                    (
+                        "auto_delete",
+                        declare.auto_delete,
+                        queue.options.auto_delete,
+                    ),
+                ],
+            )?;
             for arg in EQUIVALENT_QUEUE_ARGS {
                 let got = declare.arguments.inner().get(arg);
                 let have = queue.options.arguments.inner().get(arg);
