@@ -60,6 +60,46 @@ impl Drop for Warren {
     }
 }
 
+/// A broker in this process (for options the command line does not take), stopped gracefully.
+struct InProcess {
+    uri: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcess {
+    async fn start(data_dir: &Path, options: warren::ServerOptions) -> InProcess {
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let options = warren::ServerOptions {
+            listen: "127.0.0.1:0".into(),
+            data_dir: data_dir.to_path_buf(),
+            ..options
+        };
+        let server = warren::Server::bind(options).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        InProcess {
+            uri: format!("amqp://guest:guest@{addr}/%2f"),
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Removes a test's data directory and its broker log.
+fn cleanup(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
+}
+
 fn free_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
@@ -224,8 +264,7 @@ async fn every_confirmed_message_survives_kill_9_and_acked_ones_stay_gone() {
         total_confirmed > 0,
         "no publish was ever confirmed: the test proved nothing"
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("log"));
+    cleanup(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,8 +369,7 @@ async fn durable_topology_survives_a_restart_and_transient_things_do_not() {
     );
     drop(connection);
     warren.kill();
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("log"));
+    cleanup(&dir);
 }
 
 /// Publishes `count` messages of `size` bytes (`n:` then filler) with confirms.
@@ -414,20 +452,15 @@ fn dir_size(path: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_past_the_memory_window_lives_on_disk_and_drains_in_order() {
     let dir = data_dir("window");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let options = warren::ServerOptions {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.clone(),
-        queue_memory_window: 64 * 1024,
-        ..warren::ServerOptions::default()
-    };
-    let server = warren::Server::bind(options).await.expect("bind");
-    let addr = server.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    let uri = format!("amqp://guest:guest@{addr}/%2f");
+    let broker = InProcess::start(
+        &dir,
+        warren::ServerOptions {
+            queue_memory_window: 64 * 1024,
+            ..warren::ServerOptions::default()
+        },
+    )
+    .await;
+    let uri = broker.uri.clone();
     let connection = Connection::connect(&uri, ConnectionProperties::default())
         .await
         .expect("connect");
@@ -458,9 +491,8 @@ async fn a_backlog_past_the_memory_window_lives_on_disk_and_drains_in_order() {
     drain_in_order(&channel, "paged-durable", count, size).await;
     drain_in_order(&channel, "paged-transient", count, size).await;
     connection.close(200, "bye".into()).await.expect("close");
-    let _ = stop.send(());
-    let _ = task.await;
-    let _ = std::fs::remove_dir_all(&dir);
+    broker.stop().await;
+    cleanup(&dir);
 }
 
 /// The backlog check, scaled by `WARREN_BACKLOG` (default 200,000 messages of 1 KiB):
@@ -513,8 +545,7 @@ async fn backlog_rss_stays_bounded() {
     );
     drop(connection);
     warren.kill();
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("log"));
+    cleanup(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -549,8 +580,7 @@ async fn a_committed_transaction_survives_kill_9() {
         "every committed message, in order"
     );
     drop(warren);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("log"));
+    cleanup(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -664,8 +694,7 @@ async fn acks_requeues_and_delivery_marks_survive_kill_9() {
     assert!(!back[6].1, "never delivered: {back:?}");
     drop(connection);
     drop(warren);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("log"));
+    cleanup(&dir);
 }
 
 fn allocated_bytes(path: &Path) -> u64 {
@@ -686,21 +715,16 @@ fn allocated_bytes(path: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mostly_acked_segments_give_their_space_back() {
     let dir = data_dir("compaction");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let options = warren::ServerOptions {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.clone(),
-        segment_size: 256 * 1024,
-        compaction_interval: Duration::from_millis(100),
-        ..warren::ServerOptions::default()
-    };
-    let server = warren::Server::bind(options).await.expect("bind");
-    let addr = server.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    let uri = format!("amqp://guest:guest@{addr}/%2f");
+    let broker = InProcess::start(
+        &dir,
+        warren::ServerOptions {
+            segment_size: 256 * 1024,
+            compaction_interval: Duration::from_millis(100),
+            ..warren::ServerOptions::default()
+        },
+    )
+    .await;
+    let uri = broker.uri.clone();
     let connection = Connection::connect(&uri, ConnectionProperties::default())
         .await
         .expect("connect");
@@ -740,8 +764,7 @@ async fn mostly_acked_segments_give_their_space_back() {
     );
     drop(kept);
     connection.close(200, "bye".into()).await.expect("close");
-    let _ = stop.send(());
-    let _ = task.await;
+    broker.stop().await;
 
     // What was kept is all there after a restart (compaction punched only acked records).
     let warren = Warren::start(&dir);
@@ -763,6 +786,5 @@ async fn mostly_acked_segments_give_their_space_back() {
     }
     drop(connection);
     drop(warren);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("log"));
+    cleanup(&dir);
 }
