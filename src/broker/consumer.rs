@@ -102,9 +102,12 @@ pub struct Consumer {
     unacked: AtomicU32,
     /// Deliveries in the outbox, not yet written.
     unsent: AtomicU32,
-    /// Set by the queue when it had a message but no credit for this consumer; whoever frees
-    /// credit clears it and asks the queue to dispatch again.
+    /// Set by the queue when it had a message but no credit (prefetch, flow) for this consumer;
+    /// whoever frees credit clears it and asks the queue to dispatch again.
     starved: AtomicBool,
+    /// Like `starved`, when the unsent window was the limit: cleared by the connection once it
+    /// has written half the window.
+    window_starved: AtomicBool,
     /// Cleared when the consumer is cancelled or its channel closes: deliveries still in the
     /// outbox then go back to the queue.
     active: AtomicBool,
@@ -134,6 +137,7 @@ impl Consumer {
             unacked: AtomicU32::new(0),
             unsent: AtomicU32::new(0),
             starved: AtomicBool::new(false),
+            window_starved: AtomicBool::new(false),
             active: AtomicBool::new(true),
             credit,
             outbox,
@@ -147,14 +151,35 @@ impl Consumer {
             self.take();
             return true;
         }
-        self.starved.store(true, SeqCst);
+        let flag = if self.unsent.load(SeqCst) >= UNSENT_WINDOW {
+            &self.window_starved
+        } else {
+            &self.starved
+        };
+        flag.store(true, SeqCst);
         // Credit freed between the check and the flag would find no flag: look once more.
         if self.has_credit() {
-            self.starved.store(false, SeqCst);
+            flag.store(false, SeqCst);
             self.take();
             return true;
         }
         false
+    }
+
+    /// Whether the consumer would take a delivery but for the unsent window: the broker, not the
+    /// client's acks, is what holds it back (the queue then pushes back on its publishers).
+    pub(crate) fn held_by_window(&self) -> bool {
+        self.unsent.load(SeqCst) >= UNSENT_WINDOW && {
+            let open = self.credit.flow.load(SeqCst);
+            let prefetch_ok =
+                self.no_ack || self.prefetch == 0 || self.unacked.load(SeqCst) < self.prefetch;
+            open && prefetch_ok
+        }
+    }
+
+    /// Deliveries in the outbox, not yet written.
+    pub fn unsent(&self) -> u32 {
+        self.unsent.load(SeqCst)
     }
 
     fn has_credit(&self) -> bool {
@@ -198,9 +223,14 @@ impl Consumer {
         });
     }
 
-    /// A delivery left the outbox (written, or dropped for a closed channel).
-    pub fn written(&self) {
-        self.unsent.fetch_sub(1, SeqCst);
+    /// A delivery left the outbox (written, or dropped for a closed channel). True when the
+    /// queue held back deliveries for the window and half of it is free now: the caller asks the
+    /// queue to dispatch again.
+    pub fn written(&self) -> bool {
+        let unsent = self.unsent.fetch_sub(1, SeqCst) - 1;
+        unsent <= UNSENT_WINDOW / 2
+            && self.window_starved.load(SeqCst)
+            && self.window_starved.swap(false, SeqCst)
     }
 
     /// `n` deliveries were acked, rejected, requeued or taken back.

@@ -10,6 +10,7 @@ pub mod arguments;
 pub mod consumer;
 pub mod durable;
 pub mod exchange;
+pub mod flow;
 pub mod headers;
 pub mod message;
 pub mod queue;

@@ -26,6 +26,7 @@ use tracing::error;
 
 use super::consumer::Consumer;
 use super::durable::{decode_message, encode_message};
+use super::flow::Flow;
 use super::message::{Entry, Message};
 use crate::store::log::{Log, Position, Recovered};
 use crate::store::Store;
@@ -49,6 +50,8 @@ pub struct Queue {
     /// The store, for a durable queue: persistent messages go to its log, synced by group commit.
     store: Option<Arc<Store>>,
     state: Mutex<QueueState>,
+    /// Pushes back on publishers when deliveries fall behind.
+    pub flow: Flow,
 }
 
 /// What became of a published message.
@@ -182,10 +185,12 @@ impl QueueState {
     }
 
     /// Hands ready messages to consumers with credit, round robin, until either runs out.
-    fn dispatch(&mut self) {
+    /// Returns whether messages are left while a consumer is held back only by its outbox
+    /// window (see [`super::flow`]).
+    fn dispatch(&mut self) -> bool {
         let count = self.consumers.len();
         if count == 0 {
-            return;
+            return false;
         }
         'messages: while self.len() > 0 {
             for step in 0..count {
@@ -196,7 +201,7 @@ impl QueueState {
                 }
                 let consumer = Arc::clone(consumer);
                 let Some(entry) = self.pop() else {
-                    return;
+                    return false;
                 };
                 self.next_consumer = (index + 1) % count;
                 if let Some(position) = entry.position {
@@ -210,8 +215,9 @@ impl QueueState {
                 }
                 continue 'messages;
             }
-            return;
+            return self.consumers.iter().any(|c| c.held_by_window());
         }
+        false
     }
 }
 
@@ -222,6 +228,7 @@ impl Queue {
             options,
             store: None,
             state: Mutex::new(QueueState::default()),
+            flow: Flow::default(),
         }
     }
 
@@ -254,6 +261,7 @@ impl Queue {
             options,
             store: Some(store),
             state: Mutex::new(state),
+            flow: Flow::default(),
         }
     }
 
@@ -318,7 +326,7 @@ impl Queue {
             redelivered: false,
             position,
         });
-        state.dispatch();
+        self.dispatch_locked(&mut state);
         match logged {
             true => Enqueued::Logged,
             false => Enqueued::Queued,
@@ -454,7 +462,7 @@ impl Queue {
             entry.redelivered = true;
             state.push_front(entry);
         }
-        state.dispatch();
+        self.dispatch_locked(&mut state);
     }
 
     /// Puts back a message that was handed to a consumer but never sent (its consumer went away
@@ -465,7 +473,7 @@ impl Queue {
             return;
         }
         state.push_front(entry);
-        state.dispatch();
+        self.dispatch_locked(&mut state);
     }
 
     /// Like [`Queue::requeue`], but tries the consumers after `skip` first: used when `skip`
@@ -481,12 +489,19 @@ impl Queue {
         let mut entry = entry;
         entry.redelivered = true;
         state.push_front(entry);
-        state.dispatch();
+        self.dispatch_locked(&mut state);
     }
 
     /// Asks for dispatch after credit was freed.
     pub fn dispatch(&self) {
-        self.lock().dispatch();
+        let mut state = self.lock();
+        self.dispatch_locked(&mut state);
+    }
+
+    /// Dispatches, and updates the pressure on publishers with what is left.
+    fn dispatch_locked(&self, state: &mut QueueState) {
+        let held = state.dispatch();
+        self.flow.update(state.len(), state.memory, held);
     }
 
     /// `basic.get`: the next message and how many remain.
@@ -515,6 +530,7 @@ impl Queue {
         let ready = std::mem::take(&mut state.ready);
         let requeued = std::mem::take(&mut state.requeued);
         state.memory = 0;
+        self.flow.release();
         if let Some(log) = &mut state.log {
             let stored = ready
                 .iter()
@@ -539,7 +555,7 @@ impl Queue {
             return Err(ConsumeRefused::ExclusiveInUse);
         }
         state.consumers.push(consumer);
-        state.dispatch();
+        self.dispatch_locked(&mut state);
         Ok(())
     }
 
@@ -551,6 +567,8 @@ impl Queue {
         if state.consumers.len() != before && state.next_consumer >= state.consumers.len() {
             state.next_consumer = 0;
         }
+        let held = state.consumers.iter().any(|c| c.held_by_window());
+        self.flow.update(state.len(), state.memory, held);
         self.options.auto_delete
             && !state.deleted
             && before != state.consumers.len()
@@ -566,6 +584,7 @@ impl Queue {
     pub(crate) fn delete(&self) -> (Vec<Arc<Consumer>>, u32) {
         let mut state = self.lock();
         state.deleted = true;
+        self.flow.release();
         let count = saturating_u32(state.len());
         state.ready = VecDeque::new();
         state.requeued = BinaryHeap::new();

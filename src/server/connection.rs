@@ -33,6 +33,7 @@ use super::channel::{self, Channels, Session};
 use super::handshake::{self, ClientCapabilities, Tuning};
 use super::Context;
 use crate::broker::consumer::{Outbound, Outbox};
+use crate::broker::queue::Queue;
 use crate::broker::vhost::Vhost;
 use crate::error::{Error, Exception, ReplyCode, Scope};
 
@@ -42,6 +43,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
 /// How long to wait for `close-ok` after sending `connection.close`.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a publishing connection's input waits for its queues' pressure to lift.
+const THROTTLE_MAX: Duration = Duration::from_millis(100);
 /// How many outbox messages (deliveries) are handled per wake-up before the socket is written.
 const OUTBOX_BATCH: usize = 256;
 
@@ -152,6 +155,8 @@ impl Connection {
         let timer = sleep_until(self.deadline.unwrap_or_else(far_future));
         tokio::pin!(timer);
         let mut timer_at = self.deadline;
+        // Queues this connection published to that push back: input waits for them.
+        let mut throttled: Vec<Arc<Queue>> = Vec::new();
         loop {
             was_open |= self.state == State::Running;
             if !self.write_buf.is_empty() && !self.flush(&stream) {
@@ -167,7 +172,8 @@ impl Connection {
             }
             let reading = self.state != State::Done
                 && self.write_buf.len() < WRITE_HIGH_WATER
-                && !self.blocking();
+                && !self.blocking()
+                && throttled.is_empty();
             tokio::select! {
                 biased;
                 writable = stream.writable(), if !self.write_buf.is_empty() => {
@@ -180,7 +186,13 @@ impl Connection {
                     if readable.is_err() || !self.read(&stream) {
                         break;
                     }
+                    if let Some(channels) = &mut self.channels {
+                        channels.take_pressured(&mut throttled);
+                    }
+                    // Let the tasks this input woke (consumers' connections) run before more.
+                    tokio::task::yield_now().await;
                 }
+                () = released(&throttled), if !throttled.is_empty() => throttled.clear(),
                 Some(first) = outbound.recv(), if self.write_buf.len() < WRITE_HIGH_WATER => {
                     self.outbound(first, outbound);
                 }
@@ -616,6 +628,18 @@ impl Connection {
             }
         }
     }
+}
+
+/// Resolves when none of `queues` pushes back any more, or after [`THROTTLE_MAX`]: a publisher
+/// is slowed, never stalled (a client that publishes and consumes on one connection may only
+/// read its deliveries once its writes go through).
+async fn released(queues: &[Arc<Queue>]) {
+    let all = async {
+        for queue in queues {
+            queue.flow.released().await;
+        }
+    };
+    let _ = tokio::time::timeout(THROTTLE_MAX, all).await;
 }
 
 /// Returns a delivery this connection can no longer make to its queue.

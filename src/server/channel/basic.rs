@@ -185,7 +185,12 @@ impl Channels {
             store: None,
         };
         for queue in self.route.queues.drain(..) {
-            match queue.publish(message, persistent) {
+            let enqueued = queue.publish(message, persistent);
+            if queue.flow.under_pressure() && !self.pressured.iter().any(|q| Arc::ptr_eq(q, &queue))
+            {
+                self.pressured.push(Arc::clone(&queue));
+            }
+            match enqueued {
                 Enqueued::Queued => routed = true,
                 Enqueued::Logged => {
                     routed = true;

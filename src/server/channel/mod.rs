@@ -171,6 +171,8 @@ pub(crate) struct Channels {
     awaiting_sync: Option<SyncWait>,
     /// A message was published on this connection (resource alarms block publishers only).
     published: bool,
+    /// Queues published to since [`Channels::take_pressured`] that push back on publishers.
+    pressured: Vec<Arc<Queue>>,
     next_epoch: u64,
 }
 
@@ -188,6 +190,7 @@ impl Channels {
             confirms_due: Vec::new(),
             awaiting_sync: None,
             published: false,
+            pressured: Vec::new(),
             next_epoch: 1,
         }
     }
@@ -195,6 +198,11 @@ impl Channels {
     /// Whether a message was ever published on this connection.
     pub(crate) fn has_published(&self) -> bool {
         self.published
+    }
+
+    /// Moves the queues that pushed back on this connection's publishes into `into`.
+    pub(crate) fn take_pressured(&mut self, into: &mut Vec<Arc<Queue>>) {
+        into.append(&mut self.pressured);
     }
 
     fn slot_mut(&mut self, number: u16) -> Option<&mut Channel> {
@@ -460,7 +468,7 @@ impl Channels {
         entry: Entry,
         now: Instant,
     ) {
-        consumer.written();
+        let window_freed = consumer.written();
         let frame_max = self.session.frame_max;
         let timeout = consumer
             .queue
@@ -473,10 +481,10 @@ impl Channels {
         };
         let tag = channel.take_delivery_tag();
         basic::encode_delivery(out, consumer.channel, &consumer.tag, tag, &entry, frame_max);
+        if window_freed {
+            consumer.queue.dispatch();
+        }
         if consumer.no_ack {
-            if consumer.take_starved() {
-                consumer.queue.dispatch();
-            }
             return;
         }
         let queue = Arc::clone(&consumer.queue);
