@@ -120,6 +120,17 @@ pub struct Args {
     #[arg(long)]
     pub raw: bool,
 
+    /// Consume with the lean raw-frame consumer (own socket, 256 KiB reads, many frames parsed
+    /// per read, acks batched into one write per read) instead of lapin.
+    #[arg(long)]
+    pub raw_consume: bool,
+
+    /// Publish first, consume after: consumers attach only when every producer has finished
+    /// (needs --count), so the queues hold the whole run as a backlog; the consume rate is then
+    /// the drain rate (window: consumers attached -> last delivery).
+    #[arg(long)]
+    pub backlog: bool,
+
     /// Messages per socket write for --raw.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     pub raw_batch: u64,
@@ -191,6 +202,9 @@ impl Args {
                  the broker will not send until it acks",
                 self.multi_ack_every, self.qos
             ));
+        }
+        if self.backlog && self.count.is_none() {
+            return Err("--backlog needs --count (messages per producer)".into());
         }
         if self.exchange.as_deref() == Some("") && self.exchange_type.is_some() {
             return Err("--type needs a named exchange (the default exchange is direct)".into());

@@ -11,6 +11,7 @@ mod cpu;
 mod message;
 mod producer;
 mod raw;
+mod raw_consumer;
 mod report;
 mod stats;
 mod topology;
@@ -33,6 +34,7 @@ use cli::Args;
 use message::Clock;
 use producer::{Job, Producer};
 use raw::RawProducer;
+use raw_consumer::RawConsumer;
 use report::{median, Rate, Summary};
 use stats::Shared;
 use topology::Topology;
@@ -96,6 +98,66 @@ impl Publisher {
             Publisher::Lapin(p) => (*p).run(shared, start, deadline).await,
             Publisher::Raw(p) => (*p).run(shared, start, deadline).await,
         }
+    }
+}
+
+enum Subscriber {
+    Lapin(Box<consumer::Consumer>),
+    Raw(Box<RawConsumer>),
+}
+
+impl Subscriber {
+    async fn connect(uri: String, raw: bool, settings: consumer::Settings) -> Result<Self, String> {
+        if raw {
+            RawConsumer::connect(&uri, settings)
+                .await
+                .map(|c| Subscriber::Raw(Box::new(c)))
+        } else {
+            consumer::Consumer::connect(&uri, settings)
+                .await
+                .map(|c| Subscriber::Lapin(Box::new(c)))
+        }
+    }
+
+    async fn run(self, shared: Arc<Shared>, stop: watch::Receiver<bool>) -> Result<(), String> {
+        match self {
+            Subscriber::Lapin(c) => (*c).run(shared, stop).await,
+            Subscriber::Raw(c) => (*c).run(shared, stop).await,
+        }
+    }
+}
+
+/// Connects every consumer.
+async fn connect_consumers(args: &Args, topology: &Topology) -> Result<Vec<Subscriber>, String> {
+    connect_all(
+        (0..args.consumers)
+            .map(|id| {
+                let queue = topology.consumer_queue[id];
+                let settings = consumer::Settings {
+                    id,
+                    queue,
+                    queue_name: topology.queues[queue].clone(),
+                    auto_ack: args.auto_ack,
+                    multi_ack_every: args.multi_ack_every,
+                    qos: args.qos,
+                    routed: topology.expected[queue].clone(),
+                };
+                Subscriber::connect(args.uri.clone(), args.raw_consume, settings)
+            })
+            .collect(),
+    )
+    .await
+}
+
+/// Samples the broker's RSS every 200 ms until `stop`; returns the largest sample.
+async fn sample_rss(pid: u32, mut stop: watch::Receiver<bool>) -> Option<u64> {
+    let mut peak = cpu::status_kib(pid, "VmRSS");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|s| *s) => return peak,
+        }
+        peak = peak.max(cpu::status_kib(pid, "VmRSS"));
     }
 }
 
@@ -247,25 +309,14 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         topology.declare(&setup_channel, args.durable).await?;
     }
 
-    let consumers = connect_all(
-        (0..args.consumers)
-            .map(|id| {
-                let queue = topology.consumer_queue[id];
-                let settings = consumer::Settings {
-                    id,
-                    queue,
-                    queue_name: topology.queues[queue].clone(),
-                    auto_ack: args.auto_ack,
-                    multi_ack_every: args.multi_ack_every,
-                    qos: args.qos,
-                    routed: topology.expected[queue].clone(),
-                };
-                let uri = args.uri.clone();
-                async move { consumer::Consumer::connect(&uri, settings).await }
-            })
-            .collect(),
-    )
-    .await?;
+    let rss = |field| args.broker_pid.and_then(|pid| cpu::status_kib(pid, field));
+    let rss_before_connect = rss("VmRSS");
+    // With --backlog the consumers attach after publishing.
+    let consumers = if args.backlog {
+        Vec::new()
+    } else {
+        connect_consumers(&args, &topology).await?
+    };
     let publishers = connect_all(
         jobs(&args, &topology)
             .into_iter()
@@ -288,6 +339,14 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
     )
     .await?;
 
+    let connections = publishers.len() + consumers.len();
+    let rss_connected = if args.broker_pid.is_some() && connections > 0 {
+        // Let the broker finish setting the connections up before looking.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss("VmRSS")
+    } else {
+        rss_before_connect
+    };
     {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -297,7 +356,7 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         });
     }
     let (stop_consumers, consumers_stop) = watch::channel(false);
-    let consumer_tasks: Vec<_> = consumers
+    let mut consumer_tasks: Vec<_> = consumers
         .into_iter()
         .map(|c| tokio::spawn(c.run(shared.clone(), consumers_stop.clone())))
         .collect();
@@ -311,6 +370,9 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
     let start_ns = shared.clock.now();
     let deadline = args.duration().map(|d| start + d);
     let (stop_reporter, reporter_stop) = watch::channel(false);
+    let sampler = args
+        .broker_pid
+        .map(|pid| tokio::spawn(sample_rss(pid, reporter_stop.clone())));
     let reporter = tokio::spawn(report::progress(
         shared.clone(),
         start,
@@ -329,6 +391,22 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         }
     }
 
+    let rss_after_publish = rss("VmRSS");
+    let mut consume_start_ns = start_ns;
+    if args.backlog && !shared.stop.load(Ordering::Relaxed) {
+        match connect_consumers(&args, &topology).await {
+            Ok(consumers) => {
+                consume_start_ns = shared.clock.now();
+                consumer_tasks.extend(
+                    consumers
+                        .into_iter()
+                        .map(|c| tokio::spawn(c.run(shared.clone(), consumers_stop.clone()))),
+                );
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+
     let drain_limit = Duration::from_secs_f64(args.drain);
     let drained = drain(&shared, &topology, &setup_channel, drain_limit).await;
 
@@ -339,6 +417,10 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
     let broker_after = args.broker_pid.and_then(|pid| cpu::process_cpu(Some(pid)));
     let _ = stop_reporter.send(true);
     let (samples, latency) = reporter.await.map_err(|e| format!("reporter task: {e}"))?;
+    let rss_run_peak = match sampler {
+        Some(sampler) => sampler.await.ok().flatten(),
+        None => None,
+    };
     let _ = stop_consumers.send(true);
     errors.extend(join_all(consumer_tasks).await);
     let _ = setup.close(200, "done".into()).await;
@@ -353,8 +435,11 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         .unwrap_or(start_ns)
         .max(start_ns);
     let publish_seconds = (publish_end - start_ns) as f64 / 1e9;
-    let last_receive = shared.last_receive.load(Ordering::Relaxed).max(start_ns);
-    let consume_seconds = (last_receive - start_ns) as f64 / 1e9;
+    let last_receive = shared
+        .last_receive
+        .load(Ordering::Relaxed)
+        .max(consume_start_ns);
+    let consume_seconds = (last_receive - consume_start_ns) as f64 / 1e9;
     let sent = shared.sent();
     let confirmed = shared.confirmed();
     let received = shared.received.load(Ordering::Relaxed);
@@ -367,6 +452,13 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
             overall,
         }
     };
+    // With --backlog the consumers ran after the producers: their median is over the full
+    // seconds of the drain instead.
+    let draining: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.at > consume_start_ns + 1_000_000_000 && s.at <= last_receive)
+        .map(|s| s.received)
+        .collect();
     let (duplicates, misrouted) = shared.duplicates_and_misrouted();
     let (busiest, share, active) = cpu::busiest_thread(&threads_before, &threads_after, wall);
     let tool_cpu = tool_before.zip(tool_after).map(|(a, b)| b - a);
@@ -401,6 +493,8 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         "qos": args.qos,
         "rate": args.rate,
         "publisher": if args.raw { "raw" } else { "lapin" },
+        "consumer": if args.raw_consume { "raw" } else { "lapin" },
+        "backlog": args.backlog,
         "threads": threads,
     });
     Ok(Summary {
@@ -413,7 +507,15 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         received,
         publish,
         confirm: rate(|s| s.confirmed, confirmed, publish_seconds),
-        consume: rate(|s| s.received, received, consume_seconds),
+        consume: if args.backlog {
+            let overall = received as f64 / consume_seconds.max(1e-9);
+            Rate {
+                median: median(draining).unwrap_or(overall),
+                overall,
+            }
+        } else {
+            rate(|s| s.received, received, consume_seconds)
+        },
         latency: [
             latency.quantile(0.5),
             latency.quantile(0.95),
@@ -438,6 +540,13 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         machine_busy,
         broker_peak_rss_kib: args.broker_pid.and_then(|p| cpu::status_kib(p, "VmHWM")),
         broker_rss_kib: args.broker_pid.and_then(|p| cpu::status_kib(p, "VmRSS")),
+        memory: report::Memory {
+            connections,
+            rss_before_connect_kib: rss_before_connect,
+            rss_connected_kib: rss_connected,
+            rss_after_publish_kib: rss_after_publish,
+            rss_run_peak_kib: rss_run_peak,
+        },
         cores,
         bottleneck,
         errors,

@@ -32,7 +32,7 @@ use crate::stats::Shared;
 
 /// Largest frame we agree to; the broker may ask for less.
 const FRAME_MAX: u32 = 131_072;
-const CHANNEL: u16 = 1;
+pub const CHANNEL: u16 = 1;
 
 pub struct RawProducer {
     job: Job,
@@ -75,7 +75,7 @@ async fn read_method(
     }
 }
 
-fn close_reason(class: &AMQPClass) -> Option<String> {
+pub fn close_reason(class: &AMQPClass) -> Option<String> {
     match class {
         AMQPClass::Connection(connection::AMQPMethod::Close(c)) => Some(format!(
             "connection closed by broker: {} {}",
@@ -91,7 +91,11 @@ fn close_reason(class: &AMQPClass) -> Option<String> {
     }
 }
 
-async fn send(writer: &mut OwnedWriteHalf, class: AMQPClass, channel: u16) -> Result<(), String> {
+pub async fn send(
+    writer: &mut OwnedWriteHalf,
+    class: AMQPClass,
+    channel: u16,
+) -> Result<(), String> {
     let mut out = BytesMut::new();
     encode_method(&mut out, channel, &class);
     writer.write_all(&out).await.map_err(|e| e.to_string())
@@ -114,28 +118,35 @@ async fn expect(
     Ok(class)
 }
 
-impl RawProducer {
-    pub async fn connect(uri: &str, job: Job) -> Result<RawProducer, String> {
-        let id = job.id;
-        let fail = |what: &str, e: String| format!("raw producer {id}: {what}: {e}");
-        let uri = AMQPUri::from_str(uri).map_err(|e| fail("uri", e))?;
+/// An open connection with channel 1 open, as the handshake left it.
+pub struct RawConnection {
+    pub reader: OwnedReadHalf,
+    pub writer: OwnedWriteHalf,
+    /// Bytes read past the last handshake frame.
+    pub read_buf: BytesMut,
+    pub frame_max: u32,
+}
+
+impl RawConnection {
+    /// Connects, authenticates (PLAIN), tunes (no heartbeats), opens the vhost and channel 1.
+    pub async fn open(uri: &str) -> Result<RawConnection, String> {
+        let uri = AMQPUri::from_str(uri).map_err(|e| format!("uri: {e}"))?;
         let address = format!("{}:{}", uri.authority.host, uri.authority.port);
         let stream = TcpStream::connect(&address)
             .await
-            .map_err(|e| fail("connect", e.to_string()))?;
+            .map_err(|e| format!("connect {address}: {e}"))?;
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
         let mut buf = BytesMut::with_capacity(64 * 1024);
         writer
             .write_all(&PROTOCOL_HEADER)
             .await
-            .map_err(|e| fail("write", e.to_string()))?;
+            .map_err(|e| format!("write: {e}"))?;
         let min = warren_protocol::frame::FRAME_MIN_SIZE;
         expect(&mut reader, &mut buf, min, "connection.start", |c| {
             matches!(c, AMQPClass::Connection(connection::AMQPMethod::Start(_)))
         })
-        .await
-        .map_err(|e| fail("handshake", e))?;
+        .await?;
         let user = &uri.authority.userinfo;
         let response = format!("\0{}\0{}", user.username, user.password);
         let start_ok = connection::StartOk {
@@ -147,14 +158,13 @@ impl RawProducer {
         let start_ok = AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok));
         send(&mut writer, start_ok, 0)
             .await
-            .map_err(|e| fail("start-ok", e))?;
+            .map_err(|e| format!("start-ok: {e}"))?;
         let tune = expect(&mut reader, &mut buf, min, "connection.tune", |c| {
             matches!(c, AMQPClass::Connection(connection::AMQPMethod::Tune(_)))
         })
-        .await
-        .map_err(|e| fail("handshake", e))?;
+        .await?;
         let AMQPClass::Connection(connection::AMQPMethod::Tune(tune)) = tune else {
-            return Err(fail("handshake", "no tune".into()));
+            return Err("no connection.tune".into());
         };
         let frame_max = match tune.frame_max {
             0 => FRAME_MAX,
@@ -171,7 +181,7 @@ impl RawProducer {
             0,
         )
         .await
-        .map_err(|e| fail("tune-ok", e))?;
+        .map_err(|e| format!("tune-ok: {e}"))?;
         let open = connection::Open {
             virtual_host: uri.vhost.as_str().into(),
         };
@@ -181,39 +191,76 @@ impl RawProducer {
             0,
         )
         .await
-        .map_err(|e| fail("open", e))?;
+        .map_err(|e| format!("open: {e}"))?;
         expect(&mut reader, &mut buf, frame_max, "connection.open", |c| {
             matches!(c, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))
         })
-        .await
-        .map_err(|e| fail("handshake", e))?;
-        let open = AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}));
-        send(&mut writer, open, CHANNEL)
-            .await
-            .map_err(|e| fail("channel.open", e))?;
-        expect(&mut reader, &mut buf, frame_max, "channel.open", |c| {
-            matches!(c, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))
-        })
-        .await
-        .map_err(|e| fail("handshake", e))?;
-        if job.confirm.is_some() {
-            let select = confirm::Select { nowait: false };
-            let select = AMQPClass::Confirm(confirm::AMQPMethod::Select(select));
-            send(&mut writer, select, CHANNEL)
-                .await
-                .map_err(|e| fail("confirm.select", e))?;
-            expect(&mut reader, &mut buf, frame_max, "confirm.select", |c| {
-                matches!(c, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)))
-            })
-            .await
-            .map_err(|e| fail("handshake", e))?;
-        }
-        Ok(RawProducer {
-            job,
+        .await?;
+        let mut raw = RawConnection {
             reader,
             writer,
             read_buf: buf,
             frame_max,
+        };
+        let open = AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}));
+        raw.call(open, "channel.open", |c| {
+            matches!(c, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))
+        })
+        .await?;
+        Ok(raw)
+    }
+
+    /// Sends a method on channel 1 and waits for the reply `ok` accepts.
+    pub async fn call(
+        &mut self,
+        class: AMQPClass,
+        what: &str,
+        ok: impl Fn(&AMQPClass) -> bool,
+    ) -> Result<AMQPClass, String> {
+        send(&mut self.writer, class, CHANNEL)
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        expect(
+            &mut self.reader,
+            &mut self.read_buf,
+            self.frame_max,
+            what,
+            ok,
+        )
+        .await
+    }
+}
+
+/// `connection.close` 200, the polite goodbye.
+pub fn close_method() -> AMQPClass {
+    AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+        reply_code: 200,
+        reply_text: "done".into(),
+        class_id: 0,
+        method_id: 0,
+    }))
+}
+
+impl RawProducer {
+    pub async fn connect(uri: &str, job: Job) -> Result<RawProducer, String> {
+        let id = job.id;
+        let fail = |e: String| format!("raw producer {id}: {e}");
+        let mut raw = RawConnection::open(uri).await.map_err(fail)?;
+        if job.confirm.is_some() {
+            let select = confirm::Select { nowait: false };
+            let select = AMQPClass::Confirm(confirm::AMQPMethod::Select(select));
+            raw.call(select, "confirm.select", |c| {
+                matches!(c, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)))
+            })
+            .await
+            .map_err(fail)?;
+        }
+        Ok(RawProducer {
+            job,
+            reader: raw.reader,
+            writer: raw.writer,
+            read_buf: raw.read_buf,
+            frame_max: raw.frame_max,
         })
     }
 
@@ -332,18 +379,7 @@ impl RawProducer {
                 }
             }
         }
-        let close = connection::Close {
-            reply_code: 200,
-            reply_text: "done".into(),
-            class_id: 0,
-            method_id: 0,
-        };
-        let _ = send(
-            &mut self.writer,
-            AMQPClass::Connection(connection::AMQPMethod::Close(close)),
-            0,
-        )
-        .await;
+        let _ = send(&mut self.writer, close_method(), 0).await;
         let reader_result = tokio::time::timeout(std::time::Duration::from_secs(2), reader).await;
         match reader_result {
             Ok(Ok(Err(e))) => result.and(Err(e)),

@@ -103,6 +103,31 @@ pub struct Rate {
     pub overall: f64,
 }
 
+/// The broker's RSS at the points of a run that tell memory per connection and per message
+/// (with `--broker-pid`; KiB).
+#[derive(Clone, Debug, Default)]
+pub struct Memory {
+    /// Producer and consumer connections open when `rss_connected_kib` was read (consumers are
+    /// not counted with `--backlog`: they connect later).
+    pub connections: usize,
+    /// After declaring, before any producer or consumer connected.
+    pub rss_before_connect_kib: Option<u64>,
+    /// Half a second after every connection was set up, before publishing.
+    pub rss_connected_kib: Option<u64>,
+    /// When the last producer finished (with `--backlog`: the backlog is queued).
+    pub rss_after_publish_kib: Option<u64>,
+    /// The largest of samples every 200 ms from the start of publishing to the end of the drain.
+    pub rss_run_peak_kib: Option<u64>,
+}
+
+impl Memory {
+    /// (RSS connected - RSS before) / connections.
+    pub fn per_connection_kib(&self) -> Option<f64> {
+        let (before, after) = (self.rss_before_connect_kib?, self.rss_connected_kib?);
+        (self.connections > 0).then(|| (after as f64 - before as f64) / self.connections as f64)
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
     pub settings: Value,
@@ -135,6 +160,7 @@ pub struct Summary {
     pub machine_busy: Option<f64>,
     pub broker_peak_rss_kib: Option<u64>,
     pub broker_rss_kib: Option<u64>,
+    pub memory: Memory,
     pub cores: usize,
     pub bottleneck: String,
     pub errors: Vec<String>,
@@ -194,6 +220,14 @@ impl Summary {
                 "machine_busy": self.machine_busy,
                 "broker_peak_rss_kib": self.broker_peak_rss_kib,
                 "broker_rss_kib": self.broker_rss_kib,
+            },
+            "memory": {
+                "connections": self.memory.connections,
+                "rss_before_connect_kib": self.memory.rss_before_connect_kib,
+                "rss_connected_kib": self.memory.rss_connected_kib,
+                "per_connection_kib": self.memory.per_connection_kib(),
+                "rss_after_publish_kib": self.memory.rss_after_publish_kib,
+                "rss_run_peak_kib": self.memory.rss_run_peak_kib,
             },
             "bottleneck": self.bottleneck,
             "errors": self.errors,
@@ -271,6 +305,19 @@ impl Summary {
                     .map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
                 self.broker_rss_kib
                     .map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            );
+        }
+        if let Some(per) = self.memory.per_connection_kib() {
+            let mib =
+                |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0));
+            println!(
+                "memory    RSS {} MiB before connecting, {} MiB with {} connections ({per:.1} KiB \
+                 each), {} MiB when publishing ended, {} MiB peak during the run",
+                mib(self.memory.rss_before_connect_kib),
+                mib(self.memory.rss_connected_kib),
+                self.memory.connections,
+                mib(self.memory.rss_after_publish_kib),
+                mib(self.memory.rss_run_peak_kib),
             );
         }
         if let Some(busy) = self.machine_busy {
