@@ -205,6 +205,11 @@ fn jobs(args: &Args, topology: &Topology) -> Vec<Job> {
                 size: args.size as usize,
                 count: args.count,
                 rate: args.rate,
+                phase: if args.rate > 0.0 {
+                    id as f64 / args.producers as f64 / args.rate
+                } else {
+                    0.0
+                },
                 confirm: args.confirm,
                 raw_batch: args.raw_batch,
                 confirm_grace: Duration::from_secs_f64(args.drain.max(1.0)),

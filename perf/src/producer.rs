@@ -28,6 +28,10 @@ pub struct Job {
     pub count: Option<u64>,
     /// msg/s; 0 = unlimited.
     pub rate: f64,
+    /// With a rate: seconds after the start when the first message is due. Producers are spread
+    /// over one interval (producer p of n starts at p / n / rate), so many slow producers make a
+    /// steady stream instead of one burst per interval.
+    pub phase: f64,
     pub confirm: Option<u64>,
     /// Messages per write (raw publisher only).
     pub raw_batch: u64,
@@ -38,7 +42,18 @@ pub struct Job {
 impl Job {
     /// When message `sequence` is due under the rate limit (None: unlimited).
     pub fn due(&self, start: Instant, sequence: u64) -> Option<Instant> {
-        (self.rate > 0.0).then(|| start + Duration::from_secs_f64(sequence as f64 / self.rate))
+        (self.rate > 0.0)
+            .then(|| start + Duration::from_secs_f64(self.phase + sequence as f64 / self.rate))
+    }
+
+    /// How many messages are due by now under the rate limit (the rate must be set).
+    pub fn due_count(&self, start: Instant) -> u64 {
+        let elapsed = start.elapsed().as_secs_f64() - self.phase;
+        if elapsed < 0.0 {
+            0
+        } else {
+            (elapsed * self.rate) as u64 + 1
+        }
     }
 
     pub fn done(&self, sequence: u64, deadline: Option<Instant>, shared: &Shared) -> bool {

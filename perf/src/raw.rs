@@ -313,7 +313,7 @@ impl RawProducer {
                 n = n.min(c - sequence);
             }
             if job.rate > 0.0 {
-                let due_now = (start.elapsed().as_secs_f64() * job.rate) as u64 + 1;
+                let due_now = job.due_count(start);
                 if due_now <= sequence {
                     if let Some(due) = job.due(start, sequence) {
                         tokio::time::sleep_until(deadline.map_or(due, |d| due.min(d))).await;
