@@ -238,6 +238,12 @@ async fn queued(channel: &Channel, topology: &Topology) -> Option<u64> {
     Some(total)
 }
 
+/// How long deliveries must have stopped, with no message ready in the queues, before the run
+/// counts as drained with messages missing. "Ready" leaves out messages already handed to a
+/// consumer's channel but not yet on the wire (RabbitMQ can hold up to the prefetch per consumer
+/// there, and pause for over a second when the machine is saturated), so one second was too short.
+const STALL: Duration = Duration::from_secs(3);
+
 /// Outcome of waiting for the consumers after the producers stopped.
 struct Drain {
     drained: bool,
@@ -267,7 +273,7 @@ async fn drain(shared: &Shared, topology: &Topology, channel: &Channel, limit: D
         if began.elapsed() >= limit {
             let queued = queued(channel, topology).await;
             // Nothing left on the broker and nothing arriving: what is missing is lost.
-            let stalled = last_progress.elapsed() >= Duration::from_secs(1);
+            let stalled = last_progress.elapsed() >= STALL;
             return done(stalled && queued == Some(0), queued.or(queued_now));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -275,7 +281,7 @@ async fn drain(shared: &Shared, topology: &Topology, channel: &Channel, limit: D
         if count != last_count {
             last_count = count;
             last_progress = Instant::now();
-        } else if last_progress.elapsed() >= Duration::from_secs(1) {
+        } else if last_progress.elapsed() >= STALL {
             queued_now = queued(channel, topology).await;
             if queued_now == Some(0) && shared.received.load(Ordering::Relaxed) == last_count {
                 let missing = shared.missing(&topology.expected);
