@@ -430,6 +430,8 @@ fn fill_and_settle(log: &mut Log, record_len: usize, live: &dyn Fn(usize) -> boo
             log.settle(position).unwrap();
         }
     }
+    // Written to the files, as a queue's flush after each batch does.
+    log.flush().unwrap();
     kept
 }
 
@@ -468,7 +470,7 @@ fn compaction_frees_blocks_and_reopen_jumps_the_holes() {
         let kept = fill_and_settle(&mut log, record_len, live);
         let path = segment_path(&tmp.0, 1);
         // As the group commit would have by then.
-        for file in log.take_dirty() {
+        for file in log.take_dirty().0 {
             file.sync_data().unwrap();
         }
         let before = allocated(&path);
@@ -667,7 +669,7 @@ fn compaction_steps_hold_the_lock_briefly() {
     let tmp = TempDir::new("compact-steps");
     let (mut log, _) = Log::open(&tmp.0, 8 << 20).unwrap();
     let kept = fill_and_settle(&mut log, 1024, &|i| i % 10 == 0);
-    for file in log.take_dirty() {
+    for file in log.take_dirty().0 {
         file.sync_data().unwrap();
     }
     let path = segment_path(&tmp.0, 1);
@@ -866,7 +868,7 @@ proptest! {
                     log.mark_delivered(live.position).unwrap();
                 }
                 Op::Reopen => {
-                    for file in log.take_dirty() {
+                    for file in log.take_dirty().0 {
                         file.sync_data().unwrap();
                     }
                     drop(log);
@@ -965,7 +967,7 @@ proptest! {
                     }
                 }
                 CompactOp::Reopen => {
-                    for file in log.take_dirty() {
+                    for file in log.take_dirty().0 {
                         file.sync_data().unwrap();
                     }
                     drop(log);

@@ -278,11 +278,23 @@ impl Queue {
         matches!(self.options.exclusive_owner, Some(owner) if owner != connection)
     }
 
-    /// Appends a message and dispatches. A persistent message in a durable queue is written to
-    /// the log first and its file handed to the group commit (`Logged`: the caller may wait for
-    /// the sync with [`Store::syncer`]).
-    pub fn publish(&self, message: &Arc<Message>, persistent: bool) -> Enqueued {
+    /// Appends a message and dispatches. A persistent message in a durable queue is appended to
+    /// the log first (`Logged`: once the caller's [`Queue::flush_log`] has handed it to the group
+    /// commit, the caller may wait for the sync with [`Store::syncer`]). The flag says whether
+    /// the queue has a log whose buffered writes the caller must flush ([`Queue::flush_log`])
+    /// before it answers the publisher.
+    pub fn publish(&self, message: &Arc<Message>, persistent: bool) -> (Enqueued, bool) {
         let mut state = self.lock();
+        let enqueued = self.enqueue(&mut state, message, persistent);
+        (enqueued, state.log.is_some())
+    }
+
+    fn enqueue(
+        &self,
+        state: &mut QueueState,
+        message: &Arc<Message>,
+        persistent: bool,
+    ) -> Enqueued {
         if state.deleted {
             return Enqueued::Deleted;
         }
@@ -295,7 +307,7 @@ impl Queue {
         let mut position = None;
         let mut logged = false;
         if persistent && durable_log {
-            match self.append(&mut state, message, true) {
+            match self.append(state, message, true) {
                 Ok(at) => {
                     position = Some(at);
                     logged = true;
@@ -307,7 +319,7 @@ impl Queue {
             }
         } else if over_window {
             // Paged out: written (not synced: it need not survive a restart), not kept.
-            match self.append(&mut state, message, false) {
+            match self.append(state, message, false) {
                 Ok(at) => position = Some(at),
                 Err(e) => {
                     error!(queue = %self.name, error = %e, "queue log: paging out failed; keeping the message in memory")
@@ -326,7 +338,7 @@ impl Queue {
             redelivered: false,
             position,
         });
-        self.dispatch_locked(&mut state);
+        self.dispatch_locked(state);
         match logged {
             true => Enqueued::Logged,
             false => Enqueued::Queued,
@@ -352,12 +364,8 @@ impl Queue {
         let Some(log) = &mut state.log else {
             return Err(std::io::Error::other("no log"));
         };
-        let position = log.append(&encode_message(message, persistent))?;
-        let dirty = log.take_dirty();
-        if persistent {
-            store.syncer.dirty(dirty);
-        }
-        Ok(position)
+        // Buffered: written by the publisher's `flush_log` (or sooner), then synced.
+        log.append(&encode_message(message, persistent))
     }
 
     /// A non-durable queue that may page its backlog out to a spill log in `store`.
@@ -440,16 +448,12 @@ impl Queue {
         let Some(log) = &mut state.log else {
             return;
         };
-        let mut wrote = false;
         for position in positions {
-            wrote = true;
             if let Err(e) = log.settle(position) {
                 error!(queue = %self.name, error = %e, "queue log: recording an ack failed");
             }
         }
-        if let (true, Some(store)) = (wrote, &self.store) {
-            store.syncer.dirty(log.take_dirty());
-        }
+        let _ = self.flush_locked(&mut state);
     }
 
     /// Puts taken messages back at their original places, marked redelivered, and dispatches.
@@ -462,7 +466,7 @@ impl Queue {
             entry.redelivered = true;
             state.push_front(entry);
         }
-        self.dispatch_locked(&mut state);
+        self.dispatch_and_flush(&mut state);
     }
 
     /// Puts back a message that was handed to a consumer but never sent (its consumer went away
@@ -473,7 +477,7 @@ impl Queue {
             return;
         }
         state.push_front(entry);
-        self.dispatch_locked(&mut state);
+        self.dispatch_and_flush(&mut state);
     }
 
     /// Like [`Queue::requeue`], but tries the consumers after `skip` first: used when `skip`
@@ -489,13 +493,13 @@ impl Queue {
         let mut entry = entry;
         entry.redelivered = true;
         state.push_front(entry);
-        self.dispatch_locked(&mut state);
+        self.dispatch_and_flush(&mut state);
     }
 
     /// Asks for dispatch after credit was freed.
     pub fn dispatch(&self) {
         let mut state = self.lock();
-        self.dispatch_locked(&mut state);
+        self.dispatch_and_flush(&mut state);
     }
 
     /// Dispatches, and updates the pressure on publishers with what is left.
@@ -504,12 +508,45 @@ impl Queue {
         self.flow.update(state.len(), state.memory, held);
     }
 
+    /// Dispatches outside a publish: the delivery marks it writes are flushed before the lock
+    /// is let go.
+    fn dispatch_and_flush(&self, state: &mut QueueState) {
+        self.dispatch_locked(state);
+        if state.log.is_some() {
+            let _ = self.flush_locked(state);
+        }
+    }
+
+    /// Writes the log's buffered records and entries and hands the files of a durable log to
+    /// the group commit. An error means buffered records were lost: their publishes must not be
+    /// confirmed.
+    pub fn flush_log(&self) -> std::io::Result<()> {
+        let mut state = self.lock();
+        self.flush_locked(&mut state)
+    }
+
+    fn flush_locked(&self, state: &mut QueueState) -> std::io::Result<()> {
+        let spill = state.spill;
+        let Some(log) = &mut state.log else {
+            return Ok(());
+        };
+        let (files, flushed) = log.take_dirty();
+        if let (false, false, Some(store)) = (spill, files.is_empty(), &self.store) {
+            store.syncer.dirty(files);
+        }
+        if let Err(e) = &flushed {
+            error!(queue = %self.name, error = %e, "queue log: writing buffered records failed");
+        }
+        flushed
+    }
+
     /// `basic.get`: the next message and how many remain.
     pub fn get(&self, no_ack: bool) -> Option<(Entry, u32)> {
         let mut state = self.lock();
         let entry = state.pop()?;
         if let Some(position) = entry.position {
             state.record_delivery(position, no_ack, entry.redelivered);
+            let _ = self.flush_locked(&mut state);
         }
         Some((entry, saturating_u32(state.len())))
     }
@@ -541,6 +578,7 @@ impl Queue {
                     error!(queue = %self.name, error = %e, "queue log: recording a purge failed");
                 }
             }
+            let _ = self.flush_locked(&mut state);
         }
         saturating_u32(count)
     }
@@ -555,7 +593,7 @@ impl Queue {
             return Err(ConsumeRefused::ExclusiveInUse);
         }
         state.consumers.push(consumer);
-        self.dispatch_locked(&mut state);
+        self.dispatch_and_flush(&mut state);
         Ok(())
     }
 

@@ -18,15 +18,22 @@
 //!
 //! # Writing
 //!
-//! Appends go to the end of the newest segment only (one `pwrite` per record; payloads above
-//! 1 MiB take two, header then payload). A new segment starts when the record would take the
-//! current one past `segment_size` (a record larger than that gets a segment of its own);
-//! offsets stay below 4 GiB. `settle` and `mark_delivered` each write one entry to the
-//! segment's acks file. Nothing here is synced: every file written to since the last
-//! [`Log::take_dirty`] (segment files, acks files, and the directories whose entries changed when
-//! a file was created) is handed back by it, once, for the caller to `sync_data`. So a write is
-//! durable once the `take_dirty` that follows it has been synced; acks being unsynced means a crash
-//! may bring back a settled message (at-least-once), never lose an unsettled one.
+//! Appends go to the end of the newest segment only. A new segment starts when the record would
+//! take the current one past `segment_size` (a record larger than that gets a segment of its
+//! own); offsets stay below 4 GiB. `settle` and `mark_delivered` each add one entry to the
+//! segment's acks file.
+//!
+//! Writes are *buffered*: records (up to [`COPY_LIMIT`] each) and acks entries gather in memory
+//! and reach their files in one `pwrite` per file at [`Log::flush`], or when
+//! [`PENDING_LIMIT`] bytes have gathered, or before anything that reads the files (compaction,
+//! rolling to a new segment); [`Log::read`] serves a record still in the buffer from it. The owner
+//! flushes once per batch of operations (a queue: once per lock hold, or once per read of a
+//! publishing connection), so a thousand publishes cost one system call, not a thousand.
+//! Nothing here is synced: every file written to since the last [`Log::take_dirty`] (segment
+//! files, acks files, and the directories whose entries changed when a file was created) is
+//! handed back by it, once, for the caller to `sync_data`; `take_dirty` flushes first. So a write
+//! is durable once the `take_dirty` that follows it has been synced; acks being unsynced means a
+//! crash may bring back a settled message (at-least-once), never lose an unsettled one.
 //!
 //! # Space
 //!
@@ -119,8 +126,12 @@ pub struct Recovery {
     pub segments: usize,
 }
 
-/// Payloads up to this size are copied behind their header and written in one call.
+/// Payloads up to this size are buffered; larger ones are written at once, header then payload.
 const COPY_LIMIT: usize = 1 << 20;
+
+/// Buffered bytes (records, or acks entries) past which they are written without waiting for
+/// [`Log::flush`].
+const PENDING_LIMIT: usize = 256 * 1024;
 
 /// Acks files kept open (acks mostly go to the oldest segment or two).
 const OPEN_ACKS_FILES: usize = 4;
@@ -166,7 +177,11 @@ pub struct Log {
     /// The segment appended to, and its file.
     active: Option<(u32, Arc<File>)>,
     next_id: u64,
-    write_buf: Vec<u8>,
+    /// Records appended to the active segment but not yet written, from offset `pending_at`.
+    pending: Vec<u8>,
+    pending_at: u64,
+    /// Acks entries not yet written: (segment, offset in its acks file, entries).
+    pending_acks: Vec<(u32, u64, Vec<u8>)>,
     /// The segment file last read from (reads go mostly in order).
     read_file: Mutex<Option<(u32, Arc<File>)>>,
     acks_files: Vec<(u32, Arc<File>)>,
@@ -219,7 +234,9 @@ impl Log {
             segments: state.segments,
             active: None,
             next_id: u64::from(state.max_id) + 1,
-            write_buf: Vec::new(),
+            pending: Vec::new(),
+            pending_at: 0,
+            pending_acks: Vec::new(),
             read_file: Mutex::new(None),
             acks_files: Vec::new(),
             settle_files: Vec::new(),
@@ -278,25 +295,31 @@ impl Log {
         let offset32 = u32::try_from(offset)
             .map_err(|_| io::Error::other("queue log: segment offset out of range"))?;
         let header = record::header(len, payload);
-        let written = if payload.len() <= COPY_LIMIT {
-            self.write_buf.clear();
-            self.write_buf.extend_from_slice(&header);
-            self.write_buf.extend_from_slice(payload);
-            file.write_all_at(&self.write_buf, offset)
+        if payload.len() <= COPY_LIMIT {
+            if self.pending.is_empty() {
+                self.pending_at = offset;
+            }
+            self.pending.extend_from_slice(&header);
+            self.pending.extend_from_slice(payload);
         } else {
-            file.write_all_at(&header, offset)
-                .and_then(|()| file.write_all_at(payload, offset + HEADER_LEN))
-        };
-        if let Err(e) = written {
-            // Best effort: leave no partial record behind (the next append overwrites it anyway).
-            let _ = file.set_len(offset);
-            return Err(e);
+            self.flush_records()?;
+            let written = file
+                .write_all_at(&header, offset)
+                .and_then(|()| file.write_all_at(payload, offset + HEADER_LEN));
+            if let Err(e) = written {
+                // Best effort: leave no partial record behind (the next append overwrites it).
+                let _ = file.set_len(offset);
+                return Err(e);
+            }
+            self.mark_dirty(Dirty::Msgs(id), file);
         }
         if let Some(segment) = self.segments.get_mut(&id) {
             segment.size = offset + record_len;
             segment.records += 1;
         }
-        self.mark_dirty(Dirty::Msgs(id), file);
+        if self.pending.len() >= PENDING_LIMIT {
+            self.flush_records()?;
+        }
         Ok(Position {
             segment: id,
             offset: offset32,
@@ -315,11 +338,23 @@ impl Log {
             .checked_sub(offset)
             .and_then(|rest| rest.checked_sub(HEADER_LEN))
             .ok_or_else(|| invalid("queue log: position beyond the segment's records"))?;
+        let corrupt = || io::Error::new(io::ErrorKind::InvalidData, "queue log: corrupt record");
+        if let Some(buffered) = self.buffered(position) {
+            let header = buffered
+                .get(..HEADER_LEN as usize)
+                .and_then(|h| <[u8; HEADER_LEN as usize]>::try_from(h).ok())
+                .map(Header::parse)
+                .ok_or_else(corrupt)?;
+            let len = header.bounded_len(available).ok_or_else(corrupt)?;
+            let payload = buffered
+                .get(HEADER_LEN as usize..HEADER_LEN as usize + len)
+                .ok_or_else(corrupt)?;
+            return Ok(Bytes::copy_from_slice(payload));
+        }
         let file = self.segment_file(position.segment)?;
         let mut header = [0; HEADER_LEN as usize];
         file.read_exact_at(&mut header, offset)?;
         let header = Header::parse(header);
-        let corrupt = || io::Error::new(io::ErrorKind::InvalidData, "queue log: corrupt record");
         let len = header.bounded_len(available).ok_or_else(corrupt)?;
         let mut payload = vec![0; len];
         file.read_exact_at(&mut payload, offset + HEADER_LEN)?;
@@ -327,6 +362,69 @@ impl Log {
             return Err(corrupt());
         }
         Ok(Bytes::from(payload))
+    }
+
+    /// The buffered bytes from `position` on, if its record has not been written yet.
+    fn buffered(&self, position: Position) -> Option<&[u8]> {
+        let active = self.active.as_ref().map(|(id, _)| *id);
+        let offset = u64::from(position.offset);
+        if active != Some(position.segment) || self.pending.is_empty() || offset < self.pending_at {
+            return None;
+        }
+        let start = usize::try_from(offset - self.pending_at).ok()?;
+        self.pending.get(start..)
+    }
+
+    /// Writes every buffered record and acks entry to its file (records first: an entry never
+    /// reaches the disk before the record it names).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.flush_records()?;
+        self.flush_acks()
+    }
+
+    fn flush_records(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let Some((id, file)) = self.active.clone() else {
+            self.pending.clear();
+            return Err(io::Error::other("queue log: no active segment"));
+        };
+        let at = self.pending_at;
+        let written = file.write_all_at(&self.pending, at);
+        self.pending.clear();
+        if let Err(e) = written {
+            // The records buffered are lost, and their positions were handed out: cut the
+            // partial write and move on to a new segment so that no position is ever reused
+            // (an ack of a lost record must never match a later one).
+            let _ = file.set_len(at);
+            if let Err(roll) = self.roll() {
+                tracing::error!(error = %roll, "queue log: starting a new segment failed");
+            }
+            return Err(e);
+        }
+        self.mark_dirty(Dirty::Msgs(id), file);
+        Ok(())
+    }
+
+    fn flush_acks(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for (id, at, entries) in std::mem::take(&mut self.pending_acks) {
+            let written = self.acks_file(id).and_then(|file| {
+                file.write_all_at(&entries, at)?;
+                Ok(file)
+            });
+            match written {
+                Ok(file) => {
+                    if at == 0 {
+                        result = result.and(self.mark_dir_dirty()); // the file may be new
+                    }
+                    self.mark_dirty(Dirty::Acks(id), file);
+                }
+                Err(e) => result = result.and(Err(e)),
+            }
+        }
+        result
     }
 
     /// Records that a record was settled (acked, or dropped); whole segments go when all their
@@ -384,13 +482,18 @@ impl Log {
         self.write_ack(position.segment, Kind::Delivered, position.offset)
     }
 
-    /// The files written since the last call, for the group commit to fsync (each once).
-    pub fn take_dirty(&mut self) -> Vec<Arc<File>> {
-        self.dirty.drain(..).map(|(_, file)| file).collect()
+    /// Flushes, and returns the files written since the last call, for the group commit to
+    /// fsync (each once). A failed flush is returned too: what it held is not on disk.
+    pub fn take_dirty(&mut self) -> (Vec<Arc<File>>, io::Result<()>) {
+        let flushed = self.flush();
+        let files = self.dirty.drain(..).map(|(_, file)| file).collect();
+        (files, flushed)
     }
 
     /// Deletes the whole log (the queue was deleted).
-    pub fn destroy(self) -> io::Result<()> {
+    pub fn destroy(mut self) -> io::Result<()> {
+        self.pending.clear();
+        self.pending_acks.clear();
         std::fs::remove_dir_all(&self.dir)
     }
 
@@ -402,6 +505,7 @@ impl Log {
 
     /// Seals the active segment (deleting it if fully settled) and starts a new one.
     fn roll(&mut self) -> io::Result<()> {
+        self.flush_records()?;
         let id = u32::try_from(self.next_id)
             .map_err(|_| io::Error::other("queue log: segment ids exhausted"))?;
         let file = OpenOptions::new()
@@ -451,6 +555,7 @@ impl Log {
         self.settle_files.retain(|(segment, _)| *segment != id);
         self.dirty
             .retain(|(dirty, _)| *dirty != Dirty::Msgs(id) && *dirty != Dirty::Acks(id));
+        self.pending_acks.retain(|(segment, _, _)| *segment != id);
         let mut read_file = self.read_file.lock().unwrap_or_else(|e| e.into_inner());
         if read_file
             .as_ref()
@@ -465,17 +570,26 @@ impl Log {
         Ok(())
     }
 
+    /// Buffers an acks entry (written at the next flush).
     fn write_ack(&mut self, id: u32, kind: Kind, offset: u32) -> io::Result<()> {
-        let at = self.segments.get(&id).map_or(0, |s| s.acks_len);
-        let file = self.acks_file(id)?;
-        file.write_all_at(&acks::encode(kind, offset), at)?;
-        if let Some(segment) = self.segments.get_mut(&id) {
-            segment.acks_len = at + acks::ENTRY_LEN;
+        let Some(segment) = self.segments.get_mut(&id) else {
+            return Ok(());
+        };
+        let at = segment.acks_len;
+        segment.acks_len = at + acks::ENTRY_LEN;
+        let entry = acks::encode(kind, offset);
+        match self
+            .pending_acks
+            .iter_mut()
+            .find(|(segment, _, _)| *segment == id)
+        {
+            Some((_, _, entries)) => entries.extend_from_slice(&entry),
+            None => self.pending_acks.push((id, at, entry.to_vec())),
         }
-        if at == 0 {
-            self.mark_dir_dirty()?; // the file may be new
+        let buffered: usize = self.pending_acks.iter().map(|(_, _, e)| e.len()).sum();
+        if buffered >= PENDING_LIMIT {
+            self.flush_acks()?;
         }
-        self.mark_dirty(Dirty::Acks(id), file);
         Ok(())
     }
 
@@ -513,9 +627,15 @@ impl Log {
             return 0;
         };
         let mut header = [0; HEADER_LEN as usize];
-        let read = self
-            .settle_file(position.segment)
-            .and_then(|file| file.read_exact_at(&mut header, offset));
+        let read = match self.buffered(position) {
+            Some(buffered) => buffered
+                .get(..HEADER_LEN as usize)
+                .map(|h| header.copy_from_slice(h))
+                .ok_or_else(|| invalid("queue log: short buffered record")),
+            None => self
+                .settle_file(position.segment)
+                .and_then(|file| file.read_exact_at(&mut header, offset)),
+        };
         match read {
             Ok(()) => Header::parse(header)
                 .bounded_len(available)
@@ -579,6 +699,15 @@ impl Log {
     fn mark_dirty(&mut self, what: Dirty, file: Arc<File>) {
         if !self.dirty.iter().any(|(dirty, _)| *dirty == what) {
             self.dirty.push((what, file));
+        }
+    }
+}
+
+impl Drop for Log {
+    /// A log dropped with buffered writes (the broker stopping) writes them first.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(dir = %self.dir.display(), error = %e, "queue log: writing buffered records at close failed");
         }
     }
 }

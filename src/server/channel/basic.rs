@@ -185,7 +185,10 @@ impl Channels {
             store: None,
         };
         for queue in self.route.queues.drain(..) {
-            let enqueued = queue.publish(message, persistent);
+            let (enqueued, logged) = queue.publish(message, persistent);
+            if logged && !self.unflushed.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                self.unflushed.push(Arc::clone(&queue));
+            }
             if queue.flow.under_pressure() && !self.pressured.iter().any(|q| Arc::ptr_eq(q, &queue))
             {
                 self.pressured.push(Arc::clone(&queue));

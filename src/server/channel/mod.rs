@@ -173,6 +173,8 @@ pub(crate) struct Channels {
     published: bool,
     /// Queues published to since [`Channels::take_pressured`] that push back on publishers.
     pressured: Vec<Arc<Queue>>,
+    /// Queues whose logs took publishes since the last [`Channels::flush`] (buffered writes).
+    unflushed: Vec<Arc<Queue>>,
     next_epoch: u64,
 }
 
@@ -191,6 +193,7 @@ impl Channels {
             awaiting_sync: None,
             published: false,
             pressured: Vec::new(),
+            unflushed: Vec::new(),
             next_epoch: 1,
         }
     }
@@ -517,6 +520,12 @@ impl Channels {
     /// Sends the publisher confirms that became due since the last flush, and asks the group
     /// commit to report on the publishes that wait for it (one callback for all of them).
     pub(crate) fn flush(&mut self, out: &mut BytesMut) {
+        // The logs first: what the publishes appended reaches the files (one write per log)
+        // and the group commit before anyone waits for it.
+        let mut flushed = true;
+        for queue in self.unflushed.drain(..) {
+            flushed &= queue.flush_log().is_ok();
+        }
         if let Some(wait) = self.awaiting_sync.take() {
             let outbox = self.session.outbox.clone();
             let SyncWait {
@@ -524,9 +533,13 @@ impl Channels {
                 tags,
                 commits,
             } = wait;
-            store.syncer.notify(Box::new(move |result| {
-                outbox.synced(tags, commits, result.is_ok())
-            }));
+            if flushed {
+                store.syncer.notify(Box::new(move |result| {
+                    outbox.synced(tags, commits, result.is_ok())
+                }));
+            } else {
+                outbox.synced(tags, commits, false);
+            }
         }
         let mut due = std::mem::take(&mut self.confirms_due);
         for &number in &due {

@@ -150,6 +150,8 @@ impl Log {
         if !self.compaction_due {
             return Ok(None);
         }
+        // The job reads the acks file up to `acks_len`: every entry counted must be in it.
+        self.flush()?;
         let Some(punch) = self.punch else {
             return Ok(None);
         };
@@ -198,6 +200,8 @@ impl Log {
         if job.log != self.instance {
             return Ok(false);
         }
+        // The pairs go after every entry counted in `acks_len`.
+        self.flush()?;
         let Some(segment) = self.segments.get_mut(&id) else {
             return Ok(false);
         };

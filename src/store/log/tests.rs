@@ -159,6 +159,7 @@ fn settling_everything_deletes_sealed_segments() {
     for p in positions.iter().rev().take(20) {
         log.settle(*p).unwrap();
     }
+    log.flush().unwrap();
     assert_eq!(
         files(&tmp.0),
         [
@@ -256,24 +257,65 @@ fn unknown_files_in_the_dir_are_ignored() {
 fn take_dirty_hands_each_file_once() {
     let tmp = TempDir::new("dirty");
     let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let take = |log: &mut Log| {
+        let (files, flushed) = log.take_dirty();
+        flushed.unwrap();
+        files
+    };
     // The parent directory (the queue's directory was created) and the directory (the first
     // segment was created).
-    assert_eq!(log.take_dirty().len(), 2);
-    assert!(log.take_dirty().is_empty());
+    assert_eq!(take(&mut log).len(), 2);
+    assert!(take(&mut log).is_empty());
     let a = log.append(b"a").unwrap();
     log.append(b"b").unwrap();
-    assert_eq!(log.take_dirty().len(), 1);
+    assert_eq!(take(&mut log).len(), 1);
     log.append(b"c").unwrap();
-    assert_eq!(log.take_dirty().len(), 1);
+    assert_eq!(take(&mut log).len(), 1);
     log.mark_delivered(a).unwrap();
     log.settle(a).unwrap();
     // The acks file and the directory.
-    let dirty = log.take_dirty();
+    let dirty = take(&mut log);
     assert_eq!(dirty.len(), 2);
     for file in dirty {
         file.sync_data().unwrap();
     }
-    assert!(log.take_dirty().is_empty());
+    assert!(take(&mut log).is_empty());
+}
+
+#[test]
+fn appends_and_acks_are_buffered_until_flushed_and_read_back_from_the_buffer() {
+    let tmp = TempDir::new("buffered");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let a = log.append(b"first").unwrap();
+    let b = log.append(b"second").unwrap();
+    let segment = tmp.0.join(format!("msgs.{:010}", a.segment));
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        0,
+        "nothing written yet"
+    );
+    assert_eq!(&log.read(b).unwrap()[..], b"second", "read from the buffer");
+    log.mark_delivered(a).unwrap();
+    log.flush().unwrap();
+    assert!(
+        std::fs::metadata(&segment).unwrap().len() > 0,
+        "written by flush"
+    );
+    assert_eq!(&log.read(a).unwrap()[..], b"first", "read from the file");
+    // A log dropped with buffered writes writes them: the next open sees them.
+    log.append(b"third").unwrap();
+    log.settle(b).unwrap();
+    drop(log);
+    let (_, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let payloads: Vec<_> = recovery
+        .records
+        .iter()
+        .map(|r| (r.payload.to_vec(), r.delivered))
+        .collect();
+    assert_eq!(
+        payloads,
+        vec![(b"first".to_vec(), true), (b"third".to_vec(), false)]
+    );
 }
 
 #[test]
@@ -395,6 +437,7 @@ fn punched_pairs_without_holes_recover_the_same() {
     let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
     log.punch = Some(no_punch);
     let kept = mostly_settled_segment(&mut log);
+    log.flush().unwrap();
     let acks_before = std::fs::metadata(acks_path(&tmp.0, 1)).unwrap().len();
     assert_eq!(log.compact().unwrap(), 0);
     let acks_after = std::fs::metadata(acks_path(&tmp.0, 1)).unwrap().len();
