@@ -3,8 +3,10 @@
 //!
 //! I/O is batched: each read fills a large buffer and every complete frame in it is handled before
 //! the next read; replies are encoded into one output buffer that is written with one syscall per
-//! wake-up. When the client does not read (the output buffer passes [`WRITE_HIGH_WATER`]), the
-//! task stops reading until it drains: back-pressure instead of unbounded memory.
+//! wake-up. When the client does not read (the output buffer passes [`WRITE_HIGH_WATER`]),
+//! deliveries wait in the outbox (bounded per consumer by its window) and, past
+//! [`WRITE_HARD_LIMIT`], input waits too: back-pressure instead of unbounded memory. Input
+//! also waits while a queue this connection published to pushes back (see `broker::flow`).
 //!
 //! Timers: the handshake must finish within the handshake timeout; once open, a heartbeat is sent
 //! every half interval without other output, and the connection is dropped after two intervals
@@ -39,8 +41,12 @@ use crate::error::{Error, Exception, ReplyCode, Scope};
 
 /// Bytes reserved for each read: big enough to take many small frames per syscall.
 const READ_CHUNK: usize = 64 * 1024;
-/// Stop reading while this much output is waiting for a client that does not read.
+/// Deliveries stop moving from the outbox into the output buffer while this much output waits
+/// for a client that does not read.
 pub const WRITE_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Input stops being read while this much output waits (replies to methods the client keeps
+/// sending without reading the answers).
+pub const WRITE_HARD_LIMIT: usize = 16 * 1024 * 1024;
 /// How long to wait for `close-ok` after sending `connection.close`.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest a publishing connection's input waits for its queues' pressure to lift.
@@ -170,10 +176,14 @@ impl Connection {
                 timer_at = wake_at;
                 timer.as_mut().reset(wake_at.unwrap_or_else(far_future));
             }
+            // A client that does not read our output is not throttled by its queues: it may be
+            // blocked writing the very input we would wait for (publishing and consuming on one
+            // connection); its deliveries wait in its outbox meanwhile, bounded by the window.
+            let stalled = self.write_buf.len() >= WRITE_HIGH_WATER;
             let reading = self.state != State::Done
-                && self.write_buf.len() < WRITE_HIGH_WATER
+                && self.write_buf.len() < WRITE_HARD_LIMIT
                 && !self.blocking()
-                && throttled.is_empty();
+                && (throttled.is_empty() || stalled);
             tokio::select! {
                 biased;
                 writable = stream.writable(), if !self.write_buf.is_empty() => {
