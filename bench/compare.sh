@@ -161,6 +161,7 @@ if [[ -n "$REV" ]]; then
     rm -rf "$SRC" && mkdir -p "$SRC"
     git -C "$REPO" archive "$COMMIT" | tar -x -C "$SRC"
 fi
+[[ -n "$WARREN_BIN" ]] && COMMIT="binary $WARREN_BIN (repository at $COMMIT)"
 if [[ -z "$WARREN_BIN" || -z "$PERF_BIN" ]]; then
     log "building warren and warren-perf (release) from $SRC into $TARGET_DIR"
     (cd "$SRC" && CARGO_TARGET_DIR="$TARGET_DIR" cargo build --release -q -p warren -p warren-perf)

@@ -153,7 +153,11 @@ def main():
         pass
     print(
         f"Warren {info.get('commit', '?')}"
-        + (f" (+{info['dirty']} uncommitted files)" if info.get("dirty", "0") != "0" else "")
+        + (
+            f" (+{info['dirty']} uncommitted files)"
+            if info.get("dirty", "0") != "0" and not info.get("commit", "").startswith("binary")
+            else ""
+        )
         + f", RabbitMQ {info.get('rabbitmq', '?')}; {info.get('repeat', '?')} runs each"
         f" ({info.get('duration', '?')} s), medians; {info.get('cpu', '')}"
     )
