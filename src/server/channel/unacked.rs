@@ -172,6 +172,26 @@ impl Unacked {
         }
         if self.live == 0 {
             self.slots.clear();
+            self.deadlines.clear();
+            return;
+        }
+        // Deadlines of settled deliveries: those before the oldest live delivery go at once (acks
+        // mostly come in order), the rest once they outnumber live deliveries, so that this
+        // bookkeeping stays proportional to what is unacked, not to what went through.
+        let oldest = self.slots.front().map_or(u64::MAX, |(tag, _)| *tag);
+        let live = self.live;
+        let slots = &self.slots;
+        for (_, queue) in &mut self.deadlines {
+            while queue.front().is_some_and(|(_, tag)| *tag < oldest) {
+                queue.pop_front();
+            }
+            if queue.len() > 2 * live + 32 {
+                queue.retain(|(_, tag)| {
+                    slots
+                        .binary_search_by_key(tag, |(t, _)| *t)
+                        .is_ok_and(|i| slots[i].1.is_some())
+                });
+            }
         }
     }
 }
@@ -253,6 +273,34 @@ mod tests {
         assert_eq!(unacked.len(), 1);
         assert!(unacked.slots.len() < 100, "{} slots", unacked.slots.len());
         assert!(unacked.contains(1));
+        let deadlines: usize = unacked.deadlines.iter().map(|(_, q)| q.len()).sum();
+        assert!(
+            deadlines < 100,
+            "{deadlines} deadlines kept for 1 live delivery"
+        );
+        assert_eq!(unacked.next_deadline(), Some(now + MINUTE));
+    }
+
+    #[test]
+    fn deadlines_of_acked_deliveries_are_not_kept() {
+        let q = queue();
+        let now = Instant::now();
+        let mut unacked = Unacked::default();
+        let mut taken = Vec::new();
+        for tag in 1..100_000 {
+            unacked.push(delivery(&q, tag), MINUTE, now);
+            if tag % 100 == 0 {
+                unacked.take_through(tag, &mut taken);
+                taken.clear();
+            }
+        }
+        let deadlines: usize = unacked.deadlines.iter().map(|(_, q)| q.len()).sum();
+        assert!(
+            deadlines <= 100,
+            "{deadlines} deadlines kept for 99 live deliveries"
+        );
+        unacked.take_through(u64::MAX, &mut taken);
+        assert_eq!(unacked.next_deadline(), None);
     }
 
     #[test]
