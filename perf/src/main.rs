@@ -1,8 +1,9 @@
 //! warren-perf: a load generator for AMQP 0-9-1 brokers, in the spirit of RabbitMQ's PerfTest.
 //!
-//! The run: plan the topology ([`topology`]), declare it, connect consumers ([`consumer`]) and
-//! producers ([`producer`] with lapin, or [`raw`] frames), start the clock, publish for
-//! `--time` or `--count`, wait for consumers to drain, then report rates, latency, loss and CPU
+//! The run: plan the topology ([`topology`]), declare it, connect consumers ([`consumer`] with
+//! lapin, or [`raw_consumer`] frames) and producers ([`producer`] with lapin, or [`raw`] frames),
+//! start the clock, publish for `--time` or `--count` (with `--backlog`, connect the consumers
+//! only now), wait for consumers to drain, then report rates, latency, loss, CPU and broker memory
 //! ([`report`], [`cpu`]). All counting lives in [`stats`].
 
 mod cli;
