@@ -166,15 +166,24 @@ impl Consumer {
         false
     }
 
-    /// Whether the consumer would take a delivery but for the unsent window: the broker, not the
-    /// client's acks, is what holds it back (the queue then pushes back on its publishers).
-    pub(crate) fn held_by_window(&self) -> bool {
-        self.unsent.load(SeqCst) >= UNSENT_WINDOW && {
-            let open = self.credit.flow.load(SeqCst);
-            let prefetch_ok =
-                self.no_ack || self.prefetch == 0 || self.unacked.load(SeqCst) < self.prefetch;
-            open && prefetch_ok
+    /// Whether the broker, not the client, is what holds this consumer back: its outbox window
+    /// is full, or it is at its prefetch limit while at least half of what it holds has not even
+    /// been written to its socket yet (a client slow to ack has everything written). The queue
+    /// then pushes back on its publishers (see [`super::flow`]).
+    pub(crate) fn behind(&self) -> bool {
+        if !self.credit.flow.load(SeqCst) {
+            return false;
         }
+        let unsent = self.unsent.load(SeqCst);
+        if unsent >= UNSENT_WINDOW {
+            return true;
+        }
+        if self.no_ack || unsent == 0 {
+            return false;
+        }
+        let unacked = self.unacked.load(SeqCst);
+        let at_limit = self.prefetch != 0 && unacked >= self.prefetch;
+        at_limit && 2 * unsent >= unacked
     }
 
     /// Deliveries in the outbox, not yet written.

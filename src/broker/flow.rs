@@ -1,12 +1,13 @@
 //! Publisher flow control: a queue whose deliveries fall behind tells its publishers to wait.
 //!
 //! A queue is *under pressure* when its backlog passes [`HIGH_MESSAGES`] (or [`HIGH_BYTES`] held
-//! in memory) while a consumer that could take more (it has prefetch credit) is held back only by
-//! its outbox window: the broker, not the client, is behind. Publishing connections that routed a
-//! message to such a queue stop reading their sockets until the backlog is back under half the
-//! mark (or the consumers stop being held by the window), as RabbitMQ's credit flow throttles a
-//! publisher to the pace of its queues. A queue whose consumers are slow to ack (prefetch
-//! exhausted), or that has none, never pushes back: that backlog is what a queue is for.
+//! in memory) while the broker, not the client, holds one of its consumers back: its outbox
+//! window is full, or it is at its prefetch limit with half of its deliveries not yet written
+//! (`Consumer::behind`). Publishing connections that routed a message to such a queue stop
+//! reading their sockets until the backlog is back under half the mark (or no consumer is behind
+//! any more), as RabbitMQ's credit flow throttles a publisher to the pace of its queues. A queue
+//! whose consumers are slow to ack (everything written, prefetch exhausted), or that has none,
+//! never pushes back: that backlog is what a queue is for.
 //!
 //! The flag is an atomic set and cleared under the queue's lock; waiters use a [`Notify`]. This
 //! module never locks anything and never blocks.
@@ -28,7 +29,7 @@ pub struct Flow {
 
 impl Flow {
     /// Re-evaluates the pressure after a dispatch (called under the queue's lock): `ready` and
-    /// `memory` are the backlog left, `held` whether a consumer is held back by its window.
+    /// `memory` are the backlog left, `held` whether the broker holds a consumer back.
     pub fn update(&self, ready: usize, memory: usize, held: bool) {
         let on = self.pressure.load(Ordering::Relaxed);
         let next = if !held {
@@ -39,6 +40,7 @@ impl Flow {
             ready >= HIGH_MESSAGES || memory >= HIGH_BYTES
         };
         if next != on {
+            tracing::trace!(ready, memory, pressure = next, "queue flow");
             self.pressure.store(next, Ordering::Release);
             if !next {
                 self.released.notify_waiters();

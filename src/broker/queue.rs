@@ -185,8 +185,8 @@ impl QueueState {
     }
 
     /// Hands ready messages to consumers with credit, round robin, until either runs out.
-    /// Returns whether messages are left while a consumer is held back only by its outbox
-    /// window (see [`super::flow`]).
+    /// Returns whether messages are left while the broker is what holds a consumer back
+    /// ([`Consumer::behind`], see [`super::flow`]).
     fn dispatch(&mut self) -> bool {
         let count = self.consumers.len();
         if count == 0 {
@@ -215,7 +215,7 @@ impl QueueState {
                 }
                 continue 'messages;
             }
-            return self.consumers.iter().any(|c| c.held_by_window());
+            return self.consumers.iter().any(|c| c.behind());
         }
         false
     }
@@ -605,7 +605,7 @@ impl Queue {
         if state.consumers.len() != before && state.next_consumer >= state.consumers.len() {
             state.next_consumer = 0;
         }
-        let held = state.consumers.iter().any(|c| c.held_by_window());
+        let held = state.consumers.iter().any(|c| c.behind());
         self.flow.update(state.len(), state.memory, held);
         self.options.auto_delete
             && !state.deleted

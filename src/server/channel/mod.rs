@@ -484,7 +484,9 @@ impl Channels {
         };
         let tag = channel.take_delivery_tag();
         basic::encode_delivery(out, consumer.channel, &consumer.tag, tag, &entry, frame_max);
-        if window_freed {
+        // Dispatch again once half the window is free, or once this consumer stops holding up
+        // a queue that pushes back on its publishers.
+        if window_freed || (consumer.queue.flow.under_pressure() && !consumer.behind()) {
             consumer.queue.dispatch();
         }
         if consumer.no_ack {
