@@ -394,11 +394,11 @@ mod tests {
     /// `chunk` is `frame_max - 8`).
     fn message(out: &mut BytesMut, tag: u64, body: &[u8], chunk: usize) {
         let deliver = Deliver {
-            consumer_tag: "perf-c-0",
+            consumer_tag: b"perf-c-0",
             delivery_tag: tag,
             redelivered: tag.is_multiple_of(2),
-            exchange: "",
-            routing_key: "perf-q-0",
+            exchange: b"",
+            routing_key: b"perf-q-0",
         };
         encode_deliver(out, CHANNEL, &deliver);
         encode_content_header(out, CHANNEL, body.len() as u64, &[0, 0]);

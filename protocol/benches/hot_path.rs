@@ -113,11 +113,11 @@ fn encode_deliveries(c: &mut Criterion) {
                 out.clear();
                 for tag in 1..=SEQUENCES as u64 {
                     let deliver = Deliver {
-                        consumer_tag: "amq.ctag-8Jx1uYk2bC9qTn0Zr4eW",
+                        consumer_tag: b"amq.ctag-8Jx1uYk2bC9qTn0Zr4eW",
                         delivery_tag: tag,
                         redelivered: false,
-                        exchange: "amq.direct",
-                        routing_key: "orders.eu.created",
+                        exchange: b"amq.direct",
+                        routing_key: b"orders.eu.created",
                     };
                     encode_deliver(&mut out, 1, &deliver);
                     encode_content(&mut out, 1, &props, body, FRAME_MAX);

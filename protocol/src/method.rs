@@ -106,11 +106,12 @@ pub struct Ack {
 /// basic.deliver's arguments, borrowed for encoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deliver<'a> {
-    pub consumer_tag: &'a str,
+    /// Short strings as bytes (the broker holds them as validated bytes; at most 255 are written).
+    pub consumer_tag: &'a [u8],
     pub delivery_tag: u64,
     pub redelivered: bool,
-    pub exchange: &'a str,
-    pub routing_key: &'a str,
+    pub exchange: &'a [u8],
+    pub routing_key: &'a [u8],
 }
 
 /// A decoded method frame.
@@ -302,6 +303,13 @@ fn put_short_str(out: &mut BytesMut, s: &str) {
     out.put_slice(bytes);
 }
 
+/// Writes bytes that are already a short string's (valid UTF-8); more than 255 are cut.
+fn put_short_bytes(out: &mut BytesMut, bytes: &[u8]) {
+    let bytes = &bytes[..bytes.len().min(255)];
+    out.put_u8(bytes.len() as u8);
+    out.put_slice(bytes);
+}
+
 /// Writes basic.deliver without going through the generic encoder.
 pub fn encode_deliver(out: &mut BytesMut, channel: u16, deliver: &Deliver<'_>) {
     out.reserve(
@@ -310,11 +318,11 @@ pub fn encode_deliver(out: &mut BytesMut, channel: u16, deliver: &Deliver<'_>) {
     let start = begin_frame(out, FrameType::Method, channel);
     out.put_u16(CLASS_BASIC);
     out.put_u16(BASIC_DELIVER);
-    put_short_str(out, deliver.consumer_tag);
+    put_short_bytes(out, deliver.consumer_tag);
     out.put_u64(deliver.delivery_tag);
     out.put_u8(deliver.redelivered as u8);
-    put_short_str(out, deliver.exchange);
-    put_short_str(out, deliver.routing_key);
+    put_short_bytes(out, deliver.exchange);
+    put_short_bytes(out, deliver.routing_key);
     end_frame(out, start);
 }
 

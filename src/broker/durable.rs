@@ -150,14 +150,17 @@ pub fn encode_message(message: &Message, persistent: bool) -> Vec<u8> {
     let properties = message.properties();
     let body = message.body();
     let mut out = BytesMut::with_capacity(
-        8 + message.exchange().len() + message.routing_key().len() + properties.len() + body.len(),
+        8 + message.exchange_bytes().len()
+            + message.routing_key_bytes().len()
+            + properties.len()
+            + body.len(),
     );
     out.put_u8(match persistent {
         true => MESSAGE_PERSISTENT,
         false => MESSAGE_TRANSIENT,
     });
-    put_short(&mut out, message.exchange().as_bytes());
-    put_short(&mut out, message.routing_key().as_bytes());
+    put_short(&mut out, message.exchange_bytes());
+    put_short(&mut out, message.routing_key_bytes());
     out.put_u32(properties.len() as u32);
     out.put_slice(properties);
     out.put_slice(body);
@@ -184,8 +187,8 @@ pub fn decode_message(record: &Bytes) -> Option<(Message, bool)> {
     let properties = r.take(len)?;
     let body_at = record.len() - r.0.len();
     let message = Message::new(
-        exchange.as_str(),
-        routing_key.as_str(),
+        exchange.as_bytes(),
+        routing_key.as_bytes(),
         properties,
         record.slice(body_at..),
     );
@@ -269,7 +272,7 @@ mod tests {
     fn messages_round_trip() {
         for size in [0, 10, 5000] {
             let body = Bytes::from(vec![3u8; size]);
-            let message = Message::new("amq.direct", "key", &[0x10, 0], body);
+            let message = Message::new(b"amq.direct", b"key", &[0x10, 0], body);
             let record = Bytes::from(encode_message(&message, size != 10));
             let (back, persistent) = decode_message(&record).expect("decodes");
             assert_eq!(persistent, size != 10);

@@ -30,10 +30,11 @@ pub struct Message {
 }
 
 impl Message {
-    /// `exchange` and `routing_key` are short strings (≤ 255 bytes, checked by the codec).
-    pub fn new(exchange: &str, routing_key: &str, properties: &[u8], body: Bytes) -> Message {
-        let exchange = &exchange.as_bytes()[..exchange.len().min(255)];
-        let routing_key = &routing_key.as_bytes()[..routing_key.len().min(255)];
+    /// `exchange` and `routing_key` are short strings' bytes (valid UTF-8, ≤ 255 bytes: checked
+    /// by the codec; longer ones are cut).
+    pub fn new(exchange: &[u8], routing_key: &[u8], properties: &[u8], body: Bytes) -> Message {
+        let exchange = &exchange[..exchange.len().min(255)];
+        let routing_key = &routing_key[..routing_key.len().min(255)];
         let properties_len = u32::try_from(properties.len()).unwrap_or(u32::MAX);
         let properties = &properties[..properties_len as usize];
         let (inline, shared_body) = match body.len() >= SHARED_BODY_MIN {
@@ -67,6 +68,16 @@ impl Message {
 
     pub fn routing_key(&self) -> &str {
         self.text(self.exchange_len as usize, self.routing_key_len)
+    }
+
+    /// The exchange name's bytes (the hot paths: no UTF-8 check per use).
+    pub fn exchange_bytes(&self) -> &[u8] {
+        &self.data[..self.exchange_len as usize]
+    }
+
+    pub fn routing_key_bytes(&self) -> &[u8] {
+        let from = self.exchange_len as usize;
+        &self.data[from..from + self.routing_key_len as usize]
     }
 
     /// The content header's property flags and property list, as the publisher sent them.
@@ -129,13 +140,15 @@ mod tests {
     fn parts_come_back_as_given() {
         for size in [0, 16, SHARED_BODY_MIN - 1, SHARED_BODY_MIN, 100_000] {
             let body = Bytes::from(vec![7u8; size]);
-            let message = Message::new("amq.topic", "a.b", &[0x80, 0, 1, b'x'], body.clone());
+            let message = Message::new(b"amq.topic", b"a.b", &[0x80, 0, 1, b'x'], body.clone());
             assert_eq!(message.exchange(), "amq.topic");
             assert_eq!(message.routing_key(), "a.b");
+            assert_eq!(message.exchange_bytes(), b"amq.topic");
+            assert_eq!(message.routing_key_bytes(), b"a.b");
             assert_eq!(message.properties(), &[0x80, 0, 1, b'x']);
             assert_eq!(message.body(), &body[..]);
         }
-        let empty = Message::new("", "", &[0, 0], Bytes::new());
+        let empty = Message::new(b"", b"", &[0, 0], Bytes::new());
         assert_eq!((empty.exchange(), empty.routing_key()), ("", ""));
         assert_eq!(empty.properties(), &[0, 0]);
         assert!(empty.body().is_empty());

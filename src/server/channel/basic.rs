@@ -49,11 +49,11 @@ pub(super) fn encode_delivery(
 ) {
     let message = &entry.message;
     let deliver = Deliver {
-        consumer_tag: consumer_tag.as_str(),
+        consumer_tag: consumer_tag.as_bytes(),
         delivery_tag,
         redelivered: entry.redelivered,
-        exchange: message.exchange(),
-        routing_key: message.routing_key(),
+        exchange: message.exchange_bytes(),
+        routing_key: message.routing_key_bytes(),
     };
     encode_deliver(out, number, &deliver);
     encode_content_header(
@@ -98,15 +98,13 @@ impl Channels {
         } = complete;
         let persistent = self.check_properties(&properties)?;
         let message = Arc::new(Message::new(
-            publish.exchange.as_str(),
-            publish.routing_key.as_str(),
+            publish.exchange.as_bytes(),
+            publish.routing_key.as_bytes(),
             &properties,
             body,
         ));
         if matches!(self.open(number)?.mode, Mode::Tx(_)) {
-            self.session
-                .vhost
-                .check_publish(message.exchange().as_bytes())?;
+            self.session.vhost.check_publish(message.exchange_bytes())?;
             if let Mode::Tx(tx) = &mut self.open(number)?.mode {
                 tx.publishes.push((message, publish.mandatory, persistent));
             }
@@ -174,8 +172,8 @@ impl Channels {
         persistent: bool,
     ) -> Result<Routed, Error> {
         self.session.vhost.route(
-            message.exchange().as_bytes(),
-            message.routing_key().as_bytes(),
+            message.exchange_bytes(),
+            message.routing_key_bytes(),
             message.properties(),
             &mut self.route,
         )?;

@@ -205,7 +205,7 @@ mod tests {
     use warren_protocol::method::ShortStr;
 
     fn delivery(queue: &Arc<Queue>, seq: u64) -> Delivery {
-        let message = Arc::new(Message::new("", "q", &[0, 0], Bytes::new()));
+        let message = Arc::new(Message::new(b"", b"q", &[0, 0], Bytes::new()));
         Delivery {
             tag: seq,
             entry: Entry {
