@@ -5,6 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+/// mimalloc instead of glibc's malloc: the hot path allocates a message (and frees it on another
+/// thread) per publish, where glibc spent ~14% of the broker's instructions (consolidating its
+/// fast bins on every 64 KiB read buffer).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing::error;
 use warren::{Server, ServerOptions};
 
