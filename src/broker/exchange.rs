@@ -4,7 +4,6 @@
 //! Owned by the topology (see `vhost.rs`), read under its read lock on every publish. Routing
 //! never allocates per destination: matches are pushed into the caller's reusable buffer.
 
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -15,6 +14,7 @@ use warren_protocol::types::FieldTable;
 use super::headers::HeadersMatch;
 use super::queue::Queue;
 use super::topic::TopicTrie;
+use super::{Map, Set};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExchangeKind {
@@ -86,7 +86,7 @@ impl PartialEq for Target {
 
 #[derive(Debug)]
 enum Router {
-    Direct(HashMap<ShortStr, Vec<Target>>),
+    Direct(Map<ShortStr, Vec<Target>>),
     Fanout(Vec<Target>),
     Topic(TopicTrie<Target>),
     Headers(Vec<(HeadersMatch, Target)>),
@@ -100,7 +100,7 @@ pub struct Exchange {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
-    bindings: HashSet<BindingKey>,
+    bindings: Set<BindingKey>,
     router: Router,
 }
 
@@ -124,7 +124,7 @@ impl Exchange {
         arguments: FieldTable,
     ) -> Exchange {
         let router = match kind {
-            ExchangeKind::Direct => Router::Direct(HashMap::new()),
+            ExchangeKind::Direct => Router::Direct(Map::default()),
             ExchangeKind::Fanout => Router::Fanout(Vec::new()),
             ExchangeKind::Topic => Router::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Router::Headers(Vec::new()),
@@ -136,7 +136,7 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
-            bindings: HashSet::new(),
+            bindings: Set::default(),
             router,
         }
     }

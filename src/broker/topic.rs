@@ -14,8 +14,6 @@
 //! node can end. A node is visited at most once per routing key, so a binding is reported at most
 //! once however many ways its `#`s could share out the words.
 
-use std::collections::HashMap;
-
 /// Binding keys of one topic exchange, as a trie of words; `*` and `#` are wildcard edges.
 ///
 /// A multiset: the same (binding key, destination) may be inserted twice and is then removed
@@ -84,7 +82,7 @@ struct Node<T> {
     /// Destinations of the binding keys that end at this node (a multiset).
     destinations: Vec<T>,
     /// Children by literal word (never `*` or `#`, which have their own slots).
-    words: HashMap<Box<[u8]>, Node<T>>,
+    words: super::Map<Box<[u8]>, Node<T>>,
     star: Option<Box<Node<T>>>,
     hash: Option<Box<Node<T>>>,
 }
@@ -93,7 +91,7 @@ impl<T> Default for Node<T> {
     fn default() -> Self {
         Node {
             destinations: Vec::new(),
-            words: HashMap::new(),
+            words: super::Map::default(),
             star: None,
             hash: None,
         }

@@ -6,7 +6,6 @@
 //! makes on these methods, with its reply code and text, is made here.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +24,7 @@ use super::exchange::{
 };
 use super::queue::{Queue, QueueOptions};
 use super::values::{argument_mismatch, integer};
+use super::Map;
 use crate::error::Error;
 use crate::store::Store;
 
@@ -98,8 +98,8 @@ pub struct RouteScratch {
 
 #[derive(Debug)]
 struct Topology {
-    exchanges: HashMap<ShortStr, Exchange>,
-    queues: HashMap<ShortStr, Arc<Queue>>,
+    exchanges: Map<ShortStr, Exchange>,
+    queues: Map<ShortStr, Arc<Queue>>,
 }
 
 #[derive(Debug)]
@@ -115,7 +115,7 @@ pub struct Vhost {
 
 impl Vhost {
     pub fn new(name: &str) -> Vhost {
-        let mut exchanges = HashMap::new();
+        let mut exchanges = Map::default();
         for (name, kind) in BUILT_IN {
             let name = ShortStr::copy_from_str(name);
             let exchange = Exchange::new(
@@ -132,7 +132,7 @@ impl Vhost {
             name: name.to_owned(),
             topology: RwLock::new(Topology {
                 exchanges,
-                queues: HashMap::new(),
+                queues: Map::default(),
             }),
             names: RandomState::new(),
             next_name: AtomicU64::new(0),
