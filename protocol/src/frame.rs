@@ -7,7 +7,7 @@
 //! Untrusted sizes: the size field is checked against `frame_max` *before* the parser asks for more
 //! bytes, so a peer can never make the reader buffer more than `frame_max` bytes for one frame.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use nom::number::streaming::{be_u16, be_u32, be_u8};
 use nom::{IResult, Parser};
 
@@ -89,11 +89,13 @@ fn frame_header(input: &[u8]) -> IResult<&[u8], (u8, u16, u32)> {
 /// - `Ok(None)`: `buf` holds only part of a frame (nothing consumed; read more and call again);
 /// - `Err(_)`: the bytes can never become a valid frame (bad type, size over `frame_max`, bad end).
 pub fn parse_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, FrameError> {
-    let (frame_type, channel, size) = match frame_header(buf) {
-        Ok((_, header)) => header,
-        // The header is three fixed-width integers: the only failure is "not enough bytes yet".
-        Err(_) => return Ok(None),
+    // The header is three fixed-width integers, read directly (this runs three times per
+    // published message; nom's combinators cost several times as much here).
+    let Some(&[frame_type, c0, c1, s0, s1, s2, s3]) = buf.get(..FRAME_HEADER_LEN) else {
+        return Ok(None);
     };
+    let channel = u16::from_be_bytes([c0, c1]);
+    let size = u32::from_be_bytes([s0, s1, s2, s3]);
     let frame_type =
         FrameType::from_octet(frame_type).ok_or(FrameError::UnknownType(frame_type))?;
     let max_payload = frame_max.saturating_sub(FRAME_OVERHEAD as u32);
@@ -108,9 +110,10 @@ pub fn parse_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, 
     if end != FRAME_END {
         return Err(FrameError::BadFrameEnd { found: end });
     }
-    let mut frame = buf.split_to(total);
-    frame.truncate(total - 1);
-    let payload = frame.split_off(FRAME_HEADER_LEN).freeze();
+    // One split (the payload) instead of cutting the frame and then its header off it.
+    buf.advance(FRAME_HEADER_LEN);
+    let payload = buf.split_to(size as usize).freeze();
+    buf.advance(1);
     Ok(Some(Frame {
         frame_type,
         channel,

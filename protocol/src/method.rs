@@ -303,9 +303,14 @@ fn put_short_str(out: &mut BytesMut, s: &str) {
     out.put_slice(bytes);
 }
 
-/// Writes bytes that are already a short string's (valid UTF-8); more than 255 are cut.
+/// Writes the bytes of a UTF-8 string; more than 255 are cut on a character boundary.
 fn put_short_bytes(out: &mut BytesMut, bytes: &[u8]) {
-    let bytes = &bytes[..bytes.len().min(255)];
+    let mut cut = bytes.len().min(255);
+    // A UTF-8 continuation byte (0b10xx_xxxx) is never where a character starts.
+    while cut < bytes.len() && cut > 0 && bytes[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
+    let bytes = &bytes[..cut];
     out.put_u8(bytes.len() as u8);
     out.put_slice(bytes);
 }

@@ -606,12 +606,13 @@ fn fast_encoders_match_the_generic_encoding() {
             exchange: ss(""),
             routing_key: ss(&"k".repeat(255)),
         };
+        let key = "k".repeat(255);
         let fast = Deliver {
-            consumer_tag: "amq.ctag-ü",
+            consumer_tag: "amq.ctag-ü".as_bytes(),
             delivery_tag: 0xDEAD_BEEF_0000_0001,
             redelivered,
-            exchange: "",
-            routing_key: &"k".repeat(255),
+            exchange: b"",
+            routing_key: key.as_bytes(),
         };
         let class = AMQPClass::Basic(basic::AMQPMethod::Deliver(generic));
         let mut out = BytesMut::new();
@@ -643,11 +644,11 @@ fn deliver_truncates_over_long_strings_on_a_char_boundary() {
         &mut out,
         1,
         &Deliver {
-            consumer_tag: &long,
+            consumer_tag: long.as_bytes(),
             delivery_tag: 1,
             redelivered: false,
-            exchange: &long,
-            routing_key: &long,
+            exchange: long.as_bytes(),
+            routing_key: long.as_bytes(),
         },
     );
     let frame = single_frame(&out, FRAME_MIN_SIZE);
@@ -1449,11 +1450,11 @@ proptest! {
     ) {
         let mut out = BytesMut::new();
         encode_deliver(&mut out, channel, &Deliver {
-            consumer_tag: &consumer_tag,
+            consumer_tag: consumer_tag.as_bytes(),
             delivery_tag,
             redelivered,
-            exchange: &exchange,
-            routing_key: &routing_key,
+            exchange: exchange.as_bytes(),
+            routing_key: routing_key.as_bytes(),
         });
         let generic = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
             consumer_tag: ss(&consumer_tag),
