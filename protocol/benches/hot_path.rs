@@ -166,19 +166,24 @@ fn decode_fast_vs_generic(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("encode_deliver_method");
     group.throughput(Throughput::Elements(1));
+    let (consumer_tag, exchange, routing_key) = (
+        "amq.ctag-8Jx1uYk2bC9qTn0Zr4eW",
+        "amq.direct",
+        "orders.eu.created",
+    );
     let deliver = Deliver {
-        consumer_tag: "amq.ctag-8Jx1uYk2bC9qTn0Zr4eW",
+        consumer_tag: consumer_tag.as_bytes(),
         delivery_tag: 42,
         redelivered: false,
-        exchange: "amq.direct",
-        routing_key: "orders.eu.created",
+        exchange: exchange.as_bytes(),
+        routing_key: routing_key.as_bytes(),
     };
     let generic = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-        consumer_tag: deliver.consumer_tag.into(),
+        consumer_tag: consumer_tag.into(),
         delivery_tag: deliver.delivery_tag,
         redelivered: deliver.redelivered,
-        exchange: deliver.exchange.into(),
-        routing_key: deliver.routing_key.into(),
+        exchange: exchange.into(),
+        routing_key: routing_key.into(),
     }));
     let mut out = BytesMut::with_capacity(256);
     group.bench_function("fast_path", |b| {
