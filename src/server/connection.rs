@@ -51,6 +51,11 @@ pub const WRITE_HARD_LIMIT: usize = 16 * 1024 * 1024;
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest a publishing connection's input waits for its queues' pressure to lift.
 const THROTTLE_MAX: Duration = Duration::from_millis(100);
+/// How many messages a connection's input may put into queues per turn before it lets the
+/// consumers' connections run: a publisher fanning out to many queues makes work for many tasks,
+/// and a turn of its own must not make more than they take in theirs (the rest of the read
+/// waits in the buffer for the next turn).
+const ENQUEUE_BUDGET: usize = 1024;
 /// How many outbox messages (deliveries) are handled per wake-up before the socket is written.
 const OUTBOX_BATCH: usize = 256;
 
@@ -95,6 +100,8 @@ pub(crate) struct Connection {
     alarm: Option<String>,
     /// `connection.blocked` was sent and awaits its `connection.unblocked`.
     blocked_sent: bool,
+    /// Complete frames wait in the read buffer: the last turn used up its [`ENQUEUE_BUDGET`].
+    input_pending: bool,
     /// When the current state gives up (handshake, closing) or the next heartbeat check is due.
     deadline: Option<Instant>,
     close_reason: String,
@@ -128,6 +135,7 @@ pub(crate) async fn serve(
         last_write: now,
         alarm: None,
         blocked_sent: false,
+        input_pending: false,
         close_reason: String::new(),
     };
     let alarms = connection.context.alarms.clone();
@@ -184,6 +192,17 @@ impl Connection {
                 && self.write_buf.len() < WRITE_HARD_LIMIT
                 && !self.blocking()
                 && (throttled.is_empty() || stalled);
+            if reading && self.input_pending {
+                // The rest of the last read, after the other tasks had their turn.
+                self.input_pending = false;
+                self.process_input();
+                self.after_input();
+                if let Some(channels) = &mut self.channels {
+                    channels.take_pressured(&mut throttled);
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
             tokio::select! {
                 biased;
                 writable = stream.writable(), if !self.write_buf.is_empty() => {
@@ -341,13 +360,7 @@ impl Connection {
             Ok(_) => {
                 self.last_read = Instant::now();
                 self.process_input();
-                if let Some(channels) = &mut self.channels {
-                    channels.flush(&mut self.write_buf);
-                }
-                if self.alarm.is_some() {
-                    // It may have just become a publisher.
-                    self.on_alarm();
-                }
+                self.after_input();
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
@@ -361,6 +374,17 @@ impl Connection {
             self.read_buf = BytesMut::new();
         }
         true
+    }
+
+    /// After a batch of input: confirms and log flushes, and the alarm state.
+    fn after_input(&mut self) {
+        if let Some(channels) = &mut self.channels {
+            channels.flush(&mut self.write_buf);
+        }
+        if self.alarm.is_some() {
+            // It may have just become a publisher.
+            self.on_alarm();
+        }
     }
 
     /// Ends the connection without further protocol exchange.
@@ -405,6 +429,14 @@ impl Connection {
                     let channel = frame.channel;
                     if let Err(exception) = self.handle_frame(frame) {
                         self.exception(channel, exception);
+                    }
+                    let spent = self
+                        .channels
+                        .as_mut()
+                        .is_some_and(|c| c.spent(ENQUEUE_BUDGET));
+                    if spent {
+                        self.input_pending = !self.read_buf.is_empty();
+                        return;
                     }
                 }
                 Err(error) => {

@@ -182,6 +182,7 @@ impl Channels {
             confirm: Outcome::Safe,
             store: None,
         };
+        self.enqueued += self.route.queues.len();
         for queue in self.route.queues.drain(..) {
             let (enqueued, logged) = queue.publish(message, persistent);
             if logged && !self.unflushed.iter().any(|q| Arc::ptr_eq(q, &queue)) {

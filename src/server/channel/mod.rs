@@ -175,6 +175,9 @@ pub(crate) struct Channels {
     pressured: Vec<Arc<Queue>>,
     /// Queues whose logs took publishes since the last [`Channels::flush`] (buffered writes).
     unflushed: Vec<Arc<Queue>>,
+    /// Messages put into queues since [`Channels::spent`] last said so: the work this
+    /// connection's input made for consumers' connections.
+    enqueued: usize,
     next_epoch: u64,
 }
 
@@ -194,6 +197,7 @@ impl Channels {
             published: false,
             pressured: Vec::new(),
             unflushed: Vec::new(),
+            enqueued: 0,
             next_epoch: 1,
         }
     }
@@ -201,6 +205,16 @@ impl Channels {
     /// Whether a message was ever published on this connection.
     pub(crate) fn has_published(&self) -> bool {
         self.published
+    }
+
+    /// Whether this connection's publishes have put `budget` messages into queues since this
+    /// last said so (the count then starts again).
+    pub(crate) fn spent(&mut self, budget: usize) -> bool {
+        let spent = self.enqueued >= budget;
+        if spent {
+            self.enqueued = 0;
+        }
+        spent
     }
 
     /// Moves the queues that pushed back on this connection's publishes into `into`.
