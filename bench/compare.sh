@@ -316,7 +316,8 @@ try:
 except Exception as e:
     print(f"    no JSON result ({e}); see the .progress file"); sys.exit()
 rates = r["rates_msg_per_s"]
-print(f"    publish {rates['publish']['median']:,.0f}  consume {rates['consume']['median']:,.0f} msg/s"
+accepted = rates.get("accepted") or rates["publish"]["overall"]
+print(f"    publish {accepted:,.0f}  consume {rates['consume']['overall']:,.0f} msg/s"
       f"  p50/p99 {r['latency_us']['p50']:.0f}/{r['latency_us']['p99']:.0f} us"
       f"  drained {r['drained']}  lost {r['lost']}  broker {r['cpu']['broker_us_per_msg'] or 0:.2f} us/msg"
       f"  errors {len(r['errors'])}")

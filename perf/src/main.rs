@@ -447,6 +447,14 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         .unwrap_or(start_ns)
         .max(start_ns);
     let publish_seconds = (publish_end - start_ns) as f64 / 1e9;
+    // ... and was accepted when the broker had processed the last publish (its close-ok).
+    let accepted_seconds = shared
+        .producers
+        .iter()
+        .map(|p| p.accepted_at.load(Ordering::Relaxed))
+        .try_fold(start_ns, |end, at| (at > 0).then_some(end.max(at)))
+        .filter(|_| args.producers > 0)
+        .map(|end| (end - start_ns) as f64 / 1e9);
     let last_receive = shared
         .last_receive
         .load(Ordering::Relaxed)
@@ -512,6 +520,7 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
     Ok(Summary {
         settings,
         publish_seconds,
+        accepted_seconds,
         consume_seconds,
         sent,
         confirmed,

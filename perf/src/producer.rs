@@ -178,7 +178,11 @@ impl Producer {
                 }
             }
         }
-        let _ = self.channel.close(200, "done".into()).await;
+        if self.channel.close(200, "done".into()).await.is_ok() {
+            counters
+                .accepted_at
+                .store(shared.clock.now(), Ordering::Relaxed);
+        }
         let _ = self.connection.close(200, "done".into()).await;
         result
     }

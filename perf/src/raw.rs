@@ -380,11 +380,27 @@ impl RawProducer {
             }
         }
         let _ = send(&mut self.writer, close_method(), 0).await;
-        let reader_result = tokio::time::timeout(std::time::Duration::from_secs(2), reader).await;
-        match reader_result {
+        // Keep the socket open until close-ok: the broker may still be working through publishes
+        // it has not read yet (flow control), and closing our side first makes RabbitMQ drop the
+        // connection with them ("client unexpectedly closed TCP connection").
+        let wait = job.confirm_grace.max(std::time::Duration::from_secs(2));
+        let reader_result = tokio::time::timeout(wait, reader).await;
+        let result = match reader_result {
             Ok(Ok(Err(e))) => result.and(Err(e)),
-            _ => result,
-        }
+            Ok(Ok(Ok(true))) => {
+                counters
+                    .accepted_at
+                    .store(shared.clock.now(), Ordering::Relaxed);
+                result
+            }
+            Ok(_) => result,
+            Err(_) => result.and(Err(format!(
+                "raw producer {}: no connection.close-ok within {wait:?}",
+                job.id
+            ))),
+        };
+        drop(self.writer);
+        result
     }
 }
 
@@ -429,7 +445,7 @@ async fn read_confirms(
     shared: Arc<Shared>,
     id: usize,
     window_open: Arc<Notify>,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let counters = &shared.producers[id];
     let mut settled = Settled::default();
     loop {
@@ -454,7 +470,7 @@ async fn read_confirms(
                     counters.nacked.fetch_add(n, Ordering::Release);
                 }
                 Method::Other(AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => {
-                    return Ok(());
+                    return Ok(true);
                 }
                 Method::Other(class) => {
                     if let Some(reason) = close_reason(&class) {
@@ -468,7 +484,7 @@ async fn read_confirms(
         window_open.notify_one();
         buf.reserve(64 * 1024);
         match reader.read_buf(&mut buf).await {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(false),
             Ok(_) => {}
             Err(e) => return Err(format!("raw producer {id}: read: {e}")),
         }

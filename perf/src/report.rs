@@ -132,6 +132,9 @@ impl Memory {
 pub struct Summary {
     pub settings: Value,
     pub publish_seconds: f64,
+    /// Start -> the broker's close-ok to the last producer (every publish processed), if all
+    /// producers got one.
+    pub accepted_seconds: Option<f64>,
     pub consume_seconds: f64,
     pub sent: u64,
     pub confirmed: u64,
@@ -179,6 +182,7 @@ impl Summary {
         json!({
             "settings": self.settings,
             "publish_seconds": self.publish_seconds,
+            "accepted_seconds": self.accepted_seconds,
             "consume_seconds": self.consume_seconds,
             "sent": self.sent,
             "confirmed": self.confirmed,
@@ -186,6 +190,7 @@ impl Summary {
             "received": self.received,
             "rates_msg_per_s": {
                 "publish": rate(self.publish),
+                "accepted": self.accepted_seconds.map(|s| (self.sent as f64 / s.max(1e-9)).round()),
                 "confirm": rate(self.confirm),
                 "consume": rate(self.consume),
             },
@@ -246,6 +251,13 @@ impl Summary {
         };
         println!("--- summary ---");
         rate("publish", self.publish, self.sent, self.publish_seconds);
+        if let Some(seconds) = self.accepted_seconds {
+            println!(
+                "accepted  {:>12} msg/s: the broker had processed every publish {:.2} s after the start",
+                thousands(self.sent as f64 / seconds.max(1e-9)),
+                seconds
+            );
+        }
         if self.confirmed + self.nacked > 0 {
             rate(
                 "confirm",

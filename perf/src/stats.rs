@@ -157,6 +157,9 @@ pub struct ProducerCounters {
     pub nacked: AtomicU64,
     /// Clock time when the producer stopped publishing (0 while it runs).
     pub finished_at: AtomicU64,
+    /// Clock time when the broker answered the producer's close (channel.close-ok for lapin,
+    /// connection.close-ok for raw): it had processed every publish by then. 0 if it never did.
+    pub accepted_at: AtomicU64,
 }
 
 /// Outcome of looking at one delivery.
