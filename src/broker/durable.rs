@@ -44,7 +44,7 @@ pub enum Definition {
     },
 }
 
-fn put_short(out: &mut BytesMut, s: &[u8]) {
+fn put_short(out: &mut impl BufMut, s: &[u8]) {
     let s = &s[..s.len().min(255)];
     out.put_u8(s.len() as u8);
     out.put_slice(s);
@@ -148,13 +148,7 @@ impl Definition {
 /// A message as its queue's log stores it; `persistent` says whether it is to be recovered.
 pub fn encode_message(message: &Message, persistent: bool) -> Vec<u8> {
     let properties = message.properties();
-    let body = message.body();
-    let mut out = BytesMut::with_capacity(
-        8 + message.exchange_bytes().len()
-            + message.routing_key_bytes().len()
-            + properties.len()
-            + body.len(),
-    );
+    let mut out = Vec::with_capacity(encoded_len(message) as usize);
     out.put_u8(match persistent {
         true => MESSAGE_PERSISTENT,
         false => MESSAGE_TRANSIENT,
@@ -163,8 +157,19 @@ pub fn encode_message(message: &Message, persistent: bool) -> Vec<u8> {
     put_short(&mut out, message.routing_key_bytes());
     out.put_u32(properties.len() as u32);
     out.put_slice(properties);
-    out.put_slice(body);
-    out.to_vec()
+    out.put_slice(message.body());
+    out
+}
+
+/// The length of [`encode_message`]'s record for `message`.
+pub fn encoded_len(message: &Message) -> u64 {
+    (1 + 1
+        + message.exchange_bytes().len()
+        + 1
+        + message.routing_key_bytes().len()
+        + 4
+        + message.properties().len()
+        + message.body().len()) as u64
 }
 
 /// Whether a log record is a persistent message (to be recovered), from its first byte.
@@ -274,7 +279,13 @@ mod tests {
             let body = Bytes::from(vec![3u8; size]);
             let message = Message::new(b"amq.direct", b"key", &[0x10, 0], body);
             let record = Bytes::from(encode_message(&message, size != 10));
+            assert_eq!(record.len() as u64, encoded_len(&message));
             let (back, persistent) = decode_message(&record).expect("decodes");
+            assert_eq!(
+                encoded_len(&back),
+                encoded_len(&message),
+                "settle's length hint"
+            );
             assert_eq!(persistent, size != 10);
             assert_eq!(back.exchange(), "amq.direct");
             assert_eq!(back.routing_key(), "key");

@@ -25,7 +25,7 @@ use warren_protocol::types::FieldTable;
 use tracing::error;
 
 use super::consumer::Consumer;
-use super::durable::{decode_message, encode_message};
+use super::durable::{decode_message, encode_message, encoded_len};
 use super::flow::Flow;
 use super::message::{Entry, Message};
 use crate::store::log::{Log, Position, Recovered};
@@ -76,6 +76,9 @@ struct Slot {
     position: Option<Position>,
 }
 
+/// How much of a log one read of paged-out messages takes (see `QueueState::load_ahead`).
+const READ_AHEAD: usize = 256 * 1024;
+
 /// What a message costs in memory while a queue holds it (bytes, roughly).
 fn footprint(message: &Message) -> usize {
     message.body().len() + message.properties().len() + 96
@@ -111,12 +114,12 @@ pub enum ConsumeRefused {
 impl QueueState {
     /// Notes in the log that a stored message went out: settled at once for a no-ack consumer,
     /// marked delivered otherwise (so a recovered copy says `redelivered`). Written, not synced.
-    fn record_delivery(&mut self, position: Position, no_ack: bool, redelivered: bool) {
+    fn record_delivery(&mut self, entry: &Entry, position: Position, no_ack: bool) {
         let Some(log) = &mut self.log else {
             return;
         };
-        let written = match (no_ack, redelivered) {
-            (true, _) => log.settle(position),
+        let written = match (no_ack, entry.redelivered) {
+            (true, _) => log.settle_sized(position, Some(encoded_len(&entry.message))),
             (false, false) => log.mark_delivered(position),
             (false, true) => Ok(()),
         };
@@ -142,7 +145,7 @@ impl QueueState {
                     self.memory = self.memory.saturating_sub(footprint(&message));
                     message
                 }
-                None => match self.load(slot.position) {
+                None => match self.load_ahead(slot.position) {
                     Some(message) => message,
                     None => continue,
                 },
@@ -153,6 +156,54 @@ impl QueueState {
                 redelivered: slot.redelivered,
                 position: slot.position,
             });
+        }
+    }
+
+    /// Reads a paged-out message back, and with it (one read of [`READ_AHEAD`] bytes) the
+    /// paged-out messages that follow it in the ready list and in the log, which come back into
+    /// memory: a consumer draining a backlog costs one `pread` per run of records, not per
+    /// message.
+    fn load_ahead(&mut self, position: Option<Position>) -> Option<Arc<Message>> {
+        let (Some(log), Some(position)) = (&self.log, position) else {
+            return None;
+        };
+        let run = match log.read_run(position, READ_AHEAD) {
+            Ok(run)
+                if run
+                    .first()
+                    .is_some_and(|(offset, _)| *offset == position.offset) =>
+            {
+                run
+            }
+            _ => return self.load(Some(position)),
+        };
+        let mut records = run.into_iter();
+        let first = records
+            .next()
+            .and_then(|(_, record)| decode_message(&record));
+        let mut records = records.peekable();
+        for slot in self.ready.iter_mut() {
+            let Some(at) = slot.position else {
+                continue;
+            };
+            if slot.message.is_some() {
+                continue;
+            }
+            if at.segment != position.segment {
+                break;
+            }
+            while records.next_if(|(offset, _)| *offset < at.offset).is_some() {}
+            let Some((_, record)) = records.next_if(|(offset, _)| *offset == at.offset) else {
+                break;
+            };
+            if let Some((message, _)) = decode_message(&record) {
+                self.memory += footprint(&message);
+                slot.message = Some(Arc::new(message));
+            }
+        }
+        match first {
+            Some((message, _)) => Some(Arc::new(message)),
+            None => self.load(Some(position)),
         }
     }
 
@@ -205,7 +256,7 @@ impl QueueState {
                 };
                 self.next_consumer = (index + 1) % count;
                 if let Some(position) = entry.position {
-                    self.record_delivery(position, consumer.no_ack, entry.redelivered);
+                    self.record_delivery(&entry, position, consumer.no_ack);
                 }
                 if let Err(entry) = consumer.send(entry) {
                     // The consumer's connection is gone; its cleanup will remove it.
@@ -443,13 +494,14 @@ impl Queue {
 
     /// Records in the log that stored messages were acked or dropped (written; synced by the next
     /// group commit, without waiting for it).
-    pub fn settle_stored(&self, positions: impl IntoIterator<Item = Position>) {
+    /// Each position comes with its record's payload length when the caller knows it.
+    pub fn settle_stored(&self, positions: impl IntoIterator<Item = (Position, Option<u64>)>) {
         let mut state = self.lock();
         let Some(log) = &mut state.log else {
             return;
         };
-        for position in positions {
-            if let Err(e) = log.settle(position) {
+        for (position, len) in positions {
+            if let Err(e) = log.settle_sized(position, len) {
                 error!(queue = %self.name, error = %e, "queue log: recording an ack failed");
             }
         }
@@ -545,7 +597,7 @@ impl Queue {
         let mut state = self.lock();
         let entry = state.pop()?;
         if let Some(position) = entry.position {
-            state.record_delivery(position, no_ack, entry.redelivered);
+            state.record_delivery(&entry, position, no_ack);
             let _ = self.flush_locked(&mut state);
         }
         Some((entry, saturating_u32(state.len())))

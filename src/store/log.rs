@@ -364,6 +364,58 @@ impl Log {
         Ok(Bytes::from(payload))
     }
 
+    /// Reads the records that follow one another from `from` on, up to about `max_bytes` (at
+    /// least the first): for a reader going through the log in order, one `pread` instead of one
+    /// per record. Stops before the first record that is incomplete in the range or fails its
+    /// check (a hole punched by compaction reads as zeros); returns (offset, payload) pairs.
+    pub fn read_run(&self, from: Position, max_bytes: usize) -> io::Result<Vec<(u32, Bytes)>> {
+        let segment = self
+            .segments
+            .get(&from.segment)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "queue log: no such segment"))?;
+        let start = u64::from(from.offset);
+        let mut end = segment.size.min(start.saturating_add(max_bytes as u64));
+        let active = self.active.as_ref().map(|(id, _)| *id);
+        if active == Some(from.segment) && !self.pending.is_empty() {
+            end = end.min(self.pending_at); // buffered records are not in the file yet
+        }
+        let mut records = Vec::new();
+        if end > start + HEADER_LEN {
+            let file = self.segment_file(from.segment)?;
+            let mut buf = vec![0; (end - start) as usize];
+            file.read_exact_at(&mut buf, start)?;
+            let buf = Bytes::from(buf);
+            let mut at = 0;
+            while let Some(header) = buf
+                .get(at..at + HEADER_LEN as usize)
+                .and_then(|h| <[u8; HEADER_LEN as usize]>::try_from(h).ok())
+                .map(Header::parse)
+            {
+                let offset = start + at as u64;
+                let available = segment.size.saturating_sub(offset + HEADER_LEN);
+                let Some(len) = header.bounded_len(available) else {
+                    break;
+                };
+                let body = at + HEADER_LEN as usize;
+                let Some(payload) = buf
+                    .get(body..body + len)
+                    .map(|_| buf.slice(body..body + len))
+                else {
+                    break;
+                };
+                if !header.matches(&payload) {
+                    break;
+                }
+                records.push((offset as u32, payload));
+                at = body + len;
+            }
+        }
+        if records.is_empty() {
+            records.push((from.offset, self.read(from)?));
+        }
+        Ok(records)
+    }
+
     /// The buffered bytes from `position` on, if its record has not been written yet.
     fn buffered(&self, position: Position) -> Option<&[u8]> {
         let active = self.active.as_ref().map(|(id, _)| *id);
@@ -430,6 +482,12 @@ impl Log {
     /// Records that a record was settled (acked, or dropped); whole segments go when all their
     /// records are settled. Each record must be settled at most once (counts are per segment).
     pub fn settle(&mut self, position: Position) -> io::Result<()> {
+        self.settle_sized(position, None)
+    }
+
+    /// Like [`Log::settle`], for a caller that knows the record's payload length (the message
+    /// it holds): the record's header is then not read back to count the settled bytes.
+    pub fn settle_sized(&mut self, position: Position, payload_len: Option<u64>) -> io::Result<()> {
         let id = position.segment;
         let is_active = self
             .active
@@ -459,7 +517,10 @@ impl Log {
                 }
             }
         }
-        let record_len = self.record_len(position);
+        let record_len = match payload_len {
+            Some(len) => HEADER_LEN + len,
+            None => self.record_len(position),
+        };
         self.write_ack(id, Kind::Settled, position.offset)?;
         if let Some(segment) = self.segments.get_mut(&id) {
             segment.settled += 1;

@@ -190,7 +190,7 @@ impl Vhost {
         ));
         if !unreadable.is_empty() {
             warn!(queue = %queue.name, count = unreadable.len(), "dropping unreadable records from the log");
-            queue.settle_stored(unreadable);
+            queue.settle_stored(unreadable.into_iter().map(|position| (position, None)));
         }
         Ok(queue)
     }

@@ -30,6 +30,7 @@ use warren_protocol::method::{decode_method, encode_method, Method, ShortStr};
 use warren_protocol::spec::{channel, AMQPClass};
 
 use crate::broker::consumer::{ChannelCredit, ConfirmTag, Consumer, Outbox};
+use crate::broker::durable::encoded_len;
 use crate::broker::message::{Entry, Message};
 use crate::broker::queue::Queue;
 use crate::broker::vhost::{RouteScratch, Vhost};
@@ -716,7 +717,10 @@ fn settle_run(queue: &Queue, run: &mut Vec<Entry>, how: Settle) {
     match how {
         Settle::Requeue => queue.requeue(run.drain(..)),
         Settle::Ack | Settle::Drop => {
-            let mut stored = run.drain(..).filter_map(|entry| entry.position).peekable();
+            let mut stored = run
+                .drain(..)
+                .filter_map(|entry| Some((entry.position?, Some(encoded_len(&entry.message)))))
+                .peekable();
             if stored.peek().is_some() {
                 queue.settle_stored(stored);
             }
