@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use warren_protocol::method::ShortStr;
-use warren_protocol::types::FieldTable;
+use warren_protocol::types::{AMQPValue, FieldTable};
 
 use super::headers::HeadersMatch;
 use super::queue::Queue;
@@ -100,8 +100,21 @@ pub struct Exchange {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// `alternate-exchange`: where a message goes that this exchange routes nowhere.
+    pub alternate: Option<ShortStr>,
     bindings: Set<BindingKey>,
     router: Router,
+}
+
+/// The `alternate-exchange` argument: a string naming an exchange (RabbitMQ ignores other
+/// types, and so does Warren).
+fn alternate_exchange(arguments: &FieldTable) -> Option<ShortStr> {
+    let name = match arguments.inner().get("alternate-exchange")? {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        _ => return None,
+    };
+    Some(ShortStr::copy_from_str(&name))
 }
 
 /// The encoded form of a field table: bindings compare arguments by it.
@@ -129,6 +142,7 @@ impl Exchange {
             ExchangeKind::Topic => Router::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Router::Headers(Vec::new()),
         };
+        let alternate = alternate_exchange(&arguments);
         Exchange {
             name,
             kind,
@@ -136,6 +150,7 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
+            alternate,
             bindings: Set::default(),
             router,
         }

@@ -613,7 +613,7 @@ impl Vhost {
             return Err(self.internal(first));
         }
         let mut headers = LazyHeaders::new(properties);
-        first.route(routing_key, &mut headers, &mut scratch.targets);
+        route_or_alternate(first, routing_key, &mut headers, &mut scratch.targets);
         scratch.visited.push(first.name.clone());
         while let Some(target) = scratch.targets.pop() {
             match target {
@@ -624,7 +624,7 @@ impl Vhost {
                         continue;
                     }
                     if let Some(next) = topology.exchanges.get(&name) {
-                        next.route(routing_key, &mut headers, &mut scratch.targets);
+                        route_or_alternate(next, routing_key, &mut headers, &mut scratch.targets);
                     }
                     scratch.visited.push(name);
                 }
@@ -638,6 +638,23 @@ impl Vhost {
             scratch.queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
         Ok(())
+    }
+}
+
+/// Routes through one exchange; if it finds no destination at all, its alternate exchange (if
+/// it has one) is the destination, as in RabbitMQ.
+fn route_or_alternate(
+    exchange: &Exchange,
+    routing_key: &[u8],
+    headers: &mut LazyHeaders<'_>,
+    targets: &mut Vec<Target>,
+) {
+    let before = targets.len();
+    exchange.route(routing_key, headers, targets);
+    if targets.len() == before {
+        if let Some(alternate) = &exchange.alternate {
+            targets.push(Target::Exchange(alternate.clone()));
+        }
     }
 }
 
