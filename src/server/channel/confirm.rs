@@ -4,7 +4,8 @@
 //! A publish is safe when it is in every queue it was routed to and, for a persistent message in
 //! a durable queue, synced to disk. Safe publishes are acked in order with one `basic.ack`
 //! (`multiple` when it covers more than one): an ack never covers a tag still waiting for its
-//! sync. Publishes that failed are nacked one by one, before the next ack.
+//! sync. Publishes that failed are nacked one by one, before the next ack, and no ack ever names
+//! a nacked tag (clients such as lapin treat that as a second confirm of the same publish).
 
 use std::collections::BTreeSet;
 
@@ -23,6 +24,8 @@ pub(super) struct Confirms {
     waiting: BTreeSet<u64>,
     /// Tags to nack at the next flush.
     nacks: Vec<u64>,
+    /// Nacked tags above `acked_through`: the next ack must not name them.
+    nacked: BTreeSet<u64>,
     /// The channel is on the connection's list of channels to flush.
     scheduled: bool,
 }
@@ -43,6 +46,7 @@ impl Confirms {
             acked_through: 0,
             waiting: BTreeSet::new(),
             nacks: Vec::new(),
+            nacked: BTreeSet::new(),
             scheduled: false,
         }
     }
@@ -78,6 +82,7 @@ impl Confirms {
     pub fn flush(&mut self, out: &mut BytesMut, number: u16) {
         self.scheduled = false;
         for tag in self.nacks.drain(..) {
+            self.nacked.insert(tag);
             let nack = basic::Nack {
                 delivery_tag: tag,
                 multiple: false,
@@ -89,17 +94,28 @@ impl Confirms {
                 &AMQPClass::Basic(basic::AMQPMethod::Nack(nack)),
             );
         }
-        let through = match self.waiting.first() {
+        let limit = match self.waiting.first() {
             Some(first) => first - 1,
             None => self.next_tag - 1,
         };
+        // The ack names the highest safe tag that was not nacked; the nacked tags it spans are
+        // already confirmed, so it covers only the others.
+        let mut through = limit;
+        while through > self.acked_through && self.nacked.contains(&through) {
+            through -= 1;
+        }
         if through > self.acked_through {
+            let spanned_nacks = self.nacked.range(self.acked_through + 1..=through).count() as u64;
+            let covered = through - self.acked_through - spanned_nacks;
             let ack = warren_protocol::method::Ack {
                 delivery_tag: through,
-                multiple: through > self.acked_through + 1,
+                multiple: covered > 1,
             };
             warren_protocol::method::encode_ack(out, number, &ack);
-            self.acked_through = through;
+        }
+        if limit > self.acked_through {
+            self.acked_through = limit;
+            self.nacked = self.nacked.split_off(&(limit + 1));
         }
     }
 }
@@ -152,7 +168,29 @@ mod tests {
         confirms.flush(&mut out, 1);
         assert_eq!(
             sent(&mut out),
-            [(2, false, false), (1, false, false), (3, true, true)]
+            [(2, false, false), (1, false, false), (3, false, true)]
         );
+    }
+
+    #[test]
+    fn no_ack_names_a_nacked_tag() {
+        let mut confirms = Confirms::new();
+        let mut out = BytesMut::new();
+        for outcome in [Outcome::Safe, Outcome::Safe, Outcome::Failed, Outcome::Safe] {
+            confirms.published(outcome);
+        }
+        confirms.published(Outcome::Failed);
+        confirms.flush(&mut out, 1);
+        // 3 and 5 nacked; one ack through 4 covers 1, 2 and 4.
+        assert_eq!(
+            sent(&mut out),
+            [(3, false, false), (5, false, false), (4, true, true)]
+        );
+        confirms.published(Outcome::Failed);
+        confirms.flush(&mut out, 1);
+        assert_eq!(sent(&mut out), [(6, false, false)], "nothing left to ack");
+        confirms.published(Outcome::Safe);
+        confirms.flush(&mut out, 1);
+        assert_eq!(sent(&mut out), [(7, false, true)]);
     }
 }
