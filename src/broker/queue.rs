@@ -20,7 +20,9 @@ use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use warren_protocol::method::ShortStr;
-use warren_protocol::types::FieldTable;
+use warren_protocol::types::{AMQPValue, FieldTable};
+
+use super::values::integer;
 
 use tracing::error;
 
@@ -43,10 +45,37 @@ pub struct QueueOptions {
     pub consumer_timeout: Option<Duration>,
 }
 
+/// `x-max-length` and `x-overflow`: how many ready messages a queue holds, and what happens to
+/// one more.
+#[derive(Debug, Clone, Copy, Default)]
+struct Limits {
+    max_length: Option<usize>,
+    /// `reject-publish` (and `reject-publish-dlx`): refuse the new message instead of dropping
+    /// the oldest (`drop-head`, the default).
+    reject: bool,
+}
+
+impl Limits {
+    fn from_arguments(arguments: &FieldTable) -> Limits {
+        let table = arguments.inner();
+        let max_length = table
+            .get("x-max-length")
+            .and_then(integer)
+            .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX));
+        let reject = match table.get("x-overflow") {
+            Some(AMQPValue::LongString(s)) => s.as_bytes().starts_with(b"reject-publish"),
+            Some(AMQPValue::ShortString(s)) => s.as_str().starts_with("reject-publish"),
+            _ => false,
+        };
+        Limits { max_length, reject }
+    }
+}
+
 #[derive(Debug)]
 pub struct Queue {
     pub name: ShortStr,
     pub options: QueueOptions,
+    limits: Limits,
     /// The store, for a durable queue: persistent messages go to its log, synced by group commit.
     store: Option<Arc<Store>>,
     state: Mutex<QueueState>,
@@ -63,6 +92,9 @@ pub enum Enqueued {
     Logged,
     /// Not taken: the queue was deleted meanwhile.
     Deleted,
+    /// Not taken: the queue is at its `x-max-length` and refuses more (`x-overflow` =
+    /// `reject-publish`); a confirm-mode publisher gets a nack.
+    Rejected,
     /// Not taken: writing it to the log failed.
     Failed,
 }
@@ -231,6 +263,29 @@ impl QueueState {
         }
     }
 
+    /// Drops the next message to be delivered (`x-overflow` = `drop-head`), without reading it
+    /// back if it is paged out; settles it in the log. False if there was none.
+    fn drop_head(&mut self) -> bool {
+        let position = match self.requeued.pop() {
+            Some(Reverse(entry)) => entry.position,
+            None => match self.ready.pop_front() {
+                Some(slot) => {
+                    if let Some(message) = &slot.message {
+                        self.memory = self.memory.saturating_sub(footprint(message));
+                    }
+                    slot.position
+                }
+                None => return false,
+            },
+        };
+        if let (Some(log), Some(position)) = (&mut self.log, position) {
+            if let Err(e) = log.settle(position) {
+                error!(error = %e, "queue log: recording a dropped message failed");
+            }
+        }
+        true
+    }
+
     fn push_front(&mut self, entry: Entry) {
         self.requeued.push(Reverse(entry));
     }
@@ -276,6 +331,7 @@ impl Queue {
     pub fn new(name: ShortStr, options: QueueOptions) -> Queue {
         Queue {
             name,
+            limits: Limits::from_arguments(&options.arguments),
             options,
             store: None,
             state: Mutex::new(QueueState::default()),
@@ -309,6 +365,7 @@ impl Queue {
         }
         Queue {
             name,
+            limits: Limits::from_arguments(&options.arguments),
             options,
             store: Some(store),
             state: Mutex::new(state),
@@ -348,6 +405,9 @@ impl Queue {
     ) -> Enqueued {
         if state.deleted {
             return Enqueued::Deleted;
+        }
+        if self.limits.reject && self.limits.max_length.is_some_and(|max| state.len() >= max) {
+            return Enqueued::Rejected;
         }
         let cost = footprint(message);
         let over_window = self
@@ -390,6 +450,9 @@ impl Queue {
             position,
         });
         self.dispatch_locked(state);
+        if let Some(max) = self.limits.max_length {
+            while state.len() > max && state.drop_head() {}
+        }
         match logged {
             true => Enqueued::Logged,
             false => Enqueued::Queued,

@@ -202,6 +202,11 @@ impl Channels {
                     result.store = queue.store().cloned();
                 }
                 Enqueued::Failed => result.confirm = Outcome::Failed,
+                // Routed (no return for mandatory), but refused: a confirm is a nack.
+                Enqueued::Rejected => {
+                    routed = true;
+                    result.confirm = Outcome::Failed;
+                }
                 Enqueued::Deleted => {}
             }
         }
