@@ -97,6 +97,9 @@ pub struct Consumer {
     pub queue: Arc<Queue>,
     pub no_ack: bool,
     pub exclusive: bool,
+    /// `x-priority` of basic.consume: consumers of a higher priority get messages first; lower
+    /// ones only while all higher ones are out of credit.
+    pub priority: i64,
     /// Per-consumer prefetch (0: no limit), fixed at `basic.consume` as in RabbitMQ.
     prefetch: u32,
     unacked: AtomicU32,
@@ -133,6 +136,7 @@ impl Consumer {
             queue,
             no_ack,
             exclusive,
+            priority: 0,
             prefetch,
             unacked: AtomicU32::new(0),
             unsent: AtomicU32::new(0),
@@ -142,6 +146,12 @@ impl Consumer {
             credit,
             outbox,
         }
+    }
+
+    /// Sets the consumer's `x-priority` (before it is added to its queue).
+    pub fn with_priority(mut self, priority: i64) -> Consumer {
+        self.priority = priority;
+        self
     }
 
     /// Takes credit for one delivery, or marks the consumer starved. Called by the queue under

@@ -53,6 +53,9 @@ struct Limits {
     /// `reject-publish` (and `reject-publish-dlx`): refuse the new message instead of dropping
     /// the oldest (`drop-head`, the default).
     reject: bool,
+    /// `x-single-active-consumer`: only the oldest consumer gets messages; the next one takes
+    /// over when it goes.
+    single_active: bool,
 }
 
 impl Limits {
@@ -67,7 +70,15 @@ impl Limits {
             Some(AMQPValue::ShortString(s)) => s.as_str().starts_with("reject-publish"),
             _ => false,
         };
-        Limits { max_length, reject }
+        let single_active = matches!(
+            table.get("x-single-active-consumer"),
+            Some(AMQPValue::Boolean(true))
+        );
+        Limits {
+            max_length,
+            reject,
+            single_active,
+        }
     }
 }
 
@@ -293,35 +304,54 @@ impl QueueState {
     /// Hands ready messages to consumers with credit, round robin, until either runs out.
     /// Returns whether messages are left while the broker is what holds a consumer back
     /// ([`Consumer::behind`], see [`super::flow`]).
-    fn dispatch(&mut self) -> bool {
-        let count = self.consumers.len();
+    fn dispatch(&mut self, single_active: bool) -> bool {
+        // Consumers are kept sorted by priority, highest first (registration order within one
+        // priority); a single-active-consumer queue serves only the first.
+        let count = match single_active {
+            true => self.consumers.len().min(1),
+            false => self.consumers.len(),
+        };
         if count == 0 {
             return false;
         }
         'messages: while self.len() > 0 {
-            for step in 0..count {
-                let index = (self.next_consumer + step) % count;
-                let consumer = &self.consumers[index];
-                if !consumer.try_take() {
-                    continue;
-                }
-                let consumer = Arc::clone(consumer);
-                let Some(entry) = self.pop() else {
-                    return false;
+            // The highest priority level with a consumer that has credit, round robin within it.
+            let mut start = 0;
+            while start < count {
+                let level = self.consumers[start].priority;
+                let width = self.consumers[start..count]
+                    .iter()
+                    .take_while(|c| c.priority == level)
+                    .count();
+                let first = match self.next_consumer {
+                    next if next > start && next < start + width => next - start,
+                    _ => 0,
                 };
-                self.next_consumer = (index + 1) % count;
-                if let Some(position) = entry.position {
-                    self.record_delivery(&entry, position, consumer.no_ack);
+                for step in 0..width {
+                    let index = start + (first + step) % width;
+                    let consumer = &self.consumers[index];
+                    if !consumer.try_take() {
+                        continue;
+                    }
+                    let consumer = Arc::clone(consumer);
+                    let Some(entry) = self.pop() else {
+                        return false;
+                    };
+                    self.next_consumer = index + 1;
+                    if let Some(position) = entry.position {
+                        self.record_delivery(&entry, position, consumer.no_ack);
+                    }
+                    if let Err(entry) = consumer.send(entry) {
+                        // The consumer's connection is gone; its cleanup will remove it.
+                        self.push_front(entry);
+                        self.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
+                        return self.dispatch(single_active);
+                    }
+                    continue 'messages;
                 }
-                if let Err(entry) = consumer.send(entry) {
-                    // The consumer's connection is gone; its cleanup will remove it.
-                    self.push_front(entry);
-                    self.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
-                    return self.dispatch();
-                }
-                continue 'messages;
+                start += width;
             }
-            return self.consumers.iter().any(|c| c.behind());
+            return self.consumers[..count].iter().any(|c| c.behind());
         }
         false
     }
@@ -619,7 +649,7 @@ impl Queue {
 
     /// Dispatches, and updates the pressure on publishers with what is left.
     fn dispatch_locked(&self, state: &mut QueueState) {
-        let held = state.dispatch();
+        let held = state.dispatch(self.limits.single_active);
         self.flow.update(state.len(), state.memory, held);
     }
 
@@ -707,7 +737,17 @@ impl Queue {
         if taken || (consumer.exclusive && !state.consumers.is_empty()) {
             return Err(ConsumeRefused::ExclusiveInUse);
         }
-        state.consumers.push(consumer);
+        // Sorted by priority, highest first; a newcomer goes after its equals. A single active
+        // consumer keeps its place whatever the newcomer's priority.
+        let at = match self.limits.single_active {
+            true => state.consumers.len(),
+            false => state
+                .consumers
+                .iter()
+                .position(|c| c.priority < consumer.priority)
+                .unwrap_or(state.consumers.len()),
+        };
+        state.consumers.insert(at, consumer);
         self.dispatch_and_flush(&mut state);
         Ok(())
     }

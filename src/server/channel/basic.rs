@@ -335,16 +335,19 @@ impl Channels {
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
-        let consumer = Arc::new(Consumer::new(
-            number,
-            tag.clone(),
-            Arc::clone(&queue),
-            consume.no_ack,
-            consume.exclusive,
-            channel.consumer_prefetch,
-            Arc::clone(&channel.credit),
-            outbox,
-        ));
+        let consumer = Arc::new(
+            Consumer::new(
+                number,
+                tag.clone(),
+                Arc::clone(&queue),
+                consume.no_ack,
+                consume.exclusive,
+                channel.consumer_prefetch,
+                Arc::clone(&channel.credit),
+                outbox,
+            )
+            .with_priority(consumer_priority(&consume.arguments)),
+        );
         // Registered on the channel first: the queue may hand it messages at once.
         channel.consumers.insert(tag.clone(), Arc::clone(&consumer));
         if let Err(refused) = queue.add_consumer(Arc::clone(&consumer)) {
@@ -573,4 +576,14 @@ fn settle_committed(channel: &Channel, settles: Vec<(Delivery, Settle)>) {
     }
     settle(run, run_how);
     channel.wake_consumers();
+}
+
+/// `x-priority` of a basic.consume (0 when absent; integers only).
+fn consumer_priority(arguments: &warren_protocol::types::FieldTable) -> i64 {
+    arguments
+        .inner()
+        .get("x-priority")
+        .and_then(crate::broker::values::integer)
+        .and_then(|p| i64::try_from(p).ok())
+        .unwrap_or(0)
 }

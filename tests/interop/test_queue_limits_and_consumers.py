@@ -1,0 +1,67 @@
+"""Queue length limits, consumer priorities and single active consumer with pika, as RabbitMQ
+behaves: `x-max-length` with `drop-head` keeps the newest messages, with `reject-publish` nacks a
+confirm-mode publisher while the queue is full and acks again once it drains; `x-priority`
+consumers get messages first while they have credit; an `x-single-active-consumer` queue feeds
+one consumer until it goes."""
+
+import pika
+import pika.exceptions
+import pytest
+
+
+def test_drop_head_keeps_the_newest(connect, names, fill, drain):
+    conn = connect()
+    ch = conn.channel()
+    q = names.queue()
+    ch.queue_declare(q, arguments={"x-max-length": 2})
+    fill(conn, q, [b"1", b"2", b"3", b"4"])
+    assert [d.body for d in drain(ch, q)] == [b"3", b"4"]
+
+
+def test_reject_publish_nacks_while_full_then_acks_again(connect, names, drain):
+    ch = connect().channel()
+    q = names.queue()
+    ch.queue_declare(q, arguments={"x-max-length": 2, "x-overflow": "reject-publish"})
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"1")
+    ch.basic_publish("", q, b"2")
+    for body in (b"3", b"4"):
+        with pytest.raises(pika.exceptions.NackError):
+            ch.basic_publish("", q, body)
+    method, _, body = ch.basic_get(q, auto_ack=True)
+    assert body == b"1"
+    ch.basic_publish("", q, b"5")  # room again: acked
+    assert [d.body for d in drain(ch, q)] == [b"2", b"5"]
+
+
+def test_higher_priority_consumer_first_while_it_has_credit(connect, names, inbox, pump, fill):
+    conn = connect()
+    ch = conn.channel()
+    q = names.queue()
+    ch.queue_declare(q)
+    high_ch = conn.channel()
+    high_ch.basic_qos(prefetch_count=2)
+    low, high = inbox(), inbox()
+    ch.basic_consume(q, low, auto_ack=True)
+    high_ch.basic_consume(q, high, arguments={"x-priority": 10})
+    fill(conn, q, [str(i).encode() for i in range(6)])
+    assert pump(conn, until=lambda: len(low) + len(high) == 6)
+    assert high.bodies() == [b"0", b"1"]
+    assert low.bodies() == [b"2", b"3", b"4", b"5"]
+
+
+def test_single_active_consumer_takes_over_on_cancel(connect, names, inbox, pump, fill):
+    conn = connect()
+    ch = conn.channel()
+    q = names.queue()
+    ch.queue_declare(q, arguments={"x-single-active-consumer": True})
+    first, second = inbox(), inbox()
+    first_tag = ch.basic_consume(q, first, auto_ack=True)
+    ch.basic_consume(q, second, auto_ack=True)
+    fill(conn, q, [b"a", b"b", b"c"])
+    assert pump(conn, until=lambda: len(first) == 3)
+    ch.basic_cancel(first_tag)
+    fill(conn, q, [b"d", b"e"])
+    assert pump(conn, until=lambda: len(second) == 2)
+    assert first.bodies() == [b"a", b"b", b"c"]
+    assert second.bodies() == [b"d", b"e"]
