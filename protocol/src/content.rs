@@ -152,6 +152,7 @@ pub fn decode_headers(properties: &[u8]) -> Option<crate::types::FieldTable> {
 }
 
 /// The indexes of the properties a broker checks on publish.
+const REPLY_TO: usize = 6;
 const EXPIRATION: usize = 7;
 const USER_ID: usize = 11;
 
@@ -162,9 +163,11 @@ pub struct PublishChecks<'a> {
     /// The expiration text (a TTL in milliseconds, as a string).
     pub expiration: Option<&'a [u8]>,
     pub user_id: Option<&'a [u8]>,
+    /// reply-to (direct reply-to rewrites `amq.rabbitmq.reply-to`).
+    pub reply_to: Option<&'a [u8]>,
 }
 
-/// Reads delivery-mode, expiration and user-id from a raw property list in one walk, and skips
+/// Reads delivery-mode, reply-to, expiration and user-id from a raw property list in one walk, and skips
 /// the walk when none of them is set (one flag test). Malformed lists give what was found.
 pub fn publish_checks(properties: &[u8]) -> PublishChecks<'_> {
     let mut checks = PublishChecks::default();
@@ -172,7 +175,7 @@ pub fn publish_checks(properties: &[u8]) -> PublishChecks<'_> {
         return checks;
     };
     let flags = u16::from_be_bytes([high, low]);
-    let wanted = [DELIVERY_MODE, EXPIRATION, USER_ID]
+    let wanted = [DELIVERY_MODE, REPLY_TO, EXPIRATION, USER_ID]
         .iter()
         .fold(0u16, |mask, index| mask | 1 << (15 - index));
     if flags & wanted == 0 {
@@ -180,6 +183,7 @@ pub fn publish_checks(properties: &[u8]) -> PublishChecks<'_> {
     }
     let _ = walk_properties(properties, |index, value| match index {
         DELIVERY_MODE => checks.delivery_mode = value.first().copied(),
+        REPLY_TO => checks.reply_to = value.get(1..),
         EXPIRATION => checks.expiration = value.get(1..),
         USER_ID => checks.user_id = value.get(1..),
         _ => {}

@@ -8,11 +8,16 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
-use warren_protocol::content::{encode_body, encode_content_header, publish_checks};
-use warren_protocol::method::{encode_deliver, encode_method, Deliver, Publish, ShortStr};
+use warren_protocol::content::{
+    encode_body, encode_content_header, encode_properties, publish_checks, ContentHeader,
+};
+use warren_protocol::method::{
+    encode_deliver, encode_method, Deliver, Publish, ShortStr, CLASS_BASIC,
+};
 use warren_protocol::spec::{basic, confirm, tx, AMQPClass};
+use warren_protocol::types::FieldTable;
 
 use super::confirm::{Confirms, Outcome};
 use super::content::{Complete, Content};
@@ -21,6 +26,7 @@ use super::{settle, Channel, Channels, Mode, Settle, Tx};
 use crate::broker::consumer::Consumer;
 use crate::broker::message::{Entry, Message};
 use crate::broker::queue::{ConsumeRefused, Enqueued};
+use crate::broker::vhost::QueueDeclare;
 use crate::error::{Error, ReplyCode};
 use crate::store::Store;
 
@@ -30,6 +36,9 @@ struct Routed {
     /// The store whose group commit a `Syncing` publish waits for.
     store: Option<Arc<Store>>,
 }
+
+/// The pseudo-queue of direct reply-to.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// The largest message TTL RabbitMQ accepts (ms).
 const MAX_TTL: i64 = 4_294_967_295;
@@ -93,10 +102,13 @@ impl Channels {
     ) -> Result<(), Error> {
         let Complete {
             publish,
-            properties,
+            mut properties,
             body,
         } = complete;
-        let persistent = self.check_properties(&properties)?;
+        let (persistent, direct_reply) = self.check_properties(&properties)?;
+        if direct_reply {
+            properties = self.direct_reply_to(number, &properties)?;
+        }
         let message = Arc::new(Message::new(
             publish.exchange.as_bytes(),
             publish.routing_key.as_bytes(),
@@ -126,9 +138,31 @@ impl Channels {
         Ok(())
     }
 
+    /// Direct reply-to: a publish whose reply-to is `amq.rabbitmq.reply-to` gets the name of this
+    /// channel's reply consumer's queue instead, so that the answer comes straight back to it.
+    fn direct_reply_to(&mut self, number: u16, properties: &Bytes) -> Result<Bytes, Error> {
+        let Some(name) = self.open(number)?.reply_queue.clone() else {
+            return Err(Error::PreconditionFailed(
+                "fast reply consumer does not exist".into(),
+            ));
+        };
+        let header = ContentHeader {
+            class_id: CLASS_BASIC,
+            body_size: 0,
+            properties: properties.clone(),
+        };
+        let decoded = header
+            .decode_properties()
+            .map_err(|e| Error::PreconditionFailed(format!("invalid properties: {e}")))?;
+        Ok(encode_properties(
+            &decoded.with_reply_to(name.as_str().into()),
+        ))
+    }
+
     /// RabbitMQ's checks of a published message's properties (406 on failure); whether the
-    /// message is persistent (delivery-mode 2).
-    fn check_properties(&self, properties: &[u8]) -> Result<bool, Error> {
+    /// message is persistent (delivery-mode 2), and whether its reply-to asks for direct
+    /// reply-to.
+    fn check_properties(&self, properties: &[u8]) -> Result<(bool, bool), Error> {
         let checks = publish_checks(properties);
         if let Some(user_id) = checks.user_id {
             if user_id != self.session.user.as_bytes() {
@@ -158,7 +192,8 @@ impl Channels {
                 )));
             }
         }
-        Ok(checks.delivery_mode == Some(2))
+        let direct_reply = checks.reply_to == Some(DIRECT_REPLY_TO.as_bytes());
+        Ok((checks.delivery_mode == Some(2), direct_reply))
     }
 
     /// Puts a message into every queue its exchange routes it to; returns it to the publisher
@@ -314,13 +349,50 @@ impl Channels {
             .ok_or_else(|| Error::NotFound("no previously declared queue".into()))
     }
 
+    /// Direct reply-to: consuming from `amq.rabbitmq.reply-to` (no-ack only, once per channel)
+    /// makes a hidden exclusive, auto-delete queue named `amq.rabbitmq.reply-to.<random>` for
+    /// this channel; publishes with that reply-to are rewritten to its name.
+    fn reply_queue(&mut self, number: u16, no_ack: bool) -> Result<ShortStr, Error> {
+        if !no_ack {
+            return Err(Error::PreconditionFailed(
+                "reply consumer cannot acknowledge".into(),
+            ));
+        }
+        if self.open(number)?.reply_queue.is_some() {
+            return Err(Error::PreconditionFailed(
+                "reply consumer already set".into(),
+            ));
+        }
+        let name = self
+            .session
+            .vhost
+            .generate_name(&format!("{DIRECT_REPLY_TO}."));
+        let declare = QueueDeclare {
+            name: name.clone(),
+            server_named: true,
+            passive: false,
+            durable: false,
+            exclusive: true,
+            auto_delete: true,
+            arguments: FieldTable::default(),
+        };
+        self.session
+            .vhost
+            .declare_queue(declare, self.session.connection)?;
+        self.open(number)?.reply_queue = Some(name.clone());
+        Ok(name)
+    }
+
     fn consume(
         &mut self,
         out: &mut BytesMut,
         number: u16,
         consume: basic::Consume,
     ) -> Result<(), Error> {
-        let name = self.queue_name(number, consume.queue.as_str())?;
+        let name = match consume.queue.as_str() {
+            DIRECT_REPLY_TO => self.reply_queue(number, consume.no_ack)?,
+            other => self.queue_name(number, other)?,
+        };
         let queue = self.session.vhost.queue(&name, self.session.connection)?;
         let tag = if consume.consumer_tag.as_str().is_empty() {
             self.session.vhost.generate_name("amq.ctag-")
@@ -378,6 +450,9 @@ impl Channels {
             return Ok(());
         };
         consumer.deactivate();
+        if channel.reply_queue.as_ref() == Some(&consumer.queue.name) {
+            channel.reply_queue = None;
+        }
         if consumer.queue.remove_consumer(&consumer) {
             self.session.vhost.delete_if_unused(&consumer.queue);
         }

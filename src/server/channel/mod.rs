@@ -123,6 +123,8 @@ struct Channel {
     unacked: Unacked,
     /// The last queue declared on this channel, for methods that name the queue "".
     last_queue: Option<ShortStr>,
+    /// The hidden queue of this channel's direct reply-to consumer.
+    reply_queue: Option<ShortStr>,
     mode: Mode,
 }
 
@@ -138,6 +140,7 @@ impl Channel {
             next_delivery_tag: 1,
             unacked: Unacked::default(),
             last_queue: None,
+            reply_queue: None,
             mode: Mode::Plain,
         }
     }
