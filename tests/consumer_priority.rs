@@ -109,3 +109,39 @@ async fn a_single_active_consumer_gets_everything_until_it_goes() {
     assert_eq!(numbers(&second.take(2).await), [4, 5]);
     delete_queue(&control, &queue).await;
 }
+
+#[tokio::test]
+async fn a_priority_that_is_not_an_integer_is_406() {
+    let broker = Broker::start().await;
+    let connection = connect(&broker).await;
+    let control = common::channel(&connection).await;
+    let queue = declare_queue(&control, "bad_priority", QueueDeclareOptions::default()).await;
+    let channel = common::channel(&connection).await;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-priority".into(),
+        AMQPValue::LongString(lapin::types::LongString::from("high")),
+    );
+    let error = within(
+        "basic.consume",
+        channel.basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            arguments,
+        ),
+    )
+    .await
+    .err()
+    .expect("refused");
+    let error = amqp_error(&error).expect("a channel.close");
+    assert_eq!(error.get_id(), 406);
+    assert_eq!(
+        error.get_message().as_str(),
+        format!(
+            "PRECONDITION_FAILED - invalid arg 'x-priority' for queue '{queue}' in vhost '/': \
+             \"expected integer, got longstr\""
+        )
+    );
+    delete_queue(&control, &queue).await;
+}

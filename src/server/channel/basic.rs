@@ -394,6 +394,12 @@ impl Channels {
             other => self.queue_name(number, other)?,
         };
         let queue = self.session.vhost.queue(&name, self.session.connection)?;
+        let priority = consumer_priority(&consume.arguments).map_err(|reason| {
+            Error::PreconditionFailed(format!(
+                "invalid arg 'x-priority' for queue '{name}' in vhost '{}': {reason}",
+                self.session.vhost.name
+            ))
+        })?;
         let tag = if consume.consumer_tag.as_str().is_empty() {
             self.session.vhost.generate_name("amq.ctag-")
         } else {
@@ -418,7 +424,7 @@ impl Channels {
                 Arc::clone(&channel.credit),
                 outbox,
             )
-            .with_priority(consumer_priority(&consume.arguments)),
+            .with_priority(priority),
         );
         // Registered on the channel first: the queue may hand it messages at once.
         channel.consumers.insert(tag.clone(), Arc::clone(&consumer));
@@ -653,12 +659,18 @@ fn settle_committed(channel: &Channel, settles: Vec<(Delivery, Settle)>) {
     channel.wake_consumers();
 }
 
-/// `x-priority` of a basic.consume (0 when absent; integers only).
-fn consumer_priority(arguments: &warren_protocol::types::FieldTable) -> i64 {
-    arguments
-        .inner()
-        .get("x-priority")
-        .and_then(crate::broker::values::integer)
-        .and_then(|p| i64::try_from(p).ok())
-        .unwrap_or(0)
+/// `x-priority` of a basic.consume (0 when absent). Like RabbitMQ 3.10, any other type is
+/// refused: the error's reason, `"expected integer, got longstr"` (quotes included).
+fn consumer_priority(arguments: &FieldTable) -> Result<i64, String> {
+    match arguments.inner().get("x-priority") {
+        None => Ok(0),
+        Some(value) => crate::broker::values::integer(value)
+            .and_then(|p| i64::try_from(p).ok())
+            .ok_or_else(|| {
+                format!(
+                    "\"expected integer, got {}\"",
+                    crate::broker::values::type_name(value)
+                )
+            }),
+    }
 }
