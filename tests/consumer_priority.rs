@@ -132,8 +132,7 @@ async fn a_priority_that_is_not_an_integer_is_406() {
         ),
     )
     .await
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     let error = amqp_error(&error).expect("a channel.close");
     assert_eq!(error.get_id(), 406);
     assert_eq!(
