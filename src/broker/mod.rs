@@ -64,6 +64,22 @@ impl Broker {
     /// Runs log compaction over every queue every `interval`, on the blocking pool (a
     /// compaction syncs files and punches holes for tens of milliseconds, holding its queue's
     /// lock only for two bookkeeping steps of microseconds).
+    /// Deletes queues whose `x-expires` ran out, checking every `interval`.
+    pub fn spawn_expiry(&self, interval: std::time::Duration) {
+        let vhosts: Vec<Arc<Vhost>> = self.vhosts.values().cloned().collect();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let now = std::time::Instant::now();
+                for vhost in &vhosts {
+                    vhost.expire_unused(now);
+                }
+            }
+        });
+    }
+
     pub fn spawn_compaction(&self, interval: std::time::Duration) {
         let vhosts: Vec<Arc<Vhost>> = self.vhosts.values().cloned().collect();
         tokio::spawn(async move {

@@ -56,6 +56,8 @@ struct Limits {
     /// `x-single-active-consumer`: only the oldest consumer gets messages; the next one takes
     /// over when it goes.
     single_active: bool,
+    /// `x-expires`: the queue is deleted once unused for this long.
+    expires: Option<Duration>,
 }
 
 impl Limits {
@@ -74,10 +76,16 @@ impl Limits {
             table.get("x-single-active-consumer"),
             Some(AMQPValue::Boolean(true))
         );
+        let expires = table
+            .get("x-expires")
+            .and_then(integer)
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(Duration::from_millis);
         Limits {
             max_length,
             reject,
             single_active,
+            expires,
         }
     }
 }
@@ -87,6 +95,8 @@ pub struct Queue {
     pub name: ShortStr,
     pub options: QueueOptions,
     limits: Limits,
+    /// When the queue was created (or recovered): the start of its first `x-expires` period.
+    created: std::time::Instant,
     /// The store, for a durable queue: persistent messages go to its log, synced by group commit.
     store: Option<Arc<Store>>,
     state: Mutex<QueueState>,
@@ -140,6 +150,8 @@ struct QueueState {
     requeued: BinaryHeap<Reverse<Entry>>,
     next_seq: u64,
     consumers: Vec<Arc<Consumer>>,
+    /// Since when the queue has been unused (for `x-expires`); `None`: since it was created.
+    idle_since: Option<std::time::Instant>,
     /// Round robin: where the next search for a consumer with credit starts.
     next_consumer: usize,
     deleted: bool,
@@ -362,6 +374,7 @@ impl Queue {
         Queue {
             name,
             limits: Limits::from_arguments(&options.arguments),
+            created: std::time::Instant::now(),
             options,
             store: None,
             state: Mutex::new(QueueState::default()),
@@ -396,6 +409,7 @@ impl Queue {
         Queue {
             name,
             limits: Limits::from_arguments(&options.arguments),
+            created: std::time::Instant::now(),
             options,
             store: Some(store),
             state: Mutex::new(state),
@@ -641,6 +655,25 @@ impl Queue {
         self.dispatch_and_flush(&mut state);
     }
 
+    /// The queue was used (declared again, passively or not): its `x-expires` period starts
+    /// again.
+    pub fn touch(&self) {
+        if self.limits.expires.is_some() {
+            self.lock().idle_since = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Whether the queue has been unused for its `x-expires` period (no consumers, no
+    /// basic.get, no redeclaration).
+    pub fn is_expired(&self, now: std::time::Instant) -> bool {
+        let Some(expires) = self.limits.expires else {
+            return false;
+        };
+        let state = self.lock();
+        let since = state.idle_since.unwrap_or(self.created);
+        state.consumers.is_empty() && now.saturating_duration_since(since) >= expires
+    }
+
     /// Asks for dispatch after credit was freed.
     pub fn dispatch(&self) {
         let mut state = self.lock();
@@ -688,6 +721,9 @@ impl Queue {
     /// `basic.get`: the next message and how many remain.
     pub fn get(&self, no_ack: bool) -> Option<(Entry, u32)> {
         let mut state = self.lock();
+        if self.limits.expires.is_some() {
+            state.idle_since = Some(std::time::Instant::now());
+        }
         let entry = state.pop()?;
         if let Some(position) = entry.position {
             state.record_delivery(&entry, position, no_ack);
@@ -762,6 +798,9 @@ impl Queue {
         }
         let held = state.consumers.iter().any(|c| c.behind());
         self.flow.update(state.len(), state.memory, held);
+        if self.limits.expires.is_some() && state.consumers.is_empty() {
+            state.idle_since = Some(std::time::Instant::now());
+        }
         self.options.auto_delete
             && !state.deleted
             && before != state.consumers.len()

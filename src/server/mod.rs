@@ -134,6 +134,7 @@ impl Server {
         }
         let broker = Broker::open(&options.vhosts, &store)?;
         broker.spawn_compaction(options.compaction_interval);
+        broker.spawn_expiry(Duration::from_millis(100));
         let listener = TcpListener::bind(&options.listen).await?;
         let thresholds =
             alarms::Thresholds::new(options.memory_high_watermark, options.disk_free_limit);

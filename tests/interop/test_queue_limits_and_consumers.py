@@ -65,3 +65,15 @@ def test_single_active_consumer_takes_over_on_cancel(connect, names, inbox, pump
     assert pump(conn, until=lambda: len(second) == 2)
     assert first.bodies() == [b"a", b"b", b"c"]
     assert second.bodies() == [b"d", b"e"]
+
+
+def test_unused_queue_expires(connect, names):
+    conn = connect()
+    ch = conn.channel()
+    q = names.queue()
+    ch.queue_declare(q, arguments={"x-expires": 300})
+    ch.basic_publish("", q, b"gone with the queue")  # publishing does not count as use
+    conn.sleep(1.2)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
+        ch.queue_declare(q, passive=True)
+    assert info.value.reply_code == 404

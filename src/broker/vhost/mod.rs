@@ -327,6 +327,8 @@ impl Vhost {
             if queue.is_exclusive_to_other(connection) {
                 return Err(self.locked(&declare.name));
             }
+            // A passive declaration renews an x-expires lease too, as in RabbitMQ.
+            queue.touch();
             return Ok(declared(queue));
         }
         match check_queue_arguments(&declare.arguments) {
@@ -370,6 +372,7 @@ impl Vhost {
                     return Err(self.inequivalent(what, arg, name, &got, &have));
                 }
             }
+            queue.touch();
             return Ok(declared(queue));
         }
         if !declare.server_named && declare.name.as_str().starts_with("amq.") {
@@ -399,6 +402,31 @@ impl Vhost {
     /// Every queue, at this moment.
     pub fn queues(&self) -> Vec<Arc<Queue>> {
         self.read().queues.values().cloned().collect()
+    }
+
+    /// Deletes the queues whose `x-expires` has run out (unused: no consumer, no basic.get, no
+    /// redeclaration for that long), as RabbitMQ does, messages and all.
+    pub fn expire_unused(&self, now: std::time::Instant) {
+        let due: Vec<Arc<Queue>> = self
+            .read()
+            .queues
+            .values()
+            .filter(|queue| queue.is_expired(now))
+            .cloned()
+            .collect();
+        for queue in due {
+            let mut topology = self.write();
+            let current = topology.queues.get(&queue.name);
+            if !current.is_some_and(|q| Arc::ptr_eq(q, &queue)) || !queue.is_expired(now) {
+                continue;
+            }
+            let (consumers, messages) = topology.remove_queue(&queue.name);
+            cancel_all(consumers);
+            if queue.options.durable {
+                self.save(&topology);
+            }
+            tracing::info!(vhost = %self.name, queue = %queue.name, messages, "queue expired (x-expires)");
+        }
     }
 
     /// Looks up a queue the connection may use.
