@@ -8,6 +8,7 @@
 
 pub mod arguments;
 pub mod consumer;
+pub mod dead_letter;
 pub mod durable;
 pub mod exchange;
 pub mod flow;

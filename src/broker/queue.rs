@@ -47,7 +47,7 @@ pub struct QueueOptions {
 
 /// `x-max-length` and `x-overflow`: how many ready messages a queue holds, and what happens to
 /// one more.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Limits {
     max_length: Option<usize>,
     /// `reject-publish` (and `reject-publish-dlx`): refuse the new message instead of dropping
@@ -58,6 +58,8 @@ struct Limits {
     single_active: bool,
     /// `x-expires`: the queue is deleted once unused for this long.
     expires: Option<Duration>,
+    /// `x-dead-letter-exchange` and `x-dead-letter-routing-key`.
+    dead_letter: Option<(ShortStr, Option<ShortStr>)>,
 }
 
 impl Limits {
@@ -86,6 +88,7 @@ impl Limits {
             reject,
             single_active,
             expires,
+            dead_letter: super::dead_letter::target(arguments),
         }
     }
 }
@@ -653,6 +656,11 @@ impl Queue {
         entry.redelivered = true;
         state.push_front(entry);
         self.dispatch_and_flush(&mut state);
+    }
+
+    /// Where messages this queue gives up on go: (dead-letter exchange, routing key).
+    pub fn dead_letter_target(&self) -> Option<(ShortStr, Option<ShortStr>)> {
+        self.limits.dead_letter.clone()
     }
 
     /// The queue was used (declared again, passively or not): its `x-expires` period starts

@@ -24,6 +24,7 @@ use super::content::{Complete, Content};
 use super::unacked::Delivery;
 use super::{settle, Channel, Channels, Mode, Settle, Tx};
 use crate::broker::consumer::Consumer;
+use crate::broker::dead_letter::{dead_letter, Reason};
 use crate::broker::message::{Entry, Message};
 use crate::broker::queue::{ConsumeRefused, Enqueued};
 use crate::broker::vhost::QueueDeclare;
@@ -542,6 +543,17 @@ impl Channels {
             tx.settles.extend(taken.into_iter().map(|d| (d, how)));
             return Ok(());
         }
+        if how == Settle::Drop {
+            for delivery in &taken {
+                dead_letter(
+                    &self.session.vhost,
+                    &delivery.queue,
+                    &delivery.entry.message,
+                    Reason::Rejected,
+                );
+            }
+        }
+        let channel = self.open(number)?;
         settle(taken, how);
         channel.wake_consumers();
         Ok(())

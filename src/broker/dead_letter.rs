@@ -1,0 +1,166 @@
+//! Dead-lettering: a message a queue gives up on (rejected or nacked with `requeue=false`) is
+//! republished to the queue's `x-dead-letter-exchange`, with its `x-death` history updated as
+//! RabbitMQ does.
+//!
+//! `x-death` is an array of tables, the most recent first, one per (queue, reason) with a
+//! `count` that grows each time the message dies that way again (the entry moves to the front);
+//! `x-first-death-queue`, `-reason` and `-exchange` are set once, by the first death. The new
+//! message keeps every other property and its body; it is routed with the dead-letter routing key
+//! (`x-dead-letter-routing-key`, else its own routing keys). Dead-lettering is at most once: it
+//! never holds up the ack that caused it, and a missing dead-letter exchange drops the message.
+//! Called without any queue lock held (it routes, which takes the topology lock).
+
+use std::sync::Arc;
+
+use warren_protocol::content::{encode_properties, ContentHeader};
+use warren_protocol::method::{ShortStr, CLASS_BASIC};
+use warren_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
+
+use super::message::Message;
+use super::queue::Queue;
+use super::vhost::{RouteScratch, Vhost};
+
+/// Why a message was dead-lettered, as `x-death` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Rejected,
+}
+
+impl Reason {
+    fn name(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+        }
+    }
+}
+
+/// Republishes `message`, which `queue` gave up on for `reason`, to the queue's dead-letter
+/// exchange, if it has one.
+pub fn dead_letter(vhost: &Vhost, queue: &Queue, message: &Message, reason: Reason) {
+    let Some((exchange, routing_key)) = queue.dead_letter_target() else {
+        return;
+    };
+    let Some(properties) = with_death(queue, message, reason) else {
+        tracing::warn!(queue = %queue.name, "dead-lettering: the message's properties do not decode; dropped");
+        return;
+    };
+    let routing_key = routing_key.map_or_else(
+        || message.routing_key_bytes().to_vec(),
+        |key| key.as_bytes().to_vec(),
+    );
+    let dead = Arc::new(Message::new(
+        exchange.as_bytes(),
+        &routing_key,
+        &properties,
+        bytes::Bytes::copy_from_slice(message.body()),
+    ));
+    let persistent = properties_persistent(&properties);
+    let mut scratch = RouteScratch::default();
+    if vhost
+        .route(exchange.as_bytes(), &routing_key, &properties, &mut scratch)
+        .is_err()
+    {
+        return; // The dead-letter exchange does not exist: dropped, as in RabbitMQ.
+    }
+    for target in scratch.queues.drain(..) {
+        let _ = target.publish(&dead, persistent);
+        if let Err(e) = target.flush_log() {
+            tracing::error!(queue = %target.name, error = %e, "dead-lettering: writing to the log failed");
+        }
+    }
+}
+
+fn properties_persistent(properties: &[u8]) -> bool {
+    warren_protocol::content::publish_checks(properties).delivery_mode == Some(2)
+}
+
+/// The message's properties with this death recorded in its headers.
+fn with_death(queue: &Queue, message: &Message, reason: Reason) -> Option<Vec<u8>> {
+    let header = ContentHeader {
+        class_id: CLASS_BASIC,
+        body_size: 0,
+        properties: bytes::Bytes::copy_from_slice(message.properties()),
+    };
+    let properties = header.decode_properties().ok()?;
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    let queue_name = queue.name.as_str();
+    let exchange = message.exchange();
+    let mut deaths: Vec<AMQPValue> = match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(array)) => array.as_slice().to_vec(),
+        _ => Vec::new(),
+    };
+    // The entry for this queue and reason, if the message died this way before: counted and
+    // moved to the front.
+    let same = |death: &AMQPValue| match death {
+        AMQPValue::FieldTable(table) => {
+            let field = |key: &str| match table.inner().get(key) {
+                Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+                _ => None,
+            };
+            field("queue").as_deref() == Some(queue_name)
+                && field("reason").as_deref() == Some(reason.name())
+        }
+        _ => false,
+    };
+    let entry = match deaths.iter().position(same) {
+        Some(at) => {
+            let AMQPValue::FieldTable(mut table) = deaths.remove(at) else {
+                return None;
+            };
+            let count = match table.inner().get("count") {
+                Some(value) => super::values::integer(value).unwrap_or(0),
+                None => 0,
+            };
+            let count = i64::try_from(count).unwrap_or(0).saturating_add(1);
+            table.insert("count".into(), AMQPValue::LongLongInt(count));
+            table.insert("time".into(), AMQPValue::Timestamp(now_seconds()));
+            table
+        }
+        None => {
+            let mut table = FieldTable::default();
+            table.insert("count".into(), AMQPValue::LongLongInt(1));
+            table.insert("reason".into(), text(reason.name()));
+            table.insert("queue".into(), text(queue_name));
+            table.insert("time".into(), AMQPValue::Timestamp(now_seconds()));
+            table.insert("exchange".into(), text(exchange));
+            let keys = FieldArray::from(vec![text(message.routing_key())]);
+            table.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
+            table
+        }
+    };
+    deaths.insert(0, AMQPValue::FieldTable(entry));
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(FieldArray::from(deaths)),
+    );
+    for (key, value) in [
+        ("x-first-death-reason", reason.name()),
+        ("x-first-death-queue", queue_name),
+        ("x-first-death-exchange", exchange),
+    ] {
+        if !headers.inner().contains_key(key) {
+            headers.insert(key.into(), text(value));
+        }
+    }
+    Some(encode_properties(&properties.with_headers(headers)).to_vec())
+}
+
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The dead-letter exchange and routing key of a queue's arguments.
+pub(crate) fn target(arguments: &FieldTable) -> Option<(ShortStr, Option<ShortStr>)> {
+    let string = |key: &str| match arguments.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(ShortStr::copy_from_str(&String::from_utf8_lossy(
+            s.as_bytes(),
+        ))),
+        AMQPValue::ShortString(s) => Some(ShortStr::copy_from_str(s.as_str())),
+        _ => None,
+    };
+    let exchange = string("x-dead-letter-exchange")?;
+    Some((exchange, string("x-dead-letter-routing-key")))
+}

@@ -1,0 +1,273 @@
+//! Dead-lettering of rejected messages with a real client (lapin): `basic.reject` / `basic.nack`
+//! with `requeue=false` republishes the message to the queue's `x-dead-letter-exchange` (with
+//! `x-dead-letter-routing-key` if set), with RabbitMQ's `x-death` and `x-first-death-*` headers;
+//! a retry loop through two queues counts each death per queue and reason.
+//!
+//! Behaviour is RabbitMQ's (checked against RabbitMQ 3.10 with `WARREN_TEST_EXTERNAL_ADDR`).
+
+mod common;
+
+use common::*;
+use lapin::message::BasicGetMessage;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+
+fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+async fn queue_with(channel: &Channel, test: &str, arguments: &[(&str, AMQPValue)]) -> String {
+    let name = unique(test);
+    let mut table = FieldTable::default();
+    for (key, value) in arguments {
+        table.insert(ShortString::from(*key), value.clone());
+    }
+    declare_queue_named(channel, &name, QueueDeclareOptions::default(), table).await;
+    name
+}
+
+/// basic.get (manual ack), waiting for a message to arrive.
+async fn get(channel: &Channel, queue: &str) -> BasicGetMessage {
+    within("a message", async {
+        loop {
+            let got = channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+                .await
+                .expect("basic.get");
+            if let Some(message) = got {
+                return message;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+async fn reject(channel: &Channel, message: &BasicGetMessage) {
+    within(
+        "basic.reject",
+        channel.basic_reject(
+            message.delivery.delivery_tag,
+            BasicRejectOptions { requeue: false },
+        ),
+    )
+    .await
+    .expect("basic.reject");
+}
+
+fn headers(message: &BasicGetMessage) -> FieldTable {
+    message
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .expect("headers")
+}
+
+/// The x-death entries: (queue, reason, count, exchange, routing keys).
+fn deaths(message: &BasicGetMessage) -> Vec<(String, String, i64, String, Vec<String>)> {
+    let headers = headers(message);
+    let Some(AMQPValue::FieldArray(array)) = headers.inner().get("x-death") else {
+        panic!("no x-death in {headers:?}");
+    };
+    let string = |value: Option<&AMQPValue>| match value {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("expected a string, got {other:?}"),
+    };
+    array
+        .as_slice()
+        .iter()
+        .map(|death| {
+            let AMQPValue::FieldTable(table) = death else {
+                panic!("x-death entry {death:?}");
+            };
+            let table = table.inner();
+            let count = match table.get("count") {
+                Some(AMQPValue::LongLongInt(n)) => *n,
+                other => panic!("count {other:?}"),
+            };
+            let keys = match table.get("routing-keys") {
+                Some(AMQPValue::FieldArray(keys)) => {
+                    keys.as_slice().iter().map(|k| string(Some(k))).collect()
+                }
+                other => panic!("routing-keys {other:?}"),
+            };
+            assert!(matches!(table.get("time"), Some(AMQPValue::Timestamp(_))));
+            (
+                string(table.get("queue")),
+                string(table.get("reason")),
+                count,
+                string(table.get("exchange")),
+                keys,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rejected_message_is_dead_lettered_with_x_death() {
+    let broker = Broker::start().await;
+    let (_connection, channel) = open(&broker).await;
+    let dlx = declare_exchange(&channel, "dlx", ExchangeKind::Fanout).await;
+    let dlq = queue_with(&channel, "dlq", &[]).await;
+    bind_queue(&channel, &dlq, &dlx, "").await;
+    let work = queue_with(&channel, "work", &[("x-dead-letter-exchange", text(&dlx))]).await;
+    let mut app_headers = FieldTable::default();
+    app_headers.insert("app".into(), text("kept"));
+    publish_with(
+        &channel,
+        "",
+        &work,
+        b"job",
+        BasicProperties::default()
+            .with_headers(app_headers)
+            .with_message_id("m-1".into()),
+    )
+    .await;
+    let message = get(&channel, &work).await;
+    reject(&channel, &message).await;
+
+    let dead = get(&channel, &dlq).await;
+    assert_eq!(dead.delivery.data, b"job");
+    assert_eq!(dead.delivery.exchange.as_str(), dlx);
+    assert_eq!(
+        dead.delivery.routing_key.as_str(),
+        work,
+        "its own routing key"
+    );
+    assert_eq!(
+        dead.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str()),
+        Some("m-1")
+    );
+    let h = headers(&dead);
+    assert_eq!(h.inner().get("app"), Some(&text("kept")));
+    assert_eq!(
+        h.inner().get("x-first-death-reason"),
+        Some(&text("rejected"))
+    );
+    assert_eq!(h.inner().get("x-first-death-queue"), Some(&text(&work)));
+    assert_eq!(h.inner().get("x-first-death-exchange"), Some(&text("")));
+    assert_eq!(
+        deaths(&dead),
+        [(
+            work.clone(),
+            "rejected".into(),
+            1,
+            "".into(),
+            vec![work.clone()]
+        )]
+    );
+    within(
+        "basic.ack",
+        channel.basic_ack(dead.delivery.delivery_tag, BasicAckOptions::default()),
+    )
+    .await
+    .expect("ack");
+}
+
+#[tokio::test]
+async fn a_retry_loop_counts_deaths_per_queue_and_reason() {
+    let broker = Broker::start().await;
+    let (_connection, channel) = open(&broker).await;
+    // work --reject--> retry (via the default exchange and a dead-letter routing key)
+    // retry --reject--> work (likewise).
+    let work_name = unique("loop_work");
+    let retry = queue_with(
+        &channel,
+        "loop_retry",
+        &[
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text(&work_name)),
+        ],
+    )
+    .await;
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-dead-letter-exchange".into(), text(""));
+    arguments.insert("x-dead-letter-routing-key".into(), text(&retry));
+    declare_queue_named(
+        &channel,
+        &work_name,
+        QueueDeclareOptions::default(),
+        arguments,
+    )
+    .await;
+    let work = work_name;
+    publish(&channel, "", &work, b"try").await;
+
+    let first = get(&channel, &work).await;
+    reject(&channel, &first).await;
+    let in_retry = get(&channel, &retry).await;
+    assert_eq!(
+        in_retry.delivery.routing_key.as_str(),
+        retry,
+        "dead-letter routing key"
+    );
+    assert_eq!(
+        deaths(&in_retry),
+        [(
+            work.clone(),
+            "rejected".into(),
+            1,
+            "".into(),
+            vec![work.clone()]
+        )]
+    );
+    reject(&channel, &in_retry).await;
+    let second = get(&channel, &work).await;
+    assert_eq!(
+        deaths(&second),
+        [
+            (
+                retry.clone(),
+                "rejected".into(),
+                1,
+                "".into(),
+                vec![retry.clone()]
+            ),
+            (
+                work.clone(),
+                "rejected".into(),
+                1,
+                "".into(),
+                vec![work.clone()]
+            ),
+        ]
+    );
+    reject(&channel, &second).await;
+    let third = get(&channel, &retry).await;
+    // The work queue's entry counts again and moves to the front.
+    assert_eq!(
+        deaths(&third),
+        [
+            (
+                work.clone(),
+                "rejected".into(),
+                2,
+                "".into(),
+                vec![work.clone()]
+            ),
+            (
+                retry.clone(),
+                "rejected".into(),
+                1,
+                "".into(),
+                vec![retry.clone()]
+            ),
+        ]
+    );
+    assert_eq!(
+        headers(&third).inner().get("x-first-death-queue"),
+        Some(&text(&work))
+    );
+    within(
+        "basic.ack",
+        channel.basic_ack(third.delivery.delivery_tag, BasicAckOptions::default()),
+    )
+    .await
+    .expect("ack");
+}
