@@ -271,3 +271,44 @@ async fn a_retry_loop_counts_deaths_per_queue_and_reason() {
     .await
     .expect("ack");
 }
+
+#[tokio::test]
+async fn a_message_pushed_out_by_max_length_is_dead_lettered_as_maxlen() {
+    let broker = Broker::start().await;
+    let (_connection, channel) = open(&broker).await;
+    let dlq = queue_with(&channel, "maxlen_dlq", &[]).await;
+    let bounded = queue_with(
+        &channel,
+        "maxlen_bounded",
+        &[
+            ("x-max-length", AMQPValue::LongLongInt(1)),
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text(&dlq)),
+        ],
+    )
+    .await;
+    publish(&channel, "", &bounded, b"first").await;
+    publish(&channel, "", &bounded, b"second").await;
+    let dead = get(&channel, &dlq).await;
+    assert_eq!(dead.delivery.data, b"first", "the head was pushed out");
+    assert_eq!(
+        deaths(&dead),
+        [(
+            bounded.clone(),
+            "maxlen".into(),
+            1,
+            "".into(),
+            vec![bounded.clone()]
+        )]
+    );
+    let kept = get(&channel, &bounded).await;
+    assert_eq!(kept.delivery.data, b"second");
+    for message in [&dead, &kept] {
+        within(
+            "basic.ack",
+            channel.basic_ack(message.delivery.delivery_tag, BasicAckOptions::default()),
+        )
+        .await
+        .expect("ack");
+    }
+}

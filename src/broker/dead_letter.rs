@@ -24,12 +24,15 @@ use super::vhost::{RouteScratch, Vhost};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     Rejected,
+    /// Dropped from the head of a queue at its `x-max-length`.
+    Maxlen,
 }
 
 impl Reason {
     fn name(self) -> &'static str {
         match self {
             Reason::Rejected => "rejected",
+            Reason::Maxlen => "maxlen",
         }
     }
 }
@@ -63,6 +66,8 @@ pub fn dead_letter(vhost: &Vhost, queue: &Queue, message: &Message, reason: Reas
         return; // The dead-letter exchange does not exist: dropped, as in RabbitMQ.
     }
     for target in scratch.queues.drain(..) {
+        // What this pushes out of a full dead-letter queue is dropped, not dead-lettered again:
+        // a ring of full queues must not go round forever.
         let _ = target.publish(&dead, persistent);
         if let Err(e) = target.flush_log() {
             tracing::error!(queue = %target.name, error = %e, "dead-lettering: writing to the log failed");

@@ -107,6 +107,17 @@ pub struct Queue {
     pub flow: Flow,
 }
 
+/// What [`Queue::publish`] did.
+#[derive(Debug)]
+pub struct Published {
+    pub enqueued: Enqueued,
+    /// The queue has a log whose buffered writes the caller must flush ([`Queue::flush_log`])
+    /// before it answers the publisher.
+    pub logged: bool,
+    /// Messages dropped from the head for `x-max-length`, for the caller to dead-letter.
+    pub dropped: Vec<Arc<Message>>,
+}
+
 /// What became of a published message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
@@ -153,6 +164,8 @@ struct QueueState {
     requeued: BinaryHeap<Reverse<Entry>>,
     next_seq: u64,
     consumers: Vec<Arc<Consumer>>,
+    /// Messages dropped for `x-max-length` that go to the dead-letter exchange.
+    dropped: Vec<Arc<Message>>,
     /// Since when the queue has been unused (for `x-expires`); `None`: since it was created.
     idle_since: Option<std::time::Instant>,
     /// Round robin: where the next search for a consumer with credit starts.
@@ -435,13 +448,15 @@ impl Queue {
 
     /// Appends a message and dispatches. A persistent message in a durable queue is appended to
     /// the log first (`Logged`: once the caller's [`Queue::flush_log`] has handed it to the group
-    /// commit, the caller may wait for the sync with [`Store::syncer`]). The flag says whether
-    /// the queue has a log whose buffered writes the caller must flush ([`Queue::flush_log`])
-    /// before it answers the publisher.
-    pub fn publish(&self, message: &Arc<Message>, persistent: bool) -> (Enqueued, bool) {
+    /// commit, the caller may wait for the sync with [`Store::syncer`]).
+    pub fn publish(&self, message: &Arc<Message>, persistent: bool) -> Published {
         let mut state = self.lock();
         let enqueued = self.enqueue(&mut state, message, persistent);
-        (enqueued, state.log.is_some())
+        Published {
+            enqueued,
+            logged: state.log.is_some(),
+            dropped: std::mem::take(&mut state.dropped),
+        }
     }
 
     fn enqueue(
@@ -498,6 +513,21 @@ impl Queue {
         });
         self.dispatch_locked(state);
         if let Some(max) = self.limits.max_length {
+            if self.limits.dead_letter.is_some() {
+                // Dropped for length, to be dead-lettered (reason maxlen) by the caller once
+                // the lock is let go.
+                while state.len() > max {
+                    let Some(entry) = state.pop() else {
+                        break;
+                    };
+                    if let (Some(log), Some(position)) = (&mut state.log, entry.position) {
+                        if let Err(e) = log.settle(position) {
+                            error!(error = %e, "queue log: recording a dropped message failed");
+                        }
+                    }
+                    state.dropped.push(entry.message);
+                }
+            }
             while state.len() > max && state.drop_head() {}
         }
         match logged {

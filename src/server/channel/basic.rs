@@ -26,7 +26,7 @@ use super::{settle, Channel, Channels, Mode, Settle, Tx};
 use crate::broker::consumer::Consumer;
 use crate::broker::dead_letter::{dead_letter, Reason};
 use crate::broker::message::{Entry, Message};
-use crate::broker::queue::{ConsumeRefused, Enqueued};
+use crate::broker::queue::{ConsumeRefused, Enqueued, Published};
 use crate::broker::vhost::QueueDeclare;
 use crate::error::{Error, ReplyCode};
 use crate::store::Store;
@@ -220,7 +220,14 @@ impl Channels {
         };
         self.enqueued += self.route.queues.len();
         for queue in self.route.queues.drain(..) {
-            let (enqueued, logged) = queue.publish(message, persistent);
+            let Published {
+                enqueued,
+                logged,
+                dropped,
+            } = queue.publish(message, persistent);
+            for message in dropped {
+                dead_letter(&self.session.vhost, &queue, &message, Reason::Maxlen);
+            }
             if logged && !self.unflushed.iter().any(|q| Arc::ptr_eq(q, &queue)) {
                 self.unflushed.push(Arc::clone(&queue));
             }
