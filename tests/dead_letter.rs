@@ -312,3 +312,61 @@ async fn a_message_pushed_out_by_max_length_is_dead_lettered_as_maxlen() {
         .expect("ack");
     }
 }
+
+#[tokio::test]
+async fn reject_publish_dlx_nacks_and_dead_letters_the_refused_message() {
+    let broker = Broker::start().await;
+    let (_connection, channel) = open(&broker).await;
+    within(
+        "confirm.select",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .expect("confirm.select");
+    let dlq = queue_with(&channel, "reject_dlx_dlq", &[]).await;
+    let bounded = queue_with(
+        &channel,
+        "reject_dlx",
+        &[
+            ("x-max-length", AMQPValue::LongLongInt(1)),
+            ("x-overflow", text("reject-publish-dlx")),
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text(&dlq)),
+        ],
+    )
+    .await;
+    let confirm = |body: &'static [u8]| {
+        let channel = channel.clone();
+        let bounded = bounded.clone();
+        async move {
+            publish_with(&channel, "", &bounded, body, BasicProperties::default())
+                .await
+                .await
+                .expect("confirm")
+        }
+    };
+    assert!(confirm(b"kept").await.is_ack());
+    assert!(confirm(b"refused").await.is_nack());
+    let dead = get(&channel, &dlq).await;
+    assert_eq!(dead.delivery.data, b"refused");
+    assert_eq!(
+        deaths(&dead),
+        [(
+            bounded.clone(),
+            "maxlen".into(),
+            1,
+            "".into(),
+            vec![bounded.clone()]
+        )]
+    );
+    let kept = get(&channel, &bounded).await;
+    assert_eq!(kept.delivery.data, b"kept");
+    for message in [&dead, &kept] {
+        within(
+            "basic.ack",
+            channel.basic_ack(message.delivery.delivery_tag, BasicAckOptions::default()),
+        )
+        .await
+        .expect("ack");
+    }
+}

@@ -53,6 +53,8 @@ struct Limits {
     /// `reject-publish` (and `reject-publish-dlx`): refuse the new message instead of dropping
     /// the oldest (`drop-head`, the default).
     reject: bool,
+    /// `reject-publish-dlx`: a refused message is dead-lettered too.
+    reject_dead_letters: bool,
     /// `x-single-active-consumer`: only the oldest consumer gets messages; the next one takes
     /// over when it goes.
     single_active: bool,
@@ -69,11 +71,13 @@ impl Limits {
             .get("x-max-length")
             .and_then(integer)
             .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX));
-        let reject = match table.get("x-overflow") {
-            Some(AMQPValue::LongString(s)) => s.as_bytes().starts_with(b"reject-publish"),
-            Some(AMQPValue::ShortString(s)) => s.as_str().starts_with("reject-publish"),
-            _ => false,
+        let overflow: &[u8] = match table.get("x-overflow") {
+            Some(AMQPValue::LongString(s)) => s.as_bytes(),
+            Some(AMQPValue::ShortString(s)) => s.as_str().as_bytes(),
+            _ => b"drop-head",
         };
+        let reject = overflow.starts_with(b"reject-publish");
+        let reject_dead_letters = overflow == b"reject-publish-dlx";
         let single_active = matches!(
             table.get("x-single-active-consumer"),
             Some(AMQPValue::Boolean(true))
@@ -86,6 +90,7 @@ impl Limits {
         Limits {
             max_length,
             reject,
+            reject_dead_letters,
             single_active,
             expires,
             dead_letter: super::dead_letter::target(arguments),
@@ -469,6 +474,9 @@ impl Queue {
             return Enqueued::Deleted;
         }
         if self.limits.reject && self.limits.max_length.is_some_and(|max| state.len() >= max) {
+            if self.limits.reject_dead_letters && self.limits.dead_letter.is_some() {
+                state.dropped.push(Arc::clone(message));
+            }
             return Enqueued::Rejected;
         }
         let cost = footprint(message);
