@@ -370,3 +370,45 @@ async fn reject_publish_dlx_nacks_and_dead_letters_the_refused_message() {
         .expect("ack");
     }
 }
+
+#[tokio::test]
+async fn a_reject_inside_a_transaction_is_dead_lettered_at_commit() {
+    let broker = Broker::start().await;
+    let (_connection, channel) = open(&broker).await;
+    let dlq = queue_with(&channel, "tx_dlq", &[]).await;
+    let work = queue_with(
+        &channel,
+        "tx_work",
+        &[
+            ("x-dead-letter-exchange", text("")),
+            ("x-dead-letter-routing-key", text(&dlq)),
+        ],
+    )
+    .await;
+    publish(&channel, "", &work, b"job").await;
+    let message = get(&channel, &work).await;
+    within("tx.select", channel.tx_select())
+        .await
+        .expect("tx.select");
+    reject(&channel, &message).await;
+    assert_eq!(
+        queue_counts(&channel, &dlq).await.0,
+        0,
+        "not before the commit"
+    );
+    within("tx.commit", channel.tx_commit())
+        .await
+        .expect("tx.commit");
+    let dead = get(&channel, &dlq).await;
+    assert_eq!(dead.delivery.data, b"job");
+    assert_eq!(
+        deaths(&dead),
+        [(
+            work.clone(),
+            "rejected".into(),
+            1,
+            "".into(),
+            vec![work.clone()]
+        )]
+    );
+}

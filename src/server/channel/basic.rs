@@ -617,6 +617,15 @@ impl Channels {
             tx::AMQPMethod::Commit(_) => {
                 let tx = take_tx(channel)?;
                 let epoch = channel.epoch;
+                for (delivery, _) in tx.settles.iter().filter(|(_, how)| *how == Settle::Drop) {
+                    dead_letter(
+                        &self.session.vhost,
+                        &delivery.queue,
+                        &delivery.entry.message,
+                        Reason::Rejected,
+                    );
+                }
+                let channel = self.open(number)?;
                 settle_committed(channel, tx.settles);
                 let mut store = None;
                 for (message, mandatory, persistent) in tx.publishes {
