@@ -551,19 +551,26 @@ impl Channels {
             return Ok(());
         }
         if how == Settle::Drop {
-            for delivery in &taken {
-                dead_letter(
-                    &self.session.vhost,
-                    &delivery.queue,
-                    &delivery.entry.message,
-                    Reason::Rejected,
-                );
-            }
+            self.dead_letter_rejected(taken.iter());
         }
         let channel = self.open(number)?;
         settle(taken, how);
         channel.wake_consumers();
         Ok(())
+    }
+
+    /// Dead-letters deliveries rejected without requeue (their queues' dead-letter exchange,
+    /// if they have one).
+    fn dead_letter_rejected<'a>(&self, deliveries: impl Iterator<Item = &'a Delivery>) {
+        for delivery in deliveries {
+            let message = &delivery.entry.message;
+            dead_letter(
+                &self.session.vhost,
+                &delivery.queue,
+                message,
+                Reason::Rejected,
+            );
+        }
     }
 
     pub(super) fn confirm_method(
@@ -617,14 +624,8 @@ impl Channels {
             tx::AMQPMethod::Commit(_) => {
                 let tx = take_tx(channel)?;
                 let epoch = channel.epoch;
-                for (delivery, _) in tx.settles.iter().filter(|(_, how)| *how == Settle::Drop) {
-                    dead_letter(
-                        &self.session.vhost,
-                        &delivery.queue,
-                        &delivery.entry.message,
-                        Reason::Rejected,
-                    );
-                }
+                let rejected = tx.settles.iter().filter(|(_, how)| *how == Settle::Drop);
+                self.dead_letter_rejected(rejected.map(|(delivery, _)| delivery));
                 let channel = self.open(number)?;
                 settle_committed(channel, tx.settles);
                 let mut store = None;
