@@ -70,17 +70,6 @@ async fn publish_mandatory(
     }
 }
 
-async fn confirming_channel(broker: &Broker) -> (lapin::Connection, Channel) {
-    let (connection, channel) = open(broker).await;
-    within(
-        "confirm.select",
-        channel.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .expect("confirm.select");
-    (connection, channel)
-}
-
 async fn exclusive_queue(channel: &Channel, test: &str) -> String {
     declare_queue(
         channel,
@@ -96,7 +85,7 @@ async fn exclusive_queue(channel: &Channel, test: &str) -> String {
 #[tokio::test]
 async fn unroutable_messages_go_to_the_alternate_exchange_and_count_as_routed() {
     let broker = Broker::start().await;
-    let (_connection, channel) = confirming_channel(&broker).await;
+    let (_connection, channel) = open_confirming(&broker).await;
     let alternate = declare_exchange(&channel, "ae", ExchangeKind::Fanout).await;
     let unrouted = exclusive_queue(&channel, "ae_unrouted").await;
     bind_queue(&channel, &unrouted, &alternate, "").await;
@@ -134,7 +123,7 @@ async fn unroutable_messages_go_to_the_alternate_exchange_and_count_as_routed() 
 #[tokio::test]
 async fn an_alternate_that_routes_nowhere_or_is_missing_returns_mandatory_messages() {
     let broker = Broker::start().await;
-    let (_connection, channel) = confirming_channel(&broker).await;
+    let (_connection, channel) = open_confirming(&broker).await;
     // The alternate exists but has no bindings.
     let empty = declare_exchange(&channel, "ae_empty", ExchangeKind::Fanout).await;
     let main = declare_with_alternate(&channel, "ae_to_empty", ExchangeKind::Direct, &empty).await;
@@ -155,7 +144,7 @@ async fn an_alternate_that_routes_nowhere_or_is_missing_returns_mandatory_messag
 #[tokio::test]
 async fn alternates_chain_and_a_cycle_of_them_ends() {
     let broker = Broker::start().await;
-    let (_connection, channel) = confirming_channel(&broker).await;
+    let (_connection, channel) = open_confirming(&broker).await;
     // a -> b -> c (a fanout with a queue): two hops of alternates.
     let c = declare_exchange(&channel, "ae_c", ExchangeKind::Fanout).await;
     let queue = exclusive_queue(&channel, "ae_chain").await;

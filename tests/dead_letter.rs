@@ -316,13 +316,7 @@ async fn a_message_pushed_out_by_max_length_is_dead_lettered_as_maxlen() {
 #[tokio::test]
 async fn reject_publish_dlx_nacks_and_dead_letters_the_refused_message() {
     let broker = Broker::start().await;
-    let (_connection, channel) = open(&broker).await;
-    within(
-        "confirm.select",
-        channel.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .expect("confirm.select");
+    let (_connection, channel) = open_confirming(&broker).await;
     let dlq = queue_with(&channel, "reject_dlx_dlq", &[]).await;
     let bounded = queue_with(
         &channel,

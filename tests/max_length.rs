@@ -56,21 +56,10 @@ async fn get_all(channel: &Channel, queue: &str) -> Vec<String> {
     bodies
 }
 
-async fn confirming(broker: &Broker) -> (lapin::Connection, Channel) {
-    let (connection, channel) = open(broker).await;
-    within(
-        "confirm.select",
-        channel.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .expect("confirm.select");
-    (connection, channel)
-}
-
 #[tokio::test]
 async fn drop_head_keeps_the_newest_messages() {
     let broker = Broker::start().await;
-    let (_connection, channel) = confirming(&broker).await;
+    let (_connection, channel) = open_confirming(&broker).await;
     let queue = limited_queue(&channel, "drop_head", 3, None).await;
     for i in 0..5 {
         assert!(publish_confirmed(&channel, &queue, i.to_string().as_bytes()).await);
@@ -88,7 +77,7 @@ async fn drop_head_keeps_the_newest_messages() {
 #[tokio::test]
 async fn reject_publish_nacks_while_full_and_acks_once_there_is_room() {
     let broker = Broker::start().await;
-    let (_connection, channel) = confirming(&broker).await;
+    let (_connection, channel) = open_confirming(&broker).await;
     let queue = limited_queue(&channel, "reject_publish", 3, Some("reject-publish")).await;
     let mut acked = Vec::new();
     for i in 0..5 {

@@ -415,6 +415,18 @@ pub async fn open(broker: &Broker) -> (Connection, Channel) {
     (connection, channel)
 }
 
+/// [`open`], with the channel in confirm mode.
+pub async fn open_confirming(broker: &Broker) -> (Connection, Channel) {
+    let (connection, channel) = open(broker).await;
+    within(
+        "confirm.select",
+        channel.confirm_select(lapin::options::ConfirmSelectOptions::default()),
+    )
+    .await
+    .expect("confirm.select");
+    (connection, channel)
+}
+
 /// Declares a queue named `unique(test)` with `options` and no arguments; returns its name.
 pub async fn declare_queue(channel: &Channel, test: &str, options: QueueDeclareOptions) -> String {
     let name = unique(test);
