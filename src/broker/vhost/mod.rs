@@ -415,18 +415,26 @@ impl Vhost {
             .cloned()
             .collect();
         for queue in due {
-            let mut topology = self.write();
-            let current = topology.queues.get(&queue.name);
-            if !current.is_some_and(|q| Arc::ptr_eq(q, &queue)) || !queue.is_expired(now) {
-                continue;
+            if let Some(messages) = self.remove_if(&queue, |q| q.is_expired(now)) {
+                tracing::info!(vhost = %self.name, queue = %queue.name, messages, "queue expired (x-expires)");
             }
-            let (consumers, messages) = topology.remove_queue(&queue.name);
-            cancel_all(consumers);
-            if queue.options.durable {
-                self.save(&topology);
-            }
-            tracing::info!(vhost = %self.name, queue = %queue.name, messages, "queue expired (x-expires)");
         }
+    }
+
+    /// Deletes `queue` if it is still the queue of its name and `condition` still holds (checked
+    /// under the topology's write lock); the number of messages it held, if it was deleted.
+    fn remove_if(&self, queue: &Arc<Queue>, condition: impl Fn(&Queue) -> bool) -> Option<u32> {
+        let mut topology = self.write();
+        let current = topology.queues.get(&queue.name);
+        if !current.is_some_and(|q| Arc::ptr_eq(q, queue)) || !condition(queue) {
+            return None;
+        }
+        let (consumers, messages) = topology.remove_queue(&queue.name);
+        cancel_all(consumers);
+        if queue.options.durable {
+            self.save(&topology);
+        }
+        Some(messages)
     }
 
     /// Looks up a queue the connection may use.
@@ -481,15 +489,7 @@ impl Vhost {
     /// Deletes an auto-delete queue whose last consumer went, if it is still that queue and
     /// still unused.
     pub fn delete_if_unused(&self, queue: &Arc<Queue>) {
-        let mut topology = self.write();
-        let current = topology.queues.get(&queue.name);
-        if current.is_some_and(|q| Arc::ptr_eq(q, queue)) && !queue.has_consumers() {
-            let (consumers, _) = topology.remove_queue(&queue.name);
-            cancel_all(consumers);
-            if queue.options.durable {
-                self.save(&topology);
-            }
-        }
+        self.remove_if(queue, |q| !q.has_consumers());
     }
 
     /// Deletes the exclusive queues of a closed connection.
