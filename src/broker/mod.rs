@@ -62,15 +62,11 @@ impl Broker {
         self.vhosts.get(name)
     }
 
-    /// Runs log compaction over every queue every `interval`, on the blocking pool (a
-    /// compaction syncs files and punches holes for tens of milliseconds, holding its queue's
-    /// lock only for two bookkeeping steps of microseconds).
     /// Deletes queues whose `x-expires` ran out, checking every `interval`.
     pub fn spawn_expiry(&self, interval: std::time::Duration) {
         let vhosts: Vec<Arc<Vhost>> = self.vhosts.values().cloned().collect();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticker = ticker(interval);
             loop {
                 ticker.tick().await;
                 let now = std::time::Instant::now();
@@ -81,11 +77,13 @@ impl Broker {
         });
     }
 
+    /// Runs log compaction over every queue every `interval`, on the blocking pool (a
+    /// compaction syncs files and punches holes for tens of milliseconds, holding its queue's
+    /// lock only for two bookkeeping steps of microseconds).
     pub fn spawn_compaction(&self, interval: std::time::Duration) {
         let vhosts: Vec<Arc<Vhost>> = self.vhosts.values().cloned().collect();
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticker = ticker(interval);
             loop {
                 ticker.tick().await;
                 let vhosts = vhosts.clone();
@@ -109,4 +107,11 @@ impl Broker {
             }
         });
     }
+}
+
+/// A periodic timer for background work: a late tick is delayed, never made up in a burst.
+fn ticker(interval: std::time::Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
 }
