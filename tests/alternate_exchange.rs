@@ -12,6 +12,16 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
+/// `{alternate-exchange: alternate}`.
+fn alternate_argument(alternate: &str) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(LongString::from(alternate)),
+    );
+    arguments
+}
+
 /// Declares an exchange named after `test` whose alternate exchange is `alternate`.
 async fn declare_with_alternate(
     channel: &Channel,
@@ -20,22 +30,7 @@ async fn declare_with_alternate(
     alternate: &str,
 ) -> String {
     let name = unique(test);
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "alternate-exchange".into(),
-        AMQPValue::LongString(LongString::from(alternate)),
-    );
-    within(
-        "exchange.declare",
-        channel.exchange_declare(
-            name.as_str().into(),
-            kind,
-            ExchangeDeclareOptions::default(),
-            arguments,
-        ),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("exchange.declare {name}: {e}"));
+    declare_exchange_named(channel, &name, kind, alternate_argument(alternate)).await;
     name
 }
 
@@ -159,22 +154,13 @@ async fn alternates_chain_and_a_cycle_of_them_ends() {
     // x and y name each other and route nowhere: the message is returned, once, and nothing hangs.
     let x_name = unique("ae_x");
     let y = declare_with_alternate(&channel, "ae_y", ExchangeKind::Direct, &x_name).await;
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "alternate-exchange".into(),
-        AMQPValue::LongString(LongString::from(y.as_str())),
-    );
-    within(
-        "exchange.declare",
-        channel.exchange_declare(
-            x_name.as_str().into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions::default(),
-            arguments,
-        ),
+    declare_exchange_named(
+        &channel,
+        &x_name,
+        ExchangeKind::Direct,
+        alternate_argument(&y),
     )
-    .await
-    .expect("exchange.declare");
+    .await;
     let returned = publish_mandatory(&channel, &x_name, "k", b"in circles").await;
     assert_eq!(returned.len(), 1);
     assert_eq!(returned[0].reply_code, 312);

@@ -27,6 +27,31 @@ async fn queue_with(channel: &Channel, test: &str, arguments: &[(&str, AMQPValue
     name
 }
 
+/// A queue named after `test` that dead-letters to `dlq` through the default exchange, with
+/// `more` arguments.
+async fn dead_lettering_to(
+    channel: &Channel,
+    test: &str,
+    dlq: &str,
+    more: &[(&str, AMQPValue)],
+) -> String {
+    let mut arguments = vec![
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(dlq)),
+    ];
+    arguments.extend(more.iter().cloned());
+    queue_with(channel, test, &arguments).await
+}
+
+async fn ack(channel: &Channel, message: &BasicGetMessage) {
+    within(
+        "basic.ack",
+        channel.basic_ack(message.delivery.delivery_tag, BasicAckOptions::default()),
+    )
+    .await
+    .expect("basic.ack");
+}
+
 /// basic.get (manual ack), waiting for a message to arrive.
 async fn get(channel: &Channel, queue: &str) -> BasicGetMessage {
     within("a message", async {
@@ -162,12 +187,7 @@ async fn a_rejected_message_is_dead_lettered_with_x_death() {
             vec![work.clone()]
         )]
     );
-    within(
-        "basic.ack",
-        channel.basic_ack(dead.delivery.delivery_tag, BasicAckOptions::default()),
-    )
-    .await
-    .expect("ack");
+    ack(&channel, &dead).await;
 }
 
 #[tokio::test]
@@ -264,12 +284,7 @@ async fn a_retry_loop_counts_deaths_per_queue_and_reason() {
         headers(&third).inner().get("x-first-death-queue"),
         Some(&text(&work))
     );
-    within(
-        "basic.ack",
-        channel.basic_ack(third.delivery.delivery_tag, BasicAckOptions::default()),
-    )
-    .await
-    .expect("ack");
+    ack(&channel, &third).await;
 }
 
 #[tokio::test]
@@ -277,14 +292,11 @@ async fn a_message_pushed_out_by_max_length_is_dead_lettered_as_maxlen() {
     let broker = Broker::start().await;
     let (_connection, channel) = open(&broker).await;
     let dlq = queue_with(&channel, "maxlen_dlq", &[]).await;
-    let bounded = queue_with(
+    let bounded = dead_lettering_to(
         &channel,
         "maxlen_bounded",
-        &[
-            ("x-max-length", AMQPValue::LongLongInt(1)),
-            ("x-dead-letter-exchange", text("")),
-            ("x-dead-letter-routing-key", text(&dlq)),
-        ],
+        &dlq,
+        &[("x-max-length", AMQPValue::LongLongInt(1))],
     )
     .await;
     publish(&channel, "", &bounded, b"first").await;
@@ -303,14 +315,8 @@ async fn a_message_pushed_out_by_max_length_is_dead_lettered_as_maxlen() {
     );
     let kept = get(&channel, &bounded).await;
     assert_eq!(kept.delivery.data, b"second");
-    for message in [&dead, &kept] {
-        within(
-            "basic.ack",
-            channel.basic_ack(message.delivery.delivery_tag, BasicAckOptions::default()),
-        )
-        .await
-        .expect("ack");
-    }
+    ack(&channel, &dead).await;
+    ack(&channel, &kept).await;
 }
 
 #[tokio::test]
@@ -318,14 +324,13 @@ async fn reject_publish_dlx_nacks_and_dead_letters_the_refused_message() {
     let broker = Broker::start().await;
     let (_connection, channel) = open_confirming(&broker).await;
     let dlq = queue_with(&channel, "reject_dlx_dlq", &[]).await;
-    let bounded = queue_with(
+    let bounded = dead_lettering_to(
         &channel,
         "reject_dlx",
+        &dlq,
         &[
             ("x-max-length", AMQPValue::LongLongInt(1)),
             ("x-overflow", text("reject-publish-dlx")),
-            ("x-dead-letter-exchange", text("")),
-            ("x-dead-letter-routing-key", text(&dlq)),
         ],
     )
     .await;
@@ -355,14 +360,8 @@ async fn reject_publish_dlx_nacks_and_dead_letters_the_refused_message() {
     );
     let kept = get(&channel, &bounded).await;
     assert_eq!(kept.delivery.data, b"kept");
-    for message in [&dead, &kept] {
-        within(
-            "basic.ack",
-            channel.basic_ack(message.delivery.delivery_tag, BasicAckOptions::default()),
-        )
-        .await
-        .expect("ack");
-    }
+    ack(&channel, &dead).await;
+    ack(&channel, &kept).await;
 }
 
 #[tokio::test]
@@ -370,15 +369,7 @@ async fn a_reject_inside_a_transaction_is_dead_lettered_at_commit() {
     let broker = Broker::start().await;
     let (_connection, channel) = open(&broker).await;
     let dlq = queue_with(&channel, "tx_dlq", &[]).await;
-    let work = queue_with(
-        &channel,
-        "tx_work",
-        &[
-            ("x-dead-letter-exchange", text("")),
-            ("x-dead-letter-routing-key", text(&dlq)),
-        ],
-    )
-    .await;
+    let work = dead_lettering_to(&channel, "tx_work", &dlq, &[]).await;
     publish(&channel, "", &work, b"job").await;
     let message = get(&channel, &work).await;
     within("tx.select", channel.tx_select())

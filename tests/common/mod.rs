@@ -472,18 +472,28 @@ pub async fn delete_queue(channel: &Channel, name: &str) {
 /// Declares an exchange named `unique(test)` of `kind`; returns its name.
 pub async fn declare_exchange(channel: &Channel, test: &str, kind: ExchangeKind) -> String {
     let name = unique(test);
+    declare_exchange_named(channel, &name, kind, FieldTable::default()).await;
+    name
+}
+
+/// Declares the exchange `name` of `kind` with `arguments` and expects declare-ok.
+pub async fn declare_exchange_named(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    arguments: FieldTable,
+) {
     within(
         "exchange.declare",
         channel.exchange_declare(
-            name.as_str().into(),
+            name.into(),
             kind,
             ExchangeDeclareOptions::default(),
-            FieldTable::default(),
+            arguments,
         ),
     )
     .await
     .unwrap_or_else(|e| panic!("exchange.declare {name}: {e}"));
-    name
 }
 
 pub async fn delete_exchange(channel: &Channel, name: &str) {
