@@ -169,6 +169,9 @@ struct QueueState {
     requeued: BinaryHeap<Reverse<Entry>>,
     next_seq: u64,
     consumers: Vec<Arc<Consumer>>,
+    /// Some consumers have another `x-priority` than others (else dispatch serves them all as
+    /// one level without looking at priorities).
+    mixed_priorities: bool,
     /// Messages dropped for `x-max-length` that go to the dead-letter exchange.
     dropped: Vec<Arc<Message>>,
     /// Since when the queue has been unused (for `x-expires`); `None`: since it was created.
@@ -330,6 +333,14 @@ impl QueueState {
         true
     }
 
+    fn remove_consumer(&mut self, consumer: &Arc<Consumer>) {
+        self.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+        self.mixed_priorities = self
+            .consumers
+            .windows(2)
+            .any(|pair| pair[0].priority != pair[1].priority);
+    }
+
     fn push_front(&mut self, entry: Entry) {
         self.requeued.push(Reverse(entry));
     }
@@ -352,10 +363,13 @@ impl QueueState {
             let mut start = 0;
             while start < count {
                 let level = self.consumers[start].priority;
-                let width = self.consumers[start..count]
-                    .iter()
-                    .take_while(|c| c.priority == level)
-                    .count();
+                let width = match self.mixed_priorities {
+                    false => count - start,
+                    true => self.consumers[start..count]
+                        .iter()
+                        .take_while(|c| c.priority == level)
+                        .count(),
+                };
                 let first = match self.next_consumer {
                     next if next > start && next < start + width => next - start,
                     _ => 0,
@@ -377,7 +391,7 @@ impl QueueState {
                     if let Err(entry) = consumer.send(entry) {
                         // The consumer's connection is gone; its cleanup will remove it.
                         self.push_front(entry);
-                        self.consumers.retain(|c| !Arc::ptr_eq(c, &consumer));
+                        self.remove_consumer(&consumer);
                         return self.dispatch(single_active);
                     }
                     continue 'messages;
@@ -829,6 +843,10 @@ impl Queue {
                 .position(|c| c.priority < consumer.priority)
                 .unwrap_or(state.consumers.len()),
         };
+        state.mixed_priorities |= state
+            .consumers
+            .first()
+            .is_some_and(|c| c.priority != consumer.priority);
         state.consumers.insert(at, consumer);
         self.dispatch_and_flush(&mut state);
         Ok(())
@@ -838,7 +856,7 @@ impl Queue {
     pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
         let mut state = self.lock();
         let before = state.consumers.len();
-        state.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+        state.remove_consumer(consumer);
         if state.consumers.len() != before && state.next_consumer >= state.consumers.len() {
             state.next_consumer = 0;
         }
