@@ -45,8 +45,8 @@ pub struct QueueOptions {
     pub consumer_timeout: Option<Duration>,
 }
 
-/// `x-max-length` and `x-overflow`: how many ready messages a queue holds, and what happens to
-/// one more.
+/// The queue arguments that change what a queue does (length limit and overflow, single active
+/// consumer, expiry, dead-lettering), read once when it is declared.
 #[derive(Debug, Clone, Default)]
 struct Limits {
     max_length: Option<usize>,
@@ -310,27 +310,33 @@ impl QueueState {
         }
     }
 
-    /// Drops the next message to be delivered (`x-overflow` = `drop-head`), without reading it
-    /// back if it is paged out; settles it in the log. False if there was none.
-    fn drop_head(&mut self) -> bool {
-        let position = match self.requeued.pop() {
-            Some(Reverse(entry)) => entry.position,
-            None => match self.ready.pop_front() {
-                Some(slot) => {
+    /// Drops the next message to be delivered (`x-overflow` = `drop-head`) and settles it in
+    /// the log; returns it if it was in memory, or (with `read_back`) read back from the log.
+    /// `None` if the queue was empty.
+    fn drop_head(&mut self, read_back: bool) -> Option<Option<Arc<Message>>> {
+        let (message, position) = match read_back {
+            true => {
+                let entry = self.pop()?;
+                (Some(entry.message), entry.position)
+            }
+            false => match self.requeued.pop() {
+                Some(Reverse(entry)) => (Some(entry.message), entry.position),
+                None => {
+                    let slot = self.ready.pop_front()?;
                     if let Some(message) = &slot.message {
                         self.memory = self.memory.saturating_sub(footprint(message));
                     }
-                    slot.position
+                    (slot.message, slot.position)
                 }
-                None => return false,
             },
         };
         if let (Some(log), Some(position)) = (&mut self.log, position) {
-            if let Err(e) = log.settle(position) {
+            let len = message.as_deref().map(encoded_len);
+            if let Err(e) = log.settle_sized(position, len) {
                 error!(error = %e, "queue log: recording a dropped message failed");
             }
         }
-        true
+        Some(message)
     }
 
     fn remove_consumer(&mut self, consumer: &Arc<Consumer>) {
@@ -535,22 +541,16 @@ impl Queue {
         });
         self.dispatch_locked(state);
         if let Some(max) = self.limits.max_length {
-            if self.limits.dead_letter.is_some() {
-                // Dropped for length, to be dead-lettered (reason maxlen) by the caller once
-                // the lock is let go.
-                while state.len() > max {
-                    let Some(entry) = state.pop() else {
-                        break;
-                    };
-                    if let (Some(log), Some(position)) = (&mut state.log, entry.position) {
-                        if let Err(e) = log.settle(position) {
-                            error!(error = %e, "queue log: recording a dropped message failed");
-                        }
-                    }
-                    state.dropped.push(entry.message);
+            // What is dropped for length goes to the dead-letter exchange (reason maxlen), by
+            // the caller once the lock is let go.
+            let dead_letter = self.limits.dead_letter.is_some();
+            while state.len() > max {
+                match state.drop_head(dead_letter) {
+                    None => break,
+                    Some(Some(message)) if dead_letter => state.dropped.push(message),
+                    Some(_) => {}
                 }
             }
-            while state.len() > max && state.drop_head() {}
         }
         match logged {
             true => Enqueued::Logged,
