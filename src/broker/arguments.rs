@@ -5,7 +5,7 @@
 
 use warren_protocol::types::{AMQPValue, FieldTable};
 
-use super::values::{integer, type_name};
+use super::values::{integer, text, type_name};
 
 /// How an argument's value is constrained.
 enum Rule {
@@ -139,14 +139,6 @@ pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError
         }
     }
     Ok(())
-}
-
-fn text(value: &AMQPValue) -> Option<&[u8]> {
-    match value {
-        AMQPValue::LongString(s) => Some(s.as_bytes()),
-        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
-        _ => None,
-    }
 }
 
 fn unacceptable(value: &AMQPValue) -> String {

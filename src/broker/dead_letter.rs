@@ -159,12 +159,9 @@ fn now_seconds() -> u64 {
 
 /// The dead-letter exchange and routing key of a queue's arguments.
 pub(crate) fn target(arguments: &FieldTable) -> Option<(ShortStr, Option<ShortStr>)> {
-    let string = |key: &str| match arguments.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(ShortStr::copy_from_str(&String::from_utf8_lossy(
-            s.as_bytes(),
-        ))),
-        AMQPValue::ShortString(s) => Some(ShortStr::copy_from_str(s.as_str())),
-        _ => None,
+    let string = |key: &str| {
+        let text = super::values::text(arguments.inner().get(key)?)?;
+        Some(ShortStr::copy_from_str(&String::from_utf8_lossy(text)))
     };
     let exchange = string("x-dead-letter-exchange")?;
     Some((exchange, string("x-dead-letter-routing-key")))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use warren_protocol::method::ShortStr;
-use warren_protocol::types::{AMQPValue, FieldTable};
+use warren_protocol::types::FieldTable;
 
 use super::headers::HeadersMatch;
 use super::queue::Queue;
@@ -109,12 +109,8 @@ pub struct Exchange {
 /// The `alternate-exchange` argument: a string naming an exchange (RabbitMQ ignores other
 /// types, and so does Warren).
 fn alternate_exchange(arguments: &FieldTable) -> Option<ShortStr> {
-    let name = match arguments.inner().get("alternate-exchange")? {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        _ => return None,
-    };
-    Some(ShortStr::copy_from_str(&name))
+    let name = super::values::text(arguments.inner().get("alternate-exchange")?)?;
+    Some(ShortStr::copy_from_str(&String::from_utf8_lossy(name)))
 }
 
 /// The encoded form of a field table: bindings compare arguments by it.

@@ -71,11 +71,10 @@ impl Limits {
             .get("x-max-length")
             .and_then(integer)
             .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX));
-        let overflow: &[u8] = match table.get("x-overflow") {
-            Some(AMQPValue::LongString(s)) => s.as_bytes(),
-            Some(AMQPValue::ShortString(s)) => s.as_str().as_bytes(),
-            _ => b"drop-head",
-        };
+        let overflow = table
+            .get("x-overflow")
+            .and_then(super::values::text)
+            .unwrap_or(b"drop-head");
         let reject = overflow.starts_with(b"reject-publish");
         let reject_dead_letters = overflow == b"reject-publish-dlx";
         let single_active = matches!(

@@ -50,6 +50,16 @@ pub fn describe(value: Option<&AMQPValue>) -> String {
     }
 }
 
+/// The bytes of a string value (long or short string), the only types RabbitMQ takes where an
+/// argument names something.
+pub fn text(value: &AMQPValue) -> Option<&[u8]> {
+    match value {
+        AMQPValue::LongString(s) => Some(s.as_bytes()),
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
+        _ => None,
+    }
+}
+
 /// RabbitMQ's name for a field value's type.
 pub fn type_name(value: &AMQPValue) -> &'static str {
     match value {
