@@ -134,7 +134,7 @@ fn queue(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("publish_then_get_16B", |b| {
         b.iter(|| {
-            queue.publish(black_box(&message), false);
+            queue.publish(black_box(&message), Default::default());
             queue.get(true).map(|(entry, _)| entry.seq)
         })
     });

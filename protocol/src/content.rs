@@ -160,6 +160,8 @@ const USER_ID: usize = 11;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PublishChecks<'a> {
     pub delivery_mode: Option<u8>,
+    /// The priority property.
+    pub priority: Option<u8>,
     /// The expiration text (a TTL in milliseconds, as a string).
     pub expiration: Option<&'a [u8]>,
     pub user_id: Option<&'a [u8]>,
@@ -167,7 +169,7 @@ pub struct PublishChecks<'a> {
     pub reply_to: Option<&'a [u8]>,
 }
 
-/// Reads delivery-mode, reply-to, expiration and user-id from a raw property list in one walk, and skips
+/// Reads delivery-mode, priority, reply-to, expiration and user-id from a raw property list in one walk, and skips
 /// the walk when none of them is set (one flag test). Malformed lists give what was found.
 pub fn publish_checks(properties: &[u8]) -> PublishChecks<'_> {
     let mut checks = PublishChecks::default();
@@ -175,7 +177,7 @@ pub fn publish_checks(properties: &[u8]) -> PublishChecks<'_> {
         return checks;
     };
     let flags = u16::from_be_bytes([high, low]);
-    let wanted = [DELIVERY_MODE, REPLY_TO, EXPIRATION, USER_ID]
+    let wanted = [DELIVERY_MODE, PRIORITY, REPLY_TO, EXPIRATION, USER_ID]
         .iter()
         .fold(0u16, |mask, index| mask | 1 << (15 - index));
     if flags & wanted == 0 {
@@ -183,12 +185,29 @@ pub fn publish_checks(properties: &[u8]) -> PublishChecks<'_> {
     }
     let _ = walk_properties(properties, |index, value| match index {
         DELIVERY_MODE => checks.delivery_mode = value.first().copied(),
+        PRIORITY => checks.priority = value.first().copied(),
         REPLY_TO => checks.reply_to = value.get(1..),
         EXPIRATION => checks.expiration = value.get(1..),
         USER_ID => checks.user_id = value.get(1..),
         _ => {}
     });
     checks
+}
+
+/// A raw property list with its expiration property taken out (dead-lettering removes it);
+/// `None` if the list is malformed.
+pub fn without_expiration(properties: &[u8]) -> Option<Vec<u8>> {
+    let flags = u16::from_be_bytes([*properties.first()?, *properties.get(1)?]);
+    let bit = 1 << (15 - EXPIRATION);
+    let mut out = Vec::with_capacity(properties.len());
+    out.extend_from_slice(&(flags & !bit).to_be_bytes());
+    walk_properties(properties, |index, value| {
+        if index != EXPIRATION {
+            out.extend_from_slice(value);
+        }
+    })
+    .ok()?;
+    Some(out)
 }
 
 /// Encodes `props` into the raw `flags + property list` form kept in [`ContentHeader`].

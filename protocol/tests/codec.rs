@@ -1519,21 +1519,44 @@ fn encode_frame_and_heartbeat_parse_back() {
 }
 
 #[test]
-fn publish_checks_read_delivery_mode_expiration_and_user_id_in_one_walk() {
+fn publish_checks_read_delivery_mode_priority_expiration_and_user_id_in_one_walk() {
     use warren_protocol::content::publish_checks;
-    let none = encode_properties(&BasicProperties::default().with_priority(3));
+    let none = encode_properties(&BasicProperties::default().with_message_id("m".into()));
     assert_eq!(publish_checks(&none), Default::default());
     let props = BasicProperties::default()
         .with_content_type("text/plain".into())
         .with_delivery_mode(2)
+        .with_priority(7)
         .with_expiration("60000".into())
         .with_user_id("guest".into())
         .with_app_id("app".into());
     let raw = encode_properties(&props);
     let checks = publish_checks(&raw);
     assert_eq!(checks.delivery_mode, Some(2));
+    assert_eq!(checks.priority, Some(7));
     assert_eq!(checks.expiration, Some(&b"60000"[..]));
     assert_eq!(checks.user_id, Some(&b"guest"[..]));
     assert_eq!(publish_checks(&[]), Default::default());
     assert_eq!(publish_checks(&raw[..raw.len() - 2]).delivery_mode, Some(2));
+}
+
+#[test]
+fn without_expiration_takes_out_only_the_expiration() {
+    use warren_protocol::content::without_expiration;
+    let with = BasicProperties::default()
+        .with_content_type("text/plain".into())
+        .with_expiration("60000".into())
+        .with_message_id("m1".into());
+    let without = BasicProperties::default()
+        .with_content_type("text/plain".into())
+        .with_message_id("m1".into());
+    let raw = encode_properties(&with);
+    assert_eq!(
+        without_expiration(&raw).as_deref(),
+        Some(&encode_properties(&without)[..])
+    );
+    let plain = encode_properties(&without);
+    assert_eq!(without_expiration(&plain).as_deref(), Some(&plain[..]));
+    assert_eq!(without_expiration(&raw[..raw.len() - 1]), None);
+    assert_eq!(without_expiration(&[]), None);
 }

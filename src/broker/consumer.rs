@@ -227,12 +227,15 @@ impl Consumer {
     pub(crate) fn send(self: &Arc<Self>, entry: Entry) -> Result<(), Entry> {
         self.outbox
             .deliver(Arc::clone(self), entry)
-            .inspect_err(|_| {
-                self.written();
-                if !self.no_ack {
-                    self.settled(1);
-                }
-            })
+            .inspect_err(|_| self.give_back())
+    }
+
+    /// Returns the credit of a [`Consumer::try_take`] that delivered nothing.
+    pub(crate) fn give_back(&self) {
+        self.written();
+        if !self.no_ack {
+            self.settled(1);
+        }
     }
 
     /// Tells the connection that the consumer's queue is gone.

@@ -1,22 +1,28 @@
-//! Dead-lettering: a message a queue gives up on (rejected or nacked with `requeue=false`) is
-//! republished to the queue's `x-dead-letter-exchange`, with its `x-death` history updated as
-//! RabbitMQ does.
+//! Dead-lettering: a message a queue gives up on (rejected or nacked with `requeue=false`,
+//! expired, or dropped for length) is republished to the queue's `x-dead-letter-exchange`, with
+//! its `x-death` history updated as RabbitMQ does.
 //!
 //! `x-death` is an array of tables, the most recent first, one per (queue, reason) with a
 //! `count` that grows each time the message dies that way again (the entry moves to the front);
 //! `x-first-death-queue`, `-reason` and `-exchange` are set once, by the first death. The new
 //! message keeps every other property and its body; it is routed with the dead-letter routing key
-//! (`x-dead-letter-routing-key`, else its own routing keys). Dead-lettering is at most once: it
-//! never holds up the ack that caused it, and a missing dead-letter exchange drops the message.
-//! Called without any queue lock held (it routes, which takes the topology lock).
+//! (`x-dead-letter-routing-key`, else its own routing keys), without its `expiration` (kept in
+//! the new `x-death` entry as `original-expiration`), so that it does not expire again.
+//! Dead-lettering is at most once: it never holds up the ack that caused it, and a missing
+//! dead-letter exchange drops the message.
+//!
+//! Cycles: a message that died automatically (expired, maxlen) all the way round back to a queue
+//! it died in before is not delivered to that queue again (RabbitMQ's rule: a cycle is broken
+//! unless some death on it was a client's reject). Called without any queue lock held (it
+//! routes, which takes the topology lock).
 
 use std::sync::Arc;
 
-use warren_protocol::content::{encode_properties, ContentHeader};
+use warren_protocol::content::{encode_properties, without_expiration, ContentHeader};
 use warren_protocol::method::{ShortStr, CLASS_BASIC};
 use warren_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
-use super::message::Message;
+use super::message::{Message, Stamp};
 use super::queue::Queue;
 use super::vhost::{RouteScratch, Vhost};
 
@@ -24,8 +30,10 @@ use super::vhost::{RouteScratch, Vhost};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     Rejected,
-    /// Dropped from the head of a queue at its `x-max-length`.
+    /// Dropped from the head of a queue at its `x-max-length`, or refused by it.
     Maxlen,
+    /// Its time to live ran out (`x-message-ttl` or `expiration`).
+    Expired,
 }
 
 impl Reason {
@@ -33,6 +41,7 @@ impl Reason {
         match self {
             Reason::Rejected => "rejected",
             Reason::Maxlen => "maxlen",
+            Reason::Expired => "expired",
         }
     }
 }
@@ -43,7 +52,7 @@ pub fn dead_letter(vhost: &Vhost, queue: &Queue, message: &Message, reason: Reas
     let Some((exchange, routing_key)) = queue.dead_letter_target() else {
         return;
     };
-    let Some(properties) = with_death(queue, message, reason) else {
+    let Some((properties, deaths)) = with_death(queue, message, reason) else {
         tracing::warn!(queue = %queue.name, "dead-lettering: the message's properties do not decode; dropped");
         return;
     };
@@ -57,7 +66,12 @@ pub fn dead_letter(vhost: &Vhost, queue: &Queue, message: &Message, reason: Reas
         &properties,
         bytes::Bytes::copy_from_slice(message.body()),
     ));
-    let persistent = properties_persistent(&properties);
+    let checks = warren_protocol::content::publish_checks(&properties);
+    let stamp = Stamp {
+        persistent: checks.delivery_mode == Some(2),
+        ttl: None,
+        priority: checks.priority.unwrap_or(0),
+    };
     let mut scratch = RouteScratch::default();
     if vhost
         .route(exchange.as_bytes(), &routing_key, &properties, &mut scratch)
@@ -66,21 +80,52 @@ pub fn dead_letter(vhost: &Vhost, queue: &Queue, message: &Message, reason: Reas
         return; // The dead-letter exchange does not exist: dropped, as in RabbitMQ.
     }
     for target in scratch.queues.drain(..) {
+        if reason != Reason::Rejected && is_cycle(target.name.as_str(), &deaths) {
+            tracing::warn!(
+                queue = %queue.name,
+                target = %target.name,
+                "dead-lettering: message died in a cycle with no reject; not delivered there again"
+            );
+            continue;
+        }
         // What this pushes out of a full dead-letter queue is dropped, not dead-lettered again:
         // a ring of full queues must not go round forever.
-        let _ = target.publish(&dead, persistent);
+        let _ = target.publish(&dead, stamp);
         if let Err(e) = target.flush_log() {
             tracing::error!(queue = %target.name, error = %e, "dead-lettering: writing to the log failed");
         }
     }
 }
 
-fn properties_persistent(properties: &[u8]) -> bool {
-    warren_protocol::content::publish_checks(properties).delivery_mode == Some(2)
+/// Whether delivering a message with these `x-death` entries (most recent first, this death
+/// included) to `target` closes a cycle of automatic deaths: `target` is among the queues it
+/// died in, and no death from the most recent back to that one was a reject.
+fn is_cycle(target: &str, deaths: &[AMQPValue]) -> bool {
+    let field = |death: &AMQPValue, key: &str| match death {
+        AMQPValue::FieldTable(table) => match table.inner().get(key) {
+            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    };
+    for death in deaths {
+        if field(death, "reason").as_deref() == Some("rejected") {
+            return false;
+        }
+        if field(death, "queue").as_deref() == Some(target) {
+            return true;
+        }
+    }
+    false
 }
 
-/// The message's properties with this death recorded in its headers.
-fn with_death(queue: &Queue, message: &Message, reason: Reason) -> Option<Vec<u8>> {
+/// The message's properties with this death recorded in its headers and its expiration
+/// removed, and its `x-death` entries.
+fn with_death(
+    queue: &Queue,
+    message: &Message,
+    reason: Reason,
+) -> Option<(Vec<u8>, Vec<AMQPValue>)> {
     let header = ContentHeader {
         class_id: CLASS_BASIC,
         body_size: 0,
@@ -131,13 +176,16 @@ fn with_death(queue: &Queue, message: &Message, reason: Reason) -> Option<Vec<u8
             table.insert("exchange".into(), text(exchange));
             let keys = FieldArray::from(vec![text(message.routing_key())]);
             table.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
+            if let Some(expiration) = properties.expiration().as_ref() {
+                table.insert("original-expiration".into(), text(expiration.as_str()));
+            }
             table
         }
     };
     deaths.insert(0, AMQPValue::FieldTable(entry));
     headers.insert(
         "x-death".into(),
-        AMQPValue::FieldArray(FieldArray::from(deaths)),
+        AMQPValue::FieldArray(FieldArray::from(deaths.clone())),
     );
     for (key, value) in [
         ("x-first-death-reason", reason.name()),
@@ -148,7 +196,8 @@ fn with_death(queue: &Queue, message: &Message, reason: Reason) -> Option<Vec<u8
             headers.insert(key.into(), text(value));
         }
     }
-    Some(encode_properties(&properties.with_headers(headers)).to_vec())
+    let encoded = encode_properties(&properties.with_headers(headers));
+    Some((without_expiration(&encoded)?, deaths))
 }
 
 fn now_seconds() -> u64 {

@@ -4,8 +4,9 @@
 //!
 //! Strings are short strings (`u8` length, bytes); field tables are in their AMQP encoding (with
 //! their `u32` length). Definitions: a kind byte (1 exchange, 2 queue, 3 binding) and the fields
-//! below. Messages: a kind byte (1 persistent, 2 transient: paged out, not to be recovered),
-//! exchange, routing key, `u32` property length, properties, body.
+//! below. Messages: a kind byte (1 persistent, 2 transient: paged out, not to be recovered; 3 and
+//! 4 the same with an expiry time), the expiry time if any (`u64`, milliseconds since the Unix
+//! epoch), exchange, routing key, `u32` property length, properties, body.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_protocol::method::ShortStr;
@@ -20,6 +21,8 @@ const QUEUE: u8 = 2;
 const BINDING: u8 = 3;
 const MESSAGE_PERSISTENT: u8 = 1;
 const MESSAGE_TRANSIENT: u8 = 2;
+const MESSAGE_PERSISTENT_EXPIRING: u8 = 3;
+const MESSAGE_TRANSIENT_EXPIRING: u8 = 4;
 
 /// One entry of the definitions file.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,14 +148,20 @@ impl Definition {
     }
 }
 
-/// A message as its queue's log stores it; `persistent` says whether it is to be recovered.
-pub fn encode_message(message: &Message, persistent: bool) -> Vec<u8> {
+/// A message as its queue's log stores it; `persistent` says whether it is to be recovered,
+/// `expires` when it expires (0: never).
+pub fn encode_message(message: &Message, persistent: bool, expires: u64) -> Vec<u8> {
     let properties = message.properties();
-    let mut out = Vec::with_capacity(encoded_len(message) as usize);
-    out.put_u8(match persistent {
-        true => MESSAGE_PERSISTENT,
-        false => MESSAGE_TRANSIENT,
+    let mut out = Vec::with_capacity(encoded_len(message, expires) as usize);
+    out.put_u8(match (persistent, expires != 0) {
+        (true, false) => MESSAGE_PERSISTENT,
+        (false, false) => MESSAGE_TRANSIENT,
+        (true, true) => MESSAGE_PERSISTENT_EXPIRING,
+        (false, true) => MESSAGE_TRANSIENT_EXPIRING,
     });
+    if expires != 0 {
+        out.put_u64(expires);
+    }
     put_short(&mut out, message.exchange_bytes());
     put_short(&mut out, message.routing_key_bytes());
     out.put_u32(properties.len() as u32);
@@ -162,8 +171,9 @@ pub fn encode_message(message: &Message, persistent: bool) -> Vec<u8> {
 }
 
 /// The length of [`encode_message`]'s record for `message`.
-pub fn encoded_len(message: &Message) -> u64 {
-    (1 + 1
+pub fn encoded_len(message: &Message, expires: u64) -> u64 {
+    (1 + if expires != 0 { 8 } else { 0 }
+        + 1
         + message.exchange_bytes().len()
         + 1
         + message.routing_key_bytes().len()
@@ -172,20 +182,90 @@ pub fn encoded_len(message: &Message) -> u64 {
         + message.body().len()) as u64
 }
 
-/// Whether a log record is a persistent message (to be recovered), from its first byte.
-pub fn is_persistent_record(record: &[u8]) -> bool {
-    record.first() == Some(&MESSAGE_PERSISTENT)
+/// A message read back from a log.
+#[derive(Debug)]
+pub struct StoredMessage {
+    pub message: Message,
+    /// To be recovered after a restart (else a paged-out copy).
+    pub persistent: bool,
+    /// When it expires (milliseconds since the Unix epoch), 0 for never.
+    pub expires: u64,
 }
 
-/// A message read back from a log, and whether it was persistent; `None` if the record is not
-/// one.
-pub fn decode_message(record: &Bytes) -> Option<(Message, bool)> {
-    let mut r = Reader(record);
-    let persistent = match r.u8()? {
-        MESSAGE_PERSISTENT => true,
-        MESSAGE_TRANSIENT => false,
+/// What a queue needs to place a message record without building the message (recovery of a
+/// backlog larger than memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub persistent: bool,
+    pub expires: u64,
+    /// The `priority` property (0 if unset).
+    pub priority: u8,
+    pub body_len: u64,
+}
+
+impl RecordSummary {
+    /// Packed into the number the log keeps beside a record's position at recovery: the expiry
+    /// time in the low 56 bits (ms since the epoch: good for two million years), the priority
+    /// in the top 8.
+    pub fn pack(&self) -> u64 {
+        (self.expires & ((1 << 56) - 1)) | u64::from(self.priority) << 56
+    }
+
+    /// (expires, priority) from [`RecordSummary::pack`].
+    pub fn unpack(packed: u64) -> (u64, u8) {
+        (packed & ((1 << 56) - 1), (packed >> 56) as u8)
+    }
+}
+
+/// The kind byte and expiry time of a message record; `None` if the record is not one.
+fn message_head(r: &mut Reader<'_>) -> Option<(bool, u64)> {
+    let (persistent, expiring) = match r.u8()? {
+        MESSAGE_PERSISTENT => (true, false),
+        MESSAGE_TRANSIENT => (false, false),
+        MESSAGE_PERSISTENT_EXPIRING => (true, true),
+        MESSAGE_TRANSIENT_EXPIRING => (false, true),
         _ => return None,
     };
+    let expires = match expiring {
+        true => u64::from_be_bytes(r.take(8)?.try_into().ok()?),
+        false => 0,
+    };
+    Some((persistent, expires))
+}
+
+/// Reads a message record's summary; `None` if the record is not a well-formed message.
+pub fn summarize_message(record: &[u8]) -> Option<RecordSummary> {
+    let mut r = Reader(record);
+    let (persistent, expires) = message_head(&mut r)?;
+    for _exchange_then_routing_key in 0..2 {
+        let len = usize::from(r.u8()?);
+        r.take(len)?;
+    }
+    let len = r.u32()? as usize;
+    let properties = r.take(len)?;
+    let priority = warren_protocol::content::publish_checks(properties)
+        .priority
+        .unwrap_or(0);
+    Some(RecordSummary {
+        persistent,
+        expires,
+        priority,
+        body_len: r.0.len() as u64,
+    })
+}
+
+/// Whether a log record is a persistent message (to be recovered), from its first byte.
+pub fn is_persistent_record(record: &[u8]) -> bool {
+    matches!(
+        record.first(),
+        Some(&MESSAGE_PERSISTENT | &MESSAGE_PERSISTENT_EXPIRING)
+    )
+}
+
+/// A message read back from a log; `None` if the record is not one.
+pub fn decode_message(record: &Bytes) -> Option<StoredMessage> {
+    let mut r = Reader(record);
+    let (persistent, expires) = message_head(&mut r)?;
     let exchange = r.short()?;
     let routing_key = r.short()?;
     let len = r.u32()? as usize;
@@ -197,7 +277,11 @@ pub fn decode_message(record: &Bytes) -> Option<(Message, bool)> {
         properties,
         record.slice(body_at..),
     );
-    Some((message, persistent))
+    Some(StoredMessage {
+        message,
+        persistent,
+        expires,
+    })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -275,24 +359,42 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        for size in [0, 10, 5000] {
+        // Properties: priority 5 (flag bit 11, one octet).
+        let properties = [0x08, 0, 5];
+        for (size, expires) in [(0, 0), (10, 1_700_000_000_123), (5000, 0), (7, 1)] {
             let body = Bytes::from(vec![3u8; size]);
-            let message = Message::new(b"amq.direct", b"key", &[0x10, 0], body);
-            let record = Bytes::from(encode_message(&message, size != 10));
-            assert_eq!(record.len() as u64, encoded_len(&message));
-            let (back, persistent) = decode_message(&record).expect("decodes");
+            let message = Message::new(b"amq.direct", b"key", &properties, body);
+            let record = Bytes::from(encode_message(&message, size != 10, expires));
+            assert_eq!(record.len() as u64, encoded_len(&message, expires));
+            assert_eq!(is_persistent_record(&record), size != 10);
             assert_eq!(
-                encoded_len(&back),
-                encoded_len(&message),
+                summarize_message(&record),
+                Some(RecordSummary {
+                    persistent: size != 10,
+                    expires,
+                    priority: 5,
+                    body_len: size as u64
+                })
+            );
+            let summary = summarize_message(&record).expect("summary");
+            assert_eq!(RecordSummary::unpack(summary.pack()), (expires, 5));
+            let stored = decode_message(&record).expect("decodes");
+            let (back, persistent) = (stored.message, stored.persistent);
+            assert_eq!(stored.expires, expires);
+            assert_eq!(
+                encoded_len(&back, expires),
+                encoded_len(&message, expires),
                 "settle's length hint"
             );
             assert_eq!(persistent, size != 10);
             assert_eq!(back.exchange(), "amq.direct");
             assert_eq!(back.routing_key(), "key");
-            assert_eq!(back.properties(), &[0x10, 0]);
+            assert_eq!(back.properties(), &properties);
             assert_eq!(back.body(), message.body());
             assert!(decode_message(&record.slice(..9)).is_none());
+            assert!(summarize_message(&record[..9]).is_none());
         }
         assert!(decode_message(&Bytes::from_static(&[3, 0, 0])).is_none());
+        assert!(decode_message(&Bytes::from_static(&[9, 0, 0, 0])).is_none());
     }
 }

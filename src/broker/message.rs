@@ -110,11 +110,35 @@ pub struct Entry {
     pub redelivered: bool,
     /// Where the queue's log holds it (a persistent message in a durable queue).
     pub position: Option<Position>,
+    /// Its priority level in a queue with `x-max-priority` (0 elsewhere).
+    pub priority: u8,
+    /// When it expires (`x-message-ttl` or its `expiration`): milliseconds since the Unix epoch,
+    /// or 0 for never. A requeued message keeps it.
+    pub expires: u64,
+}
+
+/// The wall clock in milliseconds since the Unix epoch: message expiry times are kept in it, so
+/// that they mean the same after a restart.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How a queue is to hold a published message, read from its properties once per publish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// delivery-mode 2: kept in a durable queue's log.
+    pub persistent: bool,
+    /// The `expiration` property: a time to live in milliseconds.
+    pub ttl: Option<u64>,
+    /// The `priority` property.
+    pub priority: u8,
 }
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq
+        self.cmp(other) == Ordering::Equal
     }
 }
 
@@ -126,9 +150,14 @@ impl PartialOrd for Entry {
     }
 }
 
+/// Entries sort in delivery order: higher priority first, then by `seq` (all priorities are 0
+/// outside an `x-max-priority` queue).
 impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.seq.cmp(&other.seq)
+        other
+            .priority
+            .cmp(&self.priority)
+            .then(self.seq.cmp(&other.seq))
     }
 }
 

@@ -104,13 +104,17 @@ pub struct Recovered {
     pub payload: Bytes,
     /// A delivery of it was recorded ([`Log::mark_delivered`]) before the restart.
     pub delivered: bool,
+    /// What the caller's `decide` said to keep beside it ([`Keep`]).
+    pub meta: u64,
 }
 
 /// What [`Log::open_with`] keeps of a live record found by recovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
-    Payload,
-    Position,
+    /// The payload, and a number of the caller's (returned as [`Recovered::meta`]).
+    Payload(u64),
+    /// Only the position (and the number).
+    Position(u64),
     /// Settle it: the caller does not want it back.
     Drop,
 }
@@ -210,7 +214,7 @@ impl Log {
     /// Opens (creating if missing) the log in `dir` and recovers it, with every live record's
     /// payload.
     pub fn open(dir: &Path, segment_size: u64) -> io::Result<(Log, Recovery)> {
-        Log::open_with(dir, segment_size, &mut |_| Keep::Payload)
+        Log::open_with(dir, segment_size, &mut |_| Keep::Payload(0))
     }
 
     /// Like [`Log::open`], but `decide` sees each live record's payload during the scan and says

@@ -11,7 +11,7 @@ use warren_protocol::table::decode_field_table;
 use warren_protocol::types::FieldTable;
 
 use super::{consumer_timeout, is_built_in, Topology, Vhost};
-use crate::broker::durable::{decode_message, is_persistent_record, Definition};
+use crate::broker::durable::{decode_message, summarize_message, Definition};
 use crate::broker::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target,
 };
@@ -152,17 +152,19 @@ impl Vhost {
         // positions in the log, read when consumers reach them. Transient records (paged out
         // before the restart) are dropped.
         let mut budget = store.memory_window;
+        let mut bytes = 0u64;
         let mut decide = |payload: &[u8]| {
-            if !is_persistent_record(payload) {
+            let Some(summary) = summarize_message(payload).filter(|s| s.persistent) else {
                 return Keep::Drop;
-            }
+            };
+            bytes += summary.body_len;
             let cost = payload.len() + 96;
             if cost > budget {
                 budget = 0;
-                return Keep::Position;
+                return Keep::Position(summary.pack());
             }
             budget -= cost;
-            Keep::Payload
+            Keep::Payload(summary.pack())
         };
         let (log, recovery) = Log::open_with(
             &crate::store::queue_dir(dir, name.as_bytes()),
@@ -177,7 +179,9 @@ impl Vhost {
                 continue;
             }
             match decode_message(&record.payload) {
-                Some((message, true)) => recovered.push((record, Some(Arc::new(message)))),
+                Some(stored) if stored.persistent => {
+                    recovered.push((record, Some(Arc::new(stored.message))))
+                }
                 _ => unreadable.push(record.position),
             }
         }
@@ -187,6 +191,7 @@ impl Vhost {
             Arc::clone(store),
             log,
             recovered,
+            bytes,
         ));
         if !unreadable.is_empty() {
             warn!(queue = %queue.name, count = unreadable.len(), "dropping unreadable records from the log");

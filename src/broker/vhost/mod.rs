@@ -19,6 +19,7 @@ mod durable;
 
 use super::arguments::{check_queue_arguments, ArgumentError};
 use super::consumer::Consumer;
+use super::dead_letter::dead_letter;
 use super::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, LazyHeaders, Target,
 };
@@ -404,16 +405,28 @@ impl Vhost {
         self.read().queues.values().cloned().collect()
     }
 
-    /// Deletes the queues whose `x-expires` has run out (unused: no consumer, no basic.get, no
+    /// The vhost's periodic work (every 100 ms): gives every queue its [`Queue::tick`] (expired
+    /// messages dropped at the head), dead-letters what the queues gave up on, and deletes the
+    /// queues whose `x-expires` has run out (unused: no consumer, no basic.get, no
     /// redeclaration for that long), as RabbitMQ does, messages and all.
     pub fn expire_unused(&self, now: std::time::Instant) {
-        let due: Vec<Arc<Queue>> = self
-            .read()
-            .queues
-            .values()
-            .filter(|queue| queue.is_expired(now))
-            .cloned()
-            .collect();
+        let mut due = Vec::new();
+        let mut given_up = Vec::new();
+        for queue in self.read().queues.values() {
+            if queue.is_expired(now) {
+                due.push(Arc::clone(queue));
+            }
+            let dropped = queue.tick();
+            if !dropped.is_empty() {
+                given_up.push((Arc::clone(queue), dropped));
+            }
+        }
+        // Dead-lettering routes: not under the topology lock.
+        for (queue, dropped) in given_up {
+            for (message, reason) in dropped {
+                dead_letter(self, &queue, &message, reason);
+            }
+        }
         for queue in due {
             if let Some(messages) = self.remove_if(&queue, |q| q.is_expired(now)) {
                 tracing::info!(vhost = %self.name, queue = %queue.name, messages, "queue expired (x-expires)");
@@ -666,6 +679,59 @@ impl Vhost {
             scratch.queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
         Ok(())
+    }
+
+    /// The declaration that would recreate the exchange `name` as it is (for the
+    /// configuration's checks against what exists); `None` if there is no such exchange.
+    pub fn exchange_declaration(&self, name: &str) -> Option<ExchangeDeclare> {
+        let topology = self.read();
+        let exchange = topology.exchanges.get(name.as_bytes())?;
+        Some(ExchangeDeclare {
+            name: exchange.name.clone(),
+            kind: exchange.kind.name().to_owned(),
+            passive: false,
+            durable: exchange.durable,
+            auto_delete: exchange.auto_delete,
+            internal: exchange.internal,
+            arguments: exchange.arguments.clone(),
+        })
+    }
+
+    /// The declaration that would recreate the queue `name` as it is, and the connection that
+    /// owns it if it is exclusive; `None` if there is no such queue.
+    pub fn queue_declaration(&self, name: &str) -> Option<(QueueDeclare, Option<u64>)> {
+        let topology = self.read();
+        let queue = topology.queues.get(name.as_bytes())?;
+        let declare = QueueDeclare {
+            name: queue.name.clone(),
+            server_named: false,
+            passive: false,
+            durable: queue.options.durable,
+            exclusive: queue.options.exclusive_owner.is_some(),
+            auto_delete: queue.options.auto_delete,
+            arguments: queue.options.arguments.clone(),
+        };
+        Some((declare, queue.options.exclusive_owner))
+    }
+
+    /// Whether the exchange `source` has this binding.
+    pub fn has_binding(
+        &self,
+        source: &str,
+        destination: Destination,
+        routing_key: ShortStr,
+        arguments: &FieldTable,
+    ) -> bool {
+        let key = BindingKey {
+            destination,
+            routing_key,
+            arguments: encode_arguments(arguments),
+        };
+        let topology = self.read();
+        topology
+            .exchanges
+            .get(source.as_bytes())
+            .is_some_and(|exchange| exchange.bindings().any(|binding| *binding == key))
     }
 }
 

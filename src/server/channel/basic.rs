@@ -25,7 +25,7 @@ use super::unacked::Delivery;
 use super::{settle, Channel, Channels, Mode, Settle, Tx};
 use crate::broker::consumer::Consumer;
 use crate::broker::dead_letter::{dead_letter, Reason};
-use crate::broker::message::{Entry, Message};
+use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::{ConsumeRefused, Enqueued, Published};
 use crate::broker::vhost::QueueDeclare;
 use crate::error::{Error, ReplyCode};
@@ -106,7 +106,7 @@ impl Channels {
             mut properties,
             body,
         } = complete;
-        let (persistent, direct_reply) = self.check_properties(&properties)?;
+        let (stamp, direct_reply) = self.check_properties(&properties)?;
         if direct_reply {
             properties = self.direct_reply_to(number, &properties)?;
         }
@@ -119,11 +119,11 @@ impl Channels {
         if matches!(self.open(number)?.mode, Mode::Tx(_)) {
             self.session.vhost.check_publish(message.exchange_bytes())?;
             if let Mode::Tx(tx) = &mut self.open(number)?.mode {
-                tx.publishes.push((message, publish.mandatory, persistent));
+                tx.publishes.push((message, publish.mandatory, stamp));
             }
             return Ok(());
         }
-        let outcome = self.route(out, number, &message, publish.mandatory, persistent)?;
+        let outcome = self.route(out, number, &message, publish.mandatory, stamp)?;
         let channel = self.open(number)?;
         let epoch = channel.epoch;
         if let Mode::Confirm(confirms) = &mut channel.mode {
@@ -160,10 +160,10 @@ impl Channels {
         ))
     }
 
-    /// RabbitMQ's checks of a published message's properties (406 on failure); whether the
-    /// message is persistent (delivery-mode 2), and whether its reply-to asks for direct
-    /// reply-to.
-    fn check_properties(&self, properties: &[u8]) -> Result<(bool, bool), Error> {
+    /// RabbitMQ's checks of a published message's properties (406 on failure); how queues are
+    /// to hold it (persistent, time to live, priority), and whether its reply-to asks for
+    /// direct reply-to.
+    fn check_properties(&self, properties: &[u8]) -> Result<(Stamp, bool), Error> {
         let checks = publish_checks(properties);
         if let Some(user_id) = checks.user_id {
             if user_id != self.session.user.as_bytes() {
@@ -179,6 +179,7 @@ impl Channels {
                 "invalid message: {{delivery_mode_unknown,{mode}}}"
             )));
         }
+        let mut ttl = None;
         if let Some(expiration) = checks.expiration {
             let text = String::from_utf8_lossy(expiration);
             let reason = match text.parse::<i64>() {
@@ -192,9 +193,15 @@ impl Channels {
                     "invalid expiration '{text}': {reason}"
                 )));
             }
+            ttl = text.parse::<u64>().ok();
         }
         let direct_reply = checks.reply_to == Some(DIRECT_REPLY_TO.as_bytes());
-        Ok((checks.delivery_mode == Some(2), direct_reply))
+        let stamp = Stamp {
+            persistent: checks.delivery_mode == Some(2),
+            ttl,
+            priority: checks.priority.unwrap_or(0),
+        };
+        Ok((stamp, direct_reply))
     }
 
     /// Puts a message into every queue its exchange routes it to; returns it to the publisher
@@ -205,7 +212,7 @@ impl Channels {
         number: u16,
         message: &Arc<Message>,
         mandatory: bool,
-        persistent: bool,
+        stamp: Stamp,
     ) -> Result<Routed, Error> {
         self.session.vhost.route(
             message.exchange_bytes(),
@@ -224,9 +231,9 @@ impl Channels {
                 enqueued,
                 logged,
                 dropped,
-            } = queue.publish(message, persistent);
-            for message in dropped {
-                dead_letter(&self.session.vhost, &queue, &message, Reason::Maxlen);
+            } = queue.publish(message, stamp);
+            for (message, reason) in dropped {
+                dead_letter(&self.session.vhost, &queue, &message, reason);
             }
             if logged && !self.unflushed.iter().any(|q| Arc::ptr_eq(q, &queue)) {
                 self.unflushed.push(Arc::clone(&queue));
@@ -629,8 +636,8 @@ impl Channels {
                 let channel = self.open(number)?;
                 settle_committed(channel, tx.settles);
                 let mut store = None;
-                for (message, mandatory, persistent) in tx.publishes {
-                    let routed = self.route(out, number, &message, mandatory, persistent)?;
+                for (message, mandatory, stamp) in tx.publishes {
+                    let routed = self.route(out, number, &message, mandatory, stamp)?;
                     store = store.or(routed.store);
                 }
                 if let Some(store) = store {

@@ -31,7 +31,7 @@ use warren_protocol::spec::{channel, AMQPClass};
 
 use crate::broker::consumer::{ChannelCredit, ConfirmTag, Consumer, Outbox};
 use crate::broker::durable::encoded_len;
-use crate::broker::message::{Entry, Message};
+use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::Queue;
 use crate::broker::vhost::{RouteScratch, Vhost};
 use crate::error::{Error, Exception};
@@ -94,8 +94,8 @@ enum Mode {
 /// Work held until `tx.commit`.
 #[derive(Debug, Default)]
 struct Tx {
-    /// Message, mandatory, persistent.
-    publishes: Vec<(Arc<Message>, bool, bool)>,
+    /// Message, mandatory, how queues hold it.
+    publishes: Vec<(Arc<Message>, bool, Stamp)>,
     settles: Vec<(Delivery, Settle)>,
 }
 
@@ -722,7 +722,12 @@ fn settle_run(queue: &Queue, run: &mut Vec<Entry>, how: Settle) {
         Settle::Ack | Settle::Drop => {
             let mut stored = run
                 .drain(..)
-                .filter_map(|entry| Some((entry.position?, Some(encoded_len(&entry.message)))))
+                .filter_map(|entry| {
+                    Some((
+                        entry.position?,
+                        Some(encoded_len(&entry.message, entry.expires)),
+                    ))
+                })
                 .peekable();
             if stored.peek().is_some() {
                 queue.settle_stored(stored);

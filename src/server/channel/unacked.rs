@@ -213,6 +213,8 @@ mod tests {
                 message,
                 redelivered: false,
                 position: None,
+                priority: 0,
+                expires: 0,
             },
             queue: Arc::clone(queue),
             consumer: None,

@@ -223,9 +223,9 @@ fn scan(
             segment: id,
             offset: offset32,
         };
-        let payload = match decide(&scratch) {
-            Keep::Payload => Bytes::copy_from_slice(&scratch),
-            Keep::Position => Bytes::new(),
+        let (payload, meta) = match decide(&scratch) {
+            Keep::Payload(meta) => (Bytes::copy_from_slice(&scratch), meta),
+            Keep::Position(meta) => (Bytes::new(), meta),
             Keep::Drop => {
                 state.dropped.push(position);
                 continue;
@@ -235,6 +235,7 @@ fn scan(
             position,
             payload,
             delivered: acks.is_delivered(offset32),
+            meta,
         });
     }
     Ok(scan)

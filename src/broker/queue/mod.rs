@@ -1,37 +1,47 @@
 //! A queue: its ready messages in order, its consumers, and the dispatch that moves one to the
 //! other.
 //!
-//! State lives behind one mutex with short critical sections: enqueue, take, requeue, and
-//! dispatch (which only pushes into consumer outboxes, never waits). Every operation is O(1)
-//! amortised except requeue, O(log n) in the requeued messages. Unacked deliveries are not held
-//! here: the channel that received them holds them by delivery tag and gives them back
-//! ([`Queue::requeue`]) or settles them.
+//! State ([`state::QueueState`]) lives behind one mutex with short critical sections: enqueue,
+//! take, requeue, and dispatch (which only pushes into consumer outboxes, never waits). Every
+//! operation is O(1) amortised except requeue, O(log n) in the requeued messages. Unacked
+//! deliveries are not held here: the channel that received them holds them by delivery tag and
+//! gives them back ([`Queue::requeue`]) or settles them.
 //!
-//! Order: ready messages carry an increasing `seq`. Requeued messages wait in a min-heap by `seq`
-//! and are served before the rest; since a queue always delivers its lowest `seq` first, every
-//! requeued message sorts before every never-delivered one, so a requeue restores the original
-//! order. This module never takes the topology lock (lock order: topology, then queue).
+//! Order: ready messages carry an increasing `seq`, in one FIFO lane per priority level
+//! ([`ready::Ready`]; one lane unless `x-max-priority`). Requeued messages wait in a min-heap by
+//! (priority, `seq`) and are served before the ready ones of their priority; since a queue
+//! always delivers its lowest `seq` first within a priority, a requeue restores the original
+//! order. Expired messages (`x-message-ttl`, `expiration`) are dropped when they reach the head,
+//! and by [`Queue::tick`]. This module never takes the topology lock (lock order: topology,
+//! then queue) and never routes: what it dead-letters it hands back to the caller.
+
+mod limits;
+mod ready;
+mod state;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use warren_protocol::method::ShortStr;
-use warren_protocol::types::{AMQPValue, FieldTable};
-
-use super::values::integer;
+use warren_protocol::types::FieldTable;
 
 use tracing::error;
 
 use super::consumer::Consumer;
-use super::durable::{decode_message, encode_message, encoded_len};
+use super::dead_letter::Reason;
+use super::durable::{encode_message, RecordSummary};
 use super::flow::Flow;
-use super::message::{Entry, Message};
+use super::message::{now_ms, Entry, Message, Stamp};
 use crate::store::log::{Log, Position, Recovered};
 use crate::store::Store;
+use limits::Limits;
+use ready::{Ready, Slot};
+use state::{footprint, QueueState};
 
 /// The properties a queue is declared with.
 #[derive(Debug, Clone)]
@@ -43,58 +53,6 @@ pub struct QueueOptions {
     pub arguments: FieldTable,
     /// `x-consumer-timeout`: how long a delivery may stay unacked.
     pub consumer_timeout: Option<Duration>,
-}
-
-/// The queue arguments that change what a queue does (length limit and overflow, single active
-/// consumer, expiry, dead-lettering), read once when it is declared.
-#[derive(Debug, Clone, Default)]
-struct Limits {
-    max_length: Option<usize>,
-    /// `reject-publish` (and `reject-publish-dlx`): refuse the new message instead of dropping
-    /// the oldest (`drop-head`, the default).
-    reject: bool,
-    /// `reject-publish-dlx`: a refused message is dead-lettered too.
-    reject_dead_letters: bool,
-    /// `x-single-active-consumer`: only the oldest consumer gets messages; the next one takes
-    /// over when it goes.
-    single_active: bool,
-    /// `x-expires`: the queue is deleted once unused for this long.
-    expires: Option<Duration>,
-    /// `x-dead-letter-exchange` and `x-dead-letter-routing-key`.
-    dead_letter: Option<(ShortStr, Option<ShortStr>)>,
-}
-
-impl Limits {
-    fn from_arguments(arguments: &FieldTable) -> Limits {
-        let table = arguments.inner();
-        let max_length = table
-            .get("x-max-length")
-            .and_then(integer)
-            .map(|n| usize::try_from(n.max(0)).unwrap_or(usize::MAX));
-        let overflow = table
-            .get("x-overflow")
-            .and_then(super::values::text)
-            .unwrap_or(b"drop-head");
-        let reject = overflow.starts_with(b"reject-publish");
-        let reject_dead_letters = overflow == b"reject-publish-dlx";
-        let single_active = matches!(
-            table.get("x-single-active-consumer"),
-            Some(AMQPValue::Boolean(true))
-        );
-        let expires = table
-            .get("x-expires")
-            .and_then(integer)
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(Duration::from_millis);
-        Limits {
-            max_length,
-            reject,
-            reject_dead_letters,
-            single_active,
-            expires,
-            dead_letter: super::dead_letter::target(arguments),
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -109,6 +67,8 @@ pub struct Queue {
     state: Mutex<QueueState>,
     /// Pushes back on publishers when deliveries fall behind.
     pub flow: Flow,
+    /// [`Queue::tick`] has work here: messages may expire, or wait to be dead-lettered.
+    attention: AtomicBool,
 }
 
 /// What [`Queue::publish`] did.
@@ -118,8 +78,9 @@ pub struct Published {
     /// The queue has a log whose buffered writes the caller must flush ([`Queue::flush_log`])
     /// before it answers the publisher.
     pub logged: bool,
-    /// Messages dropped from the head for `x-max-length`, for the caller to dead-letter.
-    pub dropped: Vec<Arc<Message>>,
+    /// Messages the queue gave up on (dropped for length, or expired), for the caller to
+    /// dead-letter.
+    pub dropped: Vec<(Arc<Message>, Reason)>,
 }
 
 /// What became of a published message.
@@ -131,53 +92,11 @@ pub enum Enqueued {
     Logged,
     /// Not taken: the queue was deleted meanwhile.
     Deleted,
-    /// Not taken: the queue is at its `x-max-length` and refuses more (`x-overflow` =
-    /// `reject-publish`); a confirm-mode publisher gets a nack.
+    /// Not taken: the queue is at its `x-max-length` (or `-bytes`) and refuses more
+    /// (`x-overflow` = `reject-publish`); a confirm-mode publisher gets a nack.
     Rejected,
     /// Not taken: writing it to the log failed.
     Failed,
-}
-
-/// A ready message: in memory, or (paged out) only in the log.
-#[derive(Debug)]
-struct Slot {
-    seq: u64,
-    message: Option<Arc<Message>>,
-    redelivered: bool,
-    position: Option<Position>,
-}
-
-/// How much of a log one read of paged-out messages takes (see `QueueState::load_ahead`).
-const READ_AHEAD: usize = 256 * 1024;
-
-/// What a message costs in memory while a queue holds it (bytes, roughly).
-fn footprint(message: &Message) -> usize {
-    message.body().len() + message.properties().len() + 96
-}
-
-#[derive(Debug, Default)]
-struct QueueState {
-    /// The durable queue's log, or the spill log of a non-durable queue whose backlog outgrew
-    /// its memory window.
-    log: Option<Log>,
-    /// `log` is a spill log: nothing in it survives a restart.
-    spill: bool,
-    ready: VecDeque<Slot>,
-    /// Bytes of messages `ready` holds in memory.
-    memory: usize,
-    requeued: BinaryHeap<Reverse<Entry>>,
-    next_seq: u64,
-    consumers: Vec<Arc<Consumer>>,
-    /// Some consumers have another `x-priority` than others (else dispatch serves them all as
-    /// one level without looking at priorities).
-    mixed_priorities: bool,
-    /// Messages dropped for `x-max-length` that go to the dead-letter exchange.
-    dropped: Vec<Arc<Message>>,
-    /// Since when the queue has been unused (for `x-expires`); `None`: since it was created.
-    idle_since: Option<std::time::Instant>,
-    /// Round robin: where the next search for a consumer with credit starts.
-    next_consumer: usize,
-    deleted: bool,
 }
 
 /// Why a consumer cannot be added.
@@ -189,269 +108,62 @@ pub enum ConsumeRefused {
     Deleted,
 }
 
-impl QueueState {
-    /// Notes in the log that a stored message went out: settled at once for a no-ack consumer,
-    /// marked delivered otherwise (so a recovered copy says `redelivered`). Written, not synced.
-    fn record_delivery(&mut self, entry: &Entry, position: Position, no_ack: bool) {
-        let Some(log) = &mut self.log else {
-            return;
-        };
-        let written = match (no_ack, entry.redelivered) {
-            (true, _) => log.settle_sized(position, Some(encoded_len(&entry.message))),
-            (false, false) => log.mark_delivered(position),
-            (false, true) => Ok(()),
-        };
-        if let Err(e) = written {
-            error!(error = %e, "queue log: recording a delivery failed");
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.ready.len() + self.requeued.len()
-    }
-
-    /// The next message: requeued ones first, then the ready list, reading paged-out messages
-    /// back from the log.
-    fn pop(&mut self) -> Option<Entry> {
-        if let Some(Reverse(entry)) = self.requeued.pop() {
-            return Some(entry);
-        }
-        loop {
-            let slot = self.ready.pop_front()?;
-            let message = match slot.message {
-                Some(message) => {
-                    self.memory = self.memory.saturating_sub(footprint(&message));
-                    message
-                }
-                None => match self.load_ahead(slot.position) {
-                    Some(message) => message,
-                    None => continue,
-                },
-            };
-            return Some(Entry {
-                seq: slot.seq,
-                message,
-                redelivered: slot.redelivered,
-                position: slot.position,
-            });
-        }
-    }
-
-    /// Reads a paged-out message back, and with it (one read of [`READ_AHEAD`] bytes) the
-    /// paged-out messages that follow it in the ready list and in the log, which come back into
-    /// memory: a consumer draining a backlog costs one `pread` per run of records, not per
-    /// message.
-    fn load_ahead(&mut self, position: Option<Position>) -> Option<Arc<Message>> {
-        let (Some(log), Some(position)) = (&self.log, position) else {
-            return None;
-        };
-        let run = match log.read_run(position, READ_AHEAD) {
-            Ok(run)
-                if run
-                    .first()
-                    .is_some_and(|(offset, _)| *offset == position.offset) =>
-            {
-                run
-            }
-            _ => return self.load(Some(position)),
-        };
-        let mut records = run.into_iter();
-        let first = records
-            .next()
-            .and_then(|(_, record)| decode_message(&record));
-        let mut records = records.peekable();
-        for slot in self.ready.iter_mut() {
-            let Some(at) = slot.position else {
-                continue;
-            };
-            if slot.message.is_some() {
-                continue;
-            }
-            if at.segment != position.segment {
-                break;
-            }
-            while records.next_if(|(offset, _)| *offset < at.offset).is_some() {}
-            let Some((_, record)) = records.next_if(|(offset, _)| *offset == at.offset) else {
-                break;
-            };
-            if let Some((message, _)) = decode_message(&record) {
-                self.memory += footprint(&message);
-                slot.message = Some(Arc::new(message));
-            }
-        }
-        match first {
-            Some((message, _)) => Some(Arc::new(message)),
-            None => self.load(Some(position)),
-        }
-    }
-
-    /// Reads a paged-out message back; a record that cannot be read is dropped (and settled) with
-    /// an error in the log: the disk lost it.
-    fn load(&mut self, position: Option<Position>) -> Option<Arc<Message>> {
-        let (Some(log), Some(position)) = (&mut self.log, position) else {
-            return None;
-        };
-        let message = log
-            .read(position)
-            .ok()
-            .and_then(|record| decode_message(&record));
-        match message {
-            Some((message, _)) => Some(Arc::new(message)),
-            None => {
-                error!(
-                    segment = position.segment,
-                    offset = position.offset,
-                    "queue log: a paged-out message cannot be read back; dropping it"
-                );
-                let _ = log.settle(position);
-                None
-            }
-        }
-    }
-
-    /// Drops the next message to be delivered (`x-overflow` = `drop-head`) and settles it in
-    /// the log; returns it if it was in memory, or (with `read_back`) read back from the log.
-    /// `None` if the queue was empty.
-    fn drop_head(&mut self, read_back: bool) -> Option<Option<Arc<Message>>> {
-        let (message, position) = match read_back {
-            true => {
-                let entry = self.pop()?;
-                (Some(entry.message), entry.position)
-            }
-            false => match self.requeued.pop() {
-                Some(Reverse(entry)) => (Some(entry.message), entry.position),
-                None => {
-                    let slot = self.ready.pop_front()?;
-                    if let Some(message) = &slot.message {
-                        self.memory = self.memory.saturating_sub(footprint(message));
-                    }
-                    (slot.message, slot.position)
-                }
-            },
-        };
-        if let (Some(log), Some(position)) = (&mut self.log, position) {
-            let len = message.as_deref().map(encoded_len);
-            if let Err(e) = log.settle_sized(position, len) {
-                error!(error = %e, "queue log: recording a dropped message failed");
-            }
-        }
-        Some(message)
-    }
-
-    fn remove_consumer(&mut self, consumer: &Arc<Consumer>) {
-        self.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
-        self.mixed_priorities = self
-            .consumers
-            .windows(2)
-            .any(|pair| pair[0].priority != pair[1].priority);
-    }
-
-    fn push_front(&mut self, entry: Entry) {
-        self.requeued.push(Reverse(entry));
-    }
-
-    /// Hands ready messages to consumers with credit, round robin, until either runs out.
-    /// Returns whether messages are left while the broker is what holds a consumer back
-    /// ([`Consumer::behind`], see [`super::flow`]).
-    fn dispatch(&mut self, single_active: bool) -> bool {
-        // Consumers are kept sorted by priority, highest first (registration order within one
-        // priority); a single-active-consumer queue serves only the first.
-        let count = match single_active {
-            true => self.consumers.len().min(1),
-            false => self.consumers.len(),
-        };
-        if count == 0 {
-            return false;
-        }
-        'messages: while self.len() > 0 {
-            // The highest priority level with a consumer that has credit, round robin within it.
-            let mut start = 0;
-            while start < count {
-                let level = self.consumers[start].priority;
-                let width = match self.mixed_priorities {
-                    false => count - start,
-                    true => self.consumers[start..count]
-                        .iter()
-                        .take_while(|c| c.priority == level)
-                        .count(),
-                };
-                let first = match self.next_consumer {
-                    next if next > start && next < start + width => next - start,
-                    _ => 0,
-                };
-                for step in 0..width {
-                    let index = start + (first + step) % width;
-                    let consumer = &self.consumers[index];
-                    if !consumer.try_take() {
-                        continue;
-                    }
-                    let consumer = Arc::clone(consumer);
-                    let Some(entry) = self.pop() else {
-                        return false;
-                    };
-                    self.next_consumer = index + 1;
-                    if let Some(position) = entry.position {
-                        self.record_delivery(&entry, position, consumer.no_ack);
-                    }
-                    if let Err(entry) = consumer.send(entry) {
-                        // The consumer's connection is gone; its cleanup will remove it.
-                        self.push_front(entry);
-                        self.remove_consumer(&consumer);
-                        return self.dispatch(single_active);
-                    }
-                    continue 'messages;
-                }
-                start += width;
-            }
-            return self.consumers[..count].iter().any(|c| c.behind());
-        }
-        false
-    }
-}
-
 impl Queue {
     pub fn new(name: ShortStr, options: QueueOptions) -> Queue {
+        let limits = Limits::from_arguments(&options.arguments);
         Queue {
             name,
-            limits: Limits::from_arguments(&options.arguments),
+            attention: AtomicBool::new(limits.message_ttl.is_some()),
+            state: Mutex::new(QueueState::for_limits(&limits)),
+            limits,
             created: std::time::Instant::now(),
             options,
             store: None,
-            state: Mutex::new(QueueState::default()),
             flow: Flow::default(),
         }
     }
 
     /// A durable queue backed by `log`, holding the messages recovered from it (`None`: a message
-    /// left in the log, read back when consumers reach it).
+    /// left in the log, read back when consumers reach it; its [`Recovered::meta`] is its
+    /// [`RecordSummary::pack`]). `bytes`: the body bytes of them all.
     pub fn with_log(
         name: ShortStr,
         options: QueueOptions,
         store: Arc<Store>,
         log: Log,
         recovered: impl IntoIterator<Item = (Recovered, Option<Arc<Message>>)>,
+        bytes: u64,
     ) -> Queue {
+        let limits = Limits::from_arguments(&options.arguments);
         let mut state = QueueState {
             log: Some(log),
-            ..QueueState::default()
+            bytes,
+            ..QueueState::for_limits(&limits)
         };
         for (record, message) in recovered {
             let seq = state.next_seq;
             state.next_seq += 1;
             state.memory += message.as_deref().map_or(0, footprint);
-            state.ready.push_back(Slot {
-                seq,
-                message,
-                redelivered: record.delivered,
-                position: Some(record.position),
-            });
+            let (expires, priority) = RecordSummary::unpack(record.meta);
+            state.expiring |= expires != 0;
+            state.ready.push_back(
+                priority,
+                Slot {
+                    seq,
+                    expires,
+                    message,
+                    redelivered: record.delivered,
+                    position: Some(record.position),
+                },
+            );
         }
         Queue {
             name,
-            limits: Limits::from_arguments(&options.arguments),
+            limits,
             created: std::time::Instant::now(),
             options,
             store: Some(store),
+            attention: AtomicBool::new(state.expiring),
             state: Mutex::new(state),
             flow: Flow::default(),
         }
@@ -473,9 +185,9 @@ impl Queue {
     /// Appends a message and dispatches. A persistent message in a durable queue is appended to
     /// the log first (`Logged`: once the caller's [`Queue::flush_log`] has handed it to the group
     /// commit, the caller may wait for the sync with [`Store::syncer`]).
-    pub fn publish(&self, message: &Arc<Message>, persistent: bool) -> Published {
+    pub fn publish(&self, message: &Arc<Message>, stamp: Stamp) -> Published {
         let mut state = self.lock();
-        let enqueued = self.enqueue(&mut state, message, persistent);
+        let enqueued = self.enqueue(&mut state, message, stamp);
         Published {
             enqueued,
             logged: state.log.is_some(),
@@ -483,20 +195,27 @@ impl Queue {
         }
     }
 
-    fn enqueue(
-        &self,
-        state: &mut QueueState,
-        message: &Arc<Message>,
-        persistent: bool,
-    ) -> Enqueued {
+    fn enqueue(&self, state: &mut QueueState, message: &Arc<Message>, stamp: Stamp) -> Enqueued {
         if state.deleted {
             return Enqueued::Deleted;
         }
-        if self.limits.reject && self.limits.max_length.is_some_and(|max| state.len() >= max) {
+        state.drop_expired();
+        let body = message.body().len() as u64;
+        if self.limits.reject && self.limits.full_for(state.len(), state.bytes, body) {
             if self.limits.reject_dead_letters && self.limits.dead_letter.is_some() {
-                state.dropped.push(Arc::clone(message));
+                state.dropped.push((Arc::clone(message), Reason::Maxlen));
             }
             return Enqueued::Rejected;
+        }
+        // The sooner of the queue's TTL and the message's own.
+        let ttl = match (self.limits.message_ttl, stamp.ttl) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let expires = ttl.map_or(0, |ttl| now_ms().saturating_add(ttl).max(1));
+        if expires != 0 && !state.expiring {
+            state.expiring = true;
+            self.attention.store(true, Relaxed);
         }
         let cost = footprint(message);
         let over_window = self
@@ -506,8 +225,8 @@ impl Queue {
         let durable_log = state.log.is_some() && !state.spill;
         let mut position = None;
         let mut logged = false;
-        if persistent && durable_log {
-            match self.append(state, message, true) {
+        if stamp.persistent && durable_log {
+            match self.append(state, message, true, expires) {
                 Ok(at) => {
                     position = Some(at);
                     logged = true;
@@ -519,7 +238,7 @@ impl Queue {
             }
         } else if over_window {
             // Paged out: written (not synced: it need not survive a restart), not kept.
-            match self.append(state, message, false) {
+            match self.append(state, message, false, expires) {
                 Ok(at) => position = Some(at),
                 Err(e) => {
                     error!(queue = %self.name, error = %e, "queue log: paging out failed; keeping the message in memory")
@@ -530,30 +249,42 @@ impl Queue {
         if keep {
             state.memory += cost;
         }
+        state.bytes += body;
         let seq = state.next_seq;
         state.next_seq += 1;
-        state.ready.push_back(Slot {
-            seq,
-            message: keep.then(|| Arc::clone(message)),
-            redelivered: false,
-            position,
-        });
+        let lane = state.ready.lane_of(stamp.priority);
+        state.ready.push_back(
+            lane,
+            Slot {
+                seq,
+                expires,
+                message: keep.then(|| Arc::clone(message)),
+                redelivered: false,
+                position,
+            },
+        );
         self.dispatch_locked(state);
-        if let Some(max) = self.limits.max_length {
-            // What is dropped for length goes to the dead-letter exchange (reason maxlen), by
-            // the caller once the lock is let go.
-            let dead_letter = self.limits.dead_letter.is_some();
-            while state.len() > max {
-                match state.drop_head(dead_letter) {
-                    None => break,
-                    Some(Some(message)) if dead_letter => state.dropped.push(message),
-                    Some(_) => {}
-                }
-            }
+        if ttl == Some(0) {
+            state.drop_if_waiting(lane, seq);
         }
+        self.trim(state);
         match logged {
             true => Enqueued::Logged,
             false => Enqueued::Queued,
+        }
+    }
+
+    /// Drops messages from the head while the queue holds more than `x-max-length` messages or
+    /// `x-max-length-bytes` bytes (`drop-head`); what is dropped goes to the dead-letter
+    /// exchange (reason maxlen), by the caller once the lock is let go.
+    fn trim(&self, state: &mut QueueState) {
+        if self.limits.reject {
+            return;
+        }
+        while self.limits.exceeded(state.len(), state.bytes) {
+            if !state.drop_head() {
+                break;
+            }
         }
     }
 
@@ -564,6 +295,7 @@ impl Queue {
         state: &mut QueueState,
         message: &Message,
         persistent: bool,
+        expires: u64,
     ) -> std::io::Result<Position> {
         let Some(store) = &self.store else {
             return Err(std::io::Error::other("no store"));
@@ -577,7 +309,7 @@ impl Queue {
             return Err(std::io::Error::other("no log"));
         };
         // Buffered: written by the publisher's `flush_log` (or sooner), then synced.
-        log.append(&encode_message(message, persistent))
+        log.append(&encode_message(message, persistent, expires))
     }
 
     /// A non-durable queue that may page its backlog out to a spill log in `store`.
@@ -679,7 +411,7 @@ impl Queue {
             entry.redelivered = true;
             state.push_front(entry);
         }
-        self.dispatch_and_flush(&mut state);
+        self.requeued(&mut state);
     }
 
     /// Puts back a message that was handed to a consumer but never sent (its consumer went away
@@ -690,7 +422,7 @@ impl Queue {
             return;
         }
         state.push_front(entry);
-        self.dispatch_and_flush(&mut state);
+        self.requeued(&mut state);
     }
 
     /// Like [`Queue::requeue`], but tries the consumers after `skip` first: used when `skip`
@@ -706,7 +438,44 @@ impl Queue {
         let mut entry = entry;
         entry.redelivered = true;
         state.push_front(entry);
-        self.dispatch_and_flush(&mut state);
+        self.requeued(&mut state);
+    }
+
+    /// After messages came back: a `drop-head` queue over its limits drops from the head first
+    /// (the requeued messages, usually), as RabbitMQ does; then dispatch.
+    fn requeued(&self, state: &mut QueueState) {
+        self.trim(state);
+        self.dispatch_and_flush(state);
+        self.note_dropped(state);
+    }
+
+    /// Remembers that the queue holds messages to dead-letter, for [`Queue::tick`].
+    fn note_dropped(&self, state: &QueueState) {
+        if !state.dropped.is_empty() && !self.attention.load(Relaxed) {
+            self.attention.store(true, Relaxed);
+        }
+    }
+
+    /// The queue's background work, for a broker task that runs it every few milliseconds:
+    /// drops expired messages at the head, and returns the messages the queue gave up on since
+    /// the last call (expired, or dropped for length outside a publish), for the caller to
+    /// dead-letter. Takes the lock only for queues that may have such work.
+    pub fn tick(&self) -> Vec<(Arc<Message>, Reason)> {
+        if !self.attention.load(Relaxed) {
+            return Vec::new();
+        }
+        let mut state = self.lock();
+        if state.expiring {
+            let before = state.len();
+            state.drop_expired();
+            if state.len() != before {
+                // Dropping settled stored messages; perhaps room for a waiting publisher.
+                self.dispatch_and_flush(&mut state);
+            }
+        } else if !state.deleted {
+            self.attention.store(false, Relaxed);
+        }
+        std::mem::take(&mut state.dropped)
     }
 
     /// Where messages this queue gives up on go: (dead-letter exchange, routing key).
@@ -752,6 +521,7 @@ impl Queue {
         if state.log.is_some() {
             let _ = self.flush_locked(state);
         }
+        self.note_dropped(state);
     }
 
     /// Writes the log's buffered records and entries and hands the files of a durable log to
@@ -783,7 +553,9 @@ impl Queue {
         if self.limits.expires.is_some() {
             state.idle_since = Some(std::time::Instant::now());
         }
-        let entry = state.pop()?;
+        let entry = state.pop();
+        self.note_dropped(&state);
+        let entry = entry?;
         if let Some(position) = entry.position {
             state.record_delivery(&entry, position, no_ack);
             let _ = self.flush_locked(&mut state);
@@ -793,7 +565,9 @@ impl Queue {
 
     /// (ready messages, consumers), as declare-ok reports them.
     pub fn counts(&self) -> (u32, u32) {
-        let state = self.lock();
+        let mut state = self.lock();
+        state.drop_expired();
+        self.note_dropped(&state);
         (
             saturating_u32(state.len()),
             saturating_u32(state.consumers.len()),
@@ -804,9 +578,10 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut state = self.lock();
         let count = state.len();
-        let ready = std::mem::take(&mut state.ready);
+        let ready: Vec<Slot> = state.ready.take_all().collect();
         let requeued = std::mem::take(&mut state.requeued);
         state.memory = 0;
+        state.bytes = 0;
         self.flow.release();
         if let Some(log) = &mut state.log {
             let stored = ready
@@ -881,8 +656,9 @@ impl Queue {
         state.deleted = true;
         self.flow.release();
         let count = saturating_u32(state.len());
-        state.ready = VecDeque::new();
+        state.ready = Ready::default();
         state.requeued = BinaryHeap::new();
+        state.dropped.clear();
         if let Some(log) = state.log.take() {
             if let Err(e) = log.destroy() {
                 error!(queue = %self.name, error = %e, "queue log: deleting it failed");

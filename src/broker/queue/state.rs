@@ -1,0 +1,433 @@
+//! What a queue holds behind its mutex: the ready list, the requeued messages, the consumers, and
+//! the log of a durable (or spilling) queue; and the moves between them: take the next message
+//! (reading paged-out ones back), drop what expired or does not fit, dispatch to consumers.
+//!
+//! Everything here runs under the queue's lock and never blocks on anything but the log's file
+//! reads; it never routes (dead-lettered messages are collected in `dropped` for the caller).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use tracing::error;
+
+use super::super::consumer::Consumer;
+use super::super::dead_letter::Reason;
+use super::super::durable::{decode_message, encoded_len};
+use super::super::message::{now_ms, Entry, Message};
+use super::ready::{Ready, Slot};
+use crate::store::log::{Log, Position};
+
+/// How much of a log one read of paged-out messages takes (see `QueueState::load_ahead`).
+const READ_AHEAD: usize = 256 * 1024;
+
+/// What a message costs in memory while a queue holds it (bytes, roughly).
+pub(super) fn footprint(message: &Message) -> usize {
+    message.body().len() + message.properties().len() + 96
+}
+
+fn body_len(message: &Message) -> u64 {
+    message.body().len() as u64
+}
+
+/// Whether a message stamped to expire at `expires` has expired at `now` (both in ms since the
+/// epoch; 0 never expires). Strict: a message with a TTL of 0 may still go to a consumer that
+/// is ready in the millisecond it arrives, as in RabbitMQ.
+pub(super) fn expired(expires: u64, now: u64) -> bool {
+    expires != 0 && expires < now
+}
+
+#[derive(Debug, Default)]
+pub(super) struct QueueState {
+    /// The durable queue's log, or the spill log of a non-durable queue whose backlog outgrew
+    /// its memory window.
+    pub log: Option<Log>,
+    /// `log` is a spill log: nothing in it survives a restart.
+    pub spill: bool,
+    pub ready: Ready,
+    /// Bytes of messages `ready` holds in memory.
+    pub memory: usize,
+    /// Body bytes of the ready and requeued messages (`x-max-length-bytes`). Exact when
+    /// `read_back` is set; otherwise paged-out messages dropped unread are not subtracted.
+    pub bytes: u64,
+    pub requeued: BinaryHeap<Reverse<Entry>>,
+    pub next_seq: u64,
+    pub consumers: Vec<Arc<Consumer>>,
+    /// Some consumers have another `x-priority` than others (else dispatch serves them all as
+    /// one level without looking at priorities).
+    pub mixed_priorities: bool,
+    /// Messages given up on (expired, or dropped for length) that go to the dead-letter
+    /// exchange once the lock is let go.
+    pub dropped: Vec<(Arc<Message>, Reason)>,
+    /// The queue dead-letters: what it gives up on is read back from the log and kept in
+    /// `dropped`.
+    pub dead_letters: bool,
+    /// Paged-out messages given up on are read back (to dead-letter them, or to count their
+    /// bytes); else they are settled unread.
+    pub read_back: bool,
+    /// Some ready message may have an expiry time (the queue has a TTL, or was sent a message
+    /// with an `expiration`).
+    pub expiring: bool,
+    /// Since when the queue has been unused (for `x-expires`); `None`: since it was created.
+    pub idle_since: Option<std::time::Instant>,
+    /// Round robin: where the next search for a consumer with credit starts.
+    pub next_consumer: usize,
+    pub deleted: bool,
+}
+
+/// A message taken out of the ready list or the requeued ones, perhaps not read back yet.
+struct Taken {
+    seq: u64,
+    priority: u8,
+    expires: u64,
+    message: Option<Arc<Message>>,
+    position: Option<Position>,
+    redelivered: bool,
+}
+
+impl QueueState {
+    pub fn for_limits(limits: &super::limits::Limits) -> QueueState {
+        QueueState {
+            ready: Ready::new(limits.max_priority),
+            dead_letters: limits.dead_letter.is_some(),
+            read_back: limits.dead_letter.is_some() || limits.max_bytes.is_some(),
+            expiring: limits.message_ttl.is_some(),
+            ..QueueState::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ready.len() + self.requeued.len()
+    }
+
+    /// Notes in the log that a stored message went out: settled at once for a no-ack consumer,
+    /// marked delivered otherwise (so a recovered copy says `redelivered`). Written, not synced.
+    pub fn record_delivery(&mut self, entry: &Entry, position: Position, no_ack: bool) {
+        let Some(log) = &mut self.log else {
+            return;
+        };
+        let written = match (no_ack, entry.redelivered) {
+            (true, _) => {
+                log.settle_sized(position, Some(encoded_len(&entry.message, entry.expires)))
+            }
+            (false, false) => log.mark_delivered(position),
+            (false, true) => Ok(()),
+        };
+        if let Err(e) = written {
+            error!(error = %e, "queue log: recording a delivery failed");
+        }
+    }
+
+    /// Puts a message back among the requeued ones (served first, in their original order).
+    pub fn push_front(&mut self, entry: Entry) {
+        self.bytes += body_len(&entry.message);
+        self.requeued.push(Reverse(entry));
+    }
+
+    /// Takes the next message to be delivered: requeued ones first within the highest priority,
+    /// without reading a paged-out one back.
+    fn take_next(&mut self) -> Option<Taken> {
+        let requeued_first = match (self.requeued.peek(), self.ready.top()) {
+            (Some(Reverse(entry)), Some(top)) => entry.priority >= top,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if requeued_first {
+            let Reverse(entry) = self.requeued.pop()?;
+            self.bytes = self.bytes.saturating_sub(body_len(&entry.message));
+            return Some(Taken {
+                seq: entry.seq,
+                priority: entry.priority,
+                expires: entry.expires,
+                message: Some(entry.message),
+                position: entry.position,
+                redelivered: entry.redelivered,
+            });
+        }
+        let (priority, slot) = self.ready.pop_front()?;
+        Some(self.taken(priority, slot))
+    }
+
+    fn taken(&mut self, priority: u8, slot: Slot) -> Taken {
+        if let Some(message) = &slot.message {
+            self.memory = self.memory.saturating_sub(footprint(message));
+            self.bytes = self.bytes.saturating_sub(body_len(message));
+        }
+        Taken {
+            seq: slot.seq,
+            priority,
+            expires: slot.expires,
+            message: slot.message,
+            position: slot.position,
+            redelivered: slot.redelivered,
+        }
+    }
+
+    /// Reads a taken message back if it was paged out; false if it cannot be (it was dropped).
+    fn fill(&mut self, taken: &mut Taken) -> bool {
+        if taken.message.is_some() {
+            return true;
+        }
+        let Some(message) = self.load_ahead(taken.priority, taken.position) else {
+            return false;
+        };
+        self.bytes = self.bytes.saturating_sub(body_len(&message));
+        taken.message = Some(message);
+        true
+    }
+
+    /// The next message: requeued ones first, then the ready list, reading paged-out messages
+    /// back from the log. Expired messages met on the way are dropped (or dead-lettered).
+    pub fn pop(&mut self) -> Option<Entry> {
+        let mut now = None;
+        loop {
+            let mut taken = self.take_next()?;
+            let is_expired =
+                taken.expires != 0 && expired(taken.expires, *now.get_or_insert_with(now_ms));
+            if (!is_expired || self.read_back) && !self.fill(&mut taken) {
+                continue;
+            }
+            if is_expired {
+                self.discard(taken, Reason::Expired);
+                continue;
+            }
+            let Some(message) = taken.message else {
+                continue;
+            };
+            return Some(Entry {
+                seq: taken.seq,
+                message,
+                redelivered: taken.redelivered,
+                position: taken.position,
+                priority: taken.priority,
+                expires: taken.expires,
+            });
+        }
+    }
+
+    /// Settles a message the queue gives up on in its log, and keeps it for the dead-letter
+    /// exchange if the queue has one (and the message is known).
+    fn discard(&mut self, taken: Taken, reason: Reason) {
+        if let (Some(log), Some(position)) = (&mut self.log, taken.position) {
+            let len = taken
+                .message
+                .as_deref()
+                .map(|m| encoded_len(m, taken.expires));
+            if let Err(e) = log.settle_sized(position, len) {
+                error!(error = %e, "queue log: recording a dropped message failed");
+            }
+        }
+        if let (true, Some(message)) = (self.dead_letters, taken.message) {
+            self.dropped.push((message, reason));
+        }
+    }
+
+    /// Drops the next message to be delivered (`x-overflow` = `drop-head`); false if the queue
+    /// was empty.
+    pub fn drop_head(&mut self) -> bool {
+        let Some(mut taken) = self.take_next() else {
+            return false;
+        };
+        if !self.read_back || self.fill(&mut taken) {
+            self.discard(taken, Reason::Maxlen);
+        }
+        true
+    }
+
+    /// Drops the head messages that have expired: the next requeued one and the front of each
+    /// priority lane, until none has. A message behind an unexpired one waits for it, as in
+    /// RabbitMQ.
+    pub fn drop_expired(&mut self) {
+        if !self.expiring {
+            return;
+        }
+        let now = now_ms();
+        loop {
+            if let Some(Reverse(entry)) = self.requeued.peek() {
+                if expired(entry.expires, now) {
+                    if let Some(Reverse(entry)) = self.requeued.pop() {
+                        self.bytes = self.bytes.saturating_sub(body_len(&entry.message));
+                        let taken = Taken {
+                            seq: entry.seq,
+                            priority: entry.priority,
+                            expires: entry.expires,
+                            message: Some(entry.message),
+                            position: entry.position,
+                            redelivered: entry.redelivered,
+                        };
+                        self.discard(taken, Reason::Expired);
+                    }
+                    continue;
+                }
+            }
+            let lane = self
+                .ready
+                .fronts()
+                .find(|(_, slot)| expired(slot.expires, now))
+                .map(|(lane, _)| lane);
+            let Some(slot) = lane.and_then(|lane| self.ready.pop_lane(lane)) else {
+                break;
+            };
+            let mut taken = self.taken(lane.unwrap_or(0), slot);
+            if !self.read_back || self.fill(&mut taken) {
+                self.discard(taken, Reason::Expired);
+            }
+        }
+    }
+
+    /// Drops the just-published message `seq` (priority lane `lane`) if no consumer took it: a
+    /// message with a TTL of 0 is delivered at once or never.
+    pub fn drop_if_waiting(&mut self, lane: u8, seq: u64) {
+        if self.ready.back(lane).is_none_or(|slot| slot.seq != seq) {
+            return;
+        }
+        if let Some(slot) = self.ready.pop_back(lane) {
+            let mut taken = self.taken(lane, slot);
+            if !self.read_back || self.fill(&mut taken) {
+                self.discard(taken, Reason::Expired);
+            }
+        }
+    }
+
+    /// Reads a paged-out message back, and with it (one read of [`READ_AHEAD`] bytes) the
+    /// paged-out messages that follow it in its lane and in the log, which come back into
+    /// memory: a consumer draining a backlog costs one `pread` per run of records, not per
+    /// message.
+    fn load_ahead(&mut self, lane: u8, position: Option<Position>) -> Option<Arc<Message>> {
+        let (Some(log), Some(position)) = (&self.log, position) else {
+            return None;
+        };
+        let run = match log.read_run(position, READ_AHEAD) {
+            Ok(run)
+                if run
+                    .first()
+                    .is_some_and(|(offset, _)| *offset == position.offset) =>
+            {
+                run
+            }
+            _ => return self.load(Some(position)),
+        };
+        let mut records = run.into_iter();
+        let first = records
+            .next()
+            .and_then(|(_, record)| decode_message(&record));
+        let mut records = records.peekable();
+        let mut loaded = 0;
+        for slot in self.ready.lane_mut(lane) {
+            let Some(at) = slot.position else {
+                continue;
+            };
+            if slot.message.is_some() {
+                continue;
+            }
+            if at.segment != position.segment {
+                break;
+            }
+            while records.next_if(|(offset, _)| *offset < at.offset).is_some() {}
+            let Some((_, record)) = records.next_if(|(offset, _)| *offset == at.offset) else {
+                break;
+            };
+            if let Some(stored) = decode_message(&record) {
+                loaded += footprint(&stored.message);
+                slot.message = Some(Arc::new(stored.message));
+            }
+        }
+        self.memory += loaded;
+        match first {
+            Some(stored) => Some(Arc::new(stored.message)),
+            None => self.load(Some(position)),
+        }
+    }
+
+    /// Reads a paged-out message back; a record that cannot be read is dropped (and settled) with
+    /// an error in the log: the disk lost it.
+    fn load(&mut self, position: Option<Position>) -> Option<Arc<Message>> {
+        let (Some(log), Some(position)) = (&mut self.log, position) else {
+            return None;
+        };
+        let message = log
+            .read(position)
+            .ok()
+            .and_then(|record| decode_message(&record));
+        match message {
+            Some(stored) => Some(Arc::new(stored.message)),
+            None => {
+                error!(
+                    segment = position.segment,
+                    offset = position.offset,
+                    "queue log: a paged-out message cannot be read back; dropping it"
+                );
+                let _ = log.settle(position);
+                None
+            }
+        }
+    }
+
+    pub fn remove_consumer(&mut self, consumer: &Arc<Consumer>) {
+        self.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+        self.mixed_priorities = self
+            .consumers
+            .windows(2)
+            .any(|pair| pair[0].priority != pair[1].priority);
+    }
+
+    /// Hands ready messages to consumers with credit, round robin, until either runs out.
+    /// Returns whether messages are left while the broker is what holds a consumer back
+    /// ([`Consumer::behind`], see [`super::super::flow`]).
+    pub fn dispatch(&mut self, single_active: bool) -> bool {
+        // Consumers are kept sorted by priority, highest first (registration order within one
+        // priority); a single-active-consumer queue serves only the first.
+        let count = match single_active {
+            true => self.consumers.len().min(1),
+            false => self.consumers.len(),
+        };
+        if count == 0 {
+            return false;
+        }
+        'messages: while self.len() > 0 {
+            // The highest priority level with a consumer that has credit, round robin within it.
+            let mut start = 0;
+            while start < count {
+                let level = self.consumers[start].priority;
+                let width = match self.mixed_priorities {
+                    false => count - start,
+                    true => self.consumers[start..count]
+                        .iter()
+                        .take_while(|c| c.priority == level)
+                        .count(),
+                };
+                let first = match self.next_consumer {
+                    next if next > start && next < start + width => next - start,
+                    _ => 0,
+                };
+                for step in 0..width {
+                    let index = start + (first + step) % width;
+                    let consumer = &self.consumers[index];
+                    if !consumer.try_take() {
+                        continue;
+                    }
+                    let consumer = Arc::clone(consumer);
+                    let Some(entry) = self.pop() else {
+                        // Only expired or unreadable messages were left.
+                        consumer.give_back();
+                        return false;
+                    };
+                    self.next_consumer = index + 1;
+                    if let Some(position) = entry.position {
+                        self.record_delivery(&entry, position, consumer.no_ack);
+                    }
+                    if let Err(entry) = consumer.send(entry) {
+                        // The consumer's connection is gone; its cleanup will remove it.
+                        self.push_front(entry);
+                        self.remove_consumer(&consumer);
+                        return self.dispatch(single_active);
+                    }
+                    continue 'messages;
+                }
+                start += width;
+            }
+            return self.consumers[..count].iter().any(|c| c.behind());
+        }
+        false
+    }
+}
