@@ -1,48 +1,156 @@
 //! SASL authentication for `connection.start-ok`: the PLAIN and AMQPLAIN mechanisms, checked against
-//! the broker's users. Owns no state beyond the user list; never touches the socket.
+//! the broker's users. Owns the user list (and the permissions, kept for the security work that
+//! will enforce them); never touches the socket.
 //!
-//! As in RabbitMQ, the default user `guest` may only connect from a loopback address.
+//! As in RabbitMQ, the default user `guest` may only connect from a loopback address. Passwords
+//! are kept in RabbitMQ's form (`rabbit_password_hashing_sha256`: a 4-byte salt and the SHA-256
+//! of salt and password) or, with a warning at load, in plain text.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use base64::Engine as _;
 use bytes::Bytes;
+use parking_lot::RwLock;
+use regex::Regex;
+use sha2::{Digest, Sha256};
 use warren_protocol::table::check_table;
 use warren_protocol::types::{AMQPValue, FieldTable};
 
 /// The mechanisms offered in `connection.start`, in preference order.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
 
+/// How a user's password is kept.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Password {
+    /// As written (a configuration file's `password`).
+    Plain(String),
+    /// RabbitMQ's salted SHA-256 (`password_hash`).
+    Sha256 { salt: [u8; 4], hash: [u8; 32] },
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Password::Plain(_) => f.write_str("Password::Plain(..)"),
+            Password::Sha256 { .. } => f.write_str("Password::Sha256(..)"),
+        }
+    }
+}
+
+impl Password {
+    /// Reads a RabbitMQ `password_hash`: base64 of the salt (4 bytes) then SHA-256(salt ++
+    /// password) (32 bytes).
+    pub fn from_rabbitmq_hash(encoded: &str) -> Result<Password, String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| format!("not base64 ({e})"))?;
+        let (Ok(salt), Ok(hash)) = (
+            <[u8; 4]>::try_from(bytes.get(..4).unwrap_or_default()),
+            <[u8; 32]>::try_from(bytes.get(4..).unwrap_or_default()),
+        ) else {
+            return Err(format!(
+                "{} bytes once decoded, where RabbitMQ's SHA-256 hash is 36 (a 4-byte salt and a 32-byte digest)",
+                bytes.len()
+            ));
+        };
+        Ok(Password::Sha256 { salt, hash })
+    }
+
+    /// A RabbitMQ `password_hash` for `password` with `salt`.
+    pub fn rabbitmq_hash(salt: [u8; 4], password: &str) -> String {
+        let mut bytes = salt.to_vec();
+        bytes.extend_from_slice(&salted_sha256(salt, password));
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    pub fn matches(&self, given: &str) -> bool {
+        match self {
+            Password::Plain(password) => password == given,
+            Password::Sha256 { salt, hash } => salted_sha256(*salt, given) == *hash,
+        }
+    }
+}
+
+fn salted_sha256(salt: [u8; 4], password: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(password.as_bytes());
+    hasher.finalize().into()
+}
+
 /// A user who may log in.
 #[derive(Clone, Debug)]
 pub struct User {
     pub name: String,
-    pub password: String,
+    pub password: Password,
     /// Only from loopback addresses (RabbitMQ's `loopback_users`).
     pub loopback_only: bool,
+    /// RabbitMQ's user tags (`administrator`, `monitoring`, …): kept, not yet acted on.
+    pub tags: Vec<String>,
 }
 
-/// The users known to the broker.
+/// What a user may do in a vhost (RabbitMQ's three regular expressions over resource names).
+/// Kept; enforcement comes with the security work.
+#[derive(Clone, Debug)]
+pub struct Permission {
+    pub user: String,
+    pub vhost: String,
+    pub configure: Regex,
+    pub write: Regex,
+    pub read: Regex,
+}
+
+/// The users known to the broker: a shared handle (clones see the same list), so that a
+/// reloaded configuration reaches every connection through [`Users::replace`].
 #[derive(Clone, Debug)]
 pub struct Users {
+    inner: Arc<RwLock<Accounts>>,
+}
+
+#[derive(Debug)]
+struct Accounts {
     users: Vec<User>,
+    permissions: Vec<Permission>,
 }
 
 impl Default for Users {
     /// The embedded default: `guest`/`guest`, from loopback only.
     fn default() -> Self {
-        Users {
-            users: vec![User {
-                name: "guest".into(),
-                password: "guest".into(),
-                loopback_only: true,
-            }],
-        }
+        Users::new(vec![User {
+            name: "guest".into(),
+            password: Password::Plain("guest".into()),
+            loopback_only: true,
+            tags: vec!["administrator".into()],
+        }])
     }
 }
 
 impl Users {
     pub fn new(users: Vec<User>) -> Users {
-        Users { users }
+        Users::with_permissions(users, Vec::new())
+    }
+
+    pub fn with_permissions(users: Vec<User>, permissions: Vec<Permission>) -> Users {
+        Users {
+            inner: Arc::new(RwLock::new(Accounts { users, permissions })),
+        }
+    }
+
+    /// The users, at this moment.
+    pub fn list(&self) -> Vec<User> {
+        self.inner.read().users.clone()
+    }
+
+    /// The permissions, at this moment.
+    pub fn permissions(&self) -> Vec<Permission> {
+        self.inner.read().permissions.clone()
+    }
+
+    /// Replaces users and permissions for every holder of this handle (connections already
+    /// open keep their login).
+    pub fn replace(&self, users: Vec<User>, permissions: Vec<Permission>) {
+        *self.inner.write() = Accounts { users, permissions };
     }
 
     /// Checks a `start-ok` response; returns the user name, or why the login is refused (the
@@ -62,12 +170,13 @@ impl Users {
         let refused = || {
             format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.")
         };
-        let user = self
+        let accounts = self.inner.read();
+        let user = accounts
             .users
             .iter()
             .find(|u| u.name == name)
             .ok_or_else(refused)?;
-        if user.password != password {
+        if !user.password.matches(&password) {
             return Err(refused());
         }
         if user.loopback_only && !peer.is_loopback() {
@@ -150,6 +259,35 @@ mod tests {
         );
         assert!(users
             .authenticate("AMQPLAIN", &body[..body.len() - 1], LOCAL)
+            .is_err());
+    }
+
+    #[test]
+    fn rabbitmq_password_hashes() {
+        // From RabbitMQ's documentation (rabbitmqctl hash_password, SHA-256): "test12".
+        let hash = Password::rabbitmq_hash([0x90, 0x8d, 0xc6, 0x0a], "test12");
+        assert_eq!(hash, "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR");
+        let password = Password::from_rabbitmq_hash(&hash).unwrap();
+        assert!(password.matches("test12"));
+        assert!(!password.matches("test13"));
+        assert!(Password::from_rabbitmq_hash("not base64!").is_err());
+        assert!(Password::from_rabbitmq_hash("AAAA").is_err());
+        let users = Users::new(vec![User {
+            name: "app".into(),
+            password,
+            loopback_only: false,
+            tags: Vec::new(),
+        }]);
+        assert_eq!(
+            users.authenticate("PLAIN", b"\0app\0test12", REMOTE),
+            Ok("app".into())
+        );
+        assert!(users
+            .authenticate("PLAIN", b"\0app\0wrong", REMOTE)
+            .is_err());
+        users.replace(Users::default().list(), Vec::new());
+        assert!(users
+            .authenticate("PLAIN", b"\0app\0test12", REMOTE)
             .is_err());
     }
 }

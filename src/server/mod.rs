@@ -1,9 +1,10 @@
 //! The network side of the broker: the TCP listener, one task per connection, and shutdown.
 //!
-//! [`Server::bind`] opens the listener; [`Server::run`] accepts until the shutdown future
-//! completes, then tells every connection (through a `watch` channel) to close with
+//! [`Server::bind`] opens the listeners; [`Server::run`] accepts on all of them until the shutdown
+//! future completes, then tells every connection (through a `watch` channel) to close with
 //! 320 CONNECTION_FORCED and waits, bounded, for them to finish. Connection tasks share only the
-//! read-only [`Context`].
+//! read-only [`Context`]. With `max_connections`, each connection task holds a permit of a
+//! semaphore; a connection accepted when none is left is closed at once (logged).
 
 pub mod alarms;
 mod auth;
@@ -16,14 +17,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-pub use auth::{User, Users};
+pub use auth::{Password, Permission, User, Users};
 use channel::Limits;
 
 use crate::broker::Broker;
@@ -38,6 +40,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
     pub listen: String,
+    /// More addresses to accept connections on, beside `listen`.
+    pub extra_listeners: Vec<String>,
+    /// At most this many client connections at once (`None`: no limit); one more is closed as
+    /// soon as it is accepted.
+    pub max_connections: Option<usize>,
     pub data_dir: PathBuf,
     pub tuning: Tuning,
     pub handshake_timeout: Duration,
@@ -80,6 +87,8 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             listen: "0.0.0.0:5672".into(),
+            extra_listeners: Vec::new(),
+            max_connections: None,
             data_dir: PathBuf::from("./warren-data"),
             tuning: Tuning::default(),
             handshake_timeout: Duration::from_secs(10),
@@ -104,7 +113,7 @@ pub(crate) struct Context {
     pub(crate) tuning: Tuning,
     pub(crate) handshake_timeout: Duration,
     pub(crate) users: Users,
-    pub(crate) broker: Broker,
+    pub(crate) broker: Arc<Broker>,
     pub(crate) limits: Limits,
     /// The resource alarm in effect, if any.
     pub(crate) alarms: watch::Receiver<Option<String>>,
@@ -112,14 +121,27 @@ pub(crate) struct Context {
 
 /// A bound, not yet running, broker.
 pub struct Server {
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     context: Arc<Context>,
     thresholds: Arc<alarms::Thresholds>,
+    /// `max_connections` and its permits, when the number of connections is limited.
+    connection_limit: Option<(usize, Arc<Semaphore>)>,
 }
 
 impl Server {
-    /// Creates the data directory if needed and binds the listener.
+    /// Creates the data directory if needed, opens the broker (recovering what is durable) and
+    /// binds the listeners.
     pub async fn bind(options: ServerOptions) -> io::Result<Server> {
+        Ok(Server::bind_with(options, |_| Ok(())).await?.0)
+    }
+
+    /// [`Server::bind`], calling `configure` on the broker once it is recovered and before any
+    /// listener is bound (the configuration file's topology is applied there); its error stops
+    /// the start.
+    pub async fn bind_with<T>(
+        options: ServerOptions,
+        configure: impl FnOnce(&Broker) -> io::Result<T>,
+    ) -> io::Result<(Server, T)> {
         std::fs::create_dir_all(&options.data_dir)?;
         let store = Arc::new(Store {
             data_dir: options.data_dir.clone(),
@@ -132,10 +154,17 @@ impl Server {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let broker = Broker::open(&options.vhosts, &store)?;
+        let broker = Arc::new(Broker::open(&options.vhosts, &store)?);
+        let configured = configure(&broker)?;
         broker.spawn_compaction(options.compaction_interval);
         broker.spawn_expiry(Duration::from_millis(100));
-        let listener = TcpListener::bind(&options.listen).await?;
+        let mut listeners = Vec::new();
+        for address in std::iter::once(&options.listen).chain(&options.extra_listeners) {
+            let listener = TcpListener::bind(address).await.map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
+            })?;
+            listeners.push(listener);
+        }
         let thresholds =
             alarms::Thresholds::new(options.memory_high_watermark, options.disk_free_limit);
         let alarms = alarms::start(
@@ -155,11 +184,25 @@ impl Server {
                 unacked_timeout_action: options.unacked_timeout_action,
             },
         });
-        Ok(Server {
-            listener,
+        let server = Server {
+            listeners,
             context,
             thresholds,
-        })
+            connection_limit: options
+                .max_connections
+                .map(|n| (n, Arc::new(Semaphore::new(n)))),
+        };
+        Ok((server, configured))
+    }
+
+    /// The broker (shared with the connections), for the configuration's reloads.
+    pub fn broker(&self) -> Arc<Broker> {
+        Arc::clone(&self.context.broker)
+    }
+
+    /// The users: a shared handle, so that replacing them reaches every new login.
+    pub fn users(&self) -> Users {
+        self.context.users.clone()
     }
 
     /// The resource-alarm thresholds, changeable while the server runs.
@@ -167,25 +210,68 @@ impl Server {
         Arc::clone(&self.thresholds)
     }
 
+    /// The address of the first listener.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match self.listeners.first() {
+            Some(listener) => listener.local_addr(),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "no listener")),
+        }
+    }
+
+    /// The addresses of every listener, in the order they were given.
+    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.listeners.iter().map(TcpListener::local_addr).collect()
+    }
+
+    /// The next connection on any listener (each wake-up starts with a different listener, so
+    /// that a busy one cannot starve the others).
+    async fn accept(&self, turn: &mut usize) -> io::Result<(TcpStream, SocketAddr)> {
+        let count = self.listeners.len();
+        std::future::poll_fn(|cx| {
+            for i in 0..count {
+                let listener = &self.listeners[(*turn + i) % count];
+                if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                    *turn = (*turn + i + 1) % count;
+                    return Poll::Ready(accepted);
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Serves clients until `shutdown` completes, then closes every connection gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let addr = self.local_addr()?;
-        info!(%addr, "listening for AMQP 0-9-1");
+        for addr in self.local_addrs()? {
+            info!(%addr, "listening for AMQP 0-9-1");
+        }
+        let mut turn = 0;
         let (stop, stopping) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
+                accepted = self.accept(&mut turn) => match accepted {
                     Ok((stream, peer)) => {
+                        let permit = match &self.connection_limit {
+                            None => None,
+                            Some((limit, permits)) => match Arc::clone(permits).try_acquire_owned() {
+                                Ok(permit) => Some(permit),
+                                Err(_) => {
+                                    warn!(%peer, limit, "connection refused: max_connections reached");
+                                    drop(stream);
+                                    continue;
+                                }
+                            },
+                        };
                         let _ = stream.set_nodelay(true);
                         let context = Arc::clone(&self.context);
-                        connections.spawn(connection::serve(stream, peer, context, stopping.clone()));
+                        let serve = connection::serve(stream, peer, context, stopping.clone());
+                        connections.spawn(async move {
+                            serve.await;
+                            drop(permit);
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -196,7 +282,7 @@ impl Server {
                 Some(done) = connections.join_next(), if !connections.is_empty() => log_task_end(done),
             }
         }
-        drop(self.listener);
+        drop(self.listeners);
         info!(
             open = connections.len(),
             "shutting down: closing connections"
