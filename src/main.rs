@@ -1,67 +1,81 @@
-//! The `warren` command: parse the command line, start logging, run the server until SIGINT or
-//! SIGTERM. Nothing else lives here.
+//! The `warren` command: parse the command line, read the configuration file (if any), start
+//! logging, run the server until SIGINT or SIGTERM, reloading the file on SIGHUP; or, as
+//! `warren check-config FILE`, only check a file. Nothing else lives here.
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: the hot path allocates a message (and frees it on another
 /// thread) per publish, where glibc spent ~14% of the broker's instructions (consolidating its
 /// fast bins on every 64 KiB read buffer).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tracing::error;
-use warren::{Server, ServerOptions};
+use tracing::{error, info, warn};
+use warren::config::apply::{apply_at_start, ApplyError};
+use warren::config::reload::Reloader;
+use warren::config::settings::Overrides;
+use warren::config::{self, Config, LogFormat, Settings};
+use warren::Server;
+
+/// The exit code for a configuration that is not valid (or does not fit the data directory).
+const EXIT_CONFIG: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(name = "warren", version, about = "An AMQP 0-9-1 message broker")]
 struct Cli {
-    /// Address to accept AMQP connections on.
-    #[arg(long, default_value = "0.0.0.0:5672")]
-    listen: String,
-    /// Directory for the broker's data; created if missing.
-    #[arg(long, default_value = "./warren-data")]
-    data_dir: PathBuf,
+    /// Address to accept AMQP connections on [default: the file's listeners, else 0.0.0.0:5672].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory for the broker's data; created if missing [default: the file's data_dir, else
+    /// ./warren-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (TOML, see config/warren.toml); reloaded on SIGHUP.
+    #[arg(long, env = "WARREN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a configuration file: every problem with its line and column (exit 2), or a
+    /// one-line summary (exit 0).
+    CheckConfig { file: PathBuf },
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
     let cli = Cli::parse();
-    let options = ServerOptions {
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return check_config(file);
+    }
+    let config = match &cli.config {
+        None => Config::embedded(),
+        Some(path) => match config::load(path) {
+            Ok(config) => config,
+            Err(report) => {
+                eprintln!("{report}");
+                eprintln!("{}: not starting", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let overrides = Overrides {
         listen: cli.listen,
         data_dir: cli.data_dir,
-        ..ServerOptions::default()
     };
+    let mut settings = config.settings.clone();
+    settings.override_with(&overrides);
+    init_logging(&settings);
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
+    if cli.config.is_some() {
+        info!("{}", config.summary());
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -69,15 +83,117 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let server = Server::bind(options).await?;
-        server.run(shutdown_signal()).await
-    });
+    let result = runtime.block_on(serve(cli.config, config, settings, overrides));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!(error = %e, "warren failed");
-            ExitCode::FAILURE
+            match e.get_ref().and_then(|e| e.downcast_ref::<ApplyError>()) {
+                Some(ApplyError::Conflicts(problems)) => {
+                    for problem in problems {
+                        error!("{problem}");
+                    }
+                    error!("the configuration does not fit what the data directory holds: not starting");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                _ => {
+                    error!(error = %e, "warren failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `warren check-config FILE`.
+fn check_config(file: &Path) -> ExitCode {
+    match config::load(file) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            println!("{}", config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(report) => {
+            eprintln!("{report}");
+            let count = report.problems.len();
+            eprintln!(
+                "{}: {count} problem{}",
+                file.display(),
+                if count == 1 { "" } else { "s" }
+            );
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Binds (applying the file's topology once the durable state is recovered), then serves.
+async fn serve(
+    path: Option<PathBuf>,
+    config: Config,
+    settings: Settings,
+    overrides: Overrides,
+) -> io::Result<()> {
+    let options = settings.server_options(&config.users, &config.permissions, &config.vhosts);
+    let (server, owned) = Server::bind_with(options, |broker| {
+        apply_at_start(broker, &config.topology).map_err(io::Error::other)
+    })
+    .await?;
+    match path {
+        Some(path) => {
+            let reloader = Reloader {
+                path,
+                overrides,
+                settings,
+                vhosts: config.vhosts.clone(),
+                owned,
+                broker: server.broker(),
+                users: server.users(),
+                thresholds: server.thresholds(),
+            };
+            tokio::spawn(config::reload::on_sighup(reloader));
+        }
+        None => {
+            tokio::spawn(ignore_sighup());
+        }
+    }
+    server.run(shutdown_signal()).await
+}
+
+/// Without a file there is nothing to reload, but SIGHUP must not end the broker.
+async fn ignore_sighup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    if let Ok(mut hangups) = signal(SignalKind::hangup()) {
+        while hangups.recv().await.is_some() {
+            info!("SIGHUP: no configuration file to reload (start with --config FILE)");
+        }
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match settings.log_format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let ctrl_c = tokio::signal::ctrl_c();
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
         }
     }
 }

@@ -1,0 +1,140 @@
+//! The file as serde reads it: one struct per section or entry, every field optional where the
+//! file may leave it out, names and values kept with their spans (`Spanned`) so that the checks
+//! can point at them. Unknown keys are refused (`deny_unknown_fields`). Nothing here checks
+//! meaning; that is `check.rs`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::{ConfigDuration, ConfigSize, MemoryLimit};
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listeners: Option<Vec<Spanned<String>>>,
+    pub data_dir: Option<String>,
+    pub heartbeat: Option<Spanned<ConfigDuration>>,
+    pub frame_max: Option<Spanned<u32>>,
+    pub channel_max: Option<u16>,
+    pub max_connections: Option<u32>,
+    pub handshake_timeout: Option<Spanned<ConfigDuration>>,
+    pub unacked_timeout: Option<ConfigDuration>,
+    pub unacked_timeout_action: Option<TimeoutAction>,
+    pub max_message_size: Option<Spanned<ConfigSize>>,
+    pub segment_size: Option<Spanned<ConfigSize>>,
+    pub queue_memory_window: Option<ConfigSize>,
+    pub memory_high_watermark: Option<Spanned<MemoryLimit>>,
+    pub disk_free_limit: Option<ConfigSize>,
+    pub log_level: Option<Spanned<String>>,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeoutAction {
+    Redeliver,
+    CloseChannel,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[[users]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: Spanned<String>,
+    pub password_hash: Option<Spanned<String>>,
+    pub hashing_algorithm: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// `[[vhosts]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VhostEntry {
+    pub name: Spanned<String>,
+}
+
+/// `[[permissions]]`: RabbitMQ's three regular expressions for a user in a vhost.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionEntry {
+    pub user: Spanned<String>,
+    pub vhost: Option<Spanned<String>>,
+    pub configure: Spanned<String>,
+    pub write: Spanned<String>,
+    pub read: Spanned<String>,
+}
+
+/// An `arguments` inline table: each value keeps its span.
+pub type Arguments = BTreeMap<String, Spanned<toml::Value>>;
+
+/// `[[exchanges]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeEntry {
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub vhost: Option<Spanned<String>>,
+    #[serde(default)]
+    pub durable: bool,
+    #[serde(default)]
+    pub auto_delete: bool,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub arguments: Arguments,
+}
+
+/// `[[queues]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueEntry {
+    pub name: Spanned<String>,
+    pub vhost: Option<Spanned<String>>,
+    #[serde(default)]
+    pub durable: bool,
+    pub exclusive: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub auto_delete: bool,
+    #[serde(default)]
+    pub arguments: Arguments,
+}
+
+/// What a binding leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestinationType {
+    #[default]
+    Queue,
+    Exchange,
+}
+
+/// `[[bindings]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingEntry {
+    pub source: Spanned<String>,
+    pub destination: Spanned<String>,
+    #[serde(default)]
+    pub destination_type: DestinationType,
+    pub vhost: Option<Spanned<String>>,
+    pub routing_key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub arguments: Arguments,
+}
