@@ -1,0 +1,229 @@
+//! SIGHUP reloads the configuration file of the real `warren` with no restart: a binding added to
+//! the file is added and one removed is removed, a queue dropped from the file is deleted, and
+//! nothing else moves: messages in untouched queues stay, and what a client declared survives.
+//! An invalid file, or one that would need a queue redeclared, changes nothing of the kind.
+
+mod common;
+#[path = "common/warren_process.rs"]
+mod warren_process;
+
+use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+
+use common::{
+    assert_reply, confirm_channel, connect_uri, declare_queue_named, get_all, publish_confirmed,
+    queue_counts, within,
+};
+use warren_process::{TempDir, WarrenProcess};
+
+const BEFORE: &str = r#"
+[[exchanges]]
+name = "events"
+type = "direct"
+
+[[queues]]
+name = "kept"
+
+[[queues]]
+name = "moved"
+
+[[queues]]
+name = "dropped"
+
+[[bindings]]
+source = "events"
+destination = "kept"
+routing_key = "k"
+
+[[bindings]]
+source = "events"
+destination = "moved"
+routing_key = "old"
+"#;
+
+/// The binding of `moved` changes from "old" to "new", `dropped` goes, `added` comes.
+const AFTER: &str = r#"
+[[exchanges]]
+name = "events"
+type = "direct"
+
+[[queues]]
+name = "kept"
+
+[[queues]]
+name = "moved"
+
+[[queues]]
+name = "added"
+
+[[bindings]]
+source = "events"
+destination = "kept"
+routing_key = "k"
+
+[[bindings]]
+source = "events"
+destination = "moved"
+routing_key = "new"
+
+[[bindings]]
+source = "events"
+destination = "added"
+routing_key = "old"
+"#;
+
+/// Publishes to `events` with `key`, waiting for the confirm.
+async fn publish(channel: &lapin::Channel, key: &str, body: &str) {
+    publish_confirmed(
+        channel,
+        "events",
+        key,
+        body.as_bytes(),
+        BasicProperties::default(),
+    )
+    .await;
+}
+
+/// Whether a mandatory publish with `key` comes back unroutable.
+async fn unroutable(channel: &lapin::Channel, key: &str) -> bool {
+    let confirm = within(
+        "basic.publish",
+        channel.basic_publish(
+            "events".into(),
+            key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            b"probe",
+            BasicProperties::default(),
+        ),
+    )
+    .await
+    .expect("basic.publish");
+    let confirmation = within("confirm", confirm).await.expect("confirm");
+    confirmation.take_message().is_some()
+}
+
+#[tokio::test]
+async fn sighup_adds_and_removes_bindings_without_a_restart() {
+    let dir = TempDir::new("reload");
+    let file = dir.path().join("warren.toml");
+    std::fs::write(&file, BEFORE).expect("write the file");
+    let warren = WarrenProcess::start(&file, &dir.path().join("data"));
+    let pid = warren.pid();
+    let uri = format!("amqp://guest:guest@{}/%2f", warren.addr);
+    let connection = connect_uri(&uri).await;
+    let channel = confirm_channel(&connection).await;
+    // A client's own queue and binding on the file's exchange.
+    declare_queue_named(
+        &channel,
+        "client",
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await;
+    within(
+        "queue.bind",
+        channel.queue_bind(
+            "client".into(),
+            "events".into(),
+            "c".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("queue.bind");
+    for i in 0..5 {
+        publish(&channel, "k", &format!("kept {i}")).await;
+    }
+    publish(&channel, "old", "moved 0").await;
+    publish(&channel, "c", "client 0").await;
+    assert_eq!(queue_counts(&channel, "kept").await.0, 5);
+
+    std::fs::write(&file, AFTER).expect("edit the file");
+    warren.hangup();
+    warren.wait_for_log("configuration reloaded", 1).await;
+    assert_eq!(warren.pid(), pid);
+
+    // The binding with "old" went from `moved` and came to `added`; "new" reaches `moved`.
+    publish(&channel, "old", "added 0").await;
+    publish(&channel, "new", "moved 1").await;
+    assert_eq!(get_all(&channel, "moved").await, vec!["moved 0", "moved 1"]);
+    assert_eq!(get_all(&channel, "added").await, vec!["added 0"]);
+    // `dropped` is gone; the untouched queue kept every message; the client's things stayed.
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let probe = common::channel(&connection).await;
+    assert_reply(
+        probe
+            .queue_declare("dropped".into(), passive, FieldTable::default())
+            .await,
+        404,
+    );
+    publish(&channel, "c", "client 1").await;
+    assert_eq!(
+        get_all(&channel, "client").await,
+        vec!["client 0", "client 1"]
+    );
+    let kept: Vec<String> = (0..5).map(|i| format!("kept {i}")).collect();
+    assert_eq!(get_all(&channel, "kept").await, kept);
+    assert!(warren.stop().await);
+}
+
+#[tokio::test]
+async fn an_invalid_or_conflicting_file_changes_nothing() {
+    let dir = TempDir::new("reload-refused");
+    let file = dir.path().join("warren.toml");
+    std::fs::write(&file, BEFORE).expect("write the file");
+    let warren = WarrenProcess::start(&file, &dir.path().join("data"));
+    let uri = format!("amqp://guest:guest@{}/%2f", warren.addr);
+    let connection = connect_uri(&uri).await;
+    let channel = confirm_channel(&connection).await;
+    publish(&channel, "k", "kept 0").await;
+
+    // A broken file: the problems are logged with their place, and nothing changes.
+    std::fs::write(
+        &file,
+        AFTER.replace("type = \"direct\"", "type = \"direkt\""),
+    )
+    .expect("edit");
+    warren.hangup();
+    let log = warren
+        .wait_for_log("the configuration is invalid: nothing was changed", 1)
+        .await;
+    assert!(
+        log.contains("warren.toml:4:8: unknown exchange type 'direkt'"),
+        "{log}"
+    );
+    assert!(!unroutable(&channel, "old").await, "the old binding went");
+    assert!(unroutable(&channel, "new").await, "the new binding came");
+
+    // A queue redeclared with other arguments is refused (and keeps its messages); the rest of
+    // the file is applied.
+    let conflicting = AFTER.replace(
+        "name = \"kept\"\n",
+        "name = \"kept\"\narguments = { \"x-max-length\" = 10 }\n",
+    );
+    std::fs::write(&file, conflicting).expect("edit");
+    warren.hangup();
+    let log = warren.wait_for_log("configuration reloaded", 1).await;
+    assert!(
+        log.contains(
+            "queue 'kept' in vhost '/' is declared here as a transient queue with \
+                      arguments x-max-length = '10', but it exists as a transient queue with no \
+                      arguments"
+        ),
+        "{log}"
+    );
+    assert!(
+        !unroutable(&channel, "new").await,
+        "the new binding did not come"
+    );
+    assert_eq!(get_all(&channel, "kept").await, vec!["kept 0"]);
+    assert!(warren.stop().await);
+}
