@@ -65,6 +65,12 @@ impl Limits {
         }
     }
 
+    /// Whether the queue has a length limit at all.
+    #[inline]
+    pub fn bounded(&self) -> bool {
+        self.max_length.is_some() || self.max_bytes.is_some()
+    }
+
     /// Whether a queue with these limits holds more than it may.
     pub fn exceeded(&self, len: usize, bytes: u64) -> bool {
         self.max_length.is_some_and(|max| len > max)

@@ -277,8 +277,9 @@ impl Queue {
     /// Drops messages from the head while the queue holds more than `x-max-length` messages or
     /// `x-max-length-bytes` bytes (`drop-head`); what is dropped goes to the dead-letter
     /// exchange (reason maxlen), by the caller once the lock is let go.
+    #[inline]
     fn trim(&self, state: &mut QueueState) {
-        if self.limits.reject {
+        if self.limits.reject || !self.limits.bounded() {
             return;
         }
         while self.limits.exceeded(state.len(), state.bytes) {

@@ -43,18 +43,21 @@ impl Ready {
         }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// The lane of a message priority: a priority above the queue's maximum counts as the
     /// maximum, as in RabbitMQ.
+    #[inline]
     pub fn lane_of(&self, priority: u8) -> u8 {
         let top = self.lanes.len() - 1;
         // `lanes` has at most 256 entries, so `top` fits.
         priority.min(top as u8)
     }
 
+    #[inline]
     pub fn push_back(&mut self, priority: u8, slot: Slot) {
         let lane = usize::from(self.lane_of(priority));
         self.lanes[lane].push_back(slot);
@@ -62,6 +65,7 @@ impl Ready {
     }
 
     /// The highest priority with a waiting message.
+    #[inline]
     pub fn top(&self) -> Option<u8> {
         if self.len == 0 {
             return None;
@@ -71,6 +75,7 @@ impl Ready {
     }
 
     /// Takes the next message of the highest non-empty lane, with its priority.
+    #[inline]
     pub fn pop_front(&mut self) -> Option<(u8, Slot)> {
         let lane = self.top()?;
         let slot = self.lanes[usize::from(lane)].pop_front()?;

@@ -96,6 +96,7 @@ impl QueueState {
         }
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.ready.len() + self.requeued.len()
     }
@@ -119,6 +120,7 @@ impl QueueState {
     }
 
     /// Puts a message back among the requeued ones (served first, in their original order).
+    #[inline]
     pub fn push_front(&mut self, entry: Entry) {
         self.bytes += body_len(&entry.message);
         self.requeued.push(Reverse(entry));
@@ -126,6 +128,7 @@ impl QueueState {
 
     /// Takes the next message to be delivered: requeued ones first within the highest priority,
     /// without reading a paged-out one back.
+    #[inline]
     fn take_next(&mut self) -> Option<Taken> {
         let requeued_first = match (self.requeued.peek(), self.ready.top()) {
             (Some(Reverse(entry)), Some(top)) => entry.priority >= top,
@@ -148,6 +151,7 @@ impl QueueState {
         Some(self.taken(priority, slot))
     }
 
+    #[inline]
     fn taken(&mut self, priority: u8, slot: Slot) -> Taken {
         if let Some(message) = &slot.message {
             self.memory = self.memory.saturating_sub(footprint(message));
@@ -164,6 +168,7 @@ impl QueueState {
     }
 
     /// Reads a taken message back if it was paged out; false if it cannot be (it was dropped).
+    #[inline]
     fn fill(&mut self, taken: &mut Taken) -> bool {
         if taken.message.is_some() {
             return true;
@@ -237,10 +242,14 @@ impl QueueState {
     /// Drops the head messages that have expired: the next requeued one and the front of each
     /// priority lane, until none has. A message behind an unexpired one waits for it, as in
     /// RabbitMQ.
+    #[inline]
     pub fn drop_expired(&mut self) {
-        if !self.expiring {
-            return;
+        if self.expiring {
+            self.drop_expired_heads();
         }
+    }
+
+    fn drop_expired_heads(&mut self) {
         let now = now_ms();
         loop {
             if let Some(Reverse(entry)) = self.requeued.peek() {
