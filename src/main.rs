@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, SignalKind};
 
 /// mimalloc instead of glibc's malloc: the hot path allocates a message (and frees it on another
 /// thread) per publish, where glibc spent ~14% of the broker's instructions (consolidating its
@@ -134,13 +135,18 @@ async fn serve(
     settings: Settings,
     overrides: Overrides,
 ) -> io::Result<()> {
+    // Taken over before the start, so that a SIGHUP during it does not end the process.
+    let hangups = signal(SignalKind::hangup());
+    if let Err(e) = &hangups {
+        error!(error = %e, "cannot listen for SIGHUP: the configuration will not be reloaded");
+    }
     let options = settings.server_options(&config.users, &config.permissions, &config.vhosts);
     let (server, owned) = Server::bind_with(options, |broker| {
         apply_at_start(broker, &config.topology).map_err(io::Error::other)
     })
     .await?;
-    match path {
-        Some(path) => {
+    match (path, hangups) {
+        (Some(path), Ok(hangups)) => {
             let reloader = Reloader {
                 path,
                 overrides,
@@ -151,23 +157,19 @@ async fn serve(
                 users: server.users(),
                 thresholds: server.thresholds(),
             };
-            tokio::spawn(config::reload::on_sighup(reloader));
+            tokio::spawn(config::reload::on_sighup(reloader, hangups));
         }
-        None => {
-            tokio::spawn(ignore_sighup());
+        (None, Ok(mut hangups)) => {
+            // Nothing to reload, but SIGHUP must not end the broker.
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    info!("SIGHUP: no configuration file to reload (start with --config FILE)");
+                }
+            });
         }
+        (_, Err(_)) => {}
     }
     server.run(shutdown_signal()).await
-}
-
-/// Without a file there is nothing to reload, but SIGHUP must not end the broker.
-async fn ignore_sighup() {
-    use tokio::signal::unix::{signal, SignalKind};
-    if let Ok(mut hangups) = signal(SignalKind::hangup()) {
-        while hangups.recv().await.is_some() {
-            info!("SIGHUP: no configuration file to reload (start with --config FILE)");
-        }
-    }
 }
 
 fn init_logging(settings: &Settings) {
@@ -183,7 +185,6 @@ fn init_logging(settings: &Settings) {
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
     let ctrl_c = tokio::signal::ctrl_c();
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

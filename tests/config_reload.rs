@@ -227,3 +227,31 @@ async fn an_invalid_or_conflicting_file_changes_nothing() {
     assert_eq!(get_all(&channel, "kept").await, vec!["kept 0"]);
     assert!(warren.stop().await);
 }
+
+#[tokio::test]
+async fn sighup_replaces_the_users() {
+    let dir = TempDir::new("reload-users");
+    let file = dir.path().join("warren.toml");
+    std::fs::write(&file, BEFORE).expect("write the file");
+    let warren = WarrenProcess::start(&file, &dir.path().join("data"));
+    let app = format!("amqp://app:app-secret@{}/%2f", warren.addr);
+    let login = |uri: String| async move {
+        within(
+            "connect",
+            lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()),
+        )
+        .await
+    };
+    assert!(login(app.clone()).await.is_err(), "app is not a user yet");
+    let users = "[[users]]\nname = \"app\"\n\
+                 password_hash = \"AQIDBKSR723asempcKRBlyrPWcL1zhEiLhyy/se3Vks7S5g+\"\n";
+    std::fs::write(&file, format!("{BEFORE}\n{users}")).expect("edit the file");
+    warren.hangup();
+    warren.wait_for_log("configuration reloaded", 1).await;
+    let connection = login(app).await.expect("app logs in");
+    // guest is no longer a user: the file now lists the users.
+    let guest = format!("amqp://guest:guest@{}/%2f", warren.addr);
+    assert!(login(guest).await.is_err(), "guest still logs in");
+    drop(connection);
+    assert!(warren.stop().await);
+}

@@ -30,14 +30,8 @@ pub(super) fn check(source: &Source<'_>, parsed: Parsed, problems: &mut Vec<Prob
         false => check_users(source, parsed.users, problems, &mut warnings),
     };
     let permissions = check_permissions(source, parsed.permissions, &users, &vhosts, problems);
-    let topology = check_topology::check(
-        source,
-        &vhosts,
-        parsed.exchanges,
-        parsed.queues,
-        parsed.bindings,
-        problems,
-    );
+    let entries = (parsed.exchanges, parsed.queues, parsed.bindings);
+    let topology = check_topology::check(source, &vhosts, entries, problems, &mut warnings);
     Config {
         file: source.name.to_owned(),
         settings,

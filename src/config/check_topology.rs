@@ -1,7 +1,8 @@
-//! The checks of `[[exchanges]]`, `[[queues]]` and `[[bindings]]`: names (empty, too long, the
-//! reserved `amq.` prefix, duplicates per vhost), exchange types, argument values (the broker's
-//! own queue-argument checks, worded for the file), and bindings only between things that are
-//! declared in the file or built in, with topic binding keys free of empty words.
+//! The checks of `[[exchanges]]` and `[[queues]]`: names (empty, too long, the reserved `amq.`
+//! prefix, duplicates per vhost), exchange types, argument values (the broker's own
+//! queue-argument checks, worded for the file), and a warning for an alternate or dead-letter
+//! exchange that nothing declares. The bindings are checked in `check_bindings.rs`, against
+//! what is declared here.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,11 +12,10 @@ use warren_protocol::types::FieldTable;
 use super::arguments::{explain, field_name, field_value};
 use super::check::{vhost_of, Names};
 use super::error::{Problem, Source};
-use super::model::{Arguments, BindingEntry, DestinationType, ExchangeEntry, QueueEntry};
-use super::{BindingDef, ExchangeDef, QueueDef, Topology};
+use super::model::{Arguments, BindingEntry, ExchangeEntry, QueueEntry};
+use super::{ExchangeDef, QueueDef, Topology};
 use crate::broker::arguments::check_queue_arguments;
-use crate::broker::exchange::{encode_arguments, ExchangeKind};
-use crate::broker::headers::HeadersMatch;
+use crate::broker::exchange::ExchangeKind;
 
 /// The exchanges every vhost has (they need no declaring).
 pub const BUILT_IN: [(&str, ExchangeKind); 6] = [
@@ -29,29 +29,40 @@ pub const BUILT_IN: [(&str, ExchangeKind); 6] = [
 
 /// What the bindings may refer to: exchanges with their type (if it was valid), and queues.
 #[derive(Default)]
-struct Declared {
-    exchanges: HashMap<(String, String), Option<ExchangeKind>>,
-    queues: HashSet<(String, String)>,
+pub(super) struct Declared {
+    pub exchanges: HashMap<(String, String), Option<ExchangeKind>>,
+    pub queues: HashSet<(String, String)>,
 }
 
-struct Checker<'a, 's> {
-    source: &'a Source<'s>,
+/// An exchange an argument names (`alternate-exchange`, `x-dead-letter-exchange`).
+struct Reference {
+    vhost: String,
+    exchange: String,
+    at: std::ops::Range<usize>,
+    /// `queue 'q': x-dead-letter-exchange`.
+    by: String,
+}
+
+pub(super) struct Checker<'a, 's> {
+    pub source: &'a Source<'s>,
     vhosts: &'a [String],
-    problems: &'a mut Vec<Problem>,
+    pub problems: &'a mut Vec<Problem>,
+    references: Vec<Reference>,
 }
 
 pub(super) fn check(
     source: &Source<'_>,
     vhosts: &[String],
-    exchanges: Vec<ExchangeEntry>,
-    queues: Vec<QueueEntry>,
-    bindings: Vec<BindingEntry>,
+    entries: (Vec<ExchangeEntry>, Vec<QueueEntry>, Vec<BindingEntry>),
     problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
 ) -> Topology {
+    let (exchanges, queues, bindings) = entries;
     let mut checker = Checker {
         source,
         vhosts,
         problems,
+        references: Vec::new(),
     };
     let mut topology = Topology::default();
     let mut declared = Declared::default();
@@ -67,6 +78,20 @@ pub(super) fn check(
             .queues
             .extend(checker.queue(entry, &mut names, &mut declared));
     }
+    for reference in &checker.references {
+        let key = (reference.vhost.clone(), reference.exchange.clone());
+        let built_in = BUILT_IN.iter().any(|(name, _)| *name == reference.exchange);
+        if !built_in && !declared.exchanges.contains_key(&key) {
+            warnings.push(source.problem(
+                &reference.at,
+                format!(
+                    "{} names exchange '{}', which is neither declared in this file nor built in: \
+                     what goes there is dropped until a client declares it",
+                    reference.by, reference.exchange
+                ),
+            ));
+        }
+    }
     let mut names = Names::new("binding");
     for entry in bindings {
         topology
@@ -77,13 +102,27 @@ pub(super) fn check(
 }
 
 impl Checker<'_, '_> {
-    fn problem(&mut self, at: &std::ops::Range<usize>, message: String) {
+    pub fn problem(&mut self, at: &std::ops::Range<usize>, message: String) {
         self.problems.push(self.source.problem(at, message));
+    }
+
+    /// Remembers the exchange a string argument names, to warn if nothing declares it.
+    fn reference(&mut self, vhost: &str, by: String, value: Option<&Spanned<toml::Value>>) {
+        if let Some(value) = value {
+            if let Some(exchange) = value.get_ref().as_str() {
+                self.references.push(Reference {
+                    vhost: vhost.to_owned(),
+                    exchange: exchange.to_owned(),
+                    at: value.span(),
+                    by,
+                });
+            }
+        }
     }
 
     /// The entry's vhost; with `ok` cleared when it is not declared (its name is still used to
     /// file the entry, so that the bindings to it raise no second problem).
-    fn vhost(&mut self, vhost: Option<&Spanned<String>>, ok: &mut bool) -> String {
+    pub fn vhost(&mut self, vhost: Option<&Spanned<String>>, ok: &mut bool) -> String {
         match vhost_of(self.source, vhost, self.vhosts, self.problems) {
             Some(name) => name,
             None => {
@@ -124,7 +163,7 @@ impl Checker<'_, '_> {
     }
 
     /// An `arguments` table as a field table; a problem per value AMQP cannot carry.
-    fn arguments(&mut self, arguments: &Arguments, ok: &mut bool) -> FieldTable {
+    pub fn arguments(&mut self, arguments: &Arguments, ok: &mut bool) -> FieldTable {
         let mut table = FieldTable::default();
         for (key, value) in arguments {
             match field_name(key).and_then(|k| Ok((k, field_value(value.get_ref())?))) {
@@ -172,7 +211,13 @@ impl Checker<'_, '_> {
             .entry((vhost.clone(), name.clone()))
             .or_insert(kind);
         let arguments = self.arguments(&entry.arguments, &mut ok);
-        if let Some(alternate) = entry.arguments.get("alternate-exchange") {
+        let alternate = entry.arguments.get("alternate-exchange");
+        self.reference(
+            &vhost,
+            format!("exchange '{name}': alternate-exchange"),
+            alternate,
+        );
+        if let Some(alternate) = alternate {
             if !alternate.get_ref().is_str() {
                 self.problem(
                     &alternate.span(),
@@ -220,6 +265,13 @@ impl Checker<'_, '_> {
             ok = false;
         }
         let arguments = self.arguments(&entry.arguments, &mut ok);
+        let dead_letter = entry.arguments.get("x-dead-letter-exchange");
+        let by = format!("queue '{name}': x-dead-letter-exchange");
+        self.reference(
+            &vhost,
+            by,
+            dead_letter.filter(|v| v.get_ref().as_str() != Some("")),
+        );
         // Every refusal, not just the first: each refused argument is taken out and the rest
         // checked again.
         let mut remaining = arguments.inner().clone();
@@ -244,147 +296,5 @@ impl Checker<'_, '_> {
             origin: self.source.locate(entry.name.span().start),
         })
         .filter(|_| ok)
-    }
-
-    fn binding(
-        &mut self,
-        entry: BindingEntry,
-        names: &mut Names,
-        declared: &Declared,
-    ) -> Option<BindingDef> {
-        let mut ok = true;
-        let vhost = self.vhost(entry.vhost.as_ref(), &mut ok);
-        let source = entry.source.get_ref().clone();
-        let destination = entry.destination.get_ref().clone();
-        let kind = self.exchange_kind(&vhost, &entry.source, "from", declared, &mut ok);
-        match entry.destination_type {
-            DestinationType::Queue => {
-                if !declared
-                    .queues
-                    .contains(&(vhost.clone(), destination.clone()))
-                {
-                    self.problem(
-                        &entry.destination.span(),
-                        format!("binding to queue '{destination}' in vhost '{vhost}', which is not declared in this file"),
-                    );
-                    ok = false;
-                }
-            }
-            DestinationType::Exchange => {
-                self.exchange_kind(&vhost, &entry.destination, "to", declared, &mut ok);
-            }
-        }
-        let routing_key = entry
-            .routing_key
-            .as_ref()
-            .map(|key| key.get_ref().clone())
-            .unwrap_or_default();
-        let key_at = entry
-            .routing_key
-            .as_ref()
-            .map_or_else(|| entry.source.span(), |key| key.span());
-        if routing_key.len() > 255 {
-            self.problem(&key_at, "routing_key is longer than 255 bytes".into());
-            ok = false;
-        }
-        if kind == Some(ExchangeKind::Topic) && has_empty_word(&routing_key) {
-            self.problem(
-                &key_at,
-                format!("topic binding key '{routing_key}' has an empty word (words are separated by single dots: 'a.b', 'a.*', 'a.#')"),
-            );
-            ok = false;
-        }
-        let arguments = self.arguments(&entry.arguments, &mut ok);
-        if kind == Some(ExchangeKind::Headers) {
-            if let Err(why) = HeadersMatch::parse(&arguments) {
-                let at = entry
-                    .arguments
-                    .get("x-match")
-                    .map_or_else(|| entry.source.span(), |value| value.span());
-                self.problem(&at, format!("headers binding: {why}"));
-                ok = false;
-            }
-        }
-        let identity = format!(
-            "{vhost}\0{source}\0{:?}\0{destination}\0{routing_key}\0{:?}",
-            entry.destination_type,
-            encode_arguments(&arguments)
-        );
-        let shown = format!(
-            "from '{source}' to {} '{destination}' with key '{routing_key}' in vhost '{vhost}'",
-            match entry.destination_type {
-                DestinationType::Queue => "queue",
-                DestinationType::Exchange => "exchange",
-            }
-        );
-        if let Some(problem) = names.add(self.source, identity, &entry.source, &shown) {
-            self.problems.push(problem);
-            ok = false;
-        }
-        Some(BindingDef {
-            vhost,
-            source,
-            destination,
-            destination_type: entry.destination_type,
-            routing_key,
-            arguments,
-            origin: self.source.locate(entry.source.span().start),
-        })
-        .filter(|_| ok)
-    }
-
-    /// The type of an exchange a binding names (`side`: "from" its source, "to" its
-    /// destination); a problem if it is neither declared in the file nor built in.
-    fn exchange_kind(
-        &mut self,
-        vhost: &str,
-        name: &Spanned<String>,
-        side: &str,
-        declared: &Declared,
-        ok: &mut bool,
-    ) -> Option<ExchangeKind> {
-        let text = name.get_ref();
-        if text.is_empty() {
-            let why = match side {
-                "from" => "binding from the default exchange (\"\"): every queue is bound to it by its name already",
-                _ => "binding to the default exchange (\"\") is not allowed",
-            };
-            self.problem(&name.span(), why.into());
-            *ok = false;
-            return None;
-        }
-        if let Some((_, kind)) = BUILT_IN.iter().find(|(built_in, _)| built_in == text) {
-            return Some(*kind);
-        }
-        match declared.exchanges.get(&(vhost.to_owned(), text.clone())) {
-            Some(kind) => *kind,
-            None => {
-                self.problem(
-                    &name.span(),
-                    format!("binding {side} exchange '{text}' in vhost '{vhost}', which is neither declared in this file nor built in"),
-                );
-                *ok = false;
-                None
-            }
-        }
-    }
-}
-
-/// A topic binding key with an empty word: `a..b`, `.a`, `a.` (an empty key is one word that
-/// matches the empty routing key, as in RabbitMQ, and is allowed).
-fn has_empty_word(key: &str) -> bool {
-    !key.is_empty() && key.split('.').any(str::is_empty)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn empty_words() {
-        for key in ["a..b", ".a", "a.", ".", "a.#..b"] {
-            assert!(super::has_empty_word(key), "{key}");
-        }
-        for key in ["", "a", "a.b", "*.#", "#"] {
-            assert!(!super::has_empty_word(key), "{key}");
-        }
     }
 }

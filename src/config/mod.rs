@@ -13,6 +13,7 @@
 pub mod apply;
 mod arguments;
 mod check;
+mod check_bindings;
 mod check_topology;
 mod error;
 mod model;

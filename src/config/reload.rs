@@ -288,17 +288,9 @@ fn refusal(
     format!("{problem}; not applied: it would have to be deleted and declared again (delete it by hand first, or restore its old definition)")
 }
 
-/// Reloads on every SIGHUP, for as long as the process runs.
-#[cfg(unix)]
-pub async fn on_sighup(mut reloader: Reloader) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(e) => {
-            error!(error = %e, "cannot listen for SIGHUP: the configuration will not be reloaded");
-            return;
-        }
-    };
+/// Reloads on every signal `hangups` receives (SIGHUP, registered by the caller before the
+/// broker starts, so that an early one does not end the process), for as long as it runs.
+pub async fn on_sighup(mut reloader: Reloader, mut hangups: tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
         // Declaring and deleting take the vhosts' locks and may touch files: off the runtime.
         reloader = match tokio::task::spawn_blocking(move || {
