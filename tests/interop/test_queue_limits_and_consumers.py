@@ -1,8 +1,9 @@
 """Queue length limits, consumer priorities and single active consumer with pika, as RabbitMQ
-behaves: `x-max-length` with `drop-head` keeps the newest messages, with `reject-publish` nacks a
-confirm-mode publisher while the queue is full and acks again once it drains; `x-priority`
-consumers get messages first while they have credit; an `x-single-active-consumer` queue feeds
-one consumer until it goes."""
+behaves: `x-max-length` (and `x-max-length-bytes`, counting body bytes of ready messages) with
+`drop-head` keeps the newest messages, also trimming the queue when requeued messages push it past
+its limit, with `reject-publish` nacks a confirm-mode publisher while the queue is full and acks
+again once it drains; `x-priority` consumers get messages first while they have credit; an
+`x-single-active-consumer` queue feeds one consumer until it goes."""
 
 import pika
 import pika.exceptions
@@ -77,3 +78,69 @@ def test_unused_queue_expires(connect, names):
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as info:
         ch.queue_declare(q, passive=True)
     assert info.value.reply_code == 404
+
+
+def test_drop_head_by_bytes_counts_body_bytes_and_keeps_the_newest(connect, names, fill, drain, queue_state):
+    conn = connect()
+    ch = conn.channel()
+    q = names.queue()
+    ch.queue_declare(q, arguments={"x-max-length-bytes": 10})
+    fill(conn, q, [b"aaaa", b"bbbb", b"cccc"])
+    assert queue_state(conn, q)[0] == 2  # 12 bytes: the head went
+    fill(conn, q, [b"dd"])  # exactly 10 bytes fit
+    assert queue_state(conn, q)[0] == 3
+    fill(conn, q, [b"e"])
+    assert [d.body for d in drain(ch, q)] == [b"cccc", b"dd", b"e"]
+    # A message larger than the limit pushes everything out, itself included.
+    fill(conn, q, [b"kk", b"0123456789X"])
+    assert queue_state(conn, q)[0] == 0
+
+
+def test_reject_publish_by_bytes_nacks_while_full_then_acks_again(connect, names, drain):
+    ch = connect().channel()
+    q = names.queue()
+    ch.queue_declare(q, arguments={"x-max-length-bytes": 10, "x-overflow": "reject-publish"})
+    ch.confirm_delivery()
+    ch.basic_publish("", q, b"aaaa")
+    ch.basic_publish("", q, b"bbbb")
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", q, b"ccc")  # would make 11 bytes
+    ch.basic_publish("", q, b"cc")  # exactly 10
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", q, b"d")
+    # An unacked message does not count: 4 bytes drained.
+    method, _, body = ch.basic_get(q, auto_ack=False)
+    assert body == b"aaaa"
+    ch.basic_publish("", q, b"eeee")
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", q, b"f")
+    ch.basic_ack(method.delivery_tag)
+    assert [d.body for d in drain(ch, q)] == [b"bbbb", b"cc", b"eeee"]
+
+
+def test_a_requeue_past_max_length_trims_the_queue_from_the_head(connect, names, fill, drain, queue_state):
+    conn = connect()
+    ch = conn.channel()
+    dlq, q = names.queue("dlq"), names.queue("bounded")
+    ch.queue_declare(dlq)
+    ch.queue_declare(q, arguments={"x-max-length": 2, "x-dead-letter-exchange": "",
+                                   "x-dead-letter-routing-key": dlq})
+    fill(conn, q, [b"1", b"2"])
+    first, _, _ = ch.basic_get(q, auto_ack=False)
+    second, _, _ = ch.basic_get(q, auto_ack=False)
+    # Only ready messages count: two more fit beside the two unacked ones.
+    fill(conn, q, [b"3", b"4"])
+    assert queue_state(conn, q)[0] == 2
+    assert queue_state(conn, dlq)[0] == 0
+    # Requeued one at a time: each goes back in front of 3 and 4 and is pushed out at once.
+    ch.basic_nack(second.delivery_tag, requeue=True)
+    ch.basic_nack(first.delivery_tag, requeue=True)
+    dead = []
+    for _ in range(100):
+        dead += drain(ch, dlq)
+        if len(dead) == 2:
+            break
+        conn.sleep(0.02)
+    assert [d.body for d in dead] == [b"2", b"1"]
+    assert [(x["queue"], x["reason"]) for x in dead[0].properties.headers["x-death"]] == [(q, "maxlen")]
+    assert [d.body for d in drain(ch, q)] == [b"3", b"4"]
