@@ -781,11 +781,7 @@ async fn an_invalid_expiration_closes_the_channel_with_406() {
     assert_channel_open(&channel).await;
 }
 
-// --- where Warren differs from RabbitMQ 3.10 (reported; run with --ignored) ---------------------
-
 #[tokio::test]
-#[ignore = "Warren differs from RabbitMQ 3.10: get-ok's message-count still counts the expired \
-            messages the get uncovered at the head"]
 async fn get_ok_counts_what_is_left_without_the_expired_messages_the_get_uncovered() {
     let broker = Broker::start().await;
     let (_connection, channel) = open_confirming(&broker).await;
@@ -809,7 +805,6 @@ async fn get_ok_counts_what_is_left_without_the_expired_messages_the_get_uncover
 }
 
 #[tokio::test]
-#[ignore = "Warren differs from RabbitMQ 3.10: an expiration of \"-0\" does not expire at all"]
 async fn an_expiration_of_minus_zero_is_a_ttl_of_zero() {
     let broker = Broker::start().await;
     let connection = connect(&broker).await;
@@ -822,9 +817,6 @@ async fn an_expiration_of_minus_zero_is_a_ttl_of_zero() {
 }
 
 #[tokio::test]
-#[ignore = "Warren differs from RabbitMQ 3.10: expirations above 4294967295 ms are refused \
-            (RabbitMQ allows up to 315360000000 ms, ten years) and the reason for a number with \
-            trailing characters is no_integer (RabbitMQ: {leftover_string,...})"]
 async fn expirations_are_checked_as_rabbitmq_does() {
     let broker = Broker::start().await;
     let connection = connect(&broker).await;
@@ -849,8 +841,6 @@ async fn expirations_are_checked_as_rabbitmq_does() {
 }
 
 #[tokio::test]
-#[ignore = "Warren differs from RabbitMQ 3.10: an x-message-ttl above 315360000000 (ten years) is \
-            accepted"]
 async fn a_message_ttl_above_ten_years_is_406() {
     let broker = Broker::start().await;
     let connection = connect(&broker).await;

@@ -274,9 +274,6 @@ async fn put_unconfirmed(channel: &Channel, queue: &str) {
 }
 
 #[tokio::test]
-#[ignore = "Warren differs from RabbitMQ 3.10: an expired message at the head of a lower priority \
-            is dropped (or dead-lettered) while an unexpired higher-priority message is ahead of \
-            it"]
 async fn an_expired_lower_priority_message_waits_behind_an_unexpired_higher_priority_one() {
     // RabbitMQ's documentation of priority queues: messages "will still only expire from the
     // head of the queue ... expired lower-priority messages getting stuck behind non-expired

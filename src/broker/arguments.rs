@@ -5,14 +5,16 @@
 
 use warren_protocol::types::{AMQPValue, FieldTable};
 
-use super::values::{integer, text, type_name};
+use super::values::{expiry_refusal, integer, text, type_name};
 
 /// How an argument's value is constrained.
 enum Rule {
     /// An integer ≥ 0.
     NonNegative,
-    /// An integer > 0.
-    Positive,
+    /// An integer in 0..=ten years of milliseconds (`x-message-ttl`).
+    Ttl,
+    /// An integer in 1..=ten years of milliseconds (`x-expires`).
+    Expires,
     /// An integer in 0..=255 (`x-max-priority`).
     Priority,
     /// A string (`x-dead-letter-exchange`, whose refusal RabbitMQ words its own way).
@@ -35,8 +37,8 @@ enum Refusal {
 
 /// In RabbitMQ's order of checking.
 const RULES: [(&str, Rule); 12] = [
-    ("x-expires", Rule::Positive),
-    ("x-message-ttl", Rule::NonNegative),
+    ("x-expires", Rule::Expires),
+    ("x-message-ttl", Rule::Ttl),
     ("x-dead-letter-exchange", Rule::ExchangeName),
     ("x-dead-letter-routing-key", Rule::DeadLetterRoutingKey),
     ("x-max-length", Rule::NonNegative),
@@ -119,7 +121,7 @@ pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError
                     return Err(invalid(unacceptable(value)));
                 }
             }
-            Rule::NonNegative | Rule::Positive | Rule::Priority => {
+            Rule::NonNegative | Rule::Ttl | Rule::Expires | Rule::Priority => {
                 let Some(n) = integer(value) else {
                     return Err(invalid(format!(
                         "\"expected integer, got {}\"",
@@ -127,8 +129,9 @@ pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError
                     )));
                 };
                 let reason = match rule {
+                    Rule::Expires if n == 0 => Some(format!("{{value_zero,{n}}}")),
+                    Rule::Ttl | Rule::Expires => expiry_refusal(n),
                     _ if n < 0 => Some(format!("{{value_negative,{n}}}")),
-                    Rule::Positive if n == 0 => Some(format!("{{value_zero,{n}}}")),
                     Rule::Priority if n > 255 => Some(format!("{{max_value_exceeded,{n}}}")),
                     _ => None,
                 };

@@ -7,22 +7,11 @@ retry loop through a TTL'd queue brings a message back with growing x-death coun
 automatic deaths are broken."""
 
 import datetime
-import os
 import time
 
 import pika
 import pika.exceptions
 import pytest
-
-EXTERNAL = bool(os.environ.get("WARREN_TEST_EXTERNAL_PORT"))
-
-
-def warren_differs(reason):
-    """A test of RabbitMQ's behaviour that Warren does not match yet (reported): expected to fail
-    against Warren, to pass against RabbitMQ; strict, so a fix shows up as XPASS."""
-    return pytest.mark.xfail(not EXTERNAL, strict=True,
-                             reason="Warren differs from RabbitMQ 3.10: " + reason)
-
 
 X_DEATH_KEYS = {"count", "exchange", "queue", "reason", "routing-keys", "time"}
 
@@ -355,9 +344,7 @@ def test_a_queue_that_dead_letters_its_expired_messages_to_itself_drops_them(
     ch.basic_ack(method.delivery_tag)
 
 
-# --- where Warren differs from RabbitMQ 3.10 (reported; xfail against Warren) --------------------
 
-@warren_differs("get-ok's message-count still counts the expired messages the get uncovered")
 def test_get_ok_counts_what_is_left_without_the_expired_messages_the_get_uncovered(
         connect, names, queue_state):
     conn = connect()
@@ -375,7 +362,6 @@ def test_get_ok_counts_what_is_left_without_the_expired_messages_the_get_uncover
     assert get_now(ch, q) == b"C"
 
 
-@warren_differs('an expiration of "-0" does not expire at all')
 def test_an_expiration_of_minus_zero_is_a_ttl_of_zero(connect, names, queue_state):
     conn = connect()
     ch = confirm_channel(conn)
@@ -397,8 +383,6 @@ def refused_expiration(conn, names, expiration):
     return info.value.reply_text
 
 
-@warren_differs("expirations above 4294967295 ms are refused (RabbitMQ: up to 315360000000) and a "
-                "number with trailing characters is no_integer (RabbitMQ: {leftover_string,...})")
 def test_expirations_are_checked_as_rabbitmq_does(connect, names, queue_state):
     conn = connect()
     ch = confirm_channel(conn)
@@ -414,7 +398,6 @@ def test_expirations_are_checked_as_rabbitmq_does(connect, names, queue_state):
         "PRECONDITION_FAILED - invalid expiration '1.5': {leftover_string,\".5\"}")
 
 
-@warren_differs("an x-message-ttl above 315360000000 (ten years) is accepted")
 def test_a_message_ttl_above_ten_years_is_406(connect, names):
     ch = connect().channel()
     ch.queue_declare(names.queue(), arguments={"x-message-ttl": 315360000000})

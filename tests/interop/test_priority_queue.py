@@ -3,13 +3,10 @@ within a priority, a priority above the maximum counts as the maximum and no pri
 requeued message goes back to the front of its priority; high-priority messages overtake a
 backlog that a slow consumer works through; 255 is the largest maximum."""
 
-import os
 
 import pika
 import pika.exceptions
 import pytest
-
-EXTERNAL = bool(os.environ.get("WARREN_TEST_EXTERNAL_PORT"))
 
 # Priorities in a mixed order, with repeats, some above the maximum of 5 and some unset.
 MIXED = [3, None, 9, 0, 5, 1, 7, 2, 5, 4]
@@ -121,11 +118,6 @@ def test_255_is_the_largest_max_priority(connect, names, drain):
     )
 
 
-@pytest.mark.xfail(
-    not EXTERNAL, strict=True,
-    reason="Warren differs from RabbitMQ 3.10: an expired message at the head of a lower priority "
-           "is dropped (or dead-lettered) while an unexpired higher-priority message is ahead of it",
-)
 def test_an_expired_lower_priority_message_waits_behind_an_unexpired_higher_priority_one(
         connect, names, queue_state, drain):
     # RabbitMQ's documentation of priority queues: messages "will still only expire from the head

@@ -555,6 +555,8 @@ impl Queue {
             state.idle_since = Some(std::time::Instant::now());
         }
         let entry = state.pop();
+        // What the get uncovered at the head is not counted as left, as in RabbitMQ.
+        state.drop_expired();
         self.note_dropped(&state);
         let entry = entry?;
         if let Some(position) = entry.position {

@@ -94,20 +94,9 @@ impl Ready {
         self.lanes.get(usize::from(lane))?.back()
     }
 
-    /// The front of every non-empty lane, highest priority first.
-    pub fn fronts(&self) -> impl Iterator<Item = (u8, &Slot)> {
-        self.lanes
-            .iter()
-            .enumerate()
-            .rev()
-            .filter_map(|(lane, slots)| Some((lane as u8, slots.front()?)))
-    }
-
-    /// Takes the front of one lane.
-    pub fn pop_lane(&mut self, lane: u8) -> Option<Slot> {
-        let slot = self.lanes.get_mut(usize::from(lane))?.pop_front()?;
-        self.len -= 1;
-        Some(slot)
+    /// The next message of a lane.
+    pub fn front(&self, lane: u8) -> Option<&Slot> {
+        self.lanes.get(usize::from(lane))?.front()
     }
 
     /// The slots of one lane, front first (to fill paged-out ones in place).

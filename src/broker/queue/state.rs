@@ -239,8 +239,8 @@ impl QueueState {
         true
     }
 
-    /// Drops the head messages that have expired: the next requeued one and the front of each
-    /// priority lane, until none has. A message behind an unexpired one waits for it, as in
+    /// Drops the next message to be delivered while it has expired. A message behind an
+    /// unexpired one (in a priority queue: behind a higher priority) waits for it, as in
     /// RabbitMQ.
     #[inline]
     pub fn drop_expired(&mut self) {
@@ -251,36 +251,26 @@ impl QueueState {
 
     fn drop_expired_heads(&mut self) {
         let now = now_ms();
-        loop {
-            if let Some(Reverse(entry)) = self.requeued.peek() {
-                if expired(entry.expires, now) {
-                    if let Some(Reverse(entry)) = self.requeued.pop() {
-                        self.bytes = self.bytes.saturating_sub(body_len(&entry.message));
-                        let taken = Taken {
-                            seq: entry.seq,
-                            priority: entry.priority,
-                            expires: entry.expires,
-                            message: Some(entry.message),
-                            position: entry.position,
-                            redelivered: entry.redelivered,
-                        };
-                        self.discard(taken, Reason::Expired);
-                    }
-                    continue;
-                }
-            }
-            let lane = self
-                .ready
-                .fronts()
-                .find(|(_, slot)| expired(slot.expires, now))
-                .map(|(lane, _)| lane);
-            let Some(slot) = lane.and_then(|lane| self.ready.pop_lane(lane)) else {
+        while self
+            .head_expires()
+            .is_some_and(|expires| expired(expires, now))
+        {
+            let Some(mut taken) = self.take_next() else {
                 break;
             };
-            let mut taken = self.taken(lane.unwrap_or(0), slot);
             if !self.read_back || self.fill(&mut taken) {
                 self.discard(taken, Reason::Expired);
             }
+        }
+    }
+
+    /// The expiry time of the next message to be delivered (see `take_next`).
+    fn head_expires(&self) -> Option<u64> {
+        match (self.requeued.peek(), self.ready.top()) {
+            (Some(Reverse(entry)), Some(top)) if entry.priority >= top => Some(entry.expires),
+            (Some(Reverse(entry)), None) => Some(entry.expires),
+            (_, Some(top)) => self.ready.front(top).map(|slot| slot.expires),
+            (None, None) => None,
         }
     }
 

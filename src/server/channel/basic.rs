@@ -27,6 +27,7 @@ use crate::broker::consumer::Consumer;
 use crate::broker::dead_letter::{dead_letter, Reason};
 use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::{ConsumeRefused, Enqueued, Published};
+use crate::broker::values::parse_expiration;
 use crate::broker::vhost::QueueDeclare;
 use crate::error::{Error, ReplyCode};
 use crate::store::Store;
@@ -40,9 +41,6 @@ struct Routed {
 
 /// The pseudo-queue of direct reply-to.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
-
-/// The largest message TTL RabbitMQ accepts (ms).
-const MAX_TTL: i64 = 4_294_967_295;
 
 fn send(out: &mut BytesMut, number: u16, method: basic::AMQPMethod) {
     encode_method(out, number, &AMQPClass::Basic(method));
@@ -179,22 +177,15 @@ impl Channels {
                 "invalid message: {{delivery_mode_unknown,{mode}}}"
             )));
         }
-        let mut ttl = None;
-        if let Some(expiration) = checks.expiration {
-            let text = String::from_utf8_lossy(expiration);
-            let reason = match text.parse::<i64>() {
-                Err(_) => Some("no_integer".to_owned()),
-                Ok(ttl) if ttl < 0 => Some(format!("{{value_negative,{ttl}}}")),
-                Ok(ttl) if ttl > MAX_TTL => Some(format!("{{value_too_large,{ttl},{MAX_TTL}}}")),
-                Ok(_) => None,
-            };
-            if let Some(reason) = reason {
-                return Err(Error::PreconditionFailed(format!(
-                    "invalid expiration '{text}': {reason}"
-                )));
-            }
-            ttl = text.parse::<u64>().ok();
-        }
+        let ttl = match checks.expiration {
+            None => None,
+            Some(expiration) => Some(parse_expiration(expiration).map_err(|reason| {
+                Error::PreconditionFailed(format!(
+                    "invalid expiration '{}': {reason}",
+                    String::from_utf8_lossy(expiration)
+                ))
+            })?),
+        };
         let direct_reply = checks.reply_to == Some(DIRECT_REPLY_TO.as_bytes());
         let stamp = Stamp {
             persistent: checks.delivery_mode == Some(2),
