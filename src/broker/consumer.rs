@@ -224,6 +224,7 @@ impl Consumer {
     }
 
     /// Pushes a delivery to the connection; false (and the credit returned) if it has gone.
+    #[inline]
     pub(crate) fn send(self: &Arc<Self>, entry: Entry) -> Result<(), Entry> {
         self.outbox
             .deliver(Arc::clone(self), entry)

@@ -70,6 +70,9 @@ impl Ready {
         if self.len == 0 {
             return None;
         }
+        if self.lanes.len() == 1 {
+            return Some(0);
+        }
         let lane = self.lanes.iter().rposition(|lane| !lane.is_empty())?;
         Some(lane as u8)
     }

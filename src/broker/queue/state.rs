@@ -21,7 +21,7 @@ use crate::store::log::{Log, Position};
 /// How much of a log one read of paged-out messages takes (see `QueueState::load_ahead`).
 const READ_AHEAD: usize = 256 * 1024;
 
-/// What a message costs in memory while a queue holds it (bytes, roughly).
+/// What a message costs in memory while a queue holds it (bytes, roughly; `taken` repeats it).
 pub(super) fn footprint(message: &Message) -> usize {
     message.body().len() + message.properties().len() + 96
 }
@@ -154,8 +154,11 @@ impl QueueState {
     #[inline]
     fn taken(&mut self, priority: u8, slot: Slot) -> Taken {
         if let Some(message) = &slot.message {
-            self.memory = self.memory.saturating_sub(footprint(message));
-            self.bytes = self.bytes.saturating_sub(body_len(message));
+            let body = body_len(message);
+            self.memory = self
+                .memory
+                .saturating_sub(body as usize + message.properties().len() + 96);
+            self.bytes = self.bytes.saturating_sub(body);
         }
         Taken {
             seq: slot.seq,
