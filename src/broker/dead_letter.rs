@@ -49,50 +49,87 @@ impl Reason {
 /// Republishes `message`, which `queue` gave up on for `reason`, to the queue's dead-letter
 /// exchange, if it has one.
 pub fn dead_letter(vhost: &Vhost, queue: &Queue, message: &Message, reason: Reason) {
-    let Some((exchange, routing_key)) = queue.dead_letter_target() else {
-        return;
-    };
-    let Some((properties, deaths)) = with_death(queue, message, reason) else {
-        tracing::warn!(queue = %queue.name, "dead-lettering: the message's properties do not decode; dropped");
-        return;
-    };
-    let routing_key = routing_key.map_or_else(
-        || message.routing_key_bytes().to_vec(),
-        |key| key.as_bytes().to_vec(),
-    );
-    let dead = Arc::new(Message::new(
-        exchange.as_bytes(),
-        &routing_key,
-        &properties,
-        bytes::Bytes::copy_from_slice(message.body()),
-    ));
-    let checks = warren_protocol::content::publish_checks(&properties);
-    let stamp = Stamp {
-        persistent: checks.delivery_mode == Some(2),
-        ttl: None,
-        priority: checks.priority.unwrap_or(0),
-    };
-    let mut scratch = RouteScratch::default();
-    if vhost
-        .route(exchange.as_bytes(), &routing_key, &properties, &mut scratch)
-        .is_err()
-    {
-        return; // The dead-letter exchange does not exist: dropped, as in RabbitMQ.
-    }
-    for target in scratch.queues.drain(..) {
-        if reason != Reason::Rejected && is_cycle(target.name.as_str(), &deaths) {
-            tracing::warn!(
-                queue = %queue.name,
-                target = %target.name,
-                "dead-lettering: message died in a cycle with no reject; not delivered there again"
-            );
-            continue;
+    DeadLetters::new(vhost).send(queue, message, reason);
+}
+
+/// A batch of dead-lettering: the logs of the queues it reaches are flushed once, when the batch
+/// is dropped, instead of once per message.
+pub struct DeadLetters<'a> {
+    vhost: &'a Vhost,
+    scratch: RouteScratch,
+    /// Target queues with log writes to flush.
+    logged: Vec<Arc<Queue>>,
+}
+
+impl<'a> DeadLetters<'a> {
+    pub fn new(vhost: &'a Vhost) -> DeadLetters<'a> {
+        DeadLetters {
+            vhost,
+            scratch: RouteScratch::default(),
+            logged: Vec::new(),
         }
-        // What this pushes out of a full dead-letter queue is dropped, not dead-lettered again:
-        // a ring of full queues must not go round forever.
-        let _ = target.publish(&dead, stamp);
-        if let Err(e) = target.flush_log() {
-            tracing::error!(queue = %target.name, error = %e, "dead-lettering: writing to the log failed");
+    }
+
+    /// Republishes `message`, which `queue` gave up on for `reason`, to the queue's dead-letter
+    /// exchange, if it has one.
+    pub fn send(&mut self, queue: &Queue, message: &Message, reason: Reason) {
+        let Some((exchange, routing_key)) = queue.dead_letter_target() else {
+            return;
+        };
+        let Some((properties, deaths)) = with_death(queue, message, reason) else {
+            tracing::warn!(queue = %queue.name, "dead-lettering: the message's properties do not decode; dropped");
+            return;
+        };
+        let routing_key = routing_key.map_or_else(
+            || message.routing_key_bytes().to_vec(),
+            |key| key.as_bytes().to_vec(),
+        );
+        let dead = Arc::new(Message::new(
+            exchange.as_bytes(),
+            &routing_key,
+            &properties,
+            message.body_bytes(),
+        ));
+        let checks = warren_protocol::content::publish_checks(&properties);
+        let stamp = Stamp {
+            persistent: checks.delivery_mode == Some(2),
+            ttl: None,
+            priority: checks.priority.unwrap_or(0),
+        };
+        let routed = self.vhost.route(
+            exchange.as_bytes(),
+            &routing_key,
+            &properties,
+            &mut self.scratch,
+        );
+        if routed.is_err() {
+            return; // The dead-letter exchange does not exist: dropped, as in RabbitMQ.
+        }
+        for target in self.scratch.queues.drain(..) {
+            if reason != Reason::Rejected && is_cycle(target.name.as_str(), &deaths) {
+                tracing::warn!(
+                    queue = %queue.name,
+                    target = %target.name,
+                    "dead-lettering: message died in a cycle with no reject; not delivered there again"
+                );
+                continue;
+            }
+            // What this pushes out of a full dead-letter queue is dropped, not dead-lettered
+            // again: a ring of full queues must not go round forever.
+            let published = target.publish(&dead, stamp);
+            if published.logged && !self.logged.iter().any(|q| Arc::ptr_eq(q, &target)) {
+                self.logged.push(target);
+            }
+        }
+    }
+}
+
+impl Drop for DeadLetters<'_> {
+    fn drop(&mut self) {
+        for target in self.logged.drain(..) {
+            if let Err(e) = target.flush_log() {
+                tracing::error!(queue = %target.name, error = %e, "dead-lettering: writing to the log failed");
+            }
         }
     }
 }

@@ -97,6 +97,14 @@ impl Message {
             }
         }
     }
+
+    /// The body as `Bytes`: a large body is shared (no copy), a small one copied.
+    pub fn body_bytes(&self) -> Bytes {
+        match &self.shared_body {
+            Some(body) => body.clone(),
+            None => Bytes::copy_from_slice(self.body()),
+        }
+    }
 }
 
 /// A message's place in one queue.

@@ -19,7 +19,7 @@ mod durable;
 
 use super::arguments::{check_queue_arguments, ArgumentError};
 use super::consumer::Consumer;
-use super::dead_letter::dead_letter;
+use super::dead_letter::DeadLetters;
 use super::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, LazyHeaders, Target,
 };
@@ -422,11 +422,13 @@ impl Vhost {
             }
         }
         // Dead-lettering routes: not under the topology lock.
+        let mut batch = DeadLetters::new(self);
         for (queue, dropped) in given_up {
             for (message, reason) in dropped {
-                dead_letter(self, &queue, &message, reason);
+                batch.send(&queue, &message, reason);
             }
         }
+        drop(batch);
         for queue in due {
             if let Some(messages) = self.remove_if(&queue, |q| q.is_expired(now)) {
                 tracing::info!(vhost = %self.name, queue = %queue.name, messages, "queue expired (x-expires)");

@@ -24,7 +24,7 @@ use super::content::{Complete, Content};
 use super::unacked::Delivery;
 use super::{settle, Channel, Channels, Mode, Settle, Tx};
 use crate::broker::consumer::Consumer;
-use crate::broker::dead_letter::{dead_letter, Reason};
+use crate::broker::dead_letter::{dead_letter, DeadLetters, Reason};
 use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::{ConsumeRefused, Enqueued, Published};
 use crate::broker::values::parse_expiration;
@@ -560,14 +560,9 @@ impl Channels {
     /// Dead-letters deliveries rejected without requeue (their queues' dead-letter exchange,
     /// if they have one).
     fn dead_letter_rejected<'a>(&self, deliveries: impl Iterator<Item = &'a Delivery>) {
+        let mut batch = DeadLetters::new(&self.session.vhost);
         for delivery in deliveries {
-            let message = &delivery.entry.message;
-            dead_letter(
-                &self.session.vhost,
-                &delivery.queue,
-                message,
-                Reason::Rejected,
-            );
+            batch.send(&delivery.queue, &delivery.entry.message, Reason::Rejected);
         }
     }
 
