@@ -279,9 +279,12 @@ impl Queue {
     /// exchange (reason maxlen), by the caller once the lock is let go.
     #[inline]
     fn trim(&self, state: &mut QueueState) {
-        if self.limits.reject || !self.limits.bounded() {
-            return;
+        if !self.limits.reject && self.limits.bounded() {
+            self.drop_heads(state);
         }
+    }
+
+    fn drop_heads(&self, state: &mut QueueState) {
         while self.limits.exceeded(state.len(), state.bytes) {
             if !state.drop_head() {
                 break;

@@ -187,6 +187,36 @@ impl QueueState {
     /// The next message: requeued ones first, then the ready list, reading paged-out messages
     /// back from the log. Expired messages met on the way are dropped (or dead-lettered).
     pub fn pop(&mut self) -> Option<Entry> {
+        while self.requeued.is_empty() && !self.expiring {
+            // The common case: the next ready message, nothing requeued, nothing expires.
+            let (priority, slot) = self.ready.pop_front()?;
+            let message = match slot.message {
+                Some(message) => {
+                    let body = body_len(&message);
+                    self.memory = self
+                        .memory
+                        .saturating_sub(body as usize + message.properties().len() + 96);
+                    self.bytes = self.bytes.saturating_sub(body);
+                    message
+                }
+                None => match self.load_ahead(priority, slot.position) {
+                    Some(message) => {
+                        self.bytes = self.bytes.saturating_sub(body_len(&message));
+                        message
+                    }
+                    // Unreadable (dropped with an error): the next one.
+                    None => continue,
+                },
+            };
+            return Some(Entry {
+                seq: slot.seq,
+                message,
+                redelivered: slot.redelivered,
+                position: slot.position,
+                priority,
+                expires: slot.expires,
+            });
+        }
         let mut now = None;
         loop {
             let mut taken = self.take_next()?;
