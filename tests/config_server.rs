@@ -66,7 +66,15 @@ async fn max_connections_refuses_one_more() {
         Connection::connect(&uri, ConnectionProperties::default()),
     )
     .await;
-    assert!(third.is_err(), "a third connection was accepted");
+    // Refused as RabbitMQ refuses it: 530 at connection.open.
+    let error = third.expect_err("a third connection was accepted");
+    let refusal =
+        common::amqp_error(&error).unwrap_or_else(|| panic!("not a connection.close: {error:?}"));
+    assert_eq!(refusal.get_id(), 530);
+    assert_eq!(
+        refusal.get_message().as_str(),
+        "NOT_ALLOWED - connection refused: node connection limit (2) is reached"
+    );
     // The first two still work; once one closes, a new one is let in.
     common::channel(&second).await;
     within("close", first.close(200, "bye".into()))

@@ -105,6 +105,9 @@ pub(crate) struct Connection {
     /// When the current state gives up (handshake, closing) or the next heartbeat check is due.
     deadline: Option<Instant>,
     close_reason: String,
+    /// Accepted over `max_connections` (this limit): `connection.open` is refused with 530, as
+    /// RabbitMQ refuses it.
+    refuse: Option<usize>,
 }
 
 /// Serves one accepted socket until it closes; logs the outcome.
@@ -113,6 +116,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     context: Arc<Context>,
     shutdown: watch::Receiver<bool>,
+    refuse: Option<usize>,
 ) {
     let now = Instant::now();
     let (outbox, mut outbound) = Outbox::new();
@@ -137,6 +141,7 @@ pub(crate) async fn serve(
         blocked_sent: false,
         input_pending: false,
         close_reason: String::new(),
+        refuse,
     };
     let alarms = connection.context.alarms.clone();
     let was_open = connection
@@ -553,6 +558,11 @@ impl Connection {
                 Ok(())
             }
             (State::Open, C::Open(open)) => {
+                if let Some(limit) = self.refuse {
+                    return Err(Error::NotAllowed(format!(
+                        "connection refused: node connection limit ({limit}) is reached"
+                    )));
+                }
                 let name = open.virtual_host.as_str();
                 let Some(vhost) = self.context.broker.vhost(name) else {
                     return Err(Error::VhostNotFound(name.to_owned()));

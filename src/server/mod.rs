@@ -4,7 +4,8 @@
 //! future completes, then tells every connection (through a `watch` channel) to close with
 //! 320 CONNECTION_FORCED and waits, bounded, for them to finish. Connection tasks share only the
 //! read-only [`Context`]. With `max_connections`, each connection task holds a permit of a
-//! semaphore; a connection accepted when none is left is closed at once (logged).
+//! semaphore; a connection accepted when none is left is refused at `connection.open` with 530
+//! NOT_ALLOWED, as RabbitMQ does (at most 64 such at a time; beyond, the socket is closed).
 
 pub mod alarms;
 mod auth;
@@ -32,6 +33,10 @@ use crate::broker::Broker;
 use crate::store::sync::Syncer;
 use crate::store::Store;
 pub use handshake::Tuning;
+
+/// Connections over `max_connections` that may be in their handshake (to be refused with 530)
+/// at once.
+const MAX_REFUSALS: usize = 64;
 
 /// How long shutdown waits for connections to finish their close handshake.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -126,6 +131,8 @@ pub struct Server {
     thresholds: Arc<alarms::Thresholds>,
     /// `max_connections` and its permits, when the number of connections is limited.
     connection_limit: Option<(usize, Arc<Semaphore>)>,
+    /// Connections over the limit being refused at once (each handshakes to its 530).
+    refusals: Arc<Semaphore>,
 }
 
 impl Server {
@@ -191,6 +198,7 @@ impl Server {
             connection_limit: options
                 .max_connections
                 .map(|n| (n, Arc::new(Semaphore::new(n)))),
+            refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
         };
         Ok((server, configured))
     }
@@ -254,20 +262,29 @@ impl Server {
                 () = &mut shutdown => break,
                 accepted = self.accept(&mut turn) => match accepted {
                     Ok((stream, peer)) => {
-                        let permit = match &self.connection_limit {
-                            None => None,
+                        let (permit, refuse) = match &self.connection_limit {
+                            None => (None, None),
                             Some((limit, permits)) => match Arc::clone(permits).try_acquire_owned() {
-                                Ok(permit) => Some(permit),
-                                Err(_) => {
-                                    warn!(%peer, limit, "connection refused: max_connections reached");
-                                    drop(stream);
-                                    continue;
-                                }
+                                Ok(permit) => (Some(permit), None),
+                                // Over the limit: the handshake goes on to a 530 at
+                                // connection.open, as in RabbitMQ, for a bounded number of
+                                // refusals at a time; beyond them the socket is just closed.
+                                Err(_) => match Arc::clone(&self.refusals).try_acquire_owned() {
+                                    Ok(permit) => {
+                                        warn!(%peer, limit, "connection refused: max_connections reached");
+                                        (Some(permit), Some(*limit))
+                                    }
+                                    Err(_) => {
+                                        warn!(%peer, limit, "connection dropped: max_connections reached");
+                                        drop(stream);
+                                        continue;
+                                    }
+                                },
                             },
                         };
                         let _ = stream.set_nodelay(true);
                         let context = Arc::clone(&self.context);
-                        let serve = connection::serve(stream, peer, context, stopping.clone());
+                        let serve = connection::serve(stream, peer, context, stopping.clone(), refuse);
                         connections.spawn(async move {
                             serve.await;
                             drop(permit);
