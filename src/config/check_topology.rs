@@ -18,14 +18,7 @@ use crate::broker::arguments::check_queue_arguments;
 use crate::broker::exchange::ExchangeKind;
 
 /// The exchanges every vhost has (they need no declaring).
-pub const BUILT_IN: [(&str, ExchangeKind); 6] = [
-    ("", ExchangeKind::Direct),
-    ("amq.direct", ExchangeKind::Direct),
-    ("amq.fanout", ExchangeKind::Fanout),
-    ("amq.topic", ExchangeKind::Topic),
-    ("amq.headers", ExchangeKind::Headers),
-    ("amq.match", ExchangeKind::Headers),
-];
+pub use crate::broker::vhost::BUILT_IN;
 
 /// What the bindings may refer to: exchanges with their type (if it was valid), and queues.
 #[derive(Default)]

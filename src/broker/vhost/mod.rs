@@ -29,8 +29,8 @@ use super::Map;
 use crate::error::Error;
 use crate::store::Store;
 
-/// The exchanges every vhost has.
-const BUILT_IN: [(&str, ExchangeKind); 6] = [
+/// The exchanges every vhost has (a configuration file may bind to them undeclared).
+pub const BUILT_IN: [(&str, ExchangeKind); 6] = [
     ("", ExchangeKind::Direct),
     ("amq.direct", ExchangeKind::Direct),
     ("amq.fanout", ExchangeKind::Fanout),
