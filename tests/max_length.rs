@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
 
 async fn limited_queue(channel: &Channel, test: &str, max: i64, overflow: Option<&str>) -> String {
@@ -97,25 +97,6 @@ async fn reject_publish_nacks_while_full_and_acks_once_there_is_room() {
     assert!(publish_confirmed(&channel, &queue, b"5").await);
     assert!(!publish_confirmed(&channel, &queue, b"6").await);
     assert_eq!(get_all(&channel, &queue).await, ["1", "2", "5"]);
-}
-
-/// An exclusive queue named after `test` with `arguments`.
-async fn queue_with(channel: &Channel, test: &str, arguments: &[(&str, AMQPValue)]) -> String {
-    let name = unique(test);
-    let mut table = FieldTable::default();
-    for (key, value) in arguments {
-        table.insert(ShortString::from(*key), value.clone());
-    }
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        ..QueueDeclareOptions::default()
-    };
-    declare_queue_named(channel, &name, options, table).await;
-    name
-}
-
-fn text(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
 }
 
 async fn get_unacked(channel: &Channel, queue: &str) -> lapin::message::BasicGetMessage {

@@ -14,35 +14,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use lapin::message::BasicGetMessage;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
-
-fn text(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
-}
-
-fn int(n: i64) -> AMQPValue {
-    AMQPValue::LongLongInt(n)
-}
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (key, value) in entries {
-        table.insert(ShortString::from(*key), value.clone());
-    }
-    table
-}
-
-/// An exclusive queue named after `test` with `arguments` (it goes with the connection).
-async fn queue_with(channel: &Channel, test: &str, arguments: &[(&str, AMQPValue)]) -> String {
-    let name = unique(test);
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        ..QueueDeclareOptions::default()
-    };
-    declare_queue_named(channel, &name, options, table(arguments)).await;
-    name
-}
 
 fn expiring(milliseconds: &str) -> BasicProperties {
     BasicProperties::default().with_expiration(milliseconds.into())

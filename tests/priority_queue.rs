@@ -10,27 +10,8 @@ mod common;
 
 use common::*;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
-
-fn int(n: i64) -> AMQPValue {
-    AMQPValue::LongLongInt(n)
-}
-
-/// An exclusive queue named after `test` with `arguments` (it goes with the connection).
-async fn queue_with(channel: &Channel, test: &str, arguments: &[(&str, AMQPValue)]) -> String {
-    let name = unique(test);
-    let mut table = FieldTable::default();
-    for (key, value) in arguments {
-        table.insert(ShortString::from(*key), value.clone());
-    }
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        ..QueueDeclareOptions::default()
-    };
-    declare_queue_named(channel, &name, options, table).await;
-    name
-}
 
 async fn priority_queue(channel: &Channel, test: &str, max: i64) -> String {
     queue_with(channel, test, &[("x-max-priority", int(max))]).await

@@ -434,6 +434,36 @@ pub async fn declare_queue(channel: &Channel, test: &str, options: QueueDeclareO
     name
 }
 
+/// A string value for arguments and headers (a long string, as clients send them).
+pub fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+/// An integer value for arguments and headers.
+pub fn int(n: i64) -> AMQPValue {
+    AMQPValue::LongLongInt(n)
+}
+
+/// A field table of `entries`.
+pub fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (key, value) in entries {
+        table.insert((*key).into(), value.clone());
+    }
+    table
+}
+
+/// An exclusive queue named after `test` with `arguments` (it goes with the connection).
+pub async fn queue_with(channel: &Channel, test: &str, arguments: &[(&str, AMQPValue)]) -> String {
+    let name = unique(test);
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    declare_queue_named(channel, &name, options, table(arguments)).await;
+    name
+}
+
 /// Declares `name` and expects declare-ok.
 pub async fn declare_queue_named(
     channel: &Channel,
