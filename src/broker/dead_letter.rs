@@ -22,7 +22,7 @@ use warren_protocol::content::{encode_properties, without_expiration, ContentHea
 use warren_protocol::method::{ShortStr, CLASS_BASIC};
 use warren_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
-use super::message::{Message, Stamp};
+use super::message::{now_ms, Message, Stamp};
 use super::queue::Queue;
 use super::vhost::{RouteScratch, Vhost};
 
@@ -138,22 +138,23 @@ impl Drop for DeadLetters<'_> {
 /// included) to `target` closes a cycle of automatic deaths: `target` is among the queues it
 /// died in, and no death from the most recent back to that one was a reject.
 fn is_cycle(target: &str, deaths: &[AMQPValue]) -> bool {
-    let field = |death: &AMQPValue, key: &str| match death {
-        AMQPValue::FieldTable(table) => match table.inner().get(key) {
-            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
-            _ => None,
-        },
-        _ => None,
-    };
     for death in deaths {
-        if field(death, "reason").as_deref() == Some("rejected") {
+        if death_field(death, "reason") == Some(Reason::Rejected.name().as_bytes()) {
             return false;
         }
-        if field(death, "queue").as_deref() == Some(target) {
+        if death_field(death, "queue") == Some(target.as_bytes()) {
             return true;
         }
     }
     false
+}
+
+/// A string field (`queue`, `reason`) of an `x-death` entry.
+fn death_field<'a>(death: &'a AMQPValue, key: &str) -> Option<&'a [u8]> {
+    match death {
+        AMQPValue::FieldTable(table) => super::values::text(table.inner().get(key)?),
+        _ => None,
+    }
 }
 
 /// The message's properties with this death recorded in its headers and its expiration
@@ -179,16 +180,9 @@ fn with_death(
     };
     // The entry for this queue and reason, if the message died this way before: counted and
     // moved to the front.
-    let same = |death: &AMQPValue| match death {
-        AMQPValue::FieldTable(table) => {
-            let field = |key: &str| match table.inner().get(key) {
-                Some(AMQPValue::LongString(s)) => Some(s.to_string()),
-                _ => None,
-            };
-            field("queue").as_deref() == Some(queue_name)
-                && field("reason").as_deref() == Some(reason.name())
-        }
-        _ => false,
+    let same = |death: &AMQPValue| {
+        death_field(death, "queue") == Some(queue_name.as_bytes())
+            && death_field(death, "reason") == Some(reason.name().as_bytes())
     };
     let entry = match deaths.iter().position(same) {
         Some(at) => {
@@ -201,7 +195,7 @@ fn with_death(
             };
             let count = i64::try_from(count).unwrap_or(0).saturating_add(1);
             table.insert("count".into(), AMQPValue::LongLongInt(count));
-            table.insert("time".into(), AMQPValue::Timestamp(now_seconds()));
+            table.insert("time".into(), AMQPValue::Timestamp(now_ms() / 1000));
             table
         }
         None => {
@@ -209,7 +203,7 @@ fn with_death(
             table.insert("count".into(), AMQPValue::LongLongInt(1));
             table.insert("reason".into(), text(reason.name()));
             table.insert("queue".into(), text(queue_name));
-            table.insert("time".into(), AMQPValue::Timestamp(now_seconds()));
+            table.insert("time".into(), AMQPValue::Timestamp(now_ms() / 1000));
             table.insert("exchange".into(), text(exchange));
             let keys = FieldArray::from(vec![text(message.routing_key())]);
             table.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
@@ -235,12 +229,6 @@ fn with_death(
     }
     let encoded = encode_properties(&properties.with_headers(headers));
     Some((without_expiration(&encoded)?, deaths))
-}
-
-fn now_seconds() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The dead-letter exchange and routing key of a queue's arguments.

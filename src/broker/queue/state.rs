@@ -21,7 +21,7 @@ use crate::store::log::{Log, Position};
 /// How much of a log one read of paged-out messages takes (see `QueueState::load_ahead`).
 const READ_AHEAD: usize = 256 * 1024;
 
-/// What a message costs in memory while a queue holds it (bytes, roughly; `taken` repeats it).
+/// What a message costs in memory while a queue holds it (bytes, roughly).
 pub(super) fn footprint(message: &Message) -> usize {
     message.body().len() + message.properties().len() + 96
 }
@@ -126,16 +126,22 @@ impl QueueState {
         self.requeued.push(Reverse(entry));
     }
 
+    /// Whether the next message to be delivered is a requeued one: requeued ones go first
+    /// within their priority.
+    #[inline]
+    fn requeued_first(&self) -> bool {
+        match (self.requeued.peek(), self.ready.top()) {
+            (Some(Reverse(entry)), Some(top)) => entry.priority >= top,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
     /// Takes the next message to be delivered: requeued ones first within the highest priority,
     /// without reading a paged-out one back.
     #[inline]
     fn take_next(&mut self) -> Option<Taken> {
-        let requeued_first = match (self.requeued.peek(), self.ready.top()) {
-            (Some(Reverse(entry)), Some(top)) => entry.priority >= top,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if requeued_first {
+        if self.requeued_first() {
             let Reverse(entry) = self.requeued.pop()?;
             self.bytes = self.bytes.saturating_sub(body_len(&entry.message));
             return Some(Taken {
@@ -151,14 +157,17 @@ impl QueueState {
         Some(self.taken(priority, slot))
     }
 
+    /// Takes an in-memory ready message's cost off the queue's memory and byte counts.
+    #[inline]
+    fn forget(&mut self, message: &Message) {
+        self.memory = self.memory.saturating_sub(footprint(message));
+        self.bytes = self.bytes.saturating_sub(body_len(message));
+    }
+
     #[inline]
     fn taken(&mut self, priority: u8, slot: Slot) -> Taken {
         if let Some(message) = &slot.message {
-            let body = body_len(message);
-            self.memory = self
-                .memory
-                .saturating_sub(body as usize + message.properties().len() + 96);
-            self.bytes = self.bytes.saturating_sub(body);
+            self.forget(message);
         }
         Taken {
             seq: slot.seq,
@@ -192,11 +201,7 @@ impl QueueState {
             let (priority, slot) = self.ready.pop_front()?;
             let message = match slot.message {
                 Some(message) => {
-                    let body = body_len(&message);
-                    self.memory = self
-                        .memory
-                        .saturating_sub(body as usize + message.properties().len() + 96);
-                    self.bytes = self.bytes.saturating_sub(body);
+                    self.forget(&message);
                     message
                 }
                 None => match self.load_ahead(priority, slot.position) {
@@ -243,6 +248,15 @@ impl QueueState {
         }
     }
 
+    /// Gives up on a taken message: reads it back first if the queue needs it (to dead-letter it
+    /// or count its bytes), then [`QueueState::discard`]s it. An unreadable one is already
+    /// dropped.
+    fn give_up(&mut self, mut taken: Taken, reason: Reason) {
+        if !self.read_back || self.fill(&mut taken) {
+            self.discard(taken, reason);
+        }
+    }
+
     /// Settles a message the queue gives up on in its log, and keeps it for the dead-letter
     /// exchange if the queue has one (and the message is known).
     fn discard(&mut self, taken: Taken, reason: Reason) {
@@ -263,12 +277,10 @@ impl QueueState {
     /// Drops the next message to be delivered (`x-overflow` = `drop-head`); false if the queue
     /// was empty.
     pub fn drop_head(&mut self) -> bool {
-        let Some(mut taken) = self.take_next() else {
+        let Some(taken) = self.take_next() else {
             return false;
         };
-        if !self.read_back || self.fill(&mut taken) {
-            self.discard(taken, Reason::Maxlen);
-        }
+        self.give_up(taken, Reason::Maxlen);
         true
     }
 
@@ -288,22 +300,21 @@ impl QueueState {
             .head_expires()
             .is_some_and(|expires| expired(expires, now))
         {
-            let Some(mut taken) = self.take_next() else {
+            let Some(taken) = self.take_next() else {
                 break;
             };
-            if !self.read_back || self.fill(&mut taken) {
-                self.discard(taken, Reason::Expired);
-            }
+            self.give_up(taken, Reason::Expired);
         }
     }
 
     /// The expiry time of the next message to be delivered (see `take_next`).
     fn head_expires(&self) -> Option<u64> {
-        match (self.requeued.peek(), self.ready.top()) {
-            (Some(Reverse(entry)), Some(top)) if entry.priority >= top => Some(entry.expires),
-            (Some(Reverse(entry)), None) => Some(entry.expires),
-            (_, Some(top)) => self.ready.front(top).map(|slot| slot.expires),
-            (None, None) => None,
+        match self.requeued_first() {
+            true => self.requeued.peek().map(|Reverse(entry)| entry.expires),
+            false => {
+                let top = self.ready.top()?;
+                self.ready.front(top).map(|slot| slot.expires)
+            }
         }
     }
 
@@ -314,10 +325,8 @@ impl QueueState {
             return;
         }
         if let Some(slot) = self.ready.pop_back(lane) {
-            let mut taken = self.taken(lane, slot);
-            if !self.read_back || self.fill(&mut taken) {
-                self.discard(taken, Reason::Expired);
-            }
+            let taken = self.taken(lane, slot);
+            self.give_up(taken, Reason::Expired);
         }
     }
 
