@@ -60,6 +60,9 @@ fn explain_reason(reason: &str) -> String {
     if let Some(n) = inner("{value_negative,") {
         return format!("must not be negative (got {n})");
     }
+    if let Some(n) = inner("{value_too_large,") {
+        return format!("must be at most 315360000000 ms, ten years (got {n})");
+    }
     if inner("{value_zero,").is_some() {
         return "must be greater than 0".into();
     }
@@ -142,6 +145,10 @@ mod tests {
             "must not be negative (got -1)"
         );
         assert_eq!(invalid("{value_zero,0}"), "must be greater than 0");
+        assert_eq!(
+            invalid("{value_too_large,315360000001}"),
+            "must be at most 315360000000 ms, ten years (got 315360000001)"
+        );
         assert_eq!(
             invalid("{max_value_exceeded,300}"),
             "must be at most 255 (got 300)"
