@@ -5,7 +5,7 @@
 
 use warren_protocol::types::{AMQPValue, FieldTable};
 
-use super::values::{expiry_refusal, integer, text, type_name};
+use super::values::{integer, text, type_name, MAX_EXPIRY_MS};
 
 /// How an argument's value is constrained.
 enum Rule {
@@ -29,8 +29,8 @@ enum Rule {
 /// How RabbitMQ words an unknown string value.
 #[derive(Clone, Copy)]
 enum Refusal {
-    /// A bare atom, e.g. `invalid_overflow`.
-    Atom(&'static str),
+    /// `invalid_overflow`.
+    InvalidOverflow,
     /// A quoted sentence naming the value: `"unsupported queue mode 'x'"`.
     Unsupported(&'static str),
 }
@@ -48,7 +48,7 @@ const RULES: [(&str, Rule); 12] = [
         "x-overflow",
         Rule::OneOf(
             &["drop-head", "reject-publish", "reject-publish-dlx"],
-            Refusal::Atom("invalid_overflow"),
+            Refusal::InvalidOverflow,
         ),
     ),
     (
@@ -71,12 +71,63 @@ const RULES: [(&str, Rule); 12] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArgumentError {
     /// `invalid arg '{arg}' for queue …: {reason}`.
-    Invalid { arg: &'static str, reason: String },
+    Invalid { arg: &'static str, reason: Refused },
     /// `invalid type '{type}' for arg '{arg}' in queue …`.
     Type {
         arg: &'static str,
         type_name: &'static str,
     },
+}
+
+/// Why an argument's value is refused. Its `Display` is RabbitMQ's wording (the reply text);
+/// a configuration file words it for a person from the variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// `"expected integer, got {type}"`.
+    NotInteger(&'static str),
+    /// `{unacceptable_type,{type}}`.
+    UnacceptableType(&'static str),
+    Negative(i128),
+    Zero(i128),
+    /// Above ten years of milliseconds (a TTL or expiry).
+    TooLarge(i128),
+    /// Above 255 (`x-max-priority`).
+    AboveMaxPriority(i128),
+    /// An `x-overflow` that is none of the three.
+    InvalidOverflow,
+    /// `x-dead-letter-routing-key` without `x-dead-letter-exchange`.
+    RoutingKeyWithoutExchange,
+    /// `"unsupported {what} '{value}'"`.
+    Unsupported {
+        what: &'static str,
+        value: String,
+    },
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::NotInteger(type_name) => write!(f, "\"expected integer, got {type_name}\""),
+            Refused::UnacceptableType(type_name) => write!(f, "{{unacceptable_type,{type_name}}}"),
+            Refused::Negative(n) => write!(f, "{{value_negative,{n}}}"),
+            Refused::Zero(n) => write!(f, "{{value_zero,{n}}}"),
+            Refused::TooLarge(n) => write!(f, "{{value_too_large,{n}}}"),
+            Refused::AboveMaxPriority(n) => write!(f, "{{max_value_exceeded,{n}}}"),
+            Refused::InvalidOverflow => f.write_str("invalid_overflow"),
+            Refused::RoutingKeyWithoutExchange => f.write_str("routing_key_but_no_dlx_defined"),
+            Refused::Unsupported { what, value } => write!(f, "\"unsupported {what} '{value}'\""),
+        }
+    }
+}
+
+/// RabbitMQ's refusal of an expiry of `n` ms (`x-message-ttl`, `x-expires`, the `expiration`
+/// property), if it refuses it: negative, or above ten years.
+pub fn expiry_refusal(n: i128) -> Option<Refused> {
+    match n {
+        n if n < 0 => Some(Refused::Negative(n)),
+        n if n > MAX_EXPIRY_MS => Some(Refused::TooLarge(n)),
+        _ => None,
+    }
 }
 
 /// Checks every argument Warren knows; the first refusal, as RabbitMQ words it.
@@ -86,7 +137,7 @@ pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError
         let Some(value) = table.get(*arg) else {
             continue;
         };
-        let invalid = |reason: String| ArgumentError::Invalid { arg, reason };
+        let invalid = |reason: Refused| ArgumentError::Invalid { arg, reason };
         match rule {
             Rule::ExchangeName => {
                 if text(value).is_none() {
@@ -101,7 +152,7 @@ pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError
                     return Err(invalid(unacceptable(value)));
                 }
                 if !table.contains_key("x-dead-letter-exchange") {
-                    return Err(invalid("routing_key_but_no_dlx_defined".into()));
+                    return Err(invalid(Refused::RoutingKeyWithoutExchange));
                 }
             }
             Rule::OneOf(allowed, refusal) => match text(value) {
@@ -109,10 +160,11 @@ pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError
                 Some(s) if allowed.iter().any(|a| a.as_bytes() == s) => {}
                 Some(s) => {
                     return Err(invalid(match refusal {
-                        Refusal::Atom(atom) => (*atom).into(),
-                        Refusal::Unsupported(what) => {
-                            format!("\"unsupported {what} '{}'\"", String::from_utf8_lossy(s))
-                        }
+                        Refusal::InvalidOverflow => Refused::InvalidOverflow,
+                        Refusal::Unsupported(what) => Refused::Unsupported {
+                            what,
+                            value: String::from_utf8_lossy(s).into_owned(),
+                        },
                     }))
                 }
             },
@@ -123,16 +175,13 @@ pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError
             }
             Rule::NonNegative | Rule::Ttl | Rule::Expires | Rule::Priority => {
                 let Some(n) = integer(value) else {
-                    return Err(invalid(format!(
-                        "\"expected integer, got {}\"",
-                        type_name(value)
-                    )));
+                    return Err(invalid(Refused::NotInteger(type_name(value))));
                 };
                 let reason = match rule {
-                    Rule::Expires if n == 0 => Some(format!("{{value_zero,{n}}}")),
+                    Rule::Expires if n == 0 => Some(Refused::Zero(n)),
                     Rule::Ttl | Rule::Expires => expiry_refusal(n),
-                    _ if n < 0 => Some(format!("{{value_negative,{n}}}")),
-                    Rule::Priority if n > 255 => Some(format!("{{max_value_exceeded,{n}}}")),
+                    _ if n < 0 => Some(Refused::Negative(n)),
+                    Rule::Priority if n > 255 => Some(Refused::AboveMaxPriority(n)),
                     _ => None,
                 };
                 if let Some(reason) = reason {
@@ -144,8 +193,8 @@ pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError
     Ok(())
 }
 
-fn unacceptable(value: &AMQPValue) -> String {
-    format!("{{unacceptable_type,{}}}", type_name(value))
+fn unacceptable(value: &AMQPValue) -> Refused {
+    Refused::UnacceptableType(type_name(value))
 }
 
 #[cfg(test)]
@@ -172,11 +221,12 @@ mod tests {
         }
     }
 
-    fn invalid(arg: &'static str, reason: &str) -> Result<(), ArgumentError> {
-        Err(ArgumentError::Invalid {
-            arg,
-            reason: reason.into(),
-        })
+    /// The refusal as (argument, RabbitMQ's reason text).
+    fn refusal(result: Result<(), ArgumentError>) -> Option<(&'static str, String)> {
+        match result {
+            Err(ArgumentError::Invalid { arg, reason }) => Some((arg, reason.to_string())),
+            _ => None,
+        }
     }
 
     #[test]
@@ -194,6 +244,11 @@ mod tests {
                 "{value_negative,-1}",
             ),
             ("x-expires", AMQPValue::LongInt(0), "{value_zero,0}"),
+            (
+                "x-message-ttl",
+                AMQPValue::LongLongInt(315_360_000_001),
+                "{value_too_large,315360000001}",
+            ),
             (
                 "x-max-priority",
                 AMQPValue::LongInt(256),
@@ -223,8 +278,8 @@ mod tests {
         ];
         for (arg, value, reason) in cases {
             assert_eq!(
-                check_queue_arguments(&args(arg, value)),
-                invalid(arg, reason)
+                refusal(check_queue_arguments(&args(arg, value))),
+                Some((arg, reason.to_owned()))
             );
         }
         assert_eq!(

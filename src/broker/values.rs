@@ -7,16 +7,6 @@ use warren_protocol::types::AMQPValue;
 /// The longest time to live or expiry RabbitMQ accepts: ten years, in milliseconds.
 pub const MAX_EXPIRY_MS: i128 = 315_360_000_000;
 
-/// RabbitMQ's reason for refusing an expiry of `n` ms (`x-message-ttl`, `x-expires`, the
-/// `expiration` property), if it refuses it.
-pub fn expiry_refusal(n: i128) -> Option<String> {
-    match n {
-        n if n < 0 => Some(format!("{{value_negative,{n}}}")),
-        n if n > MAX_EXPIRY_MS => Some(format!("{{value_too_large,{n}}}")),
-        _ => None,
-    }
-}
-
 /// The `expiration` property as RabbitMQ reads it (Erlang's `string:to_integer`: an optional
 /// sign, digits, nothing after): a TTL in milliseconds, or the reason it is refused.
 pub fn parse_expiration(text: &[u8]) -> Result<u64, String> {
@@ -50,8 +40,8 @@ pub fn parse_expiration(text: &[u8]) -> Result<u64, String> {
     }
     let magnitude: i128 = shown.parse().map_err(|_| "no_integer".to_owned())?;
     let n = if negative { -magnitude } else { magnitude };
-    match expiry_refusal(n) {
-        Some(reason) => Err(reason),
+    match super::arguments::expiry_refusal(n) {
+        Some(reason) => Err(reason.to_string()),
         None => u64::try_from(n).map_err(|_| "no_integer".to_owned()),
     }
 }

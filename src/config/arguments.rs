@@ -4,7 +4,7 @@
 
 use warren_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
-use crate::broker::arguments::ArgumentError;
+use crate::broker::arguments::{ArgumentError, Refused};
 
 /// The field value of a TOML value; an error for what AMQP has no value for (dates).
 pub fn field_value(value: &toml::Value) -> Result<AMQPValue, String> {
@@ -51,41 +51,25 @@ pub fn explain(error: &ArgumentError) -> (&'static str, String) {
     }
 }
 
-fn explain_reason(reason: &str) -> String {
-    let inner = |prefix: &str| {
-        reason
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_suffix('}'))
-    };
-    if let Some(n) = inner("{value_negative,") {
-        return format!("must not be negative (got {n})");
-    }
-    if let Some(n) = inner("{value_too_large,") {
-        return format!("must be at most 315360000000 ms, ten years (got {n})");
-    }
-    if inner("{value_zero,").is_some() {
-        return "must be greater than 0".into();
-    }
-    if let Some(n) = inner("{max_value_exceeded,") {
-        return format!("must be at most 255 (got {n})");
-    }
-    if let Some(type_name) = inner("{unacceptable_type,") {
-        return format!("has the wrong type ({})", toml_type(type_name));
-    }
-    if let Some(type_name) = reason
-        .strip_prefix("\"expected integer, got ")
-        .and_then(|rest| rest.strip_suffix('"'))
-    {
-        return format!("must be an integer (got {})", toml_type(type_name));
-    }
+fn explain_reason(reason: &Refused) -> String {
     match reason {
-        "invalid_overflow" => {
+        Refused::Negative(n) => format!("must not be negative (got {n})"),
+        Refused::Zero(_) => "must be greater than 0".into(),
+        Refused::TooLarge(n) => format!("must be at most 315360000000 ms, ten years (got {n})"),
+        Refused::AboveMaxPriority(n) => format!("must be at most 255 (got {n})"),
+        Refused::UnacceptableType(type_name) => {
+            format!("has the wrong type ({})", toml_type(type_name))
+        }
+        Refused::NotInteger(type_name) => {
+            format!("must be an integer (got {})", toml_type(type_name))
+        }
+        Refused::InvalidOverflow => {
             "must be \"drop-head\", \"reject-publish\" or \"reject-publish-dlx\"".into()
         }
-        "routing_key_but_no_dlx_defined" => {
+        Refused::RoutingKeyWithoutExchange => {
             "is set without x-dead-letter-exchange (add one)".into()
         }
-        other => other.trim_matches('"').to_owned(),
+        Refused::Unsupported { what, value } => format!("unsupported {what} '{value}'"),
     }
 }
 
@@ -133,36 +117,39 @@ mod tests {
 
     #[test]
     fn refusals_in_words() {
-        let invalid = |reason: &str| {
+        let invalid = |reason: Refused| {
             explain(&ArgumentError::Invalid {
                 arg: "x-message-ttl",
-                reason: reason.into(),
+                reason,
             })
             .1
         };
         assert_eq!(
-            invalid("{value_negative,-1}"),
+            invalid(Refused::Negative(-1)),
             "must not be negative (got -1)"
         );
-        assert_eq!(invalid("{value_zero,0}"), "must be greater than 0");
+        assert_eq!(invalid(Refused::Zero(0)), "must be greater than 0");
         assert_eq!(
-            invalid("{value_too_large,315360000001}"),
+            invalid(Refused::TooLarge(315_360_000_001)),
             "must be at most 315360000000 ms, ten years (got 315360000001)"
         );
         assert_eq!(
-            invalid("{max_value_exceeded,300}"),
+            invalid(Refused::AboveMaxPriority(300)),
             "must be at most 255 (got 300)"
         );
         assert_eq!(
-            invalid("\"expected integer, got longstr\""),
+            invalid(Refused::NotInteger("longstr")),
             "must be an integer (got a string)"
         );
         assert_eq!(
-            invalid("{unacceptable_type,long}"),
+            invalid(Refused::UnacceptableType("long")),
             "has the wrong type (an integer)"
         );
         assert_eq!(
-            invalid("\"unsupported queue mode 'fast'\""),
+            invalid(Refused::Unsupported {
+                what: "queue mode",
+                value: "fast".into()
+            }),
             "unsupported queue mode 'fast'"
         );
     }
