@@ -212,7 +212,11 @@ impl Queue {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let expires = ttl.map_or(0, |ttl| now_ms().saturating_add(ttl).max(1));
+        let now = ttl.map(|_| now_ms());
+        let expires = match (ttl, now) {
+            (Some(ttl), Some(now)) => now.saturating_add(ttl).max(1),
+            _ => 0,
+        };
         if expires != 0 && !state.expiring {
             state.expiring = true;
             self.attention.store(true, Relaxed);
@@ -263,7 +267,7 @@ impl Queue {
                 position,
             },
         );
-        self.dispatch_locked(state);
+        self.dispatch_at(state, now);
         if ttl == Some(0) {
             state.drop_if_waiting(lane, seq);
         }
@@ -514,7 +518,12 @@ impl Queue {
 
     /// Dispatches, and updates the pressure on publishers with what is left.
     fn dispatch_locked(&self, state: &mut QueueState) {
-        let held = state.dispatch(self.limits.single_active);
+        self.dispatch_at(state, None);
+    }
+
+    /// Dispatches judging expiry at `now` (see `QueueState::pop_at`), and updates the pressure.
+    fn dispatch_at(&self, state: &mut QueueState, now: Option<u64>) {
+        let held = state.dispatch(self.limits.single_active, now);
         self.flow.update(state.len(), state.memory, held);
     }
 

@@ -196,6 +196,14 @@ impl QueueState {
     /// The next message: requeued ones first, then the ready list, reading paged-out messages
     /// back from the log. Expired messages met on the way are dropped (or dead-lettered).
     pub fn pop(&mut self) -> Option<Entry> {
+        self.pop_at(None)
+    }
+
+    /// [`QueueState::pop`], judging expiry at `now` (ms since the epoch) if given, else at the
+    /// clock's time when an expiring message comes up. A publish passes the time it stamped
+    /// the message with, so that a message with a TTL of 0 still reaches a consumer ready for
+    /// it however the clock ticks meanwhile.
+    fn pop_at(&mut self, now: Option<u64>) -> Option<Entry> {
         while self.requeued.is_empty() && !self.expiring {
             // The common case: the next ready message, nothing requeued, nothing expires.
             let (priority, slot) = self.ready.pop_front()?;
@@ -222,7 +230,7 @@ impl QueueState {
                 expires: slot.expires,
             });
         }
-        let mut now = None;
+        let mut now = now;
         loop {
             let mut taken = self.take_next()?;
             let is_expired =
@@ -415,7 +423,8 @@ impl QueueState {
     /// Hands ready messages to consumers with credit, round robin, until either runs out.
     /// Returns whether messages are left while the broker is what holds a consumer back
     /// ([`Consumer::behind`], see [`super::super::flow`]).
-    pub fn dispatch(&mut self, single_active: bool) -> bool {
+    /// `now`: the time to judge expiry at (see [`QueueState::pop_at`]).
+    pub fn dispatch(&mut self, single_active: bool, now: Option<u64>) -> bool {
         // Consumers are kept sorted by priority, highest first (registration order within one
         // priority); a single-active-consumer queue serves only the first.
         let count = match single_active {
@@ -448,7 +457,7 @@ impl QueueState {
                         continue;
                     }
                     let consumer = Arc::clone(consumer);
-                    let Some(entry) = self.pop() else {
+                    let Some(entry) = self.pop_at(now) else {
                         // Only expired or unreadable messages were left.
                         consumer.give_back();
                         return false;
@@ -461,7 +470,7 @@ impl QueueState {
                         // The consumer's connection is gone; its cleanup will remove it.
                         self.push_front(entry);
                         self.remove_consumer(&consumer);
-                        return self.dispatch(single_active);
+                        return self.dispatch(single_active, now);
                     }
                     continue 'messages;
                 }
