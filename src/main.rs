@@ -27,7 +27,7 @@ const EXIT_CONFIG: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "warren", version, about = "An AMQP 0-9-1 message broker")]
 struct Cli {
-    /// Address to accept AMQP connections on [default: the file's listeners, else 0.0.0.0:5672].
+    /// Address to accept AMQP connections on [default: the file's listeners, else [::]:5672, IPv6 and IPv4].
     #[arg(long)]
     listen: Option<String>,
     /// Directory for the broker's data; created if missing [default: the file's data_dir, else

@@ -156,3 +156,95 @@ async fn shutdown_sends_320_connection_forced() {
         .expect("shutdown task");
     assert!(!conn.status().connected());
 }
+
+#[tokio::test]
+async fn update_secret_is_answered_and_the_connection_goes_on() {
+    // RabbitMQ's extension for refreshing a token (connection.update-secret, 10/70): for a user
+    // of the broker's own user list, whose credentials cannot expire, RabbitMQ answers
+    // update-secret-ok to any secret; the clients' own test suites send one that is not the
+    // password.
+    let broker = Broker::start().await;
+    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    for secret in ["guest", "a-refreshed-token"] {
+        conn.update_secret(secret.into(), "token refresh".into())
+            .await
+            .expect("update-secret-ok");
+    }
+    let channel = conn
+        .create_channel()
+        .await
+        .expect("the connection still serves");
+    channel
+        .close(200, "ok".into())
+        .await
+        .expect("channel close");
+    conn.close(200, "done".into()).await.expect("close");
+}
+
+#[tokio::test]
+async fn update_secret_of_a_user_removed_since_login_closes_with_403() {
+    if common::skip_if_external("replaces the broker's users") {
+        return;
+    }
+    let users = warren::server::Users::default();
+    let options = ServerOptions {
+        users: users.clone(),
+        ..ServerOptions::default()
+    };
+    let broker = Broker::start_with(options).await;
+    let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
+    users.replace(Vec::new(), Vec::new());
+    client
+        .send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(
+                connection::UpdateSecret {
+                    new_secret: "guest".into(),
+                    reason: "refresh".into(),
+                },
+            )),
+        )
+        .await;
+    client.expect_connection_exception(403).await;
+    users.replace(warren::server::Users::default().list(), Vec::new());
+    broker.assert_serving().await;
+}
+
+#[tokio::test]
+async fn the_default_listener_takes_ipv6_and_ipv4_clients() {
+    if common::skip_if_external("binds its own listener") {
+        return;
+    }
+    // "[::]" is bound dual-stack (RabbitMQ's default listener); port 0 here so that tests can
+    // run side by side.
+    let data_dir = std::env::temp_dir().join(format!("warren-test-dual-{}", std::process::id()));
+    let options = ServerOptions {
+        listen: "[::]:0".into(),
+        data_dir: data_dir.clone(),
+        ..ServerOptions::default()
+    };
+    let server = warren::Server::bind(options).await.expect("bind [::]:0");
+    let port = server.local_addr().expect("addr").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    for host in ["127.0.0.1", "[::1]"] {
+        let uri = format!("amqp://guest:guest@{host}:{port}/%2f");
+        // guest is loopback-only: an IPv4 client seen as ::ffff:127.0.0.1 must count as loopback.
+        let conn = Connection::connect(&uri, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("connect over {host}: {e}"));
+        let channel = conn.create_channel().await.expect("channel");
+        channel
+            .close(200, "ok".into())
+            .await
+            .expect("channel close");
+        conn.close(200, "ok".into()).await.expect("close");
+    }
+    let _ = stop.send(());
+    task.await.expect("server task").expect("server run");
+    let _ = std::fs::remove_dir_all(data_dir);
+}

@@ -186,6 +186,26 @@ impl Users {
     }
 }
 
+impl Users {
+    /// Checks a `connection.update-secret` for the connection's `user`, as RabbitMQ's internal
+    /// user database does: its credentials cannot expire, so the new secret is not compared with
+    /// the password (RabbitMQ answers `update-secret-ok` to any secret for such a user, and the
+    /// clients' own test suites rely on it); the user must still exist and still be allowed in
+    /// from `peer`. Returns why not (a 403 `connection.close`).
+    pub fn update_secret(&self, user: &str, peer: IpAddr) -> Result<(), String> {
+        let accounts = self.inner.read();
+        let Some(found) = accounts.users.iter().find(|u| u.name == user) else {
+            return Err(format!(
+                "New secret was refused: user '{user}' no longer exists"
+            ));
+        };
+        if found.loopback_only && !peer.is_loopback() {
+            return Err(format!("user '{user}' can only connect via localhost"));
+        }
+        Ok(())
+    }
+}
+
 /// PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd`.
 fn parse_plain(response: &[u8]) -> Option<(String, String)> {
     let mut parts = response.split(|b| *b == 0);

@@ -585,8 +585,18 @@ impl Connection {
                 info!(peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection opened");
                 Ok(())
             }
-            (_, C::UpdateSecret(_)) if self.state == State::Running => {
-                Err(Error::NotImplemented("connection.update-secret".into()))
+            (State::Running, C::UpdateSecret(update)) => {
+                match self.context.users.update_secret(&self.user, self.peer.ip()) {
+                    Ok(()) => {
+                        info!(peer = %self.peer, user = %self.user, reason = %update.reason.as_str(), "secret updated");
+                        self.send(C::UpdateSecretOk(connection::UpdateSecretOk {}));
+                        Ok(())
+                    }
+                    Err(why) => {
+                        warn!(peer = %self.peer, user = %self.user, reason = %why, "secret update refused");
+                        Err(Error::AuthFailed(why))
+                    }
+                }
             }
             (state, method) => Err(Error::UnexpectedMethod(format!(
                 "connection.{} is unexpected in connection state {state:?}",

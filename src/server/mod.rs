@@ -38,6 +38,9 @@ pub use handshake::Tuning;
 /// at once.
 const MAX_REFUSALS: usize = 64;
 
+/// The embedded default listener: every address, IPv6 and IPv4 (dual-stack), as RabbitMQ's.
+pub const DEFAULT_LISTENER: &str = "[::]:5672";
+
 /// How long shutdown waits for connections to finish their close handshake.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -91,7 +94,7 @@ pub enum UnackedTimeoutAction {
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
-            listen: "0.0.0.0:5672".into(),
+            listen: DEFAULT_LISTENER.into(),
             extra_listeners: Vec::new(),
             max_connections: None,
             data_dir: PathBuf::from("./warren-data"),
@@ -167,7 +170,7 @@ impl Server {
         broker.spawn_expiry(Duration::from_millis(100));
         let mut listeners = Vec::new();
         for address in std::iter::once(&options.listen).chain(&options.extra_listeners) {
-            let listener = TcpListener::bind(address).await.map_err(|e| {
+            let listener = listen(address).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
             })?;
             listeners.push(listener);
@@ -240,6 +243,14 @@ impl Server {
                 let listener = &self.listeners[(*turn + i) % count];
                 if let Poll::Ready(accepted) = listener.poll_accept(cx) {
                     *turn = (*turn + i + 1) % count;
+                    // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d: it is
+                    // known by its IPv4 address (loopback checks, logs).
+                    let accepted = accepted.map(|(stream, peer)| {
+                        (
+                            stream,
+                            SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+                        )
+                    });
                     return Poll::Ready(accepted);
                 }
             }
@@ -330,4 +341,45 @@ fn log_task_end(done: Result<(), tokio::task::JoinError>) {
             error!(error = %e, "connection task panicked");
         }
     }
+}
+
+/// Binds one listener. `[::]:port` (IPv6's every address) is bound dual-stack, accepting IPv4
+/// clients too (as RabbitMQ's default listener), whatever the system's `bindv6only`; where IPv6
+/// is off, it falls back to `0.0.0.0:port`. Any other address is bound as written.
+async fn listen(address: &str) -> io::Result<TcpListener> {
+    let every_v6 = address
+        .parse::<SocketAddr>()
+        .ok()
+        .filter(|a| a.is_ipv6() && a.ip().is_unspecified());
+    let Some(v6) = every_v6 else {
+        return TcpListener::bind(address).await;
+    };
+    match bind_dual_stack(v6) {
+        Ok(listener) => Ok(listener),
+        Err(e) if ipv6_unavailable(&e) => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], v6.port()));
+            warn!(address = %v6, error = %e, fallback = %v4, "IPv6 is not available; listening on IPv4 only");
+            TcpListener::bind(v4).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn bind_dual_stack(address: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Errors that mean the system has no IPv6 (module off, or disabled by sysctl).
+fn ipv6_unavailable(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
+    )
 }

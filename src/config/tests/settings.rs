@@ -184,7 +184,7 @@ routing_key = \"order.*.paid\"
 fn an_empty_file_is_the_defaults() {
     let config = from_str("empty.toml", "").unwrap();
     assert_eq!(config.settings, Settings::default());
-    assert_eq!(config.settings.listeners, vec!["0.0.0.0:5672"]);
+    assert_eq!(config.settings.listeners, vec!["[::]:5672"]);
     assert_eq!(config.vhosts, vec!["/"]);
 }
 
