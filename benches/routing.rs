@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use warren::broker::consumer::ChannelCredit;
 use warren::broker::exchange::Destination;
 use warren::broker::message::Message;
 use warren::broker::queue::{Queue, QueueOptions};
@@ -132,10 +133,11 @@ fn queue(c: &mut Criterion) {
     ));
     let mut group = c.benchmark_group("queue");
     group.throughput(Throughput::Elements(1));
+    let getter = Arc::new(ChannelCredit::default());
     group.bench_function("publish_then_get_16B", |b| {
         b.iter(|| {
             queue.publish(black_box(&message), Default::default());
-            queue.get(true).map(|(entry, _)| entry.seq)
+            queue.get(true, &getter).map(|(entry, _)| entry.seq)
         })
     });
     group.bench_function("message_new_16B", |b| {

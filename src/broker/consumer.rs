@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use warren_protocol::method::ShortStr;
@@ -100,8 +101,14 @@ pub struct Consumer {
     /// `x-priority` of basic.consume: consumers of a higher priority get messages first; lower
     /// ones only while all higher ones are out of credit.
     pub priority: i64,
-    /// Per-consumer prefetch (0: no limit), fixed at `basic.consume` as in RabbitMQ.
-    prefetch: u32,
+    /// `x-consumer-timeout` of basic.consume (RabbitMQ 3.12+): how long its deliveries may stay
+    /// unacked, before the queue's argument and the server default; zero: for ever.
+    pub timeout: Option<Duration>,
+    /// One of its deliveries passed the unacked timeout (reported once per consumer).
+    timed_out: AtomicBool,
+    /// Per-consumer prefetch (0: no limit): set at `basic.consume`, and changed by a later
+    /// `basic.qos` with `global=false` on its channel.
+    prefetch: AtomicU32,
     unacked: AtomicU32,
     /// Deliveries in the outbox, not yet written.
     unsent: AtomicU32,
@@ -137,7 +144,9 @@ impl Consumer {
             no_ack,
             exclusive,
             priority: 0,
-            prefetch,
+            timeout: None,
+            timed_out: AtomicBool::new(false),
+            prefetch: AtomicU32::new(prefetch),
             unacked: AtomicU32::new(0),
             unsent: AtomicU32::new(0),
             starved: AtomicBool::new(false),
@@ -152,6 +161,25 @@ impl Consumer {
     pub fn with_priority(mut self, priority: i64) -> Consumer {
         self.priority = priority;
         self
+    }
+
+    /// Sets the consumer's `x-consumer-timeout` (before it is added to its queue).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Consumer {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Changes the prefetch (`basic.qos`, `global=false`); true when that gave it credit it
+    /// lacked, so that the caller asks its queue to dispatch again.
+    pub fn set_prefetch(&self, prefetch: u32) -> bool {
+        let before = self.prefetch.swap(prefetch, SeqCst);
+        let raised = before != 0 && (prefetch == 0 || prefetch > before);
+        raised && self.take_starved()
+    }
+
+    /// Marks that one of its deliveries passed its unacked timeout; true the first time.
+    pub fn note_timed_out(&self) -> bool {
+        !self.timed_out.swap(true, SeqCst)
     }
 
     /// Takes credit for one delivery, or marks the consumer starved. Called by the queue under
@@ -192,7 +220,8 @@ impl Consumer {
             return false;
         }
         let unacked = self.unacked.load(SeqCst);
-        let at_limit = self.prefetch != 0 && unacked >= self.prefetch;
+        let prefetch = self.prefetch.load(SeqCst);
+        let at_limit = prefetch != 0 && unacked >= prefetch;
         at_limit && 2 * unsent >= unacked
     }
 
@@ -208,7 +237,8 @@ impl Consumer {
         if self.no_ack {
             return true;
         }
-        if self.prefetch != 0 && self.unacked.load(SeqCst) >= self.prefetch {
+        let prefetch = self.prefetch.load(SeqCst);
+        if prefetch != 0 && self.unacked.load(SeqCst) >= prefetch {
             return false;
         }
         let global = self.credit.global_prefetch.load(SeqCst);

@@ -37,6 +37,7 @@ pub struct ServerSection {
 pub enum TimeoutAction {
     Redeliver,
     CloseChannel,
+    Cancel,
 }
 
 /// How log lines are written.

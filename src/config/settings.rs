@@ -214,6 +214,7 @@ pub(super) fn check_server(
         settings.unacked_timeout_action = match action {
             TimeoutAction::Redeliver => UnackedTimeoutAction::Redeliver,
             TimeoutAction::CloseChannel => UnackedTimeoutAction::CloseChannel,
+            TimeoutAction::Cancel => UnackedTimeoutAction::Cancel,
         };
     }
     if let Some(size) = server.max_message_size {

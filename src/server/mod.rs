@@ -83,12 +83,17 @@ pub struct ServerOptions {
 /// What the broker does with a delivery left unacknowledged past its timeout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnackedTimeoutAction {
-    /// Take it back and redeliver it (`redelivered=true`) to a consumer that can take it; a late
-    /// ack of the old delivery tag is ignored. Warren's default.
+    /// Take it back and redeliver it (`redelivered=true`) to a consumer on another channel,
+    /// never to the channel that still holds it (it waits for one); a late ack or reject of the
+    /// old delivery tag settles it if no one else took it meanwhile. Warren's default.
     Redeliver,
     /// RabbitMQ's behaviour: close the channel with 406 PRECONDITION_FAILED, which requeues
     /// everything it held.
     CloseChannel,
+    /// RabbitMQ 4.3's for quorum queues: cancel the consumer (`basic.cancel` to a client that
+    /// advertises `consumer_cancel_notify`; a channel close with 406 to one that does not) and
+    /// take back every delivery it holds, as `Redeliver` does.
+    Cancel,
 }
 
 impl Default for ServerOptions {

@@ -16,6 +16,7 @@
 //! then queue) and never routes: what it dead-letters it hands back to the caller.
 
 mod limits;
+mod parked;
 mod ready;
 mod state;
 
@@ -32,7 +33,7 @@ use warren_protocol::types::FieldTable;
 
 use tracing::error;
 
-use super::consumer::Consumer;
+use super::consumer::{ChannelCredit, Consumer};
 use super::dead_letter::Reason;
 use super::durable::{encode_message, RecordSummary};
 use super::flow::Flow;
@@ -433,20 +434,22 @@ impl Queue {
         self.requeued(&mut state);
     }
 
-    /// Like [`Queue::requeue`], but tries the consumers after `skip` first: used when `skip`
-    /// held the message too long.
-    pub fn requeue_away_from(&self, entry: Entry, skip: &Arc<Consumer>) {
+    /// The unacked timeout took `entry` back from the channel `holder`, which still holds it:
+    /// it goes to a consumer on another channel, never back to the holder (see `parked.rs`).
+    pub fn park(&self, mut entry: Entry, holder: Arc<ChannelCredit>) {
         let mut state = self.lock();
         if state.deleted {
             return;
         }
-        if let Some(index) = state.consumers.iter().position(|c| Arc::ptr_eq(c, skip)) {
-            state.next_consumer = (index + 1) % state.consumers.len();
-        }
-        let mut entry = entry;
         entry.redelivered = true;
-        state.push_front(entry);
-        self.requeued(&mut state);
+        state.parked.push(parked::Parked { entry, holder });
+        self.dispatch_and_flush(&mut state);
+    }
+
+    /// The parked messages of `holder` with these `seq`s, taken out for the holder's late
+    /// settle (or its channel's close): those no other consumer has taken meanwhile.
+    pub fn unpark(&self, holder: &Arc<ChannelCredit>, seqs: &[u64]) -> Vec<Entry> {
+        self.lock().unpark(holder, seqs)
     }
 
     /// After messages came back: a `drop-head` queue over its limits drops from the head first
@@ -560,13 +563,16 @@ impl Queue {
         flushed
     }
 
-    /// `basic.get`: the next message and how many remain.
-    pub fn get(&self, no_ack: bool) -> Option<(Entry, u32)> {
+    /// `basic.get` on the channel `taker`: the next message and how many remain.
+    pub fn get(&self, no_ack: bool, taker: &Arc<ChannelCredit>) -> Option<(Entry, u32)> {
         let mut state = self.lock();
         if self.limits.expires.is_some() {
             state.idle_since = Some(std::time::Instant::now());
         }
-        let entry = state.pop();
+        let entry = match state.has_parked() {
+            true => state.take_parked_for(taker).or_else(|| state.pop()),
+            false => state.pop(),
+        };
         // What the get uncovered at the head is not counted as left, as in RabbitMQ.
         state.drop_expired();
         self.note_dropped(&state);
@@ -575,7 +581,7 @@ impl Queue {
             state.record_delivery(&entry, position, no_ack);
             let _ = self.flush_locked(&mut state);
         }
-        Some((entry, saturating_u32(state.len())))
+        Some((entry, saturating_u32(state.len() + state.parked.len())))
     }
 
     /// (ready messages, consumers), as declare-ok reports them.
@@ -584,7 +590,7 @@ impl Queue {
         state.drop_expired();
         self.note_dropped(&state);
         (
-            saturating_u32(state.len()),
+            saturating_u32(state.len() + state.parked.len()),
             saturating_u32(state.consumers.len()),
         )
     }
@@ -592,9 +598,10 @@ impl Queue {
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
         let mut state = self.lock();
-        let count = state.len();
+        let count = state.len() + state.parked.len();
         let ready: Vec<Slot> = state.ready.take_all().collect();
         let requeued = std::mem::take(&mut state.requeued);
+        let parked = std::mem::take(&mut state.parked);
         state.memory = 0;
         state.bytes = 0;
         self.flow.release();
@@ -602,7 +609,8 @@ impl Queue {
             let stored = ready
                 .iter()
                 .filter_map(|slot| slot.position)
-                .chain(requeued.iter().filter_map(|Reverse(entry)| entry.position));
+                .chain(requeued.iter().filter_map(|Reverse(entry)| entry.position))
+                .chain(parked.iter().filter_map(|p| p.entry.position));
             for position in stored {
                 if let Err(e) = log.settle(position) {
                     error!(queue = %self.name, error = %e, "queue log: recording a purge failed");
@@ -670,9 +678,10 @@ impl Queue {
         let mut state = self.lock();
         state.deleted = true;
         self.flow.release();
-        let count = saturating_u32(state.len());
+        let count = saturating_u32(state.len() + state.parked.len());
         state.ready = Ready::default();
         state.requeued = BinaryHeap::new();
+        state.parked.clear();
         state.dropped.clear();
         if let Some(log) = state.log.take() {
             if let Err(e) = log.destroy() {

@@ -15,6 +15,7 @@ use super::super::consumer::Consumer;
 use super::super::dead_letter::Reason;
 use super::super::durable::{decode_message, encoded_len};
 use super::super::message::{now_ms, Entry, Message};
+use super::parked::Parked;
 use super::ready::{Ready, Slot};
 use crate::store::log::{Log, Position};
 
@@ -51,6 +52,9 @@ pub(super) struct QueueState {
     /// `read_back` is set; otherwise paged-out messages dropped unread are not subtracted.
     pub bytes: u64,
     pub requeued: BinaryHeap<Reverse<Entry>>,
+    /// Deliveries the unacked timeout took back from a channel that still holds them (see
+    /// `parked.rs`): not in `len()`, counted as ready.
+    pub parked: Vec<Parked>,
     pub next_seq: u64,
     pub consumers: Vec<Arc<Consumer>>,
     /// Some consumers have another `x-priority` than others (else dispatch serves them all as
@@ -433,6 +437,9 @@ impl QueueState {
         };
         if count == 0 {
             return false;
+        }
+        if self.has_parked() {
+            self.dispatch_parked(count);
         }
         'messages: while self.len() > 0 {
             // The highest priority level with a consumer that has credit, round robin within it.

@@ -63,8 +63,8 @@ fn wrong_types_every_one_of_an_entry() {
     );
     assert_problem(
         "[server]\nunacked_timeout_action = \"drop\"\n",
-        "t.toml:2:26: unacked_timeout_action: unknown variant `drop`, expected `redeliver` or \
-         `close-channel`",
+        "t.toml:2:26: unacked_timeout_action: unknown variant `drop`, expected one of \
+         `redeliver`, `close-channel`, `cancel`",
     );
     assert_problem(
         "exchanges = 3\n",

@@ -22,7 +22,7 @@ use warren_protocol::types::FieldTable;
 use super::confirm::{Confirms, Outcome};
 use super::content::{Complete, Content};
 use super::unacked::Delivery;
-use super::{settle, Channel, Channels, Mode, Settle, Tx};
+use super::{settle, settle_taken_back, Channel, Channels, Mode, Settle, Tx};
 use crate::broker::consumer::Consumer;
 use crate::broker::dead_letter::{dead_letter, DeadLetters, Reason};
 use crate::broker::message::{Entry, Message, Stamp};
@@ -338,7 +338,16 @@ impl Channels {
             channel.credit.global_prefetch.store(count, SeqCst);
             channel.wake_consumers();
         } else {
+            // The prefetch of consumers started from now on, and (unlike RabbitMQ, which keeps
+            // their old one) of the channel's running consumers too: the spec's per-channel
+            // reading, on which kombu/Celery rely against any broker but RabbitMQ (a worker
+            // raises the prefetch this way for every ETA task it holds).
             channel.consumer_prefetch = count;
+            for consumer in channel.consumers.values() {
+                if consumer.set_prefetch(count) {
+                    consumer.queue.dispatch();
+                }
+            }
         }
         send(out, number, basic::AMQPMethod::QosOk(basic::QosOk {}));
         Ok(())
@@ -406,6 +415,12 @@ impl Channels {
                 self.session.vhost.name
             ))
         })?;
+        let timeout = consumer_timeout(&consume.arguments).map_err(|reason| {
+            Error::PreconditionFailed(format!(
+                "invalid arg 'x-consumer-timeout' for queue '{name}' in vhost '{}': {reason}",
+                self.session.vhost.name
+            ))
+        })?;
         let tag = if consume.consumer_tag.as_str().is_empty() {
             self.session.vhost.generate_name("amq.ctag-")
         } else {
@@ -430,7 +445,8 @@ impl Channels {
                 Arc::clone(&channel.credit),
                 outbox,
             )
-            .with_priority(priority),
+            .with_priority(priority)
+            .with_timeout(timeout),
         );
         // Registered on the channel first: the queue may hand it messages at once.
         channel.consumers.insert(tag.clone(), Arc::clone(&consumer));
@@ -481,12 +497,9 @@ impl Channels {
         let name = self.queue_name(number, get.queue.as_str())?;
         let queue = self.session.vhost.queue(&name, self.session.connection)?;
         let frame_max = self.session.frame_max;
-        let timeout = queue
-            .options
-            .consumer_timeout
-            .unwrap_or(self.session.limits.unacked_timeout);
+        let timeout = self.session.limits.timeout(None, &queue);
         let channel = self.open(number)?;
-        let Some((entry, message_count)) = queue.get(get.no_ack) else {
+        let Some((entry, message_count)) = queue.get(get.no_ack, &channel.credit) else {
             send(out, number, basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
             return Ok(());
         };
@@ -530,23 +543,42 @@ impl Channels {
     ) -> Result<(), Error> {
         let channel = self.open(number)?;
         let mut taken = Vec::new();
+        // Deliveries the unacked timeout took back: settled late where still parked. In a
+        // transaction their record stays (their messages go back to the queue when the channel
+        // closes), as a transaction cannot hold what the channel no longer has.
+        let late = !matches!(channel.mode, Mode::Tx(_));
+        let mut taken_back = Vec::new();
         if multiple && tag == 0 {
             channel.unacked.take_all(&mut taken);
+            if late {
+                channel.unacked.take_taken_back(u64::MAX, &mut taken_back);
+            }
         } else if multiple {
-            if !channel.unacked.contains(tag) && !channel.unacked.forget_expired(tag) {
+            if !channel.unacked.contains(tag) && !channel.unacked.was_taken_back(tag) {
                 return Err(unknown_tag(tag));
             }
             channel.unacked.take_through(tag, &mut taken);
+            if late {
+                channel.unacked.take_taken_back(tag, &mut taken_back);
+            }
         } else {
             match channel.unacked.take(tag) {
                 Some(delivery) => taken.push(delivery),
-                None if channel.unacked.forget_expired(tag) => return Ok(()),
+                None if channel.unacked.was_taken_back(tag) => {
+                    if late {
+                        taken_back.extend(channel.unacked.take_one_taken_back(tag));
+                    }
+                }
                 None => return Err(unknown_tag(tag)),
             }
         }
+        let holder = Arc::clone(&channel.credit);
         if let Mode::Tx(tx) = &mut channel.mode {
             tx.settles.extend(taken.into_iter().map(|d| (d, how)));
             return Ok(());
+        }
+        if !taken_back.is_empty() {
+            settle_taken_back(&self.session.vhost, &holder, taken_back, how);
         }
         if how == Settle::Drop {
             self.dead_letter_rejected(taken.iter());
@@ -694,5 +726,21 @@ fn consumer_priority(arguments: &FieldTable) -> Result<i64, String> {
                     crate::broker::values::type_name(value)
                 )
             }),
+    }
+}
+
+/// `x-consumer-timeout` of a basic.consume, in ms (RabbitMQ 3.12+): `None` when absent; zero
+/// means never. Anything but a non-negative integer is refused.
+fn consumer_timeout(arguments: &FieldTable) -> Result<Option<std::time::Duration>, String> {
+    let Some(value) = arguments.inner().get("x-consumer-timeout") else {
+        return Ok(None);
+    };
+    match crate::broker::values::integer(value).map(u64::try_from) {
+        Some(Ok(ms)) => Ok(Some(std::time::Duration::from_millis(ms))),
+        Some(Err(_)) => Err("\"expected non-negative integer\"".into()),
+        None => Err(format!(
+            "\"expected integer, got {}\"",
+            crate::broker::values::type_name(value)
+        )),
     }
 }

@@ -24,12 +24,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 use warren_protocol::frame::{Frame, FrameType};
 use warren_protocol::method::{decode_method, encode_method, Method, ShortStr};
 use warren_protocol::spec::{channel, AMQPClass};
 
 use crate::broker::consumer::{ChannelCredit, ConfirmTag, Consumer, Outbox};
+use crate::broker::dead_letter::{DeadLetters, Reason};
 use crate::broker::durable::encoded_len;
 use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::Queue;
@@ -39,7 +40,7 @@ use crate::server::UnackedTimeoutAction;
 use crate::store::Store;
 
 use content::{Content, Progress};
-use unacked::{Delivery, Unacked};
+use unacked::{Delivery, TakenBack, Unacked};
 
 /// Server settings a channel applies.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +48,17 @@ pub(crate) struct Limits {
     pub max_message_size: u64,
     pub unacked_timeout: Duration,
     pub unacked_timeout_action: UnackedTimeoutAction,
+}
+
+impl Limits {
+    /// How long a delivery from `queue` may stay unacked: the consumer's `x-consumer-timeout`,
+    /// else the queue's, else the server's; `None` (never) when that is zero.
+    fn timeout(&self, consumer: Option<Duration>, queue: &Queue) -> Option<Duration> {
+        let timeout = consumer
+            .or(queue.options.consumer_timeout)
+            .unwrap_or(self.unacked_timeout);
+        (!timeout.is_zero()).then_some(timeout)
+    }
 }
 
 /// What every channel of a connection shares: the vhost, the connection's identity and outbox.
@@ -279,6 +291,9 @@ impl Channels {
             tx.publishes.clear();
         }
         channel.unacked.take_all(&mut deliveries);
+        let mut taken_back = Vec::new();
+        channel.unacked.take_taken_back(u64::MAX, &mut taken_back);
+        let holder = Arc::clone(&channel.credit);
         let vhost = Arc::clone(&self.session.vhost);
         for consumer in consumers.into_values() {
             consumer.deactivate();
@@ -287,6 +302,8 @@ impl Channels {
             }
         }
         settle(deliveries, Settle::Requeue);
+        // What is still parked away from this channel is an ordinary requeued message now.
+        settle_taken_back(&vhost, &holder, taken_back, Settle::Requeue);
     }
 
     /// Closes every channel (the connection is going away).
@@ -491,11 +508,10 @@ impl Channels {
     ) {
         let window_freed = consumer.written();
         let frame_max = self.session.frame_max;
-        let timeout = consumer
-            .queue
-            .options
-            .consumer_timeout
-            .unwrap_or(self.session.limits.unacked_timeout);
+        let timeout = self
+            .session
+            .limits
+            .timeout(consumer.timeout, &consumer.queue);
         let channel = match self.slot_mut(consumer.channel) {
             Some(channel) if consumer.is_active() && channel.state == ChannelState::Open => channel,
             _ => return give_back(consumer, entry),
@@ -639,45 +655,149 @@ impl Channels {
             .min()
     }
 
-    /// Takes back deliveries past their unacked timeout: requeued for another consumer, or (as
-    /// RabbitMQ does) the channel is closed with 406.
+    /// Takes back deliveries past their unacked timeout (see [`UnackedTimeoutAction`]): parked
+    /// in their queue for a consumer on another channel, and the consumer cancelled too with
+    /// `cancel`; or (as RabbitMQ does) the channel is closed with 406.
     pub(crate) fn expire(&mut self, out: &mut BytesMut, now: Instant) {
         let action = self.session.limits.unacked_timeout_action;
-        let default_timeout = self.session.limits.unacked_timeout;
         for number in 0..self.slots.len() {
             let number = number as u16;
+            let mut cancel: Vec<Arc<Consumer>> = Vec::new();
+            let mut close = None;
+            let limits = self.session.limits;
             let Some(channel) = self.slot_mut(number) else {
                 continue;
             };
             while let Some(delivery) = channel.unacked.pop_expired(now) {
-                let tag = delivery.tag;
-                let timeout = delivery
-                    .queue
-                    .options
-                    .consumer_timeout
-                    .unwrap_or(default_timeout);
-                debug!(channel = number, delivery_tag = tag, queue = %delivery.queue.name, "unacked timeout");
+                let consumer = delivery.consumer.as_ref();
+                let timeout = limits
+                    .timeout(consumer.and_then(|c| c.timeout), &delivery.queue)
+                    .unwrap_or_default();
+                report_timeout(number, &delivery, timeout, action);
                 if action == UnackedTimeoutAction::CloseChannel {
                     settle(vec![delivery], Settle::Requeue);
-                    let error = Error::PreconditionFailed(format!(
-                        "delivery acknowledgement on channel {number} timed out. Timeout value \
-                         used: {} ms. This timeout value can be configured, see consumers doc \
-                         guide to learn more",
-                        timeout.as_millis()
-                    ));
-                    self.close_with(out, number, &Exception::from(error));
+                    close = Some(timeout);
                     break;
                 }
-                match &delivery.consumer {
-                    Some(consumer) => {
-                        consumer.settled(1);
-                        delivery.queue.requeue_away_from(delivery.entry, consumer);
+                if let Some(consumer) = consumer.filter(|c| c.is_active()) {
+                    let first = !cancel.iter().any(|c| Arc::ptr_eq(c, consumer));
+                    if action == UnackedTimeoutAction::Cancel && first {
+                        cancel.push(Arc::clone(consumer));
                     }
-                    None => delivery.queue.requeue([delivery.entry]),
                 }
-                channel.wake_consumers();
+                channel.park(delivery);
+            }
+            for consumer in cancel {
+                if !self.session.cancel_notify {
+                    // A client that cannot hear of the cancel would wait for ever: tell it the
+                    // one way it understands.
+                    let timeout = limits.timeout(consumer.timeout, &consumer.queue);
+                    close = Some(timeout.unwrap_or_default());
+                    break;
+                }
+                self.cancel_timed_out(out, number, &consumer);
+            }
+            if let Some(timeout) = close {
+                let error = Error::PreconditionFailed(format!(
+                    "delivery acknowledgement on channel {number} timed out. Timeout value \
+                     used: {} ms. This timeout value can be configured, see consumers doc \
+                     guide to learn more",
+                    timeout.as_millis()
+                ));
+                self.close_with(out, number, &Exception::from(error));
             }
         }
+    }
+
+    /// The `cancel` action: the consumer is cancelled (`basic.cancel` to the client) and every
+    /// delivery it still holds is parked away from this channel.
+    fn cancel_timed_out(&mut self, out: &mut BytesMut, number: u16, consumer: &Arc<Consumer>) {
+        let vhost = Arc::clone(&self.session.vhost);
+        let Some(channel) = self.slot_mut(number) else {
+            return;
+        };
+        channel.consumers.remove(&consumer.tag);
+        consumer.deactivate();
+        let mut held = Vec::new();
+        channel.unacked.take_of_consumer(consumer, &mut held);
+        for delivery in held {
+            channel.park(delivery);
+        }
+        if consumer.queue.remove_consumer(consumer) {
+            vhost.delete_if_unused(&consumer.queue);
+        }
+        basic::send_cancel(out, number, &consumer.tag);
+    }
+}
+
+impl Channel {
+    /// Parks a delivery the client still holds in its queue, away from this channel (see
+    /// `broker/queue/parked.rs`), remembering its tag so that a late settle still reaches it.
+    fn park(&mut self, delivery: Delivery) {
+        if let Some(consumer) = &delivery.consumer {
+            consumer.settled(1);
+        }
+        if let Some(evicted) = self.unacked.remember_taken_back(&delivery) {
+            let entries = evicted.queue.unpark(&self.credit, &[evicted.seq]);
+            evicted.queue.requeue(entries);
+        }
+        delivery
+            .queue
+            .park(delivery.entry, Arc::clone(&self.credit));
+        self.wake_consumers();
+    }
+}
+
+/// Logs an unacked timeout: once per consumer (and every `basic.get` delivery at debug level).
+fn report_timeout(
+    number: u16,
+    delivery: &Delivery,
+    timeout: Duration,
+    action: UnackedTimeoutAction,
+) {
+    match &delivery.consumer {
+        Some(consumer) if consumer.note_timed_out() => warn!(
+            channel = number,
+            consumer_tag = %consumer.tag,
+            queue = %delivery.queue.name,
+            timeout_ms = timeout.as_millis() as u64,
+            action = ?action,
+            "a delivery stayed unacknowledged past the consumer timeout (reported once per consumer)"
+        ),
+        _ => debug!(
+            channel = number,
+            delivery_tag = delivery.tag,
+            queue = %delivery.queue.name,
+            "unacked timeout"
+        ),
+    }
+}
+
+/// Settles deliveries the unacked timeout had taken back from the channel `holder`, late: those
+/// still parked in their queues (no other consumer took them) are acked, dead-lettered and
+/// dropped, or requeued.
+fn settle_taken_back(
+    vhost: &Vhost,
+    holder: &Arc<ChannelCredit>,
+    taken: Vec<TakenBack>,
+    how: Settle,
+) {
+    let mut batch = DeadLetters::new(vhost);
+    let mut index = 0;
+    while index < taken.len() {
+        let queue = Arc::clone(&taken[index].queue);
+        let mut seqs = Vec::new();
+        while let Some(record) = taken.get(index).filter(|r| Arc::ptr_eq(&r.queue, &queue)) {
+            seqs.push(record.seq);
+            index += 1;
+        }
+        let mut entries = queue.unpark(holder, &seqs);
+        if how == Settle::Drop {
+            for entry in &entries {
+                batch.send(&queue, &entry.message, Reason::Rejected);
+            }
+        }
+        settle_run(&queue, &mut entries, how);
     }
 }
 

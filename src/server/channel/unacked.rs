@@ -15,7 +15,7 @@
 //! Owns nothing but bookkeeping: it never talks to a queue or a consumer; the channel does that
 //! with what this module hands back.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +25,19 @@ use crate::broker::consumer::Consumer;
 use crate::broker::message::Entry;
 use crate::broker::queue::Queue;
 
-/// How many timed-out delivery tags are remembered so that their late acks are ignored.
+/// How many timed-out delivery tags are remembered so that their late settles still reach the
+/// parked message; the oldest beyond are let go (and their messages requeued by the channel).
 const EXPIRED_MEMORY: usize = 64 * 1024;
+
+/// A delivery the unacked timeout took back while the client still holds it: its queue keeps
+/// the message parked away from this channel until another channel's consumer takes it (see
+/// `broker/queue/parked.rs`); a late settle of the tag reaches it there.
+#[derive(Debug)]
+pub(crate) struct TakenBack {
+    pub queue: Arc<Queue>,
+    /// The message's place in its queue (`Entry::seq`).
+    pub seq: u64,
+}
 
 /// One delivery awaiting its ack.
 #[derive(Debug)]
@@ -44,8 +55,8 @@ pub(crate) struct Unacked {
     slots: VecDeque<(u64, Option<Delivery>)>,
     live: usize,
     deadlines: Vec<(Duration, VecDeque<(Instant, u64)>)>,
-    /// Tags taken back by the unacked timeout, whose late acks are ignored.
-    expired: BTreeSet<u64>,
+    /// Tags taken back by the unacked timeout, by tag.
+    expired: BTreeMap<u64, TakenBack>,
 }
 
 impl Unacked {
@@ -54,11 +65,15 @@ impl Unacked {
         self.live
     }
 
-    /// Records a delivery; its tag is greater than every tag recorded before.
-    pub fn push(&mut self, delivery: Delivery, timeout: Duration, now: Instant) {
+    /// Records a delivery; its tag is greater than every tag recorded before. `timeout`: how
+    /// long it may stay unacked (`None`: for ever).
+    pub fn push(&mut self, delivery: Delivery, timeout: Option<Duration>, now: Instant) {
         let tag = delivery.tag;
         self.slots.push_back((tag, Some(delivery)));
         self.live += 1;
+        let Some(timeout) = timeout else {
+            return;
+        };
         let deadline = now + timeout;
         match self.deadlines.iter_mut().find(|(t, _)| *t == timeout) {
             Some((_, queue)) => queue.push_back((deadline, tag)),
@@ -127,9 +142,56 @@ impl Unacked {
         }
     }
 
-    /// Whether `tag` was taken back by the unacked timeout (forgets it: one late ack is ignored).
-    pub fn forget_expired(&mut self, tag: u64) -> bool {
+    /// Whether `tag` was taken back by the unacked timeout (and not settled since).
+    pub fn was_taken_back(&self, tag: u64) -> bool {
+        self.expired.contains_key(&tag)
+    }
+
+    /// Takes the record of the timed-out deliveries with tags up to and including `through`.
+    pub fn take_taken_back(&mut self, through: u64, out: &mut Vec<TakenBack>) {
+        let later = match through.checked_add(1) {
+            Some(next) => self.expired.split_off(&next),
+            None => BTreeMap::new(),
+        };
+        let upto = std::mem::replace(&mut self.expired, later);
+        out.extend(upto.into_values());
+    }
+
+    /// Takes the record of one timed-out delivery.
+    pub fn take_one_taken_back(&mut self, tag: u64) -> Option<TakenBack> {
         self.expired.remove(&tag)
+    }
+
+    /// Remembers that `delivery` was taken back by the timeout; returns a record that had to
+    /// be let go to keep the memory bounded (its message is to be requeued by the caller).
+    pub fn remember_taken_back(&mut self, delivery: &Delivery) -> Option<TakenBack> {
+        let evicted = match self.expired.len() >= EXPIRED_MEMORY {
+            true => self.expired.pop_first().map(|(_, record)| record),
+            false => None,
+        };
+        let record = TakenBack {
+            queue: Arc::clone(&delivery.queue),
+            seq: delivery.entry.seq,
+        };
+        self.expired.insert(delivery.tag, record);
+        evicted
+    }
+
+    /// Takes every delivery that went to `consumer`, in tag order.
+    pub fn take_of_consumer(&mut self, consumer: &Arc<Consumer>, out: &mut Vec<Delivery>) {
+        for (_, slot) in self.slots.iter_mut() {
+            let of_consumer = slot
+                .as_ref()
+                .and_then(|d| d.consumer.as_ref())
+                .is_some_and(|c| Arc::ptr_eq(c, consumer));
+            if of_consumer {
+                if let Some(delivery) = slot.take() {
+                    self.live -= 1;
+                    out.push(delivery);
+                }
+            }
+        }
+        self.tidy();
     }
 
     /// The earliest deadline of a delivery still unacked (or of one settled since, which then
@@ -141,7 +203,8 @@ impl Unacked {
             .min()
     }
 
-    /// Takes one delivery whose deadline has passed, remembering its tag as expired.
+    /// Takes one delivery whose deadline has passed (the caller remembers it with
+    /// [`Unacked::remember_taken_back`] if it parks it).
     pub fn pop_expired(&mut self, now: Instant) -> Option<Delivery> {
         for i in 0..self.deadlines.len() {
             while let Some(&(at, tag)) = self.deadlines[i].1.front() {
@@ -150,10 +213,6 @@ impl Unacked {
                 }
                 self.deadlines[i].1.pop_front();
                 if let Some(delivery) = self.take(tag) {
-                    if self.expired.len() >= EXPIRED_MEMORY {
-                        self.expired.pop_first();
-                    }
-                    self.expired.insert(tag);
                     return Some(delivery);
                 }
             }
@@ -198,41 +257,8 @@ impl Unacked {
 
 #[cfg(test)]
 mod tests {
+    use super::tests_support::*;
     use super::*;
-    use crate::broker::message::Message;
-    use crate::broker::queue::QueueOptions;
-    use bytes::Bytes;
-    use warren_protocol::method::ShortStr;
-
-    fn delivery(queue: &Arc<Queue>, seq: u64) -> Delivery {
-        let message = Arc::new(Message::new(b"", b"q", &[0, 0], Bytes::new()));
-        Delivery {
-            tag: seq,
-            entry: Entry {
-                seq,
-                message,
-                redelivered: false,
-                position: None,
-                priority: 0,
-                expires: 0,
-            },
-            queue: Arc::clone(queue),
-            consumer: None,
-        }
-    }
-
-    fn queue() -> Arc<Queue> {
-        Arc::new(Queue::new(
-            ShortStr::from_static("q"),
-            QueueOptions {
-                durable: false,
-                exclusive_owner: None,
-                auto_delete: false,
-                arguments: Default::default(),
-                consumer_timeout: None,
-            },
-        ))
-    }
 
     const MINUTE: Duration = Duration::from_secs(60);
 
@@ -242,7 +268,7 @@ mod tests {
         let now = Instant::now();
         let mut unacked = Unacked::default();
         for tag in 1..=10 {
-            unacked.push(delivery(&q, tag), MINUTE, now);
+            unacked.push(delivery(&q, tag), Some(MINUTE), now);
         }
         assert_eq!(unacked.take(5).map(|d| d.entry.seq), Some(5));
         assert!(
@@ -267,9 +293,9 @@ mod tests {
         let q = queue();
         let now = Instant::now();
         let mut unacked = Unacked::default();
-        unacked.push(delivery(&q, 1), MINUTE, now);
+        unacked.push(delivery(&q, 1), Some(MINUTE), now);
         for tag in 2..10_000 {
-            unacked.push(delivery(&q, tag), MINUTE, now);
+            unacked.push(delivery(&q, tag), Some(MINUTE), now);
             assert!(unacked.take(tag).is_some());
         }
         assert_eq!(unacked.len(), 1);
@@ -290,7 +316,7 @@ mod tests {
         let mut unacked = Unacked::default();
         let mut taken = Vec::new();
         for tag in 1..100_000 {
-            unacked.push(delivery(&q, tag), MINUTE, now);
+            unacked.push(delivery(&q, tag), Some(MINUTE), now);
             if tag % 100 == 0 {
                 unacked.take_through(tag, &mut taken);
                 taken.clear();
@@ -310,19 +336,25 @@ mod tests {
         let q = queue();
         let now = Instant::now();
         let mut unacked = Unacked::default();
-        unacked.push(delivery(&q, 1), Duration::from_secs(1), now);
-        unacked.push(delivery(&q, 2), Duration::from_secs(1), now);
-        unacked.push(delivery(&q, 3), Duration::from_secs(5), now);
+        unacked.push(delivery(&q, 1), Some(Duration::from_secs(1)), now);
+        unacked.push(delivery(&q, 2), Some(Duration::from_secs(1)), now);
+        unacked.push(delivery(&q, 3), Some(Duration::from_secs(5)), now);
         assert_eq!(unacked.next_deadline(), Some(now + Duration::from_secs(1)));
         assert!(unacked.take(1).is_some());
         assert!(unacked.pop_expired(now).is_none());
         let later = now + Duration::from_secs(2);
-        assert_eq!(unacked.pop_expired(later).map(|d| d.tag), Some(2));
+        let expired = unacked.pop_expired(later).expect("tag 2 expired");
+        assert_eq!(expired.tag, 2);
+        assert!(unacked.remember_taken_back(&expired).is_none());
         assert!(unacked.pop_expired(later).is_none());
         assert_eq!(unacked.next_deadline(), Some(now + Duration::from_secs(5)));
-        assert!(unacked.forget_expired(2));
-        assert!(!unacked.forget_expired(2), "a stale tag is ignored once");
-        assert!(!unacked.forget_expired(1), "an acked tag was never expired");
+        assert!(unacked.was_taken_back(2));
+        assert!(
+            !unacked.was_taken_back(1),
+            "an acked tag was never taken back"
+        );
+        assert_eq!(unacked.take_one_taken_back(2).map(|t| t.seq), Some(2));
+        assert!(!unacked.was_taken_back(2), "a late settle is taken once");
     }
 
     #[test]
@@ -331,7 +363,7 @@ mod tests {
         let now = Instant::now();
         let mut unacked = Unacked::default();
         for tag in 1..=3 {
-            unacked.push(delivery(&q, tag), MINUTE, now);
+            unacked.push(delivery(&q, tag), Some(MINUTE), now);
         }
         let one = unacked.take(1).expect("tag 1");
         let two = unacked.take(2).expect("tag 2");
@@ -341,5 +373,83 @@ mod tests {
         unacked.take_all(&mut out);
         let seqs: Vec<u64> = out.iter().map(|d| d.entry.seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
+    }
+}
+
+#[cfg(test)]
+mod taken_back_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn no_timeout_means_no_deadline() {
+        let q = queue();
+        let now = Instant::now();
+        let mut unacked = Unacked::default();
+        unacked.push(delivery(&q, 1), None, now);
+        assert_eq!(unacked.next_deadline(), None);
+        assert!(unacked
+            .pop_expired(now + Duration::from_secs(86_400))
+            .is_none());
+        assert!(unacked.contains(1));
+    }
+
+    #[test]
+    fn taken_back_tags_are_taken_by_range() {
+        let q = queue();
+        let now = Instant::now();
+        let mut unacked = Unacked::default();
+        for tag in 1..=5 {
+            unacked.push(delivery(&q, tag), Some(Duration::ZERO), now);
+        }
+        while let Some(d) = unacked.pop_expired(now) {
+            assert!(unacked.remember_taken_back(&d).is_none());
+        }
+        let mut out = Vec::new();
+        unacked.take_taken_back(3, &mut out);
+        assert_eq!(out.iter().map(|t| t.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        out.clear();
+        unacked.take_taken_back(u64::MAX, &mut out);
+        assert_eq!(out.iter().map(|t| t.seq).collect::<Vec<_>>(), [4, 5]);
+        assert!(!unacked.was_taken_back(5));
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use super::*;
+    use crate::broker::message::Message;
+    use crate::broker::queue::QueueOptions;
+    use bytes::Bytes;
+    use warren_protocol::method::ShortStr;
+
+    pub fn delivery(queue: &Arc<Queue>, seq: u64) -> Delivery {
+        let message = Arc::new(Message::new(b"", b"q", &[0, 0], Bytes::new()));
+        Delivery {
+            tag: seq,
+            entry: Entry {
+                seq,
+                message,
+                redelivered: false,
+                position: None,
+                priority: 0,
+                expires: 0,
+            },
+            queue: Arc::clone(queue),
+            consumer: None,
+        }
+    }
+
+    pub fn queue() -> Arc<Queue> {
+        Arc::new(Queue::new(
+            ShortStr::from_static("q"),
+            QueueOptions {
+                durable: false,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: Default::default(),
+                consumer_timeout: None,
+            },
+        ))
     }
 }
