@@ -9,7 +9,7 @@ use common::{tuning_with_heartbeat, Broker, RawClient};
 use lapin::{Connection, ConnectionProperties};
 use warren::ServerOptions;
 use warren_protocol::frame::FrameType;
-use warren_protocol::spec::{channel, connection, AMQPClass};
+use warren_protocol::spec::{basic, channel, connection, AMQPClass};
 
 #[tokio::test]
 async fn lapin_opens_100_channels_and_closes_cleanly() {
@@ -247,4 +247,66 @@ async fn the_default_listener_takes_ipv6_and_ipv4_clients() {
     let _ = stop.send(());
     task.await.expect("server task").expect("server run");
     let _ = std::fs::remove_dir_all(data_dir);
+}
+
+#[tokio::test]
+async fn after_close_ok_the_broker_reads_until_the_client_closes_its_socket() {
+    // amqplib sends connection.close ahead of publishes it had queued on a channel; RabbitMQ
+    // answers close-ok and discards what follows until the client closes. A broker that closes
+    // its socket at once resets the client's further writes (EPIPE), and amqplib's close callback
+    // never fires.
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::start().await;
+    let (mut client, tune) = RawClient::handshake(broker.addr, 0).await;
+    client.open_channel(1).await;
+    let close = connection::Close {
+        reply_code: 200,
+        reply_text: "bye".into(),
+        class_id: 0,
+        method_id: 0,
+    };
+    client
+        .send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(close)),
+        )
+        .await;
+    loop {
+        match client.recv_method().await {
+            Some((0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))) => break,
+            Some(_) => continue,
+            None => panic!("socket closed before close-ok"),
+        }
+    }
+    // Frames the client had queued before its close keep coming after close-ok: 4 MiB of them,
+    // more than the socket buffers take, so a broker that stopped reading would be found out.
+    for _ in 0..64 {
+        let body = vec![7u8; 64 * 1024];
+        let publish = basic::Publish {
+            exchange: "".into(),
+            routing_key: "nowhere".into(),
+            mandatory: false,
+            immediate: false,
+        };
+        let mut out = bytes::BytesMut::new();
+        warren_protocol::method::encode_method(
+            &mut out,
+            1,
+            &AMQPClass::Basic(basic::AMQPMethod::Publish(publish)),
+        );
+        let properties = warren_protocol::content::encode_properties(&Default::default());
+        warren_protocol::content::encode_content(&mut out, 1, &properties, &body, tune.frame_max);
+        tokio::time::timeout(Duration::from_secs(2), client.stream.write_all(&out))
+            .await
+            .expect("the broker keeps reading after close-ok")
+            .expect("no reset after close-ok");
+    }
+    client.stream.shutdown().await.expect("shutdown");
+    // Then the broker closes its side at once, without waiting for its close timeout.
+    let closed = client.recv_within(Duration::from_secs(1)).await;
+    assert!(
+        matches!(closed, Ok(None)),
+        "socket not closed after the client's FIN"
+    );
+    broker.assert_serving().await;
 }

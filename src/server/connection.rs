@@ -73,6 +73,11 @@ enum State {
     Running,
     /// `connection.close` sent; only `close-ok` matters now.
     Closing,
+    /// The client closed and got its `close-ok`: its input is read and discarded until it closes
+    /// the socket (bounded by [`CLOSE_TIMEOUT`]). Closing ours first would reset a client still
+    /// writing frames it sent before its `close` (EPIPE on its side, and a close callback that
+    /// never fires), as RabbitMQ does not.
+    Draining,
     /// Nothing more to read; flush what is buffered and drop the socket.
     Done,
 }
@@ -237,7 +242,7 @@ impl Connection {
                         self.on_alarm();
                     }
                 }
-                _ = shutdown.changed(), if self.state != State::Closing && self.state != State::Done => {
+                _ = shutdown.changed(), if !matches!(self.state, State::Closing | State::Draining | State::Done) => {
                     self.close_connection(Exception::from(Error::Shutdown), "broker shutting down");
                 }
             }
@@ -405,7 +410,7 @@ impl Connection {
     fn process_input(&mut self) {
         loop {
             match self.state {
-                State::Done => {
+                State::Done | State::Draining => {
                     self.read_buf.clear();
                     return;
                 }
@@ -526,7 +531,12 @@ impl Connection {
                     close.reply_code,
                     close.reply_text.as_str()
                 );
-                self.finish(&reason);
+                self.close_reason = reason;
+                if let Some(mut channels) = self.channels.take() {
+                    channels.release_all();
+                }
+                self.state = State::Draining;
+                self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
                 Ok(())
             }
             (State::StartOk, C::StartOk(start_ok)) => {
@@ -683,6 +693,10 @@ impl Connection {
             State::Closing | State::Done => {
                 self.finish("timed out waiting for connection.close-ok");
                 self.write_buf.clear();
+            }
+            State::Draining => {
+                // The client was told its close is done; it need not close the socket first.
+                self.finish("client closed");
             }
             _ => {
                 self.finish("handshake timed out");
