@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: build the broker, run every Rust test in the workspace, then the Python
-# interop tests (pika against the real binary). Run from anywhere: `bash scripts/test.sh`.
-# Needs rust (cargo), python3 with the venv module, and pip access to PyPI.
+# interop tests (pika against the real binary), then the client libraries' own upstream suites
+# (scripts/client-suites.sh). Run from anywhere: `bash scripts/test.sh`.
+# Needs rust (cargo), python3 with the venv module, node >= 20.14 with npm, and access to PyPI and
+# the npm registry.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,5 +37,8 @@ export WARREN_BIN="${WARREN_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/warren}
 
 step "pytest tests/interop, queues durable and messages persistent by default"
 WARREN_TEST_DURABLE=1 "$VENV/bin/python" -m pytest -q tests/interop
+
+step "the client libraries' own test suites (amqplib, py-amqp, kombu) against the real binary"
+bash scripts/client-suites.sh
 
 step "all tests passed"
