@@ -543,42 +543,29 @@ impl Channels {
     ) -> Result<(), Error> {
         let channel = self.open(number)?;
         let mut taken = Vec::new();
-        // Deliveries the unacked timeout took back: settled late where still parked. In a
-        // transaction their record stays (their messages go back to the queue when the channel
-        // closes), as a transaction cannot hold what the channel no longer has.
-        let late = !matches!(channel.mode, Mode::Tx(_));
-        let mut taken_back = Vec::new();
         if multiple && tag == 0 {
             channel.unacked.take_all(&mut taken);
-            if late {
-                channel.unacked.take_taken_back(u64::MAX, &mut taken_back);
-            }
         } else if multiple {
             if !channel.unacked.contains(tag) && !channel.unacked.was_taken_back(tag) {
                 return Err(unknown_tag(tag));
             }
             channel.unacked.take_through(tag, &mut taken);
-            if late {
-                channel.unacked.take_taken_back(tag, &mut taken_back);
-            }
         } else {
             match channel.unacked.take(tag) {
                 Some(delivery) => taken.push(delivery),
                 None if channel.unacked.was_taken_back(tag) => {
-                    if late {
-                        taken_back.extend(channel.unacked.take_one_taken_back(tag));
-                    }
+                    return self.settle_late(number, tag, tag, how);
                 }
                 None => return Err(unknown_tag(tag)),
             }
         }
-        let holder = Arc::clone(&channel.credit);
         if let Mode::Tx(tx) = &mut channel.mode {
             tx.settles.extend(taken.into_iter().map(|d| (d, how)));
             return Ok(());
         }
-        if !taken_back.is_empty() {
-            settle_taken_back(&self.session.vhost, &holder, taken_back, how);
+        if multiple && channel.unacked.has_taken_back() {
+            let through = if tag == 0 { u64::MAX } else { tag };
+            self.settle_late(number, 0, through, how)?;
         }
         if how == Settle::Drop {
             self.dead_letter_rejected(taken.iter());
@@ -586,6 +573,36 @@ impl Channels {
         let channel = self.open(number)?;
         settle(taken, how);
         channel.wake_consumers();
+        Ok(())
+    }
+
+    /// Settles, late, the deliveries with tags `from..=through` that the unacked timeout took
+    /// back: those still parked in their queues (nobody else took them) are acked, requeued or
+    /// rejected. In a transaction the record stays (their messages go back to the queue when the
+    /// channel closes): a transaction cannot hold what the channel no longer has. Out of line:
+    /// the usual ack never comes here.
+    #[cold]
+    #[inline(never)]
+    fn settle_late(
+        &mut self,
+        number: u16,
+        from: u64,
+        through: u64,
+        how: Settle,
+    ) -> Result<(), Error> {
+        let channel = self.open(number)?;
+        if matches!(channel.mode, Mode::Tx(_)) {
+            return Ok(());
+        }
+        let mut taken_back = Vec::new();
+        if from == through {
+            taken_back.extend(channel.unacked.take_one_taken_back(through));
+        } else {
+            channel.unacked.take_taken_back(through, &mut taken_back);
+        }
+        let holder = Arc::clone(&channel.credit);
+        settle_taken_back(&self.session.vhost, &holder, taken_back, how);
+        self.open(number)?.wake_consumers();
         Ok(())
     }
 

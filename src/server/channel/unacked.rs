@@ -147,6 +147,12 @@ impl Unacked {
         self.expired.contains_key(&tag)
     }
 
+    /// Whether any delivery was taken back by the timeout (and not settled since).
+    #[inline]
+    pub fn has_taken_back(&self) -> bool {
+        !self.expired.is_empty()
+    }
+
     /// Takes the record of the timed-out deliveries with tags up to and including `through`.
     pub fn take_taken_back(&mut self, through: u64, out: &mut Vec<TakenBack>) {
         let later = match through.checked_add(1) {
