@@ -378,3 +378,49 @@ arguments = { "x-consumer-timeout" = 300 }
         lines[0]
     );
 }
+
+#[tokio::test]
+async fn the_cancel_action_closes_the_channel_of_a_client_that_cannot_hear_a_cancel() {
+    if skip_if_external("needs ServerOptions::unacked_timeout_action") {
+        return;
+    }
+    use warren_protocol::spec::{basic, channel as channel_class, AMQPClass};
+    let broker = Broker::start_with(ServerOptions {
+        unacked_timeout: Duration::from_millis(300),
+        unacked_timeout_action: UnackedTimeoutAction::Cancel,
+        ..ServerOptions::default()
+    })
+    .await;
+    let (_connection, channel) = open(&broker).await;
+    let queue = declare_queue(&channel, "cancel_no_notify", QueueDeclareOptions::default()).await;
+    // A raw client advertises no capabilities: no consumer_cancel_notify.
+    let (mut client, _) = RawClient::handshake(broker.addr, 0).await;
+    client.open_channel(1).await;
+    let consume = basic::Consume {
+        queue: queue.as_str().into(),
+        consumer_tag: "no-notify".into(),
+        no_local: false,
+        no_ack: false,
+        exclusive: false,
+        nowait: false,
+        arguments: Default::default(),
+    };
+    client
+        .send_method(1, AMQPClass::Basic(basic::AMQPMethod::Consume(consume)))
+        .await;
+    publish(&channel, "", &queue, b"held").await;
+    let close = loop {
+        match client.recv_method().await {
+            Some((1, AMQPClass::Channel(channel_class::AMQPMethod::Close(close)))) => break close,
+            Some((_, AMQPClass::Basic(basic::AMQPMethod::Cancel(_)))) => {
+                panic!("basic.cancel sent to a client without consumer_cancel_notify")
+            }
+            Some(_) => continue,
+            None => panic!("socket closed without channel.close"),
+        }
+    };
+    assert_eq!(close.reply_code, 406, "{close:?}");
+    assert!(close.reply_text.as_str().contains("timed out"), "{close:?}");
+    wait_for_ready(&channel, &queue, 1).await;
+    delete_queue(&channel, &queue).await;
+}
