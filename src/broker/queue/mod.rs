@@ -442,7 +442,7 @@ impl Queue {
             return;
         }
         entry.redelivered = true;
-        state.parked.push(parked::Parked { entry, holder });
+        state.parked.push(state::Parked { entry, holder });
         self.dispatch_and_flush(&mut state);
     }
 

@@ -15,21 +15,7 @@ use std::sync::Arc;
 
 use super::super::consumer::ChannelCredit;
 use super::super::message::Entry;
-use super::state::QueueState;
-
-/// One parked delivery: the entry and the channel (its credit, the channel's identity in the
-/// broker) that must not get it again.
-#[derive(Debug)]
-pub(super) struct Parked {
-    pub entry: Entry,
-    pub holder: Arc<ChannelCredit>,
-}
-
-impl Parked {
-    fn held_by(&self, holder: &Arc<ChannelCredit>) -> bool {
-        Arc::ptr_eq(&self.holder, holder)
-    }
-}
+use super::state::{Parked, QueueState};
 
 impl QueueState {
     /// Hands parked messages to consumers with credit on channels other than their holders'

@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use tracing::error;
 
-use super::super::consumer::Consumer;
+use super::super::consumer::{ChannelCredit, Consumer};
 use super::super::dead_letter::Reason;
 use super::super::durable::{decode_message, encoded_len};
 use super::super::message::{now_ms, Entry, Message};
-use super::parked::Parked;
 use super::ready::{Ready, Slot};
 use crate::store::log::{Log, Position};
 
@@ -77,6 +76,20 @@ pub(super) struct QueueState {
     /// Round robin: where the next search for a consumer with credit starts.
     pub next_consumer: usize,
     pub deleted: bool,
+}
+
+/// A delivery parked by the unacked timeout (see `parked.rs`): the entry and the channel (its credit, the channel's identity in the
+/// broker) that must not get it again.
+#[derive(Debug)]
+pub(super) struct Parked {
+    pub entry: Entry,
+    pub holder: Arc<ChannelCredit>,
+}
+
+impl Parked {
+    pub(super) fn held_by(&self, holder: &Arc<ChannelCredit>) -> bool {
+        Arc::ptr_eq(&self.holder, holder)
+    }
 }
 
 /// A message taken out of the ready list or the requeued ones, perhaps not read back yet.

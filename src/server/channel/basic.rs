@@ -21,10 +21,11 @@ use warren_protocol::types::FieldTable;
 
 use super::confirm::{Confirms, Outcome};
 use super::content::{Complete, Content};
+use super::settle::settle_committed;
 use super::unacked::Delivery;
-use super::{settle, settle_taken_back, Channel, Channels, Mode, Settle, Tx};
+use super::{Channel, Channels, Mode, Settle, Tx};
 use crate::broker::consumer::Consumer;
-use crate::broker::dead_letter::{dead_letter, DeadLetters, Reason};
+use crate::broker::dead_letter::dead_letter;
 use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::{ConsumeRefused, Enqueued, Published};
 use crate::broker::values::parse_expiration;
@@ -318,19 +319,6 @@ impl Channels {
         }
     }
 
-    /// `basic.recover`: every unacked delivery goes back to its queue, marked redelivered.
-    fn recover(&mut self, number: u16, requeue: bool) -> Result<(), Error> {
-        if !requeue {
-            return Err(Error::NotImplemented("requeue=false".into()));
-        }
-        let channel = self.open(number)?;
-        let mut deliveries = Vec::new();
-        channel.unacked.take_all(&mut deliveries);
-        settle(deliveries, Settle::Requeue);
-        channel.wake_consumers();
-        Ok(())
-    }
-
     fn qos(&mut self, out: &mut BytesMut, number: u16, qos: basic::Qos) -> Result<(), Error> {
         let channel = self.open(number)?;
         let count = u32::from(qos.prefetch_count);
@@ -532,89 +520,6 @@ impl Channels {
         Ok(())
     }
 
-    /// `basic.ack`, `nack` and `reject`. Tag 0 with `multiple` means every unacked delivery; an
-    /// unknown tag is a 406, except one the unacked timeout already took back (ignored).
-    pub(super) fn settle_tags(
-        &mut self,
-        number: u16,
-        tag: u64,
-        multiple: bool,
-        how: Settle,
-    ) -> Result<(), Error> {
-        let channel = self.open(number)?;
-        let mut taken = Vec::new();
-        if multiple && tag == 0 {
-            channel.unacked.take_all(&mut taken);
-        } else if multiple {
-            if !channel.unacked.contains(tag) && !channel.unacked.was_taken_back(tag) {
-                return Err(unknown_tag(tag));
-            }
-            channel.unacked.take_through(tag, &mut taken);
-        } else {
-            match channel.unacked.take(tag) {
-                Some(delivery) => taken.push(delivery),
-                None if channel.unacked.was_taken_back(tag) => {
-                    return self.settle_late(number, tag, tag, how);
-                }
-                None => return Err(unknown_tag(tag)),
-            }
-        }
-        if let Mode::Tx(tx) = &mut channel.mode {
-            tx.settles.extend(taken.into_iter().map(|d| (d, how)));
-            return Ok(());
-        }
-        if multiple && channel.unacked.has_taken_back() {
-            let through = if tag == 0 { u64::MAX } else { tag };
-            self.settle_late(number, 0, through, how)?;
-        }
-        if how == Settle::Drop {
-            self.dead_letter_rejected(taken.iter());
-        }
-        let channel = self.open(number)?;
-        settle(taken, how);
-        channel.wake_consumers();
-        Ok(())
-    }
-
-    /// Settles, late, the deliveries with tags `from..=through` that the unacked timeout took
-    /// back: those still parked in their queues (nobody else took them) are acked, requeued or
-    /// rejected. In a transaction the record stays (their messages go back to the queue when the
-    /// channel closes): a transaction cannot hold what the channel no longer has. Out of line:
-    /// the usual ack never comes here.
-    #[cold]
-    #[inline(never)]
-    fn settle_late(
-        &mut self,
-        number: u16,
-        from: u64,
-        through: u64,
-        how: Settle,
-    ) -> Result<(), Error> {
-        let channel = self.open(number)?;
-        if matches!(channel.mode, Mode::Tx(_)) {
-            return Ok(());
-        }
-        let mut taken_back = Vec::new();
-        if from == through {
-            taken_back.extend(channel.unacked.take_one_taken_back(through));
-        } else {
-            channel.unacked.take_taken_back(through, &mut taken_back);
-        }
-        let holder = Arc::clone(&channel.credit);
-        settle_taken_back(&self.session.vhost, &holder, taken_back, how);
-        self.open(number)?.wake_consumers();
-        Ok(())
-    }
-
-    /// Dead-letters deliveries rejected without requeue (their queues' dead-letter exchange,
-    /// if they have one).
-    fn dead_letter_rejected<'a>(&self, deliveries: impl Iterator<Item = &'a Delivery>) {
-        let mut batch = DeadLetters::new(&self.session.vhost);
-        for delivery in deliveries {
-            batch.send(&delivery.queue, &delivery.entry.message, Reason::Rejected);
-        }
-    }
-
     pub(super) fn confirm_method(
         &mut self,
         out: &mut BytesMut,
@@ -700,10 +605,6 @@ impl Channels {
     }
 }
 
-fn unknown_tag(tag: u64) -> Error {
-    Error::PreconditionFailed(format!("unknown delivery tag {tag}"))
-}
-
 /// Takes the channel's pending transaction, leaving an empty one (the channel stays
 /// transactional).
 fn take_tx(channel: &mut Channel) -> Result<Tx, Error> {
@@ -713,21 +614,6 @@ fn take_tx(channel: &mut Channel) -> Result<Tx, Error> {
             "channel is not transactional".into(),
         )),
     }
-}
-
-/// Applies a committed transaction's acks, nacks and rejects, in the order they were made.
-fn settle_committed(channel: &Channel, settles: Vec<(Delivery, Settle)>) {
-    let mut run = Vec::new();
-    let mut run_how = Settle::Ack;
-    for (delivery, how) in settles {
-        if how != run_how && !run.is_empty() {
-            settle(std::mem::take(&mut run), run_how);
-        }
-        run_how = how;
-        run.push(delivery);
-    }
-    settle(run, run_how);
-    channel.wake_consumers();
 }
 
 /// `x-priority` of a basic.consume (0 when absent). Like RabbitMQ 3.10, any other type is

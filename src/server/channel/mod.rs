@@ -16,6 +16,8 @@ mod basic;
 mod confirm;
 mod content;
 mod declare;
+mod settle;
+mod timeout;
 mod unacked;
 
 use std::collections::HashMap;
@@ -24,14 +26,11 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::time::Instant;
-use tracing::{debug, warn};
 use warren_protocol::frame::{Frame, FrameType};
 use warren_protocol::method::{decode_method, encode_method, Method, ShortStr};
 use warren_protocol::spec::{channel, AMQPClass};
 
 use crate::broker::consumer::{ChannelCredit, ConfirmTag, Consumer, Outbox};
-use crate::broker::dead_letter::{DeadLetters, Reason};
-use crate::broker::durable::encoded_len;
 use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::Queue;
 use crate::broker::vhost::{RouteScratch, Vhost};
@@ -40,7 +39,9 @@ use crate::server::UnackedTimeoutAction;
 use crate::store::Store;
 
 use content::{Content, Progress};
-use unacked::{Delivery, TakenBack, Unacked};
+pub(crate) use settle::give_back;
+use settle::{settle, settle_taken_back};
+use unacked::{Delivery, Unacked};
 
 /// Server settings a channel applies.
 #[derive(Debug, Clone, Copy)]
@@ -48,17 +49,6 @@ pub(crate) struct Limits {
     pub max_message_size: u64,
     pub unacked_timeout: Duration,
     pub unacked_timeout_action: UnackedTimeoutAction,
-}
-
-impl Limits {
-    /// How long a delivery from `queue` may stay unacked: the consumer's `x-consumer-timeout`,
-    /// else the queue's, else the server's; `None` (never) when that is zero.
-    fn timeout(&self, consumer: Option<Duration>, queue: &Queue) -> Option<Duration> {
-        let timeout = consumer
-            .or(queue.options.consumer_timeout)
-            .unwrap_or(self.unacked_timeout);
-        (!timeout.is_zero()).then_some(timeout)
-    }
 }
 
 /// What every channel of a connection shares: the vhost, the connection's identity and outbox.
@@ -642,215 +632,6 @@ impl Channels {
                 if confirms.schedule() {
                     self.confirms_due.push(number);
                 }
-            }
-        }
-    }
-
-    /// The earliest unacked-timeout deadline of any channel.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.slots
-            .iter()
-            .flatten()
-            .filter_map(|channel| channel.unacked.next_deadline())
-            .min()
-    }
-
-    /// Takes back deliveries past their unacked timeout (see [`UnackedTimeoutAction`]): parked
-    /// in their queue for a consumer on another channel, and the consumer cancelled too with
-    /// `cancel`; or (as RabbitMQ does) the channel is closed with 406.
-    pub(crate) fn expire(&mut self, out: &mut BytesMut, now: Instant) {
-        let action = self.session.limits.unacked_timeout_action;
-        for number in 0..self.slots.len() {
-            let number = number as u16;
-            let mut cancel: Vec<Arc<Consumer>> = Vec::new();
-            let mut close = None;
-            let limits = self.session.limits;
-            let Some(channel) = self.slot_mut(number) else {
-                continue;
-            };
-            while let Some(delivery) = channel.unacked.pop_expired(now) {
-                let consumer = delivery.consumer.as_ref();
-                let timeout = limits
-                    .timeout(consumer.and_then(|c| c.timeout), &delivery.queue)
-                    .unwrap_or_default();
-                report_timeout(number, &delivery, timeout, action);
-                if action == UnackedTimeoutAction::CloseChannel {
-                    settle(vec![delivery], Settle::Requeue);
-                    close = Some(timeout);
-                    break;
-                }
-                if let Some(consumer) = consumer.filter(|c| c.is_active()) {
-                    let first = !cancel.iter().any(|c| Arc::ptr_eq(c, consumer));
-                    if action == UnackedTimeoutAction::Cancel && first {
-                        cancel.push(Arc::clone(consumer));
-                    }
-                }
-                channel.park(delivery);
-            }
-            for consumer in cancel {
-                if !self.session.cancel_notify {
-                    // A client that cannot hear of the cancel would wait for ever: tell it the
-                    // one way it understands.
-                    let timeout = limits.timeout(consumer.timeout, &consumer.queue);
-                    close = Some(timeout.unwrap_or_default());
-                    break;
-                }
-                self.cancel_timed_out(out, number, &consumer);
-            }
-            if let Some(timeout) = close {
-                let error = Error::PreconditionFailed(format!(
-                    "delivery acknowledgement on channel {number} timed out. Timeout value \
-                     used: {} ms. This timeout value can be configured, see consumers doc \
-                     guide to learn more",
-                    timeout.as_millis()
-                ));
-                self.close_with(out, number, &Exception::from(error));
-            }
-        }
-    }
-
-    /// The `cancel` action: the consumer is cancelled (`basic.cancel` to the client) and every
-    /// delivery it still holds is parked away from this channel.
-    fn cancel_timed_out(&mut self, out: &mut BytesMut, number: u16, consumer: &Arc<Consumer>) {
-        let vhost = Arc::clone(&self.session.vhost);
-        let Some(channel) = self.slot_mut(number) else {
-            return;
-        };
-        channel.consumers.remove(&consumer.tag);
-        consumer.deactivate();
-        let mut held = Vec::new();
-        channel.unacked.take_of_consumer(consumer, &mut held);
-        for delivery in held {
-            channel.park(delivery);
-        }
-        if consumer.queue.remove_consumer(consumer) {
-            vhost.delete_if_unused(&consumer.queue);
-        }
-        basic::send_cancel(out, number, &consumer.tag);
-    }
-}
-
-impl Channel {
-    /// Parks a delivery the client still holds in its queue, away from this channel (see
-    /// `broker/queue/parked.rs`), remembering its tag so that a late settle still reaches it.
-    fn park(&mut self, delivery: Delivery) {
-        if let Some(consumer) = &delivery.consumer {
-            consumer.settled(1);
-        }
-        if let Some(evicted) = self.unacked.remember_taken_back(&delivery) {
-            let entries = evicted.queue.unpark(&self.credit, &[evicted.seq]);
-            evicted.queue.requeue(entries);
-        }
-        delivery
-            .queue
-            .park(delivery.entry, Arc::clone(&self.credit));
-        self.wake_consumers();
-    }
-}
-
-/// Logs an unacked timeout: once per consumer (and every `basic.get` delivery at debug level).
-fn report_timeout(
-    number: u16,
-    delivery: &Delivery,
-    timeout: Duration,
-    action: UnackedTimeoutAction,
-) {
-    match &delivery.consumer {
-        Some(consumer) if consumer.note_timed_out() => warn!(
-            channel = number,
-            consumer_tag = %consumer.tag,
-            queue = %delivery.queue.name,
-            timeout_ms = timeout.as_millis() as u64,
-            action = ?action,
-            "a delivery stayed unacknowledged past the consumer timeout (reported once per consumer)"
-        ),
-        _ => debug!(
-            channel = number,
-            delivery_tag = delivery.tag,
-            queue = %delivery.queue.name,
-            "unacked timeout"
-        ),
-    }
-}
-
-/// Settles deliveries the unacked timeout had taken back from the channel `holder`, late: those
-/// still parked in their queues (no other consumer took them) are acked, dead-lettered and
-/// dropped, or requeued.
-fn settle_taken_back(
-    vhost: &Vhost,
-    holder: &Arc<ChannelCredit>,
-    taken: Vec<TakenBack>,
-    how: Settle,
-) {
-    let mut batch = DeadLetters::new(vhost);
-    let mut index = 0;
-    while index < taken.len() {
-        let queue = Arc::clone(&taken[index].queue);
-        let mut seqs = Vec::new();
-        while let Some(record) = taken.get(index).filter(|r| Arc::ptr_eq(&r.queue, &queue)) {
-            seqs.push(record.seq);
-            index += 1;
-        }
-        let mut entries = queue.unpark(holder, &seqs);
-        if how == Settle::Drop {
-            for entry in &entries {
-                batch.send(&queue, &entry.message, Reason::Rejected);
-            }
-        }
-        settle_run(&queue, &mut entries, how);
-    }
-}
-
-/// Returns a delivery that never reached the client to its queue, with its credit (its place in
-/// the outbox has already been counted as written).
-pub(crate) fn give_back(consumer: Arc<Consumer>, entry: Entry) {
-    if !consumer.no_ack {
-        consumer.settled(1);
-    }
-    consumer.queue.return_unsent(entry);
-}
-
-/// Settles deliveries: frees their consumers' credit, and acks, drops or requeues them, one
-/// queue lock per run of deliveries from the same queue.
-fn settle(deliveries: Vec<Delivery>, how: Settle) {
-    let mut run: Vec<Entry> = Vec::new();
-    let mut run_queue: Option<Arc<Queue>> = None;
-    for delivery in deliveries {
-        if let Some(consumer) = &delivery.consumer {
-            consumer.settled(1);
-        }
-        let same = run_queue
-            .as_ref()
-            .is_some_and(|q| Arc::ptr_eq(q, &delivery.queue));
-        if !same {
-            if let Some(queue) = run_queue.take() {
-                settle_run(&queue, &mut run, how);
-            }
-            run_queue = Some(delivery.queue);
-        }
-        run.push(delivery.entry);
-    }
-    if let Some(queue) = run_queue {
-        settle_run(&queue, &mut run, how);
-    }
-}
-
-/// Requeues a run of one queue's entries, or records in its log that the stored ones are gone.
-fn settle_run(queue: &Queue, run: &mut Vec<Entry>, how: Settle) {
-    match how {
-        Settle::Requeue => queue.requeue(run.drain(..)),
-        Settle::Ack | Settle::Drop => {
-            let mut stored = run
-                .drain(..)
-                .filter_map(|entry| {
-                    Some((
-                        entry.position?,
-                        Some(encoded_len(&entry.message, entry.expires)),
-                    ))
-                })
-                .peekable();
-            if stored.peek().is_some() {
-                queue.settle_stored(stored);
             }
         }
     }

@@ -1,0 +1,216 @@
+//! Settling deliveries: `basic.ack`, `nack`, `reject` and `recover`, a transaction's settles at
+//! commit, the late settle of a delivery the unacked timeout took back, and giving back what
+//! never reached the client. Acks record in a queue's log that stored messages are gone;
+//! requeues put messages back at their original places; rejects without requeue dead-letter.
+
+use std::sync::Arc;
+
+use super::unacked::{Delivery, TakenBack};
+use super::{Channel, Channels, Mode, Settle};
+use crate::broker::consumer::{ChannelCredit, Consumer};
+use crate::broker::dead_letter::{DeadLetters, Reason};
+use crate::broker::durable::encoded_len;
+use crate::broker::message::Entry;
+use crate::broker::queue::Queue;
+use crate::broker::vhost::Vhost;
+use crate::error::Error;
+
+impl Channels {
+    /// `basic.recover`: every unacked delivery goes back to its queue, marked redelivered.
+    pub(super) fn recover(&mut self, number: u16, requeue: bool) -> Result<(), Error> {
+        if !requeue {
+            return Err(Error::NotImplemented("requeue=false".into()));
+        }
+        let channel = self.open(number)?;
+        let mut deliveries = Vec::new();
+        channel.unacked.take_all(&mut deliveries);
+        settle(deliveries, Settle::Requeue);
+        channel.wake_consumers();
+        Ok(())
+    }
+
+    /// `basic.ack`, `nack` and `reject`. Tag 0 with `multiple` means every unacked delivery; an
+    /// unknown tag is a 406, except one the unacked timeout already took back (ignored).
+    pub(super) fn settle_tags(
+        &mut self,
+        number: u16,
+        tag: u64,
+        multiple: bool,
+        how: Settle,
+    ) -> Result<(), Error> {
+        let channel = self.open(number)?;
+        let mut taken = Vec::new();
+        if multiple && tag == 0 {
+            channel.unacked.take_all(&mut taken);
+        } else if multiple {
+            if !channel.unacked.contains(tag) && !channel.unacked.was_taken_back(tag) {
+                return Err(unknown_tag(tag));
+            }
+            channel.unacked.take_through(tag, &mut taken);
+        } else {
+            match channel.unacked.take(tag) {
+                Some(delivery) => taken.push(delivery),
+                None if channel.unacked.was_taken_back(tag) => {
+                    return self.settle_late(number, tag, tag, how);
+                }
+                None => return Err(unknown_tag(tag)),
+            }
+        }
+        if let Mode::Tx(tx) = &mut channel.mode {
+            tx.settles.extend(taken.into_iter().map(|d| (d, how)));
+            return Ok(());
+        }
+        if multiple && channel.unacked.has_taken_back() {
+            let through = if tag == 0 { u64::MAX } else { tag };
+            self.settle_late(number, 0, through, how)?;
+        }
+        if how == Settle::Drop {
+            self.dead_letter_rejected(taken.iter());
+        }
+        let channel = self.open(number)?;
+        settle(taken, how);
+        channel.wake_consumers();
+        Ok(())
+    }
+
+    /// Settles, late, the deliveries with tags `from..=through` that the unacked timeout took
+    /// back: those still parked in their queues (nobody else took them) are acked, requeued or
+    /// rejected. In a transaction the record stays (their messages go back to the queue when the
+    /// channel closes): a transaction cannot hold what the channel no longer has. Out of line:
+    /// the usual ack never comes here.
+    #[cold]
+    #[inline(never)]
+    fn settle_late(
+        &mut self,
+        number: u16,
+        from: u64,
+        through: u64,
+        how: Settle,
+    ) -> Result<(), Error> {
+        let channel = self.open(number)?;
+        if matches!(channel.mode, Mode::Tx(_)) {
+            return Ok(());
+        }
+        let mut taken_back = Vec::new();
+        if from == through {
+            taken_back.extend(channel.unacked.take_one_taken_back(through));
+        } else {
+            channel.unacked.take_taken_back(through, &mut taken_back);
+        }
+        let holder = Arc::clone(&channel.credit);
+        settle_taken_back(&self.session.vhost, &holder, taken_back, how);
+        self.open(number)?.wake_consumers();
+        Ok(())
+    }
+
+    /// Dead-letters deliveries rejected without requeue (their queues' dead-letter exchange,
+    /// if they have one).
+    pub(super) fn dead_letter_rejected<'a>(&self, deliveries: impl Iterator<Item = &'a Delivery>) {
+        let mut batch = DeadLetters::new(&self.session.vhost);
+        for delivery in deliveries {
+            batch.send(&delivery.queue, &delivery.entry.message, Reason::Rejected);
+        }
+    }
+}
+
+fn unknown_tag(tag: u64) -> Error {
+    Error::PreconditionFailed(format!("unknown delivery tag {tag}"))
+}
+
+/// Applies a committed transaction's acks, nacks and rejects, in the order they were made.
+pub(super) fn settle_committed(channel: &Channel, settles: Vec<(Delivery, Settle)>) {
+    let mut run = Vec::new();
+    let mut run_how = Settle::Ack;
+    for (delivery, how) in settles {
+        if how != run_how && !run.is_empty() {
+            settle(std::mem::take(&mut run), run_how);
+        }
+        run_how = how;
+        run.push(delivery);
+    }
+    settle(run, run_how);
+    channel.wake_consumers();
+}
+
+/// Settles deliveries the unacked timeout had taken back from the channel `holder`, late: those
+/// still parked in their queues (no other consumer took them) are acked, dead-lettered and
+/// dropped, or requeued.
+pub(super) fn settle_taken_back(
+    vhost: &Vhost,
+    holder: &Arc<ChannelCredit>,
+    taken: Vec<TakenBack>,
+    how: Settle,
+) {
+    let mut batch = DeadLetters::new(vhost);
+    let mut index = 0;
+    while index < taken.len() {
+        let queue = Arc::clone(&taken[index].queue);
+        let mut seqs = Vec::new();
+        while let Some(record) = taken.get(index).filter(|r| Arc::ptr_eq(&r.queue, &queue)) {
+            seqs.push(record.seq);
+            index += 1;
+        }
+        let mut entries = queue.unpark(holder, &seqs);
+        if how == Settle::Drop {
+            for entry in &entries {
+                batch.send(&queue, &entry.message, Reason::Rejected);
+            }
+        }
+        settle_run(&queue, &mut entries, how);
+    }
+}
+
+/// Returns a delivery that never reached the client to its queue, with its credit (its place in
+/// the outbox has already been counted as written).
+pub(crate) fn give_back(consumer: Arc<Consumer>, entry: Entry) {
+    if !consumer.no_ack {
+        consumer.settled(1);
+    }
+    consumer.queue.return_unsent(entry);
+}
+
+/// Settles deliveries: frees their consumers' credit, and acks, drops or requeues them, one
+/// queue lock per run of deliveries from the same queue.
+pub(super) fn settle(deliveries: Vec<Delivery>, how: Settle) {
+    let mut run: Vec<Entry> = Vec::new();
+    let mut run_queue: Option<Arc<Queue>> = None;
+    for delivery in deliveries {
+        if let Some(consumer) = &delivery.consumer {
+            consumer.settled(1);
+        }
+        let same = run_queue
+            .as_ref()
+            .is_some_and(|q| Arc::ptr_eq(q, &delivery.queue));
+        if !same {
+            if let Some(queue) = run_queue.take() {
+                settle_run(&queue, &mut run, how);
+            }
+            run_queue = Some(delivery.queue);
+        }
+        run.push(delivery.entry);
+    }
+    if let Some(queue) = run_queue {
+        settle_run(&queue, &mut run, how);
+    }
+}
+
+/// Requeues a run of one queue's entries, or records in its log that the stored ones are gone.
+fn settle_run(queue: &Queue, run: &mut Vec<Entry>, how: Settle) {
+    match how {
+        Settle::Requeue => queue.requeue(run.drain(..)),
+        Settle::Ack | Settle::Drop => {
+            let mut stored = run
+                .drain(..)
+                .filter_map(|entry| {
+                    Some((
+                        entry.position?,
+                        Some(encoded_len(&entry.message, entry.expires)),
+                    ))
+                })
+                .peekable();
+            if stored.peek().is_some() {
+                queue.settle_stored(stored);
+            }
+        }
+    }
+}
