@@ -424,3 +424,29 @@ async fn the_cancel_action_closes_the_channel_of_a_client_that_cannot_hear_a_can
     wait_for_ready(&channel, &queue, 1).await;
     delete_queue(&channel, &queue).await;
 }
+
+#[tokio::test]
+async fn basic_recover_asks_for_a_timed_out_delivery_again() {
+    if skip_if_external("Warren's unacked-timeout redelivery") {
+        return;
+    }
+    let broker = Broker::start().await;
+    let (_connection, channel) = open(&broker).await;
+    let queue = timed_queue(&channel, "recover_parked", Some(300)).await;
+    let worker = common::channel(&connect(&broker).await).await;
+    let mut deliveries = consume(&worker, &queue, BasicConsumeOptions::default()).await;
+    publish(&channel, "", &queue, b"again").await;
+    deliveries.next().await;
+    quiet_for(&mut deliveries, PAST_TIMEOUT).await;
+    within(
+        "basic.recover",
+        worker.basic_recover(BasicRecoverOptions { requeue: true }),
+    )
+    .await
+    .expect("basic.recover");
+    let again = deliveries.next().await;
+    assert_eq!((body(&again).as_str(), again.redelivered), ("again", true));
+    ack(&worker, again.delivery_tag).await;
+    assert_eq!(queue_counts(&channel, &queue).await, (0, 1));
+    delete_queue(&channel, &queue).await;
+}

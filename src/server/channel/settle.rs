@@ -16,7 +16,9 @@ use crate::broker::vhost::Vhost;
 use crate::error::Error;
 
 impl Channels {
-    /// `basic.recover`: every unacked delivery goes back to its queue, marked redelivered.
+    /// `basic.recover`: every unacked delivery goes back to its queue, marked redelivered (and
+    /// so do those the unacked timeout had parked away from this channel: the client asks for
+    /// them again).
     pub(super) fn recover(&mut self, number: u16, requeue: bool) -> Result<(), Error> {
         if !requeue {
             return Err(Error::NotImplemented("requeue=false".into()));
@@ -25,7 +27,10 @@ impl Channels {
         let mut deliveries = Vec::new();
         channel.unacked.take_all(&mut deliveries);
         settle(deliveries, Settle::Requeue);
-        channel.wake_consumers();
+        if channel.unacked.has_taken_back() {
+            self.settle_late(number, 0, u64::MAX, Settle::Requeue)?;
+        }
+        self.open(number)?.wake_consumers();
         Ok(())
     }
 
