@@ -130,6 +130,45 @@ pub fn expiry_refusal(n: i128) -> Option<Refused> {
     }
 }
 
+/// The `expiration` property as RabbitMQ reads it (Erlang's `string:to_integer`: an optional
+/// sign, digits, nothing after): a TTL in milliseconds, or the reason it is refused.
+pub fn parse_expiration(text: &[u8]) -> Result<u64, String> {
+    let (negative, rest) = match text.first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err("no_integer".into());
+    }
+    let (number, leftover) = rest.split_at(digits);
+    if !leftover.is_empty() {
+        return Err(format!(
+            "{{leftover_string,\"{}\"}}",
+            String::from_utf8_lossy(leftover)
+        ));
+    }
+    let significant = match number.iter().position(|b| *b != b'0') {
+        Some(first) => &number[first..],
+        None => b"0",
+    };
+    let shown = String::from_utf8_lossy(significant);
+    if significant.len() > 30 {
+        // Beyond any limit either way; shown as Erlang's bignum would be.
+        return Err(match negative {
+            true => format!("{{value_negative,-{shown}}}"),
+            false => format!("{{value_too_large,{shown}}}"),
+        });
+    }
+    let magnitude: i128 = shown.parse().map_err(|_| "no_integer".to_owned())?;
+    let n = if negative { -magnitude } else { magnitude };
+    match expiry_refusal(n) {
+        Some(reason) => Err(reason.to_string()),
+        None => u64::try_from(n).map_err(|_| "no_integer".to_owned()),
+    }
+}
+
 /// Checks every argument Warren knows; the first refusal, as RabbitMQ words it.
 pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError> {
     let table = arguments.inner();
@@ -200,6 +239,29 @@ fn unacceptable(value: &AMQPValue) -> Refused {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expirations_read_as_rabbitmq_reads_them() {
+        assert_eq!(parse_expiration(b"60000"), Ok(60000));
+        assert_eq!(parse_expiration(b"0"), Ok(0));
+        assert_eq!(parse_expiration(b"-0"), Ok(0));
+        assert_eq!(parse_expiration(b"+7"), Ok(7));
+        assert_eq!(parse_expiration(b"007"), Ok(7));
+        assert_eq!(parse_expiration(b"315360000000"), Ok(315_360_000_000));
+        let refused = |text: &[u8]| parse_expiration(text).unwrap_err();
+        assert_eq!(refused(b"315360000001"), "{value_too_large,315360000001}");
+        assert_eq!(
+            refused(b"99999999999999999999"),
+            "{value_too_large,99999999999999999999}"
+        );
+        assert_eq!(refused(b"-5"), "{value_negative,-5}");
+        assert_eq!(refused(b"1.5"), "{leftover_string,\".5\"}");
+        assert_eq!(refused(b"100ms"), "{leftover_string,\"ms\"}");
+        assert_eq!(refused(b"abc"), "no_integer");
+        assert_eq!(refused(b""), "no_integer");
+        assert_eq!(refused(b"-"), "no_integer");
+        assert_eq!(refused(b" 5"), "no_integer");
+    }
     use warren_protocol::types::{LongString, ShortString};
 
     fn args(name: &str, value: AMQPValue) -> FieldTable {
