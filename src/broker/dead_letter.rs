@@ -22,29 +22,10 @@ use warren_protocol::content::{encode_properties, without_expiration, ContentHea
 use warren_protocol::method::{ShortStr, CLASS_BASIC};
 use warren_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
+use super::message::Reason;
 use super::message::{now_ms, Message, Stamp};
 use super::queue::Queue;
 use super::vhost::{RouteScratch, Vhost};
-
-/// Why a message was dead-lettered, as `x-death` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    Rejected,
-    /// Dropped from the head of a queue at its `x-max-length`, or refused by it.
-    Maxlen,
-    /// Its time to live ran out (`x-message-ttl` or `expiration`).
-    Expired,
-}
-
-impl Reason {
-    fn name(self) -> &'static str {
-        match self {
-            Reason::Rejected => "rejected",
-            Reason::Maxlen => "maxlen",
-            Reason::Expired => "expired",
-        }
-    }
-}
 
 /// Republishes `message`, which `queue` gave up on for `reason`, to the queue's dead-letter
 /// exchange, if it has one.

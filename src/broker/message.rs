@@ -191,3 +191,23 @@ mod tests {
         assert!(empty.body().is_empty());
     }
 }
+
+/// Why a queue gave up on a message (and dead-letters it), as `x-death` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Rejected,
+    /// Dropped from the head of a queue at its `x-max-length`, or refused by it.
+    Maxlen,
+    /// Its time to live ran out (`x-message-ttl` or `expiration`).
+    Expired,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+            Reason::Maxlen => "maxlen",
+            Reason::Expired => "expired",
+        }
+    }
+}

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use tracing::error;
 
 use super::super::consumer::{ChannelCredit, Consumer};
-use super::super::dead_letter::Reason;
 use super::super::durable::{decode_message, encoded_len};
-use super::super::message::{now_ms, Entry, Message};
+use super::super::message::{now_ms, Entry, Message, Reason};
 use super::ready::{Ready, Slot};
 use crate::store::log::{Log, Position};
 
