@@ -15,6 +15,7 @@ pub mod flow;
 pub mod headers;
 pub mod message;
 pub mod queue;
+pub mod record;
 pub mod topic;
 pub mod values;
 pub mod vhost;

@@ -34,9 +34,9 @@ use warren_protocol::types::FieldTable;
 use tracing::error;
 
 use super::consumer::{ChannelCredit, Consumer};
-use super::durable::{encode_message, RecordSummary};
 use super::flow::Flow;
 use super::message::{now_ms, Entry, Message, Reason, Stamp};
+use super::record::{encode_message, RecordSummary};
 use crate::store::log::{Log, Position, Recovered};
 use crate::store::Store;
 use limits::Limits;

@@ -11,11 +11,12 @@ use warren_protocol::table::decode_field_table;
 use warren_protocol::types::FieldTable;
 
 use super::{consumer_timeout, is_built_in, Topology, Vhost};
-use crate::broker::durable::{decode_message, summarize_message, Definition};
+use crate::broker::durable::Definition;
 use crate::broker::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target,
 };
 use crate::broker::queue::{Queue, QueueOptions};
+use crate::broker::record::{decode_message, summarize_message};
 use crate::store::log::{Keep, Log};
 use crate::store::{definitions, Store};
 

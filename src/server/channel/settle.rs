@@ -9,10 +9,10 @@ use super::unacked::{Delivery, TakenBack};
 use super::{Channel, Channels, Mode, Settle};
 use crate::broker::consumer::{ChannelCredit, Consumer};
 use crate::broker::dead_letter::DeadLetters;
-use crate::broker::durable::encoded_len;
 use crate::broker::message::Entry;
 use crate::broker::message::Reason;
 use crate::broker::queue::Queue;
+use crate::broker::record::encoded_len;
 use crate::broker::vhost::Vhost;
 use crate::error::Error;
 
