@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use warren::broker::consumer::ChannelCredit;
 use warren::broker::exchange::Destination;
 use warren::broker::message::Message;
+use warren::broker::queue::ChannelCredit;
 use warren::broker::queue::{Queue, QueueOptions};
 use warren::broker::vhost::{ExchangeDeclare, QueueDeclare, RouteScratch, Vhost};
 use warren_protocol::method::ShortStr;

@@ -1,13 +1,12 @@
 //! The routing core: virtual hosts, exchanges, bindings, queues and consumers.
 //!
 //! Nothing here touches a socket. Connection tasks call in (declare, bind, publish, consume, ack);
-//! queues hand deliveries to consumers through each connection's [`consumer::Outbox`].
+//! queues hand deliveries to consumers through each connection's [`queue::Sink`].
 //! Ownership: a [`vhost::Vhost`] owns its topology (exchanges with their bindings, the queue
 //! map) behind one read-write lock; each [`queue::Queue`] owns its messages and consumers behind
 //! its own mutex; the channel that received a delivery owns it until it is settled.
 
 pub mod arguments;
-pub mod consumer;
 pub mod dead_letter;
 pub mod durable;
 pub mod exchange;

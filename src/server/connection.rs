@@ -33,8 +33,8 @@ use warren_protocol::spec::{connection, AMQPClass};
 
 use super::channel::{self, Channels, Session};
 use super::handshake::{self, ClientCapabilities, Tuning};
+use super::outbox::{Outbound, Outbox};
 use super::Context;
-use crate::broker::consumer::{Outbound, Outbox};
 use crate::broker::queue::Queue;
 use crate::broker::vhost::Vhost;
 use crate::error::{Error, Exception, ReplyCode, Scope};
@@ -582,6 +582,7 @@ impl Connection {
                     user: self.user.clone(),
                     connection: self.id,
                     outbox: self.outbox.clone(),
+                    sink: Arc::new(self.outbox.clone()),
                     frame_max: self.tuning.frame_max,
                     cancel_notify: self.capabilities.consumer_cancel_notify,
                     limits: self.context.limits,

@@ -12,6 +12,7 @@ mod auth;
 mod channel;
 mod connection;
 mod handshake;
+mod outbox;
 
 use std::future::Future;
 use std::io;

@@ -15,6 +15,7 @@
 //! and by [`Queue::tick`]. This module never takes the topology lock (lock order: topology,
 //! then queue) and never routes: what it dead-letters it hands back to the caller.
 
+pub mod consumer;
 mod limits;
 mod parked;
 mod ready;
@@ -33,12 +34,12 @@ use warren_protocol::types::FieldTable;
 
 use tracing::error;
 
-use super::consumer::{ChannelCredit, Consumer};
 use super::flow::Flow;
 use super::message::{now_ms, Entry, Message, Reason, Stamp};
 use super::record::{encode_message, RecordSummary};
 use crate::store::log::{Log, Position, Recovered};
 use crate::store::Store;
+pub use consumer::{ChannelCredit, Consumer, Sink};
 use limits::Limits;
 use ready::{Ready, Slot};
 use state::{footprint, QueueState};

@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
-use super::super::consumer::ChannelCredit;
 use super::super::message::Entry;
+use super::consumer::ChannelCredit;
 use super::state::{Parked, QueueState};
 
 impl QueueState {

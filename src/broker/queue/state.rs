@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use tracing::error;
 
-use super::super::consumer::{ChannelCredit, Consumer};
 use super::super::message::{now_ms, Entry, Message, Reason};
 use super::super::record::{decode_message, encoded_len};
+use super::consumer::{ChannelCredit, Consumer};
 use super::ready::{Ready, Slot};
 use crate::store::log::{Log, Position};
 

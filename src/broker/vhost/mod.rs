@@ -18,11 +18,11 @@ use warren_protocol::types::FieldTable;
 mod durable;
 
 use super::arguments::{check_queue_arguments, ArgumentError};
-use super::consumer::Consumer;
 use super::dead_letter::DeadLetters;
 use super::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, LazyHeaders, Target,
 };
+use super::queue::Consumer;
 use super::queue::{Queue, QueueOptions};
 use super::values::{argument_mismatch, integer};
 use super::Map;

@@ -25,9 +25,9 @@ use super::settle::settle_committed;
 use super::unacked::Delivery;
 use super::{Channel, Channels, Mode, Settle, Tx};
 use crate::broker::arguments::parse_expiration;
-use crate::broker::consumer::Consumer;
 use crate::broker::dead_letter::dead_letter;
 use crate::broker::message::{Entry, Message, Stamp};
+use crate::broker::queue::Consumer;
 use crate::broker::queue::{ConsumeRefused, Enqueued, Published};
 use crate::broker::vhost::QueueDeclare;
 use crate::error::{Error, ReplyCode};
@@ -414,7 +414,7 @@ impl Channels {
         } else {
             ShortStr::copy_from_str(consume.consumer_tag.as_str())
         };
-        let outbox = self.session.outbox.clone();
+        let sink = Arc::clone(&self.session.sink);
         let vhost_name = self.session.vhost.name.clone();
         let channel = self.open(number)?;
         if channel.consumers.contains_key(&tag) {
@@ -431,7 +431,7 @@ impl Channels {
                 consume.exclusive,
                 channel.consumer_prefetch,
                 Arc::clone(&channel.credit),
-                outbox,
+                sink,
             )
             .with_priority(priority)
             .with_timeout(timeout),

@@ -30,11 +30,12 @@ use warren_protocol::frame::{Frame, FrameType};
 use warren_protocol::method::{decode_method, encode_method, Method, ShortStr};
 use warren_protocol::spec::{channel, AMQPClass};
 
-use crate::broker::consumer::{ChannelCredit, ConfirmTag, Consumer, Outbox};
 use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::Queue;
+use crate::broker::queue::{ChannelCredit, Consumer, Sink};
 use crate::broker::vhost::{RouteScratch, Vhost};
 use crate::error::{Error, Exception};
+use crate::server::outbox::{ConfirmTag, Outbox};
 use crate::server::UnackedTimeoutAction;
 use crate::store::Store;
 
@@ -60,6 +61,8 @@ pub(crate) struct Session {
     /// Identifies the connection as the owner of exclusive queues.
     pub connection: u64,
     pub outbox: Outbox,
+    /// The same outbox, as the queues' consumers hand it deliveries.
+    pub sink: Arc<dyn Sink>,
     pub frame_max: u32,
     /// The client understands a server-sent `basic.cancel`.
     pub cancel_notify: bool,

@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use super::settle::settle;
 use super::unacked::Delivery;
 use super::{basic, Channel, Channels, Limits, Settle};
-use crate::broker::consumer::Consumer;
+use crate::broker::queue::Consumer;
 use crate::broker::queue::Queue;
 use crate::error::{Error, Exception};
 use crate::server::UnackedTimeoutAction;

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::broker::consumer::Consumer;
 use crate::broker::message::Entry;
+use crate::broker::queue::Consumer;
 use crate::broker::queue::Queue;
 
 /// How many timed-out delivery tags are remembered so that their late settles still reach the

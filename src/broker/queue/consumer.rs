@@ -1,9 +1,9 @@
-//! Consumers and the path from a queue to a connection: the per-connection [`Outbox`], the
-//! [`Consumer`] handle a queue dispatches to, and the credit that bounds what it may hand over.
+//! Consumers as a queue sees them: the [`Consumer`] handle a queue dispatches to, the credit that
+//! bounds what it may hand over, and the [`Sink`] its deliveries go into (the connection's
+//! outbox, which the server implements).
 //!
-//! A queue decides *which* consumer gets a message, under its own lock, and pushes the delivery
-//! into that consumer's connection outbox; the connection task assigns the delivery tag and writes
-//! the frames. Credit (prefetch, channel-wide prefetch, `channel.flow`, and a bound on deliveries
+//! A queue decides *which* consumer gets a message, under its own lock, and hands the delivery to
+//! that consumer's sink; the connection task assigns the delivery tag and writes the frames. Credit (prefetch, channel-wide prefetch, `channel.flow`, and a bound on deliveries
 //! not yet written to the socket) is kept in atomics so that the queue can check it without
 //! touching the connection's state. This module never locks anything.
 
@@ -11,62 +11,22 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use warren_protocol::method::ShortStr;
 
-use super::message::Entry;
-use super::queue::Queue;
+use super::super::message::Entry;
+use super::Queue;
 
 /// How many deliveries may wait in an outbox for one consumer before its queue stops handing it
 /// more: the bound that keeps a no-ack consumer on a slow socket from draining a queue into RAM.
 pub const UNSENT_WINDOW: u32 = 1024;
 
-/// A publish awaiting its confirm: (channel, channel epoch, delivery tag).
-pub type ConfirmTag = (u16, u64, u64);
-
-/// What a queue (or the broker) sends to a connection task.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A message for one of the connection's consumers.
-    Deliver {
-        consumer: Arc<Consumer>,
-        entry: Entry,
-    },
-    /// The consumer's queue was deleted: tell the client (`basic.cancel`) and forget it.
-    Cancelled { consumer: Arc<Consumer> },
-    /// The group commit synced (or failed to sync) these publishes: (channel, channel epoch,
-    /// delivery tag).
-    Synced {
-        tags: Vec<ConfirmTag>,
-        /// (channel, epoch) of `tx.commit`s waiting for the sync.
-        commits: Vec<(u16, u64)>,
-        ok: bool,
-    },
-}
-
-/// The sending side of a connection's outbox.
-#[derive(Debug, Clone)]
-pub struct Outbox(mpsc::UnboundedSender<Outbound>);
-
-impl Outbox {
-    pub fn new() -> (Outbox, mpsc::UnboundedReceiver<Outbound>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Outbox(tx), rx)
-    }
-
-    /// Tells the connection that publisher-confirm tags are safe on disk (or not).
-    pub fn synced(&self, tags: Vec<ConfirmTag>, commits: Vec<(u16, u64)>, ok: bool) {
-        let _ = self.0.send(Outbound::Synced { tags, commits, ok });
-    }
-
-    /// Hands a delivery to the connection task; gives the entry back if that task has ended.
-    fn deliver(&self, consumer: Arc<Consumer>, entry: Entry) -> Result<(), Entry> {
-        match self.0.send(Outbound::Deliver { consumer, entry }) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(Outbound::Deliver { entry, .. })) => Err(entry),
-            Err(_) => Ok(()),
-        }
-    }
+/// Where a consumer's deliveries go: its connection. The server implements it (its outbox); the
+/// queue calls it under its lock, so it must only hand the delivery over, never wait.
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// Hands a delivery to the consumer's connection; gives the entry back if that has ended.
+    fn deliver(&self, consumer: Arc<Consumer>, entry: Entry) -> Result<(), Entry>;
+    /// Tells the connection that the consumer's queue is gone.
+    fn cancelled(&self, consumer: Arc<Consumer>);
 }
 
 /// Credit shared by all consumers of one channel.
@@ -122,7 +82,7 @@ pub struct Consumer {
     /// outbox then go back to the queue.
     active: AtomicBool,
     pub credit: Arc<ChannelCredit>,
-    outbox: Outbox,
+    sink: Arc<dyn Sink>,
 }
 
 impl Consumer {
@@ -135,7 +95,7 @@ impl Consumer {
         exclusive: bool,
         prefetch: u32,
         credit: Arc<ChannelCredit>,
-        outbox: Outbox,
+        sink: Arc<dyn Sink>,
     ) -> Consumer {
         Consumer {
             channel,
@@ -153,7 +113,7 @@ impl Consumer {
             window_starved: AtomicBool::new(false),
             active: AtomicBool::new(true),
             credit,
-            outbox,
+            sink,
         }
     }
 
@@ -256,7 +216,7 @@ impl Consumer {
     /// Pushes a delivery to the connection; false (and the credit returned) if it has gone.
     #[inline]
     pub(crate) fn send(self: &Arc<Self>, entry: Entry) -> Result<(), Entry> {
-        self.outbox
+        self.sink
             .deliver(Arc::clone(self), entry)
             .inspect_err(|_| self.give_back())
     }
@@ -271,9 +231,7 @@ impl Consumer {
 
     /// Tells the connection that the consumer's queue is gone.
     pub(crate) fn cancel(self: &Arc<Self>) {
-        let _ = self.outbox.0.send(Outbound::Cancelled {
-            consumer: Arc::clone(self),
-        });
+        self.sink.cancelled(Arc::clone(self));
     }
 
     /// A delivery left the outbox (written, or dropped for a closed channel). True when the
