@@ -7,7 +7,6 @@
 //! its own mutex; the channel that received a delivery owns it until it is settled.
 
 pub mod arguments;
-pub mod dead_letter;
 pub mod durable;
 pub mod exchange;
 pub mod flow;

@@ -61,7 +61,7 @@ impl Limits {
                 Some(AMQPValue::Boolean(true))
             ),
             expires: non_negative("x-expires").map(Duration::from_millis),
-            dead_letter: super::super::dead_letter::target(arguments),
+            dead_letter: dead_letter_target(arguments),
         }
     }
 
@@ -84,4 +84,14 @@ impl Limits {
                 .max_bytes
                 .is_some_and(|max| bytes.saturating_add(body) > max)
     }
+}
+
+/// The dead-letter exchange and routing key of a queue's arguments.
+fn dead_letter_target(arguments: &FieldTable) -> Option<(ShortStr, Option<ShortStr>)> {
+    let string = |key: &str| {
+        let text = text(arguments.inner().get(key)?)?;
+        Some(ShortStr::copy_from_str(&String::from_utf8_lossy(text)))
+    };
+    let exchange = string("x-dead-letter-exchange")?;
+    Some((exchange, string("x-dead-letter-routing-key")))
 }

@@ -15,10 +15,10 @@ use std::time::Duration;
 use warren_protocol::method::ShortStr;
 use warren_protocol::types::FieldTable;
 
+pub mod dead_letter;
 mod durable;
 
 use super::arguments::{check_queue_arguments, ArgumentError};
-use super::dead_letter::DeadLetters;
 use super::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, LazyHeaders, Target,
 };
@@ -28,6 +28,7 @@ use super::values::{argument_mismatch, integer};
 use super::Map;
 use crate::error::Error;
 use crate::store::Store;
+use dead_letter::DeadLetters;
 
 /// The exchanges every vhost has (a configuration file may bind to them undeclared).
 pub const BUILT_IN: [(&str, ExchangeKind); 6] = [

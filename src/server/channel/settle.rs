@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use super::unacked::{Delivery, TakenBack};
 use super::{Channel, Channels, Mode, Settle};
-use crate::broker::dead_letter::DeadLetters;
 use crate::broker::message::Entry;
 use crate::broker::message::Reason;
 use crate::broker::queue::Queue;
 use crate::broker::queue::{ChannelCredit, Consumer};
 use crate::broker::record::encoded_len;
+use crate::broker::vhost::dead_letter::DeadLetters;
 use crate::broker::vhost::Vhost;
 use crate::error::Error;
 

@@ -19,13 +19,12 @@
 use std::sync::Arc;
 
 use warren_protocol::content::{encode_properties, without_expiration, ContentHeader};
-use warren_protocol::method::{ShortStr, CLASS_BASIC};
+use warren_protocol::method::CLASS_BASIC;
 use warren_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
-use super::message::Reason;
-use super::message::{now_ms, Message, Stamp};
-use super::queue::Queue;
-use super::vhost::{RouteScratch, Vhost};
+use super::super::message::{now_ms, Message, Reason, Stamp};
+use super::super::queue::Queue;
+use super::{RouteScratch, Vhost};
 
 /// Republishes `message`, which `queue` gave up on for `reason`, to the queue's dead-letter
 /// exchange, if it has one.
@@ -133,7 +132,7 @@ fn is_cycle(target: &str, deaths: &[AMQPValue]) -> bool {
 /// A string field (`queue`, `reason`) of an `x-death` entry.
 fn death_field<'a>(death: &'a AMQPValue, key: &str) -> Option<&'a [u8]> {
     match death {
-        AMQPValue::FieldTable(table) => super::values::text(table.inner().get(key)?),
+        AMQPValue::FieldTable(table) => super::super::values::text(table.inner().get(key)?),
         _ => None,
     }
 }
@@ -171,7 +170,7 @@ fn with_death(
                 return None;
             };
             let count = match table.inner().get("count") {
-                Some(value) => super::values::integer(value).unwrap_or(0),
+                Some(value) => super::super::values::integer(value).unwrap_or(0),
                 None => 0,
             };
             let count = i64::try_from(count).unwrap_or(0).saturating_add(1);
@@ -210,14 +209,4 @@ fn with_death(
     }
     let encoded = encode_properties(&properties.with_headers(headers));
     Some((without_expiration(&encoded)?, deaths))
-}
-
-/// The dead-letter exchange and routing key of a queue's arguments.
-pub(crate) fn target(arguments: &FieldTable) -> Option<(ShortStr, Option<ShortStr>)> {
-    let string = |key: &str| {
-        let text = super::values::text(arguments.inner().get(key)?)?;
-        Some(ShortStr::copy_from_str(&String::from_utf8_lossy(text)))
-    };
-    let exchange = string("x-dead-letter-exchange")?;
-    Some((exchange, string("x-dead-letter-routing-key")))
 }
