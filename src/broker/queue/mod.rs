@@ -36,7 +36,7 @@ use tracing::error;
 
 use super::flow::Flow;
 use super::message::{now_ms, Entry, Message, Reason, Stamp};
-use super::record::{encode_message, RecordSummary};
+use super::record::{encode_message, encoded_len, RecordSummary};
 use crate::store::log::{Log, Position, Recovered};
 use crate::store::Store;
 pub use consumer::{ChannelCredit, Consumer, Sink};
@@ -392,6 +392,21 @@ impl Queue {
     /// The store of a durable queue.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
+    }
+
+    /// Taken messages that were acked (or rejected, or dropped): the stored ones are recorded
+    /// as gone in the log; the queue's lock is not taken when none is stored.
+    pub fn settle(&self, entries: impl IntoIterator<Item = Entry>) {
+        let mut stored = entries
+            .into_iter()
+            .filter_map(|entry| {
+                let position = entry.position?;
+                Some((position, Some(encoded_len(&entry.message, entry.expires))))
+            })
+            .peekable();
+        if stored.peek().is_some() {
+            self.settle_stored(stored);
+        }
     }
 
     /// Records in the log that stored messages were acked or dropped (written; synced by the next

@@ -11,7 +11,6 @@ use crate::broker::message::Entry;
 use crate::broker::message::Reason;
 use crate::broker::queue::Queue;
 use crate::broker::queue::{ChannelCredit, Consumer};
-use crate::broker::record::encoded_len;
 use crate::broker::vhost::dead_letter::DeadLetters;
 use crate::broker::vhost::Vhost;
 use crate::error::Error;
@@ -204,19 +203,6 @@ pub(super) fn settle(deliveries: Vec<Delivery>, how: Settle) {
 fn settle_run(queue: &Queue, run: &mut Vec<Entry>, how: Settle) {
     match how {
         Settle::Requeue => queue.requeue(run.drain(..)),
-        Settle::Ack | Settle::Drop => {
-            let mut stored = run
-                .drain(..)
-                .filter_map(|entry| {
-                    Some((
-                        entry.position?,
-                        Some(encoded_len(&entry.message, entry.expires)),
-                    ))
-                })
-                .peekable();
-            if stored.peek().is_some() {
-                queue.settle_stored(stored);
-            }
-        }
+        Settle::Ack | Settle::Drop => queue.settle(run.drain(..)),
     }
 }
