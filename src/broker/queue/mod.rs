@@ -19,6 +19,7 @@ pub mod consumer;
 mod limits;
 mod parked;
 mod ready;
+mod settle;
 mod state;
 
 use std::cmp::Reverse;
@@ -36,7 +37,7 @@ use tracing::error;
 
 use super::flow::Flow;
 use super::message::{now_ms, Entry, Message, Reason, Stamp};
-use super::record::{encode_message, encoded_len, RecordSummary};
+use super::record::{encode_message, RecordSummary};
 use crate::store::log::{Log, Position, Recovered};
 use crate::store::Store;
 pub use consumer::{ChannelCredit, Consumer, Sink};
@@ -392,87 +393,6 @@ impl Queue {
     /// The store of a durable queue.
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
-    }
-
-    /// Taken messages that were acked (or rejected, or dropped): the stored ones are recorded
-    /// as gone in the log; the queue's lock is not taken when none is stored.
-    pub fn settle(&self, entries: impl IntoIterator<Item = Entry>) {
-        let mut stored = entries
-            .into_iter()
-            .filter_map(|entry| {
-                let position = entry.position?;
-                Some((position, Some(encoded_len(&entry.message, entry.expires))))
-            })
-            .peekable();
-        if stored.peek().is_some() {
-            self.settle_stored(stored);
-        }
-    }
-
-    /// Records in the log that stored messages were acked or dropped (written; synced by the next
-    /// group commit, without waiting for it).
-    /// Each position comes with its record's payload length when the caller knows it.
-    pub fn settle_stored(&self, positions: impl IntoIterator<Item = (Position, Option<u64>)>) {
-        let mut state = self.lock();
-        let Some(log) = &mut state.log else {
-            return;
-        };
-        for (position, len) in positions {
-            if let Err(e) = log.settle_sized(position, len) {
-                error!(queue = %self.name, error = %e, "queue log: recording an ack failed");
-            }
-        }
-        let _ = self.flush_locked(&mut state);
-    }
-
-    /// Puts taken messages back at their original places, marked redelivered, and dispatches.
-    pub fn requeue(&self, entries: impl IntoIterator<Item = Entry>) {
-        let mut state = self.lock();
-        if state.deleted {
-            return;
-        }
-        for mut entry in entries {
-            entry.redelivered = true;
-            state.push_front(entry);
-        }
-        self.requeued(&mut state);
-    }
-
-    /// Puts back a message that was handed to a consumer but never sent (its consumer went away
-    /// first): its place and its `redelivered` flag are as they were.
-    pub fn return_unsent(&self, entry: Entry) {
-        let mut state = self.lock();
-        if state.deleted {
-            return;
-        }
-        state.push_front(entry);
-        self.requeued(&mut state);
-    }
-
-    /// The unacked timeout took `entry` back from the channel `holder`, which still holds it:
-    /// it goes to a consumer on another channel, never back to the holder (see `parked.rs`).
-    pub fn park(&self, mut entry: Entry, holder: Arc<ChannelCredit>) {
-        let mut state = self.lock();
-        if state.deleted {
-            return;
-        }
-        entry.redelivered = true;
-        state.parked.push(state::Parked { entry, holder });
-        self.dispatch_and_flush(&mut state);
-    }
-
-    /// The parked messages of `holder` with these `seq`s, taken out for the holder's late
-    /// settle (or its channel's close): those no other consumer has taken meanwhile.
-    pub fn unpark(&self, holder: &Arc<ChannelCredit>, seqs: &[u64]) -> Vec<Entry> {
-        self.lock().unpark(holder, seqs)
-    }
-
-    /// After messages came back: a `drop-head` queue over its limits drops from the head first
-    /// (the requeued messages, usually), as RabbitMQ does; then dispatch.
-    fn requeued(&self, state: &mut QueueState) {
-        self.trim(state);
-        self.dispatch_and_flush(state);
-        self.note_dropped(state);
     }
 
     /// Remembers that the queue holds messages to dead-letter, for [`Queue::tick`].
