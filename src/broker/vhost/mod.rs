@@ -17,6 +17,9 @@ use warren_protocol::types::FieldTable;
 
 pub mod dead_letter;
 mod durable;
+mod publish;
+
+pub use publish::{PublishScratch, Routed, Safety};
 
 use super::arguments::{check_queue_arguments, ArgumentError};
 use super::exchange::{

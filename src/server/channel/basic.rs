@@ -26,19 +26,10 @@ use super::unacked::Delivery;
 use super::{Channel, Channels, Mode, Settle, Tx};
 use crate::broker::arguments::parse_expiration;
 use crate::broker::message::{Entry, Message, Stamp};
+use crate::broker::queue::ConsumeRefused;
 use crate::broker::queue::Consumer;
-use crate::broker::queue::{ConsumeRefused, Enqueued, Published};
-use crate::broker::vhost::dead_letter::dead_letter;
-use crate::broker::vhost::QueueDeclare;
+use crate::broker::vhost::{QueueDeclare, Routed, Safety};
 use crate::error::{Error, ReplyCode};
-use crate::store::Store;
-
-/// Where a routed publish stands, for its confirm.
-struct Routed {
-    confirm: Outcome,
-    /// The store whose group commit a `Syncing` publish waits for.
-    store: Option<Arc<Store>>,
-}
 
 /// The pseudo-queue of direct reply-to.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -122,13 +113,18 @@ impl Channels {
             }
             return Ok(());
         }
-        let outcome = self.route(out, number, &message, publish.mandatory, stamp)?;
+        let routed = self.route(out, number, &message, publish.mandatory, stamp)?;
         let channel = self.open(number)?;
         let epoch = channel.epoch;
         if let Mode::Confirm(confirms) = &mut channel.mode {
-            let tag = confirms.published(outcome.confirm);
+            let outcome = match routed.safety {
+                Safety::Safe => Outcome::Safe,
+                Safety::Syncing => Outcome::Syncing,
+                Safety::Failed => Outcome::Failed,
+            };
+            let tag = confirms.published(outcome);
             let newly_due = confirms.schedule();
-            if let (Outcome::Syncing, Some(store)) = (outcome.confirm, outcome.store) {
+            if let (Outcome::Syncing, Some(store)) = (outcome, routed.store) {
                 self.wait_for_sync(store).tags.push((number, epoch, tag));
             }
             if newly_due {
@@ -196,8 +192,8 @@ impl Channels {
         Ok((stamp, direct_reply))
     }
 
-    /// Puts a message into every queue its exchange routes it to; returns it to the publisher
-    /// (`basic.return` 312) if it was mandatory and reached none.
+    /// Publishes a message (one call into the vhost); returns it to the publisher
+    /// (`basic.return` 312) if it was mandatory and reached no queue.
     fn route(
         &mut self,
         out: &mut BytesMut,
@@ -206,53 +202,11 @@ impl Channels {
         mandatory: bool,
         stamp: Stamp,
     ) -> Result<Routed, Error> {
-        self.session.vhost.route(
-            message.exchange_bytes(),
-            message.routing_key_bytes(),
-            message.properties(),
-            &mut self.route,
-        )?;
-        let mut routed = false;
-        let mut result = Routed {
-            confirm: Outcome::Safe,
-            store: None,
-        };
-        self.enqueued += self.route.queues.len();
-        for queue in self.route.queues.drain(..) {
-            let Published {
-                enqueued,
-                logged,
-                dropped,
-            } = queue.publish(message, stamp);
-            for (message, reason) in dropped {
-                dead_letter(&self.session.vhost, &queue, &message, reason);
-            }
-            if logged && !self.unflushed.iter().any(|q| Arc::ptr_eq(q, &queue)) {
-                self.unflushed.push(Arc::clone(&queue));
-            }
-            if queue.flow.under_pressure() && !self.pressured.iter().any(|q| Arc::ptr_eq(q, &queue))
-            {
-                self.pressured.push(Arc::clone(&queue));
-            }
-            match enqueued {
-                Enqueued::Queued => routed = true,
-                Enqueued::Logged => {
-                    routed = true;
-                    if result.confirm == Outcome::Safe {
-                        result.confirm = Outcome::Syncing;
-                    }
-                    result.store = queue.store().cloned();
-                }
-                Enqueued::Failed => result.confirm = Outcome::Failed,
-                // Routed (no return for mandatory), but refused: a confirm is a nack.
-                Enqueued::Rejected => {
-                    routed = true;
-                    result.confirm = Outcome::Failed;
-                }
-                Enqueued::Deleted => {}
-            }
-        }
-        if !routed && mandatory {
+        let routed = self
+            .session
+            .vhost
+            .publish(message, stamp, &mut self.publishing)?;
+        if !routed.routed && mandatory {
             let code = ReplyCode::NoRoute;
             let ret = basic::Return {
                 reply_code: code as u16,
@@ -265,7 +219,7 @@ impl Channels {
             encode_content_header(out, number, body.len() as u64, message.properties());
             encode_body(out, number, body, self.session.frame_max);
         }
-        Ok(result)
+        Ok(routed)
     }
 
     pub(super) fn basic_method(

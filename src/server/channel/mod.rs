@@ -33,7 +33,7 @@ use warren_protocol::spec::{channel, AMQPClass};
 use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::Queue;
 use crate::broker::queue::{ChannelCredit, Consumer, Sink};
-use crate::broker::vhost::{RouteScratch, Vhost};
+use crate::broker::vhost::{PublishScratch, Vhost};
 use crate::error::{Error, Exception};
 use crate::server::outbox::{ConfirmTag, Outbox};
 use crate::server::UnackedTimeoutAction;
@@ -172,7 +172,10 @@ pub(crate) struct Channels {
     slots: Vec<Option<Channel>>,
     channel_max: u16,
     session: Session,
-    route: RouteScratch,
+    /// The publishes' buffers and what they leave to do: logs to flush at the next
+    /// [`Channels::flush`], queues that push back (taken by [`Channels::take_pressured`]), and
+    /// how many messages went into queues (counted down by [`Channels::spent`]).
+    publishing: PublishScratch,
     /// Channels with publisher confirms to send at the next [`Channels::flush`].
     confirms_due: Vec<u16>,
     /// Publishes waiting for the group commit, registered with it as one callback at the next
@@ -180,13 +183,6 @@ pub(crate) struct Channels {
     awaiting_sync: Option<SyncWait>,
     /// A message was published on this connection (resource alarms block publishers only).
     published: bool,
-    /// Queues published to since [`Channels::take_pressured`] that push back on publishers.
-    pressured: Vec<Arc<Queue>>,
-    /// Queues whose logs took publishes since the last [`Channels::flush`] (buffered writes).
-    unflushed: Vec<Arc<Queue>>,
-    /// Messages put into queues since [`Channels::spent`] last said so: the work this
-    /// connection's input made for consumers' connections.
-    enqueued: usize,
     next_epoch: u64,
 }
 
@@ -200,13 +196,10 @@ impl Channels {
             slots: Vec::new(),
             channel_max,
             session,
-            route: RouteScratch::default(),
+            publishing: PublishScratch::default(),
             confirms_due: Vec::new(),
             awaiting_sync: None,
             published: false,
-            pressured: Vec::new(),
-            unflushed: Vec::new(),
-            enqueued: 0,
             next_epoch: 1,
         }
     }
@@ -219,16 +212,16 @@ impl Channels {
     /// Whether this connection's publishes have put `budget` messages into queues since this
     /// last said so (the count then starts again).
     pub(crate) fn spent(&mut self, budget: usize) -> bool {
-        let spent = self.enqueued >= budget;
+        let spent = self.publishing.enqueued >= budget;
         if spent {
-            self.enqueued = 0;
+            self.publishing.enqueued = 0;
         }
         spent
     }
 
     /// Moves the queues that pushed back on this connection's publishes into `into`.
     pub(crate) fn take_pressured(&mut self, into: &mut Vec<Arc<Queue>>) {
-        into.append(&mut self.pressured);
+        into.append(&mut self.publishing.pressured);
     }
 
     fn slot_mut(&mut self, number: u16) -> Option<&mut Channel> {
@@ -552,7 +545,7 @@ impl Channels {
         // The logs first: what the publishes appended reaches the files (one write per log)
         // and the group commit before anyone waits for it.
         let mut flushed = true;
-        for queue in self.unflushed.drain(..) {
+        for queue in self.publishing.unflushed.drain(..) {
             flushed &= queue.flush_log().is_ok();
         }
         if let Some(wait) = self.awaiting_sync.take() {
