@@ -1,8 +1,10 @@
 //! Warren: an AMQP 0-9-1 message broker.
 //!
-//! Layers (see ARCHITECTURE.md): [`server`] owns sockets and connection tasks and speaks the
-//! protocol through the `warren-protocol` codec; [`error`] maps every failure to an AMQP reply code
-//! in one place; [`config`] reads, checks and applies the TOML configuration file.
+//! Layers (see ARCHITECTURE.md), top to bottom: [`config`] reads, checks and applies the TOML
+//! configuration file; [`server`] owns sockets and connection tasks and speaks the protocol
+//! through the `warren-protocol` codec; [`broker`] is the model (vhosts, exchanges, queues,
+//! consumers), with no sockets; [`store`] keeps bytes in files (queue logs, group commit,
+//! definitions), with no AMQP; [`error`] maps every failure to an AMQP reply code in one place.
 
 pub mod broker;
 pub mod config;

@@ -21,6 +21,8 @@ pub mod vhost;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
+
 use vhost::Vhost;
 
 /// The hash maps of the routing path (exchanges, queues, direct and topic bindings): foldhash,
@@ -61,8 +63,22 @@ impl Broker {
         self.vhosts.get(name)
     }
 
-    /// Deletes queues whose `x-expires` ran out, checking every `interval`.
-    pub fn spawn_expiry(&self, interval: std::time::Duration) {
+    /// Starts the broker's background work: every `tick`, each vhost's periodic work (expired
+    /// messages dropped or dead-lettered, unused queues past `x-expires` deleted: see
+    /// [`Vhost::expire_unused`]); every `compaction`, log compaction. The tasks stop when the
+    /// returned [`Background`] is dropped.
+    pub fn start_background(
+        &self,
+        tick: std::time::Duration,
+        compaction: std::time::Duration,
+    ) -> Background {
+        Background(vec![
+            self.spawn_ticks(tick),
+            self.spawn_compaction(compaction),
+        ])
+    }
+
+    fn spawn_ticks(&self, interval: std::time::Duration) -> JoinHandle<()> {
         let vhosts: Vec<Arc<Vhost>> = self.vhosts.values().cloned().collect();
         tokio::spawn(async move {
             let mut ticker = ticker(interval);
@@ -73,13 +89,13 @@ impl Broker {
                     vhost.expire_unused(now);
                 }
             }
-        });
+        })
     }
 
     /// Runs log compaction over every queue every `interval`, on the blocking pool (a
     /// compaction syncs files and punches holes for tens of milliseconds, holding its queue's
     /// lock only for two bookkeeping steps of microseconds).
-    pub fn spawn_compaction(&self, interval: std::time::Duration) {
+    fn spawn_compaction(&self, interval: std::time::Duration) -> JoinHandle<()> {
         let vhosts: Vec<Arc<Vhost>> = self.vhosts.values().cloned().collect();
         tokio::spawn(async move {
             let mut ticker = ticker(interval);
@@ -104,7 +120,20 @@ impl Broker {
                     tracing::debug!(freed_bytes = freed, "log compaction");
                 }
             }
-        });
+        })
+    }
+}
+
+/// The broker's background tasks, owned by whoever started them (the server, for as long as it
+/// runs): dropping this stops them.
+#[derive(Debug)]
+pub struct Background(Vec<JoinHandle<()>>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 

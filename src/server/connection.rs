@@ -463,6 +463,7 @@ impl Connection {
         }
     }
 
+    #[inline]
     fn handle_frame(&mut self, frame: Frame) -> Result<(), Exception> {
         if self.state == State::Closing {
             return self.handle_while_closing(frame);
@@ -516,6 +517,9 @@ impl Connection {
         encode_method(&mut self.write_buf, 0, &AMQPClass::Connection(method));
     }
 
+    /// Channel 0: the handshake, close and update-secret (out of line: rare, and kept off the
+    /// path of channel frames).
+    #[inline(never)]
     fn handle_connection_method(&mut self, method: Method) -> Result<(), Error> {
         use connection::AMQPMethod as C;
         let Method::Other(AMQPClass::Connection(method)) = method else {

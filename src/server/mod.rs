@@ -142,6 +142,8 @@ pub struct Server {
     connection_limit: Option<(usize, Arc<Semaphore>)>,
     /// Connections over the limit being refused at once (each handshakes to its 530).
     refusals: Arc<Semaphore>,
+    /// The broker's background tasks: they stop when the server is dropped (after `run`).
+    _background: crate::broker::Background,
 }
 
 impl Server {
@@ -172,8 +174,8 @@ impl Server {
         }
         let broker = Arc::new(Broker::open(&options.vhosts, &store)?);
         let configured = configure(&broker)?;
-        broker.spawn_compaction(options.compaction_interval);
-        broker.spawn_expiry(Duration::from_millis(100));
+        let background =
+            broker.start_background(Duration::from_millis(100), options.compaction_interval);
         let mut listeners = Vec::new();
         for address in std::iter::once(&options.listen).chain(&options.extra_listeners) {
             let listener = listen(address).await.map_err(|e| {
@@ -208,6 +210,7 @@ impl Server {
                 .max_connections
                 .map(|n| (n, Arc::new(Semaphore::new(n)))),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
+            _background: background,
         };
         Ok((server, configured))
     }

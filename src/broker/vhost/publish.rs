@@ -53,6 +53,7 @@ impl Vhost {
     /// Routes `message` from its exchange and puts it into every queue it reaches, as `stamp`
     /// says they are to hold it. An unknown or internal exchange is the channel error
     /// RabbitMQ gives (404, 403).
+    #[inline]
     pub fn publish(
         &self,
         message: &Arc<Message>,

@@ -249,7 +249,7 @@ impl Channels {
                 let how = if reject.requeue {
                     Settle::Requeue
                 } else {
-                    Settle::Drop
+                    Settle::Reject
                 };
                 self.settle_tags(number, reject.delivery_tag, false, how)
             }
@@ -257,7 +257,7 @@ impl Channels {
                 let how = if nack.requeue {
                     Settle::Requeue
                 } else {
-                    Settle::Drop
+                    Settle::Reject
                 };
                 self.settle_tags(number, nack.delivery_tag, nack.multiple, how)
             }
@@ -525,7 +525,7 @@ impl Channels {
             tx::AMQPMethod::Commit(_) => {
                 let tx = take_tx(channel)?;
                 let epoch = channel.epoch;
-                let rejected = tx.settles.iter().filter(|(_, how)| *how == Settle::Drop);
+                let rejected = tx.settles.iter().filter(|(_, how)| *how == Settle::Reject);
                 self.dead_letter_rejected(rejected.map(|(delivery, _)| delivery));
                 let channel = self.open(number)?;
                 settle_committed(channel, tx.settles);

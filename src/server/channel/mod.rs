@@ -109,7 +109,8 @@ struct Tx {
 enum Settle {
     Ack,
     Requeue,
-    Drop,
+    /// Rejected without requeue: dead-lettered where the queue says so, else dropped.
+    Reject,
 }
 
 #[derive(Debug)]

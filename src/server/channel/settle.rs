@@ -69,7 +69,7 @@ impl Channels {
             let through = if tag == 0 { u64::MAX } else { tag };
             self.settle_late(number, 0, through, how)?;
         }
-        if how == Settle::Drop {
+        if how == Settle::Reject {
             self.dead_letter_rejected(taken.iter());
         }
         let channel = self.open(number)?;
@@ -156,7 +156,7 @@ pub(super) fn settle_taken_back(
             index += 1;
         }
         let mut entries = queue.unpark(holder, &seqs);
-        if how == Settle::Drop {
+        if how == Settle::Reject {
             for entry in &entries {
                 batch.send(&queue, &entry.message, Reason::Rejected);
             }
@@ -203,6 +203,6 @@ pub(super) fn settle(deliveries: Vec<Delivery>, how: Settle) {
 fn settle_run(queue: &Queue, run: &mut Vec<Entry>, how: Settle) {
     match how {
         Settle::Requeue => queue.requeue(run.drain(..)),
-        Settle::Ack | Settle::Drop => queue.settle(run.drain(..)),
+        Settle::Ack | Settle::Reject => queue.settle(run.drain(..)),
     }
 }
