@@ -19,7 +19,10 @@ use super::state::{Parked, QueueState};
 
 impl QueueState {
     /// Hands parked messages to consumers with credit on channels other than their holders'
-    /// (the first `count` consumers: all, or the single active one), oldest first.
+    /// (the first `count` consumers: all, or the single active one), oldest first. Out of line:
+    /// dispatch only comes here when something is parked.
+    #[cold]
+    #[inline(never)]
     pub(super) fn dispatch_parked(&mut self, count: usize) {
         let mut index = 0;
         while index < self.parked.len() {
@@ -68,6 +71,7 @@ impl QueueState {
     }
 
     /// Whether any message is parked (dispatch skips the work when none is).
+    #[inline]
     pub(super) fn has_parked(&self) -> bool {
         !self.parked.is_empty()
     }
