@@ -31,10 +31,12 @@ use warren_protocol::frame::{
 use warren_protocol::method::{decode_method, encode_method, Method};
 use warren_protocol::spec::{connection, AMQPClass};
 
-use super::channel::{self, Channels, Session};
+use super::channel::{self, Channels};
 use super::handshake::{self, ClientCapabilities, Tuning};
 use super::outbox::{Outbound, Outbox};
 use super::Context;
+
+mod control;
 use crate::broker::queue::Queue;
 use crate::broker::vhost::Vhost;
 use crate::error::{Error, Exception, ReplyCode, Scope};
@@ -517,109 +519,6 @@ impl Connection {
         encode_method(&mut self.write_buf, 0, &AMQPClass::Connection(method));
     }
 
-    /// Channel 0: the handshake, close and update-secret (out of line: rare, and kept off the
-    /// path of channel frames).
-    #[inline(never)]
-    fn handle_connection_method(&mut self, method: Method) -> Result<(), Error> {
-        use connection::AMQPMethod as C;
-        let Method::Other(AMQPClass::Connection(method)) = method else {
-            return Err(Error::UnexpectedMethod(
-                "only connection methods are allowed on channel 0".into(),
-            ));
-        };
-        match (self.state, method) {
-            (_, C::Close(close)) => {
-                self.send(C::CloseOk(connection::CloseOk {}));
-                let reason = format!(
-                    "client closed: {} {}",
-                    close.reply_code,
-                    close.reply_text.as_str()
-                );
-                self.close_reason = reason;
-                if let Some(mut channels) = self.channels.take() {
-                    channels.release_all();
-                }
-                self.state = State::Draining;
-                self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
-                Ok(())
-            }
-            (State::StartOk, C::StartOk(start_ok)) => {
-                self.capabilities =
-                    ClientCapabilities::from_properties(&start_ok.client_properties);
-                let login = self.context.users.authenticate(
-                    start_ok.mechanism.as_str(),
-                    start_ok.response.as_bytes(),
-                    self.peer.ip(),
-                );
-                match login {
-                    Ok(user) => self.user = user,
-                    Err(why) => {
-                        warn!(peer = %self.peer, reason = %why, "authentication failed");
-                        if !self.capabilities.authentication_failure_close {
-                            self.finish(&why);
-                            return Ok(());
-                        }
-                        return Err(Error::AuthFailed(why));
-                    }
-                }
-                self.send(C::Tune(handshake::tune(self.context.tuning)));
-                self.state = State::TuneOk;
-                Ok(())
-            }
-            (State::TuneOk, C::TuneOk(tune_ok)) => {
-                self.tuning = handshake::negotiate(self.context.tuning, &tune_ok)?;
-                self.state = State::Open;
-                Ok(())
-            }
-            (State::Open, C::Open(open)) => {
-                if let Some(limit) = self.refuse {
-                    return Err(Error::NotAllowed(format!(
-                        "connection refused: node connection limit ({limit}) is reached"
-                    )));
-                }
-                let name = open.virtual_host.as_str();
-                let Some(vhost) = self.context.broker.vhost(name) else {
-                    return Err(Error::VhostNotFound(name.to_owned()));
-                };
-                let session = Session {
-                    vhost: Arc::clone(vhost),
-                    user: self.user.clone(),
-                    connection: self.id,
-                    outbox: self.outbox.clone(),
-                    sink: Arc::new(self.outbox.clone()),
-                    frame_max: self.tuning.frame_max,
-                    cancel_notify: self.capabilities.consumer_cancel_notify,
-                    limits: self.context.limits,
-                };
-                self.channels = Some(Channels::new(self.tuning.channel_max, session));
-                self.vhost_ref = Some(Arc::clone(vhost));
-                self.vhost = name.to_owned();
-                self.send(C::OpenOk(connection::OpenOk {}));
-                self.state = State::Running;
-                self.deadline = self.heartbeat_check_at(Instant::now());
-                info!(peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection opened");
-                Ok(())
-            }
-            (State::Running, C::UpdateSecret(update)) => {
-                match self.context.users.update_secret(&self.user, self.peer.ip()) {
-                    Ok(()) => {
-                        info!(peer = %self.peer, user = %self.user, reason = %update.reason.as_str(), "secret updated");
-                        self.send(C::UpdateSecretOk(connection::UpdateSecretOk {}));
-                        Ok(())
-                    }
-                    Err(why) => {
-                        warn!(peer = %self.peer, user = %self.user, reason = %why, "secret update refused");
-                        Err(Error::AuthFailed(why))
-                    }
-                }
-            }
-            (state, method) => Err(Error::UnexpectedMethod(format!(
-                "connection.{} is unexpected in connection state {state:?}",
-                method_name(&method)
-            ))),
-        }
-    }
-
     /// Reacts to a channel or connection exception according to its scope.
     fn exception(&mut self, channel: u16, exception: Exception) {
         let (code, scope) = exception.error.reply();
@@ -733,24 +632,4 @@ fn give_back(message: Outbound) {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
-}
-
-fn method_name(method: &connection::AMQPMethod) -> &'static str {
-    use connection::AMQPMethod as C;
-    match method {
-        C::Start(_) => "start",
-        C::StartOk(_) => "start-ok",
-        C::Secure(_) => "secure",
-        C::SecureOk(_) => "secure-ok",
-        C::Tune(_) => "tune",
-        C::TuneOk(_) => "tune-ok",
-        C::Open(_) => "open",
-        C::OpenOk(_) => "open-ok",
-        C::Close(_) => "close",
-        C::CloseOk(_) => "close-ok",
-        C::Blocked(_) => "blocked",
-        C::Unblocked(_) => "unblocked",
-        C::UpdateSecret(_) => "update-secret",
-        C::UpdateSecretOk(_) => "update-secret-ok",
-    }
 }

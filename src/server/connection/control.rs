@@ -1,0 +1,153 @@
+//! Channel 0 of a connection: the handshake after the protocol header (`start-ok`, `tune-ok`,
+//! `open`), the client's `close`, and `update-secret`. Methods of the connection task, out of line
+//! from its frame loop: they are rare, and the path of channel frames stays short.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+use warren_protocol::method::Method;
+use warren_protocol::spec::{connection, AMQPClass};
+
+use super::super::channel::{Channels, Session};
+use super::super::handshake::{self, ClientCapabilities};
+use super::{Connection, State, CLOSE_TIMEOUT};
+use crate::error::Error;
+
+use connection::AMQPMethod as C;
+
+impl Connection {
+    /// A method on channel 0, in the state the connection is in.
+    #[inline(never)]
+    pub(super) fn handle_connection_method(&mut self, method: Method) -> Result<(), Error> {
+        let Method::Other(AMQPClass::Connection(method)) = method else {
+            return Err(Error::UnexpectedMethod(
+                "only connection methods are allowed on channel 0".into(),
+            ));
+        };
+        match (self.state, method) {
+            (_, C::Close(close)) => {
+                self.closed_by_client(&close);
+                Ok(())
+            }
+            (State::StartOk, C::StartOk(start_ok)) => self.start_ok(&start_ok),
+            (State::TuneOk, C::TuneOk(tune_ok)) => {
+                self.tuning = handshake::negotiate(self.context.tuning, &tune_ok)?;
+                self.state = State::Open;
+                Ok(())
+            }
+            (State::Open, C::Open(open)) => self.open(open.virtual_host.as_str()),
+            (State::Running, C::UpdateSecret(update)) => self.update_secret(&update),
+            (state, method) => Err(Error::UnexpectedMethod(format!(
+                "connection.{} is unexpected in connection state {state:?}",
+                method_name(&method)
+            ))),
+        }
+    }
+
+    /// The client closes: `close-ok`, the channels give back what they held, and the client's
+    /// further input is discarded until it closes its socket (see [`State::Draining`]).
+    fn closed_by_client(&mut self, close: &connection::Close) {
+        self.send(C::CloseOk(connection::CloseOk {}));
+        self.close_reason = format!(
+            "client closed: {} {}",
+            close.reply_code,
+            close.reply_text.as_str()
+        );
+        if let Some(mut channels) = self.channels.take() {
+            channels.release_all();
+        }
+        self.state = State::Draining;
+        self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+    }
+
+    /// `start-ok`: the client's capabilities and its login; `tune` when it is let in.
+    fn start_ok(&mut self, start_ok: &connection::StartOk) -> Result<(), Error> {
+        self.capabilities = ClientCapabilities::from_properties(&start_ok.client_properties);
+        let login = self.context.users.authenticate(
+            start_ok.mechanism.as_str(),
+            start_ok.response.as_bytes(),
+            self.peer.ip(),
+        );
+        match login {
+            Ok(user) => self.user = user,
+            Err(why) => {
+                warn!(peer = %self.peer, reason = %why, "authentication failed");
+                if !self.capabilities.authentication_failure_close {
+                    self.finish(&why);
+                    return Ok(());
+                }
+                return Err(Error::AuthFailed(why));
+            }
+        }
+        self.send(C::Tune(handshake::tune(self.context.tuning)));
+        self.state = State::TuneOk;
+        Ok(())
+    }
+
+    /// `connection.open` of a vhost: the channel table is set up and the connection runs.
+    fn open(&mut self, name: &str) -> Result<(), Error> {
+        if let Some(limit) = self.refuse {
+            return Err(Error::NotAllowed(format!(
+                "connection refused: node connection limit ({limit}) is reached"
+            )));
+        }
+        let Some(vhost) = self.context.broker.vhost(name) else {
+            return Err(Error::VhostNotFound(name.to_owned()));
+        };
+        let session = Session {
+            vhost: Arc::clone(vhost),
+            user: self.user.clone(),
+            connection: self.id,
+            outbox: self.outbox.clone(),
+            sink: Arc::new(self.outbox.clone()),
+            frame_max: self.tuning.frame_max,
+            cancel_notify: self.capabilities.consumer_cancel_notify,
+            limits: self.context.limits,
+        };
+        self.channels = Some(Channels::new(self.tuning.channel_max, session));
+        self.vhost_ref = Some(Arc::clone(vhost));
+        self.vhost = name.to_owned();
+        self.send(C::OpenOk(connection::OpenOk {}));
+        self.state = State::Running;
+        self.deadline = self.heartbeat_check_at(Instant::now());
+        info!(peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection opened");
+        Ok(())
+    }
+
+    /// `update-secret` (RabbitMQ's token refresh), checked by the user list (see
+    /// `Users::update_secret`): `update-secret-ok`, or a 403 connection close.
+    fn update_secret(&mut self, update: &connection::UpdateSecret) -> Result<(), Error> {
+        match self.context.users.update_secret(&self.user, self.peer.ip()) {
+            Ok(()) => {
+                info!(peer = %self.peer, user = %self.user, reason = %update.reason.as_str(), "secret updated");
+                self.send(C::UpdateSecretOk(connection::UpdateSecretOk {}));
+                Ok(())
+            }
+            Err(why) => {
+                warn!(peer = %self.peer, user = %self.user, reason = %why, "secret update refused");
+                Err(Error::AuthFailed(why))
+            }
+        }
+    }
+}
+
+fn method_name(method: &connection::AMQPMethod) -> &'static str {
+    use connection::AMQPMethod as C;
+    match method {
+        C::Start(_) => "start",
+        C::StartOk(_) => "start-ok",
+        C::Secure(_) => "secure",
+        C::SecureOk(_) => "secure-ok",
+        C::Tune(_) => "tune",
+        C::TuneOk(_) => "tune-ok",
+        C::Open(_) => "open",
+        C::OpenOk(_) => "open-ok",
+        C::Close(_) => "close",
+        C::CloseOk(_) => "close-ok",
+        C::Blocked(_) => "blocked",
+        C::Unblocked(_) => "unblocked",
+        C::UpdateSecret(_) => "update-secret",
+        C::UpdateSecretOk(_) => "update-secret-ok",
+    }
+}
