@@ -74,7 +74,7 @@ routing_key = "old"
 "#;
 
 /// Publishes to `events` with `key`, waiting for the confirm.
-async fn publish(channel: &lapin::Channel, key: &str, body: &str) {
+async fn publish_event(channel: &lapin::Channel, key: &str, body: &str) {
     publish_confirmed(
         channel,
         "events",
@@ -137,10 +137,10 @@ async fn sighup_adds_and_removes_bindings_without_a_restart() {
     .await
     .expect("queue.bind");
     for i in 0..5 {
-        publish(&channel, "k", &format!("kept {i}")).await;
+        publish_event(&channel, "k", &format!("kept {i}")).await;
     }
-    publish(&channel, "old", "moved 0").await;
-    publish(&channel, "c", "client 0").await;
+    publish_event(&channel, "old", "moved 0").await;
+    publish_event(&channel, "c", "client 0").await;
     assert_eq!(queue_counts(&channel, "kept").await.0, 5);
 
     std::fs::write(&file, AFTER).expect("edit the file");
@@ -149,8 +149,8 @@ async fn sighup_adds_and_removes_bindings_without_a_restart() {
     assert_eq!(warren.pid(), pid);
 
     // The binding with "old" went from `moved` and came to `added`; "new" reaches `moved`.
-    publish(&channel, "old", "added 0").await;
-    publish(&channel, "new", "moved 1").await;
+    publish_event(&channel, "old", "added 0").await;
+    publish_event(&channel, "new", "moved 1").await;
     assert_eq!(get_all(&channel, "moved").await, vec!["moved 0", "moved 1"]);
     assert_eq!(get_all(&channel, "added").await, vec!["added 0"]);
     // `dropped` is gone; the untouched queue kept every message; the client's things stayed.
@@ -165,7 +165,7 @@ async fn sighup_adds_and_removes_bindings_without_a_restart() {
             .await,
         404,
     );
-    publish(&channel, "c", "client 1").await;
+    publish_event(&channel, "c", "client 1").await;
     assert_eq!(
         get_all(&channel, "client").await,
         vec!["client 0", "client 1"]
@@ -184,7 +184,7 @@ async fn an_invalid_or_conflicting_file_changes_nothing() {
     let uri = format!("amqp://guest:guest@{}/%2f", warren.addr);
     let connection = connect_uri(&uri).await;
     let channel = confirm_channel(&connection).await;
-    publish(&channel, "k", "kept 0").await;
+    publish_event(&channel, "k", "kept 0").await;
 
     // A broken file: the problems are logged with their place, and nothing changes.
     std::fs::write(

@@ -26,7 +26,7 @@ fn no_ack() -> BasicConsumeOptions {
 }
 
 /// A connection, a channel, and an exclusive queue holding `count` numbered messages.
-async fn queue_with(broker: &Broker, test: &str, count: usize) -> (Connection, Channel, String) {
+async fn filled_queue(broker: &Broker, test: &str, count: usize) -> (Connection, Channel, String) {
     let (connection, channel) = open(broker).await;
     let queue = declare_queue(&channel, test, exclusive()).await;
     publish_numbered(&channel, &queue, count).await;
@@ -40,7 +40,7 @@ fn tags(deliveries: &[lapin::message::Delivery]) -> Vec<u64> {
 #[tokio::test]
 async fn deliveries_come_in_publish_order_with_tags_from_1() {
     let broker = Broker::start().await;
-    let (_connection, channel, queue) = queue_with(&broker, "fifo", 100).await;
+    let (_connection, channel, queue) = filled_queue(&broker, "fifo", 100).await;
     let mut deliveries = consume(&channel, &queue, BasicConsumeOptions::default()).await;
     let got = deliveries.take(100).await;
     assert_eq!(numbers(&got), (0..100).collect::<Vec<_>>());
@@ -82,7 +82,7 @@ async fn publish_numbered_without_waiting(channel: &Channel, queue: &str, count:
 #[tokio::test]
 async fn prefetch_delivers_exactly_n_then_one_more_per_ack() {
     let broker = Broker::start().await;
-    let (_connection, channel, queue) = queue_with(&broker, "prefetch", 10).await;
+    let (_connection, channel, queue) = filled_queue(&broker, "prefetch", 10).await;
     qos(&channel, 3).await;
     let mut deliveries = consume(&channel, &queue, BasicConsumeOptions::default()).await;
     let first = deliveries.take(3).await;
@@ -110,7 +110,7 @@ async fn prefetch_delivers_exactly_n_then_one_more_per_ack() {
 #[tokio::test]
 async fn global_qos_limits_all_consumers_of_the_channel_together() {
     let broker = Broker::start().await;
-    let (_connection, channel, queue) = queue_with(&broker, "global_qos", 10).await;
+    let (_connection, channel, queue) = filled_queue(&broker, "global_qos", 10).await;
     within(
         "basic.qos global",
         channel.basic_qos(3, BasicQosOptions { global: true }),
@@ -143,7 +143,7 @@ async fn global_qos_limits_all_consumers_of_the_channel_together() {
 #[tokio::test]
 async fn ack_multiple_acks_everything_up_to_the_tag() {
     let broker = Broker::start().await;
-    let (connection, channel, queue) = queue_with(&broker, "ack_multiple", 5).await;
+    let (connection, channel, queue) = filled_queue(&broker, "ack_multiple", 5).await;
     let consumer_channel = common::channel(&connection).await;
     let mut deliveries = consume(&consumer_channel, &queue, BasicConsumeOptions::default()).await;
     let got = deliveries.take(5).await;
@@ -165,7 +165,7 @@ async fn ack_multiple_acks_everything_up_to_the_tag() {
 #[tokio::test]
 async fn nack_and_reject_with_requeue_redeliver_in_original_order() {
     let broker = Broker::start().await;
-    let (_connection, channel, queue) = queue_with(&broker, "requeue", 5).await;
+    let (_connection, channel, queue) = filled_queue(&broker, "requeue", 5).await;
     qos(&channel, 3).await;
     let mut deliveries = consume(&channel, &queue, BasicConsumeOptions::default()).await;
     let first = deliveries.take(3).await;
@@ -220,7 +220,7 @@ async fn nack_and_reject_with_requeue_redeliver_in_original_order() {
 #[tokio::test]
 async fn nack_and_reject_without_requeue_drop_the_message() {
     let broker = Broker::start().await;
-    let (connection, channel, queue) = queue_with(&broker, "drop", 3).await;
+    let (connection, channel, queue) = filled_queue(&broker, "drop", 3).await;
     let consumer_channel = common::channel(&connection).await;
     let mut deliveries = consume(&consumer_channel, &queue, BasicConsumeOptions::default()).await;
     let got = deliveries.take(3).await;
@@ -252,7 +252,7 @@ async fn nack_and_reject_without_requeue_drop_the_message() {
 #[tokio::test]
 async fn acking_an_unknown_delivery_tag_is_406() {
     let broker = Broker::start().await;
-    let (connection, channel, queue) = queue_with(&broker, "unknown_tag", 1).await;
+    let (connection, channel, queue) = filled_queue(&broker, "unknown_tag", 1).await;
     let mut deliveries = consume(&channel, &queue, BasicConsumeOptions::default()).await;
     let delivery = deliveries.next().await;
     let text = expect_channel_closed(
@@ -268,7 +268,7 @@ async fn acking_an_unknown_delivery_tag_is_406() {
 #[tokio::test]
 async fn acking_twice_is_406() {
     let broker = Broker::start().await;
-    let (connection, channel, queue) = queue_with(&broker, "double_ack", 1).await;
+    let (connection, channel, queue) = filled_queue(&broker, "double_ack", 1).await;
     let mut deliveries = consume(&channel, &queue, BasicConsumeOptions::default()).await;
     let delivery = deliveries.next().await;
     ack(&channel, delivery.delivery_tag).await;
@@ -285,7 +285,7 @@ async fn acking_twice_is_406() {
 #[tokio::test]
 async fn basic_get_reports_the_remaining_count_and_get_empty() {
     let broker = Broker::start().await;
-    let (_connection, channel, queue) = queue_with(&broker, "get", 3).await;
+    let (_connection, channel, queue) = filled_queue(&broker, "get", 3).await;
     let mut remaining = Vec::new();
     let mut tags = Vec::new();
     for expected in ["0", "1", "2"] {
@@ -324,7 +324,7 @@ async fn basic_get_reports_the_remaining_count_and_get_empty() {
 #[tokio::test]
 async fn a_no_ack_consumer_needs_no_acks_and_nothing_comes_back() {
     let broker = Broker::start().await;
-    let (connection, channel, queue) = queue_with(&broker, "no_ack", 20).await;
+    let (connection, channel, queue) = filled_queue(&broker, "no_ack", 20).await;
     let consumer_channel = common::channel(&connection).await;
     // Prefetch does not limit a no-ack consumer.
     qos(&consumer_channel, 1).await;
@@ -419,7 +419,7 @@ async fn reusing_a_consumer_tag_on_a_channel_is_530() {
 #[tokio::test]
 async fn cancel_stops_deliveries_and_unacked_ones_can_still_be_acked() {
     let broker = Broker::start().await;
-    let (_connection, channel, queue) = queue_with(&broker, "cancel", 2).await;
+    let (_connection, channel, queue) = filled_queue(&broker, "cancel", 2).await;
     let mut deliveries = consume(&channel, &queue, BasicConsumeOptions::default()).await;
     let got = deliveries.take(2).await;
     within(
@@ -448,7 +448,7 @@ async fn cancel_stops_deliveries_and_unacked_ones_can_still_be_acked() {
 #[tokio::test]
 async fn recover_with_requeue_redelivers_the_unacked() {
     let broker = Broker::start().await;
-    let (_connection, channel, queue) = queue_with(&broker, "recover", 3).await;
+    let (_connection, channel, queue) = filled_queue(&broker, "recover", 3).await;
     let mut deliveries = consume(&channel, &queue, BasicConsumeOptions::default()).await;
     let got = deliveries.take(3).await;
     ack(&channel, got[0].delivery_tag).await;

@@ -37,15 +37,6 @@ async fn consume_with(
     Deliveries::new(consumer)
 }
 
-async fn qos(channel: &Channel, prefetch: u16) {
-    within(
-        "basic.qos",
-        channel.basic_qos(prefetch, BasicQosOptions::default()),
-    )
-    .await
-    .expect("basic.qos");
-}
-
 #[tokio::test]
 async fn a_higher_priority_consumer_gets_messages_while_it_has_credit() {
     let broker = Broker::start().await;

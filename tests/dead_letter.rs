@@ -10,14 +10,14 @@ mod common;
 use common::*;
 use lapin::message::BasicGetMessage;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, ExchangeKind};
 
-fn text(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
-}
-
-async fn queue_with(channel: &Channel, test: &str, arguments: &[(&str, AMQPValue)]) -> String {
+async fn shared_queue_with(
+    channel: &Channel,
+    test: &str,
+    arguments: &[(&str, AMQPValue)],
+) -> String {
     let name = unique(test);
     let mut table = FieldTable::default();
     for (key, value) in arguments {
@@ -40,10 +40,10 @@ async fn dead_lettering_to(
         ("x-dead-letter-routing-key", text(dlq)),
     ];
     arguments.extend(more.iter().cloned());
-    queue_with(channel, test, &arguments).await
+    shared_queue_with(channel, test, &arguments).await
 }
 
-async fn ack(channel: &Channel, message: &BasicGetMessage) {
+async fn ack_got(channel: &Channel, message: &BasicGetMessage) {
     within(
         "basic.ack",
         channel.basic_ack(message.delivery.delivery_tag, BasicAckOptions::default()),
@@ -135,9 +135,9 @@ async fn a_rejected_message_is_dead_lettered_with_x_death() {
     let broker = Broker::start().await;
     let (_connection, channel) = open(&broker).await;
     let dlx = declare_exchange(&channel, "dlx", ExchangeKind::Fanout).await;
-    let dlq = queue_with(&channel, "dlq", &[]).await;
+    let dlq = shared_queue_with(&channel, "dlq", &[]).await;
     bind_queue(&channel, &dlq, &dlx, "").await;
-    let work = queue_with(&channel, "work", &[("x-dead-letter-exchange", text(&dlx))]).await;
+    let work = shared_queue_with(&channel, "work", &[("x-dead-letter-exchange", text(&dlx))]).await;
     let mut app_headers = FieldTable::default();
     app_headers.insert("app".into(), text("kept"));
     publish_with(
@@ -187,7 +187,7 @@ async fn a_rejected_message_is_dead_lettered_with_x_death() {
             vec![work.clone()]
         )]
     );
-    ack(&channel, &dead).await;
+    ack_got(&channel, &dead).await;
 }
 
 #[tokio::test]
@@ -197,7 +197,7 @@ async fn a_retry_loop_counts_deaths_per_queue_and_reason() {
     // work --reject--> retry (via the default exchange and a dead-letter routing key)
     // retry --reject--> work (likewise).
     let work_name = unique("loop_work");
-    let retry = queue_with(
+    let retry = shared_queue_with(
         &channel,
         "loop_retry",
         &[
@@ -284,14 +284,14 @@ async fn a_retry_loop_counts_deaths_per_queue_and_reason() {
         headers(&third).inner().get("x-first-death-queue"),
         Some(&text(&work))
     );
-    ack(&channel, &third).await;
+    ack_got(&channel, &third).await;
 }
 
 #[tokio::test]
 async fn a_message_pushed_out_by_max_length_is_dead_lettered_as_maxlen() {
     let broker = Broker::start().await;
     let (_connection, channel) = open(&broker).await;
-    let dlq = queue_with(&channel, "maxlen_dlq", &[]).await;
+    let dlq = shared_queue_with(&channel, "maxlen_dlq", &[]).await;
     let bounded = dead_lettering_to(
         &channel,
         "maxlen_bounded",
@@ -315,15 +315,15 @@ async fn a_message_pushed_out_by_max_length_is_dead_lettered_as_maxlen() {
     );
     let kept = get(&channel, &bounded).await;
     assert_eq!(kept.delivery.data, b"second");
-    ack(&channel, &dead).await;
-    ack(&channel, &kept).await;
+    ack_got(&channel, &dead).await;
+    ack_got(&channel, &kept).await;
 }
 
 #[tokio::test]
 async fn reject_publish_dlx_nacks_and_dead_letters_the_refused_message() {
     let broker = Broker::start().await;
     let (_connection, channel) = open_confirming(&broker).await;
-    let dlq = queue_with(&channel, "reject_dlx_dlq", &[]).await;
+    let dlq = shared_queue_with(&channel, "reject_dlx_dlq", &[]).await;
     let bounded = dead_lettering_to(
         &channel,
         "reject_dlx",
@@ -360,15 +360,15 @@ async fn reject_publish_dlx_nacks_and_dead_letters_the_refused_message() {
     );
     let kept = get(&channel, &bounded).await;
     assert_eq!(kept.delivery.data, b"kept");
-    ack(&channel, &dead).await;
-    ack(&channel, &kept).await;
+    ack_got(&channel, &dead).await;
+    ack_got(&channel, &kept).await;
 }
 
 #[tokio::test]
 async fn a_reject_inside_a_transaction_is_dead_lettered_at_commit() {
     let broker = Broker::start().await;
     let (_connection, channel) = open(&broker).await;
-    let dlq = queue_with(&channel, "tx_dlq", &[]).await;
+    let dlq = shared_queue_with(&channel, "tx_dlq", &[]).await;
     let work = dead_lettering_to(&channel, "tx_work", &dlq, &[]).await;
     publish(&channel, "", &work, b"job").await;
     let message = get(&channel, &work).await;

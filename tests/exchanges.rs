@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use lapin::options::*;
-use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString};
+use lapin::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 
 fn passive() -> ExchangeDeclareOptions {
@@ -39,18 +39,6 @@ async fn bound_queue(channel: &Channel, exchange: &str, binding_keys: &[&str]) -
         bind_queue(channel, &queue, exchange, key).await;
     }
     queue
-}
-
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (key, value) in entries {
-        table.insert((*key).into(), value.clone());
-    }
-    table
-}
-
-fn text(value: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(value))
 }
 
 #[tokio::test]

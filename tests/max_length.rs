@@ -31,7 +31,7 @@ async fn limited_queue(channel: &Channel, test: &str, max: i64, overflow: Option
 }
 
 /// Publishes `body` to `queue` with confirms on; true for an ack, false for a nack.
-async fn publish_confirmed(channel: &Channel, queue: &str, body: &[u8]) -> bool {
+async fn publish_acked(channel: &Channel, queue: &str, body: &[u8]) -> bool {
     let confirmation = publish_with(channel, "", queue, body, BasicProperties::default())
         .await
         .await
@@ -43,34 +43,20 @@ async fn publish_confirmed(channel: &Channel, queue: &str, body: &[u8]) -> bool 
     }
 }
 
-async fn get_all(channel: &Channel, queue: &str) -> Vec<String> {
-    let mut bodies = Vec::new();
-    while let Some(message) = within(
-        "basic.get",
-        channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }),
-    )
-    .await
-    .expect("basic.get")
-    {
-        bodies.push(String::from_utf8_lossy(&message.delivery.data).into_owned());
-    }
-    bodies
-}
-
 #[tokio::test]
 async fn drop_head_keeps_the_newest_messages() {
     let broker = Broker::start().await;
     let (_connection, channel) = open_confirming(&broker).await;
     let queue = limited_queue(&channel, "drop_head", 3, None).await;
     for i in 0..5 {
-        assert!(publish_confirmed(&channel, &queue, i.to_string().as_bytes()).await);
+        assert!(publish_acked(&channel, &queue, i.to_string().as_bytes()).await);
     }
     assert_eq!(queue_counts(&channel, &queue).await.0, 3);
     assert_eq!(get_all(&channel, &queue).await, ["2", "3", "4"]);
     // Explicit drop-head is the same.
     let queue = limited_queue(&channel, "drop_head_explicit", 1, Some("drop-head")).await;
     for i in 0..3 {
-        assert!(publish_confirmed(&channel, &queue, i.to_string().as_bytes()).await);
+        assert!(publish_acked(&channel, &queue, i.to_string().as_bytes()).await);
     }
     assert_eq!(get_all(&channel, &queue).await, ["2"]);
 }
@@ -82,7 +68,7 @@ async fn reject_publish_nacks_while_full_and_acks_once_there_is_room() {
     let queue = limited_queue(&channel, "reject_publish", 3, Some("reject-publish")).await;
     let mut acked = Vec::new();
     for i in 0..5 {
-        acked.push(publish_confirmed(&channel, &queue, i.to_string().as_bytes()).await);
+        acked.push(publish_acked(&channel, &queue, i.to_string().as_bytes()).await);
     }
     assert_eq!(acked, [true, true, true, false, false]);
     assert_eq!(queue_counts(&channel, &queue).await.0, 3);
@@ -94,8 +80,8 @@ async fn reject_publish_nacks_while_full_and_acks_once_there_is_room() {
     .await
     .expect("basic.get")
     .expect("a message");
-    assert!(publish_confirmed(&channel, &queue, b"5").await);
-    assert!(!publish_confirmed(&channel, &queue, b"6").await);
+    assert!(publish_acked(&channel, &queue, b"5").await);
+    assert!(!publish_acked(&channel, &queue, b"6").await);
     assert_eq!(get_all(&channel, &queue).await, ["1", "2", "5"]);
 }
 
@@ -156,24 +142,24 @@ async fn drop_head_by_bytes_counts_body_bytes_and_keeps_the_newest() {
     )
     .await;
     for body in ["aaaa", "bbbb", "cccc"] {
-        assert!(publish_confirmed(&channel, &queue, body.as_bytes()).await);
+        assert!(publish_acked(&channel, &queue, body.as_bytes()).await);
     }
     // 12 bytes: the head goes.
     assert_eq!(queue_counts(&channel, &queue).await.0, 2);
     // Exactly 10 bytes fit.
-    assert!(publish_confirmed(&channel, &queue, b"dd").await);
+    assert!(publish_acked(&channel, &queue, b"dd").await);
     assert_eq!(queue_counts(&channel, &queue).await.0, 3);
-    assert!(publish_confirmed(&channel, &queue, b"e").await);
+    assert!(publish_acked(&channel, &queue, b"e").await);
     assert_eq!(get_all(&channel, &queue).await, ["cccc", "dd", "e"]);
     // A message larger than the limit pushes everything out, itself included.
-    assert!(publish_confirmed(&channel, &queue, b"kk").await);
-    assert!(publish_confirmed(&channel, &queue, b"0123456789X").await);
+    assert!(publish_acked(&channel, &queue, b"kk").await);
+    assert!(publish_acked(&channel, &queue, b"0123456789X").await);
     assert_eq!(queue_counts(&channel, &queue).await.0, 0);
     // Empty bodies cost nothing.
     for _ in 0..3 {
-        assert!(publish_confirmed(&channel, &queue, b"").await);
+        assert!(publish_acked(&channel, &queue, b"").await);
     }
-    assert!(publish_confirmed(&channel, &queue, b"0123456789").await);
+    assert!(publish_acked(&channel, &queue, b"0123456789").await);
     assert_eq!(queue_counts(&channel, &queue).await.0, 4);
 }
 
@@ -192,7 +178,7 @@ async fn reject_publish_by_bytes_nacks_while_full_and_acks_once_drained() {
     .await;
     let mut acked = Vec::new();
     for body in ["aaaa", "bbbb", "ccc", "cc", "d"] {
-        acked.push(publish_confirmed(&channel, &queue, body.as_bytes()).await);
+        acked.push(publish_acked(&channel, &queue, body.as_bytes()).await);
     }
     // "ccc" would make 11 bytes; "cc" makes exactly 10; then nothing fits.
     assert_eq!(acked, [true, true, false, true, false]);
@@ -201,8 +187,8 @@ async fn reject_publish_by_bytes_nacks_while_full_and_acks_once_drained() {
     let head = get_unacked(&channel, &queue).await;
     assert_eq!(head.delivery.data, b"aaaa");
     ack(&channel, head.delivery.delivery_tag).await;
-    assert!(publish_confirmed(&channel, &queue, b"eeee").await);
-    assert!(!publish_confirmed(&channel, &queue, b"f").await);
+    assert!(publish_acked(&channel, &queue, b"eeee").await);
+    assert!(!publish_acked(&channel, &queue, b"f").await);
     assert_eq!(get_all(&channel, &queue).await, ["bbbb", "cc", "eeee"]);
 }
 
@@ -219,12 +205,12 @@ async fn unacked_messages_do_not_count_towards_the_byte_limit() {
         ],
     )
     .await;
-    assert!(publish_confirmed(&channel, &queue, b"aaaa").await);
-    assert!(publish_confirmed(&channel, &queue, b"bbbb").await);
+    assert!(publish_acked(&channel, &queue, b"aaaa").await);
+    assert!(publish_acked(&channel, &queue, b"bbbb").await);
     let head = get_unacked(&channel, &queue).await;
     // 4 bytes ready, 4 unacked: 6 more fit.
-    assert!(publish_confirmed(&channel, &queue, b"cccccc").await);
-    assert!(!publish_confirmed(&channel, &queue, b"d").await);
+    assert!(publish_acked(&channel, &queue, b"cccccc").await);
+    assert!(!publish_acked(&channel, &queue, b"d").await);
     ack(&channel, head.delivery.delivery_tag).await;
     assert_eq!(get_all(&channel, &queue).await, ["bbbb", "cccccc"]);
 }
@@ -244,8 +230,8 @@ async fn a_requeue_past_the_limit_trims_the_queue_from_the_head() {
         ],
     )
     .await;
-    assert!(publish_confirmed(&channel, &queue, b"1").await);
-    assert!(publish_confirmed(&channel, &queue, b"2").await);
+    assert!(publish_acked(&channel, &queue, b"1").await);
+    assert!(publish_acked(&channel, &queue, b"2").await);
     let one = get_unacked(&channel, &queue).await;
     let two = get_unacked(&channel, &queue).await;
     assert_eq!(
@@ -253,8 +239,8 @@ async fn a_requeue_past_the_limit_trims_the_queue_from_the_head() {
         [b"1", b"2"]
     );
     // Only ready messages count: two more fit beside the two unacked ones.
-    assert!(publish_confirmed(&channel, &queue, b"3").await);
-    assert!(publish_confirmed(&channel, &queue, b"4").await);
+    assert!(publish_acked(&channel, &queue, b"3").await);
+    assert!(publish_acked(&channel, &queue, b"4").await);
     assert_eq!(queue_counts(&channel, &queue).await.0, 2);
     assert_eq!(queue_counts(&channel, &dlq).await.0, 0);
     // Back in front of 3 and 4, the requeued messages make 4 ready: the head goes down to 2.
@@ -301,8 +287,8 @@ async fn a_queue_that_dead_letters_what_it_pushes_out_to_itself_drops_it() {
     )
     .await;
     bind_queue(&channel, &queue, &fanout, "").await;
-    assert!(publish_confirmed(&channel, &queue, b"a").await);
-    assert!(publish_confirmed(&channel, &queue, b"b").await);
+    assert!(publish_acked(&channel, &queue, b"a").await);
+    assert!(publish_acked(&channel, &queue, b"b").await);
     wait_for_ready(&channel, &observer, 1).await;
     // Had "a" come back, it would have pushed "b" out in turn (and so on).
     tokio::time::sleep(QUIET).await;
@@ -407,7 +393,7 @@ async fn a_byte_limit_holds_for_a_backlog_paged_out_to_disk() {
         }
         // Room again for exactly 50 KiB.
         for n in 200..251 {
-            assert!(publish_confirmed(&channel, &queue, &kib(n)).await);
+            assert!(publish_acked(&channel, &queue, &kib(n)).await);
         }
         assert_eq!(queue_counts(&channel, &queue).await.0, 50);
         wait_for_ready(&channel, &dlq, 1).await;
