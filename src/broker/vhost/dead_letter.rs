@@ -22,9 +22,24 @@ use warren_protocol::content::{encode_properties, without_expiration, ContentHea
 use warren_protocol::method::CLASS_BASIC;
 use warren_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
-use super::super::message::{now_ms, Message, Reason, Stamp};
+use super::super::message::{now_ms, Entry, Message, Reason, Stamp};
 use super::super::queue::Queue;
 use super::{RouteScratch, Vhost};
+
+impl Vhost {
+    /// Deliveries of `queue` rejected without requeue: each is dead-lettered to the queue's
+    /// dead-letter exchange (if it has one, with its `x-death` updated), then settled in the
+    /// queue's log. The broker's one way of rejecting: the server never dead-letters.
+    pub fn reject(&self, queue: &Queue, entries: Vec<Entry>) {
+        if queue.dead_letter_target().is_some() {
+            let mut batch = DeadLetters::new(self);
+            for entry in &entries {
+                batch.send(queue, &entry.message, Reason::Rejected);
+            }
+        }
+        queue.settle(entries);
+    }
+}
 
 /// Republishes `message`, which `queue` gave up on for `reason`, to the queue's dead-letter
 /// exchange, if it has one.

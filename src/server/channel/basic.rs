@@ -525,10 +525,8 @@ impl Channels {
             tx::AMQPMethod::Commit(_) => {
                 let tx = take_tx(channel)?;
                 let epoch = channel.epoch;
-                let rejected = tx.settles.iter().filter(|(_, how)| *how == Settle::Reject);
-                self.dead_letter_rejected(rejected.map(|(delivery, _)| delivery));
-                let channel = self.open(number)?;
-                settle_committed(channel, tx.settles);
+                let vhost = Arc::clone(&self.session.vhost);
+                settle_committed(&vhost, self.open(number)?, tx.settles);
                 let mut store = None;
                 for (message, mandatory, stamp) in tx.publishes {
                     let routed = self.route(out, number, &message, mandatory, stamp)?;

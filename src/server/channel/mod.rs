@@ -288,7 +288,7 @@ impl Channels {
                 vhost.delete_if_unused(&consumer.queue);
             }
         }
-        settle(deliveries, Settle::Requeue);
+        settle(&vhost, deliveries, Settle::Requeue);
         // What is still parked away from this channel is an ordinary requeued message now.
         settle_taken_back(&vhost, &holder, taken_back, Settle::Requeue);
     }

@@ -8,10 +8,8 @@ use std::sync::Arc;
 use super::unacked::{Delivery, TakenBack};
 use super::{Channel, Channels, Mode, Settle};
 use crate::broker::message::Entry;
-use crate::broker::message::Reason;
 use crate::broker::queue::Queue;
 use crate::broker::queue::{ChannelCredit, Consumer};
-use crate::broker::vhost::dead_letter::DeadLetters;
 use crate::broker::vhost::Vhost;
 use crate::error::Error;
 
@@ -26,8 +24,9 @@ impl Channels {
         let channel = self.open(number)?;
         let mut deliveries = Vec::new();
         channel.unacked.take_all(&mut deliveries);
-        settle(deliveries, Settle::Requeue);
-        if channel.unacked.has_taken_back() {
+        let late = channel.unacked.has_taken_back();
+        settle(&self.session.vhost, deliveries, Settle::Requeue);
+        if late {
             self.settle_late(number, 0, u64::MAX, Settle::Requeue)?;
         }
         self.open(number)?.wake_consumers();
@@ -69,12 +68,8 @@ impl Channels {
             let through = if tag == 0 { u64::MAX } else { tag };
             self.settle_late(number, 0, through, how)?;
         }
-        if how == Settle::Reject {
-            self.dead_letter_rejected(taken.iter());
-        }
-        let channel = self.open(number)?;
-        settle(taken, how);
-        channel.wake_consumers();
+        settle(&self.session.vhost, taken, how);
+        self.open(number)?.wake_consumers();
         Ok(())
     }
 
@@ -107,15 +102,6 @@ impl Channels {
         self.open(number)?.wake_consumers();
         Ok(())
     }
-
-    /// Dead-letters deliveries rejected without requeue (their queues' dead-letter exchange,
-    /// if they have one).
-    pub(super) fn dead_letter_rejected<'a>(&self, deliveries: impl Iterator<Item = &'a Delivery>) {
-        let mut batch = DeadLetters::new(&self.session.vhost);
-        for delivery in deliveries {
-            batch.send(&delivery.queue, &delivery.entry.message, Reason::Rejected);
-        }
-    }
 }
 
 fn unknown_tag(tag: u64) -> Error {
@@ -123,17 +109,17 @@ fn unknown_tag(tag: u64) -> Error {
 }
 
 /// Applies a committed transaction's acks, nacks and rejects, in the order they were made.
-pub(super) fn settle_committed(channel: &Channel, settles: Vec<(Delivery, Settle)>) {
+pub(super) fn settle_committed(vhost: &Vhost, channel: &Channel, settles: Vec<(Delivery, Settle)>) {
     let mut run = Vec::new();
     let mut run_how = Settle::Ack;
     for (delivery, how) in settles {
         if how != run_how && !run.is_empty() {
-            settle(std::mem::take(&mut run), run_how);
+            settle(vhost, std::mem::take(&mut run), run_how);
         }
         run_how = how;
         run.push(delivery);
     }
-    settle(run, run_how);
+    settle(vhost, run, run_how);
     channel.wake_consumers();
 }
 
@@ -146,7 +132,6 @@ pub(super) fn settle_taken_back(
     taken: Vec<TakenBack>,
     how: Settle,
 ) {
-    let mut batch = DeadLetters::new(vhost);
     let mut index = 0;
     while index < taken.len() {
         let queue = Arc::clone(&taken[index].queue);
@@ -156,12 +141,7 @@ pub(super) fn settle_taken_back(
             index += 1;
         }
         let mut entries = queue.unpark(holder, &seqs);
-        if how == Settle::Reject {
-            for entry in &entries {
-                batch.send(&queue, &entry.message, Reason::Rejected);
-            }
-        }
-        settle_run(&queue, &mut entries, how);
+        settle_run(vhost, &queue, &mut entries, how);
     }
 }
 
@@ -174,9 +154,9 @@ pub(crate) fn give_back(consumer: Arc<Consumer>, entry: Entry) {
     consumer.queue.return_unsent(entry);
 }
 
-/// Settles deliveries: frees their consumers' credit, and acks, drops or requeues them, one
-/// queue lock per run of deliveries from the same queue.
-pub(super) fn settle(deliveries: Vec<Delivery>, how: Settle) {
+/// Settles deliveries: frees their consumers' credit, and acks, rejects (the vhost dead-letters)
+/// or requeues them, one queue lock per run of deliveries from the same queue.
+pub(super) fn settle(vhost: &Vhost, deliveries: Vec<Delivery>, how: Settle) {
     let mut run: Vec<Entry> = Vec::new();
     let mut run_queue: Option<Arc<Queue>> = None;
     for delivery in deliveries {
@@ -188,21 +168,23 @@ pub(super) fn settle(deliveries: Vec<Delivery>, how: Settle) {
             .is_some_and(|q| Arc::ptr_eq(q, &delivery.queue));
         if !same {
             if let Some(queue) = run_queue.take() {
-                settle_run(&queue, &mut run, how);
+                settle_run(vhost, &queue, &mut run, how);
             }
             run_queue = Some(delivery.queue);
         }
         run.push(delivery.entry);
     }
     if let Some(queue) = run_queue {
-        settle_run(&queue, &mut run, how);
+        settle_run(vhost, &queue, &mut run, how);
     }
 }
 
-/// Requeues a run of one queue's entries, or records in its log that the stored ones are gone.
-fn settle_run(queue: &Queue, run: &mut Vec<Entry>, how: Settle) {
+/// Settles a run of one queue's entries: requeued, acked (the stored ones recorded as gone), or
+/// rejected (the vhost dead-letters them).
+fn settle_run(vhost: &Vhost, queue: &Queue, run: &mut Vec<Entry>, how: Settle) {
     match how {
         Settle::Requeue => queue.requeue(run.drain(..)),
-        Settle::Ack | Settle::Reject => queue.settle(run.drain(..)),
+        Settle::Ack => queue.settle(run.drain(..)),
+        Settle::Reject => vhost.reject(queue, std::mem::take(run)),
     }
 }

@@ -16,9 +16,8 @@ use bytes::BytesMut;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::settle::settle;
 use super::unacked::Delivery;
-use super::{basic, Channel, Channels, Limits, Settle};
+use super::{basic, Channel, Channels, Limits};
 use crate::broker::queue::Consumer;
 use crate::broker::queue::Queue;
 use crate::error::{Error, Exception};
@@ -65,7 +64,10 @@ impl Channels {
                     .unwrap_or_default();
                 report_timeout(number, &delivery, timeout, action);
                 if action == UnackedTimeoutAction::CloseChannel {
-                    settle(vec![delivery], Settle::Requeue);
+                    if let Some(consumer) = &delivery.consumer {
+                        consumer.settled(1);
+                    }
+                    delivery.queue.requeue([delivery.entry]);
                     close = Some(timeout);
                     break;
                 }
