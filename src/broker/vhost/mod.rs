@@ -4,6 +4,10 @@
 //! only to collect destination queues into the caller's reusable buffer, then lets go before any
 //! queue is locked (lock order: topology, then a queue; never the reverse). Every check RabbitMQ
 //! makes on these methods, with its reply code and text, is made here.
+//!
+//! Here: declare and delete (exchanges, queues). Beside: `bind.rs` (bindings), `publish.rs`
+//! (routing and the one publish call), `dead_letter.rs` (republishing what queues give up),
+//! `expiry.rs` (the periodic tick), `durable.rs` (recovery and the definitions file).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -15,16 +19,16 @@ use std::time::Duration;
 use warren_protocol::method::ShortStr;
 use warren_protocol::types::FieldTable;
 
+mod bind;
 pub mod dead_letter;
 mod durable;
+mod expiry;
 mod publish;
 
 pub use publish::{PublishScratch, Routed, Safety};
 
 use super::arguments::{check_queue_arguments, ArgumentError};
-use super::exchange::{
-    encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, LazyHeaders, Target,
-};
+use super::exchange::{encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target};
 use super::queue::Consumer;
 use super::queue::{Queue, QueueOptions};
 use super::values::{argument_mismatch, integer};
@@ -409,53 +413,6 @@ impl Vhost {
         self.read().queues.values().cloned().collect()
     }
 
-    /// The vhost's periodic work (every 100 ms): gives every queue its [`Queue::tick`] (expired
-    /// messages dropped at the head), dead-letters what the queues gave up on, and deletes the
-    /// queues whose `x-expires` has run out (unused: no consumer, no basic.get, no
-    /// redeclaration for that long), as RabbitMQ does, messages and all.
-    pub fn expire_unused(&self, now: std::time::Instant) {
-        let mut due = Vec::new();
-        let mut given_up = Vec::new();
-        for queue in self.read().queues.values() {
-            if queue.is_expired(now) {
-                due.push(Arc::clone(queue));
-            }
-            let dropped = queue.tick();
-            if !dropped.is_empty() {
-                given_up.push((Arc::clone(queue), dropped));
-            }
-        }
-        // Dead-lettering routes: not under the topology lock.
-        let mut batch = DeadLetters::new(self);
-        for (queue, dropped) in given_up {
-            for (message, reason) in dropped {
-                batch.send(&queue, &message, reason);
-            }
-        }
-        drop(batch);
-        for queue in due {
-            if let Some(messages) = self.remove_if(&queue, |q| q.is_expired(now)) {
-                tracing::info!(vhost = %self.name, queue = %queue.name, messages, "queue expired (x-expires)");
-            }
-        }
-    }
-
-    /// Deletes `queue` if it is still the queue of its name and `condition` still holds (checked
-    /// under the topology's write lock); the number of messages it held, if it was deleted.
-    fn remove_if(&self, queue: &Arc<Queue>, condition: impl Fn(&Queue) -> bool) -> Option<u32> {
-        let mut topology = self.write();
-        let current = topology.queues.get(&queue.name);
-        if !current.is_some_and(|q| Arc::ptr_eq(q, queue)) || !condition(queue) {
-            return None;
-        }
-        let (consumers, messages) = topology.remove_queue(&queue.name);
-        cancel_all(consumers);
-        if queue.options.durable {
-            self.save(&topology);
-        }
-        Some(messages)
-    }
-
     /// Looks up a queue the connection may use.
     pub fn queue(&self, name: &ShortStr, connection: u64) -> Result<Arc<Queue>, Error> {
         let topology = self.read();
@@ -505,6 +462,22 @@ impl Vhost {
         Ok((count, consumers))
     }
 
+    /// Deletes `queue` if it is still the queue of its name and `condition` still holds (checked
+    /// under the topology's write lock); the number of messages it held, if it was deleted.
+    fn remove_if(&self, queue: &Arc<Queue>, condition: impl Fn(&Queue) -> bool) -> Option<u32> {
+        let mut topology = self.write();
+        let current = topology.queues.get(&queue.name);
+        if !current.is_some_and(|q| Arc::ptr_eq(q, queue)) || !condition(queue) {
+            return None;
+        }
+        let (consumers, messages) = topology.remove_queue(&queue.name);
+        cancel_all(consumers);
+        if queue.options.durable {
+            self.save(&topology);
+        }
+        Some(messages)
+    }
+
     /// Deletes an auto-delete queue whose last consumer went, if it is still that queue and
     /// still unused.
     pub fn delete_if_unused(&self, queue: &Arc<Queue>) {
@@ -524,167 +497,6 @@ impl Vhost {
             let (consumers, _) = topology.remove_queue(&name);
             cancel_all(consumers);
         }
-    }
-
-    /// `queue.bind` and `exchange.bind`.
-    pub fn bind(
-        &self,
-        source: &ShortStr,
-        destination: Destination,
-        routing_key: ShortStr,
-        arguments: &FieldTable,
-        connection: u64,
-    ) -> Result<(), Error> {
-        let mut topology = self.write();
-        let target = self.resolve(&topology, &destination, connection)?;
-        if source.is_empty() {
-            return Err(default_exchange());
-        }
-        let exchange = topology
-            .exchanges
-            .get_mut(source)
-            .ok_or_else(|| self.no_exchange(source))?;
-        exchange
-            .validate_binding(arguments)
-            .map_err(Error::PreconditionFailed)?;
-        let key = BindingKey {
-            destination,
-            routing_key,
-            arguments: encode_arguments(arguments),
-        };
-        if exchange.bind(key, target, arguments) && exchange.durable {
-            self.save(&topology);
-        }
-        Ok(())
-    }
-
-    /// `queue.unbind` and `exchange.unbind`.
-    pub fn unbind(
-        &self,
-        source: &ShortStr,
-        destination: Destination,
-        routing_key: ShortStr,
-        arguments: &FieldTable,
-        connection: u64,
-    ) -> Result<(), Error> {
-        if source.is_empty() {
-            return Err(default_exchange());
-        }
-        let mut topology = self.write();
-        // Unbinding from or to what does not exist, or what is not bound, succeeds, as in
-        // RabbitMQ 3.x.
-        let target = match self.resolve(&topology, &destination, connection) {
-            Ok(target) => target,
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(other) => return Err(other),
-        };
-        let Some(exchange) = topology.exchanges.get_mut(source) else {
-            return Ok(());
-        };
-        let key = BindingKey {
-            destination,
-            routing_key,
-            arguments: encode_arguments(arguments),
-        };
-        if exchange.unbind(&key, &target) {
-            let durable = exchange.durable;
-            topology.auto_delete_exchange(source);
-            if durable {
-                self.save(&topology);
-            }
-        }
-        Ok(())
-    }
-
-    fn resolve(
-        &self,
-        topology: &Topology,
-        destination: &Destination,
-        connection: u64,
-    ) -> Result<Target, Error> {
-        match destination {
-            Destination::Queue(name) => {
-                let queue = topology
-                    .queues
-                    .get(name)
-                    .ok_or_else(|| self.no_queue(name))?;
-                if queue.is_exclusive_to_other(connection) {
-                    return Err(self.locked(name));
-                }
-                Ok(Target::Queue(Arc::clone(queue)))
-            }
-            Destination::Exchange(name) => {
-                if name.is_empty() {
-                    return Err(default_exchange());
-                }
-                if !topology.exchanges.contains_key(name) {
-                    return Err(self.no_exchange(name));
-                }
-                Ok(Target::Exchange(name.clone()))
-            }
-        }
-    }
-
-    /// Checks that a publish may go to `exchange` (404 unknown, 403 internal).
-    pub fn check_publish(&self, exchange: &[u8]) -> Result<(), Error> {
-        let topology = self.read();
-        match topology.exchanges.get(exchange) {
-            None => Err(self.no_exchange(&short_lossy(exchange))),
-            Some(x) if x.internal => Err(self.internal(x)),
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// Routes one message: fills `scratch.queues` with each destination queue once.
-    pub fn route(
-        &self,
-        exchange: &[u8],
-        routing_key: &[u8],
-        properties: &[u8],
-        scratch: &mut RouteScratch,
-    ) -> Result<(), Error> {
-        scratch.queues.clear();
-        scratch.targets.clear();
-        scratch.visited.clear();
-        let topology = self.read();
-        if exchange.is_empty() {
-            if let Some(queue) = topology.queues.get(routing_key) {
-                scratch.queues.push(Arc::clone(queue));
-            }
-            return Ok(());
-        }
-        let Some(first) = topology.exchanges.get(exchange) else {
-            return Err(self.no_exchange(&short_lossy(exchange)));
-        };
-        if first.internal {
-            return Err(self.internal(first));
-        }
-        let mut headers = LazyHeaders::new(properties);
-        route_or_alternate(first, routing_key, &mut headers, &mut scratch.targets);
-        scratch.visited.push(first.name.clone());
-        while let Some(target) = scratch.targets.pop() {
-            match target {
-                Target::Queue(queue) => scratch.queues.push(queue),
-                Target::Exchange(name) => {
-                    // Each exchange routes a message once: loops end here.
-                    if scratch.visited.contains(&name) {
-                        continue;
-                    }
-                    if let Some(next) = topology.exchanges.get(&name) {
-                        route_or_alternate(next, routing_key, &mut headers, &mut scratch.targets);
-                    }
-                    scratch.visited.push(name);
-                }
-            }
-        }
-        drop(topology);
-        if scratch.queues.len() > 1 {
-            scratch
-                .queues
-                .sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
-            scratch.queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        }
-        Ok(())
     }
 
     /// The declaration that would recreate the exchange `name` as it is (for the
@@ -718,43 +530,6 @@ impl Vhost {
             arguments: queue.options.arguments.clone(),
         };
         Some((declare, queue.options.exclusive_owner))
-    }
-
-    /// Whether the exchange `source` has this binding.
-    pub fn has_binding(
-        &self,
-        source: &str,
-        destination: Destination,
-        routing_key: ShortStr,
-        arguments: &FieldTable,
-    ) -> bool {
-        let key = BindingKey {
-            destination,
-            routing_key,
-            arguments: encode_arguments(arguments),
-        };
-        let topology = self.read();
-        topology
-            .exchanges
-            .get(source.as_bytes())
-            .is_some_and(|exchange| exchange.bindings().any(|binding| *binding == key))
-    }
-}
-
-/// Routes through one exchange; if it finds no destination at all, its alternate exchange (if
-/// it has one) is the destination, as in RabbitMQ.
-fn route_or_alternate(
-    exchange: &Exchange,
-    routing_key: &[u8],
-    headers: &mut LazyHeaders<'_>,
-    targets: &mut Vec<Target>,
-) {
-    let before = targets.len();
-    exchange.route(routing_key, headers, targets);
-    if targets.len() == before {
-        if let Some(alternate) = &exchange.alternate {
-            targets.push(Target::Exchange(alternate.clone()));
-        }
     }
 }
 

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use super::dead_letter::dead_letter;
-use super::{RouteScratch, Vhost};
+use super::{short_lossy, RouteScratch, Vhost};
+use crate::broker::exchange::{Exchange, LazyHeaders, Target};
 use crate::broker::message::{Message, Stamp};
 use crate::broker::queue::{Enqueued, Published, Queue};
 use crate::error::Error;
@@ -107,5 +108,86 @@ impl Vhost {
             }
         }
         Ok(result)
+    }
+}
+
+impl Vhost {
+    /// Checks that a publish may go to `exchange` (404 unknown, 403 internal).
+    pub fn check_publish(&self, exchange: &[u8]) -> Result<(), Error> {
+        let topology = self.read();
+        match topology.exchanges.get(exchange) {
+            None => Err(self.no_exchange(&short_lossy(exchange))),
+            Some(x) if x.internal => Err(self.internal(x)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Routes one message: fills `scratch.queues` with each destination queue once.
+    pub fn route(
+        &self,
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &[u8],
+        scratch: &mut RouteScratch,
+    ) -> Result<(), Error> {
+        scratch.queues.clear();
+        scratch.targets.clear();
+        scratch.visited.clear();
+        let topology = self.read();
+        if exchange.is_empty() {
+            if let Some(queue) = topology.queues.get(routing_key) {
+                scratch.queues.push(Arc::clone(queue));
+            }
+            return Ok(());
+        }
+        let Some(first) = topology.exchanges.get(exchange) else {
+            return Err(self.no_exchange(&short_lossy(exchange)));
+        };
+        if first.internal {
+            return Err(self.internal(first));
+        }
+        let mut headers = LazyHeaders::new(properties);
+        route_or_alternate(first, routing_key, &mut headers, &mut scratch.targets);
+        scratch.visited.push(first.name.clone());
+        while let Some(target) = scratch.targets.pop() {
+            match target {
+                Target::Queue(queue) => scratch.queues.push(queue),
+                Target::Exchange(name) => {
+                    // Each exchange routes a message once: loops end here.
+                    if scratch.visited.contains(&name) {
+                        continue;
+                    }
+                    if let Some(next) = topology.exchanges.get(&name) {
+                        route_or_alternate(next, routing_key, &mut headers, &mut scratch.targets);
+                    }
+                    scratch.visited.push(name);
+                }
+            }
+        }
+        drop(topology);
+        if scratch.queues.len() > 1 {
+            scratch
+                .queues
+                .sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
+            scratch.queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        }
+        Ok(())
+    }
+}
+
+/// Routes through one exchange; if it finds no destination at all, its alternate exchange (if
+/// it has one) is the destination, as in RabbitMQ.
+fn route_or_alternate(
+    exchange: &Exchange,
+    routing_key: &[u8],
+    headers: &mut LazyHeaders<'_>,
+    targets: &mut Vec<Target>,
+) {
+    let before = targets.len();
+    exchange.route(routing_key, headers, targets);
+    if targets.len() == before {
+        if let Some(alternate) = &exchange.alternate {
+            targets.push(Target::Exchange(alternate.clone()));
+        }
     }
 }

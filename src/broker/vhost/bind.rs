@@ -1,0 +1,126 @@
+//! Bindings: `exchange.bind` / `queue.bind` and their unbinds, checked as RabbitMQ checks them
+//! (the default exchange cannot be bound, destinations must exist), under the topology's write
+//! lock.
+
+use super::*;
+
+impl Vhost {
+    /// `queue.bind` and `exchange.bind`.
+    pub fn bind(
+        &self,
+        source: &ShortStr,
+        destination: Destination,
+        routing_key: ShortStr,
+        arguments: &FieldTable,
+        connection: u64,
+    ) -> Result<(), Error> {
+        let mut topology = self.write();
+        let target = self.resolve(&topology, &destination, connection)?;
+        if source.is_empty() {
+            return Err(default_exchange());
+        }
+        let exchange = topology
+            .exchanges
+            .get_mut(source)
+            .ok_or_else(|| self.no_exchange(source))?;
+        exchange
+            .validate_binding(arguments)
+            .map_err(Error::PreconditionFailed)?;
+        let key = BindingKey {
+            destination,
+            routing_key,
+            arguments: encode_arguments(arguments),
+        };
+        if exchange.bind(key, target, arguments) && exchange.durable {
+            self.save(&topology);
+        }
+        Ok(())
+    }
+
+    /// `queue.unbind` and `exchange.unbind`.
+    pub fn unbind(
+        &self,
+        source: &ShortStr,
+        destination: Destination,
+        routing_key: ShortStr,
+        arguments: &FieldTable,
+        connection: u64,
+    ) -> Result<(), Error> {
+        if source.is_empty() {
+            return Err(default_exchange());
+        }
+        let mut topology = self.write();
+        // Unbinding from or to what does not exist, or what is not bound, succeeds, as in
+        // RabbitMQ 3.x.
+        let target = match self.resolve(&topology, &destination, connection) {
+            Ok(target) => target,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(other) => return Err(other),
+        };
+        let Some(exchange) = topology.exchanges.get_mut(source) else {
+            return Ok(());
+        };
+        let key = BindingKey {
+            destination,
+            routing_key,
+            arguments: encode_arguments(arguments),
+        };
+        if exchange.unbind(&key, &target) {
+            let durable = exchange.durable;
+            topology.auto_delete_exchange(source);
+            if durable {
+                self.save(&topology);
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve(
+        &self,
+        topology: &Topology,
+        destination: &Destination,
+        connection: u64,
+    ) -> Result<Target, Error> {
+        match destination {
+            Destination::Queue(name) => {
+                let queue = topology
+                    .queues
+                    .get(name)
+                    .ok_or_else(|| self.no_queue(name))?;
+                if queue.is_exclusive_to_other(connection) {
+                    return Err(self.locked(name));
+                }
+                Ok(Target::Queue(Arc::clone(queue)))
+            }
+            Destination::Exchange(name) => {
+                if name.is_empty() {
+                    return Err(default_exchange());
+                }
+                if !topology.exchanges.contains_key(name) {
+                    return Err(self.no_exchange(name));
+                }
+                Ok(Target::Exchange(name.clone()))
+            }
+        }
+    }
+
+    /// Whether the exchange `source` has this binding.
+    pub fn has_binding(
+        &self,
+        source: &str,
+        destination: Destination,
+        routing_key: ShortStr,
+        arguments: &FieldTable,
+    ) -> bool {
+        let key = BindingKey {
+            destination,
+            routing_key,
+            arguments: encode_arguments(arguments),
+        };
+        let topology = self.read();
+        topology
+            .exchanges
+            .get(source.as_bytes())
+            .is_some_and(|exchange| exchange.bindings().any(|binding| *binding == key))
+    }
+}
