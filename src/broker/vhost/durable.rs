@@ -45,8 +45,25 @@ impl Vhost {
             }
         }
         let mut topology = self.write();
-        let (mut exchanges, mut queues, mut bindings, mut messages) = (0, 0, 0, 0);
-        for definition in &definitions {
+        let exchanges = self.recover_exchanges(&mut topology, &definitions);
+        let (queues, messages) = self.recover_queues(&mut topology, &definitions)?;
+        let bindings = self.recover_bindings(&mut topology, definitions);
+        info!(
+            vhost = %self.name,
+            exchanges,
+            queues,
+            bindings,
+            messages,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered durable definitions and messages"
+        );
+        Ok(())
+    }
+
+    /// The durable exchanges of the definitions; how many.
+    fn recover_exchanges(&self, topology: &mut Topology, definitions: &[Definition]) -> usize {
+        let mut exchanges = 0;
+        for definition in definitions {
             if let Definition::Exchange {
                 name,
                 kind,
@@ -71,7 +88,18 @@ impl Vhost {
                 exchanges += 1;
             }
         }
-        for definition in &definitions {
+        exchanges
+    }
+
+    /// The durable queues of the definitions, each with the messages its log holds; (queues,
+    /// messages).
+    fn recover_queues(
+        &self,
+        topology: &mut Topology,
+        definitions: &[Definition],
+    ) -> io::Result<(usize, u32)> {
+        let (mut queues, mut messages) = (0, 0);
+        for definition in definitions {
             if let Definition::Queue {
                 name,
                 auto_delete,
@@ -91,6 +119,12 @@ impl Vhost {
                 queues += 1;
             }
         }
+        Ok((queues, messages))
+    }
+
+    /// The bindings of the definitions between what was recovered; how many.
+    fn recover_bindings(&self, topology: &mut Topology, definitions: Vec<Definition>) -> usize {
+        let mut bindings = 0;
         for definition in definitions {
             if let Definition::Binding {
                 source,
@@ -122,16 +156,7 @@ impl Vhost {
                 bindings += 1;
             }
         }
-        info!(
-            vhost = %self.name,
-            exchanges,
-            queues,
-            bindings,
-            messages,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "recovered durable definitions and messages"
-        );
-        Ok(())
+        bindings
     }
 
     /// Creates a queue: with a log in the store if it is durable and not exclusive (its messages

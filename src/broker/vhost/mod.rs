@@ -340,47 +340,10 @@ impl Vhost {
             queue.touch();
             return Ok(declared(queue));
         }
-        match check_queue_arguments(&declare.arguments) {
-            Ok(()) => {}
-            Err(ArgumentError::Invalid { arg, reason }) => {
-                return Err(Error::PreconditionFailed(format!(
-                    "invalid arg '{arg}' for queue '{}' in vhost '{}': {reason}",
-                    declare.name, self.name
-                )))
-            }
-            Err(ArgumentError::Type { arg, type_name }) => {
-                return Err(Error::PreconditionFailed(format!(
-                    "invalid type '{type_name}' for arg '{arg}' in queue '{}' in vhost '{}'",
-                    declare.name, self.name
-                )))
-            }
-        }
+        self.check_arguments(&declare)?;
         let owner = declare.exclusive.then_some(connection);
         if let Some(queue) = topology.queues.get(&declare.name) {
-            let name = &declare.name;
-            if queue.options.exclusive_owner != owner {
-                return Err(self.locked(name));
-            }
-            let what = "queue";
-            self.equivalent_flags(
-                what,
-                name,
-                &[
-                    ("durable", declare.durable, queue.options.durable),
-                    (
-                        "auto_delete",
-                        declare.auto_delete,
-                        queue.options.auto_delete,
-                    ),
-                ],
-            )?;
-            for arg in EQUIVALENT_QUEUE_ARGS {
-                let got = declare.arguments.inner().get(arg);
-                let have = queue.options.arguments.inner().get(arg);
-                if let Some((got, have)) = argument_mismatch(got, have) {
-                    return Err(self.inequivalent(what, arg, name, &got, &have));
-                }
-            }
+            self.check_equivalent(&declare, owner, queue)?;
             queue.touch();
             return Ok(declared(queue));
         }
@@ -406,6 +369,56 @@ impl Vhost {
             self.save(&topology);
         }
         Ok(declared(&queue))
+    }
+
+    /// RabbitMQ's checks of a new queue's `x-` arguments (406 with its wording).
+    fn check_arguments(&self, declare: &QueueDeclare) -> Result<(), Error> {
+        match check_queue_arguments(&declare.arguments) {
+            Ok(()) => Ok(()),
+            Err(ArgumentError::Invalid { arg, reason }) => Err(Error::PreconditionFailed(format!(
+                "invalid arg '{arg}' for queue '{}' in vhost '{}': {reason}",
+                declare.name, self.name
+            ))),
+            Err(ArgumentError::Type { arg, type_name }) => Err(Error::PreconditionFailed(format!(
+                "invalid type '{type_name}' for arg '{arg}' in queue '{}' in vhost '{}'",
+                declare.name, self.name
+            ))),
+        }
+    }
+
+    /// A declaration of a queue that exists must match it: the same exclusive owner (405), the
+    /// same flags and the arguments RabbitMQ compares (406, "inequivalent arg").
+    fn check_equivalent(
+        &self,
+        declare: &QueueDeclare,
+        owner: Option<u64>,
+        queue: &Queue,
+    ) -> Result<(), Error> {
+        let name = &declare.name;
+        if queue.options.exclusive_owner != owner {
+            return Err(self.locked(name));
+        }
+        let what = "queue";
+        self.equivalent_flags(
+            what,
+            name,
+            &[
+                ("durable", declare.durable, queue.options.durable),
+                (
+                    "auto_delete",
+                    declare.auto_delete,
+                    queue.options.auto_delete,
+                ),
+            ],
+        )?;
+        for arg in EQUIVALENT_QUEUE_ARGS {
+            let got = declare.arguments.inner().get(arg);
+            let have = queue.options.arguments.inner().get(arg);
+            if let Some((got, have)) = argument_mismatch(got, have) {
+                return Err(self.inequivalent(what, arg, name, &got, &have));
+            }
+        }
+        Ok(())
     }
 
     /// Every queue, at this moment.

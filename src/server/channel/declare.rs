@@ -86,30 +86,8 @@ impl Channels {
         let connection = self.session.connection;
         let (reply, nowait) = match method {
             Q::Declare(declare) => {
-                let server_named = declare.queue.as_str().is_empty() && !declare.passive;
-                let name = match declare.queue.as_str() {
-                    "" if !declare.passive => self.session.vhost.generate_name("amq.gen-"),
-                    name => self.queue_name(number, name)?,
-                };
-                let declared = self.session.vhost.declare_queue(
-                    QueueDeclare {
-                        name: name.clone(),
-                        server_named,
-                        passive: declare.passive,
-                        durable: declare.durable,
-                        exclusive: declare.exclusive,
-                        auto_delete: declare.auto_delete,
-                        arguments: declare.arguments,
-                    },
-                    connection,
-                )?;
-                self.open(number)?.last_queue = Some(name.clone());
-                let ok = queue::DeclareOk {
-                    queue: name.as_str().into(),
-                    message_count: declared.message_count,
-                    consumer_count: declared.consumer_count,
-                };
-                (Q::DeclareOk(ok), declare.nowait)
+                let nowait = declare.nowait;
+                (Q::DeclareOk(self.declare_queue(number, declare)?), nowait)
             }
             Q::Bind(bind) => {
                 let name = self.queue_name(number, bind.queue.as_str())?;
@@ -169,6 +147,38 @@ impl Channels {
             encode_method(out, number, &AMQPClass::Queue(reply));
         }
         Ok(())
+    }
+
+    /// `queue.declare`: "" names a new server-named queue (`amq.gen-…`); the declared name is
+    /// remembered as the channel's last queue.
+    fn declare_queue(
+        &mut self,
+        number: u16,
+        declare: queue::Declare,
+    ) -> Result<queue::DeclareOk, Error> {
+        let server_named = declare.queue.as_str().is_empty() && !declare.passive;
+        let name = match declare.queue.as_str() {
+            "" if !declare.passive => self.session.vhost.generate_name("amq.gen-"),
+            name => self.queue_name(number, name)?,
+        };
+        let declared = self.session.vhost.declare_queue(
+            QueueDeclare {
+                name: name.clone(),
+                server_named,
+                passive: declare.passive,
+                durable: declare.durable,
+                exclusive: declare.exclusive,
+                auto_delete: declare.auto_delete,
+                arguments: declare.arguments,
+            },
+            self.session.connection,
+        )?;
+        self.open(number)?.last_queue = Some(name.clone());
+        Ok(queue::DeclareOk {
+            queue: name.as_str().into(),
+            message_count: declared.message_count,
+            consumer_count: declared.consumer_count,
+        })
     }
 
     /// The spec's shortcut: binding the last declared queue ("") with an empty routing key binds
