@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use super::apply::{self, Existing, Owned};
 use super::settings::Overrides;
-use super::{load, Config, Settings};
+use super::{load, Config, Settings, Topology};
 use crate::broker::Broker;
 use crate::server::alarms::Thresholds;
 use crate::server::Users;
@@ -113,9 +113,19 @@ impl Reloader {
 
     fn apply_topology(&mut self, config: &Config) -> Outcome {
         let mut outcome = Outcome::default();
-        let broker = Arc::clone(&self.broker);
         let topology = &config.topology;
         let mut kept = Owned::default();
+        self.apply_exchanges(topology, &mut kept, &mut outcome);
+        self.apply_queues(topology, &mut kept, &mut outcome);
+        self.apply_bindings(topology, &mut kept, &mut outcome);
+        outcome.deleted = self.delete_dropped(&kept);
+        self.owned = kept;
+        outcome
+    }
+
+    /// The file's exchanges: missing ones declared, different ones refused (and logged).
+    fn apply_exchanges(&self, topology: &Topology, kept: &mut Owned, outcome: &mut Outcome) {
+        let broker = &self.broker;
         for def in &topology.exchanges {
             let Some(vhost) = broker.vhost(&def.vhost) else {
                 continue;
@@ -154,6 +164,11 @@ impl Reloader {
                 }
             }
         }
+    }
+
+    /// The file's queues: missing ones declared, different ones refused (and logged).
+    fn apply_queues(&self, topology: &Topology, kept: &mut Owned, outcome: &mut Outcome) {
+        let broker = &self.broker;
         for def in &topology.queues {
             let Some(vhost) = broker.vhost(&def.vhost) else {
                 continue;
@@ -192,6 +207,11 @@ impl Reloader {
                 }
             }
         }
+    }
+
+    /// The file's bindings: missing ones added.
+    fn apply_bindings(&self, topology: &Topology, kept: &mut Owned, outcome: &mut Outcome) {
+        let broker = &self.broker;
         for def in &topology.bindings {
             let Some(vhost) = broker.vhost(&def.vhost) else {
                 continue;
@@ -214,9 +234,6 @@ impl Reloader {
                 }
             }
         }
-        outcome.deleted = self.delete_dropped(&kept);
-        self.owned = kept;
-        outcome
     }
 
     /// Deletes what the file owned and no longer declares: bindings, then queues, then

@@ -158,10 +158,11 @@ impl Settings {
 /// Checks `[server]` and fills in the defaults.
 pub(super) fn check_server(
     source: &Source<'_>,
-    server: ServerSection,
+    mut server: ServerSection,
     problems: &mut Vec<Problem>,
 ) -> Settings {
     let mut settings = Settings::default();
+    check_resources(source, &mut server, &mut settings, problems);
     if let Some(listeners) = server.listeners {
         if listeners.is_empty() {
             problems.push(
@@ -207,44 +208,6 @@ pub(super) fn check_server(
         }
         settings.handshake_timeout = timeout.into_inner().0;
     }
-    if let Some(timeout) = server.unacked_timeout {
-        settings.unacked_timeout = timeout.0;
-    }
-    if let Some(action) = server.unacked_timeout_action {
-        settings.unacked_timeout_action = match action {
-            TimeoutAction::Redeliver => UnackedTimeoutAction::Redeliver,
-            TimeoutAction::CloseChannel => UnackedTimeoutAction::CloseChannel,
-            TimeoutAction::Cancel => UnackedTimeoutAction::Cancel,
-        };
-    }
-    if let Some(size) = server.max_message_size {
-        if size.get_ref().0 == 0 {
-            problems.push(source.problem(&size.span(), "max_message_size: must be above 0"));
-        }
-        settings.max_message_size = size.into_inner().0;
-    }
-    if let Some(size) = server.segment_size {
-        if size.get_ref().0 < 4096 {
-            problems.push(source.problem(&size.span(), "segment_size: must be at least 4KiB"));
-        }
-        settings.segment_size = size.into_inner().0;
-    }
-    if let Some(size) = server.queue_memory_window {
-        settings.queue_memory_window = size.0;
-    }
-    if let Some(limit) = server.memory_high_watermark {
-        settings.memory_high_watermark = match limit.into_inner() {
-            MemoryLimit::Absolute(bytes) => bytes,
-            MemoryLimit::Fraction(fraction) => {
-                // The default is 40% of the machine's memory: scale it.
-                let total = alarms::default_memory_high_watermark() as f64 / 0.4;
-                (total * fraction) as u64
-            }
-        };
-    }
-    if let Some(size) = server.disk_free_limit {
-        settings.disk_free_limit = size.0;
-    }
     if let Some(level) = server.log_level {
         match tracing_subscriber::EnvFilter::try_new(level.get_ref()) {
             Ok(_) => settings.log_level = level.into_inner(),
@@ -258,6 +221,53 @@ pub(super) fn check_server(
         settings.log_format = format;
     }
     settings
+}
+
+/// The `[server]` settings of timeouts, sizes and resource limits.
+fn check_resources(
+    source: &Source<'_>,
+    server: &mut ServerSection,
+    settings: &mut Settings,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(timeout) = server.unacked_timeout.take() {
+        settings.unacked_timeout = timeout.0;
+    }
+    if let Some(action) = server.unacked_timeout_action.take() {
+        settings.unacked_timeout_action = match action {
+            TimeoutAction::Redeliver => UnackedTimeoutAction::Redeliver,
+            TimeoutAction::CloseChannel => UnackedTimeoutAction::CloseChannel,
+            TimeoutAction::Cancel => UnackedTimeoutAction::Cancel,
+        };
+    }
+    if let Some(size) = server.max_message_size.take() {
+        if size.get_ref().0 == 0 {
+            problems.push(source.problem(&size.span(), "max_message_size: must be above 0"));
+        }
+        settings.max_message_size = size.into_inner().0;
+    }
+    if let Some(size) = server.segment_size.take() {
+        if size.get_ref().0 < 4096 {
+            problems.push(source.problem(&size.span(), "segment_size: must be at least 4KiB"));
+        }
+        settings.segment_size = size.into_inner().0;
+    }
+    if let Some(size) = server.queue_memory_window.take() {
+        settings.queue_memory_window = size.0;
+    }
+    if let Some(limit) = server.memory_high_watermark.take() {
+        settings.memory_high_watermark = match limit.into_inner() {
+            MemoryLimit::Absolute(bytes) => bytes,
+            MemoryLimit::Fraction(fraction) => {
+                // The default is 40% of the machine's memory: scale it.
+                let total = alarms::default_memory_high_watermark() as f64 / 0.4;
+                (total * fraction) as u64
+            }
+        };
+    }
+    if let Some(size) = server.disk_free_limit.take() {
+        settings.disk_free_limit = size.0;
+    }
 }
 
 /// A listener is `ip:port` or `host:port`.
