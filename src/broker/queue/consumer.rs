@@ -1,6 +1,6 @@
 //! Consumers as a queue sees them: the [`Consumer`] handle a queue dispatches to, the credit that
-//! bounds what it may hand over, and the [`Sink`] its deliveries go into (the connection's
-//! outbox, which the server implements).
+//! bounds what it may hand over, and the [`Sink`] its deliveries go into (its connection's
+//! mailbox, drained by the connection task).
 //!
 //! A queue decides *which* consumer gets a message, under its own lock, and hands the delivery to
 //! that consumer's sink; the connection task assigns the delivery tag and writes the frames. Credit (prefetch, channel-wide prefetch, `channel.flow`, and a bound on deliveries
@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use warren_protocol::method::ShortStr;
 
 use super::super::message::Entry;
@@ -20,13 +21,44 @@ use super::Queue;
 /// more: the bound that keeps a no-ack consumer on a slow socket from draining a queue into RAM.
 pub const UNSENT_WINDOW: u32 = 1024;
 
-/// Where a consumer's deliveries go: its connection. The server implements it (its outbox); the
-/// queue calls it under its lock, so it must only hand the delivery over, never wait.
-pub trait Sink: Send + Sync + std::fmt::Debug {
+/// What queues send to a consumer's connection.
+#[derive(Debug)]
+pub enum Mail {
+    /// A message for one of the connection's consumers.
+    Deliver {
+        consumer: Arc<Consumer>,
+        entry: Entry,
+    },
+    /// The consumer's queue was deleted: tell the client (`basic.cancel`) and forget it.
+    Cancelled { consumer: Arc<Consumer> },
+}
+
+/// Where a consumer's deliveries go: the sending side of its connection's mailbox (unbounded:
+/// what one consumer may have in it is bounded by its credit). The queue hands a delivery over
+/// under its lock and never waits; the connection task drains the mailbox between its reads.
+#[derive(Debug, Clone)]
+pub struct Sink(mpsc::UnboundedSender<Mail>);
+
+impl Sink {
+    pub fn new() -> (Sink, mpsc::UnboundedReceiver<Mail>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Sink(tx), rx)
+    }
+
     /// Hands a delivery to the consumer's connection; gives the entry back if that has ended.
-    fn deliver(&self, consumer: Arc<Consumer>, entry: Entry) -> Result<(), Entry>;
+    #[inline]
+    fn deliver(&self, consumer: Arc<Consumer>, entry: Entry) -> Result<(), Entry> {
+        match self.0.send(Mail::Deliver { consumer, entry }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(Mail::Deliver { entry, .. })) => Err(entry),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Tells the connection that the consumer's queue is gone.
-    fn cancelled(&self, consumer: Arc<Consumer>);
+    fn cancelled(&self, consumer: Arc<Consumer>) {
+        let _ = self.0.send(Mail::Cancelled { consumer });
+    }
 }
 
 /// Credit shared by all consumers of one channel.
@@ -82,7 +114,7 @@ pub struct Consumer {
     /// outbox then go back to the queue.
     active: AtomicBool,
     pub credit: Arc<ChannelCredit>,
-    sink: Arc<dyn Sink>,
+    sink: Sink,
 }
 
 impl Consumer {
@@ -95,7 +127,7 @@ impl Consumer {
         exclusive: bool,
         prefetch: u32,
         credit: Arc<ChannelCredit>,
-        sink: Arc<dyn Sink>,
+        sink: Sink,
     ) -> Consumer {
         Consumer {
             channel,

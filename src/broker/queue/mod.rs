@@ -40,7 +40,7 @@ use super::message::{now_ms, Entry, Message, Reason, Stamp};
 use super::record::{encode_message, RecordSummary};
 use crate::store::log::{Log, Position, Recovered};
 use crate::store::Store;
-pub use consumer::{ChannelCredit, Consumer, Sink};
+pub use consumer::{ChannelCredit, Consumer, Mail, Sink};
 use limits::Limits;
 use ready::{Ready, Slot};
 use state::{footprint, QueueState};

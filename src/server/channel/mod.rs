@@ -61,8 +61,8 @@ pub(crate) struct Session {
     /// Identifies the connection as the owner of exclusive queues.
     pub connection: u64,
     pub outbox: Outbox,
-    /// The same outbox, as the queues' consumers hand it deliveries.
-    pub sink: Arc<dyn Sink>,
+    /// The connection's mailbox, where its consumers' deliveries go.
+    pub sink: Sink,
     pub frame_max: u32,
     /// The client understands a server-sent `basic.cancel`.
     pub cancel_notify: bool,

@@ -100,7 +100,7 @@ impl Connection {
             user: self.user.clone(),
             connection: self.id,
             outbox: self.outbox.clone(),
-            sink: Arc::new(self.outbox.clone()),
+            sink: self.sink.clone(),
             frame_max: self.tuning.frame_max,
             cancel_notify: self.capabilities.consumer_cancel_notify,
             limits: self.context.limits,

@@ -33,8 +33,9 @@ use warren_protocol::spec::{connection, AMQPClass};
 
 use super::channel::{self, Channels};
 use super::handshake::{self, ClientCapabilities, Tuning};
-use super::outbox::{Outbound, Outbox};
+use super::outbox::{Outbox, Synced};
 use super::Context;
+use crate::broker::queue::{Mail, Sink};
 
 mod control;
 use crate::broker::queue::Queue;
@@ -100,6 +101,8 @@ pub(crate) struct Connection {
     /// The channel table, from `connection.open` until the connection closes.
     channels: Option<Channels>,
     /// Where queues send this connection's deliveries (the receiving end is in [`serve`]).
+    sink: Sink,
+    /// Where the group commit reports on this connection's publishes and commits.
     outbox: Outbox,
     last_read: Instant,
     last_write: Instant,
@@ -126,7 +129,9 @@ pub(crate) async fn serve(
     refuse: Option<usize>,
 ) {
     let now = Instant::now();
-    let (outbox, mut outbound) = Outbox::new();
+    let (sink, mail) = Sink::new();
+    let (outbox, synced) = Outbox::new();
+    let mut inbox = Inbox { mail, synced };
     let mut connection = Connection {
         id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
         peer,
@@ -141,6 +146,7 @@ pub(crate) async fn serve(
         vhost: String::new(),
         vhost_ref: None,
         channels: None,
+        sink,
         outbox,
         last_read: now,
         last_write: now,
@@ -151,10 +157,8 @@ pub(crate) async fn serve(
         refuse,
     };
     let alarms = connection.context.alarms.clone();
-    let was_open = connection
-        .run(stream, shutdown, alarms, &mut outbound)
-        .await;
-    connection.teardown(&mut outbound);
+    let was_open = connection.run(stream, shutdown, alarms, &mut inbox).await;
+    connection.teardown(&mut inbox);
     let reason = connection.close_reason;
     if was_open {
         info!(peer = %peer, user = %connection.user, vhost = %connection.vhost, reason = %reason, "connection closed");
@@ -175,7 +179,7 @@ impl Connection {
         mut stream: TcpStream,
         mut shutdown: watch::Receiver<bool>,
         mut alarms: watch::Receiver<Option<String>>,
-        outbound: &mut mpsc::UnboundedReceiver<Outbound>,
+        inbox: &mut Inbox,
     ) -> bool {
         let mut was_open = false;
         let timer = sleep_until(self.deadline.unwrap_or_else(far_future));
@@ -234,9 +238,10 @@ impl Connection {
                     tokio::task::yield_now().await;
                 }
                 () = released(&throttled), if !throttled.is_empty() => throttled.clear(),
-                Some(first) = outbound.recv(), if self.write_buf.len() < WRITE_HIGH_WATER => {
-                    self.outbound(first, outbound);
+                Some(first) = inbox.mail.recv(), if self.write_buf.len() < WRITE_HIGH_WATER => {
+                    self.mail(first, &mut inbox.mail);
                 }
+                Some(report) = inbox.synced.recv() => self.synced(report),
                 () = &mut timer => self.on_timer(),
                 changed = alarms.changed(), if self.state == State::Running => {
                     if changed.is_ok() {
@@ -291,31 +296,23 @@ impl Connection {
     }
 
     /// Handles deliveries and cancellations from queues: `first` and up to a batch more.
-    fn outbound(&mut self, first: Outbound, outbound: &mut mpsc::UnboundedReceiver<Outbound>) {
+    fn mail(&mut self, first: Mail, mail: &mut mpsc::UnboundedReceiver<Mail>) {
         let now = Instant::now();
         let mut next = Some(first);
         let mut handled = 0;
         while let Some(message) = next.take() {
             match (&mut self.channels, message) {
-                (Some(channels), Outbound::Deliver { consumer, entry }) => {
+                (Some(channels), Mail::Deliver { consumer, entry }) => {
                     channels.deliver(&mut self.write_buf, consumer, entry, now)
                 }
-                (Some(channels), Outbound::Cancelled { consumer }) => {
+                (Some(channels), Mail::Cancelled { consumer }) => {
                     channels.cancelled(&mut self.write_buf, consumer)
-                }
-                (Some(channels), Outbound::Synced { tags, commits, ok }) => {
-                    for (channel, epoch, tag) in tags {
-                        channels.synced(channel, epoch, tag, ok);
-                    }
-                    for (channel, epoch) in commits {
-                        channels.committed(&mut self.write_buf, channel, epoch, ok);
-                    }
                 }
                 (None, message) => give_back(message),
             }
             handled += 1;
             if handled < OUTBOX_BATCH && self.write_buf.len() < WRITE_HIGH_WATER {
-                next = outbound.try_recv().ok();
+                next = mail.try_recv().ok();
             }
         }
         if let Some(channels) = &mut self.channels {
@@ -323,15 +320,31 @@ impl Connection {
         }
     }
 
+    /// The group commit reported on publishes and commits of this connection: their confirms and
+    /// commit-oks become due.
+    fn synced(&mut self, report: Synced) {
+        let Some(channels) = &mut self.channels else {
+            return;
+        };
+        let Synced { tags, commits, ok } = report;
+        for (channel, epoch, tag) in tags {
+            channels.synced(channel, epoch, tag, ok);
+        }
+        for (channel, epoch) in commits {
+            channels.committed(&mut self.write_buf, channel, epoch, ok);
+        }
+        channels.flush(&mut self.write_buf);
+    }
+
     /// After the I/O loop: every channel gives back what it held, deliveries still in the
     /// outbox go back to their queues, and the connection's exclusive queues are deleted.
-    fn teardown(&mut self, outbound: &mut mpsc::UnboundedReceiver<Outbound>) {
+    fn teardown(&mut self, inbox: &mut Inbox) {
         if let Some(mut channels) = self.channels.take() {
             channels.release_all();
         }
         // Consumers are gone from their queues now, so nothing new arrives after this.
-        outbound.close();
-        while let Ok(message) = outbound.try_recv() {
+        inbox.mail.close();
+        while let Ok(message) = inbox.mail.try_recv() {
             give_back(message);
         }
         if let Some(vhost) = self.vhost_ref.take() {
@@ -622,9 +635,16 @@ async fn released(queues: &[Arc<Queue>]) {
     let _ = tokio::time::timeout(THROTTLE_MAX, all).await;
 }
 
+/// The receiving ends of what other tasks send a connection: its consumers' deliveries and
+/// cancellations (from queues), and the group commit's reports.
+struct Inbox {
+    mail: mpsc::UnboundedReceiver<Mail>,
+    synced: mpsc::UnboundedReceiver<Synced>,
+}
+
 /// Returns a delivery this connection can no longer make to its queue.
-fn give_back(message: Outbound) {
-    if let Outbound::Deliver { consumer, entry } = message {
+fn give_back(message: Mail) {
+    if let Mail::Deliver { consumer, entry } = message {
         consumer.written();
         channel::give_back(consumer, entry);
     }
