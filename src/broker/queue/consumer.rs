@@ -3,9 +3,10 @@
 //! mailbox, drained by the connection task).
 //!
 //! A queue decides *which* consumer gets a message, under its own lock, and hands the delivery to
-//! that consumer's sink; the connection task assigns the delivery tag and writes the frames. Credit (prefetch, channel-wide prefetch, `channel.flow`, and a bound on deliveries
-//! not yet written to the socket) is kept in atomics so that the queue can check it without
-//! touching the connection's state. This module never locks anything.
+//! that consumer's sink; the connection task assigns the delivery tag and writes the frames.
+//! Credit (prefetch, channel-wide prefetch, `channel.flow`, and a bound on deliveries not yet
+//! written to the socket) is kept in atomics so that the queue can check it without touching the
+//! connection's state. This module never locks anything.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;

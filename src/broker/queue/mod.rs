@@ -504,10 +504,7 @@ impl Queue {
         if self.limits.expires.is_some() {
             state.idle_since = Some(std::time::Instant::now());
         }
-        let entry = match state.has_parked() {
-            true => state.take_parked_for(taker).or_else(|| state.pop()),
-            false => state.pop(),
-        };
+        let entry = state.take_parked_for(taker).or_else(|| state.pop());
         // What the get uncovered at the head is not counted as left, as in RabbitMQ.
         state.drop_expired();
         self.note_dropped(&state);
@@ -516,7 +513,7 @@ impl Queue {
             state.record_delivery(&entry, position, no_ack);
             let _ = self.flush_locked(&mut state);
         }
-        Some((entry, saturating_u32(state.len() + state.parked.len())))
+        Some((entry, saturating_u32(state.ready_count())))
     }
 
     /// (ready messages, consumers), as declare-ok reports them.
@@ -525,7 +522,7 @@ impl Queue {
         state.drop_expired();
         self.note_dropped(&state);
         (
-            saturating_u32(state.len() + state.parked.len()),
+            saturating_u32(state.ready_count()),
             saturating_u32(state.consumers.len()),
         )
     }
@@ -533,7 +530,7 @@ impl Queue {
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
         let mut state = self.lock();
-        let count = state.len() + state.parked.len();
+        let count = state.ready_count();
         let ready: Vec<Slot> = state.ready.take_all().collect();
         let requeued = std::mem::take(&mut state.requeued);
         let parked = std::mem::take(&mut state.parked);
@@ -613,7 +610,7 @@ impl Queue {
         let mut state = self.lock();
         state.deleted = true;
         self.flow.release();
-        let count = saturating_u32(state.len() + state.parked.len());
+        let count = saturating_u32(state.ready_count());
         state.ready = Ready::default();
         state.requeued = BinaryHeap::new();
         state.parked.clear();

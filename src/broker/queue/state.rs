@@ -117,6 +117,12 @@ impl QueueState {
         self.ready.len() + self.requeued.len()
     }
 
+    /// The messages counted as ready (`message_count`): those in the ready list and the
+    /// requeued ones, and the parked ones too.
+    pub fn ready_count(&self) -> usize {
+        self.len() + self.parked.len()
+    }
+
     /// Notes in the log that a stored message went out: settled at once for a no-ack consumer,
     /// marked delivered otherwise (so a recovered copy says `redelivered`). Written, not synced.
     pub fn record_delivery(&mut self, entry: &Entry, position: Position, no_ack: bool) {

@@ -279,7 +279,9 @@ impl Channels {
         }
         channel.unacked.take_all(&mut deliveries);
         let mut taken_back = Vec::new();
-        channel.unacked.take_taken_back(u64::MAX, &mut taken_back);
+        channel
+            .unacked
+            .take_taken_back(0, u64::MAX, &mut taken_back);
         let holder = Arc::clone(&channel.credit);
         let vhost = Arc::clone(&self.session.vhost);
         for consumer in consumers.into_values() {

@@ -92,11 +92,9 @@ impl Channels {
             return Ok(());
         }
         let mut taken_back = Vec::new();
-        if from == through {
-            taken_back.extend(channel.unacked.take_one_taken_back(through));
-        } else {
-            channel.unacked.take_taken_back(through, &mut taken_back);
-        }
+        channel
+            .unacked
+            .take_taken_back(from, through, &mut taken_back);
         let holder = Arc::clone(&channel.credit);
         settle_taken_back(&self.session.vhost, &holder, taken_back, how);
         self.open(number)?.wake_consumers();

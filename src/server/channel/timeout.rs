@@ -48,12 +48,12 @@ impl Channels {
     /// in their queue for a consumer on another channel, and the consumer cancelled too with
     /// `cancel`; or (as RabbitMQ does) the channel is closed with 406.
     pub(crate) fn expire(&mut self, out: &mut BytesMut, now: Instant) {
-        let action = self.session.limits.unacked_timeout_action;
+        let limits = self.session.limits;
+        let action = limits.unacked_timeout_action;
         for number in 0..self.slots.len() {
             let number = number as u16;
             let mut cancel: Vec<Arc<Consumer>> = Vec::new();
             let mut close = None;
-            let limits = self.session.limits;
             let Some(channel) = self.slot_mut(number) else {
                 continue;
             };
@@ -63,19 +63,22 @@ impl Channels {
                     .timeout(consumer.and_then(|c| c.timeout), &delivery.queue)
                     .unwrap_or_default();
                 report_timeout(number, &delivery, timeout, action);
-                if action == UnackedTimeoutAction::CloseChannel {
-                    if let Some(consumer) = &delivery.consumer {
-                        consumer.settled(1);
+                match action {
+                    UnackedTimeoutAction::CloseChannel => {
+                        // Closing the channel gives it back with everything else it holds.
+                        channel.unacked.restore(delivery);
+                        close = Some(timeout);
+                        break;
                     }
-                    delivery.queue.requeue([delivery.entry]);
-                    close = Some(timeout);
-                    break;
-                }
-                if let Some(consumer) = consumer.filter(|c| c.is_active()) {
-                    let first = !cancel.iter().any(|c| Arc::ptr_eq(c, consumer));
-                    if action == UnackedTimeoutAction::Cancel && first {
-                        cancel.push(Arc::clone(consumer));
+                    UnackedTimeoutAction::Cancel => {
+                        let active = consumer.filter(|c| c.is_active());
+                        if let Some(c) =
+                            active.filter(|c| !cancel.iter().any(|x| Arc::ptr_eq(x, c)))
+                        {
+                            cancel.push(Arc::clone(c));
+                        }
                     }
+                    UnackedTimeoutAction::Redeliver => {}
                 }
                 channel.park(delivery);
             }

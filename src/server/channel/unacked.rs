@@ -153,19 +153,14 @@ impl Unacked {
         !self.expired.is_empty()
     }
 
-    /// Takes the record of the timed-out deliveries with tags up to and including `through`.
-    pub fn take_taken_back(&mut self, through: u64, out: &mut Vec<TakenBack>) {
-        let later = match through.checked_add(1) {
-            Some(next) => self.expired.split_off(&next),
-            None => BTreeMap::new(),
-        };
-        let upto = std::mem::replace(&mut self.expired, later);
-        out.extend(upto.into_values());
-    }
-
-    /// Takes the record of one timed-out delivery.
-    pub fn take_one_taken_back(&mut self, tag: u64) -> Option<TakenBack> {
-        self.expired.remove(&tag)
+    /// Takes the record of the timed-out deliveries with tags in `from..=through`.
+    pub fn take_taken_back(&mut self, from: u64, through: u64, out: &mut Vec<TakenBack>) {
+        let mut taken = self.expired.split_off(&from);
+        if let Some(next) = through.checked_add(1) {
+            let mut later = taken.split_off(&next);
+            self.expired.append(&mut later);
+        }
+        out.extend(taken.into_values());
     }
 
     /// Remembers that `delivery` was taken back by the timeout; returns a record that had to
@@ -359,7 +354,9 @@ mod tests {
             !unacked.was_taken_back(1),
             "an acked tag was never taken back"
         );
-        assert_eq!(unacked.take_one_taken_back(2).map(|t| t.seq), Some(2));
+        let mut late = Vec::new();
+        unacked.take_taken_back(2, 2, &mut late);
+        assert_eq!(late.iter().map(|t| t.seq).collect::<Vec<_>>(), [2]);
         assert!(!unacked.was_taken_back(2), "a late settle is taken once");
     }
 
@@ -412,10 +409,10 @@ mod taken_back_tests {
             assert!(unacked.remember_taken_back(&d).is_none());
         }
         let mut out = Vec::new();
-        unacked.take_taken_back(3, &mut out);
+        unacked.take_taken_back(0, 3, &mut out);
         assert_eq!(out.iter().map(|t| t.seq).collect::<Vec<_>>(), [1, 2, 3]);
         out.clear();
-        unacked.take_taken_back(u64::MAX, &mut out);
+        unacked.take_taken_back(0, u64::MAX, &mut out);
         assert_eq!(out.iter().map(|t| t.seq).collect::<Vec<_>>(), [4, 5]);
         assert!(!unacked.was_taken_back(5));
     }
