@@ -28,7 +28,7 @@ use crate::broker::arguments::parse_expiration;
 use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::ConsumeRefused;
 use crate::broker::queue::Consumer;
-use crate::broker::vhost::{QueueDeclare, Routed, Safety};
+use crate::broker::vhost::{QueueDeclare, Routed};
 use crate::error::{Error, ReplyCode};
 
 /// The pseudo-queue of direct reply-to.
@@ -117,11 +117,7 @@ impl Channels {
         let channel = self.open(number)?;
         let epoch = channel.epoch;
         if let Mode::Confirm(confirms) = &mut channel.mode {
-            let outcome = match routed.safety {
-                Safety::Safe => Outcome::Safe,
-                Safety::Syncing => Outcome::Syncing,
-                Safety::Failed => Outcome::Failed,
-            };
+            let outcome = routed.safety;
             let tag = confirms.published(outcome);
             let newly_due = confirms.schedule();
             if let (Outcome::Syncing, Some(store)) = (outcome, routed.store) {

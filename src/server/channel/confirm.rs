@@ -30,14 +30,8 @@ pub(super) struct Confirms {
     scheduled: bool,
 }
 
-/// What became of one publish, for its confirm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
-    Safe,
-    /// Safe once the group commit reports back.
-    Syncing,
-    Failed,
-}
+/// What became of one publish, for its confirm: the broker's answer to the publish.
+pub(super) use crate::broker::vhost::Safety as Outcome;
 
 impl Confirms {
     pub fn new() -> Confirms {
