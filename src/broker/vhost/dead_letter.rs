@@ -31,12 +31,11 @@ impl Vhost {
     /// dead-letter exchange (if it has one, with its `x-death` updated), then settled in the
     /// queue's log. The broker's one way of rejecting: the server never dead-letters.
     pub fn reject(&self, queue: &Queue, entries: Vec<Entry>) {
-        if queue.dead_letter_target().is_some() {
-            let mut batch = DeadLetters::new(self);
-            for entry in &entries {
-                batch.send(queue, &entry.message, Reason::Rejected);
-            }
+        let mut batch = DeadLetters::new(self);
+        for entry in &entries {
+            batch.send(queue, &entry.message, Reason::Rejected);
         }
+        drop(batch);
         queue.settle(entries);
     }
 }
