@@ -14,6 +14,7 @@ pub mod headers;
 pub mod message;
 pub mod queue;
 pub mod record;
+pub mod storage;
 pub mod topic;
 pub mod values;
 pub mod vhost;

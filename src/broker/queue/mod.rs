@@ -37,8 +37,7 @@ use tracing::error;
 
 use super::flow::Flow;
 use super::message::{now_ms, Entry, Message, Reason, Stamp};
-use super::record::{encode_message, RecordSummary};
-use crate::store::log::{Log, Position, Recovered};
+use super::storage::{Backlog, MessageStore};
 use crate::store::Store;
 pub use consumer::{ChannelCredit, Consumer, Mail, Sink};
 use limits::Limits;
@@ -64,8 +63,9 @@ pub struct Queue {
     limits: Limits,
     /// When the queue was created (or recovered): the start of its first `x-expires` period.
     created: std::time::Instant,
-    /// The store, for a durable queue: persistent messages go to its log, synced by group commit.
-    store: Option<Arc<Store>>,
+    /// The group commit a durable queue's persistent messages wait for before they are
+    /// confirmed (its storage's [`MessageStore::group_commit`]).
+    group_commit: Option<Arc<Store>>,
     state: Mutex<QueueState>,
     /// Pushes back on publishers when deliveries fall behind.
     pub flow: Flow,
@@ -77,7 +77,7 @@ pub struct Queue {
 #[derive(Debug)]
 pub struct Published {
     pub enqueued: Enqueued,
-    /// The queue has a log whose buffered writes the caller must flush ([`Queue::flush_log`])
+    /// The queue's storage buffers writes that the caller must flush ([`Queue::flush_log`])
     /// before it answers the publisher.
     pub logged: bool,
     /// Messages the queue gave up on (dropped for length, or expired), for the caller to
@@ -90,14 +90,14 @@ pub struct Published {
 pub enum Enqueued {
     /// In the queue (in memory; transient, or the queue is not durable).
     Queued,
-    /// In the queue and written to its log: safe once the group commit has synced.
+    /// In the queue and written to its storage: safe once the group commit has synced.
     Logged,
     /// Not taken: the queue was deleted meanwhile.
     Deleted,
     /// Not taken: the queue is at its `x-max-length` (or `-bytes`) and refuses more
     /// (`x-overflow` = `reject-publish`); a confirm-mode publisher gets a nack.
     Rejected,
-    /// Not taken: writing it to the log failed.
+    /// Not taken: writing it to the storage failed.
     Failed,
 }
 
@@ -111,6 +111,7 @@ pub enum ConsumeRefused {
 }
 
 impl Queue {
+    /// A queue that keeps its messages in memory (until given a storage, [`Queue::with_storage`]).
     pub fn new(name: ShortStr, options: QueueOptions) -> Queue {
         let limits = Limits::from_arguments(&options.arguments);
         Queue {
@@ -120,55 +121,49 @@ impl Queue {
             limits,
             created: std::time::Instant::now(),
             options,
-            store: None,
+            group_commit: None,
             flow: Flow::default(),
         }
     }
 
-    /// A durable queue backed by `log`, holding the messages recovered from it (`None`: a message
-    /// left in the log, read back when consumers reach it; its [`Recovered::meta`] is its
-    /// [`RecordSummary::pack`]). `bytes`: the body bytes of them all.
-    pub fn with_log(
+    /// The queue keeps its messages in `store` (see `broker/storage`).
+    pub fn with_storage(mut self, store: Box<dyn MessageStore>) -> Queue {
+        self.group_commit = store.group_commit();
+        self.state.get_mut().store = store;
+        self
+    }
+
+    /// A durable queue on `store`, holding the messages recovered from it (a message left in
+    /// the store is read back when consumers reach it).
+    pub fn recovered(
         name: ShortStr,
         options: QueueOptions,
-        store: Arc<Store>,
-        log: Log,
-        recovered: impl IntoIterator<Item = (Recovered, Option<Arc<Message>>)>,
-        bytes: u64,
+        store: Box<dyn MessageStore>,
+        backlog: Backlog,
     ) -> Queue {
-        let limits = Limits::from_arguments(&options.arguments);
-        let mut state = QueueState {
-            log: Some(log),
-            bytes,
-            ..QueueState::for_limits(&limits)
-        };
-        for (record, message) in recovered {
+        let mut queue = Queue::new(name, options).with_storage(store);
+        let state = queue.state.get_mut();
+        state.bytes = backlog.bytes;
+        for recovered in backlog.messages {
             let seq = state.next_seq;
             state.next_seq += 1;
-            state.memory += message.as_deref().map_or(0, footprint);
-            let (expires, priority) = RecordSummary::unpack(record.meta);
-            state.expiring |= expires != 0;
+            state.memory += recovered.message.as_deref().map_or(0, footprint);
+            state.expiring |= recovered.expires != 0;
             state.ready.push_back(
-                priority,
+                recovered.priority,
                 Slot {
                     seq,
-                    expires,
-                    message,
-                    redelivered: record.delivered,
-                    position: Some(record.position),
+                    expires: recovered.expires,
+                    message: recovered.message,
+                    redelivered: recovered.redelivered,
+                    position: Some(recovered.position),
                 },
             );
         }
-        Queue {
-            name,
-            limits,
-            created: std::time::Instant::now(),
-            options,
-            store: Some(store),
-            attention: AtomicBool::new(state.expiring),
-            state: Mutex::new(state),
-            flow: Flow::default(),
+        if state.expiring {
+            queue.attention.store(true, Relaxed);
         }
+        queue
     }
 
     /// The queue's lock. `parking_lot`'s mutex is eventually fair: a publisher's connection that
@@ -192,7 +187,7 @@ impl Queue {
         let enqueued = self.enqueue(&mut state, message, stamp);
         Published {
             enqueued,
-            logged: state.log.is_some(),
+            logged: state.store.buffers(),
             dropped: std::mem::take(&mut state.dropped),
         }
     }
@@ -224,36 +219,15 @@ impl Queue {
             self.attention.store(true, Relaxed);
         }
         let cost = footprint(message);
-        let over_window = self
+        let resident = state.memory + cost;
+        let Ok(stored) = state
             .store
-            .as_ref()
-            .is_some_and(|store| state.memory + cost > store.memory_window);
-        let durable_log = state.log.is_some() && !state.spill;
-        let mut position = None;
-        let mut logged = false;
-        if stamp.persistent && durable_log {
-            match self.append(state, message, true, expires) {
-                Ok(at) => {
-                    position = Some(at);
-                    logged = true;
-                }
-                Err(e) => {
-                    error!(queue = %self.name, error = %e, "queue log: append failed");
-                    return Enqueued::Failed;
-                }
-            }
-        } else if over_window {
-            // Paged out: written (not synced: it need not survive a restart), not kept.
-            match self.append(state, message, false, expires) {
-                Ok(at) => position = Some(at),
-                Err(e) => {
-                    error!(queue = %self.name, error = %e, "queue log: paging out failed; keeping the message in memory")
-                }
-            }
-        }
-        let keep = !(over_window && position.is_some());
-        if keep {
-            state.memory += cost;
+            .put(message, stamp.persistent, expires, resident)
+        else {
+            return Enqueued::Failed;
+        };
+        if stored.in_memory {
+            state.memory = resident;
         }
         state.bytes += body;
         let seq = state.next_seq;
@@ -264,9 +238,9 @@ impl Queue {
             Slot {
                 seq,
                 expires,
-                message: keep.then(|| Arc::clone(message)),
+                message: stored.in_memory.then(|| Arc::clone(message)),
                 redelivered: false,
-                position,
+                position: stored.position,
             },
         );
         self.dispatch_at(state, now);
@@ -274,7 +248,7 @@ impl Queue {
             state.drop_if_waiting(lane, seq);
         }
         self.trim(state);
-        match logged {
+        match stored.durable {
             true => Enqueued::Logged,
             false => Enqueued::Queued,
         }
@@ -298,36 +272,6 @@ impl Queue {
         }
     }
 
-    /// Appends a message to the queue's log (opening a spill log for a non-durable queue), and
-    /// hands a persistent message's files to the group commit.
-    fn append(
-        &self,
-        state: &mut QueueState,
-        message: &Message,
-        persistent: bool,
-        expires: u64,
-    ) -> std::io::Result<Position> {
-        let Some(store) = &self.store else {
-            return Err(std::io::Error::other("no store"));
-        };
-        if state.log.is_none() {
-            let (log, _) = Log::open(&store.spill_dir(), store.segment_size)?;
-            state.log = Some(log);
-            state.spill = true;
-        }
-        let Some(log) = &mut state.log else {
-            return Err(std::io::Error::other("no log"));
-        };
-        // Buffered: written by the publisher's `flush_log` (or sooner), then synced.
-        log.append(&encode_message(message, persistent, expires))
-    }
-
-    /// A non-durable queue that may page its backlog out to a spill log in `store`.
-    pub fn with_store(mut self, store: Arc<Store>) -> Queue {
-        self.store = Some(store);
-        self
-    }
-
     /// Gives back the disk space of mostly-settled log segments (see [`Log::compact`]); bytes
     /// freed. Blocks (reads, fsyncs, punches): call it off the async runtime. The queue's lock is
     /// held only for the log's bookkeeping steps (picking a segment, appending its punched
@@ -343,10 +287,7 @@ impl Queue {
             let job = {
                 let mut state = self.lock();
                 let locked = std::time::Instant::now();
-                let job = match &mut state.log {
-                    Some(log) => log.start_compaction(),
-                    None => Ok(None),
-                };
+                let job = state.store.start_compaction();
                 held += locked.elapsed();
                 job?
             };
@@ -358,11 +299,8 @@ impl Queue {
             let go_on = {
                 let mut state = self.lock();
                 let locked = std::time::Instant::now();
-                // `None`: the queue was deleted meanwhile (its log destroyed).
-                let go_on = match &mut state.log {
-                    Some(log) => log.record_punches(&job, &plan),
-                    None => Ok(false),
-                };
+                // False for a queue deleted meanwhile (its storage destroyed).
+                let go_on = state.store.record_punches(&job, &plan);
                 held += locked.elapsed();
                 go_on?
             };
@@ -371,10 +309,7 @@ impl Queue {
             }
             freed += match job.sync_and_punch(&plan) {
                 Ok(bytes) => bytes,
-                Err(e) => match &mut self.lock().log {
-                    Some(log) => log.punch_failed(e)?,
-                    None => 0,
-                },
+                Err(e) => self.lock().store.punch_failed(e)?,
             };
         }
         if segments > 0 {
@@ -390,9 +325,9 @@ impl Queue {
         Ok(freed)
     }
 
-    /// The store of a durable queue.
+    /// The group commit a durable queue's persistent messages wait for.
     pub fn store(&self) -> Option<&Arc<Store>> {
-        self.store.as_ref()
+        self.group_commit.as_ref()
     }
 
     /// Remembers that the queue holds messages to dead-letter, for [`Queue::tick`].
@@ -469,14 +404,14 @@ impl Queue {
     /// is let go.
     fn dispatch_and_flush(&self, state: &mut QueueState) {
         self.dispatch_locked(state);
-        if state.log.is_some() {
+        if state.store.buffers() {
             let _ = self.flush_locked(state);
         }
         self.note_dropped(state);
     }
 
-    /// Writes the log's buffered records and entries and hands the files of a durable log to
-    /// the group commit. An error means buffered records were lost: their publishes must not be
+    /// Writes what the queue's storage buffered and hands what must be durable to the group
+    /// commit. An error means buffered records were lost: their publishes must not be
     /// confirmed.
     pub fn flush_log(&self) -> std::io::Result<()> {
         let mut state = self.lock();
@@ -484,18 +419,7 @@ impl Queue {
     }
 
     fn flush_locked(&self, state: &mut QueueState) -> std::io::Result<()> {
-        let spill = state.spill;
-        let Some(log) = &mut state.log else {
-            return Ok(());
-        };
-        let (files, flushed) = log.take_dirty();
-        if let (false, false, Some(store)) = (spill, files.is_empty(), &self.store) {
-            store.syncer.dirty(files);
-        }
-        if let Err(e) = &flushed {
-            error!(queue = %self.name, error = %e, "queue log: writing buffered records failed");
-        }
-        flushed
+        state.store.flush()
     }
 
     /// `basic.get` on the channel `taker`: the next message and how many remain.
@@ -537,19 +461,20 @@ impl Queue {
         state.memory = 0;
         state.bytes = 0;
         self.flow.release();
-        if let Some(log) = &mut state.log {
-            let stored = ready
-                .iter()
-                .filter_map(|slot| slot.position)
-                .chain(requeued.iter().filter_map(|Reverse(entry)| entry.position))
-                .chain(parked.iter().filter_map(|p| p.entry.position));
-            for position in stored {
-                if let Err(e) = log.settle(position) {
-                    error!(queue = %self.name, error = %e, "queue log: recording a purge failed");
-                }
-            }
-            let _ = self.flush_locked(&mut state);
+        let slots = ready
+            .iter()
+            .filter_map(|slot| Some((slot.position?, slot.message.as_deref(), slot.expires)));
+        let entries = requeued
+            .iter()
+            .map(|Reverse(entry)| entry)
+            .chain(parked.iter().map(|p| &p.entry))
+            .filter_map(|e| Some((e.position?, Some(&*e.message), e.expires)));
+        for (position, message, expires) in slots.chain(entries) {
+            state
+                .store
+                .settle(position, message.map(|message| (message, expires)));
         }
+        let _ = self.flush_locked(&mut state);
         saturating_u32(count)
     }
 
@@ -615,10 +540,8 @@ impl Queue {
         state.requeued = BinaryHeap::new();
         state.parked.clear();
         state.dropped.clear();
-        if let Some(log) = state.log.take() {
-            if let Err(e) = log.destroy() {
-                error!(queue = %self.name, error = %e, "queue log: deleting it failed");
-            }
+        if let Err(e) = std::mem::take(&mut state.store).destroy() {
+            error!(queue = %self.name, error = %e, "queue storage: deleting it failed");
         }
         (std::mem::take(&mut state.consumers), count)
     }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::super::message::Message;
-use crate::store::log::Position;
+use super::super::storage::Position;
 
 /// A ready message: in memory, or (paged out) only in the log.
 #[derive(Debug)]

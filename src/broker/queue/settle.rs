@@ -1,45 +1,32 @@
-//! What comes back to a queue after dispatch: acked messages recorded as gone in its log,
+//! What comes back to a queue after dispatch: acked messages settled in its storage,
 //! requeued ones put back at their places, messages handed out but never sent, and deliveries
 //! the unacked timeout parked away from the channel that holds them (`parked.rs`).
 
 use std::sync::Arc;
 
-use tracing::error;
-
 use super::super::message::Entry;
-use super::super::record::encoded_len;
 use super::consumer::ChannelCredit;
 use super::state::{self, QueueState};
 use super::Queue;
-use crate::store::log::Position;
 
 impl Queue {
-    /// Taken messages that were acked (or rejected, or dropped): the stored ones are recorded
-    /// as gone in the log; the queue's lock is not taken when none is stored.
+    /// Taken messages that were acked (or rejected, or dropped): the stored ones are settled in
+    /// the queue's storage (written; synced by the next group commit, without waiting for it).
+    /// The queue's lock is not taken when none is stored.
     pub fn settle(&self, entries: impl IntoIterator<Item = Entry>) {
         let mut stored = entries
             .into_iter()
-            .filter_map(|entry| {
-                let position = entry.position?;
-                Some((position, Some(encoded_len(&entry.message, entry.expires))))
-            })
+            .filter(|entry| entry.position.is_some())
             .peekable();
-        if stored.peek().is_some() {
-            self.settle_stored(stored);
-        }
-    }
-
-    /// Records in the log that stored messages were acked or dropped (written; synced by the next
-    /// group commit, without waiting for it).
-    /// Each position comes with its record's payload length when the caller knows it.
-    pub fn settle_stored(&self, positions: impl IntoIterator<Item = (Position, Option<u64>)>) {
-        let mut state = self.lock();
-        let Some(log) = &mut state.log else {
+        if stored.peek().is_none() {
             return;
-        };
-        for (position, len) in positions {
-            if let Err(e) = log.settle_sized(position, len) {
-                error!(queue = %self.name, error = %e, "queue log: recording an ack failed");
+        }
+        let mut state = self.lock();
+        for entry in stored {
+            if let Some(position) = entry.position {
+                state
+                    .store
+                    .settle(position, Some((&entry.message, entry.expires)));
             }
         }
         let _ = self.flush_locked(&mut state);

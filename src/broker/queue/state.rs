@@ -1,24 +1,21 @@
 //! What a queue holds behind its mutex: the ready list, the requeued messages, the consumers, and
-//! the log of a durable (or spilling) queue; and the moves between them: take the next message
-//! (reading paged-out ones back), drop what expired or does not fit, dispatch to consumers.
+//! its message store; and the moves between them: take the next message (reading paged-out ones
+//! back from the store), drop what expired or does not fit, dispatch to consumers.
 //!
-//! Everything here runs under the queue's lock and never blocks on anything but the log's file
+//! Everything here runs under the queue's lock and never blocks on anything but the store's file
 //! reads; it never routes (dead-lettered messages are collected in `dropped` for the caller).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use tracing::error;
-
 use super::super::message::{now_ms, Entry, Message, Reason};
-use super::super::record::{decode_message, encoded_len};
+use super::super::storage::{MessageStore, Position};
 use super::consumer::{ChannelCredit, Consumer};
 use super::ready::{Ready, Slot};
-use crate::store::log::{Log, Position};
 
-/// How much of a log one read of paged-out messages takes (see `QueueState::load_ahead`).
-const READ_AHEAD: usize = 256 * 1024;
+/// Paged-out messages offered to one read-ahead at most (see `QueueState::load_ahead`).
+const READ_AHEAD_MESSAGES: usize = 4096;
 
 /// What a message costs in memory while a queue holds it (bytes, roughly).
 pub(super) fn footprint(message: &Message) -> usize {
@@ -38,11 +35,8 @@ pub(super) fn expired(expires: u64, now: u64) -> bool {
 
 #[derive(Debug, Default)]
 pub(super) struct QueueState {
-    /// The durable queue's log, or the spill log of a non-durable queue whose backlog outgrew
-    /// its memory window.
-    pub log: Option<Log>,
-    /// `log` is a spill log: nothing in it survives a restart.
-    pub spill: bool,
+    /// Where its messages are kept besides `ready` (see `broker/storage`).
+    pub store: Box<dyn MessageStore>,
     pub ready: Ready,
     /// Bytes of messages `ready` holds in memory.
     pub memory: usize,
@@ -123,22 +117,15 @@ impl QueueState {
         self.len() + self.parked.len()
     }
 
-    /// Notes in the log that a stored message went out: settled at once for a no-ack consumer,
-    /// marked delivered otherwise (so a recovered copy says `redelivered`). Written, not synced.
+    /// Tells the store that a stored message went out (see [`MessageStore::delivered`]).
     pub fn record_delivery(&mut self, entry: &Entry, position: Position, no_ack: bool) {
-        let Some(log) = &mut self.log else {
-            return;
-        };
-        let written = match (no_ack, entry.redelivered) {
-            (true, _) => {
-                log.settle_sized(position, Some(encoded_len(&entry.message, entry.expires)))
-            }
-            (false, false) => log.mark_delivered(position),
-            (false, true) => Ok(()),
-        };
-        if let Err(e) = written {
-            error!(error = %e, "queue log: recording a delivery failed");
-        }
+        self.store.delivered(
+            position,
+            &entry.message,
+            entry.expires,
+            no_ack,
+            entry.redelivered,
+        );
     }
 
     /// Puts a message back among the requeued ones (served first, in their original order).
@@ -287,17 +274,12 @@ impl QueueState {
         }
     }
 
-    /// Settles a message the queue gives up on in its log, and keeps it for the dead-letter
+    /// Settles a message the queue gives up on in its store, and keeps it for the dead-letter
     /// exchange if the queue has one (and the message is known).
     fn discard(&mut self, taken: Taken, reason: Reason) {
-        if let (Some(log), Some(position)) = (&mut self.log, taken.position) {
-            let len = taken
-                .message
-                .as_deref()
-                .map(|m| encoded_len(m, taken.expires));
-            if let Err(e) = log.settle_sized(position, len) {
-                error!(error = %e, "queue log: recording a dropped message failed");
-            }
+        if let Some(position) = taken.position {
+            let known = taken.message.as_deref().map(|m| (m, taken.expires));
+            self.store.settle(position, known);
         }
         if let (true, Some(message)) = (self.dead_letters, taken.message) {
             self.dropped.push((message, reason));
@@ -360,78 +342,41 @@ impl QueueState {
         }
     }
 
-    /// Reads a paged-out message back, and with it (one read of [`READ_AHEAD`] bytes) the
-    /// paged-out messages that follow it in its lane and in the log, which come back into
-    /// memory: a consumer draining a backlog costs one `pread` per run of records, not per
-    /// message.
+    /// Reads a paged-out message back, and with it (one read of the store's) the paged-out
+    /// messages that follow it in its lane and in the store, which come back into memory: a
+    /// consumer draining a backlog costs one read per run of messages, not one per message.
     fn load_ahead(&mut self, lane: u8, position: Option<Position>) -> Option<Arc<Message>> {
-        let (Some(log), Some(position)) = (&self.log, position) else {
-            return None;
+        let position = position?;
+        let wanted: Vec<Position> = std::iter::once(position)
+            .chain(
+                self.ready
+                    .lane_mut(lane)
+                    .filter(|slot| slot.message.is_none())
+                    .map_while(|slot| slot.position)
+                    .take_while(|at| at.segment == position.segment),
+            )
+            .take(READ_AHEAD_MESSAGES)
+            .collect();
+        let mut read = self.store.read_ahead(&wanted).into_iter();
+        let Some(first) = read.next() else {
+            return self.store.read(position).map(Arc::new);
         };
-        let run = match log.read_run(position, READ_AHEAD) {
-            Ok(run)
-                if run
-                    .first()
-                    .is_some_and(|(offset, _)| *offset == position.offset) =>
-            {
-                run
-            }
-            _ => return self.load(Some(position)),
-        };
-        let mut records = run.into_iter();
-        let first = records
-            .next()
-            .and_then(|(_, record)| decode_message(&record));
-        let mut records = records.peekable();
+        let mut read = wanted[1..].iter().zip(read).peekable();
         let mut loaded = 0;
         for slot in self.ready.lane_mut(lane) {
-            let Some(at) = slot.position else {
-                continue;
-            };
-            if slot.message.is_some() {
-                continue;
-            }
-            if at.segment != position.segment {
-                break;
-            }
-            while records.next_if(|(offset, _)| *offset < at.offset).is_some() {}
-            let Some((_, record)) = records.next_if(|(offset, _)| *offset == at.offset) else {
+            let Some((at, _)) = read.peek() else {
                 break;
             };
-            if let Some(stored) = decode_message(&record) {
-                loaded += footprint(&stored.message);
-                slot.message = Some(Arc::new(stored.message));
+            if slot.message.is_some() || slot.position != Some(**at) {
+                continue;
+            }
+            if let Some((_, message)) = read.next() {
+                loaded += footprint(&message);
+                slot.message = Some(Arc::new(message));
             }
         }
         self.memory += loaded;
-        match first {
-            Some(stored) => Some(Arc::new(stored.message)),
-            None => self.load(Some(position)),
-        }
-    }
-
-    /// Reads a paged-out message back; a record that cannot be read is dropped (and settled) with
-    /// an error in the log: the disk lost it.
-    fn load(&mut self, position: Option<Position>) -> Option<Arc<Message>> {
-        let (Some(log), Some(position)) = (&mut self.log, position) else {
-            return None;
-        };
-        let message = log
-            .read(position)
-            .ok()
-            .and_then(|record| decode_message(&record));
-        match message {
-            Some(stored) => Some(Arc::new(stored.message)),
-            None => {
-                error!(
-                    segment = position.segment,
-                    offset = position.offset,
-                    "queue log: a paged-out message cannot be read back; dropping it"
-                );
-                let _ = log.settle(position);
-                None
-            }
-        }
+        Some(Arc::new(first))
     }
 
     pub fn remove_consumer(&mut self, consumer: &Arc<Consumer>) {

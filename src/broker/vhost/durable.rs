@@ -16,8 +16,7 @@ use crate::broker::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target,
 };
 use crate::broker::queue::{Queue, QueueOptions};
-use crate::broker::record::{decode_message, summarize_message};
-use crate::store::log::{Keep, Log};
+use crate::broker::storage::{LogStore, Spill};
 use crate::store::{definitions, Store};
 
 impl Vhost {
@@ -160,7 +159,8 @@ impl Vhost {
     }
 
     /// Creates a queue: with a log in the store if it is durable and not exclusive (its messages
-    /// left from before a restart are recovered into it).
+    /// left from before a restart are recovered into it), else one that spills its backlog to
+    /// the store past the memory window.
     pub(super) fn new_queue(
         &self,
         name: ShortStr,
@@ -169,61 +169,21 @@ impl Vhost {
         let Some((store, dir)) = &self.store else {
             return Ok(Arc::new(Queue::new(name, options)));
         };
+        let label = String::from_utf8_lossy(name.as_bytes()).into_owned();
         if !options.durable || options.exclusive_owner.is_some() {
+            let spill = Spill::new(Arc::clone(store), &label);
             return Ok(Arc::new(
-                Queue::new(name, options).with_store(Arc::clone(store)),
+                Queue::new(name, options).with_storage(Box::new(spill)),
             ));
         }
-        // Only a memory window's worth of messages is read back into memory; the rest stay
-        // positions in the log, read when consumers reach them. Transient records (paged out
-        // before the restart) are dropped.
-        let mut budget = store.memory_window;
-        let mut bytes = 0u64;
-        let mut decide = |payload: &[u8]| {
-            let Some(summary) = summarize_message(payload).filter(|s| s.persistent) else {
-                return Keep::Drop;
-            };
-            bytes += summary.body_len;
-            let cost = payload.len() + 96;
-            if cost > budget {
-                budget = 0;
-                return Keep::Position(summary.pack());
-            }
-            budget -= cost;
-            Keep::Payload(summary.pack())
-        };
-        let (log, recovery) = Log::open_with(
-            &crate::store::queue_dir(dir, name.as_bytes()),
-            store.segment_size,
-            &mut decide,
-        )?;
-        let mut unreadable = Vec::new();
-        let mut recovered = Vec::with_capacity(recovery.records.len());
-        for record in recovery.records {
-            if record.payload.is_empty() {
-                recovered.push((record, None));
-                continue;
-            }
-            match decode_message(&record.payload) {
-                Some(stored) if stored.persistent => {
-                    recovered.push((record, Some(Arc::new(stored.message))))
-                }
-                _ => unreadable.push(record.position),
-            }
-        }
-        let queue = Arc::new(Queue::with_log(
+        let queue_dir = crate::store::queue_dir(dir, name.as_bytes());
+        let (log, backlog) = LogStore::recover(Arc::clone(store), &queue_dir, &label)?;
+        Ok(Arc::new(Queue::recovered(
             name,
             options,
-            Arc::clone(store),
-            log,
-            recovered,
-            bytes,
-        ));
-        if !unreadable.is_empty() {
-            warn!(queue = %queue.name, count = unreadable.len(), "dropping unreadable records from the log");
-            queue.settle_stored(unreadable.into_iter().map(|position| (position, None)));
-        }
-        Ok(queue)
+            Box::new(log),
+            backlog,
+        )))
     }
 
     /// Rewrites the definitions file after a change to something durable.
