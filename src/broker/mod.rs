@@ -7,7 +7,7 @@
 //! its own mutex; the channel that received a delivery owns it until it is settled.
 
 pub mod arguments;
-pub mod durable;
+pub mod definition;
 pub mod exchange;
 pub mod flow;
 pub mod headers;

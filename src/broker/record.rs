@@ -5,7 +5,7 @@
 //! A kind byte (1 persistent, 2 transient: paged out, not to be recovered; 3 and 4 the same with
 //! an expiry time), the expiry time if any (`u64`, milliseconds since the Unix epoch), exchange,
 //! routing key (short strings: `u8` length, bytes), `u32` property length, properties, body.
-//! [`Reader`] and [`put_short`] are shared with the definitions' records (`durable.rs`).
+//! [`Reader`] and [`put_short`] are shared with the definitions' records (`definition.rs`).
 
 use bytes::{BufMut, Bytes};
 use warren_protocol::method::ShortStr;

@@ -11,7 +11,7 @@ use warren_protocol::table::decode_field_table;
 use warren_protocol::types::FieldTable;
 
 use super::{consumer_timeout, is_built_in, Topology, Vhost};
-use crate::broker::durable::Definition;
+use crate::broker::definition::Definition;
 use crate::broker::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target,
 };
