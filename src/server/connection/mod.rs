@@ -200,22 +200,9 @@ impl Connection {
                 timer_at = wake_at;
                 timer.as_mut().reset(wake_at.unwrap_or_else(far_future));
             }
-            // A client that does not read our output is not throttled by its queues: it may be
-            // blocked writing the very input we would wait for (publishing and consuming on one
-            // connection); its deliveries wait in its outbox meanwhile, bounded by the window.
-            let stalled = self.write_buf.len() >= WRITE_HIGH_WATER;
-            let reading = self.state != State::Done
-                && self.write_buf.len() < WRITE_HARD_LIMIT
-                && !self.blocking()
-                && (throttled.is_empty() || stalled);
+            let reading = self.reading(&throttled);
             if reading && self.input_pending {
-                // The rest of the last read, after the other tasks had their turn.
-                self.input_pending = false;
-                self.process_input();
-                self.after_input();
-                if let Some(channels) = &mut self.channels {
-                    channels.take_pressured(&mut throttled);
-                }
+                self.pending_input(&mut throttled);
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -231,9 +218,7 @@ impl Connection {
                     if readable.is_err() || !self.read(&stream) {
                         break;
                     }
-                    if let Some(channels) = &mut self.channels {
-                        channels.take_pressured(&mut throttled);
-                    }
+                    self.take_pressured(&mut throttled);
                     // Let the tasks this input woke (consumers' connections) run before more.
                     tokio::task::yield_now().await;
                 }
@@ -257,6 +242,35 @@ impl Connection {
         // FIN rather than a reset, so the client reads the last frames we sent.
         let _ = stream.shutdown().await;
         was_open
+    }
+
+    /// Whether input is read this turn: not once the connection is done, nor while too much
+    /// output waits, a resource alarm holds this publisher back, or a queue it published to
+    /// pushes back. A client that does not read our output is not throttled by its queues: it
+    /// may be blocked writing the very input we would wait for (publishing and consuming on one
+    /// connection); its deliveries wait in its outbox meanwhile, bounded by the window.
+    fn reading(&self, throttled: &[Arc<Queue>]) -> bool {
+        let stalled = self.write_buf.len() >= WRITE_HIGH_WATER;
+        self.state != State::Done
+            && self.write_buf.len() < WRITE_HARD_LIMIT
+            && !self.blocking()
+            && (throttled.is_empty() || stalled)
+    }
+
+    /// Handles the rest of the last read (left for lack of [`ENQUEUE_BUDGET`]), after the other
+    /// tasks had their turn.
+    fn pending_input(&mut self, throttled: &mut Vec<Arc<Queue>>) {
+        self.input_pending = false;
+        self.process_input();
+        self.after_input();
+        self.take_pressured(throttled);
+    }
+
+    /// Adds the queues that pushed back on this connection's publishes to `throttled`.
+    fn take_pressured(&mut self, throttled: &mut Vec<Arc<Queue>>) {
+        if let Some(channels) = &mut self.channels {
+            channels.take_pressured(throttled);
+        }
     }
 
     /// Whether this connection is held back by a resource alarm: it has published, so its input
