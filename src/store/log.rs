@@ -24,7 +24,7 @@
 //! segment's acks file.
 //!
 //! Writes are *buffered*: records (up to [`COPY_LIMIT`] each) and acks entries gather in memory
-//! and reach their files in one `pwrite` per file at [`Log::flush`], or when
+//! and reach their files in one `pwrite` per file at [`Log::flush`] (`log/flush.rs`), or when
 //! [`PENDING_LIMIT`] bytes have gathered, or before anything that reads the files (compaction,
 //! rolling to a new segment); [`Log::read`] (`log/read.rs`, with the other reads) serves a record
 //! still in the buffer from it. The owner flushes once per batch of operations (a queue: once per
@@ -72,6 +72,7 @@
 
 mod acks;
 mod compact;
+mod flush;
 mod read;
 mod record;
 mod recovery;
@@ -138,9 +139,6 @@ const COPY_LIMIT: usize = 1 << 20;
 /// Buffered bytes (records, or acks entries) past which they are written without waiting for
 /// [`Log::flush`].
 const PENDING_LIMIT: usize = 256 * 1024;
-
-/// Acks files kept open (acks mostly go to the oldest segment or two).
-const OPEN_ACKS_FILES: usize = 4;
 
 /// What the log knows of one segment.
 #[derive(Debug, Clone)]
@@ -329,58 +327,6 @@ impl Log {
         })
     }
 
-    /// Writes every buffered record and acks entry to its file (records first: an entry never
-    /// reaches the disk before the record it names).
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.flush_records()?;
-        self.flush_acks()
-    }
-
-    fn flush_records(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let Some((id, file)) = self.active.clone() else {
-            self.pending.clear();
-            return Err(io::Error::other("queue log: no active segment"));
-        };
-        let at = self.pending_at;
-        let written = file.write_all_at(&self.pending, at);
-        self.pending.clear();
-        if let Err(e) = written {
-            // The records buffered are lost, and their positions were handed out: cut the
-            // partial write and move on to a new segment so that no position is ever reused
-            // (an ack of a lost record must never match a later one).
-            let _ = file.set_len(at);
-            if let Err(roll) = self.roll() {
-                tracing::error!(error = %roll, "queue log: starting a new segment failed");
-            }
-            return Err(e);
-        }
-        self.mark_dirty(Dirty::Msgs(id), file);
-        Ok(())
-    }
-
-    fn flush_acks(&mut self) -> io::Result<()> {
-        let mut result = Ok(());
-        for (id, at, entries) in std::mem::take(&mut self.pending_acks) {
-            let written = self.acks_file(id).and_then(|file| {
-                file.write_all_at(&entries, at)?;
-                Ok(file)
-            });
-            match written {
-                Ok(file) => {
-                    if at == 0 {
-                        result = result.and(self.mark_dir_dirty()); // the file may be new
-                    }
-                    self.mark_dirty(Dirty::Acks(id), file);
-                }
-                Err(e) => result = result.and(Err(e)),
-            }
-        }
-        result
-    }
-
     /// Records that a record was settled (acked, or dropped); whole segments go when all their
     /// records are settled. Each record must be settled at most once (counts are per segment).
     pub fn settle(&mut self, position: Position) -> io::Result<()> {
@@ -443,14 +389,6 @@ impl Log {
             return Ok(());
         }
         self.write_ack(position.segment, Kind::Delivered, position.offset)
-    }
-
-    /// Flushes, and returns the files written since the last call, for the group commit to
-    /// fsync (each once). A failed flush is returned too: what it held is not on disk.
-    pub fn take_dirty(&mut self) -> (Vec<Arc<File>>, io::Result<()>) {
-        let flushed = self.flush();
-        let files = self.dirty.drain(..).map(|(_, file)| file).collect();
-        (files, flushed)
     }
 
     /// Deletes the whole log (the queue was deleted).
@@ -531,69 +469,6 @@ impl Log {
             tracing::warn!(segment = id, error = %e, "queue log: deleting an acks file failed");
         }
         Ok(())
-    }
-
-    /// Buffers an acks entry (written at the next flush).
-    fn write_ack(&mut self, id: u32, kind: Kind, offset: u32) -> io::Result<()> {
-        let Some(segment) = self.segments.get_mut(&id) else {
-            return Ok(());
-        };
-        let at = segment.acks_len;
-        segment.acks_len = at + acks::ENTRY_LEN;
-        let entry = acks::encode(kind, offset);
-        match self
-            .pending_acks
-            .iter_mut()
-            .find(|(segment, _, _)| *segment == id)
-        {
-            Some((_, _, entries)) => entries.extend_from_slice(&entry),
-            None => self.pending_acks.push((id, at, entry.to_vec())),
-        }
-        let buffered: usize = self.pending_acks.iter().map(|(_, _, e)| e.len()).sum();
-        if buffered >= PENDING_LIMIT {
-            self.flush_acks()?;
-        }
-        Ok(())
-    }
-
-    fn acks_file(&mut self, id: u32) -> io::Result<Arc<File>> {
-        if let Some((_, file)) = self.acks_files.iter().find(|(segment, _)| *segment == id) {
-            return Ok(file.clone());
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(acks_path(&self.dir, id))?;
-        let file = Arc::new(file);
-        if self.acks_files.len() >= OPEN_ACKS_FILES {
-            self.acks_files.remove(0);
-        }
-        self.acks_files.push((id, file.clone()));
-        Ok(file)
-    }
-
-    fn mark_dir_dirty(&mut self) -> io::Result<()> {
-        if !self.dirty.iter().any(|(dirty, _)| *dirty == Dirty::Dir) {
-            let dir = Arc::new(File::open(&self.dir)?);
-            self.dirty.push((Dirty::Dir, dir));
-        }
-        Ok(())
-    }
-
-    fn mark_dirty(&mut self, what: Dirty, file: Arc<File>) {
-        if !self.dirty.iter().any(|(dirty, _)| *dirty == what) {
-            self.dirty.push((what, file));
-        }
-    }
-}
-
-impl Drop for Log {
-    /// A log dropped with buffered writes (the broker stopping) writes them first.
-    fn drop(&mut self) {
-        if let Err(e) = self.flush() {
-            tracing::error!(dir = %self.dir.display(), error = %e, "queue log: writing buffered records at close failed");
-        }
     }
 }
 
