@@ -23,43 +23,8 @@ impl Checker<'_, '_> {
         let source = entry.source.get_ref().clone();
         let destination = entry.destination.get_ref().clone();
         let kind = self.exchange_kind(&vhost, &entry.source, "from", declared, &mut ok);
-        match entry.destination_type {
-            DestinationType::Queue => {
-                if !declared
-                    .queues
-                    .contains(&(vhost.clone(), destination.clone()))
-                {
-                    self.problem(
-                        &entry.destination.span(),
-                        format!("binding to queue '{destination}' in vhost '{vhost}', which is not declared in this file"),
-                    );
-                    ok = false;
-                }
-            }
-            DestinationType::Exchange => {
-                self.exchange_kind(&vhost, &entry.destination, "to", declared, &mut ok);
-            }
-        }
-        let routing_key = entry
-            .routing_key
-            .as_ref()
-            .map(|key| key.get_ref().clone())
-            .unwrap_or_default();
-        let key_at = entry
-            .routing_key
-            .as_ref()
-            .map_or_else(|| entry.source.span(), |key| key.span());
-        if routing_key.len() > 255 {
-            self.problem(&key_at, "routing_key is longer than 255 bytes".into());
-            ok = false;
-        }
-        if kind == Some(ExchangeKind::Topic) && has_empty_word(&routing_key) {
-            self.problem(
-                &key_at,
-                format!("topic binding key '{routing_key}' has an empty word (words are separated by single dots: 'a.b', 'a.*', 'a.#')"),
-            );
-            ok = false;
-        }
+        self.binding_destination(&entry, &vhost, declared, &mut ok);
+        let routing_key = self.binding_key(&entry, kind, &mut ok);
         let arguments = self.arguments(&entry.arguments, &mut ok);
         if kind == Some(ExchangeKind::Headers) {
             if let Err(why) = HeadersMatch::parse(&arguments) {
@@ -97,6 +62,66 @@ impl Checker<'_, '_> {
             origin: self.source.locate(entry.source.span().start),
         })
         .filter(|_| ok)
+    }
+
+    /// A binding's destination must be a queue declared in the file, or an exchange declared in
+    /// it or built in.
+    fn binding_destination(
+        &mut self,
+        entry: &BindingEntry,
+        vhost: &str,
+        declared: &Declared,
+        ok: &mut bool,
+    ) {
+        let destination = entry.destination.get_ref();
+        match entry.destination_type {
+            DestinationType::Queue => {
+                if !declared
+                    .queues
+                    .contains(&(vhost.to_owned(), destination.clone()))
+                {
+                    self.problem(
+                        &entry.destination.span(),
+                        format!("binding to queue '{destination}' in vhost '{vhost}', which is not declared in this file"),
+                    );
+                    *ok = false;
+                }
+            }
+            DestinationType::Exchange => {
+                self.exchange_kind(vhost, &entry.destination, "to", declared, ok);
+            }
+        }
+    }
+
+    /// A binding's routing key ("" when not given): at most 255 bytes, and for a topic exchange
+    /// (`kind`, its source's type) free of empty words.
+    fn binding_key(
+        &mut self,
+        entry: &BindingEntry,
+        kind: Option<ExchangeKind>,
+        ok: &mut bool,
+    ) -> String {
+        let routing_key = entry
+            .routing_key
+            .as_ref()
+            .map(|key| key.get_ref().clone())
+            .unwrap_or_default();
+        let key_at = entry
+            .routing_key
+            .as_ref()
+            .map_or_else(|| entry.source.span(), |key| key.span());
+        if routing_key.len() > 255 {
+            self.problem(&key_at, "routing_key is longer than 255 bytes".into());
+            *ok = false;
+        }
+        if kind == Some(ExchangeKind::Topic) && has_empty_word(&routing_key) {
+            self.problem(
+                &key_at,
+                format!("topic binding key '{routing_key}' has an empty word (words are separated by single dots: 'a.b', 'a.*', 'a.#')"),
+            );
+            *ok = false;
+        }
+        routing_key
     }
 
     /// The type of an exchange a binding names (`side`: "from" its source, "to" its

@@ -24,11 +24,12 @@
 //! segment's acks file.
 //!
 //! Writes are *buffered*: records (up to [`COPY_LIMIT`] each) and acks entries gather in memory
-//! and reach their files in one `pwrite` per file at [`Log::flush`], or when
+//! and reach their files in one `pwrite` per file at [`Log::flush`] (`log/flush.rs`), or when
 //! [`PENDING_LIMIT`] bytes have gathered, or before anything that reads the files (compaction,
-//! rolling to a new segment); [`Log::read`] serves a record still in the buffer from it. The owner
-//! flushes once per batch of operations (a queue: once per lock hold, or once per read of a
-//! publishing connection), so a thousand publishes cost one system call, not a thousand.
+//! rolling to a new segment); [`Log::read`] (`log/read.rs`, with the other reads) serves a record
+//! still in the buffer from it. The owner flushes once per batch of operations (a queue: once per
+//! lock hold, or once per read of a publishing connection), so a thousand publishes cost one
+//! system call, not a thousand.
 //! Nothing here is synced: every file written to since the last [`Log::take_dirty`] (segment
 //! files, acks files, and the directories whose entries changed when a file was created) is
 //! handed back by it, once, for the caller to `sync_data`; `take_dirty` flushes first. So a write
@@ -71,6 +72,8 @@
 
 mod acks;
 mod compact;
+mod flush;
+mod read;
 mod record;
 mod recovery;
 
@@ -88,7 +91,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use acks::Kind;
-use record::{Header, HEADER_LEN, MAX_PAYLOAD};
+use record::{HEADER_LEN, MAX_PAYLOAD};
 
 /// Where a record is: its segment and its byte offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -136,12 +139,6 @@ const COPY_LIMIT: usize = 1 << 20;
 /// Buffered bytes (records, or acks entries) past which they are written without waiting for
 /// [`Log::flush`].
 const PENDING_LIMIT: usize = 256 * 1024;
-
-/// Acks files kept open (acks mostly go to the oldest segment or two).
-const OPEN_ACKS_FILES: usize = 4;
-
-/// Sealed segment files kept open for `settle` to read record headers from.
-const OPEN_SETTLE_FILES: usize = 2;
 
 /// What the log knows of one segment.
 #[derive(Debug, Clone)]
@@ -330,159 +327,6 @@ impl Log {
         })
     }
 
-    /// Reads a record back.
-    pub fn read(&self, position: Position) -> io::Result<Bytes> {
-        let segment = self
-            .segments
-            .get(&position.segment)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "queue log: no such segment"))?;
-        let offset = u64::from(position.offset);
-        let available = segment
-            .size
-            .checked_sub(offset)
-            .and_then(|rest| rest.checked_sub(HEADER_LEN))
-            .ok_or_else(|| invalid("queue log: position beyond the segment's records"))?;
-        let corrupt = || io::Error::new(io::ErrorKind::InvalidData, "queue log: corrupt record");
-        if let Some(buffered) = self.buffered(position) {
-            let header = buffered
-                .get(..HEADER_LEN as usize)
-                .and_then(|h| <[u8; HEADER_LEN as usize]>::try_from(h).ok())
-                .map(Header::parse)
-                .ok_or_else(corrupt)?;
-            let len = header.bounded_len(available).ok_or_else(corrupt)?;
-            let payload = buffered
-                .get(HEADER_LEN as usize..HEADER_LEN as usize + len)
-                .ok_or_else(corrupt)?;
-            return Ok(Bytes::copy_from_slice(payload));
-        }
-        let file = self.segment_file(position.segment)?;
-        let mut header = [0; HEADER_LEN as usize];
-        file.read_exact_at(&mut header, offset)?;
-        let header = Header::parse(header);
-        let len = header.bounded_len(available).ok_or_else(corrupt)?;
-        let mut payload = vec![0; len];
-        file.read_exact_at(&mut payload, offset + HEADER_LEN)?;
-        if !header.matches(&payload) {
-            return Err(corrupt());
-        }
-        Ok(Bytes::from(payload))
-    }
-
-    /// Reads the records that follow one another from `from` on, up to about `max_bytes` (at
-    /// least the first): for a reader going through the log in order, one `pread` instead of one
-    /// per record. Stops before the first record that is incomplete in the range or fails its
-    /// check (a hole punched by compaction reads as zeros); returns (offset, payload) pairs.
-    pub fn read_run(&self, from: Position, max_bytes: usize) -> io::Result<Vec<(u32, Bytes)>> {
-        let segment = self
-            .segments
-            .get(&from.segment)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "queue log: no such segment"))?;
-        let start = u64::from(from.offset);
-        let mut end = segment.size.min(start.saturating_add(max_bytes as u64));
-        let active = self.active.as_ref().map(|(id, _)| *id);
-        if active == Some(from.segment) && !self.pending.is_empty() {
-            end = end.min(self.pending_at); // buffered records are not in the file yet
-        }
-        let mut records = Vec::new();
-        if end > start + HEADER_LEN {
-            let file = self.segment_file(from.segment)?;
-            let mut buf = vec![0; (end - start) as usize];
-            file.read_exact_at(&mut buf, start)?;
-            let buf = Bytes::from(buf);
-            let mut at = 0;
-            while let Some(header) = buf
-                .get(at..at + HEADER_LEN as usize)
-                .and_then(|h| <[u8; HEADER_LEN as usize]>::try_from(h).ok())
-                .map(Header::parse)
-            {
-                let offset = start + at as u64;
-                let available = segment.size.saturating_sub(offset + HEADER_LEN);
-                let Some(len) = header.bounded_len(available) else {
-                    break;
-                };
-                let body = at + HEADER_LEN as usize;
-                let Some(payload) = buf
-                    .get(body..body + len)
-                    .map(|_| buf.slice(body..body + len))
-                else {
-                    break;
-                };
-                if !header.matches(&payload) {
-                    break;
-                }
-                records.push((offset as u32, payload));
-                at = body + len;
-            }
-        }
-        if records.is_empty() {
-            records.push((from.offset, self.read(from)?));
-        }
-        Ok(records)
-    }
-
-    /// The buffered bytes from `position` on, if its record has not been written yet.
-    fn buffered(&self, position: Position) -> Option<&[u8]> {
-        let active = self.active.as_ref().map(|(id, _)| *id);
-        let offset = u64::from(position.offset);
-        if active != Some(position.segment) || self.pending.is_empty() || offset < self.pending_at {
-            return None;
-        }
-        let start = usize::try_from(offset - self.pending_at).ok()?;
-        self.pending.get(start..)
-    }
-
-    /// Writes every buffered record and acks entry to its file (records first: an entry never
-    /// reaches the disk before the record it names).
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.flush_records()?;
-        self.flush_acks()
-    }
-
-    fn flush_records(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let Some((id, file)) = self.active.clone() else {
-            self.pending.clear();
-            return Err(io::Error::other("queue log: no active segment"));
-        };
-        let at = self.pending_at;
-        let written = file.write_all_at(&self.pending, at);
-        self.pending.clear();
-        if let Err(e) = written {
-            // The records buffered are lost, and their positions were handed out: cut the
-            // partial write and move on to a new segment so that no position is ever reused
-            // (an ack of a lost record must never match a later one).
-            let _ = file.set_len(at);
-            if let Err(roll) = self.roll() {
-                tracing::error!(error = %roll, "queue log: starting a new segment failed");
-            }
-            return Err(e);
-        }
-        self.mark_dirty(Dirty::Msgs(id), file);
-        Ok(())
-    }
-
-    fn flush_acks(&mut self) -> io::Result<()> {
-        let mut result = Ok(());
-        for (id, at, entries) in std::mem::take(&mut self.pending_acks) {
-            let written = self.acks_file(id).and_then(|file| {
-                file.write_all_at(&entries, at)?;
-                Ok(file)
-            });
-            match written {
-                Ok(file) => {
-                    if at == 0 {
-                        result = result.and(self.mark_dir_dirty()); // the file may be new
-                    }
-                    self.mark_dirty(Dirty::Acks(id), file);
-                }
-                Err(e) => result = result.and(Err(e)),
-            }
-        }
-        result
-    }
-
     /// Records that a record was settled (acked, or dropped); whole segments go when all their
     /// records are settled. Each record must be settled at most once (counts are per segment).
     pub fn settle(&mut self, position: Position) -> io::Result<()> {
@@ -545,14 +389,6 @@ impl Log {
             return Ok(());
         }
         self.write_ack(position.segment, Kind::Delivered, position.offset)
-    }
-
-    /// Flushes, and returns the files written since the last call, for the group commit to
-    /// fsync (each once). A failed flush is returned too: what it held is not on disk.
-    pub fn take_dirty(&mut self) -> (Vec<Arc<File>>, io::Result<()>) {
-        let flushed = self.flush();
-        let files = self.dirty.drain(..).map(|(_, file)| file).collect();
-        (files, flushed)
     }
 
     /// Deletes the whole log (the queue was deleted).
@@ -633,147 +469,6 @@ impl Log {
             tracing::warn!(segment = id, error = %e, "queue log: deleting an acks file failed");
         }
         Ok(())
-    }
-
-    /// Buffers an acks entry (written at the next flush).
-    fn write_ack(&mut self, id: u32, kind: Kind, offset: u32) -> io::Result<()> {
-        let Some(segment) = self.segments.get_mut(&id) else {
-            return Ok(());
-        };
-        let at = segment.acks_len;
-        segment.acks_len = at + acks::ENTRY_LEN;
-        let entry = acks::encode(kind, offset);
-        match self
-            .pending_acks
-            .iter_mut()
-            .find(|(segment, _, _)| *segment == id)
-        {
-            Some((_, _, entries)) => entries.extend_from_slice(&entry),
-            None => self.pending_acks.push((id, at, entry.to_vec())),
-        }
-        let buffered: usize = self.pending_acks.iter().map(|(_, _, e)| e.len()).sum();
-        if buffered >= PENDING_LIMIT {
-            self.flush_acks()?;
-        }
-        Ok(())
-    }
-
-    fn acks_file(&mut self, id: u32) -> io::Result<Arc<File>> {
-        if let Some((_, file)) = self.acks_files.iter().find(|(segment, _)| *segment == id) {
-            return Ok(file.clone());
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(acks_path(&self.dir, id))?;
-        let file = Arc::new(file);
-        if self.acks_files.len() >= OPEN_ACKS_FILES {
-            self.acks_files.remove(0);
-        }
-        self.acks_files.push((id, file.clone()));
-        Ok(file)
-    }
-
-    /// The length (header included) of the record at `position`, read from its header, for the
-    /// settled bytes of its segment; 0 if it cannot be read or is implausible (the count only
-    /// decides when to compact, which finds the true lengths itself).
-    fn record_len(&mut self, position: Position) -> u64 {
-        let Some(segment) = self.segments.get(&position.segment) else {
-            return 0;
-        };
-        let offset = u64::from(position.offset);
-        let Some(available) = segment
-            .size
-            .checked_sub(offset)
-            .and_then(|rest| rest.checked_sub(HEADER_LEN))
-            .filter(|_| !segment.damaged)
-        else {
-            return 0;
-        };
-        let mut header = [0; HEADER_LEN as usize];
-        let read = match self.buffered(position) {
-            Some(buffered) => buffered
-                .get(..HEADER_LEN as usize)
-                .map(|h| header.copy_from_slice(h))
-                .ok_or_else(|| invalid("queue log: short buffered record")),
-            None => self
-                .settle_file(position.segment)
-                .and_then(|file| file.read_exact_at(&mut header, offset)),
-        };
-        match read {
-            Ok(()) => Header::parse(header)
-                .bounded_len(available)
-                .map_or(0, |len| HEADER_LEN + len as u64),
-            Err(e) => {
-                tracing::debug!(segment = position.segment, error = %e, "queue log: reading a settled record's header failed");
-                0
-            }
-        }
-    }
-
-    fn settle_file(&mut self, id: u32) -> io::Result<Arc<File>> {
-        if let Some((active, file)) = &self.active {
-            if *active == id {
-                return Ok(file.clone());
-            }
-        }
-        if let Some(i) = self
-            .settle_files
-            .iter()
-            .position(|(segment, _)| *segment == id)
-        {
-            let entry = self.settle_files.remove(i);
-            let file = entry.1.clone();
-            self.settle_files.push(entry);
-            return Ok(file);
-        }
-        let file = Arc::new(File::open(msgs_path(&self.dir, id))?);
-        if self.settle_files.len() >= OPEN_SETTLE_FILES {
-            self.settle_files.remove(0);
-        }
-        self.settle_files.push((id, file.clone()));
-        Ok(file)
-    }
-
-    fn segment_file(&self, id: u32) -> io::Result<Arc<File>> {
-        if let Some((active, file)) = &self.active {
-            if *active == id {
-                return Ok(file.clone());
-            }
-        }
-        let mut cached = self.read_file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((segment, file)) = cached.as_ref() {
-            if *segment == id {
-                return Ok(file.clone());
-            }
-        }
-        let file = Arc::new(File::open(msgs_path(&self.dir, id))?);
-        *cached = Some((id, file.clone()));
-        Ok(file)
-    }
-
-    fn mark_dir_dirty(&mut self) -> io::Result<()> {
-        if !self.dirty.iter().any(|(dirty, _)| *dirty == Dirty::Dir) {
-            let dir = Arc::new(File::open(&self.dir)?);
-            self.dirty.push((Dirty::Dir, dir));
-        }
-        Ok(())
-    }
-
-    fn mark_dirty(&mut self, what: Dirty, file: Arc<File>) {
-        if !self.dirty.iter().any(|(dirty, _)| *dirty == what) {
-            self.dirty.push((what, file));
-        }
-    }
-}
-
-impl Drop for Log {
-    /// A log dropped with buffered writes (the broker stopping) writes them first.
-    fn drop(&mut self) {
-        if let Err(e) = self.flush() {
-            tracing::error!(dir = %self.dir.display(), error = %e, "queue log: writing buffered records at close failed");
-        }
     }
 }
 

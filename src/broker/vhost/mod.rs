@@ -5,9 +5,10 @@
 //! queue is locked (lock order: topology, then a queue; never the reverse). Every check RabbitMQ
 //! makes on these methods, with its reply code and text, is made here.
 //!
-//! Here: declare and delete (exchanges, queues). Beside: `bind.rs` (bindings), `publish.rs`
-//! (routing and the one publish call), `dead_letter.rs` (republishing what queues give up),
-//! `expiry.rs` (the periodic tick), `durable.rs` (recovery and the definitions file).
+//! Here: declare (exchanges, queues) and look up. Beside: `delete.rs` (deletions, and the
+//! bindings that go with what is deleted), `bind.rs` (bindings), `publish.rs` (routing and the
+//! one publish call), `dead_letter.rs` (republishing what queues give up), `expiry.rs` (the
+//! periodic tick), `durable.rs` (recovery and the definitions file).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -21,6 +22,7 @@ use warren_protocol::types::FieldTable;
 
 mod bind;
 pub mod dead_letter;
+mod delete;
 mod durable;
 mod expiry;
 mod publish;
@@ -29,7 +31,6 @@ pub use publish::{PublishScratch, Routed, Safety};
 
 use super::arguments::{check_queue_arguments, ArgumentError};
 use super::exchange::{encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target};
-use super::queue::Consumer;
 use super::queue::{Queue, QueueOptions};
 use super::values::{argument_mismatch, integer};
 use super::Map;
@@ -293,35 +294,6 @@ impl Vhost {
         Ok(())
     }
 
-    pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool) -> Result<(), Error> {
-        if name.is_empty() {
-            return Err(default_exchange());
-        }
-        if is_built_in(name) {
-            return Err(Error::AccessRefused(format!(
-                "deletion of system exchange '{name}' in vhost '{}' not allowed",
-                self.name
-            )));
-        }
-        let mut topology = self.write();
-        let Some(exchange) = topology.exchanges.get(name) else {
-            // Deleting what is not there succeeds, as in RabbitMQ 3.x.
-            return Ok(());
-        };
-        if if_unused && exchange.has_bindings() {
-            return Err(Error::PreconditionFailed(format!(
-                "exchange '{name}' in vhost '{}' in use",
-                self.name
-            )));
-        }
-        let durable = exchange.durable;
-        topology.remove_exchange(name);
-        if durable {
-            self.save(&topology);
-        }
-        Ok(())
-    }
-
     pub fn declare_queue(
         &self,
         declare: QueueDeclare,
@@ -439,79 +411,6 @@ impl Vhost {
         Ok(Arc::clone(queue))
     }
 
-    /// `queue.delete`: returns how many messages the queue held, and the consumers to cancel.
-    pub fn delete_queue(
-        &self,
-        name: &ShortStr,
-        if_unused: bool,
-        if_empty: bool,
-        connection: u64,
-    ) -> Result<(u32, Vec<Arc<Consumer>>), Error> {
-        let mut topology = self.write();
-        let Some(queue) = topology.queues.get(name) else {
-            return Ok((0, Vec::new()));
-        };
-        if queue.is_exclusive_to_other(connection) {
-            return Err(self.locked(name));
-        }
-        let (messages, consumers) = queue.counts();
-        if if_unused && consumers > 0 {
-            return Err(Error::PreconditionFailed(format!(
-                "queue '{name}' in vhost '{}' in use",
-                self.name
-            )));
-        }
-        if if_empty && messages > 0 {
-            return Err(Error::PreconditionFailed(format!(
-                "queue '{name}' in vhost '{}' not empty",
-                self.name
-            )));
-        }
-        let durable = queue.options.durable;
-        let (consumers, count) = topology.remove_queue(name);
-        if durable {
-            self.save(&topology);
-        }
-        Ok((count, consumers))
-    }
-
-    /// Deletes `queue` if it is still the queue of its name and `condition` still holds (checked
-    /// under the topology's write lock); the number of messages it held, if it was deleted.
-    fn remove_if(&self, queue: &Arc<Queue>, condition: impl Fn(&Queue) -> bool) -> Option<u32> {
-        let mut topology = self.write();
-        let current = topology.queues.get(&queue.name);
-        if !current.is_some_and(|q| Arc::ptr_eq(q, queue)) || !condition(queue) {
-            return None;
-        }
-        let (consumers, messages) = topology.remove_queue(&queue.name);
-        cancel_all(consumers);
-        if queue.options.durable {
-            self.save(&topology);
-        }
-        Some(messages)
-    }
-
-    /// Deletes an auto-delete queue whose last consumer went, if it is still that queue and
-    /// still unused.
-    pub fn delete_if_unused(&self, queue: &Arc<Queue>) {
-        self.remove_if(queue, |q| !q.has_consumers());
-    }
-
-    /// Deletes the exclusive queues of a closed connection.
-    pub fn delete_exclusive(&self, connection: u64) {
-        let mut topology = self.write();
-        let owned: Vec<ShortStr> = topology
-            .queues
-            .values()
-            .filter(|q| q.options.exclusive_owner == Some(connection))
-            .map(|q| q.name.clone())
-            .collect();
-        for name in owned {
-            let (consumers, _) = topology.remove_queue(&name);
-            cancel_all(consumers);
-        }
-    }
-
     /// The declaration that would recreate the exchange `name` as it is (for the
     /// configuration's checks against what exists); `None` if there is no such exchange.
     pub fn exchange_declaration(&self, name: &str) -> Option<ExchangeDeclare> {
@@ -546,64 +445,12 @@ impl Vhost {
     }
 }
 
-impl Topology {
-    /// Removes a queue and every binding to it; returns its consumers and message count.
-    fn remove_queue(&mut self, name: &ShortStr) -> (Vec<Arc<Consumer>>, u32) {
-        let Some(queue) = self.queues.remove(name) else {
-            return (Vec::new(), 0);
-        };
-        let destination = Destination::Queue(name.clone());
-        let target = Target::Queue(Arc::clone(&queue));
-        self.unbind_everywhere(&destination, &target);
-        let (consumers, count) = queue.delete();
-        (consumers, count)
-    }
-
-    fn remove_exchange(&mut self, name: &ShortStr) {
-        if self.exchanges.remove(name).is_none() {
-            return;
-        }
-        let destination = Destination::Exchange(name.clone());
-        let target = Target::Exchange(name.clone());
-        self.unbind_everywhere(&destination, &target);
-    }
-
-    fn unbind_everywhere(&mut self, destination: &Destination, target: &Target) {
-        let mut emptied = Vec::new();
-        for exchange in self.exchanges.values_mut() {
-            if exchange.unbind_all_to(destination, target) > 0 {
-                emptied.push(exchange.name.clone());
-            }
-        }
-        for name in emptied {
-            self.auto_delete_exchange(&name);
-        }
-    }
-
-    /// Deletes an auto-delete exchange that has just lost its last binding.
-    fn auto_delete_exchange(&mut self, name: &ShortStr) {
-        let unused = self
-            .exchanges
-            .get(name)
-            .is_some_and(|x| x.auto_delete && !x.has_bindings());
-        if unused {
-            self.remove_exchange(name);
-        }
-    }
-}
-
 fn declared(queue: &Arc<Queue>) -> QueueDeclared {
     let (message_count, consumer_count) = queue.counts();
     QueueDeclared {
         queue: Arc::clone(queue),
         message_count,
         consumer_count,
-    }
-}
-
-fn cancel_all(consumers: Vec<Arc<Consumer>>) {
-    for consumer in consumers {
-        consumer.cancel();
     }
 }
 

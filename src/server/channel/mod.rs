@@ -7,15 +7,20 @@
 //! [`Exception`]s, whose scope (channel or connection) the connection acts on; a channel exception
 //! is answered here by [`Channels::close_with`].
 //!
-//! The methods live beside this file by class: `declare` (exchange and queue), `basic` (publish,
-//! consume, get, qos, ack and friends, confirm and tx). A channel that closes, for any reason,
-//! gives every unacked delivery back to its queue and cancels its consumers at once
-//! ([`Channels::release`]): nothing it held is lost, nothing waits for the socket to go.
+//! The methods live beside this file by class: `lifecycle` (the channel class: open, flow,
+//! close), `declare` (exchange and queue), `basic` (publish, consume, get, qos, ack and friends,
+//! confirm and tx). A channel that closes, for any reason, gives every unacked delivery back to
+//! its queue and cancels its consumers at once ([`Channels::release`], in `lifecycle`): nothing it
+//! held is lost, nothing waits for the socket to go. Deliveries from queues are written by
+//! `deliver`; what waits for the end of a batch or for the group commit is sent by `flush`.
 
 mod basic;
 mod confirm;
 mod content;
 mod declare;
+mod deliver;
+mod flush;
+mod lifecycle;
 mod settle;
 mod timeout;
 mod unacked;
@@ -27,21 +32,20 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::time::Instant;
 use warren_protocol::frame::{Frame, FrameType};
-use warren_protocol::method::{decode_method, encode_method, Method, ShortStr};
-use warren_protocol::spec::{channel, AMQPClass};
+use warren_protocol::method::{decode_method, Method, ShortStr};
+use warren_protocol::spec::AMQPClass;
 
-use crate::broker::message::{Entry, Message, Stamp};
+use crate::broker::message::{Message, Stamp};
 use crate::broker::queue::Queue;
 use crate::broker::queue::{ChannelCredit, Consumer, Sink};
 use crate::broker::vhost::{PublishScratch, Vhost};
 use crate::error::{Error, Exception};
-use crate::server::outbox::{ConfirmTag, Outbox};
+use crate::server::outbox::Outbox;
 use crate::server::UnackedTimeoutAction;
-use crate::store::Store;
 
 use content::{Content, Progress};
+use flush::SyncWait;
 pub(crate) use settle::give_back;
-use settle::{settle, settle_taken_back};
 use unacked::{Delivery, Unacked};
 
 /// Server settings a channel applies.
@@ -67,15 +71,6 @@ pub(crate) struct Session {
     /// The client understands a server-sent `basic.cancel`.
     pub cancel_notify: bool,
     pub limits: Limits,
-}
-
-/// Replies that wait for the group commit: publisher confirms and `tx.commit-ok`s.
-#[derive(Debug)]
-struct SyncWait {
-    store: Arc<Store>,
-    tags: Vec<ConfirmTag>,
-    /// (channel, epoch) of commits to answer.
-    commits: Vec<(u16, u64)>,
 }
 
 /// Where a channel is in its life.
@@ -187,10 +182,6 @@ pub(crate) struct Channels {
     next_epoch: u64,
 }
 
-fn reply(out: &mut BytesMut, number: u16, method: channel::AMQPMethod) {
-    encode_method(out, number, &AMQPClass::Channel(method));
-}
-
 impl Channels {
     pub(crate) fn new(channel_max: u16, session: Session) -> Channels {
         Channels {
@@ -235,72 +226,6 @@ impl Channels {
             Some(channel) if channel.state == ChannelState::Open => Ok(channel),
             _ => Err(Error::ChannelNotOpen(number)),
         }
-    }
-
-    fn free(&mut self, number: u16) {
-        self.release(number);
-        if let Some(slot) = self.slots.get_mut(number as usize) {
-            *slot = None;
-        }
-    }
-
-    /// Sends `channel.close` for a channel exception, gives back what the channel held, and drops
-    /// its further traffic until `close-ok`.
-    pub(crate) fn close_with(&mut self, out: &mut BytesMut, number: u16, exception: &Exception) {
-        let (code, _) = exception.error.reply();
-        self.release(number);
-        if let Some(channel) = self.slot_mut(number) {
-            channel.state = ChannelState::Closing;
-            channel.content = None;
-        }
-        reply(
-            out,
-            number,
-            channel::AMQPMethod::Close(channel::Close {
-                reply_code: code as u16,
-                reply_text: exception.error.reply_text().into(),
-                class_id: exception.class_id,
-                method_id: exception.method_id,
-            }),
-        );
-    }
-
-    /// Cancels the channel's consumers and requeues everything it holds unacked (including acks
-    /// of an uncommitted transaction, which never happened).
-    fn release(&mut self, number: u16) {
-        let Some(channel) = self.slot_mut(number) else {
-            return;
-        };
-        let consumers = std::mem::take(&mut channel.consumers);
-        let mut deliveries = Vec::new();
-        if let Mode::Tx(tx) = &mut channel.mode {
-            deliveries.extend(tx.settles.drain(..).map(|(d, _)| d));
-            tx.publishes.clear();
-        }
-        channel.unacked.take_all(&mut deliveries);
-        let mut taken_back = Vec::new();
-        channel
-            .unacked
-            .take_taken_back(0, u64::MAX, &mut taken_back);
-        let holder = Arc::clone(&channel.credit);
-        let vhost = Arc::clone(&self.session.vhost);
-        for consumer in consumers.into_values() {
-            consumer.deactivate();
-            if consumer.queue.remove_consumer(&consumer) {
-                vhost.delete_if_unused(&consumer.queue);
-            }
-        }
-        settle(&vhost, deliveries, Settle::Requeue);
-        // What is still parked away from this channel is an ordinary requeued message now.
-        settle_taken_back(&vhost, &holder, taken_back, Settle::Requeue);
-    }
-
-    /// Closes every channel (the connection is going away).
-    pub(crate) fn release_all(&mut self) {
-        for number in 0..self.slots.len() {
-            self.release(number as u16);
-        }
-        self.slots.clear();
     }
 
     /// Handles one frame on channel `number` (never 0).
@@ -368,54 +293,6 @@ impl Channels {
             })
     }
 
-    fn handle_unopened(&mut self, out: &mut BytesMut, frame: Frame) -> Result<(), Exception> {
-        let number = frame.channel;
-        if frame.frame_type != FrameType::Method {
-            return Err(Error::ChannelNotOpen(number).into());
-        }
-        let method = decode_method(&frame.payload).map_err(Error::from)?;
-        let (class_id, method_id) = method.ids();
-        match method {
-            Method::Other(AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
-                let index = number as usize;
-                if self.slots.len() <= index {
-                    self.slots.resize_with(index + 1, || None);
-                }
-                self.slots[index] = Some(Channel::new(self.next_epoch));
-                self.next_epoch += 1;
-                reply(out, number, channel::AMQPMethod::OpenOk(channel::OpenOk {}));
-                Ok(())
-            }
-            _ => Err(Exception {
-                error: Error::ChannelNotOpen(number),
-                class_id,
-                method_id,
-            }),
-        }
-    }
-
-    fn handle_closing(&mut self, out: &mut BytesMut, frame: Frame) -> Result<(), Exception> {
-        if frame.frame_type != FrameType::Method {
-            return Ok(());
-        }
-        match decode_method(&frame.payload) {
-            Ok(Method::Other(AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)))) => {
-                self.free(frame.channel)
-            }
-            Ok(Method::Other(AMQPClass::Channel(channel::AMQPMethod::Close(_)))) => {
-                // Both sides closed at once: answer, and the channel is gone.
-                reply(
-                    out,
-                    frame.channel,
-                    channel::AMQPMethod::CloseOk(channel::CloseOk {}),
-                );
-                self.free(frame.channel);
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
     fn handle_method(
         &mut self,
         out: &mut BytesMut,
@@ -442,195 +319,6 @@ impl Channels {
                 Err(Error::NotImplemented(format!(
                     "method {class_id}.{method_id} is not supported"
                 )))
-            }
-        }
-    }
-
-    fn channel_method(
-        &mut self,
-        out: &mut BytesMut,
-        number: u16,
-        method: channel::AMQPMethod,
-    ) -> Result<(), Error> {
-        match method {
-            channel::AMQPMethod::Open(_) => Err(Error::ChannelAlreadyOpen(number)),
-            channel::AMQPMethod::Close(_) => {
-                self.free(number);
-                reply(
-                    out,
-                    number,
-                    channel::AMQPMethod::CloseOk(channel::CloseOk {}),
-                );
-                Ok(())
-            }
-            channel::AMQPMethod::Flow(flow) => {
-                let channel = self.open(number)?;
-                channel
-                    .credit
-                    .flow
-                    .store(flow.active, std::sync::atomic::Ordering::SeqCst);
-                if flow.active {
-                    channel.wake_consumers();
-                }
-                let ok = channel::FlowOk {
-                    active: flow.active,
-                };
-                reply(out, number, channel::AMQPMethod::FlowOk(ok));
-                Ok(())
-            }
-            // The answer to a server-sent flow; Warren never sends one.
-            channel::AMQPMethod::FlowOk(_) => Ok(()),
-            channel::AMQPMethod::CloseOk(_) | channel::AMQPMethod::OpenOk(_) => Err(
-                Error::CommandInvalid(format!("unexpected channel method on channel {number}")),
-            ),
-        }
-    }
-
-    /// Writes a delivery from a queue to one of this connection's consumers, or gives it back
-    /// to the queue if the consumer was cancelled or its channel closed meanwhile.
-    pub(crate) fn deliver(
-        &mut self,
-        out: &mut BytesMut,
-        consumer: Arc<Consumer>,
-        entry: Entry,
-        now: Instant,
-    ) {
-        let window_freed = consumer.written();
-        let frame_max = self.session.frame_max;
-        let timeout = self
-            .session
-            .limits
-            .timeout(consumer.timeout, &consumer.queue);
-        let channel = match self.slot_mut(consumer.channel) {
-            Some(channel) if consumer.is_active() && channel.state == ChannelState::Open => channel,
-            _ => return give_back(consumer, entry),
-        };
-        let tag = channel.take_delivery_tag();
-        basic::encode_delivery(out, consumer.channel, &consumer.tag, tag, &entry, frame_max);
-        // Dispatch again once half the window is free, or once this consumer stops holding up
-        // a queue that pushes back on its publishers.
-        if window_freed || (consumer.queue.flow.under_pressure() && !consumer.behind()) {
-            consumer.queue.dispatch();
-        }
-        if consumer.no_ack {
-            return;
-        }
-        let queue = Arc::clone(&consumer.queue);
-        let delivery = Delivery {
-            tag,
-            entry,
-            queue,
-            consumer: Some(consumer),
-        };
-        channel.unacked.push(delivery, timeout, now);
-    }
-
-    /// The consumer's queue was deleted: forget the consumer and tell the client.
-    pub(crate) fn cancelled(&mut self, out: &mut BytesMut, consumer: Arc<Consumer>) {
-        if !consumer.is_active() {
-            return;
-        }
-        consumer.deactivate();
-        let cancel_notify = self.session.cancel_notify;
-        if let Some(channel) = self.slot_mut(consumer.channel) {
-            if channel.state == ChannelState::Open {
-                channel.consumers.remove(&consumer.tag);
-                if cancel_notify {
-                    basic::send_cancel(out, consumer.channel, &consumer.tag);
-                }
-            }
-        }
-    }
-
-    /// Sends the publisher confirms that became due since the last flush, and asks the group
-    /// commit to report on the publishes that wait for it (one callback for all of them).
-    pub(crate) fn flush(&mut self, out: &mut BytesMut) {
-        // The logs first: what the publishes appended reaches the files (one write per log)
-        // and the group commit before anyone waits for it.
-        let mut flushed = true;
-        for queue in self.publishing.unflushed.drain(..) {
-            flushed &= queue.flush_log().is_ok();
-        }
-        if let Some(wait) = self.awaiting_sync.take() {
-            let outbox = self.session.outbox.clone();
-            let SyncWait {
-                store,
-                tags,
-                commits,
-            } = wait;
-            if flushed {
-                store.syncer.notify(Box::new(move |result| {
-                    outbox.synced(tags, commits, result.is_ok())
-                }));
-            } else {
-                outbox.synced(tags, commits, false);
-            }
-        }
-        let mut due = std::mem::take(&mut self.confirms_due);
-        for &number in &due {
-            if let Some(Channel {
-                state: ChannelState::Open,
-                mode: Mode::Confirm(confirms),
-                ..
-            }) = self.slot_mut(number)
-            {
-                confirms.flush(out, number);
-            }
-        }
-        due.clear();
-        self.confirms_due = due;
-    }
-
-    /// Where publishes and commits waiting for `store`'s group commit are gathered until the
-    /// next flush.
-    fn wait_for_sync(&mut self, store: Arc<Store>) -> &mut SyncWait {
-        self.awaiting_sync.get_or_insert_with(|| SyncWait {
-            store,
-            tags: Vec::new(),
-            commits: Vec::new(),
-        })
-    }
-
-    /// The group commit reported on a transaction of channel `number`: answer its commit (or
-    /// fail the channel: what it committed is not known to be safe).
-    pub(crate) fn committed(&mut self, out: &mut BytesMut, number: u16, epoch: u64, ok: bool) {
-        let current = matches!(
-            self.slot_mut(number),
-            Some(channel) if channel.epoch == epoch && channel.state == ChannelState::Open
-        );
-        if !current {
-            return;
-        }
-        if ok {
-            let ok = AMQPClass::Tx(warren_protocol::spec::tx::AMQPMethod::CommitOk(
-                warren_protocol::spec::tx::CommitOk {},
-            ));
-            encode_method(out, number, &ok);
-        } else {
-            let error = Error::Internal("writing the committed messages to disk failed".into());
-            let exception = Exception {
-                error,
-                class_id: 90,
-                method_id: 20,
-            };
-            self.close_with(out, number, &exception);
-        }
-    }
-
-    /// The group commit reported on a publish of channel `number`.
-    pub(crate) fn synced(&mut self, number: u16, epoch: u64, tag: u64, ok: bool) {
-        if let Some(Channel {
-            state: ChannelState::Open,
-            mode: Mode::Confirm(confirms),
-            epoch: current,
-            ..
-        }) = self.slot_mut(number)
-        {
-            if *current == epoch {
-                confirms.synced(tag, ok);
-                if confirms.schedule() {
-                    self.confirms_due.push(number);
-                }
             }
         }
     }

@@ -12,6 +12,15 @@
 //! every half interval without other output, and the connection is dropped after two intervals
 //! without input. After `connection.close` is sent, only `close-ok` is awaited, for at most
 //! [`CLOSE_TIMEOUT`]. This task never blocks on anything but its own socket and timers.
+//!
+//! Here: the I/O loop, reading frames and dispatching them. Beside: `control.rs` (channel 0's
+//! methods), `inbox.rs` (deliveries and group-commit reports from other tasks), `timer.rs`
+//! (deadlines and heartbeats), `close.rs` (exceptions, closing and teardown).
+
+mod close;
+mod control;
+mod inbox;
+mod timer;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,26 +30,25 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, info, warn};
+use tracing::info;
 use warren_protocol::frame::{
-    encode_heartbeat, parse_frame, parse_protocol_header, Frame, FrameType, ProtocolHeader,
-    PROTOCOL_HEADER,
+    parse_frame, parse_protocol_header, Frame, FrameType, ProtocolHeader, PROTOCOL_HEADER,
 };
-use warren_protocol::method::{decode_method, encode_method, Method};
+use warren_protocol::method::{decode_method, encode_method};
 use warren_protocol::spec::{connection, AMQPClass};
 
-use super::channel::{self, Channels};
+use super::channel::Channels;
 use super::handshake::{self, ClientCapabilities, Tuning};
-use super::outbox::{Outbox, Synced};
+use super::outbox::Outbox;
 use super::Context;
-use crate::broker::queue::{Mail, Sink};
-
-mod control;
-use crate::broker::queue::Queue;
+use crate::broker::queue::{Queue, Sink};
 use crate::broker::vhost::Vhost;
-use crate::error::{Error, Exception, ReplyCode, Scope};
+use crate::error::{Error, Exception};
+
+use inbox::Inbox;
+use timer::far_future;
 
 /// Bytes reserved for each read: big enough to take many small frames per syscall.
 const READ_CHUNK: usize = 64 * 1024;
@@ -200,22 +208,9 @@ impl Connection {
                 timer_at = wake_at;
                 timer.as_mut().reset(wake_at.unwrap_or_else(far_future));
             }
-            // A client that does not read our output is not throttled by its queues: it may be
-            // blocked writing the very input we would wait for (publishing and consuming on one
-            // connection); its deliveries wait in its outbox meanwhile, bounded by the window.
-            let stalled = self.write_buf.len() >= WRITE_HIGH_WATER;
-            let reading = self.state != State::Done
-                && self.write_buf.len() < WRITE_HARD_LIMIT
-                && !self.blocking()
-                && (throttled.is_empty() || stalled);
+            let reading = self.reading(&throttled);
             if reading && self.input_pending {
-                // The rest of the last read, after the other tasks had their turn.
-                self.input_pending = false;
-                self.process_input();
-                self.after_input();
-                if let Some(channels) = &mut self.channels {
-                    channels.take_pressured(&mut throttled);
-                }
+                self.pending_input(&mut throttled);
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -231,9 +226,7 @@ impl Connection {
                     if readable.is_err() || !self.read(&stream) {
                         break;
                     }
-                    if let Some(channels) = &mut self.channels {
-                        channels.take_pressured(&mut throttled);
-                    }
+                    self.take_pressured(&mut throttled);
                     // Let the tasks this input woke (consumers' connections) run before more.
                     tokio::task::yield_now().await;
                 }
@@ -257,6 +250,35 @@ impl Connection {
         // FIN rather than a reset, so the client reads the last frames we sent.
         let _ = stream.shutdown().await;
         was_open
+    }
+
+    /// Whether input is read this turn: not once the connection is done, nor while too much
+    /// output waits, a resource alarm holds this publisher back, or a queue it published to
+    /// pushes back. A client that does not read our output is not throttled by its queues: it
+    /// may be blocked writing the very input we would wait for (publishing and consuming on one
+    /// connection); its deliveries wait in its outbox meanwhile, bounded by the window.
+    fn reading(&self, throttled: &[Arc<Queue>]) -> bool {
+        let stalled = self.write_buf.len() >= WRITE_HIGH_WATER;
+        self.state != State::Done
+            && self.write_buf.len() < WRITE_HARD_LIMIT
+            && !self.blocking()
+            && (throttled.is_empty() || stalled)
+    }
+
+    /// Handles the rest of the last read (left for lack of [`ENQUEUE_BUDGET`]), after the other
+    /// tasks had their turn.
+    fn pending_input(&mut self, throttled: &mut Vec<Arc<Queue>>) {
+        self.input_pending = false;
+        self.process_input();
+        self.after_input();
+        self.take_pressured(throttled);
+    }
+
+    /// Adds the queues that pushed back on this connection's publishes to `throttled`.
+    fn take_pressured(&mut self, throttled: &mut Vec<Arc<Queue>>) {
+        if let Some(channels) = &mut self.channels {
+            channels.take_pressured(throttled);
+        }
     }
 
     /// Whether this connection is held back by a resource alarm: it has published, so its input
@@ -283,72 +305,6 @@ impl Connection {
                 self.blocked_sent = false;
             }
             _ => {}
-        }
-    }
-
-    /// When the timer should next fire: the connection's own deadline or an unacked timeout.
-    fn wake_at(&self) -> Option<Instant> {
-        let unacked = self.channels.as_ref().and_then(Channels::next_deadline);
-        match (self.deadline, unacked) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Handles deliveries and cancellations from queues: `first` and up to a batch more.
-    fn mail(&mut self, first: Mail, mail: &mut mpsc::UnboundedReceiver<Mail>) {
-        let now = Instant::now();
-        let mut next = Some(first);
-        let mut handled = 0;
-        while let Some(message) = next.take() {
-            match (&mut self.channels, message) {
-                (Some(channels), Mail::Deliver { consumer, entry }) => {
-                    channels.deliver(&mut self.write_buf, consumer, entry, now)
-                }
-                (Some(channels), Mail::Cancelled { consumer }) => {
-                    channels.cancelled(&mut self.write_buf, consumer)
-                }
-                (None, message) => give_back(message),
-            }
-            handled += 1;
-            if handled < OUTBOX_BATCH && self.write_buf.len() < WRITE_HIGH_WATER {
-                next = mail.try_recv().ok();
-            }
-        }
-        if let Some(channels) = &mut self.channels {
-            channels.flush(&mut self.write_buf);
-        }
-    }
-
-    /// The group commit reported on publishes and commits of this connection: their confirms and
-    /// commit-oks become due.
-    fn synced(&mut self, report: Synced) {
-        let Some(channels) = &mut self.channels else {
-            return;
-        };
-        let Synced { tags, commits, ok } = report;
-        for (channel, epoch, tag) in tags {
-            channels.synced(channel, epoch, tag, ok);
-        }
-        for (channel, epoch) in commits {
-            channels.committed(&mut self.write_buf, channel, epoch, ok);
-        }
-        channels.flush(&mut self.write_buf);
-    }
-
-    /// After the I/O loop: every channel gives back what it held, deliveries still in the
-    /// outbox go back to their queues, and the connection's exclusive queues are deleted.
-    fn teardown(&mut self, inbox: &mut Inbox) {
-        if let Some(mut channels) = self.channels.take() {
-            channels.release_all();
-        }
-        // Consumers are gone from their queues now, so nothing new arrives after this.
-        inbox.mail.close();
-        while let Ok(message) = inbox.mail.try_recv() {
-            give_back(message);
-        }
-        if let Some(vhost) = self.vhost_ref.take() {
-            vhost.delete_exclusive(self.id);
         }
     }
 
@@ -410,15 +366,6 @@ impl Connection {
             // It may have just become a publisher.
             self.on_alarm();
         }
-    }
-
-    /// Ends the connection without further protocol exchange.
-    fn finish(&mut self, reason: &str) {
-        if self.close_reason.is_empty() {
-            self.close_reason = reason.to_owned();
-        }
-        self.state = State::Done;
-        self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
     }
 
     /// Handles every complete frame in the read buffer.
@@ -511,115 +458,8 @@ impl Connection {
         }
     }
 
-    fn handle_while_closing(&mut self, frame: Frame) -> Result<(), Exception> {
-        if frame.frame_type != FrameType::Method || frame.channel != 0 {
-            return Ok(());
-        }
-        match decode_method(&frame.payload) {
-            Ok(Method::Other(AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))) => {
-                self.state = State::Done;
-            }
-            Ok(Method::Other(AMQPClass::Connection(connection::AMQPMethod::Close(_)))) => {
-                self.send(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
-                self.state = State::Done;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
     fn send(&mut self, method: connection::AMQPMethod) {
         encode_method(&mut self.write_buf, 0, &AMQPClass::Connection(method));
-    }
-
-    /// Reacts to a channel or connection exception according to its scope.
-    fn exception(&mut self, channel: u16, exception: Exception) {
-        let (code, scope) = exception.error.reply();
-        match scope {
-            Scope::Channel if channel != 0 => {
-                debug!(peer = %self.peer, channel, code = code as u16, error = %exception.error, "channel exception");
-                if let Some(channels) = &mut self.channels {
-                    channels.close_with(&mut self.write_buf, channel, &exception);
-                }
-            }
-            _ => {
-                let reason = exception.error.reply_text();
-                self.close_connection(exception, &reason);
-            }
-        }
-    }
-
-    /// Sends `connection.close` and waits (bounded) for `close-ok`.
-    fn close_connection(&mut self, exception: Exception, reason: &str) {
-        let (code, _) = exception.error.reply();
-        if code != ReplyCode::ConnectionForced {
-            warn!(peer = %self.peer, code = code as u16, error = %exception.error, "connection exception");
-        }
-        self.close_reason = reason.to_owned();
-        if self.state == State::ProtocolHeader {
-            self.state = State::Done;
-        } else {
-            self.send(connection::AMQPMethod::Close(connection::Close {
-                reply_code: code as u16,
-                reply_text: exception.error.reply_text().into(),
-                class_id: exception.class_id,
-                method_id: exception.method_id,
-            }));
-            self.state = State::Closing;
-        }
-        if let Some(mut channels) = self.channels.take() {
-            channels.release_all();
-        }
-        self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
-    }
-
-    fn heartbeat_check_at(&self, now: Instant) -> Option<Instant> {
-        match self.tuning.heartbeat {
-            0 => None,
-            seconds => Some(now + Duration::from_millis(u64::from(seconds) * 500)),
-        }
-    }
-
-    fn on_timer(&mut self) {
-        let now = Instant::now();
-        if let Some(channels) = &mut self.channels {
-            channels.expire(&mut self.write_buf, now);
-        }
-        if self.deadline.is_none_or(|deadline| deadline > now) {
-            return;
-        }
-        match self.state {
-            State::Running => {
-                let interval = Duration::from_secs(u64::from(self.tuning.heartbeat));
-                if self.blocking() {
-                    // Not reading is our doing, not the client's silence.
-                    self.last_read = now;
-                }
-                if now.duration_since(self.last_read) >= interval * 2 {
-                    warn!(peer = %self.peer, timeout_s = self.tuning.heartbeat, "missed heartbeats from client");
-                    self.finish("missed heartbeats from client");
-                    self.write_buf.clear();
-                    return;
-                }
-                if now.duration_since(self.last_write) >= interval / 2 && self.write_buf.is_empty()
-                {
-                    encode_heartbeat(&mut self.write_buf);
-                }
-                self.deadline = self.heartbeat_check_at(now);
-            }
-            State::Closing | State::Done => {
-                self.finish("timed out waiting for connection.close-ok");
-                self.write_buf.clear();
-            }
-            State::Draining => {
-                // The client was told its close is done; it need not close the socket first.
-                self.finish("client closed");
-            }
-            _ => {
-                self.finish("handshake timed out");
-                self.write_buf.clear();
-            }
-        }
     }
 }
 
@@ -633,23 +473,4 @@ async fn released(queues: &[Arc<Queue>]) {
         }
     };
     let _ = tokio::time::timeout(THROTTLE_MAX, all).await;
-}
-
-/// The receiving ends of what other tasks send a connection: its consumers' deliveries and
-/// cancellations (from queues), and the group commit's reports.
-struct Inbox {
-    mail: mpsc::UnboundedReceiver<Mail>,
-    synced: mpsc::UnboundedReceiver<Synced>,
-}
-
-/// Returns a delivery this connection can no longer make to its queue.
-fn give_back(message: Mail) {
-    if let Mail::Deliver { consumer, entry } = message {
-        consumer.written();
-        channel::give_back(consumer, entry);
-    }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
 }

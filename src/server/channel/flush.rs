@@ -1,0 +1,119 @@
+//! What waits for the end of a batch of input or mail, and for the group commit: the logs the
+//! publishes appended to (flushed once per batch), publisher confirms that became due, and
+//! publishes and `tx.commit`s whose answer waits for their messages to be synced. Registers one
+//! group-commit callback per flush, never one per publish; never syncs anything itself.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use warren_protocol::method::encode_method;
+use warren_protocol::spec::AMQPClass;
+
+use super::{Channel, ChannelState, Channels, Mode};
+use crate::error::{Error, Exception};
+use crate::server::outbox::ConfirmTag;
+use crate::store::Store;
+
+/// Replies that wait for the group commit: publisher confirms and `tx.commit-ok`s.
+#[derive(Debug)]
+pub(super) struct SyncWait {
+    store: Arc<Store>,
+    pub(super) tags: Vec<ConfirmTag>,
+    /// (channel, epoch) of commits to answer.
+    pub(super) commits: Vec<(u16, u64)>,
+}
+
+impl Channels {
+    /// Sends the publisher confirms that became due since the last flush, and asks the group
+    /// commit to report on the publishes that wait for it (one callback for all of them).
+    pub(crate) fn flush(&mut self, out: &mut BytesMut) {
+        // The logs first: what the publishes appended reaches the files (one write per log)
+        // and the group commit before anyone waits for it.
+        let mut flushed = true;
+        for queue in self.publishing.unflushed.drain(..) {
+            flushed &= queue.flush_log().is_ok();
+        }
+        if let Some(wait) = self.awaiting_sync.take() {
+            let outbox = self.session.outbox.clone();
+            let SyncWait {
+                store,
+                tags,
+                commits,
+            } = wait;
+            if flushed {
+                store.syncer.notify(Box::new(move |result| {
+                    outbox.synced(tags, commits, result.is_ok())
+                }));
+            } else {
+                outbox.synced(tags, commits, false);
+            }
+        }
+        let mut due = std::mem::take(&mut self.confirms_due);
+        for &number in &due {
+            if let Some(Channel {
+                state: ChannelState::Open,
+                mode: Mode::Confirm(confirms),
+                ..
+            }) = self.slot_mut(number)
+            {
+                confirms.flush(out, number);
+            }
+        }
+        due.clear();
+        self.confirms_due = due;
+    }
+
+    /// Where publishes and commits waiting for `store`'s group commit are gathered until the
+    /// next flush.
+    pub(super) fn wait_for_sync(&mut self, store: Arc<Store>) -> &mut SyncWait {
+        self.awaiting_sync.get_or_insert_with(|| SyncWait {
+            store,
+            tags: Vec::new(),
+            commits: Vec::new(),
+        })
+    }
+
+    /// The group commit reported on a transaction of channel `number`: answer its commit (or
+    /// fail the channel: what it committed is not known to be safe).
+    pub(crate) fn committed(&mut self, out: &mut BytesMut, number: u16, epoch: u64, ok: bool) {
+        let current = matches!(
+            self.slot_mut(number),
+            Some(channel) if channel.epoch == epoch && channel.state == ChannelState::Open
+        );
+        if !current {
+            return;
+        }
+        if ok {
+            let ok = AMQPClass::Tx(warren_protocol::spec::tx::AMQPMethod::CommitOk(
+                warren_protocol::spec::tx::CommitOk {},
+            ));
+            encode_method(out, number, &ok);
+        } else {
+            let error = Error::Internal("writing the committed messages to disk failed".into());
+            let exception = Exception {
+                error,
+                class_id: 90,
+                method_id: 20,
+            };
+            self.close_with(out, number, &exception);
+        }
+    }
+
+    /// The group commit reported on a publish of channel `number`.
+    pub(crate) fn synced(&mut self, number: u16, epoch: u64, tag: u64, ok: bool) {
+        if let Some(Channel {
+            state: ChannelState::Open,
+            mode: Mode::Confirm(confirms),
+            epoch: current,
+            ..
+        }) = self.slot_mut(number)
+        {
+            if *current == epoch {
+                confirms.synced(tag, ok);
+                if confirms.schedule() {
+                    self.confirms_due.push(number);
+                }
+            }
+        }
+    }
+}

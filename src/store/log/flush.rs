@@ -1,0 +1,141 @@
+//! The write buffer and what is left to sync: records and acks entries gathered in memory reach
+//! their files in one `pwrite` per file ([`Log::flush`], or past [`PENDING_LIMIT`]; records
+//! first, so an entry never reaches the disk before the record it names), and every file written
+//! since the last [`Log::take_dirty`] is handed back by it, once, for the group commit to sync.
+//! A few acks files are kept open. Never syncs; never reads a record.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use super::acks::{self, Kind};
+use super::{acks_path, Dirty, Log, PENDING_LIMIT};
+
+/// Acks files kept open (acks mostly go to the oldest segment or two).
+const OPEN_ACKS_FILES: usize = 4;
+
+impl Log {
+    /// Writes every buffered record and acks entry to its file (records first: an entry never
+    /// reaches the disk before the record it names).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.flush_records()?;
+        self.flush_acks()
+    }
+
+    pub(super) fn flush_records(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let Some((id, file)) = self.active.clone() else {
+            self.pending.clear();
+            return Err(io::Error::other("queue log: no active segment"));
+        };
+        let at = self.pending_at;
+        let written = file.write_all_at(&self.pending, at);
+        self.pending.clear();
+        if let Err(e) = written {
+            // The records buffered are lost, and their positions were handed out: cut the
+            // partial write and move on to a new segment so that no position is ever reused
+            // (an ack of a lost record must never match a later one).
+            let _ = file.set_len(at);
+            if let Err(roll) = self.roll() {
+                tracing::error!(error = %roll, "queue log: starting a new segment failed");
+            }
+            return Err(e);
+        }
+        self.mark_dirty(Dirty::Msgs(id), file);
+        Ok(())
+    }
+
+    pub(super) fn flush_acks(&mut self) -> io::Result<()> {
+        let mut result = Ok(());
+        for (id, at, entries) in std::mem::take(&mut self.pending_acks) {
+            let written = self.acks_file(id).and_then(|file| {
+                file.write_all_at(&entries, at)?;
+                Ok(file)
+            });
+            match written {
+                Ok(file) => {
+                    if at == 0 {
+                        result = result.and(self.mark_dir_dirty()); // the file may be new
+                    }
+                    self.mark_dirty(Dirty::Acks(id), file);
+                }
+                Err(e) => result = result.and(Err(e)),
+            }
+        }
+        result
+    }
+
+    /// Flushes, and returns the files written since the last call, for the group commit to
+    /// fsync (each once). A failed flush is returned too: what it held is not on disk.
+    pub fn take_dirty(&mut self) -> (Vec<Arc<File>>, io::Result<()>) {
+        let flushed = self.flush();
+        let files = self.dirty.drain(..).map(|(_, file)| file).collect();
+        (files, flushed)
+    }
+
+    /// Buffers an acks entry (written at the next flush).
+    pub(super) fn write_ack(&mut self, id: u32, kind: Kind, offset: u32) -> io::Result<()> {
+        let Some(segment) = self.segments.get_mut(&id) else {
+            return Ok(());
+        };
+        let at = segment.acks_len;
+        segment.acks_len = at + acks::ENTRY_LEN;
+        let entry = acks::encode(kind, offset);
+        match self
+            .pending_acks
+            .iter_mut()
+            .find(|(segment, _, _)| *segment == id)
+        {
+            Some((_, _, entries)) => entries.extend_from_slice(&entry),
+            None => self.pending_acks.push((id, at, entry.to_vec())),
+        }
+        let buffered: usize = self.pending_acks.iter().map(|(_, _, e)| e.len()).sum();
+        if buffered >= PENDING_LIMIT {
+            self.flush_acks()?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn acks_file(&mut self, id: u32) -> io::Result<Arc<File>> {
+        if let Some((_, file)) = self.acks_files.iter().find(|(segment, _)| *segment == id) {
+            return Ok(file.clone());
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(acks_path(&self.dir, id))?;
+        let file = Arc::new(file);
+        if self.acks_files.len() >= OPEN_ACKS_FILES {
+            self.acks_files.remove(0);
+        }
+        self.acks_files.push((id, file.clone()));
+        Ok(file)
+    }
+
+    pub(super) fn mark_dir_dirty(&mut self) -> io::Result<()> {
+        if !self.dirty.iter().any(|(dirty, _)| *dirty == Dirty::Dir) {
+            let dir = Arc::new(File::open(&self.dir)?);
+            self.dirty.push((Dirty::Dir, dir));
+        }
+        Ok(())
+    }
+
+    pub(super) fn mark_dirty(&mut self, what: Dirty, file: Arc<File>) {
+        if !self.dirty.iter().any(|(dirty, _)| *dirty == what) {
+            self.dirty.push((what, file));
+        }
+    }
+}
+
+impl Drop for Log {
+    /// A log dropped with buffered writes (the broker stopping) writes them first.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(dir = %self.dir.display(), error = %e, "queue log: writing buffered records at close failed");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Reading records back: [`Log::read`] (one record), [`Log::read_run`] (the records that follow
+//! one another, in one `pread`, for a reader going through the log in order), a record still in
+//! the write buffer served from it, and the header of a settled record read for its length (the
+//! segment's settled bytes, which decide compaction). Every record read is checked (length bound,
+//! checksum); a bad one is an error, never a wrong payload.
+//!
+//! Descriptors are cached: the segment file last read (behind a mutex, since reads take `&self`)
+//! and the few sealed segment files `settle` read headers from. Never writes a file.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::record::{Header, HEADER_LEN};
+use super::{invalid, msgs_path, Log, Position};
+
+/// Sealed segment files kept open for `settle` to read record headers from.
+const OPEN_SETTLE_FILES: usize = 2;
+
+impl Log {
+    /// Reads a record back.
+    pub fn read(&self, position: Position) -> io::Result<Bytes> {
+        let segment = self
+            .segments
+            .get(&position.segment)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "queue log: no such segment"))?;
+        let offset = u64::from(position.offset);
+        let available = segment
+            .size
+            .checked_sub(offset)
+            .and_then(|rest| rest.checked_sub(HEADER_LEN))
+            .ok_or_else(|| invalid("queue log: position beyond the segment's records"))?;
+        let corrupt = || io::Error::new(io::ErrorKind::InvalidData, "queue log: corrupt record");
+        if let Some(buffered) = self.buffered(position) {
+            let header = buffered
+                .get(..HEADER_LEN as usize)
+                .and_then(|h| <[u8; HEADER_LEN as usize]>::try_from(h).ok())
+                .map(Header::parse)
+                .ok_or_else(corrupt)?;
+            let len = header.bounded_len(available).ok_or_else(corrupt)?;
+            let payload = buffered
+                .get(HEADER_LEN as usize..HEADER_LEN as usize + len)
+                .ok_or_else(corrupt)?;
+            return Ok(Bytes::copy_from_slice(payload));
+        }
+        let file = self.segment_file(position.segment)?;
+        let mut header = [0; HEADER_LEN as usize];
+        file.read_exact_at(&mut header, offset)?;
+        let header = Header::parse(header);
+        let len = header.bounded_len(available).ok_or_else(corrupt)?;
+        let mut payload = vec![0; len];
+        file.read_exact_at(&mut payload, offset + HEADER_LEN)?;
+        if !header.matches(&payload) {
+            return Err(corrupt());
+        }
+        Ok(Bytes::from(payload))
+    }
+
+    /// Reads the records that follow one another from `from` on, up to about `max_bytes` (at
+    /// least the first): for a reader going through the log in order, one `pread` instead of one
+    /// per record. Stops before the first record that is incomplete in the range or fails its
+    /// check (a hole punched by compaction reads as zeros); returns (offset, payload) pairs.
+    pub fn read_run(&self, from: Position, max_bytes: usize) -> io::Result<Vec<(u32, Bytes)>> {
+        let segment = self
+            .segments
+            .get(&from.segment)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "queue log: no such segment"))?;
+        let start = u64::from(from.offset);
+        let mut end = segment.size.min(start.saturating_add(max_bytes as u64));
+        let active = self.active.as_ref().map(|(id, _)| *id);
+        if active == Some(from.segment) && !self.pending.is_empty() {
+            end = end.min(self.pending_at); // buffered records are not in the file yet
+        }
+        let mut records = Vec::new();
+        if end > start + HEADER_LEN {
+            let file = self.segment_file(from.segment)?;
+            let mut buf = vec![0; (end - start) as usize];
+            file.read_exact_at(&mut buf, start)?;
+            let buf = Bytes::from(buf);
+            let mut at = 0;
+            while let Some(header) = buf
+                .get(at..at + HEADER_LEN as usize)
+                .and_then(|h| <[u8; HEADER_LEN as usize]>::try_from(h).ok())
+                .map(Header::parse)
+            {
+                let offset = start + at as u64;
+                let available = segment.size.saturating_sub(offset + HEADER_LEN);
+                let Some(len) = header.bounded_len(available) else {
+                    break;
+                };
+                let body = at + HEADER_LEN as usize;
+                let Some(payload) = buf
+                    .get(body..body + len)
+                    .map(|_| buf.slice(body..body + len))
+                else {
+                    break;
+                };
+                if !header.matches(&payload) {
+                    break;
+                }
+                records.push((offset as u32, payload));
+                at = body + len;
+            }
+        }
+        if records.is_empty() {
+            records.push((from.offset, self.read(from)?));
+        }
+        Ok(records)
+    }
+
+    /// The buffered bytes from `position` on, if its record has not been written yet.
+    pub(super) fn buffered(&self, position: Position) -> Option<&[u8]> {
+        let active = self.active.as_ref().map(|(id, _)| *id);
+        let offset = u64::from(position.offset);
+        if active != Some(position.segment) || self.pending.is_empty() || offset < self.pending_at {
+            return None;
+        }
+        let start = usize::try_from(offset - self.pending_at).ok()?;
+        self.pending.get(start..)
+    }
+
+    /// The length (header included) of the record at `position`, read from its header, for the
+    /// settled bytes of its segment; 0 if it cannot be read or is implausible (the count only
+    /// decides when to compact, which finds the true lengths itself).
+    pub(super) fn record_len(&mut self, position: Position) -> u64 {
+        let Some(segment) = self.segments.get(&position.segment) else {
+            return 0;
+        };
+        let offset = u64::from(position.offset);
+        let Some(available) = segment
+            .size
+            .checked_sub(offset)
+            .and_then(|rest| rest.checked_sub(HEADER_LEN))
+            .filter(|_| !segment.damaged)
+        else {
+            return 0;
+        };
+        let mut header = [0; HEADER_LEN as usize];
+        let read = match self.buffered(position) {
+            Some(buffered) => buffered
+                .get(..HEADER_LEN as usize)
+                .map(|h| header.copy_from_slice(h))
+                .ok_or_else(|| invalid("queue log: short buffered record")),
+            None => self
+                .settle_file(position.segment)
+                .and_then(|file| file.read_exact_at(&mut header, offset)),
+        };
+        match read {
+            Ok(()) => Header::parse(header)
+                .bounded_len(available)
+                .map_or(0, |len| HEADER_LEN + len as u64),
+            Err(e) => {
+                tracing::debug!(segment = position.segment, error = %e, "queue log: reading a settled record's header failed");
+                0
+            }
+        }
+    }
+
+    pub(super) fn settle_file(&mut self, id: u32) -> io::Result<Arc<File>> {
+        if let Some((active, file)) = &self.active {
+            if *active == id {
+                return Ok(file.clone());
+            }
+        }
+        if let Some(i) = self
+            .settle_files
+            .iter()
+            .position(|(segment, _)| *segment == id)
+        {
+            let entry = self.settle_files.remove(i);
+            let file = entry.1.clone();
+            self.settle_files.push(entry);
+            return Ok(file);
+        }
+        let file = Arc::new(File::open(msgs_path(&self.dir, id))?);
+        if self.settle_files.len() >= OPEN_SETTLE_FILES {
+            self.settle_files.remove(0);
+        }
+        self.settle_files.push((id, file.clone()));
+        Ok(file)
+    }
+
+    pub(super) fn segment_file(&self, id: u32) -> io::Result<Arc<File>> {
+        if let Some((active, file)) = &self.active {
+            if *active == id {
+                return Ok(file.clone());
+            }
+        }
+        let mut cached = self.read_file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((segment, file)) = cached.as_ref() {
+            if *segment == id {
+                return Ok(file.clone());
+            }
+        }
+        let file = Arc::new(File::open(msgs_path(&self.dir, id))?);
+        *cached = Some((id, file.clone()));
+        Ok(file)
+    }
+}
