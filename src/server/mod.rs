@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 pub use auth::{Password, Permission, User, Users};
-use channel::Limits;
+use channel::ChannelSettings;
 
 use crate::broker::Broker;
 use crate::store::sync::Syncer;
@@ -128,7 +128,7 @@ pub(crate) struct Context {
     pub(crate) handshake_timeout: Duration,
     pub(crate) users: Users,
     pub(crate) broker: Arc<Broker>,
-    pub(crate) limits: Limits,
+    pub(crate) limits: ChannelSettings,
     /// The resource alarm in effect, if any.
     pub(crate) alarms: watch::Receiver<Option<String>>,
 }
@@ -196,7 +196,7 @@ impl Server {
             users: options.users,
             broker,
             alarms,
-            limits: Limits {
+            limits: ChannelSettings {
                 max_message_size: options.max_message_size,
                 unacked_timeout: options.unacked_timeout,
                 unacked_timeout_action: options.unacked_timeout_action,

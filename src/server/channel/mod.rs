@@ -48,9 +48,9 @@ use flush::SyncWait;
 pub(crate) use settle::give_back;
 use unacked::{Delivery, Unacked};
 
-/// Server settings a channel applies.
+/// The server settings a channel applies (not to be confused with a queue's `Limits`).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub(crate) struct ChannelSettings {
     pub max_message_size: u64,
     pub unacked_timeout: Duration,
     pub unacked_timeout_action: UnackedTimeoutAction,
@@ -70,7 +70,7 @@ pub(crate) struct Session {
     pub frame_max: u32,
     /// The client understands a server-sent `basic.cancel`.
     pub cancel_notify: bool,
-    pub limits: Limits,
+    pub limits: ChannelSettings,
 }
 
 /// Where a channel is in its life.

@@ -17,13 +17,13 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::unacked::Delivery;
-use super::{basic, Channel, Channels, Limits};
+use super::{basic, Channel, ChannelSettings, Channels};
 use crate::broker::queue::Consumer;
 use crate::broker::queue::Queue;
 use crate::error::{Error, Exception};
 use crate::server::UnackedTimeoutAction;
 
-impl Limits {
+impl ChannelSettings {
     /// How long a delivery from `queue` may stay unacked: the consumer's `x-consumer-timeout`,
     /// else the queue's, else the server's; `None` (never) when that is zero.
     pub(super) fn timeout(&self, consumer: Option<Duration>, queue: &Queue) -> Option<Duration> {
