@@ -48,7 +48,7 @@ use flush::SyncWait;
 pub(crate) use settle::give_back;
 use unacked::{Delivery, Unacked};
 
-/// The server settings a channel applies (not to be confused with a queue's `Limits`).
+/// The server settings a channel applies.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ChannelSettings {
     pub max_message_size: u64,
