@@ -96,7 +96,7 @@ pub enum Error {
     TuneRejected(String),
     #[error("{0}")]
     AuthFailed(String),
-    #[error("vhost '{0}' not found")]
+    #[error("vhost {0} not found")]
     VhostNotFound(String),
     #[error("{0}")]
     NotImplemented(String),

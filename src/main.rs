@@ -140,7 +140,7 @@ async fn serve(
     if let Err(e) = &hangups {
         error!(error = %e, "cannot listen for SIGHUP: the configuration will not be reloaded");
     }
-    let options = settings.server_options(&config.users, &config.permissions, &config.vhosts);
+    let options = settings.server_options(&config);
     let (server, owned) = Server::bind_with(options, |broker| {
         apply_at_start(broker, &config.topology).map_err(io::Error::other)
     })

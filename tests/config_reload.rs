@@ -244,7 +244,8 @@ async fn sighup_replaces_the_users() {
     };
     assert!(login(app.clone()).await.is_err(), "app is not a user yet");
     let users = "[[users]]\nname = \"app\"\n\
-                 password_hash = \"AQIDBKSR723asempcKRBlyrPWcL1zhEiLhyy/se3Vks7S5g+\"\n";
+                 password_hash = \"AQIDBKSR723asempcKRBlyrPWcL1zhEiLhyy/se3Vks7S5g+\"\n\
+                 [[permissions]]\nuser = \"app\"\nconfigure = \".*\"\nwrite = \".*\"\nread = \".*\"\n";
     std::fs::write(&file, format!("{BEFORE}\n{users}")).expect("edit the file");
     warren.hangup();
     warren.wait_for_log("configuration reloaded", 1).await;

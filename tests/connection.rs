@@ -208,7 +208,8 @@ async fn update_secret_of_a_user_removed_since_login_closes_with_403() {
         )
         .await;
     client.expect_connection_exception(403).await;
-    users.replace(warren::server::Users::default().list(), Vec::new());
+    let default = warren::server::Users::default();
+    users.replace(default.list(), default.permissions());
     broker.assert_serving().await;
 }
 

@@ -1,16 +1,15 @@
-//! The checks of meaning over a parsed file: the server section, users, vhosts and permissions
-//! here; the topology in `check_topology.rs`. Every problem is collected, none stops the
+//! The checks of meaning over a parsed file: the server section, users and vhosts here;
+//! permissions in `check_permissions.rs`, the topology in `check_topology.rs`. Every problem is collected, none stops the
 //! checking; what is built from a file with problems is never used.
 
 use std::collections::HashMap;
 
-use regex::Regex;
 use toml::Spanned;
 
 use super::error::{Problem, Source};
-use super::model::{PermissionEntry, UserEntry, VhostEntry};
+use super::model::{UserEntry, VhostEntry};
 use super::parse::Parsed;
-use super::{check_topology, settings, Config};
+use super::{check_permissions, check_topology, settings, Config};
 use crate::server::{Password, Permission, User, Users};
 
 /// The vhost every broker has.
@@ -29,7 +28,15 @@ pub(super) fn check(source: &Source<'_>, parsed: Parsed, problems: &mut Vec<Prob
         true => Users::default().list(),
         false => check_users(source, parsed.users, problems, &mut warnings),
     };
-    let permissions = check_permissions(source, parsed.permissions, &users, &vhosts, problems);
+    let mut permissions =
+        check_permissions::vhosts(source, parsed.permissions, &users, &vhosts, problems);
+    if file_users == 0 && !permissions.iter().any(|p| p.user == "guest") {
+        // The embedded guest has every permission in `/`, as RabbitMQ's default user.
+        permissions.push(Permission::full("guest", DEFAULT_VHOST));
+    }
+    let topic_permissions =
+        check_permissions::topics(source, parsed.topic_permissions, &users, &vhosts, problems);
+    check_permissions::warn_unpermitted(source, &users, &permissions, &mut warnings);
     let entries = (parsed.exchanges, parsed.queues, parsed.bindings);
     let topology = check_topology::check(source, &vhosts, entries, problems, &mut warnings);
     Config {
@@ -37,6 +44,7 @@ pub(super) fn check(source: &Source<'_>, parsed: Parsed, problems: &mut Vec<Prob
         settings,
         users,
         permissions,
+        topic_permissions,
         vhosts,
         topology,
         warnings,
@@ -198,60 +206,4 @@ pub(super) fn vhost_of(
         ),
     ));
     None
-}
-
-fn check_permissions(
-    source: &Source<'_>,
-    entries: Vec<PermissionEntry>,
-    users: &[User],
-    vhosts: &[String],
-    problems: &mut Vec<Problem>,
-) -> Vec<Permission> {
-    let mut permissions = Vec::new();
-    let mut seen = Names::new("permission");
-    for entry in entries {
-        let user = entry.user.get_ref();
-        let known_user = users.iter().any(|u| &u.name == user);
-        if !known_user {
-            problems.push(source.problem(
-                &entry.user.span(),
-                format!("permissions for user '{user}', who is not declared in [[users]]"),
-            ));
-        }
-        let vhost = vhost_of(source, entry.vhost.as_ref(), vhosts, problems);
-        let mut regex = |field: &str, text: &Spanned<String>| match Regex::new(text.get_ref()) {
-            Ok(regex) => Some(regex),
-            Err(e) => {
-                let why = e.to_string();
-                let why = why.lines().last().unwrap_or_default().trim();
-                let why = why.strip_prefix("error: ").unwrap_or(why).to_owned();
-                problems.push(source.problem(
-                    &text.span(),
-                    format!(
-                        "{field}: invalid regular expression '{}': {why}",
-                        text.get_ref()
-                    ),
-                ));
-                None
-            }
-        };
-        let configure = regex("configure", &entry.configure);
-        let write = regex("write", &entry.write);
-        let read = regex("read", &entry.read);
-        let (Some(vhost), Some(configure), Some(write), Some(read), true) =
-            (vhost, configure, write, read, known_user)
-        else {
-            continue;
-        };
-        let shown = format!("for user '{user}' in vhost '{vhost}'");
-        problems.extend(seen.add(source, format!("{user}\0{vhost}"), &entry.user, &shown));
-        permissions.push(Permission {
-            user: user.clone(),
-            vhost,
-            configure,
-            write,
-            read,
-        });
-    }
-    permissions
 }

@@ -14,6 +14,7 @@ pub mod apply;
 mod arguments;
 mod check;
 mod check_bindings;
+mod check_permissions;
 mod check_topology;
 mod error;
 mod model;
@@ -34,7 +35,7 @@ pub use model::{DestinationType, LogFormat};
 pub use settings::Settings;
 
 use crate::broker::exchange::ExchangeKind;
-use crate::server::{Permission, User, Users};
+use crate::server::{Permission, TopicPermission, User, Users};
 
 /// A checked configuration: everything in it can be applied.
 #[derive(Debug, Clone)]
@@ -45,6 +46,7 @@ pub struct Config {
     /// The users: the file's, or the embedded guest when the file has none.
     pub users: Vec<User>,
     pub permissions: Vec<Permission>,
+    pub topic_permissions: Vec<TopicPermission>,
     /// Every vhost: `/` and the file's.
     pub vhosts: Vec<String>,
     pub topology: Topology,
@@ -108,7 +110,8 @@ impl Config {
             file: "(embedded defaults)".into(),
             settings: Settings::default(),
             users: Users::default().list(),
-            permissions: Vec::new(),
+            permissions: Users::default().permissions(),
+            topic_permissions: Vec::new(),
             vhosts: vec!["/".into()],
             topology: Topology::default(),
             warnings: Vec::new(),

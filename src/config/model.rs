@@ -81,6 +81,18 @@ pub struct PermissionEntry {
     pub read: Spanned<String>,
 }
 
+/// `[[topic_permissions]]`: RabbitMQ's topic permissions of a user on one topic exchange of a
+/// vhost (regular expressions over routing keys; `{username}` and `{vhost}` are expanded).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicPermissionEntry {
+    pub user: Spanned<String>,
+    pub vhost: Option<Spanned<String>>,
+    pub exchange: Spanned<String>,
+    pub write: Spanned<String>,
+    pub read: Spanned<String>,
+}
+
 /// An `arguments` inline table: each value keeps its span.
 pub type Arguments = BTreeMap<String, Spanned<toml::Value>>;
 

@@ -11,7 +11,8 @@ use toml::Spanned;
 
 use super::error::{Problem, Source};
 use super::model::{
-    BindingEntry, ExchangeEntry, PermissionEntry, QueueEntry, ServerSection, UserEntry, VhostEntry,
+    BindingEntry, ExchangeEntry, PermissionEntry, QueueEntry, ServerSection, TopicPermissionEntry,
+    UserEntry, VhostEntry,
 };
 
 /// The sections of a file, each entry well-formed.
@@ -21,13 +22,14 @@ pub struct Parsed {
     pub users: Vec<UserEntry>,
     pub vhosts: Vec<VhostEntry>,
     pub permissions: Vec<PermissionEntry>,
+    pub topic_permissions: Vec<TopicPermissionEntry>,
     pub exchanges: Vec<ExchangeEntry>,
     pub queues: Vec<QueueEntry>,
     pub bindings: Vec<BindingEntry>,
 }
 
-const SECTIONS: &str =
-    "[server], [[users]], [[vhosts]], [[permissions]], [[exchanges]], [[queues]], [[bindings]]";
+const SECTIONS: &str = "[server], [[users]], [[vhosts]], [[permissions]], [[topic_permissions]], \
+     [[exchanges]], [[queues]], [[bindings]]";
 
 /// Reads `source`; syntax errors end the reading (nothing after them is trusted).
 pub fn parse(source: &Source<'_>, problems: &mut Vec<Problem>) -> Parsed {
@@ -54,6 +56,9 @@ pub fn parse(source: &Source<'_>, problems: &mut Vec<Problem>) -> Parsed {
             "users" => parsed.users = reader.entries("users", value),
             "vhosts" => parsed.vhosts = reader.entries("vhosts", value),
             "permissions" => parsed.permissions = reader.entries("permissions", value),
+            "topic_permissions" => {
+                parsed.topic_permissions = reader.entries("topic_permissions", value)
+            }
             "exchanges" => parsed.exchanges = reader.entries("exchanges", value),
             "queues" => parsed.queues = reader.entries("queues", value),
             "bindings" => parsed.bindings = reader.entries("bindings", value),

@@ -102,8 +102,11 @@ impl Reloader {
         for vhost in self.vhosts.iter().filter(|v| !config.vhosts.contains(v)) {
             warn!(%vhost, "vhost removed from the file: it stays until the next restart");
         }
-        self.users
-            .replace(config.users.clone(), config.permissions.clone());
+        self.users.replace_all(
+            config.users.clone(),
+            config.permissions.clone(),
+            config.topic_permissions.clone(),
+        );
         info!(
             users = config.users.len(),
             permissions = config.permissions.len(),

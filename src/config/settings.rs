@@ -10,7 +10,7 @@ use warren_protocol::frame::FRAME_MIN_SIZE;
 use super::error::{Problem, Source};
 use super::model::{LogFormat, ServerSection, TimeoutAction};
 use super::units::MemoryLimit;
-use crate::server::{alarms, Permission, Tuning, User, Users};
+use crate::server::{alarms, Tuning, Users};
 use crate::{ServerOptions, UnackedTimeoutAction};
 
 /// The server settings in effect, every one filled in.
@@ -74,13 +74,8 @@ impl Settings {
         }
     }
 
-    /// The options a server is bound with, for these users and vhosts.
-    pub fn server_options(
-        &self,
-        users: &[User],
-        permissions: &[Permission],
-        vhosts: &[String],
-    ) -> ServerOptions {
+    /// The options a server is bound with, for the users, permissions and vhosts of `config`.
+    pub fn server_options(&self, config: &super::Config) -> ServerOptions {
         let mut listeners = self.listeners.iter().cloned();
         ServerOptions {
             listen: listeners.next().unwrap_or_default(),
@@ -89,7 +84,8 @@ impl Settings {
             tuning: self.tuning,
             handshake_timeout: self.handshake_timeout,
             max_connections: self.max_connections.map(|n| n as usize),
-            users: Users::with_permissions(users.to_vec(), permissions.to_vec()),
+            users: Users::with_permissions(config.users.clone(), config.permissions.clone())
+                .with_topic_permissions(config.topic_permissions.clone()),
             unacked_timeout: self.unacked_timeout,
             unacked_timeout_action: self.unacked_timeout_action,
             max_message_size: self.max_message_size,
@@ -97,7 +93,7 @@ impl Settings {
             queue_memory_window: self.queue_memory_window,
             memory_high_watermark: self.memory_high_watermark,
             disk_free_limit: self.disk_free_limit,
-            vhosts: vhosts.to_vec(),
+            vhosts: config.vhosts.clone(),
             ..ServerOptions::default()
         }
     }

@@ -1,18 +1,21 @@
 //! SASL authentication for `connection.start-ok`: the PLAIN and AMQPLAIN mechanisms, checked against
-//! the broker's users. Owns the user list (and the permissions, kept for the security work that
-//! will enforce them); never touches the socket.
+//! the broker's users. Owns the user list and their permissions (checked by `access.rs`); never
+//! touches the socket.
 //!
 //! As in RabbitMQ, the default user `guest` may only connect from a loopback address. Passwords
 //! are kept in RabbitMQ's form (`rabbit_password_hashing_sha256`: a 4-byte salt and the SHA-256
 //! of salt and password) or, with a warning at load, in plain text.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use parking_lot::RwLock;
-use regex::Regex;
+
+use super::access::Grant;
+pub use super::access::{Permission, TopicPermission};
 use sha2::{Digest, Sha256};
 use warren_protocol::table::check_table;
 use warren_protocol::types::{AMQPValue, FieldTable};
@@ -90,39 +93,39 @@ pub struct User {
     pub tags: Vec<String>,
 }
 
-/// What a user may do in a vhost (RabbitMQ's three regular expressions over resource names).
-/// Kept; enforcement comes with the security work.
-#[derive(Clone, Debug)]
-pub struct Permission {
-    pub user: String,
-    pub vhost: String,
-    pub configure: Regex,
-    pub write: Regex,
-    pub read: Regex,
-}
-
 /// The users known to the broker: a shared handle (clones see the same list), so that a
 /// reloaded configuration reaches every connection through [`Users::replace`].
 #[derive(Clone, Debug)]
 pub struct Users {
-    inner: Arc<RwLock<Accounts>>,
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    accounts: RwLock<Accounts>,
+    /// Counts replacements: a connection's [`Access`](super::access::Access) resolves its grant
+    /// again when it changes.
+    generation: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Accounts {
     users: Vec<User>,
     permissions: Vec<Permission>,
+    topic_permissions: Vec<TopicPermission>,
 }
 
 impl Default for Users {
-    /// The embedded default: `guest`/`guest`, from loopback only.
+    /// The embedded default: `guest`/`guest`, from loopback only, with every permission in the
+    /// default vhost `/` (as RabbitMQ's default user).
     fn default() -> Self {
-        Users::new(vec![User {
+        let guest = User {
             name: "guest".into(),
             password: Password::Plain("guest".into()),
             loopback_only: true,
             tags: vec!["administrator".into()],
-        }])
+        };
+        Users::with_permissions(vec![guest], vec![Permission::full("guest", "/")])
     }
 }
 
@@ -133,24 +136,87 @@ impl Users {
 
     pub fn with_permissions(users: Vec<User>, permissions: Vec<Permission>) -> Users {
         Users {
-            inner: Arc::new(RwLock::new(Accounts { users, permissions })),
+            inner: Arc::new(Shared {
+                accounts: RwLock::new(Accounts {
+                    users,
+                    permissions,
+                    topic_permissions: Vec::new(),
+                }),
+                generation: AtomicU64::new(0),
+            }),
         }
+    }
+
+    /// The same users, with these topic permissions.
+    pub fn with_topic_permissions(self, topic_permissions: Vec<TopicPermission>) -> Users {
+        self.inner.accounts.write().topic_permissions = topic_permissions;
+        self
     }
 
     /// The users, at this moment.
     pub fn list(&self) -> Vec<User> {
-        self.inner.read().users.clone()
+        self.inner.accounts.read().users.clone()
     }
 
     /// The permissions, at this moment.
     pub fn permissions(&self) -> Vec<Permission> {
-        self.inner.read().permissions.clone()
+        self.inner.accounts.read().permissions.clone()
     }
 
-    /// Replaces users and permissions for every holder of this handle (connections already
-    /// open keep their login).
+    /// The topic permissions, at this moment.
+    pub fn topic_permissions(&self) -> Vec<TopicPermission> {
+        self.inner.accounts.read().topic_permissions.clone()
+    }
+
+    /// Replaces users and permissions (and clears topic permissions) for every holder of this
+    /// handle: connections already open keep their login, and their next operation is checked
+    /// against the new permissions.
     pub fn replace(&self, users: Vec<User>, permissions: Vec<Permission>) {
-        *self.inner.write() = Accounts { users, permissions };
+        self.replace_all(users, permissions, Vec::new());
+    }
+
+    /// [`Users::replace`], with topic permissions.
+    pub fn replace_all(
+        &self,
+        users: Vec<User>,
+        permissions: Vec<Permission>,
+        topic_permissions: Vec<TopicPermission>,
+    ) {
+        *self.inner.accounts.write() = Accounts {
+            users,
+            permissions,
+            topic_permissions,
+        };
+        self.inner.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many times the users were replaced.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// What `user` may do in `vhost` (`None`: no permission entry, so no access), with the
+    /// generation it was read at.
+    pub fn grant(&self, user: &str, vhost: &str) -> (u64, Option<Grant>) {
+        let accounts = self.inner.accounts.read();
+        let generation = self.generation();
+        let exists = accounts.users.iter().any(|u| u.name == user);
+        let permission = accounts
+            .permissions
+            .iter()
+            .find(|p| p.user == user && p.vhost == vhost)
+            .filter(|_| exists);
+        let grant = permission.map(|permission| Grant {
+            permission: permission.clone(),
+            topics: accounts
+                .topic_permissions
+                .iter()
+                .filter(|t| t.user == user && t.vhost == vhost)
+                .cloned()
+                .collect(),
+        });
+        (generation, grant)
     }
 
     /// Checks a `start-ok` response; returns the user name, or why the login is refused (the
@@ -170,7 +236,7 @@ impl Users {
         let refused = || {
             format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.")
         };
-        let accounts = self.inner.read();
+        let accounts = self.inner.accounts.read();
         let user = accounts
             .users
             .iter()
@@ -193,7 +259,7 @@ impl Users {
     /// clients' own test suites rely on it); the user must still exist and still be allowed in
     /// from `peer`. Returns why not (a 403 `connection.close`).
     pub fn update_secret(&self, user: &str, peer: IpAddr) -> Result<(), String> {
-        let accounts = self.inner.read();
+        let accounts = self.inner.accounts.read();
         let Some(found) = accounts.users.iter().find(|u| u.name == user) else {
             return Err(format!(
                 "New secret was refused: user '{user}' no longer exists"

@@ -7,6 +7,7 @@
 //! semaphore; a connection accepted when none is left is refused at `connection.open` with 530
 //! NOT_ALLOWED, as RabbitMQ does (at most 64 such at a time; beyond, the socket is closed).
 
+pub mod access;
 pub mod alarms;
 mod auth;
 mod channel;
@@ -27,7 +28,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
-pub use auth::{Password, Permission, User, Users};
+pub use auth::{Password, Permission, TopicPermission, User, Users};
 use channel::ChannelSettings;
 
 use crate::broker::Broker;

@@ -398,6 +398,16 @@ impl Vhost {
         self.read().queues.values().cloned().collect()
     }
 
+    /// The type of the exchange `name`, if there is one.
+    pub fn exchange_kind(&self, name: &[u8]) -> Option<ExchangeKind> {
+        self.read().exchanges.get(name).map(|x| x.kind)
+    }
+
+    /// Whether there is a queue `name`.
+    pub fn has_queue(&self, name: &[u8]) -> bool {
+        self.read().queues.contains_key(name)
+    }
+
     /// Looks up a queue the connection may use.
     pub fn queue(&self, name: &ShortStr, connection: u64) -> Result<Arc<Queue>, Error> {
         let topology = self.read();

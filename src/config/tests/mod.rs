@@ -38,7 +38,8 @@ fn unknown_keys() {
     assert_problem(
         "colour = 1\n",
         "t.toml:1:1: unknown key 'colour' (a configuration file has [server], [[users]], \
-         [[vhosts]], [[permissions]], [[exchanges]], [[queues]], [[bindings]])",
+         [[vhosts]], [[permissions]], [[topic_permissions]], [[exchanges]], [[queues]], \
+         [[bindings]])",
     );
     assert_problem(
         "[[exchanges]]\nname = \"x\"\ntype = \"topic\"\ndurabel = true\n",

@@ -82,7 +82,8 @@ fn users_and_permissions() {
 fn plain_passwords_are_a_warning() {
     let config = from_str(
         "t.toml",
-        "[[users]]\nname = \"app\"\npassword = \"secret\"\n",
+        "[[users]]\nname = \"app\"\npassword = \"secret\"\n\
+         [[permissions]]\nuser = \"app\"\nconfigure = \"\"\nwrite = \"\"\nread = \".*\"\n",
     )
     .unwrap();
     assert_eq!(
@@ -174,7 +175,7 @@ routing_key = \"order.*.paid\"
         config.summary(),
         "shop.toml: ok: 1 vhost, 1 exchange, 1 queue, 1 binding, 0 users"
     );
-    let options = s.server_options(&config.users, &config.permissions, &config.vhosts);
+    let options = s.server_options(&config);
     assert_eq!(options.listen, "127.0.0.1:5672");
     assert_eq!(options.extra_listeners, vec!["[::1]:5672"]);
     assert_eq!(options.max_connections, Some(500));
@@ -198,5 +199,58 @@ fn settings_needing_a_restart() {
     assert_eq!(
         changed.needing_restart(&running),
         vec!["listeners", "heartbeat"]
+    );
+}
+
+#[test]
+fn permissions_defaults_and_topic_permissions() {
+    // No [[users]]: the embedded guest, with every permission in `/`.
+    let config = from_str("t.toml", "").unwrap();
+    assert_eq!(config.permissions.len(), 1);
+    assert_eq!(
+        (
+            config.permissions[0].user.as_str(),
+            config.permissions[0].vhost.as_str()
+        ),
+        ("guest", "/")
+    );
+    // A user without permissions is a warning: it can open no vhost.
+    let config = from_str(
+        "t.toml",
+        "[[users]]\nname = \"app\"\npassword_hash = \"AQIDBKSR723asempcKRBlyrPWcL1zhEiLhyy/se3Vks7S5g+\"\n",
+    )
+    .unwrap();
+    assert!(config.permissions.is_empty());
+    assert_eq!(
+        config
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        vec!["t.toml: user 'app' has no [[permissions]]: it can log in but open no vhost"]
+    );
+    // Topic permissions: variables expanded, expressions checked, users and vhosts known.
+    let text = "[[vhosts]]\nname = \"iot\"\n\
+                [[users]]\nname = \"dev1\"\npassword_hash = \"AQIDBKSR723asempcKRBlyrPWcL1zhEiLhyy/se3Vks7S5g+\"\n\
+                [[permissions]]\nuser = \"dev1\"\nvhost = \"iot\"\nconfigure = \"\"\nwrite = \".*\"\nread = \".*\"\n\
+                [[topic_permissions]]\nuser = \"dev1\"\nvhost = \"iot\"\nexchange = \"telemetry\"\n\
+                write = \"^{username}\\\\.\"\nread = \"^{vhost}\\\\.\"\n";
+    let config = from_str("t.toml", text).unwrap();
+    let topic = &config.topic_permissions[0];
+    assert_eq!(topic.write.as_str(), "^dev1\\.");
+    assert_eq!(topic.read.as_str(), "^iot\\.");
+    assert_eq!(topic.exchange, "telemetry");
+    let bad =
+        "[[topic_permissions]]\nuser = \"nobody\"\nexchange = \"x\"\nwrite = \"(\"\nread = \"\"\n";
+    let problems = from_str("t.toml", bad).unwrap_err();
+    let problems: Vec<String> = problems.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("user 'nobody', who is not declared"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("write: invalid regular expression '('"),
+        "{problems:?}"
     );
 }

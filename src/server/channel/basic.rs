@@ -30,6 +30,7 @@ use crate::broker::queue::ConsumeRefused;
 use crate::broker::queue::Consumer;
 use crate::broker::vhost::{QueueDeclare, Routed};
 use crate::error::{Error, ReplyCode};
+use crate::server::access::{Perm, Resource};
 
 /// The pseudo-queue of direct reply-to.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -100,6 +101,7 @@ impl Channels {
         if direct_reply {
             properties = self.direct_reply_to(number, &properties)?;
         }
+        self.permit_publish(&publish)?;
         let message = Arc::new(Message::new(
             publish.exchange.as_bytes(),
             publish.routing_key.as_bytes(),
@@ -344,7 +346,11 @@ impl Channels {
     ) -> Result<(), Error> {
         let name = match consume.queue.as_str() {
             DIRECT_REPLY_TO => self.reply_queue(number, consume.no_ack)?,
-            other => self.queue_name(number, other)?,
+            other => {
+                let name = self.queue_name(number, other)?;
+                self.permit(Perm::Read, Resource::Queue, name.as_bytes())?;
+                name
+            }
         };
         let queue = self.session.vhost.queue(&name, self.session.connection)?;
         let priority = consumer_priority(&consume.arguments).map_err(|reason| {
@@ -433,6 +439,7 @@ impl Channels {
         now: Instant,
     ) -> Result<(), Error> {
         let name = self.queue_name(number, get.queue.as_str())?;
+        self.permit(Perm::Read, Resource::Queue, name.as_bytes())?;
         let queue = self.session.vhost.queue(&name, self.session.connection)?;
         let frame_max = self.session.frame_max;
         let timeout = self.session.limits.timeout(None, &queue);

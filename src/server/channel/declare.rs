@@ -11,6 +11,7 @@ use super::Channels;
 use crate::broker::exchange::Destination;
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
 use crate::error::Error;
+use crate::server::access::{Perm, Resource};
 
 fn short(s: &warren_protocol::types::ShortString) -> ShortStr {
     ShortStr::copy_from_str(s.as_str())
@@ -25,11 +26,14 @@ impl Channels {
     ) -> Result<(), Error> {
         use exchange::AMQPMethod as X;
         self.open(number)?;
-        let vhost = &self.session.vhost;
         let connection = self.session.connection;
         let (reply, nowait) = match method {
             X::Declare(declare) => {
-                vhost.declare_exchange(ExchangeDeclare {
+                if !declare.passive {
+                    let name = declare.exchange.as_str().as_bytes();
+                    self.permit_exchange_declare(name, &declare.arguments)?;
+                }
+                self.session.vhost.declare_exchange(ExchangeDeclare {
                     name: short(&declare.exchange),
                     kind: declare.kind.as_str().to_owned(),
                     passive: declare.passive,
@@ -41,13 +45,22 @@ impl Channels {
                 (X::DeclareOk(exchange::DeclareOk {}), declare.nowait)
             }
             X::Delete(delete) => {
+                self.permit_exchange_delete(delete.exchange.as_str().as_bytes())?;
+                let vhost = &self.session.vhost;
                 vhost.delete_exchange(&short(&delete.exchange), delete.if_unused)?;
                 (X::DeleteOk(exchange::DeleteOk {}), delete.nowait)
             }
             X::Bind(bind) => {
-                vhost.bind(
+                let destination = Destination::Exchange(short(&bind.destination));
+                let (source, key) = (&bind.source, &bind.routing_key);
+                self.permit_binding(
+                    source.as_str().as_bytes(),
+                    &destination,
+                    key.as_str().as_bytes(),
+                )?;
+                self.session.vhost.bind(
                     &short(&bind.source),
-                    Destination::Exchange(short(&bind.destination)),
+                    destination,
                     short(&bind.routing_key),
                     &bind.arguments,
                     connection,
@@ -55,9 +68,16 @@ impl Channels {
                 (X::BindOk(exchange::BindOk {}), bind.nowait)
             }
             X::Unbind(unbind) => {
-                vhost.unbind(
+                let destination = Destination::Exchange(short(&unbind.destination));
+                let (source, key) = (&unbind.source, &unbind.routing_key);
+                self.permit_binding(
+                    source.as_str().as_bytes(),
+                    &destination,
+                    key.as_str().as_bytes(),
+                )?;
+                self.session.vhost.unbind(
                     &short(&unbind.source),
-                    Destination::Exchange(short(&unbind.destination)),
+                    destination,
                     short(&unbind.routing_key),
                     &unbind.arguments,
                     connection,
@@ -93,9 +113,12 @@ impl Channels {
                 let name = self.queue_name(number, bind.queue.as_str())?;
                 let routing_key =
                     self.routing_key_shortcut(number, &bind.queue, &bind.routing_key)?;
+                let destination = Destination::Queue(name);
+                let source = bind.exchange.as_str().as_bytes();
+                self.permit_binding(source, &destination, routing_key.as_bytes())?;
                 self.session.vhost.bind(
                     &short(&bind.exchange),
-                    Destination::Queue(name),
+                    destination,
                     routing_key,
                     &bind.arguments,
                     connection,
@@ -106,9 +129,12 @@ impl Channels {
                 let name = self.queue_name(number, unbind.queue.as_str())?;
                 let routing_key =
                     self.routing_key_shortcut(number, &unbind.queue, &unbind.routing_key)?;
+                let destination = Destination::Queue(name);
+                let source = unbind.exchange.as_str().as_bytes();
+                self.permit_binding(source, &destination, routing_key.as_bytes())?;
                 self.session.vhost.unbind(
                     &short(&unbind.exchange),
-                    Destination::Queue(name),
+                    destination,
                     routing_key,
                     &unbind.arguments,
                     connection,
@@ -117,11 +143,13 @@ impl Channels {
             }
             Q::Purge(purge) => {
                 let name = self.queue_name(number, purge.queue.as_str())?;
+                self.permit(Perm::Read, Resource::Queue, name.as_bytes())?;
                 let message_count = self.session.vhost.queue(&name, connection)?.purge();
                 (Q::PurgeOk(queue::PurgeOk { message_count }), purge.nowait)
             }
             Q::Delete(delete) => {
                 let name = self.queue_name(number, delete.queue.as_str())?;
+                self.permit(Perm::Configure, Resource::Queue, name.as_bytes())?;
                 let (message_count, consumers) = self.session.vhost.delete_queue(
                     &name,
                     delete.if_unused,
@@ -161,6 +189,9 @@ impl Channels {
             "" if !declare.passive => self.session.vhost.generate_name("amq.gen-"),
             name => self.queue_name(number, name)?,
         };
+        if !declare.passive {
+            self.permit_queue_declare(name.as_bytes(), &declare.arguments)?;
+        }
         let declared = self.session.vhost.declare_queue(
             QueueDeclare {
                 name: name.clone(),

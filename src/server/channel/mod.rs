@@ -21,6 +21,7 @@ mod declare;
 mod deliver;
 mod flush;
 mod lifecycle;
+mod permit;
 mod settle;
 mod timeout;
 mod unacked;
@@ -40,6 +41,7 @@ use crate::broker::queue::Queue;
 use crate::broker::queue::{ChannelCredit, Consumer, Sink};
 use crate::broker::vhost::{PublishScratch, Vhost};
 use crate::error::{Error, Exception};
+use crate::server::access::Access;
 use crate::server::outbox::Outbox;
 use crate::server::UnackedTimeoutAction;
 
@@ -60,6 +62,8 @@ pub(crate) struct ChannelSettings {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub vhost: Arc<Vhost>,
+    /// What the user may do in the vhost.
+    pub access: Access,
     /// The authenticated user: a published `user-id` property must name it.
     pub user: String,
     /// Identifies the connection as the owner of exclusive queues.

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use warren_protocol::method::Method;
 use warren_protocol::spec::{connection, AMQPClass};
 
+use super::super::access::Access;
 use super::super::channel::{Channels, Session};
 use super::super::handshake::{self, ClientCapabilities};
 use super::{Connection, State, CLOSE_TIMEOUT};
@@ -95,8 +96,12 @@ impl Connection {
         let Some(vhost) = self.context.broker.vhost(name) else {
             return Err(Error::VhostNotFound(name.to_owned()));
         };
+        let Some(access) = Access::open(&self.context.users, &self.user, name) else {
+            return Err(Access::vhost_refused(&self.user, name));
+        };
         let session = Session {
             vhost: Arc::clone(vhost),
+            access,
             user: self.user.clone(),
             connection: self.id,
             outbox: self.outbox.clone(),
