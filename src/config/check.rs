@@ -10,6 +10,7 @@ use super::error::{Problem, Source};
 use super::model::{UserEntry, VhostEntry};
 use super::parse::Parsed;
 use super::{check_permissions, check_topology, settings, Config};
+use crate::broker::vhost::VhostLimits;
 use crate::server::{Password, Permission, User, Users};
 
 /// The vhost every broker has.
@@ -22,6 +23,7 @@ pub(super) fn check(source: &Source<'_>, parsed: Parsed, problems: &mut Vec<Prob
     let mut warnings = Vec::new();
     let settings = settings::check_server(source, parsed.server, problems);
     let file_vhosts = parsed.vhosts.len();
+    let vhost_limits = limits_of(&parsed.vhosts);
     let vhosts = check_vhosts(source, parsed.vhosts, problems);
     let file_users = parsed.users.len();
     let users = match parsed.users.is_empty() {
@@ -46,6 +48,7 @@ pub(super) fn check(source: &Source<'_>, parsed: Parsed, problems: &mut Vec<Prob
         permissions,
         topic_permissions,
         vhosts,
+        vhost_limits,
         topology,
         warnings,
         file_users,
@@ -88,6 +91,21 @@ impl Names {
             }
         }
     }
+}
+
+/// The limits the file gives vhosts.
+fn limits_of(entries: &[VhostEntry]) -> Vec<(String, VhostLimits)> {
+    entries
+        .iter()
+        .map(|entry| {
+            let limits = VhostLimits {
+                max_connections: entry.max_connections,
+                max_queues: entry.max_queues,
+            };
+            (entry.name.get_ref().clone(), limits)
+        })
+        .filter(|(_, limits)| *limits != VhostLimits::default())
+        .collect()
 }
 
 fn check_vhosts(
@@ -179,6 +197,7 @@ fn check_users(
             name,
             password,
             tags: entry.tags,
+            max_connections: entry.max_connections,
         });
     }
     users

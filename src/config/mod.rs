@@ -35,6 +35,7 @@ pub use model::{DestinationType, LogFormat};
 pub use settings::Settings;
 
 use crate::broker::exchange::ExchangeKind;
+use crate::broker::vhost::VhostLimits;
 use crate::server::{Permission, TopicPermission, User, Users};
 
 /// A checked configuration: everything in it can be applied.
@@ -49,6 +50,8 @@ pub struct Config {
     pub topic_permissions: Vec<TopicPermission>,
     /// Every vhost: `/` and the file's.
     pub vhosts: Vec<String>,
+    /// The vhosts' limits (connections, queues) the file gives.
+    pub vhost_limits: Vec<(String, VhostLimits)>,
     pub topology: Topology,
     /// What is allowed but unwise (a plain-text password): logged at start, printed by
     /// `check-config`.
@@ -113,6 +116,7 @@ impl Config {
             permissions: Users::default().permissions(),
             topic_permissions: Vec::new(),
             vhosts: vec!["/".into()],
+            vhost_limits: Vec::new(),
             topology: Topology::default(),
             warnings: Vec::new(),
             file_users: 0,

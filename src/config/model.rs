@@ -61,6 +61,8 @@ pub struct UserEntry {
     pub password: Option<Spanned<String>>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// At most this many connections at once.
+    pub max_connections: Option<u32>,
 }
 
 /// `[[vhosts]]`.
@@ -68,6 +70,10 @@ pub struct UserEntry {
 #[serde(deny_unknown_fields)]
 pub struct VhostEntry {
     pub name: Spanned<String>,
+    /// At most this many connections at once.
+    pub max_connections: Option<u32>,
+    /// At most this many queues.
+    pub max_queues: Option<u32>,
 }
 
 /// `[[permissions]]`: RabbitMQ's three regular expressions for a user in a vhost.

@@ -107,6 +107,20 @@ impl Reloader {
             config.permissions.clone(),
             config.topic_permissions.clone(),
         );
+        for name in &config.vhosts {
+            let Some(vhost) = self.broker.vhost(name) else {
+                continue;
+            };
+            let limits = config
+                .vhost_limits
+                .iter()
+                .find(|(vhost, _)| vhost == name)
+                .map_or_else(Default::default, |(_, limits)| *limits);
+            if vhost.limits() != limits {
+                info!(%name, ?limits, "vhost limits changed");
+                vhost.set_limits(limits);
+            }
+        }
         info!(
             users = config.users.len(),
             permissions = config.permissions.len(),

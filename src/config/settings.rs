@@ -94,6 +94,7 @@ impl Settings {
             memory_high_watermark: self.memory_high_watermark,
             disk_free_limit: self.disk_free_limit,
             vhosts: config.vhosts.clone(),
+            vhost_limits: config.vhost_limits.clone(),
             ..ServerOptions::default()
         }
     }

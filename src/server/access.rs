@@ -252,6 +252,7 @@ mod tests {
             password: Password::Plain("x".into()),
             loopback_only: false,
             tags: Vec::new(),
+            max_connections: None,
         }
     }
 

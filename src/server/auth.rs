@@ -91,6 +91,8 @@ pub struct User {
     pub loopback_only: bool,
     /// RabbitMQ's user tags (`administrator`, `monitoring`, …): kept, not yet acted on.
     pub tags: Vec<String>,
+    /// At most this many connections at once (RabbitMQ's user limit `max-connections`).
+    pub max_connections: Option<u32>,
 }
 
 /// The users known to the broker: a shared handle (clones see the same list), so that a
@@ -124,6 +126,7 @@ impl Default for Users {
             password: Password::Plain("guest".into()),
             loopback_only: true,
             tags: vec!["administrator".into()],
+            max_connections: None,
         };
         Users::with_permissions(vec![guest], vec![Permission::full("guest", "/")])
     }
@@ -188,6 +191,16 @@ impl Users {
             topic_permissions,
         };
         self.inner.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The connection limit of `user`.
+    pub fn max_connections(&self, user: &str) -> Option<u32> {
+        let accounts = self.inner.accounts.read();
+        accounts
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .and_then(|u| u.max_connections)
     }
 
     /// How many times the users were replaced.
@@ -363,6 +376,7 @@ mod tests {
             password,
             loopback_only: false,
             tags: Vec::new(),
+            max_connections: None,
         }]);
         assert_eq!(
             users.authenticate("PLAIN", b"\0app\0test12", REMOTE),

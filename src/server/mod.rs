@@ -14,6 +14,7 @@ mod channel;
 mod connection;
 mod handshake;
 mod outbox;
+mod tally;
 
 use std::future::Future;
 use std::io;
@@ -31,6 +32,7 @@ use tracing::{error, info, warn};
 pub use auth::{Password, Permission, TopicPermission, User, Users};
 use channel::ChannelSettings;
 
+use crate::broker::vhost::VhostLimits;
 use crate::broker::Broker;
 use crate::store::sync::Syncer;
 use crate::store::Store;
@@ -60,6 +62,8 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     pub users: Users,
     pub vhosts: Vec<String>,
+    /// Limits of vhosts (connections, queues), by name; others have none.
+    pub vhost_limits: Vec<(String, VhostLimits)>,
     /// How long a delivery may stay unacknowledged before the broker takes it back, unless the
     /// queue says otherwise (`x-consumer-timeout`, in ms).
     pub unacked_timeout: Duration,
@@ -109,9 +113,10 @@ impl Default for ServerOptions {
             handshake_timeout: Duration::from_secs(10),
             users: Users::default(),
             vhosts: vec!["/".into()],
+            vhost_limits: Vec::new(),
             unacked_timeout: Duration::from_secs(30 * 60),
             unacked_timeout_action: UnackedTimeoutAction::Redeliver,
-            max_message_size: 128 * 1024 * 1024,
+            max_message_size: 16 * 1024 * 1024,
             segment_size: 8 * 1024 * 1024,
             queue_memory_window: 16 * 1024 * 1024,
             memory_high_watermark: alarms::default_memory_high_watermark(),
@@ -128,6 +133,8 @@ pub(crate) struct Context {
     pub(crate) tuning: Tuning,
     pub(crate) handshake_timeout: Duration,
     pub(crate) users: Users,
+    /// Open connections per user and per vhost, for their limits.
+    pub(crate) tally: Arc<tally::Tally>,
     pub(crate) broker: Arc<Broker>,
     pub(crate) limits: ChannelSettings,
     /// The resource alarm in effect, if any.
@@ -174,6 +181,11 @@ impl Server {
             _ => {}
         }
         let broker = Arc::new(Broker::open(&options.vhosts, &store)?);
+        for (name, limits) in &options.vhost_limits {
+            if let Some(vhost) = broker.vhost(name) {
+                vhost.set_limits(*limits);
+            }
+        }
         let configured = configure(&broker)?;
         let background =
             broker.start_background(Duration::from_millis(100), options.compaction_interval);
@@ -195,6 +207,7 @@ impl Server {
             tuning: options.tuning,
             handshake_timeout: options.handshake_timeout,
             users: options.users,
+            tally: Arc::default(),
             broker,
             alarms,
             limits: ChannelSettings {

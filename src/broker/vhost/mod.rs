@@ -121,6 +121,16 @@ pub struct Vhost {
     /// Seeds server-generated names.
     names: RandomState,
     next_name: AtomicU64,
+    /// Its limits (RabbitMQ's vhost limits), changed by a reload.
+    limits: parking_lot::Mutex<VhostLimits>,
+}
+
+/// RabbitMQ's vhost limits: how many connections may open the vhost and how many queues it may
+/// hold (`None`: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VhostLimits {
+    pub max_connections: Option<u32>,
+    pub max_queues: Option<u32>,
 }
 
 impl Vhost {
@@ -147,6 +157,7 @@ impl Vhost {
             names: RandomState::new(),
             next_name: AtomicU64::new(0),
             store: None,
+            limits: parking_lot::Mutex::new(VhostLimits::default()),
         }
     }
 
@@ -325,6 +336,14 @@ impl Vhost {
                 declare.name
             )));
         }
+        if let Some(limit) = self.limits().max_queues {
+            if topology.queues.len() >= limit as usize {
+                return Err(Error::PreconditionFailed(format!(
+                    "cannot declare queue '{}': queue limit in vhost '{}' ({limit}) is reached",
+                    declare.name, self.name
+                )));
+            }
+        }
         let consumer_timeout = consumer_timeout(&declare.arguments);
         let options = QueueOptions {
             durable: declare.durable,
@@ -396,6 +415,16 @@ impl Vhost {
     /// Every queue, at this moment.
     pub fn queues(&self) -> Vec<Arc<Queue>> {
         self.read().queues.values().cloned().collect()
+    }
+
+    /// Its limits, at this moment.
+    pub fn limits(&self) -> VhostLimits {
+        *self.limits.lock()
+    }
+
+    /// Sets its limits (at start, and by a reload): they apply to the next connection or queue.
+    pub fn set_limits(&self, limits: VhostLimits) {
+        *self.limits.lock() = limits;
     }
 
     /// The type of the exchange `name`, if there is one.

@@ -96,9 +96,17 @@ impl Connection {
         let Some(vhost) = self.context.broker.vhost(name) else {
             return Err(Error::VhostNotFound(name.to_owned()));
         };
-        let Some(access) = Access::open(&self.context.users, &self.user, name) else {
+        let users = &self.context.users;
+        let admitted = self.context.tally.admit(
+            &self.user,
+            name,
+            users.max_connections(&self.user),
+            vhost.limits().max_connections,
+        )?;
+        let Some(access) = Access::open(users, &self.user, name) else {
             return Err(Access::vhost_refused(&self.user, name));
         };
+        self.admitted = Some(admitted);
         let session = Session {
             vhost: Arc::clone(vhost),
             access,

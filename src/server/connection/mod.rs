@@ -126,6 +126,8 @@ pub(crate) struct Connection {
     /// Accepted over `max_connections` (this limit): `connection.open` is refused with 530, as
     /// RabbitMQ refuses it.
     refuse: Option<usize>,
+    /// Counted among its user's and vhost's connections (from `connection.open` on).
+    admitted: Option<super::tally::Admitted>,
 }
 
 /// Serves one accepted socket until it closes; logs the outcome.
@@ -163,6 +165,7 @@ pub(crate) async fn serve(
         input_pending: false,
         close_reason: String::new(),
         refuse,
+        admitted: None,
     };
     let alarms = connection.context.alarms.clone();
     let was_open = connection.run(stream, shutdown, alarms, &mut inbox).await;
