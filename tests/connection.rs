@@ -74,6 +74,38 @@ async fn unknown_vhost_is_530_not_allowed() {
 }
 
 #[tokio::test]
+async fn failed_logins_from_one_address_are_throttled() {
+    if common::skip_if_external("Warren's login throttle") {
+        return;
+    }
+    let broker = Broker::start().await;
+    let login = |password: &'static str| {
+        let uri = broker.uri_with("guest", password, "%2f");
+        async move { Connection::connect(&uri, ConnectionProperties::default()).await }
+    };
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert!(login("wrong").await.is_err());
+    }
+    // Within the same second even the right password is refused (five failed logins take a few
+    // milliseconds; on a machine so slow that they took most of the second, there is nothing
+    // to check).
+    let throttled = login("guest").await;
+    if started.elapsed() < Duration::from_millis(900) {
+        assert!(
+            throttled.is_err(),
+            "a sixth attempt within the second was let in"
+        );
+    }
+    // ...and once the second is over, it gets in.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let connection = login("guest")
+        .await
+        .expect("the right password after the window");
+    connection.close(200, "bye".into()).await.expect("close");
+}
+
+#[tokio::test]
 async fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
     let broker = Broker::start_with(ServerOptions {
         tuning: tuning_with_heartbeat(1),

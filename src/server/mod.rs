@@ -15,6 +15,7 @@ mod connection;
 mod handshake;
 mod outbox;
 mod tally;
+mod throttle;
 
 use std::future::Future;
 use std::io;
@@ -135,6 +136,8 @@ pub(crate) struct Context {
     pub(crate) users: Users,
     /// Open connections per user and per vhost, for their limits.
     pub(crate) tally: Arc<tally::Tally>,
+    /// Failed logins per peer address, to slow password guessing.
+    pub(crate) logins: throttle::LoginThrottle,
     pub(crate) broker: Arc<Broker>,
     pub(crate) limits: ChannelSettings,
     /// The resource alarm in effect, if any.
@@ -208,6 +211,7 @@ impl Server {
             handshake_timeout: options.handshake_timeout,
             users: options.users,
             tally: Arc::default(),
+            logins: Default::default(),
             broker,
             alarms,
             limits: ChannelSettings {

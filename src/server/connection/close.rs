@@ -20,7 +20,15 @@ impl Connection {
         let (code, scope) = exception.error.reply();
         match scope {
             Scope::Channel if channel != 0 => {
-                debug!(peer = %self.peer, channel, code = code as u16, error = %exception.error, "channel exception");
+                match code {
+                    // A refused permission is the operator's business too.
+                    ReplyCode::AccessRefused => {
+                        warn!(peer = %self.peer, user = %self.user, channel, code = code as u16, error = %exception.error, "channel exception")
+                    }
+                    _ => {
+                        debug!(peer = %self.peer, channel, code = code as u16, error = %exception.error, "channel exception")
+                    }
+                }
                 if let Some(channels) = &mut self.channels {
                     channels.close_with(&mut self.write_buf, channel, &exception);
                 }

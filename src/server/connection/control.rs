@@ -65,14 +65,21 @@ impl Connection {
     /// `start-ok`: the client's capabilities and its login; `tune` when it is let in.
     fn start_ok(&mut self, start_ok: &connection::StartOk) -> Result<(), Error> {
         self.capabilities = ClientCapabilities::from_properties(&start_ok.client_properties);
-        let login = self.context.users.authenticate(
-            start_ok.mechanism.as_str(),
-            start_ok.response.as_bytes(),
-            self.peer.ip(),
-        );
+        let mechanism = start_ok.mechanism.as_str();
+        let (peer, now) = (self.peer.ip(), std::time::Instant::now());
+        let login = match self.context.logins.allows(peer, now) {
+            true => self
+                .context
+                .users
+                .authenticate(mechanism, start_ok.response.as_bytes(), peer),
+            false => Err(format!(
+                "Login was refused using authentication mechanism {mechanism}: too many failed logins from this address (throttled)"
+            )),
+        };
         match login {
             Ok(user) => self.user = user,
             Err(why) => {
+                self.context.logins.failed(peer, now);
                 warn!(peer = %self.peer, reason = %why, "authentication failed");
                 if !self.capabilities.authentication_failure_close {
                     self.finish(&why);
