@@ -113,6 +113,9 @@ pub enum Error {
     NotAllowed(String),
     #[error("broker is shutting down")]
     Shutdown,
+    /// 320: the operator took the connection's user or vhost away (`user 'u' is deleted`).
+    #[error("{0}")]
+    Forced(String),
     /// The broker failed at something that is not the client's fault (e.g. disk I/O).
     #[error("{0}")]
     Internal(String),
@@ -146,7 +149,7 @@ impl Error {
             Error::ResourceLocked(_) => (R::ResourceLocked, Channel),
             Error::PreconditionFailed(_) => (R::PreconditionFailed, Channel),
             Error::NotAllowed(_) => (R::NotAllowed, Connection),
-            Error::Shutdown => (R::ConnectionForced, Connection),
+            Error::Shutdown | Error::Forced(_) => (R::ConnectionForced, Connection),
             Error::Internal(_) => (R::InternalError, Connection),
         }
     }

@@ -10,10 +10,11 @@ mod warren_process;
 use lapin::options::{BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
+use warren_protocol::spec::{connection, AMQPClass};
 
 use common::{
     assert_reply, confirm_channel, connect_uri, declare_queue_named, get_all, publish_confirmed,
-    queue_counts, within,
+    queue_counts, within, RawClient,
 };
 use warren_process::{TempDir, WarrenProcess};
 
@@ -254,5 +255,118 @@ async fn sighup_replaces_the_users() {
     let guest = format!("amqp://guest:guest@{}/%2f", warren.addr);
     assert!(login(guest).await.is_err(), "guest still logs in");
     drop(connection);
+    assert!(warren.stop().await);
+}
+
+/// Users and vhosts a reload adds and removes (passwords: the user's name).
+fn accounts(vhosts: &[&str], users: &[&str]) -> String {
+    let mut text = String::new();
+    for vhost in vhosts {
+        text += &format!("[[vhosts]]\nname = \"{vhost}\"\n");
+    }
+    for user in users {
+        text += &format!("[[users]]\nname = \"{user}\"\npassword = \"{user}\"\n");
+        for vhost in std::iter::once(&"/").chain(vhosts) {
+            text += &format!(
+                "[[permissions]]\nuser = \"{user}\"\nvhost = \"{vhost}\"\n\
+                 configure = \".*\"\nwrite = \".*\"\nread = \".*\"\n"
+            );
+        }
+    }
+    text
+}
+
+/// Logs in as `user` (password: its name) and opens `vhost`: the reply to connection.open.
+async fn open_as(
+    addr: std::net::SocketAddr,
+    user: &str,
+    vhost: &str,
+) -> (RawClient, Option<(u16, String)>) {
+    let (mut client, _) = RawClient::login_as(addr, user, user, 0).await;
+    client.send_open(vhost).await;
+    match client.recv_method().await {
+        Some((0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))) => (client, None),
+        Some((0, AMQPClass::Connection(connection::AMQPMethod::Close(close)))) => {
+            let refused = (close.reply_code, close.reply_text.as_str().to_owned());
+            (client, Some(refused))
+        }
+        other => panic!("expected open-ok or close, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sighup_creates_and_deletes_vhosts_and_closes_the_connections_of_what_it_removed() {
+    let dir = TempDir::new("reload-vhosts");
+    let file = dir.path().join("warren.toml");
+    let reload = |text: String| {
+        std::fs::write(&file, text).expect("write the file");
+    };
+    reload(accounts(&[], &["guest", "app"]));
+    let warren = WarrenProcess::start(&file, &dir.path().join("data"));
+    let (_, refused) = open_as(warren.addr, "guest", "extra").await;
+    assert_eq!(
+        refused,
+        Some((530, "NOT_ALLOWED - vhost extra not found".into()))
+    );
+
+    // Added: opened at once, and usable (a durable queue with a persistent message).
+    reload(accounts(&["extra"], &["guest", "app"]));
+    warren.hangup();
+    warren.wait_for_log("configuration reloaded", 1).await;
+    let (mut app, refused) = open_as(warren.addr, "app", "extra").await;
+    assert_eq!(refused, None);
+    let guest = connect_uri(&format!("amqp://guest:guest@{}/extra", warren.addr)).await;
+    let channel = confirm_channel(&guest).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    declare_queue_named(&channel, "q", durable, FieldTable::default()).await;
+    publish_confirmed(
+        &channel,
+        "",
+        "q",
+        b"kept?",
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await;
+    drop(guest);
+
+    // A user removed: its connections close with 320.
+    reload(accounts(&["extra"], &["guest"]));
+    warren.hangup();
+    assert_eq!(
+        within("the close", app.expect_connection_close_text()).await,
+        (320, "CONNECTION_FORCED - user 'app' is deleted".into())
+    );
+
+    // A vhost removed: its connections close with 320, and it is gone with its queues.
+    let (mut guest_raw, refused) = open_as(warren.addr, "guest", "extra").await;
+    assert_eq!(refused, None);
+    reload(accounts(&[], &["guest"]));
+    warren.hangup();
+    assert_eq!(
+        within("the close", guest_raw.expect_connection_close_text()).await,
+        (320, "CONNECTION_FORCED - vhost 'extra' is deleted".into())
+    );
+    let (_, refused) = open_as(warren.addr, "guest", "extra").await;
+    assert_eq!(
+        refused,
+        Some((530, "NOT_ALLOWED - vhost extra not found".into()))
+    );
+    reload(accounts(&["extra"], &["guest"]));
+    warren.hangup();
+    warren.wait_for_log("configuration reloaded", 4).await;
+    let guest = connect_uri(&format!("amqp://guest:guest@{}/extra", warren.addr)).await;
+    let channel = guest.create_channel().await.expect("channel");
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let missing = channel
+        .queue_declare("q".into(), passive, FieldTable::default())
+        .await;
+    assert_reply(missing, 404);
+    drop(guest);
     assert!(warren.stop().await);
 }

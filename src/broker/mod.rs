@@ -22,6 +22,7 @@ pub mod vhost;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use tokio::task::JoinHandle;
 
 use vhost::Vhost;
@@ -31,10 +32,13 @@ use vhost::Vhost;
 pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-/// All virtual hosts.
+/// All virtual hosts, by name: a map behind a short lock (read when a connection opens a vhost,
+/// written when a reload adds or removes one), shared with the background tasks.
 #[derive(Debug)]
 pub struct Broker {
-    vhosts: HashMap<String, Arc<Vhost>>,
+    vhosts: Arc<RwLock<HashMap<String, Arc<Vhost>>>>,
+    /// Where durable vhosts live (`None`: nothing is durable).
+    store: Option<Arc<crate::store::Store>>,
 }
 
 impl Broker {
@@ -47,21 +51,59 @@ impl Broker {
                 Arc::new(Vhost::open(name, Arc::clone(store))?),
             );
         }
-        Ok(Broker { vhosts: map })
+        Ok(Broker {
+            vhosts: Arc::new(RwLock::new(map)),
+            store: Some(Arc::clone(store)),
+        })
     }
 
     /// A broker with nothing durable (for tests of the model).
     pub fn new(vhosts: &[String]) -> Broker {
+        let map = vhosts
+            .iter()
+            .map(|name| (name.clone(), Arc::new(Vhost::new(name))))
+            .collect();
         Broker {
-            vhosts: vhosts
-                .iter()
-                .map(|name| (name.clone(), Arc::new(Vhost::new(name))))
-                .collect(),
+            vhosts: Arc::new(RwLock::new(map)),
+            store: None,
         }
     }
 
-    pub fn vhost(&self, name: &str) -> Option<&Arc<Vhost>> {
-        self.vhosts.get(name)
+    pub fn vhost(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.vhosts.read().get(name).cloned()
+    }
+
+    /// The names of every vhost.
+    pub fn vhost_names(&self) -> Vec<String> {
+        self.vhosts.read().keys().cloned().collect()
+    }
+
+    /// Adds a vhost (recovering what the store holds for it, if anything); the existing one if
+    /// there is one by that name.
+    pub fn add_vhost(&self, name: &str) -> std::io::Result<Arc<Vhost>> {
+        if let Some(vhost) = self.vhost(name) {
+            return Ok(vhost);
+        }
+        let vhost = Arc::new(match &self.store {
+            Some(store) => Vhost::open(name, Arc::clone(store))?,
+            None => Vhost::new(name),
+        });
+        let mut vhosts = self.vhosts.write();
+        Ok(Arc::clone(vhosts.entry(name.to_owned()).or_insert(vhost)))
+    }
+
+    /// Removes a vhost and deletes everything in it: its queues (their consumers cancelled,
+    /// their messages and logs gone) and its durable definitions. New connections can no longer
+    /// open it; those that have it open are the caller's to close.
+    pub fn remove_vhost(&self, name: &str) -> Option<Arc<Vhost>> {
+        let vhost = self.vhosts.write().remove(name)?;
+        vhost.delete_everything();
+        Some(vhost)
+    }
+
+    /// Every vhost, at this moment.
+    fn all(vhosts: &RwLock<HashMap<String, Arc<Vhost>>>) -> Vec<Arc<Vhost>> {
+        vhosts.read().values().cloned().collect()
     }
 
     /// Starts the broker's background work: every `tick`, each vhost's periodic work (expired
@@ -80,13 +122,13 @@ impl Broker {
     }
 
     fn spawn_ticks(&self, interval: std::time::Duration) -> JoinHandle<()> {
-        let vhosts: Vec<Arc<Vhost>> = self.vhosts.values().cloned().collect();
+        let vhosts = Arc::clone(&self.vhosts);
         tokio::spawn(async move {
             let mut ticker = ticker(interval);
             loop {
                 ticker.tick().await;
                 let now = std::time::Instant::now();
-                for vhost in &vhosts {
+                for vhost in &Broker::all(&vhosts) {
                     vhost.expire_unused(now);
                 }
             }
@@ -97,12 +139,12 @@ impl Broker {
     /// compaction syncs files and punches holes for tens of milliseconds, holding its queue's
     /// lock only for two bookkeeping steps of microseconds).
     fn spawn_compaction(&self, interval: std::time::Duration) -> JoinHandle<()> {
-        let vhosts: Vec<Arc<Vhost>> = self.vhosts.values().cloned().collect();
+        let vhosts = Arc::clone(&self.vhosts);
         tokio::spawn(async move {
             let mut ticker = ticker(interval);
             loop {
                 ticker.tick().await;
-                let vhosts = vhosts.clone();
+                let vhosts = Broker::all(&vhosts);
                 let freed = tokio::task::spawn_blocking(move || {
                     let mut freed = 0;
                     for queue in vhosts.iter().flat_map(|vhost| vhost.queues()) {

@@ -117,7 +117,7 @@ pub fn apply_at_start(broker: &Broker, topology: &Topology) -> Result<Owned, App
             declared_as,
             exists_as,
             reason,
-        } = compare_exchange(vhost(&def.vhost)?, def)
+        } = compare_exchange(vhost(&def.vhost)?.as_ref(), def)
         {
             let what = format!("exchange '{}' in vhost '{}'", def.name, def.vhost);
             conflicts.push(conflict(
@@ -135,7 +135,7 @@ pub fn apply_at_start(broker: &Broker, topology: &Topology) -> Result<Owned, App
             declared_as,
             exists_as,
             reason,
-        } = compare_queue(vhost(&def.vhost)?, def)
+        } = compare_queue(vhost(&def.vhost)?.as_ref(), def)
         {
             let what = format!("queue '{}' in vhost '{}'", def.name, def.vhost);
             conflicts.push(conflict(
@@ -157,15 +157,15 @@ pub fn apply_at_start(broker: &Broker, topology: &Topology) -> Result<Owned, App
     };
     let mut owned = Owned::default();
     for def in &topology.exchanges {
-        declare_exchange(vhost(&def.vhost)?, def).map_err(refused(&def.origin))?;
+        declare_exchange(vhost(&def.vhost)?.as_ref(), def).map_err(refused(&def.origin))?;
         owned.exchanges.insert(def.id());
     }
     for def in &topology.queues {
-        declare_queue(vhost(&def.vhost)?, def).map_err(refused(&def.origin))?;
+        declare_queue(vhost(&def.vhost)?.as_ref(), def).map_err(refused(&def.origin))?;
         owned.queues.insert(def.id());
     }
     for def in &topology.bindings {
-        bind(vhost(&def.vhost)?, def).map_err(refused(&def.origin))?;
+        bind(vhost(&def.vhost)?.as_ref(), def).map_err(refused(&def.origin))?;
         owned.bindings.insert(def.id());
     }
     Ok(owned)

@@ -2,9 +2,10 @@
 //! problems are logged). A valid one is applied as a difference against the broker: what is new
 //! is declared; what came from the file and is gone from it is deleted (never what clients
 //! declared); an entry that would need an existing exchange or queue redeclared with other
-//! properties is refused and logged, and the rest applied. Users and permissions are replaced,
-//! the alarm thresholds updated; the other server settings and the vhosts need a restart, and
-//! the log says so.
+//! properties is refused and logged, and the rest applied. Vhosts new in the file are created and
+//! those gone from it deleted with their queues; users and permissions are replaced (the
+//! connections of a deleted user or vhost are closed with 320); vhost limits and the alarm
+//! thresholds are updated; the other server settings need a restart, and the log says so.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -97,11 +98,18 @@ impl Reloader {
         }
         self.settings = settings;
         for vhost in config.vhosts.iter().filter(|v| !self.vhosts.contains(v)) {
-            warn!(%vhost, "new vhost: it is created at the next restart; its entries wait until then");
+            match self.broker.add_vhost(vhost) {
+                Ok(_) => info!(%vhost, "vhost created"),
+                Err(e) => error!(%vhost, error = %e, "creating the vhost failed"),
+            }
         }
         for vhost in self.vhosts.iter().filter(|v| !config.vhosts.contains(v)) {
-            warn!(%vhost, "vhost removed from the file: it stays until the next restart");
+            // Its connections close (320) once the users are replaced below.
+            if self.broker.remove_vhost(vhost).is_some() {
+                info!(%vhost, "vhost deleted with its queues: its connections are closed");
+            }
         }
+        self.vhosts = config.vhosts.clone();
         self.users.replace_all(
             config.users.clone(),
             config.permissions.clone(),
@@ -147,8 +155,8 @@ impl Reloader {
             let Some(vhost) = broker.vhost(&def.vhost) else {
                 continue;
             };
-            match apply::compare_exchange(vhost, def) {
-                Existing::Missing => match apply::declare_exchange(vhost, def) {
+            match apply::compare_exchange(&vhost, def) {
+                Existing::Missing => match apply::declare_exchange(&vhost, def) {
                     Ok(()) => {
                         info!(origin = %def.origin, vhost = %def.vhost, exchange = %def.name, "exchange declared");
                         outcome.declared += 1;
@@ -190,8 +198,8 @@ impl Reloader {
             let Some(vhost) = broker.vhost(&def.vhost) else {
                 continue;
             };
-            match apply::compare_queue(vhost, def) {
-                Existing::Missing => match apply::declare_queue(vhost, def) {
+            match apply::compare_queue(&vhost, def) {
+                Existing::Missing => match apply::declare_queue(&vhost, def) {
                     Ok(()) => {
                         info!(origin = %def.origin, vhost = %def.vhost, queue = %def.name, "queue declared");
                         outcome.declared += 1;
@@ -233,13 +241,13 @@ impl Reloader {
             let Some(vhost) = broker.vhost(&def.vhost) else {
                 continue;
             };
-            if apply::has_binding(vhost, def) {
+            if apply::has_binding(&vhost, def) {
                 if self.owned.bindings.contains(&def.id()) {
                     kept.bindings.insert(def.id());
                 }
                 continue;
             }
-            match apply::bind(vhost, def) {
+            match apply::bind(&vhost, def) {
                 Ok(()) => {
                     info!(origin = %def.origin, vhost = %def.vhost, source = %def.source, destination = %def.destination, routing_key = %def.routing_key, "binding added");
                     outcome.declared += 1;
@@ -261,7 +269,7 @@ impl Reloader {
             let Some(vhost) = self.broker.vhost(&id.vhost) else {
                 continue;
             };
-            match apply::unbind(vhost, id) {
+            match apply::unbind(&vhost, id) {
                 Ok(()) => {
                     info!(vhost = %id.vhost, source = %id.source, destination = %id.destination, routing_key = %id.routing_key, "binding removed (gone from the file)");
                     deleted += 1;
@@ -275,7 +283,7 @@ impl Reloader {
             let Some(vhost) = self.broker.vhost(vhost_name) else {
                 continue;
             };
-            match apply::delete_queue(vhost, name) {
+            match apply::delete_queue(&vhost, name) {
                 Ok(messages) => {
                     info!(vhost = %vhost_name, queue = %name, messages, "queue deleted (gone from the file)");
                     deleted += 1;
@@ -289,7 +297,7 @@ impl Reloader {
             let Some(vhost) = self.broker.vhost(vhost_name) else {
                 continue;
             };
-            match apply::delete_exchange(vhost, name) {
+            match apply::delete_exchange(&vhost, name) {
                 Ok(()) => {
                     info!(vhost = %vhost_name, exchange = %name, "exchange deleted (gone from the file)");
                     deleted += 1;

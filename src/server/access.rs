@@ -20,43 +20,10 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::auth::Users;
+use super::permissions::Grant;
+#[cfg(test)]
+use super::permissions::{Permission, TopicPermission};
 use crate::error::Error;
-
-/// What a user may do in a vhost (RabbitMQ's three regular expressions over resource names).
-#[derive(Clone, Debug)]
-pub struct Permission {
-    pub user: String,
-    pub vhost: String,
-    pub configure: Regex,
-    pub write: Regex,
-    pub read: Regex,
-}
-
-impl Permission {
-    /// Every permission on every resource of `vhost` (RabbitMQ's default user's).
-    pub fn full(user: &str, vhost: &str) -> Permission {
-        let all = Regex::new(".*").unwrap_or_else(|_| unreachable!(".* is a regular expression"));
-        Permission {
-            user: user.to_owned(),
-            vhost: vhost.to_owned(),
-            configure: all.clone(),
-            write: all.clone(),
-            read: all,
-        }
-    }
-}
-
-/// RabbitMQ's topic permission: which routing keys a user may publish with (`write`) and bind
-/// with (`read`) on one topic exchange of a vhost. The expressions have their `{username}` and
-/// `{vhost}` expanded already.
-#[derive(Clone, Debug)]
-pub struct TopicPermission {
-    pub user: String,
-    pub vhost: String,
-    pub exchange: String,
-    pub write: Regex,
-    pub read: Regex,
-}
 
 /// The three kinds of permission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,21 +49,12 @@ impl Resource {
     }
 }
 
-/// A user's permissions in one vhost.
-#[derive(Debug)]
-pub struct Grant {
-    pub permission: Permission,
-    /// Its topic permissions in the vhost, by exchange.
-    pub topics: Vec<TopicPermission>,
-}
-
-impl Grant {
-    fn regex(&self, perm: Perm) -> &Regex {
-        match perm {
-            Perm::Configure => &self.permission.configure,
-            Perm::Write => &self.permission.write,
-            Perm::Read => &self.permission.read,
-        }
+/// The expression of `grant` for `perm`.
+fn regex(grant: &Grant, perm: Perm) -> &Regex {
+    match perm {
+        Perm::Configure => &grant.permission.configure,
+        Perm::Write => &grant.permission.write,
+        Perm::Read => &grant.permission.read,
     }
 }
 
@@ -182,7 +140,7 @@ impl Access {
         let allowed = self
             .grant
             .as_ref()
-            .is_some_and(|grant| allows(grant.regex(perm), shown));
+            .is_some_and(|grant| allows(regex(grant, perm), shown));
         if !allowed {
             return Err(Error::AccessRefused(format!(
                 "access to {} '{shown}' in vhost '{}' refused for user '{}'",

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 use parking_lot::RwLock;
+use tokio::sync::watch;
 
-use super::access::Grant;
-pub use super::access::{Permission, TopicPermission};
+pub use super::permissions::{Grant, Permission, TopicPermission};
 use sha2::{Digest, Sha256};
 use warren_protocol::table::check_table;
 use warren_protocol::types::{AMQPValue, FieldTable};
@@ -105,9 +105,11 @@ pub struct Users {
 #[derive(Debug)]
 struct Shared {
     accounts: RwLock<Accounts>,
-    /// Counts replacements: a connection's [`Access`](super::access::Access) resolves its grant
+    /// Counts replacements: a connection's `Access` (access.rs) resolves its grant
     /// again when it changes.
     generation: AtomicU64,
+    /// Tells open connections of each replacement (a removed user's connections close).
+    changed: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -146,6 +148,7 @@ impl Users {
                     topic_permissions: Vec::new(),
                 }),
                 generation: AtomicU64::new(0),
+                changed: watch::Sender::new(0),
             }),
         }
     }
@@ -190,7 +193,23 @@ impl Users {
             permissions,
             topic_permissions,
         };
-        self.inner.generation.fetch_add(1, Ordering::Release);
+        let generation = self.inner.generation.fetch_add(1, Ordering::Release) + 1;
+        self.inner.changed.send_replace(generation);
+    }
+
+    /// Wakes on each replacement of the users (see [`Users::replace`]).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
+    }
+
+    /// Whether `user` is (still) a user.
+    pub fn exists(&self, user: &str) -> bool {
+        self.inner
+            .accounts
+            .read()
+            .users
+            .iter()
+            .any(|u| u.name == user)
     }
 
     /// The connection limit of `user`.

@@ -14,6 +14,7 @@ mod channel;
 mod connection;
 mod handshake;
 mod outbox;
+mod permissions;
 mod tally;
 mod throttle;
 

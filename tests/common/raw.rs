@@ -85,10 +85,15 @@ impl RawClient {
 
     /// Waits for `connection.close` from the broker and returns its reply code.
     pub async fn expect_connection_close(&mut self) -> u16 {
+        self.expect_connection_close_text().await.0
+    }
+
+    /// Waits for `connection.close` from the broker and returns its reply code and text.
+    pub async fn expect_connection_close_text(&mut self) -> (u16, String) {
         loop {
             match self.recv_method().await {
                 Some((0, AMQPClass::Connection(connection::AMQPMethod::Close(close)))) => {
-                    return close.reply_code
+                    return (close.reply_code, close.reply_text.as_str().to_owned())
                 }
                 Some(_) => continue,
                 None => panic!("socket closed without connection.close"),
@@ -143,6 +148,16 @@ impl RawClient {
 
     /// The handshake up to and including `tune-ok` (as guest); `connection.open` is the caller's.
     pub async fn login(addr: SocketAddr, heartbeat: u16) -> (RawClient, connection::Tune) {
+        RawClient::login_as(addr, "guest", "guest", heartbeat).await
+    }
+
+    /// [`RawClient::login`] as `user`.
+    pub async fn login_as(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        heartbeat: u16,
+    ) -> (RawClient, connection::Tune) {
         let mut client = RawClient::connect(addr).await;
         client.send(&PROTOCOL_HEADER).await;
         let Some((0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))) =
@@ -164,7 +179,7 @@ impl RawClient {
                 AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
                     client_properties: props,
                     mechanism: "PLAIN".into(),
-                    response: LongString::from(b"\0guest\0guest".to_vec()),
+                    response: LongString::from(format!("\0{user}\0{password}").into_bytes()),
                     locale: "en_US".into(),
                 })),
             )

@@ -105,6 +105,27 @@ impl Vhost {
         self.remove_if(queue, |q| !q.has_consumers());
     }
 
+    /// Deletes every queue (consumers cancelled, messages and logs gone) and the vhost's durable
+    /// definitions: the vhost was removed ([`crate::broker::Broker::remove_vhost`]).
+    pub fn delete_everything(&self) {
+        let mut topology = self.write();
+        self.removed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let names: Vec<ShortStr> = topology.queues.keys().cloned().collect();
+        for name in names {
+            let (consumers, _) = topology.remove_queue(&name);
+            cancel_all(consumers);
+        }
+        if let Some((_, dir)) = &self.store {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::error!(vhost = %self.name, error = %e, "deleting the vhost's files failed")
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Deletes the exclusive queues of a closed connection.
     pub fn delete_exclusive(&self, connection: u64) {
         let mut topology = self.write();

@@ -191,6 +191,9 @@ impl Vhost {
         let Some((_, dir)) = &self.store else {
             return;
         };
+        if self.removed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let durable_queue = |name: &ShortStr| {
             topology
                 .queues

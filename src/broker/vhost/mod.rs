@@ -123,6 +123,8 @@ pub struct Vhost {
     next_name: AtomicU64,
     /// Its limits (RabbitMQ's vhost limits), changed by a reload.
     limits: parking_lot::Mutex<VhostLimits>,
+    /// Removed from the broker: nothing of it is written any more.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 /// RabbitMQ's vhost limits: how many connections may open the vhost and how many queues it may
@@ -158,6 +160,7 @@ impl Vhost {
             next_name: AtomicU64::new(0),
             store: None,
             limits: parking_lot::Mutex::new(VhostLimits::default()),
+            removed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

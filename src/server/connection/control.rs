@@ -115,7 +115,7 @@ impl Connection {
         };
         self.admitted = Some(admitted);
         let session = Session {
-            vhost: Arc::clone(vhost),
+            vhost: Arc::clone(&vhost),
             access,
             user: self.user.clone(),
             connection: self.id,
@@ -126,13 +126,33 @@ impl Connection {
             limits: self.context.limits,
         };
         self.channels = Some(Channels::new(self.tuning.channel_max, session));
-        self.vhost_ref = Some(Arc::clone(vhost));
+        self.vhost_ref = Some(Arc::clone(&vhost));
         self.vhost = name.to_owned();
         self.send(C::OpenOk(connection::OpenOk {}));
         self.state = State::Running;
         self.deadline = self.heartbeat_check_at(Instant::now());
         info!(peer = %self.peer, user = %self.user, vhost = %self.vhost, "connection opened");
         Ok(())
+    }
+
+    /// The users or vhosts changed (a reload): if this connection's user or vhost is gone, the
+    /// connection closes with 320, as RabbitMQ closes them (`user 'u' is deleted`).
+    pub(super) fn accounts_changed(&mut self) {
+        let vhost_gone = self.vhost_ref.as_ref().is_some_and(|open| {
+            self.context
+                .broker
+                .vhost(&self.vhost)
+                .is_none_or(|now| !Arc::ptr_eq(&now, open))
+        });
+        let reason = if !self.context.users.exists(&self.user) {
+            format!("user '{}' is deleted", self.user)
+        } else if vhost_gone {
+            format!("vhost '{}' is deleted", self.vhost)
+        } else {
+            return;
+        };
+        info!(peer = %self.peer, user = %self.user, vhost = %self.vhost, %reason, "closing the connection");
+        self.close_connection(Error::Forced(reason.clone()).into(), &reason);
     }
 
     /// `update-secret` (RabbitMQ's token refresh), checked by the user list (see

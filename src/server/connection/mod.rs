@@ -198,6 +198,8 @@ impl Connection {
         let mut timer_at = self.deadline;
         // Queues this connection published to that push back: input waits for them.
         let mut throttled: Vec<Arc<Queue>> = Vec::new();
+        // A reload that removes this connection's user or vhost closes it.
+        let mut accounts = self.context.users.subscribe();
         loop {
             was_open |= self.state == State::Running;
             if !self.write_buf.is_empty() && !self.flush(&stream) {
@@ -239,6 +241,11 @@ impl Connection {
                 }
                 Some(report) = inbox.synced.recv() => self.synced(report),
                 () = &mut timer => self.on_timer(),
+                changed = accounts.changed(), if self.state == State::Running => {
+                    if changed.is_ok() {
+                        self.accounts_changed();
+                    }
+                }
                 changed = alarms.changed(), if self.state == State::Running => {
                     if changed.is_ok() {
                         self.alarm = alarms.borrow_and_update().clone();
