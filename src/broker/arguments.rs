@@ -236,6 +236,38 @@ fn unacceptable(value: &AMQPValue) -> Refused {
     Refused::UnacceptableType(type_name(value))
 }
 
+/// `x-priority` of a basic.consume (0 when absent). Like RabbitMQ 3.10, any other type is
+/// refused: the error's reason, `"expected integer, got longstr"` (quotes included).
+pub fn consume_priority(arguments: &FieldTable) -> Result<i64, String> {
+    match arguments.inner().get("x-priority") {
+        None => Ok(0),
+        Some(value) => super::values::integer(value)
+            .and_then(|p| i64::try_from(p).ok())
+            .ok_or_else(|| {
+                format!(
+                    "\"expected integer, got {}\"",
+                    super::values::type_name(value)
+                )
+            }),
+    }
+}
+
+/// `x-consumer-timeout` of a basic.consume, in ms (RabbitMQ 3.12+): `None` when absent; zero
+/// means never. Anything but a non-negative integer is refused.
+pub fn consume_timeout(arguments: &FieldTable) -> Result<Option<std::time::Duration>, String> {
+    let Some(value) = arguments.inner().get("x-consumer-timeout") else {
+        return Ok(None);
+    };
+    match super::values::integer(value).map(u64::try_from) {
+        Some(Ok(ms)) => Ok(Some(std::time::Duration::from_millis(ms))),
+        Some(Err(_)) => Err("\"expected non-negative integer\"".into()),
+        None => Err(format!(
+            "\"expected integer, got {}\"",
+            super::values::type_name(value)
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

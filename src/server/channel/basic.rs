@@ -24,7 +24,7 @@ use super::content::{Complete, Content};
 use super::settle::settle_committed;
 use super::unacked::Delivery;
 use super::{Channel, Channels, Mode, Settle, Tx};
-use crate::broker::arguments::parse_expiration;
+use crate::broker::arguments::{consume_priority, consume_timeout, parse_expiration};
 use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::ConsumeRefused;
 use crate::broker::queue::Consumer;
@@ -353,13 +353,13 @@ impl Channels {
             }
         };
         let queue = self.session.vhost.queue(&name, self.session.connection)?;
-        let priority = consumer_priority(&consume.arguments).map_err(|reason| {
+        let priority = consume_priority(&consume.arguments).map_err(|reason| {
             Error::PreconditionFailed(format!(
                 "invalid arg 'x-priority' for queue '{name}' in vhost '{}': {reason}",
                 self.session.vhost.name
             ))
         })?;
-        let timeout = consumer_timeout(&consume.arguments).map_err(|reason| {
+        let timeout = consume_timeout(&consume.arguments).map_err(|reason| {
             Error::PreconditionFailed(format!(
                 "invalid arg 'x-consumer-timeout' for queue '{name}' in vhost '{}': {reason}",
                 self.session.vhost.name
@@ -567,38 +567,6 @@ fn take_tx(channel: &mut Channel) -> Result<Tx, Error> {
         Mode::Tx(tx) => Ok(std::mem::take(tx)),
         _ => Err(Error::PreconditionFailed(
             "channel is not transactional".into(),
-        )),
-    }
-}
-
-/// `x-priority` of a basic.consume (0 when absent). Like RabbitMQ 3.10, any other type is
-/// refused: the error's reason, `"expected integer, got longstr"` (quotes included).
-fn consumer_priority(arguments: &FieldTable) -> Result<i64, String> {
-    match arguments.inner().get("x-priority") {
-        None => Ok(0),
-        Some(value) => crate::broker::values::integer(value)
-            .and_then(|p| i64::try_from(p).ok())
-            .ok_or_else(|| {
-                format!(
-                    "\"expected integer, got {}\"",
-                    crate::broker::values::type_name(value)
-                )
-            }),
-    }
-}
-
-/// `x-consumer-timeout` of a basic.consume, in ms (RabbitMQ 3.12+): `None` when absent; zero
-/// means never. Anything but a non-negative integer is refused.
-fn consumer_timeout(arguments: &FieldTable) -> Result<Option<std::time::Duration>, String> {
-    let Some(value) = arguments.inner().get("x-consumer-timeout") else {
-        return Ok(None);
-    };
-    match crate::broker::values::integer(value).map(u64::try_from) {
-        Some(Ok(ms)) => Ok(Some(std::time::Duration::from_millis(ms))),
-        Some(Err(_)) => Err("\"expected non-negative integer\"".into()),
-        None => Err(format!(
-            "\"expected integer, got {}\"",
-            crate::broker::values::type_name(value)
         )),
     }
 }
