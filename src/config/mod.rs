@@ -14,6 +14,7 @@ pub mod apply;
 mod arguments;
 mod check;
 mod check_bindings;
+mod check_tls;
 mod check_topology;
 mod error;
 mod model;
