@@ -156,6 +156,7 @@ async fn serve(
                 broker: server.broker(),
                 users: server.users(),
                 thresholds: server.thresholds(),
+                tls: server.tls(),
             };
             tokio::spawn(config::reload::on_sighup(reloader, hangups));
         }

@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::error::{Problem, Source};
 use super::model::{UserEntry, VhostEntry};
 use super::parse::Parsed;
-use super::{check_permissions, check_topology, settings, Config};
+use super::{check_permissions, check_tls, check_topology, settings, Config};
 use crate::broker::vhost::VhostLimits;
 use crate::server::{Password, Permission, User, Users};
 
@@ -21,7 +21,10 @@ const SHA256: &str = "rabbit_password_hashing_sha256";
 
 pub(super) fn check(source: &Source<'_>, parsed: Parsed, problems: &mut Vec<Problem>) -> Config {
     let mut warnings = Vec::new();
-    let settings = settings::check_server(source, parsed.server, problems);
+    let mut server = parsed.server;
+    let (tls_listeners, tls) = check_tls::check_tls(source, &mut server, problems);
+    let mut settings = settings::check_server(source, server, problems);
+    (settings.tls_listeners, settings.tls) = (tls_listeners, tls);
     let file_vhosts = parsed.vhosts.len();
     let vhost_limits = limits_of(&parsed.vhosts);
     let vhosts = check_vhosts(source, parsed.vhosts, problems);

@@ -15,6 +15,7 @@ mod arguments;
 mod check;
 mod check_bindings;
 mod check_permissions;
+mod check_tls;
 mod check_topology;
 mod error;
 mod model;

@@ -30,6 +30,11 @@ pub struct ServerSection {
     pub disk_free_limit: Option<ConfigSize>,
     pub log_level: Option<Spanned<String>>,
     pub log_format: Option<LogFormat>,
+    pub tls_listeners: Option<Spanned<Vec<Spanned<String>>>>,
+    pub tls_cert: Option<Spanned<String>>,
+    pub tls_key: Option<Spanned<String>>,
+    pub tls_ca: Option<Spanned<String>>,
+    pub tls_verify_peer: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -18,7 +18,7 @@ use super::settings::Overrides;
 use super::{load, Config, Settings, Topology};
 use crate::broker::Broker;
 use crate::server::alarms::Thresholds;
-use crate::server::Users;
+use crate::server::{TlsSetup, Users};
 
 /// What a reload needs: the file, the running state, and what the file owns in the broker.
 pub struct Reloader {
@@ -31,6 +31,8 @@ pub struct Reloader {
     pub broker: Arc<Broker>,
     pub users: Users,
     pub thresholds: Arc<Thresholds>,
+    /// The TLS listeners' certificates, reread on every reload (`None`: no TLS listeners).
+    pub tls: Option<TlsSetup>,
 }
 
 /// What one reload did, for the log and the tests.
@@ -96,6 +98,7 @@ impl Reloader {
                 .store(settings.disk_free_limit, Ordering::Relaxed);
             info!(bytes = settings.disk_free_limit, "disk_free_limit changed");
         }
+        self.reload_tls(&settings);
         self.settings = settings;
         for vhost in config.vhosts.iter().filter(|v| !self.vhosts.contains(v)) {
             match self.broker.add_vhost(vhost) {
@@ -134,6 +137,18 @@ impl Reloader {
             permissions = config.permissions.len(),
             "users and permissions replaced"
         );
+    }
+
+    /// Rereads the certificate, key and CA (their files may have changed under the same names):
+    /// new TLS connections get them; if they cannot be read, the ones in force stay.
+    fn reload_tls(&self, settings: &Settings) {
+        let (Some(tls), Some(files)) = (&self.tls, &settings.tls) else {
+            return;
+        };
+        match tls.reload(files) {
+            Ok(()) => info!(cert = %files.cert.display(), "TLS certificate reloaded"),
+            Err(e) => error!(error = %e, "TLS certificate not reloaded: the one in force stays"),
+        }
     }
 
     fn apply_topology(&mut self, config: &Config) -> Outcome {

@@ -10,7 +10,7 @@ use warren_protocol::frame::FRAME_MIN_SIZE;
 use super::error::{Problem, Source};
 use super::model::{LogFormat, ServerSection, TimeoutAction};
 use super::units::MemoryLimit;
-use crate::server::{alarms, Tuning, Users};
+use crate::server::{alarms, TlsFiles, Tuning, Users};
 use crate::{ServerOptions, UnackedTimeoutAction};
 
 /// The server settings in effect, every one filled in.
@@ -32,6 +32,10 @@ pub struct Settings {
     /// A `tracing` filter: `info`, or `info,warren=debug`.
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Addresses to accept AMQP over TLS on.
+    pub tls_listeners: Vec<String>,
+    /// The TLS listeners' certificate, key and CA (set when there are TLS listeners).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Settings {
@@ -52,6 +56,8 @@ impl Default for Settings {
             disk_free_limit: options.disk_free_limit,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            tls_listeners: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -95,6 +101,8 @@ impl Settings {
             disk_free_limit: self.disk_free_limit,
             vhosts: config.vhosts.clone(),
             vhost_limits: config.vhost_limits.clone(),
+            tls_listeners: self.tls_listeners.clone(),
+            tls: self.tls.clone(),
             ..ServerOptions::default()
         }
     }
@@ -148,6 +156,7 @@ impl Settings {
         );
         differs("log_level", self.log_level != running.log_level);
         differs("log_format", self.log_format != running.log_format);
+        differs("tls_listeners", self.tls_listeners != running.tls_listeners);
         changed
     }
 }
@@ -268,7 +277,7 @@ fn check_resources(
 }
 
 /// A listener is `ip:port` or `host:port`.
-fn check_listener(address: &str) -> Result<(), String> {
+pub(super) fn check_listener(address: &str) -> Result<(), String> {
     if address.parse::<std::net::SocketAddr>().is_ok() {
         return Ok(());
     }

@@ -76,6 +76,8 @@ pub struct Access {
     /// The users' generation the grant was resolved at.
     generation: u64,
     grant: Option<Arc<Grant>>,
+    /// The grant has topic permissions (else no key needs checking).
+    topics: bool,
     /// Checks that passed, most recent first.
     passed: Vec<(Perm, Resource, Box<[u8]>)>,
 }
@@ -85,12 +87,14 @@ impl Access {
     /// (`connection.open` is refused).
     pub fn open(users: &Users, user: &str, vhost: &str) -> Option<Access> {
         let (generation, grant) = users.grant(user, vhost);
+        let grant = grant?;
         Some(Access {
             users: users.clone(),
             user: user.to_owned(),
             vhost: vhost.to_owned(),
             generation,
-            grant: Some(Arc::new(grant?)),
+            topics: !grant.topics.is_empty(),
+            grant: Some(Arc::new(grant)),
             passed: Vec::new(),
         })
     }
@@ -104,15 +108,21 @@ impl Access {
 
     /// Resolves the grant again if the users changed since (a reload): what the file says now
     /// applies to the next operation. A user whose entry is gone may do nothing.
-    #[inline]
+    #[inline(always)]
     fn refresh(&mut self) {
-        let generation = self.users.generation();
-        if generation != self.generation {
-            let (generation, grant) = self.users.grant(&self.user, &self.vhost);
-            self.generation = generation;
-            self.grant = grant.map(Arc::new);
-            self.passed.clear();
+        if self.users.generation() != self.generation {
+            self.reload();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reload(&mut self) {
+        let (generation, grant) = self.users.grant(&self.user, &self.vhost);
+        self.generation = generation;
+        self.topics = grant.as_ref().is_some_and(|g| !g.topics.is_empty());
+        self.grant = grant.map(Arc::new);
+        self.passed.clear();
     }
 
     /// Checks `perm` on the exchange or queue `name` (the default exchange, `""`, is checked
@@ -161,6 +171,10 @@ impl Access {
     #[inline]
     pub fn has_topic_permissions(&mut self, exchange: &[u8]) -> bool {
         self.refresh();
+        self.topics && self.has_topic_permissions_for(exchange)
+    }
+
+    fn has_topic_permissions_for(&self, exchange: &[u8]) -> bool {
         self.grant.as_ref().is_some_and(|grant| {
             grant
                 .topics

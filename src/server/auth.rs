@@ -23,6 +23,10 @@ use warren_protocol::types::{AMQPValue, FieldTable};
 /// The mechanisms offered in `connection.start`, in preference order.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
 
+/// The mechanisms offered on a TLS listener that verifies client certificates: EXTERNAL too
+/// (RabbitMQ's `rabbitmq_auth_mechanism_ssl`), the user named by the certificate.
+pub const MECHANISMS_WITH_EXTERNAL: &str = "PLAIN AMQPLAIN EXTERNAL";
+
 /// How a user's password is kept.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Password {
@@ -304,6 +308,31 @@ impl Users {
     }
 }
 
+impl Users {
+    /// SASL EXTERNAL: the user is the verified client certificate's subject common name
+    /// (RabbitMQ's `ssl_cert_login_from = common_name`); it must be a known user, allowed from
+    /// `peer`; no password. Without a certificate the login is refused (403, as a failed PLAIN).
+    pub fn authenticate_external(
+        &self,
+        common_name: Option<&str>,
+        peer: IpAddr,
+    ) -> Result<String, String> {
+        let Some(name) = common_name else {
+            return Err(
+                "EXTERNAL login refused: no peer certificate (or none with a common name)".into(),
+            );
+        };
+        let accounts = self.inner.accounts.read();
+        let Some(user) = accounts.users.iter().find(|u| u.name == name) else {
+            return Err("Login was refused using authentication mechanism EXTERNAL. For details see the broker logfile.".into());
+        };
+        if user.loopback_only && !peer.is_loopback() {
+            return Err(format!("user '{name}' can only connect via localhost"));
+        }
+        Ok(name.to_owned())
+    }
+}
+
 /// PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd`.
 fn parse_plain(response: &[u8]) -> Option<(String, String)> {
     let mut parts = response.split(|b| *b == 0);
@@ -361,6 +390,19 @@ mod tests {
     }
 
     #[test]
+    fn external_by_common_name() {
+        let users = Users::default();
+        assert_eq!(
+            users.authenticate_external(Some("guest"), LOCAL),
+            Ok("guest".into())
+        );
+        assert!(users.authenticate_external(Some("guest"), REMOTE).is_err());
+        assert!(users.authenticate_external(Some("nobody"), LOCAL).is_err());
+        let none = users.authenticate_external(None, LOCAL).unwrap_err();
+        assert!(none.contains("no peer certificate"), "{none}");
+    }
+
+    #[test]
     fn amqplain() {
         let mut body = Vec::new();
         for (k, v) in [("LOGIN", "guest"), ("PASSWORD", "guest")] {
@@ -408,5 +450,20 @@ mod tests {
         assert!(users
             .authenticate("PLAIN", b"\0app\0test12", REMOTE)
             .is_err());
+    }
+
+    #[test]
+    fn update_secret_needs_the_user_still_there_and_allowed_from_the_peer() {
+        let users = Users::default();
+        assert!(users.update_secret("guest", LOCAL).is_ok());
+        assert!(users
+            .update_secret("guest", REMOTE)
+            .unwrap_err()
+            .contains("localhost"));
+        users.replace(Vec::new(), Vec::new());
+        assert_eq!(
+            users.update_secret("guest", LOCAL),
+            Err("New secret was refused: user 'guest' no longer exists".into())
+        );
     }
 }

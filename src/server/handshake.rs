@@ -31,6 +31,11 @@ impl Default for Tuning {
 
 /// `connection.start`, announcing Warren and the RabbitMQ extensions it supports.
 pub fn start() -> connection::Start {
+    start_offering(MECHANISMS)
+}
+
+/// [`start`] with other SASL mechanisms (space-separated), e.g. with EXTERNAL on TLS.
+pub fn start_offering(mechanisms: &str) -> connection::Start {
     let mut capabilities = FieldTable::default();
     for capability in [
         "publisher_confirms",
@@ -55,7 +60,7 @@ pub fn start() -> connection::Start {
         version_major: 0,
         version_minor: 9,
         server_properties: properties,
-        mechanisms: LongString::from(MECHANISMS.as_bytes().to_vec()),
+        mechanisms: LongString::from(mechanisms.as_bytes().to_vec()),
         locales: LongString::from(b"en_US".to_vec()),
     }
 }

@@ -17,6 +17,8 @@ mod outbox;
 mod permissions;
 mod tally;
 mod throttle;
+pub mod tls;
+mod transport;
 
 use std::future::Future;
 use std::io;
@@ -39,6 +41,7 @@ use crate::broker::Broker;
 use crate::store::sync::Syncer;
 use crate::store::Store;
 pub use handshake::Tuning;
+pub use tls::{TlsError, TlsFiles, TlsSetup};
 
 /// Connections over `max_connections` that may be in their handshake (to be refused with 530)
 /// at once.
@@ -86,6 +89,10 @@ pub struct ServerOptions {
     pub alarm_interval: Duration,
     /// How often queue logs give back the disk space of mostly-acked segments.
     pub compaction_interval: Duration,
+    /// Addresses to accept AMQP over TLS on (they need `tls`).
+    pub tls_listeners: Vec<String>,
+    /// The TLS listeners' certificate, key and CA.
+    pub tls: Option<TlsFiles>,
 }
 
 /// What the broker does with a delivery left unacknowledged past its timeout.
@@ -125,6 +132,8 @@ impl Default for ServerOptions {
             disk_free_limit: 50 * 1000 * 1000,
             alarm_interval: Duration::from_secs(1),
             compaction_interval: Duration::from_secs(5),
+            tls_listeners: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -147,7 +156,12 @@ pub(crate) struct Context {
 
 /// A bound, not yet running, broker.
 pub struct Server {
+    /// The plain listeners, then the TLS ones.
     listeners: Vec<TcpListener>,
+    /// How many of `listeners` are plain TCP.
+    plain_listeners: usize,
+    /// What the TLS listeners accept with (`None`: there are none).
+    tls: Option<TlsSetup>,
     context: Arc<Context>,
     thresholds: Arc<alarms::Thresholds>,
     /// `max_connections` and its permits, when the number of connections is limited.
@@ -193,8 +207,22 @@ impl Server {
         let configured = configure(&broker)?;
         let background =
             broker.start_background(Duration::from_millis(100), options.compaction_interval);
+        let tls = match (&options.tls, options.tls_listeners.is_empty()) {
+            (_, true) => None,
+            (None, false) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "tls_listeners need tls_cert and tls_key",
+                ))
+            }
+            (Some(files), false) => Some(
+                TlsSetup::load(files)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+            ),
+        };
         let mut listeners = Vec::new();
-        for address in std::iter::once(&options.listen).chain(&options.extra_listeners) {
+        let plain = std::iter::once(&options.listen).chain(&options.extra_listeners);
+        for address in plain.chain(&options.tls_listeners) {
             let listener = listen(address).await.map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
             })?;
@@ -222,7 +250,9 @@ impl Server {
             },
         });
         let server = Server {
+            plain_listeners: listeners.len() - options.tls_listeners.len(),
             listeners,
+            tls,
             context,
             thresholds,
             connection_limit: options
@@ -249,6 +279,21 @@ impl Server {
         Arc::clone(&self.thresholds)
     }
 
+    /// The TLS configuration (a shared handle: reloading it reaches every new TLS connection);
+    /// `None` without TLS listeners.
+    pub fn tls(&self) -> Option<TlsSetup> {
+        self.tls.clone()
+    }
+
+    /// The addresses of the TLS listeners.
+    pub fn tls_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        let tls = self
+            .listeners
+            .get(self.plain_listeners..)
+            .unwrap_or_default();
+        tls.iter().map(TcpListener::local_addr).collect()
+    }
+
     /// The address of the first listener.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self.listeners.first() {
@@ -257,18 +302,19 @@ impl Server {
         }
     }
 
-    /// The addresses of every listener, in the order they were given.
+    /// The addresses of every listener, in the order they were given (plain ones, then TLS).
     pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
         self.listeners.iter().map(TcpListener::local_addr).collect()
     }
 
     /// The next connection on any listener (each wake-up starts with a different listener, so
-    /// that a busy one cannot starve the others).
-    async fn accept(&self, turn: &mut usize) -> io::Result<(TcpStream, SocketAddr)> {
+    /// that a busy one cannot starve the others), and whether it came to a TLS listener.
+    async fn accept(&self, turn: &mut usize) -> io::Result<(TcpStream, SocketAddr, bool)> {
         let count = self.listeners.len();
         std::future::poll_fn(|cx| {
             for i in 0..count {
-                let listener = &self.listeners[(*turn + i) % count];
+                let index = (*turn + i) % count;
+                let listener = &self.listeners[index];
                 if let Poll::Ready(accepted) = listener.poll_accept(cx) {
                     *turn = (*turn + i + 1) % count;
                     // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d: it is
@@ -277,6 +323,7 @@ impl Server {
                         (
                             stream,
                             SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+                            index >= self.plain_listeners,
                         )
                     });
                     return Poll::Ready(accepted);
@@ -289,8 +336,11 @@ impl Server {
 
     /// Serves clients until `shutdown` completes, then closes every connection gracefully.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        for addr in self.local_addrs()? {
-            info!(%addr, "listening for AMQP 0-9-1");
+        for (i, addr) in self.local_addrs()?.into_iter().enumerate() {
+            match i < self.plain_listeners {
+                true => info!(%addr, "listening for AMQP 0-9-1"),
+                false => info!(%addr, "listening for AMQP 0-9-1 over TLS"),
+            }
         }
         let mut turn = 0;
         let (stop, stopping) = watch::channel(false);
@@ -300,7 +350,7 @@ impl Server {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.accept(&mut turn) => match accepted {
-                    Ok((stream, peer)) => {
+                    Ok((stream, peer, over_tls)) => {
                         let (permit, refuse) = match &self.connection_limit {
                             None => (None, None),
                             Some((limit, permits)) => match Arc::clone(permits).try_acquire_owned() {
@@ -323,7 +373,8 @@ impl Server {
                         };
                         let _ = stream.set_nodelay(true);
                         let context = Arc::clone(&self.context);
-                        let serve = connection::serve(stream, peer, context, stopping.clone(), refuse);
+                        let tls = self.tls.as_ref().filter(|_| over_tls).map(TlsSetup::current);
+                        let serve = connection::serve(stream, peer, context, stopping.clone(), refuse, tls);
                         connections.spawn(async move {
                             serve.await;
                             drop(permit);

@@ -1,12 +1,12 @@
 //! A hand-driven AMQP client over a raw socket, for what real clients cannot produce (garbage,
-//! silence, bad frames, exact method sequences).
+//! silence, bad frames, exact method sequences). The socket is TCP, or any stream (TLS).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use lapin::BasicProperties;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren_protocol::content::{encode_content, encode_properties};
 use warren_protocol::frame::{parse_frame, Frame, FrameType, PROTOCOL_HEADER};
@@ -14,16 +14,58 @@ use warren_protocol::method::{decode_method, encode_method, Method};
 use warren_protocol::spec::{basic, channel, connection, AMQPClass};
 use warren_protocol::types::{AMQPValue, FieldTable, LongString};
 
-/// A hand-driven AMQP client over a raw socket.
-pub struct RawClient {
-    pub stream: TcpStream,
+/// A hand-driven AMQP client over a TCP socket.
+pub type RawClient = RawClientOn<TcpStream>;
+
+/// A hand-driven AMQP client over any stream (TCP, TLS).
+pub struct RawClientOn<S> {
+    pub stream: S,
     buf: BytesMut,
 }
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
-        RawClient {
-            stream: TcpStream::connect(addr).await.expect("connect"),
+        RawClient::over(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// Performs the whole handshake as guest, with the given heartbeat; returns the tune offer.
+    pub async fn handshake(addr: SocketAddr, heartbeat: u16) -> (RawClient, connection::Tune) {
+        let (mut client, tune) = RawClient::login(addr, heartbeat).await;
+        client.send_open("/").await;
+        let Some((0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))) =
+            client.recv_method().await
+        else {
+            panic!("expected connection.open-ok");
+        };
+        (client, tune)
+    }
+
+    /// The handshake up to and including `tune-ok` (as guest); `connection.open` is the caller's.
+    pub async fn login(addr: SocketAddr, heartbeat: u16) -> (RawClient, connection::Tune) {
+        RawClient::login_as(addr, "guest", "guest", heartbeat).await
+    }
+
+    /// [`RawClient::login`] as `user` (PLAIN).
+    pub async fn login_as(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        heartbeat: u16,
+    ) -> (RawClient, connection::Tune) {
+        let mut client = RawClient::connect(addr).await;
+        let response = format!("\0{user}\0{password}");
+        let tune = client
+            .login_with("PLAIN", response.as_bytes(), heartbeat)
+            .await;
+        (client, tune)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClientOn<S> {
+    /// A client over an established stream (nothing sent yet).
+    pub fn over(stream: S) -> RawClientOn<S> {
+        RawClientOn {
+            stream,
             buf: BytesMut::new(),
         }
     }
@@ -101,18 +143,6 @@ impl RawClient {
         }
     }
 
-    /// Performs the whole handshake as guest, with the given heartbeat; returns the tune offer.
-    pub async fn handshake(addr: SocketAddr, heartbeat: u16) -> (RawClient, connection::Tune) {
-        let (mut client, tune) = RawClient::login(addr, heartbeat).await;
-        client.send_open("/").await;
-        let Some((0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)))) =
-            client.recv_method().await
-        else {
-            panic!("expected connection.open-ok");
-        };
-        (client, tune)
-    }
-
     /// Sends `channel.open` on `number` (no reply awaited).
     pub async fn send_channel_open(&mut self, number: u16) {
         let open = AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}));
@@ -146,25 +176,46 @@ impl RawClient {
             .await;
     }
 
-    /// The handshake up to and including `tune-ok` (as guest); `connection.open` is the caller's.
-    pub async fn login(addr: SocketAddr, heartbeat: u16) -> (RawClient, connection::Tune) {
-        RawClient::login_as(addr, "guest", "guest", heartbeat).await
-    }
-
-    /// [`RawClient::login`] as `user`.
-    pub async fn login_as(
-        addr: SocketAddr,
-        user: &str,
-        password: &str,
-        heartbeat: u16,
-    ) -> (RawClient, connection::Tune) {
-        let mut client = RawClient::connect(addr).await;
-        client.send(&PROTOCOL_HEADER).await;
-        let Some((0, AMQPClass::Connection(connection::AMQPMethod::Start(_)))) =
-            client.recv_method().await
+    /// The protocol header, then `connection.start`'s mechanisms.
+    pub async fn start(&mut self) -> String {
+        self.send(&PROTOCOL_HEADER).await;
+        let Some((0, AMQPClass::Connection(connection::AMQPMethod::Start(start)))) =
+            self.recv_method().await
         else {
             panic!("expected connection.start");
         };
+        String::from_utf8_lossy(start.mechanisms.as_bytes()).into_owned()
+    }
+
+    /// The handshake up to and including `tune-ok`, with this SASL mechanism and response;
+    /// `connection.open` is the caller's.
+    pub async fn login_with(
+        &mut self,
+        mechanism: &str,
+        response: &[u8],
+        heartbeat: u16,
+    ) -> connection::Tune {
+        self.start().await;
+        self.send_start_ok(mechanism, response).await;
+        let Some((0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune)))) =
+            self.recv_method().await
+        else {
+            panic!("expected connection.tune");
+        };
+        self.send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: tune.channel_max,
+                frame_max: tune.frame_max,
+                heartbeat,
+            })),
+        )
+        .await;
+        tune
+    }
+
+    /// `start-ok` with this SASL mechanism and response (and authentication_failure_close).
+    pub async fn send_start_ok(&mut self, mechanism: &str, response: &[u8]) {
         let mut caps = FieldTable::default();
         caps.insert(
             "authentication_failure_close".into(),
@@ -173,33 +224,16 @@ impl RawClient {
         caps.insert("connection.blocked".into(), AMQPValue::Boolean(true));
         let mut props = FieldTable::default();
         props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
-        client
-            .send_method(
-                0,
-                AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                    client_properties: props,
-                    mechanism: "PLAIN".into(),
-                    response: LongString::from(format!("\0{user}\0{password}").into_bytes()),
-                    locale: "en_US".into(),
-                })),
-            )
-            .await;
-        let Some((0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune)))) =
-            client.recv_method().await
-        else {
-            panic!("expected connection.tune");
-        };
-        client
-            .send_method(
-                0,
-                AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
-                    channel_max: tune.channel_max,
-                    frame_max: tune.frame_max,
-                    heartbeat,
-                })),
-            )
-            .await;
-        (client, tune)
+        self.send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: props,
+                mechanism: mechanism.into(),
+                response: LongString::from(response.to_vec()),
+                locale: "en_US".into(),
+            })),
+        )
+        .await;
     }
 
     pub async fn send_frame(&mut self, frame_type: FrameType, channel: u16, payload: &[u8]) {
@@ -213,7 +247,7 @@ impl RawClient {
 // lapin helpers shared by the integration tests.
 // ---------------------------------------------------------------------------------------------
 
-impl RawClient {
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClientOn<S> {
     /// Sends basic.publish with default properties and `body`, split at `frame_max`.
     pub async fn send_publish(
         &mut self,

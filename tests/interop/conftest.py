@@ -107,14 +107,13 @@ class Broker:
         assert code == 0, f"broker exited with {code} after SIGTERM\n--- broker log ---\n{self.log()}"
 
 
-def _spawn(data_dir: pathlib.Path, log_path: pathlib.Path, config: pathlib.Path | None = None) -> Broker:
+def _spawn(data_dir: pathlib.Path, log_path: pathlib.Path, extra_args=()) -> Broker:
     binary = warren_bin()
     port = free_port()
     log = open(log_path, "wb")
-    extra = ["--config", str(config)] if config else []
     try:
         process = subprocess.Popen(
-            [str(binary), "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *extra],
+            [str(binary), "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -136,8 +135,9 @@ def _spawn(data_dir: pathlib.Path, log_path: pathlib.Path, config: pathlib.Path 
 
 
 @contextlib.contextmanager
-def running_broker(tmp_path: pathlib.Path, config: pathlib.Path | None = None):
-    """Starts a broker, yields it, then stops it with SIGTERM and asserts a clean exit 0.
+def running_broker(tmp_path: pathlib.Path, extra_args=()):
+    """Starts a broker (with `extra_args` on its command line, e.g. a --config), yields it, then
+    stops it with SIGTERM and asserts a clean exit 0.
 
     The free port is picked before the broker binds it, so another process can take it in
     between; a broker that exits at start-up is retried on a new port a few times."""
@@ -145,7 +145,7 @@ def running_broker(tmp_path: pathlib.Path, config: pathlib.Path | None = None):
     broker = None
     for attempt in range(3):
         data_dir = tmp_path / f"data-{attempt}"
-        broker = _spawn(data_dir, tmp_path / f"warren-{attempt}.log", config)
+        broker = _spawn(data_dir, tmp_path / f"warren-{attempt}.log", extra_args)
         if broker.process.poll() is None:
             break
     assert broker is not None and broker.process.poll() is None, (

@@ -78,7 +78,7 @@ def limited(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("limits")
     config = tmp / "warren.toml"
     config.write_text(CONFIG)
-    with running_broker(tmp, config) as broker:
+    with running_broker(tmp, ["--config", str(config)]) as broker:
         yield broker
 
 

@@ -121,7 +121,7 @@ def secured(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("permissions")
     config = tmp / "warren.toml"
     config.write_text(CONFIG)
-    with running_broker(tmp, config) as broker:
+    with running_broker(tmp, ["--config", str(config)]) as broker:
         set_up_resources(broker)
         yield broker
 

@@ -10,6 +10,7 @@ use warren_protocol::method::Method;
 use warren_protocol::spec::{connection, AMQPClass};
 
 use super::super::access::Access;
+use super::super::auth::MECHANISMS_WITH_EXTERNAL;
 use super::super::channel::{Channels, Session};
 use super::super::handshake::{self, ClientCapabilities};
 use super::{Connection, State, CLOSE_TIMEOUT};
@@ -62,19 +63,30 @@ impl Connection {
         self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
     }
 
+    /// `connection.start`: SASL EXTERNAL is offered too on a TLS listener that verifies client
+    /// certificates. Out of line: once per connection, and kept out of the frame loop.
+    #[inline(never)]
+    pub(super) fn start(&self) -> connection::Start {
+        match &self.tls {
+            Some(tls) if tls.external => handshake::start_offering(MECHANISMS_WITH_EXTERNAL),
+            _ => handshake::start(),
+        }
+    }
+
     /// `start-ok`: the client's capabilities and its login; `tune` when it is let in.
     fn start_ok(&mut self, start_ok: &connection::StartOk) -> Result<(), Error> {
         self.capabilities = ClientCapabilities::from_properties(&start_ok.client_properties);
         let mechanism = start_ok.mechanism.as_str();
         let (peer, now) = (self.peer.ip(), std::time::Instant::now());
-        let login = match self.context.logins.allows(peer, now) {
-            true => self
-                .context
-                .users
-                .authenticate(mechanism, start_ok.response.as_bytes(), peer),
-            false => Err(format!(
+        let users = &self.context.users;
+        let login = match (&self.tls, mechanism) {
+            _ if !self.context.logins.allows(peer, now) => Err(format!(
                 "Login was refused using authentication mechanism {mechanism}: too many failed logins from this address (throttled)"
             )),
+            (Some(tls), "EXTERNAL") if tls.external => {
+                users.authenticate_external(tls.common_name.as_deref(), peer)
+            }
+            (_, mechanism) => users.authenticate(mechanism, start_ok.response.as_bytes(), peer),
         };
         match login {
             Ok(user) => self.user = user,

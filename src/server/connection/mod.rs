@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
@@ -40,8 +39,10 @@ use warren_protocol::method::{decode_method, encode_method};
 use warren_protocol::spec::{connection, AMQPClass};
 
 use super::channel::Channels;
-use super::handshake::{self, ClientCapabilities, Tuning};
+use super::handshake::{ClientCapabilities, Tuning};
 use super::outbox::Outbox;
+use super::tls::TlsState;
+use super::transport::{accept_tls, TlsPeer, Transport};
 use super::Context;
 use crate::broker::queue::{Queue, Sink};
 use crate::broker::vhost::Vhost;
@@ -128,16 +129,36 @@ pub(crate) struct Connection {
     refuse: Option<usize>,
     /// Counted among its user's and vhost's connections (from `connection.open` on).
     admitted: Option<super::tally::Admitted>,
+    /// What the TLS handshake established (`None`: plain TCP).
+    tls: Option<TlsPeer>,
 }
 
-/// Serves one accepted socket until it closes; logs the outcome.
+/// Serves one accepted socket until it closes; logs the outcome. With `tls`, the TLS handshake
+/// comes first; a client that fails it (one that speaks plain AMQP, say) is logged and dropped.
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     context: Arc<Context>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
     refuse: Option<usize>,
+    tls: Option<Arc<TlsState>>,
 ) {
+    let (stream, tls) = match tls {
+        None => (Transport::Plain(stream), None),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                accepted = accept_tls(stream, tls, context.handshake_timeout) => accepted,
+                _ = shutdown.changed() => return,
+            };
+            match accepted {
+                Ok((stream, tls_peer)) => (stream, Some(tls_peer)),
+                Err(reason) => {
+                    info!(peer = %peer, reason = %reason, "TLS handshake failed: connection closed");
+                    return;
+                }
+            }
+        }
+    };
     let now = Instant::now();
     let (sink, mail) = Sink::new();
     let (outbox, synced) = Outbox::new();
@@ -166,6 +187,7 @@ pub(crate) async fn serve(
         close_reason: String::new(),
         refuse,
         admitted: None,
+        tls,
     };
     let alarms = connection.context.alarms.clone();
     let was_open = connection.run(stream, shutdown, alarms, &mut inbox).await;
@@ -187,7 +209,7 @@ impl Connection {
     /// only when the socket is full does the task wait for it to become writable.
     async fn run(
         &mut self,
-        mut stream: TcpStream,
+        mut stream: Transport,
         mut shutdown: watch::Receiver<bool>,
         mut alarms: watch::Receiver<Option<String>>,
         inbox: &mut Inbox,
@@ -202,10 +224,11 @@ impl Connection {
         let mut accounts = self.context.users.subscribe();
         loop {
             was_open |= self.state == State::Running;
-            if !self.write_buf.is_empty() && !self.flush(&stream) {
+            if self.output_pending(&stream) && !self.flush(&mut stream) {
                 break;
             }
-            if self.state == State::Done && self.write_buf.is_empty() {
+            let output = self.output_pending(&stream);
+            if self.state == State::Done && !output {
                 break;
             }
             let wake_at = self.wake_at();
@@ -221,14 +244,14 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                writable = stream.writable(), if !self.write_buf.is_empty() => {
+                writable = stream.writable(), if output => {
                     if writable.is_err() {
                         self.finish("socket write failed");
                         break;
                     }
                 }
                 readable = stream.readable(), if reading => {
-                    if readable.is_err() || !self.read(&stream) {
+                    if readable.is_err() || !self.read(&mut stream) {
                         break;
                     }
                     self.take_pressured(&mut throttled);
@@ -257,8 +280,7 @@ impl Connection {
                 }
             }
         }
-        // FIN rather than a reset, so the client reads the last frames we sent.
-        let _ = stream.shutdown().await;
+        stream.shutdown().await;
         was_open
     }
 
@@ -318,8 +340,14 @@ impl Connection {
         }
     }
 
+    /// Output waits: in the buffer, or (TLS) encrypted inside the transport.
+    #[inline]
+    fn output_pending(&self, stream: &Transport) -> bool {
+        !self.write_buf.is_empty() || stream.wants_write()
+    }
+
     /// Writes as much buffered output as the socket takes now. False when the socket failed.
-    fn flush(&mut self, stream: &TcpStream) -> bool {
+    fn flush(&mut self, stream: &mut Transport) -> bool {
         match stream.try_write(&self.write_buf) {
             Ok(n) => {
                 self.write_buf.advance(n);
@@ -339,7 +367,7 @@ impl Connection {
     }
 
     /// Reads what the socket has and handles every complete frame. False when the socket closed.
-    fn read(&mut self, stream: &TcpStream) -> bool {
+    fn read(&mut self, stream: &mut Transport) -> bool {
         if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
             self.read_buf.reserve(READ_CHUNK);
         }
@@ -394,9 +422,8 @@ impl Connection {
                         return;
                     }
                     ProtocolHeader::Accepted => {
-                        let start = AMQPClass::Connection(connection::AMQPMethod::Start(
-                            handshake::start(),
-                        ));
+                        let start =
+                            AMQPClass::Connection(connection::AMQPMethod::Start(self.start()));
                         encode_method(&mut self.write_buf, 0, &start);
                         self.state = State::StartOk;
                         continue;
