@@ -22,6 +22,7 @@ const SHA256: &str = "rabbit_password_hashing_sha256";
 pub(super) fn check(source: &Source<'_>, parsed: Parsed, problems: &mut Vec<Problem>) -> Config {
     let mut warnings = Vec::new();
     let mut server = parsed.server;
+    let server_loopback_users = server.loopback_users.take();
     let (tls_listeners, tls) = check_tls::check_tls(source, &mut server, problems);
     let mut settings = settings::check_server(source, server, problems);
     (settings.tls_listeners, settings.tls) = (tls_listeners, tls);
@@ -29,10 +30,14 @@ pub(super) fn check(source: &Source<'_>, parsed: Parsed, problems: &mut Vec<Prob
     let vhost_limits = limits_of(&parsed.vhosts);
     let vhosts = check_vhosts(source, parsed.vhosts, problems);
     let file_users = parsed.users.len();
-    let users = match parsed.users.is_empty() {
+    let mut users = match parsed.users.is_empty() {
         true => Users::default().list(),
         false => check_users(source, parsed.users, problems, &mut warnings),
     };
+    let loopback_users = server_loopback_users.unwrap_or_else(|| vec!["guest".to_owned()]);
+    for user in &mut users {
+        user.loopback_only = loopback_users.contains(&user.name);
+    }
     let mut permissions =
         check_permissions::vhosts(source, parsed.permissions, &users, &vhosts, problems);
     if file_users == 0 && !permissions.iter().any(|p| p.user == "guest") {

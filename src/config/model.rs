@@ -35,6 +35,9 @@ pub struct ServerSection {
     pub tls_key: Option<Spanned<String>>,
     pub tls_ca: Option<Spanned<String>>,
     pub tls_verify_peer: Option<Spanned<bool>>,
+    /// Users who may connect only from a loopback address (RabbitMQ's `loopback_users`;
+    /// default `["guest"]`).
+    pub loopback_users: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -29,7 +29,7 @@ pub struct Parsed {
 }
 
 const SECTIONS: &str = "[server], [[users]], [[vhosts]], [[permissions]], [[topic_permissions]], \
-     [[exchanges]], [[queues]], [[bindings]]";
+     [[exchanges]], [[queues]], [[bindings]], loopback_users";
 
 /// Reads `source`; syntax errors end the reading (nothing after them is trusted).
 pub fn parse(source: &Source<'_>, problems: &mut Vec<Problem>) -> Parsed {
@@ -54,6 +54,12 @@ pub fn parse(source: &Source<'_>, problems: &mut Vec<Problem>) -> Parsed {
                 }
             }
             "users" => parsed.users = reader.entries("users", value),
+            // Also accepted at the top of the file, as RabbitMQ's setting is top-level.
+            "loopback_users" => {
+                if let Some(users) = reader.value::<Vec<String>>("loopback_users", value) {
+                    parsed.server.loopback_users.get_or_insert(users);
+                }
+            }
             "vhosts" => parsed.vhosts = reader.entries("vhosts", value),
             "permissions" => parsed.permissions = reader.entries("permissions", value),
             "topic_permissions" => {
@@ -99,6 +105,21 @@ impl Reader<'_, '_> {
             }
         }
         entries
+    }
+
+    /// A plain value (not a table), read into `T`; a problem at its span if it is not one.
+    fn value<T: DeserializeOwned>(self, what: &str, value: Spanned<DeValue<'_>>) -> Option<T> {
+        let span = value.span();
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                let message = error.message().trim().replace('\n', "; ");
+                let at = error.span().unwrap_or(span);
+                self.problems
+                    .push(self.source.problem(&at, format!("{what}: {message}")));
+                None
+            }
+        }
     }
 
     /// One table, read into `T` with every problem collected.

@@ -99,6 +99,63 @@ pub struct User {
     pub max_connections: Option<u32>,
 }
 
+impl User {
+    /// Whether the user, authenticated, may come in from `peer` (RabbitMQ's `loopback_users`).
+    fn admits(&self, peer: IpAddr, mechanism: &str) -> Result<String, LoginRefused> {
+        match self.loopback_only && !peer.is_loopback() {
+            true => Err(LoginRefused::new(
+                mechanism,
+                format!("user '{}' can only connect via localhost", self.name),
+            )),
+            false => Ok(self.name.clone()),
+        }
+    }
+}
+
+/// Why a login was refused. The log gets the reason (`PLAIN login refused: user 'u' - invalid
+/// credentials`); the client only RabbitMQ's "Login was refused ..." (nothing that helps a
+/// guesser), except when the mechanism itself was unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRefused {
+    pub mechanism: String,
+    pub reason: String,
+    /// The reason is the client's business (an unsupported mechanism, a malformed response).
+    told: bool,
+}
+
+impl LoginRefused {
+    pub fn new(mechanism: &str, reason: String) -> LoginRefused {
+        LoginRefused {
+            mechanism: mechanism.to_owned(),
+            reason,
+            told: false,
+        }
+    }
+
+    fn told(mechanism: &str, reason: String) -> LoginRefused {
+        LoginRefused {
+            told: true,
+            ..LoginRefused::new(mechanism, reason)
+        }
+    }
+
+    /// What the log says.
+    pub fn log_text(&self) -> String {
+        format!("{} login refused: {}", self.mechanism, self.reason)
+    }
+
+    /// What the client is told (a 403 `connection.close`).
+    pub fn client_text(&self) -> String {
+        match self.told {
+            true => self.reason.clone(),
+            false => format!(
+                "Login was refused using authentication mechanism {}. For details see the broker logfile.",
+                self.mechanism
+            ),
+        }
+    }
+}
+
 /// The users known to the broker: a shared handle (clones see the same list), so that a
 /// reloaded configuration reaches every connection through [`Users::replace`].
 #[derive(Clone, Debug)]
@@ -255,36 +312,34 @@ impl Users {
         (generation, grant)
     }
 
-    /// Checks a `start-ok` response; returns the user name, or why the login is refused (the
-    /// text goes to the client in a 403 `connection.close`, as RabbitMQ does).
+    /// Checks a `start-ok` response (PLAIN or AMQPLAIN); returns the user name, or why the
+    /// login is refused.
     pub fn authenticate(
         &self,
         mechanism: &str,
         response: &[u8],
         peer: IpAddr,
-    ) -> Result<String, String> {
+    ) -> Result<String, LoginRefused> {
         let (name, password) = match mechanism {
             "PLAIN" => parse_plain(response),
             "AMQPLAIN" => parse_amqplain(response),
-            other => return Err(format!("unsupported authentication mechanism '{other}'")),
+            other => {
+                return Err(LoginRefused::told(
+                    other,
+                    format!("unsupported authentication mechanism '{other}'"),
+                ))
+            }
         }
-        .ok_or_else(|| format!("malformed {mechanism} response"))?;
-        let refused = || {
-            format!("Login was refused using authentication mechanism {mechanism}. For details see the broker logfile.")
-        };
+        .ok_or_else(|| LoginRefused::told(mechanism, format!("malformed {mechanism} response")))?;
         let accounts = self.inner.accounts.read();
-        let user = accounts
-            .users
-            .iter()
-            .find(|u| u.name == name)
-            .ok_or_else(refused)?;
-        if !user.password.matches(&password) {
-            return Err(refused());
+        let user = accounts.users.iter().find(|u| u.name == name);
+        match user {
+            Some(user) if user.password.matches(&password) => user.admits(peer, mechanism),
+            _ => Err(LoginRefused::new(
+                mechanism,
+                format!("user '{name}' - invalid credentials"),
+            )),
         }
-        if user.loopback_only && !peer.is_loopback() {
-            return Err(format!("user '{name}' can only connect via localhost"));
-        }
-        Ok(name)
     }
 }
 
@@ -316,20 +371,22 @@ impl Users {
         &self,
         common_name: Option<&str>,
         peer: IpAddr,
-    ) -> Result<String, String> {
+    ) -> Result<String, LoginRefused> {
         let Some(name) = common_name else {
-            return Err(
-                "EXTERNAL login refused: no peer certificate (or none with a common name)".into(),
-            );
+            return Err(LoginRefused::new(
+                "EXTERNAL",
+                "connection peer presented no TLS (x.509) certificate (or none with a common name)"
+                    .into(),
+            ));
         };
         let accounts = self.inner.accounts.read();
         let Some(user) = accounts.users.iter().find(|u| u.name == name) else {
-            return Err("Login was refused using authentication mechanism EXTERNAL. For details see the broker logfile.".into());
+            return Err(LoginRefused::new(
+                "EXTERNAL",
+                format!("user '{name}' - invalid credentials"),
+            ));
         };
-        if user.loopback_only && !peer.is_loopback() {
-            return Err(format!("user '{name}' can only connect via localhost"));
-        }
-        Ok(name.to_owned())
+        user.admits(peer, "EXTERNAL")
     }
 }
 
@@ -375,16 +432,29 @@ mod tests {
             users.authenticate("PLAIN", b"\0guest\0guest", LOCAL),
             Ok("guest".into())
         );
-        assert!(users
+        // The log gets RabbitMQ's reason; the client the same text whatever the reason.
+        let generic = "Login was refused using authentication mechanism PLAIN. For details see \
+                       the broker logfile.";
+        let wrong = users
             .authenticate("PLAIN", b"\0guest\0wrong", LOCAL)
-            .is_err());
-        assert!(users
+            .unwrap_err();
+        assert_eq!(
+            wrong.log_text(),
+            "PLAIN login refused: user 'guest' - invalid credentials"
+        );
+        assert_eq!(wrong.client_text(), generic);
+        let nobody = users
             .authenticate("PLAIN", b"\0nobody\0guest", LOCAL)
-            .is_err());
+            .unwrap_err();
+        assert_eq!(nobody.client_text(), generic);
         let remote = users
             .authenticate("PLAIN", b"\0guest\0guest", REMOTE)
             .unwrap_err();
-        assert!(remote.contains("localhost"), "{remote}");
+        assert_eq!(
+            remote.log_text(),
+            "PLAIN login refused: user 'guest' can only connect via localhost"
+        );
+        assert_eq!(remote.client_text(), generic);
         assert!(users.authenticate("PLAIN", b"garbage", LOCAL).is_err());
         assert!(users.authenticate("EXTERNAL", b"", LOCAL).is_err());
     }
@@ -399,7 +469,10 @@ mod tests {
         assert!(users.authenticate_external(Some("guest"), REMOTE).is_err());
         assert!(users.authenticate_external(Some("nobody"), LOCAL).is_err());
         let none = users.authenticate_external(None, LOCAL).unwrap_err();
-        assert!(none.contains("no peer certificate"), "{none}");
+        assert!(
+            none.log_text().contains("no TLS (x.509) certificate"),
+            "{none:?}"
+        );
     }
 
     #[test]

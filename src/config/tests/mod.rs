@@ -39,7 +39,7 @@ fn unknown_keys() {
         "colour = 1\n",
         "t.toml:1:1: unknown key 'colour' (a configuration file has [server], [[users]], \
          [[vhosts]], [[permissions]], [[topic_permissions]], [[exchanges]], [[queues]], \
-         [[bindings]])",
+         [[bindings]], loopback_users)",
     );
     assert_problem(
         "[[exchanges]]\nname = \"x\"\ntype = \"topic\"\ndurabel = true\n",

@@ -254,3 +254,39 @@ fn permissions_defaults_and_topic_permissions() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn loopback_users() {
+    // guest is loopback-only by default, other users are not.
+    let users = "[[users]]\nname = \"guest\"\npassword = \"guest\"\n\
+                 [[users]]\nname = \"app\"\npassword = \"x\"\n";
+    let config = from_str("t.toml", users).unwrap();
+    let loopback: Vec<(&str, bool)> = config
+        .users
+        .iter()
+        .map(|u| (u.name.as_str(), u.loopback_only))
+        .collect();
+    assert_eq!(loopback, [("guest", true), ("app", false)]);
+    // `loopback_users = []` (top-level, as RabbitMQ's) lets guest in from anywhere; in [server]
+    // it may name others.
+    let config = from_str("t.toml", &format!("loopback_users = []\n{users}")).unwrap();
+    assert!(config.users.iter().all(|u| !u.loopback_only));
+    let config = from_str(
+        "t.toml",
+        &format!("[server]\nloopback_users = [\"app\"]\n{users}"),
+    )
+    .unwrap();
+    let loopback: Vec<bool> = config.users.iter().map(|u| u.loopback_only).collect();
+    assert_eq!(loopback, [false, true]);
+    // The embedded guest (no [[users]]) follows it too.
+    let config = from_str("t.toml", "loopback_users = []\n").unwrap();
+    assert!(!config.users[0].loopback_only);
+    let problems = from_str("t.toml", "loopback_users = \"guest\"\n").unwrap_err();
+    assert!(
+        problems.problems[0]
+            .to_string()
+            .starts_with("t.toml:1:18: loopback_users:"),
+        "{}",
+        problems.problems[0]
+    );
+}

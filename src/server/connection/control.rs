@@ -10,7 +10,7 @@ use warren_protocol::method::Method;
 use warren_protocol::spec::{connection, AMQPClass};
 
 use super::super::access::Access;
-use super::super::auth::MECHANISMS_WITH_EXTERNAL;
+use super::super::auth::{LoginRefused, MECHANISMS_WITH_EXTERNAL};
 use super::super::channel::{Channels, Session};
 use super::super::handshake::{self, ClientCapabilities};
 use super::{Connection, State, CLOSE_TIMEOUT};
@@ -80,8 +80,9 @@ impl Connection {
         let (peer, now) = (self.peer.ip(), std::time::Instant::now());
         let users = &self.context.users;
         let login = match (&self.tls, mechanism) {
-            _ if !self.context.logins.allows(peer, now) => Err(format!(
-                "Login was refused using authentication mechanism {mechanism}: too many failed logins from this address (throttled)"
+            _ if !self.context.logins.allows(peer, now) => Err(LoginRefused::new(
+                mechanism,
+                "too many failed logins from this address (throttled)".into(),
             )),
             (Some(tls), "EXTERNAL") if tls.external => {
                 users.authenticate_external(tls.common_name.as_deref(), peer)
@@ -90,9 +91,10 @@ impl Connection {
         };
         match login {
             Ok(user) => self.user = user,
-            Err(why) => {
+            Err(refused) => {
                 self.context.logins.failed(peer, now);
-                warn!(peer = %self.peer, reason = %why, "authentication failed");
+                warn!(peer = %self.peer, reason = %refused.log_text(), "authentication failed");
+                let why = refused.client_text();
                 if !self.capabilities.authentication_failure_close {
                     self.finish(&why);
                     return Ok(());
