@@ -106,6 +106,50 @@ async fn failed_logins_from_one_address_are_throttled() {
 }
 
 #[tokio::test]
+async fn connections_stuck_in_their_handshake_are_bounded() {
+    if common::skip_if_external("Warren's handshake bound") {
+        return;
+    }
+    let broker = Broker::start_with(ServerOptions {
+        max_handshakes: 2,
+        ..ServerOptions::default()
+    })
+    .await;
+    // Open connections no longer count: they are past their handshake.
+    let open: Vec<Connection> = open_connections(&broker, 3).await;
+    // Two sockets that never speak hold the two handshake places...
+    let silent = [
+        RawClient::connect(broker.addr).await,
+        RawClient::connect(broker.addr).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so a third socket is closed at once.
+    let mut third = RawClient::connect(broker.addr).await;
+    assert_eq!(
+        third.recv_within(Duration::from_secs(2)).await,
+        Ok(None),
+        "the third socket was not closed"
+    );
+    // Once they are gone, clients get in again.
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    broker.assert_serving().await;
+    drop(open);
+}
+
+/// `count` connections opened one after another (each past `connection.open`).
+async fn open_connections(broker: &Broker, count: usize) -> Vec<Connection> {
+    let mut open = Vec::new();
+    for _ in 0..count {
+        let connection = Connection::connect(&broker.uri(), ConnectionProperties::default())
+            .await
+            .expect("connect");
+        open.push(connection);
+    }
+    open
+}
+
+#[tokio::test]
 async fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
     let broker = Broker::start_with(ServerOptions {
         tuning: tuning_with_heartbeat(1),

@@ -62,6 +62,9 @@ pub struct ServerOptions {
     /// At most this many client connections at once (`None`: no limit); one more is closed as
     /// soon as it is accepted.
     pub max_connections: Option<usize>,
+    /// At most this many connections still in their handshake (before `connection.open`); one
+    /// more is closed as soon as it is accepted.
+    pub max_handshakes: usize,
     pub data_dir: PathBuf,
     pub tuning: Tuning,
     pub handshake_timeout: Duration,
@@ -117,6 +120,7 @@ impl Default for ServerOptions {
             listen: DEFAULT_LISTENER.into(),
             extra_listeners: Vec::new(),
             max_connections: None,
+            max_handshakes: 1024,
             data_dir: PathBuf::from("./warren-data"),
             tuning: Tuning::default(),
             handshake_timeout: Duration::from_secs(10),
@@ -168,6 +172,10 @@ pub struct Server {
     connection_limit: Option<(usize, Arc<Semaphore>)>,
     /// Connections over the limit being refused at once (each handshakes to its 530).
     refusals: Arc<Semaphore>,
+    /// Connections not yet past `connection.open` (each holds one until then): beyond
+    /// `max_handshakes` a new socket is closed at once, so a client opening connections in a
+    /// loop cannot make the broker hold an unbounded number of them.
+    handshakes: Arc<Semaphore>,
     /// The broker's background tasks: they stop when the server is dropped (after `run`).
     _background: crate::broker::Background,
 }
@@ -259,6 +267,7 @@ impl Server {
                 .max_connections
                 .map(|n| (n, Arc::new(Semaphore::new(n)))),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
+            handshakes: Arc::new(Semaphore::new(options.max_handshakes)),
             _background: background,
         };
         Ok((server, configured))
@@ -371,10 +380,15 @@ impl Server {
                                 },
                             },
                         };
+                        let Ok(handshake) = Arc::clone(&self.handshakes).try_acquire_owned() else {
+                            warn!(%peer, "connection dropped: too many connections in their handshake");
+                            drop(stream);
+                            continue;
+                        };
                         let _ = stream.set_nodelay(true);
                         let context = Arc::clone(&self.context);
                         let tls = self.tls.as_ref().filter(|_| over_tls).map(TlsSetup::current);
-                        let serve = connection::serve(stream, peer, context, stopping.clone(), refuse, tls);
+                        let serve = connection::serve(stream, peer, context, stopping.clone(), (refuse, handshake), tls);
                         connections.spawn(async move {
                             serve.await;
                             drop(permit);

@@ -128,6 +128,7 @@ impl Connection {
             return Err(Access::vhost_refused(&self.user, name));
         };
         self.admitted = Some(admitted);
+        self.handshake = None;
         let session = Session {
             vhost: Arc::clone(&vhost),
             access,

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, Instant};
 use tracing::info;
 use warren_protocol::frame::{
@@ -129,6 +129,8 @@ pub(crate) struct Connection {
     refuse: Option<usize>,
     /// Counted among its user's and vhost's connections (from `connection.open` on).
     admitted: Option<super::tally::Admitted>,
+    /// Counted among the connections in their handshake, until `connection.open`.
+    handshake: Option<OwnedSemaphorePermit>,
     /// What the TLS handshake established (`None`: plain TCP).
     tls: Option<TlsPeer>,
 }
@@ -140,7 +142,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     context: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
-    refuse: Option<usize>,
+    (refuse, handshake): (Option<usize>, OwnedSemaphorePermit),
     tls: Option<Arc<TlsState>>,
 ) {
     let (stream, tls) = match tls {
@@ -187,6 +189,7 @@ pub(crate) async fn serve(
         close_reason: String::new(),
         refuse,
         admitted: None,
+        handshake: Some(handshake),
         tls,
     };
     let alarms = connection.context.alarms.clone();
