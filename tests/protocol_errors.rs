@@ -131,6 +131,35 @@ async fn channel_above_channel_max_is_530() {
 }
 
 #[tokio::test]
+async fn opening_more_channels_than_channel_max_is_530_in_rabbitmqs_words() {
+    if common::skip_if_external("sets the broker's channel_max") {
+        return;
+    }
+    let broker = Broker::start_with(warren::ServerOptions {
+        tuning: warren::server::Tuning {
+            channel_max: 2,
+            ..warren::server::Tuning::default()
+        },
+        ..warren::ServerOptions::default()
+    })
+    .await;
+    let (mut client, tune) = RawClient::handshake(broker.addr, 0).await;
+    assert_eq!(tune.channel_max, 2);
+    client.open_channel(1).await;
+    client.open_channel(2).await;
+    client.send_channel_open(3).await;
+    assert_eq!(
+        client.expect_connection_close_text().await,
+        (
+            530,
+            "NOT_ALLOWED - number of channels opened (2) has reached the negotiated \
+             channel_max (2)"
+                .into()
+        )
+    );
+}
+
+#[tokio::test]
 async fn heartbeat_on_a_channel_is_505() {
     let broker = Broker::start().await;
     let (mut client, _) = RawClient::handshake(broker.addr, 0).await;

@@ -232,6 +232,23 @@ impl Channels {
         }
     }
 
+    /// A frame on a channel number above `channel_max`: refused (530). When as many channels as
+    /// `channel_max` are open, in RabbitMQ's words.
+    #[cold]
+    fn over_channel_max(&self, number: u16) -> Error {
+        let open = self.slots.iter().filter(|slot| slot.is_some()).count();
+        match open >= usize::from(self.channel_max) {
+            true => Error::NotAllowed(format!(
+                "number of channels opened ({open}) has reached the negotiated channel_max ({})",
+                self.channel_max
+            )),
+            false => Error::ChannelMax {
+                channel: number,
+                channel_max: self.channel_max,
+            },
+        }
+    }
+
     /// Handles one frame on channel `number` (never 0).
     pub(crate) fn handle(
         &mut self,
@@ -241,11 +258,7 @@ impl Channels {
     ) -> Result<(), Exception> {
         let number = frame.channel;
         if number > self.channel_max {
-            return Err(Error::ChannelMax {
-                channel: number,
-                channel_max: self.channel_max,
-            }
-            .into());
+            return Err(self.over_channel_max(number).into());
         }
         let max = self.session.limits.max_message_size;
         let Some(channel) = self.slot_mut(number) else {
