@@ -3,7 +3,16 @@
 //! transport's buffers; SASL EXTERNAL with a client certificate whose common name is a user,
 //! refused for an unknown name or without a certificate; `tls_verify_peer` refusing a client
 //! without a certificate; a plain AMQP client on the TLS port closed while the broker serves on.
-//! The clients are tokio-rustls under the raw AMQP client of `common/raw.rs`.
+//! The clients are tokio-rustls under the raw AMQP client of `common/raw.rs`, and lapin (its
+//! rustls backend with ring, as `amqps://` URIs trusting the test CA): PLAIN with publisher
+//! confirms and a consumer, EXTERNAL with a PEM client certificate (lapin's
+//! `OwnedIdentity::PKCS8`: a certificate chain and a PKCS#8 key, both PEM), an unknown common name
+//! refused, and a broker whose certificate the given CA did not sign refused by lapin.
+//!
+//! lapin's rustls backend keeps the public (webpki) roots beside the given CA: the dev-dependency
+//! needs one root-store feature for lapin to speak TLS at all, and webpki's is the one that reads
+//! nothing from the machine. Without it lapin connects in plain text to an `amqps://` URI, which
+//! these tests would see as the broker refusing the connection.
 
 mod common;
 #[path = "common/pki.rs"]
@@ -20,7 +29,12 @@ use warren::{Server, ServerOptions};
 use warren_protocol::frame::{FrameType, PROTOCOL_HEADER};
 use warren_protocol::spec::{basic, channel, connection, queue, AMQPClass};
 
-use common::{within, RawClient, RawClientOn};
+use common::{
+    confirm_channel, consume, declare_queue, publish_confirmed, within, RawClient, RawClientOn,
+};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use lapin::{Connection, ConnectionProperties};
 use pki::{tls_connect, Pem, Pki};
 
 /// A broker with one plain and one TLS listener; users `guest` and `app` (a password for PLAIN,
@@ -90,6 +104,64 @@ impl TlsBroker {
         .expect("TLS handshake");
         RawClientOn::over(stream)
     }
+}
+
+impl TlsBroker {
+    /// An `amqps://` URI for lapin: `user:password@` for PLAIN, or `None` for EXTERNAL.
+    fn amqps_uri(&self, login: Option<(&str, &str)>) -> String {
+        let port = self.tls.port();
+        match login {
+            Some((user, password)) => format!("amqps://{user}:{password}@127.0.0.1:{port}/%2f"),
+            None => format!("amqps://127.0.0.1:{port}/%2f?auth_mechanism=external"),
+        }
+    }
+
+    /// lapin over TLS to this broker, trusting `ca_pem`, presenting `cert` if given.
+    async fn lapin(
+        &self,
+        login: Option<(&str, &str)>,
+        ca_pem: String,
+        cert: Option<&Pem>,
+    ) -> lapin::Result<Connection> {
+        let config = OwnedTLSConfig {
+            cert_chain: Some(ca_pem),
+            identity: cert.map(|pem| OwnedIdentity::PKCS8 {
+                pem: pem.cert.clone().into_bytes(),
+                key: pem.key.clone().into_bytes(),
+            }),
+        };
+        let runtime = lapin::runtime::default_runtime().expect("lapin's tokio runtime");
+        within(
+            "lapin over TLS",
+            Connection::connect_with_config(
+                &self.amqps_uri(login),
+                ConnectionProperties::default(),
+                config,
+                runtime,
+            ),
+        )
+        .await
+    }
+}
+
+fn exclusive() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Publishes `body` with a confirm on a new confirm channel of `connection` and consumes it back.
+async fn lapin_round_trip(connection: &Connection, test: &str, body: &[u8]) -> Vec<u8> {
+    let channel = confirm_channel(connection).await;
+    let queue = declare_queue(&channel, test, exclusive()).await;
+    publish_confirmed(&channel, "", &queue, body, Default::default()).await;
+    let mut deliveries = consume(&channel, &queue, BasicConsumeOptions::default()).await;
+    let delivery = deliveries.next().await;
+    within("basic.ack", delivery.ack(BasicAckOptions::default()))
+        .await
+        .expect("basic.ack");
+    delivery.data
 }
 
 async fn open_vhost<S: AsyncRead + AsyncWrite + Unpin>(client: &mut RawClientOn<S>) {
@@ -253,4 +325,68 @@ async fn a_plain_client_on_the_tls_port_is_closed_and_the_broker_serves_on() {
     let (mut plain, _) = RawClient::handshake(broker.plain, 0).await;
     plain.open_channel(1).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn lapin_plain_login_over_tls_publishes_with_confirms_and_consumes() {
+    let broker = start("tls-lapin-plain", false, false).await;
+    let connection = broker
+        .lapin(Some(("guest", "guest")), broker.pki.ca_pem(), None)
+        .await
+        .expect("lapin over TLS with PLAIN");
+    assert!(connection.status().connected());
+    // Larger than a TLS record and than lapin's frame size: several records and body frames.
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let got = lapin_round_trip(&connection, "tls-lapin-q", &body).await;
+    assert!(got == body, "the body came back changed");
+    within("connection.close", connection.close(200, "done".into()))
+        .await
+        .expect("connection.close");
+}
+
+#[tokio::test]
+async fn lapin_external_logs_in_with_a_client_certificate() {
+    let broker = start("tls-lapin-external", true, true).await;
+    let app = broker.pki.issue("app", false);
+    let connection = broker
+        .lapin(None, broker.pki.ca_pem(), Some(&app))
+        .await
+        .expect("lapin over TLS with EXTERNAL");
+    let got = lapin_round_trip(&connection, "tls-lapin-external-q", b"hello").await;
+    assert_eq!(got, b"hello");
+    within("connection.close", connection.close(200, "done".into()))
+        .await
+        .expect("connection.close");
+}
+
+#[tokio::test]
+async fn lapin_external_with_an_unknown_common_name_is_refused() {
+    let broker = start("tls-lapin-external-unknown", true, true).await;
+    let stranger = broker.pki.issue("stranger", false);
+    let err = broker
+        .lapin(None, broker.pki.ca_pem(), Some(&stranger))
+        .await
+        .expect_err("an unknown common name must not log in");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("403") || text.contains("ACCESS_REFUSED") || text.contains("AccessRefused"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn lapin_refuses_a_broker_its_ca_did_not_sign() {
+    let broker = start("tls-lapin-other-ca", false, false).await;
+    let other = Pki::new("tls-lapin-other-ca-pki", "Another CA");
+    let refused = broker
+        .lapin(Some(("guest", "guest")), other.ca_pem(), None)
+        .await;
+    let err = refused.expect_err("lapin accepted a certificate its CA did not sign");
+    assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+    // The broker serves on.
+    let connection = broker
+        .lapin(Some(("guest", "guest")), broker.pki.ca_pem(), None)
+        .await
+        .expect("lapin over TLS with the right CA");
+    assert!(connection.status().connected());
 }
