@@ -341,6 +341,7 @@ impl Vhost {
         }
         if let Some(limit) = self.limits().max_queues {
             if topology.queues.len() >= limit as usize {
+                tracing::warn!(vhost = %self.name, queue = %declare.name, limit, "queue refused: the vhost's max_queues is reached");
                 return Err(Error::PreconditionFailed(format!(
                     "cannot declare queue '{}': queue limit in vhost '{}' ({limit}) is reached",
                     declare.name, self.name

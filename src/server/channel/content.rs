@@ -76,6 +76,12 @@ impl Content {
                     )));
                 }
                 if header.body_size > max_size {
+                    tracing::warn!(
+                        channel,
+                        size = header.body_size,
+                        max_size,
+                        "message refused: over max_message_size"
+                    );
                     return Err(Error::PreconditionFailed(format!(
                         "message size {} is larger than configured max size {max_size}",
                         header.body_size
