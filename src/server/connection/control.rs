@@ -59,6 +59,11 @@ impl Connection {
         if let Some(mut channels) = self.channels.take() {
             channels.release_all();
         }
+        // Its exclusive queues are gone by the time the client reads close-ok (not only once it
+        // has closed its socket), so that another connection never finds them still locked.
+        if let Some(vhost) = &self.vhost_ref {
+            vhost.delete_exclusive(self.id);
+        }
         self.state = State::Draining;
         self.deadline = Some(Instant::now() + CLOSE_TIMEOUT);
     }
