@@ -52,7 +52,7 @@ pub fn default_memory_high_watermark() -> u64 {
 }
 
 /// The broker's resident memory, from /proc (0 if unreadable).
-fn rss_bytes() -> u64 {
+pub fn rss_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
@@ -64,7 +64,7 @@ fn rss_bytes() -> u64 {
 
 /// Free space for unprivileged writers on the filesystem holding `path` (None if unknown).
 #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
-fn free_disk_bytes(path: &Path) -> Option<u64> {
+pub fn free_disk_bytes(path: &Path) -> Option<u64> {
     let path = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
     let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
     // SAFETY: `path` is a valid NUL-terminated string and `stats` points to writable memory of

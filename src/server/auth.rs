@@ -160,24 +160,24 @@ impl LoginRefused {
 /// reloaded configuration reaches every connection through [`Users::replace`].
 #[derive(Clone, Debug)]
 pub struct Users {
-    inner: Arc<Shared>,
+    pub(super) inner: Arc<Shared>,
 }
 
 #[derive(Debug)]
-struct Shared {
-    accounts: RwLock<Accounts>,
+pub(super) struct Shared {
+    pub(super) accounts: RwLock<Accounts>,
     /// Counts replacements: a connection's `Access` (access.rs) resolves its grant
     /// again when it changes.
-    generation: AtomicU64,
+    pub(super) generation: AtomicU64,
     /// Tells open connections of each replacement (a removed user's connections close).
-    changed: watch::Sender<u64>,
+    pub(super) changed: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
-struct Accounts {
-    users: Vec<User>,
-    permissions: Vec<Permission>,
-    topic_permissions: Vec<TopicPermission>,
+pub(super) struct Accounts {
+    pub(super) users: Vec<User>,
+    pub(super) permissions: Vec<Permission>,
+    pub(super) topic_permissions: Vec<TopicPermission>,
 }
 
 impl Default for Users {

@@ -132,6 +132,26 @@ impl ClientCapabilities {
     }
 }
 
+/// The text fields of `client_properties` the management API shows (product, version,
+/// platform, information, connection_name), each cut to 255 bytes.
+pub fn client_info(properties: &FieldTable) -> Vec<(String, String)> {
+    const SHOWN: [&str; 5] = [
+        "product",
+        "version",
+        "platform",
+        "information",
+        "connection_name",
+    ];
+    SHOWN
+        .iter()
+        .filter_map(|name| {
+            let text = crate::broker::values::text(properties.inner().get(*name)?)?;
+            let text = String::from_utf8_lossy(&text[..text.len().min(255)]).into_owned();
+            Some(((*name).to_owned(), text))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

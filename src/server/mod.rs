@@ -8,6 +8,7 @@
 //! NOT_ALLOWED, as RabbitMQ does (at most 64 such at a time; beyond, the socket is closed).
 
 pub mod access;
+mod accounts;
 pub mod alarms;
 mod auth;
 mod channel;
@@ -15,6 +16,7 @@ mod connection;
 mod handshake;
 mod outbox;
 mod permissions;
+pub mod registry;
 mod tally;
 mod throttle;
 pub mod tls;
@@ -156,6 +158,8 @@ pub(crate) struct Context {
     pub(crate) limits: ChannelSettings,
     /// The resource alarm in effect, if any.
     pub(crate) alarms: watch::Receiver<Option<String>>,
+    /// Every open connection, for the management API.
+    pub(crate) registry: Arc<registry::Registry>,
 }
 
 /// A bound, not yet running, broker.
@@ -251,6 +255,7 @@ impl Server {
             logins: Default::default(),
             broker,
             alarms,
+            registry: Arc::default(),
             limits: ChannelSettings {
                 max_message_size: options.max_message_size,
                 unacked_timeout: options.unacked_timeout,
@@ -281,6 +286,16 @@ impl Server {
     /// The users: a shared handle, so that replacing them reaches every new login.
     pub fn users(&self) -> Users {
         self.context.users.clone()
+    }
+
+    /// The connection registry (the management API's view of connections).
+    pub fn registry(&self) -> Arc<registry::Registry> {
+        Arc::clone(&self.context.registry)
+    }
+
+    /// The resource alarm in effect (a receiver of its announcements).
+    pub fn alarms(&self) -> watch::Receiver<Option<String>> {
+        self.context.alarms.clone()
     }
 
     /// The resource-alarm thresholds, changeable while the server runs.

@@ -38,18 +38,22 @@ pub enum Mail {
 /// what one consumer may have in it is bounded by its credit). The queue hands a delivery over
 /// under its lock and never waits; the connection task drains the mailbox between its reads.
 #[derive(Debug, Clone)]
-pub struct Sink(mpsc::UnboundedSender<Mail>);
+pub struct Sink {
+    tx: mpsc::UnboundedSender<Mail>,
+    /// The connection it belongs to (its id: the management API names consumers' connections).
+    connection: u64,
+}
 
 impl Sink {
-    pub fn new() -> (Sink, mpsc::UnboundedReceiver<Mail>) {
+    pub fn new(connection: u64) -> (Sink, mpsc::UnboundedReceiver<Mail>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Sink(tx), rx)
+        (Sink { tx, connection }, rx)
     }
 
     /// Hands a delivery to the consumer's connection; gives the entry back if that has ended.
     #[inline]
     fn deliver(&self, consumer: Arc<Consumer>, entry: Entry) -> Result<(), Entry> {
-        match self.0.send(Mail::Deliver { consumer, entry }) {
+        match self.tx.send(Mail::Deliver { consumer, entry }) {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(Mail::Deliver { entry, .. })) => Err(entry),
             Err(_) => Ok(()),
@@ -58,7 +62,7 @@ impl Sink {
 
     /// Tells the connection that the consumer's queue is gone.
     fn cancelled(&self, consumer: Arc<Consumer>) {
-        let _ = self.0.send(Mail::Cancelled { consumer });
+        let _ = self.tx.send(Mail::Cancelled { consumer });
     }
 }
 
@@ -71,6 +75,13 @@ pub struct ChannelCredit {
     unacked: AtomicU32,
     /// `channel.flow`: the client wants deliveries.
     pub flow: AtomicBool,
+}
+
+impl ChannelCredit {
+    /// Unacked deliveries to the channel's consumers now.
+    pub fn unacked(&self) -> u32 {
+        self.unacked.load(SeqCst)
+    }
 }
 
 impl Default for ChannelCredit {
@@ -147,6 +158,25 @@ impl Consumer {
             active: AtomicBool::new(true),
             credit,
             sink,
+        }
+    }
+
+    /// Its deliveries not yet settled.
+    pub fn unacked(&self) -> u32 {
+        self.unacked.load(SeqCst)
+    }
+
+    /// What the management API shows of it.
+    pub fn info(&self) -> super::stats::ConsumerInfo {
+        super::stats::ConsumerInfo {
+            tag: self.tag.clone(),
+            channel: self.channel,
+            connection: self.sink.connection,
+            no_ack: self.no_ack,
+            exclusive: self.exclusive,
+            priority: self.priority,
+            prefetch: self.prefetch.load(SeqCst),
+            active: self.is_active(),
         }
     }
 

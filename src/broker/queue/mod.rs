@@ -21,6 +21,7 @@ mod parked;
 mod ready;
 mod settle;
 mod state;
+mod stats;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -43,6 +44,7 @@ pub use consumer::{ChannelCredit, Consumer, Mail, Sink};
 use limits::Limits;
 use ready::{Ready, Slot};
 use state::{footprint, QueueState};
+pub use stats::{ConsumerInfo, QueueStats};
 
 /// The properties a queue is declared with.
 #[derive(Debug, Clone)]
@@ -230,6 +232,7 @@ impl Queue {
             state.memory = resident;
         }
         state.bytes += body;
+        state.published += 1;
         let seq = state.next_seq;
         state.next_seq += 1;
         let lane = state.ready.lane_of(stamp.priority);
@@ -433,6 +436,7 @@ impl Queue {
         state.drop_expired();
         self.note_dropped(&state);
         let entry = entry?;
+        state.delivered += 1;
         if let Some(position) = entry.position {
             state.record_delivery(&entry, position, no_ack);
             let _ = self.flush_locked(&mut state);

@@ -48,6 +48,9 @@ pub(super) struct QueueState {
     /// `parked.rs`): not in `len()`, counted as ready.
     pub parked: Vec<Parked>,
     pub next_seq: u64,
+    /// Messages taken, and handed out, since the queue was created (see `stats.rs`).
+    pub published: u64,
+    pub delivered: u64,
     pub consumers: Vec<Arc<Consumer>>,
     /// Some consumers have another `x-priority` than others (else dispatch serves them all as
     /// one level without looking at priorities).
@@ -433,6 +436,7 @@ impl QueueState {
                         return false;
                     };
                     self.next_consumer = index + 1;
+                    self.delivered += 1;
                     if let Some(position) = entry.position {
                         self.record_delivery(&entry, position, consumer.no_ack);
                     }

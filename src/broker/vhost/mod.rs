@@ -25,6 +25,7 @@ pub mod dead_letter;
 mod delete;
 mod durable;
 mod expiry;
+pub mod inspect;
 mod publish;
 
 pub use publish::{PublishScratch, Routed, Safety};

@@ -204,6 +204,8 @@ impl Channels {
             .session
             .vhost
             .publish(message, stamp, &mut self.publishing)?;
+        self.counts.received += 1;
+        self.counts.routed += u64::from(routed.routed);
         if !routed.routed && mandatory {
             let code = ReplyCode::NoRoute;
             let ret = basic::Return {
@@ -449,6 +451,7 @@ impl Channels {
             return Ok(());
         };
         let tag = channel.take_delivery_tag();
+        let redelivered = u64::from(entry.redelivered);
         let message = &entry.message;
         let ok = basic::GetOk {
             delivery_tag: tag,
@@ -474,6 +477,7 @@ impl Channels {
             };
             channel.unacked.push(delivery, timeout, now);
         }
+        self.count_delivery(redelivered);
         Ok(())
     }
 

@@ -73,8 +73,10 @@ impl Confirms {
     }
 
     /// Writes the nacks and the one ack now due.
-    pub fn flush(&mut self, out: &mut BytesMut, number: u16) {
+    /// Returns how many publishes it confirmed (acked; nacks are not counted).
+    pub fn flush(&mut self, out: &mut BytesMut, number: u16) -> u64 {
         self.scheduled = false;
+        let mut confirmed = 0;
         for tag in self.nacks.drain(..) {
             self.nacked.insert(tag);
             let nack = basic::Nack {
@@ -106,11 +108,13 @@ impl Confirms {
                 multiple: covered > 1,
             };
             warren_protocol::method::encode_ack(out, number, &ack);
+            confirmed = covered;
         }
         if limit > self.acked_through {
             self.acked_through = limit;
             self.nacked = self.nacked.split_off(&(limit + 1));
         }
+        confirmed
     }
 }
 

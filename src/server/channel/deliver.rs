@@ -34,6 +34,7 @@ impl Channels {
             _ => return give_back(consumer, entry),
         };
         let tag = channel.take_delivery_tag();
+        let redelivered = u64::from(entry.redelivered);
         basic::encode_delivery(out, consumer.channel, &consumer.tag, tag, &entry, frame_max);
         // Dispatch again once half the window is free, or once this consumer stops holding up
         // a queue that pushes back on its publishers.
@@ -41,6 +42,7 @@ impl Channels {
             consumer.queue.dispatch();
         }
         if consumer.no_ack {
+            self.count_delivery(redelivered);
             return;
         }
         let queue = Arc::clone(&consumer.queue);
@@ -51,6 +53,13 @@ impl Channels {
             consumer: Some(consumer),
         };
         channel.unacked.push(delivery, timeout, now);
+        self.count_delivery(redelivered);
+    }
+
+    #[inline]
+    pub(super) fn count_delivery(&mut self, redelivered: u64) {
+        self.counts.delivered += 1;
+        self.counts.redelivered += redelivered;
     }
 
     /// The consumer's queue was deleted: forget the consumer and tell the client.

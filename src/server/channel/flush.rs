@@ -3,6 +3,7 @@
 //! publishes and `tx.commit`s whose answer waits for their messages to be synced. Registers one
 //! group-commit callback per flush, never one per publish; never syncs anything itself.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -12,6 +13,7 @@ use warren_protocol::spec::AMQPClass;
 use super::{Channel, ChannelState, Channels, Mode};
 use crate::error::{Error, Exception};
 use crate::server::outbox::ConfirmTag;
+use crate::server::registry::ChannelInfo;
 use crate::store::Store;
 
 /// Replies that wait for the group commit: publisher confirms and `tx.commit-ok`s.
@@ -56,11 +58,35 @@ impl Channels {
                 ..
             }) = self.slot_mut(number)
             {
-                confirms.flush(out, number);
+                self.counts.confirmed += confirms.flush(out, number);
             }
         }
         due.clear();
         self.confirms_due = due;
+        // The counters reach the registry once per flush, never per message.
+        self.session.entry.publish_counts(&self.counts);
+        if self.channels_changed {
+            self.channels_changed = false;
+            self.session.entry.set_channels(self.channel_infos());
+        }
+    }
+
+    /// What the management API shows of each open channel.
+    #[cold]
+    fn channel_infos(&self) -> Vec<ChannelInfo> {
+        let open = self.slots.iter().enumerate().filter_map(|(number, slot)| {
+            let channel = slot.as_ref().filter(|c| c.state == ChannelState::Open)?;
+            Some(ChannelInfo {
+                number: u16::try_from(number).ok()?,
+                confirm: matches!(channel.mode, Mode::Confirm(_)),
+                transactional: matches!(channel.mode, Mode::Tx(_)),
+                prefetch: channel.consumer_prefetch,
+                global_prefetch: channel.credit.global_prefetch.load(Relaxed),
+                consumers: u32::try_from(channel.consumers.len()).unwrap_or(u32::MAX),
+                credit: Arc::clone(&channel.credit),
+            })
+        });
+        open.collect()
     }
 
     /// Where publishes and commits waiting for `store`'s group commit are gathered until the

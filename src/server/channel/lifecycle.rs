@@ -51,6 +51,7 @@ impl Channels {
     /// Cancels the channel's consumers and requeues everything it holds unacked (including acks
     /// of an uncommitted transaction, which never happened).
     fn release(&mut self, number: u16) {
+        self.channels_changed = true;
         let Some(channel) = self.slot_mut(number) else {
             return;
         };
@@ -95,6 +96,7 @@ impl Channels {
         if frame.frame_type != FrameType::Method {
             return Err(Error::ChannelNotOpen(number).into());
         }
+        self.channels_changed = true;
         let method = decode_method(&frame.payload).map_err(Error::from)?;
         let (class_id, method_id) = method.ids();
         match method {

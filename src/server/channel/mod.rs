@@ -75,6 +75,8 @@ pub(crate) struct Session {
     /// The client understands a server-sent `basic.cancel`.
     pub cancel_notify: bool,
     pub limits: ChannelSettings,
+    /// The connection's registry entry: its counters are stored there at each flush.
+    pub entry: Arc<crate::server::registry::ConnectionEntry>,
 }
 
 /// Where a channel is in its life.
@@ -184,6 +186,11 @@ pub(crate) struct Channels {
     /// A message was published on this connection (resource alarms block publishers only).
     published: bool,
     next_epoch: u64,
+    /// Messages counted for the management API (stored in the registry at each flush).
+    counts: crate::server::registry::Counts,
+    /// A channel opened or closed, or changed its mode, prefetch or consumers: the registry's
+    /// list of channels is renewed at the next flush.
+    channels_changed: bool,
 }
 
 impl Channels {
@@ -197,6 +204,8 @@ impl Channels {
             awaiting_sync: None,
             published: false,
             next_epoch: 1,
+            counts: Default::default(),
+            channels_changed: false,
         }
     }
 
@@ -322,12 +331,24 @@ impl Channels {
             Method::Ack(ack) => {
                 self.settle_tags(number, ack.delivery_tag, ack.multiple, Settle::Ack)
             }
-            Method::Other(AMQPClass::Channel(method)) => self.channel_method(out, number, method),
+            Method::Other(AMQPClass::Channel(method)) => {
+                self.channels_changed = true;
+                self.channel_method(out, number, method)
+            }
             Method::Other(AMQPClass::Exchange(method)) => self.exchange_method(out, number, method),
             Method::Other(AMQPClass::Queue(method)) => self.queue_method(out, number, method),
-            Method::Other(AMQPClass::Basic(method)) => self.basic_method(out, number, method, now),
-            Method::Other(AMQPClass::Confirm(method)) => self.confirm_method(out, number, method),
-            Method::Other(AMQPClass::Tx(method)) => self.tx_method(out, number, method),
+            Method::Other(AMQPClass::Basic(method)) => {
+                self.channels_changed = true;
+                self.basic_method(out, number, method, now)
+            }
+            Method::Other(AMQPClass::Confirm(method)) => {
+                self.channels_changed = true;
+                self.confirm_method(out, number, method)
+            }
+            Method::Other(AMQPClass::Tx(method)) => {
+                self.channels_changed = true;
+                self.tx_method(out, number, method)
+            }
             Method::Other(AMQPClass::Connection(_)) => Err(Error::CommandInvalid(format!(
                 "connection method on channel {number}"
             ))),

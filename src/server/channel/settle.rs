@@ -68,6 +68,9 @@ impl Channels {
             let through = if tag == 0 { u64::MAX } else { tag };
             self.settle_late(number, 0, through, how)?;
         }
+        if how == Settle::Ack {
+            self.counts.acknowledged += taken.len() as u64;
+        }
         settle(&self.session.vhost, taken, how);
         self.open(number)?.wake_consumers();
         Ok(())

@@ -12,7 +12,8 @@ use warren_protocol::spec::{connection, AMQPClass};
 use super::super::access::Access;
 use super::super::auth::{LoginRefused, MECHANISMS_WITH_EXTERNAL};
 use super::super::channel::{Channels, Session};
-use super::super::handshake::{self, ClientCapabilities};
+use super::super::handshake::{self, client_info, ClientCapabilities};
+use super::super::registry::Opened;
 use super::{Connection, State, CLOSE_TIMEOUT};
 use crate::error::Error;
 
@@ -81,6 +82,7 @@ impl Connection {
     /// `start-ok`: the client's capabilities and its login; `tune` when it is let in.
     fn start_ok(&mut self, start_ok: &connection::StartOk) -> Result<(), Error> {
         self.capabilities = ClientCapabilities::from_properties(&start_ok.client_properties);
+        self.client = client_info(&start_ok.client_properties);
         let mechanism = start_ok.mechanism.as_str();
         let (peer, now) = (self.peer.ip(), std::time::Instant::now());
         let users = &self.context.users;
@@ -144,7 +146,16 @@ impl Connection {
             frame_max: self.tuning.frame_max,
             cancel_notify: self.capabilities.consumer_cancel_notify,
             limits: self.context.limits,
+            entry: Arc::clone(&self.entry),
         };
+        self.entry.opened(Opened {
+            user: self.user.clone(),
+            vhost: name.to_owned(),
+            client: std::mem::take(&mut self.client),
+            channel_max: self.tuning.channel_max,
+            frame_max: self.tuning.frame_max,
+            heartbeat: self.tuning.heartbeat,
+        });
         self.channels = Some(Channels::new(self.tuning.channel_max, session));
         self.vhost_ref = Some(Arc::clone(&vhost));
         self.vhost = name.to_owned();

@@ -41,6 +41,7 @@ use warren_protocol::spec::{connection, AMQPClass};
 use super::channel::Channels;
 use super::handshake::{ClientCapabilities, Tuning};
 use super::outbox::Outbox;
+use super::registry::ConnectionEntry;
 use super::tls::TlsState;
 use super::transport::{accept_tls, TlsPeer, Transport};
 use super::Context;
@@ -133,6 +134,10 @@ pub(crate) struct Connection {
     handshake: Option<OwnedSemaphorePermit>,
     /// What the TLS handshake established (`None`: plain TCP).
     tls: Option<TlsPeer>,
+    /// Its entry in the connection registry (the management API's view of it).
+    entry: Arc<ConnectionEntry>,
+    /// What the client said of itself at `start-ok` (product, version, …), for the registry.
+    client: Vec<(String, String)>,
 }
 
 /// Serves one accepted socket until it closes; logs the outcome. With `tls`, the TLS handshake
@@ -145,6 +150,8 @@ pub(crate) async fn serve(
     (refuse, handshake): (Option<usize>, OwnedSemaphorePermit),
     tls: Option<Arc<TlsState>>,
 ) {
+    let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+    let registered = context.registry.register(id, peer, tls.is_some());
     let (stream, tls) = match tls {
         None => (Transport::Plain(stream), None),
         Some(tls) => {
@@ -162,11 +169,11 @@ pub(crate) async fn serve(
         }
     };
     let now = Instant::now();
-    let (sink, mail) = Sink::new();
+    let (sink, mail) = Sink::new(id);
     let (outbox, synced) = Outbox::new();
     let mut inbox = Inbox { mail, synced };
     let mut connection = Connection {
-        id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+        id,
         peer,
         tuning: context.tuning,
         deadline: Some(now + context.handshake_timeout),
@@ -191,6 +198,8 @@ pub(crate) async fn serve(
         admitted: None,
         handshake: Some(handshake),
         tls,
+        entry: Arc::clone(&registered.entry),
+        client: Vec::new(),
     };
     let alarms = connection.context.alarms.clone();
     let was_open = connection.run(stream, shutdown, alarms, &mut inbox).await;
@@ -225,6 +234,8 @@ impl Connection {
         let mut throttled: Vec<Arc<Queue>> = Vec::new();
         // A reload that removes this connection's user or vhost closes it.
         let mut accounts = self.context.users.subscribe();
+        // The management API may ask this connection to close.
+        let mut close_requests = self.entry.close_requests();
         loop {
             was_open |= self.state == State::Running;
             if self.output_pending(&stream) && !self.flush(&mut stream) {
@@ -270,6 +281,17 @@ impl Connection {
                 changed = accounts.changed(), if self.state == State::Running => {
                     if changed.is_ok() {
                         self.accounts_changed();
+                    }
+                }
+                changed = close_requests.changed(), if !matches!(self.state, State::Closing | State::Draining | State::Done) => {
+                    let reason = close_requests.borrow_and_update().clone();
+                    match (changed, reason) {
+                        (Ok(()), Some(reason)) => {
+                            info!(peer = %self.peer, user = %self.user, %reason, "closing the connection (management API)");
+                            self.close_connection(Error::Forced(reason.clone()).into(), &reason);
+                        }
+                        // The registry entry cannot go while this task holds it.
+                        _ => {}
                     }
                 }
                 changed = alarms.changed(), if self.state == State::Running => {

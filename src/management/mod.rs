@@ -1,0 +1,145 @@
+//! The management HTTP API (RabbitMQ's shapes, the subset common tools call), Prometheus
+//! metrics and the web dashboard, served by axum on the `management_listeners`.
+//!
+//! It owns nothing of the broker: every handler reads through the broker's views
+//! ([`crate::broker::vhost::inspect`], [`crate::broker::queue::Queue::stats`]) or makes the same
+//! calls an AMQP client's methods make (declare, delete, bind, purge), so what it changes is
+//! checked and persisted exactly as over AMQP. It never holds a broker lock across an await, and
+//! its only state of its own is the rate sampler ([`rates`]).
+//!
+//! Here: the shared state, the router and the server loop. Beside: `auth.rs` (Basic auth and
+//! tags), `reply.rs` (errors and JSON values), `listing.rs` (paging, sorting, filtering),
+//! `queues.rs`, `exchanges.rs`, `bindings.rs`, `overview.rs` (overview, nodes, health checks),
+//! `accounts.rs` (vhosts, users, permissions), `metrics.rs` (`/metrics`), `rates.rs`.
+
+mod accounts;
+mod auth;
+mod bindings;
+mod exchanges;
+mod listing;
+mod metrics;
+mod overview;
+mod queues;
+pub mod rates;
+mod reply;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::routing::{get, put};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::server::alarms::Thresholds;
+use crate::server::Users;
+
+/// The version reported as `rabbitmq_version` and `management_version`: the RabbitMQ release
+/// whose management API shapes Warren answers in (tools check it for features).
+pub const RABBITMQ_VERSION: &str = "3.10.8";
+
+/// What the handlers share: handles to the broker's state, never copies of it.
+#[derive(Debug)]
+pub struct Management {
+    pub broker: Arc<Broker>,
+    pub users: Users,
+    /// The resource alarm in effect, if any.
+    pub alarms: watch::Receiver<Option<String>>,
+    pub thresholds: Arc<Thresholds>,
+    pub data_dir: PathBuf,
+    /// `warren@host`, as RabbitMQ's `rabbit@host`.
+    pub node: String,
+    /// The AMQP listeners (address, over TLS).
+    pub listeners: Vec<(SocketAddr, bool)>,
+    /// Where this API is served.
+    pub http_listeners: Vec<SocketAddr>,
+    pub started: Instant,
+    pub started_at: SystemTime,
+    pub rates: rates::Rates,
+    /// The connection registry (connections, channels, their counters).
+    pub registry: Arc<crate::server::registry::Registry>,
+}
+
+/// The node name: `warren@` and the host name.
+pub fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("warren@{host}")
+}
+
+/// Every route.
+pub fn router(state: Arc<Management>) -> Router {
+    Router::new()
+        .route("/api/overview", get(overview::overview))
+        .route("/api/cluster-name", get(overview::cluster_name))
+        .route("/api/nodes", get(overview::nodes))
+        .route("/api/nodes/{node}", get(overview::node))
+        .route("/api/extensions", get(overview::extensions))
+        .route("/api/whoami", get(overview::whoami))
+        .route("/api/aliveness-test/{vhost}", get(overview::aliveness))
+        .route("/api/health/checks/alarms", get(overview::alarms))
+        .route("/api/health/checks/local-alarms", get(overview::alarms))
+        .route("/api/health/checks/virtual-hosts", get(overview::virtual_hosts))
+        .route("/api/health/checks/port-listener/{port}", get(overview::port_listener))
+        .route("/api/vhosts", get(accounts::vhosts))
+        .route("/api/vhosts/{vhost}", get(accounts::vhost).put(accounts::put_vhost).delete(accounts::delete_vhost))
+        .route("/api/vhosts/{vhost}/permissions", get(accounts::vhost_permissions))
+        .route("/api/users", get(accounts::users))
+        .route("/api/users/{user}", get(accounts::user).put(accounts::put_user).delete(accounts::delete_user))
+        .route("/api/users/{user}/permissions", get(accounts::user_permissions))
+        .route("/api/permissions", get(accounts::permissions))
+        .route("/api/permissions/{vhost}/{user}", get(accounts::permission).put(accounts::put_permission).delete(accounts::delete_permission))
+        .route("/api/queues", get(queues::all))
+        .route("/api/queues/{vhost}", get(queues::in_vhost))
+        .route("/api/queues/{vhost}/{name}", get(queues::one).put(queues::put).delete(queues::delete))
+        .route("/api/queues/{vhost}/{name}/contents", axum::routing::delete(queues::purge))
+        .route("/api/queues/{vhost}/{name}/bindings", get(bindings::of_queue))
+        .route("/api/queues/{vhost}/{name}/get", axum::routing::post(queues::get_messages))
+        .route("/api/exchanges", get(exchanges::all))
+        .route("/api/exchanges/{vhost}", get(exchanges::in_vhost))
+        .route("/api/exchanges/{vhost}/{name}", get(exchanges::one).put(exchanges::put).delete(exchanges::delete))
+        .route("/api/exchanges/{vhost}/{name}/bindings/source", get(bindings::from_exchange))
+        .route("/api/exchanges/{vhost}/{name}/bindings/destination", get(bindings::to_exchange))
+        .route("/api/exchanges/{vhost}/{name}/publish", axum::routing::post(exchanges::publish))
+        .route("/api/bindings", get(bindings::all))
+        .route("/api/bindings/{vhost}", get(bindings::in_vhost))
+        .route("/api/bindings/{vhost}/e/{source}/{kind}/{destination}", get(bindings::between).post(bindings::create))
+        .route("/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}", get(bindings::one).delete(bindings::delete))
+        .route("/api/connections", get(overview::connections))
+        .route("/api/channels", get(overview::channels))
+        .route("/api/consumers", get(overview::consumers))
+        .route("/api/consumers/{vhost}", get(overview::consumers_in))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/metrics", get(metrics::metrics))
+        .route("/api/{*rest}", get(reply::not_found_route).put(reply::not_found_route))
+        .route("/api/definitions/{*rest}", put(reply::not_found_route))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<Management>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let addr = listener.local_addr().ok();
+    info!(?addr, "management API listening (HTTP)");
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        warn!(error = %e, "management API stopped");
+    }
+}
