@@ -204,6 +204,7 @@ else
     cat >"$WORK/warren.toml" <<EOF
 [server]
 listeners = ["[::]:$PORT"]
+management_listeners = []
 EOF
     "$WARREN_BIN" --config "$WORK/warren.toml" --data-dir "$WORK/warren-data" \
         >"$WORK/warren.log" 2>&1 &

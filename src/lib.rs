@@ -9,6 +9,7 @@
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod management;
 pub mod server;
 pub mod store;
 

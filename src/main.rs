@@ -34,6 +34,10 @@ struct Cli {
     /// ./warren-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Address of the management HTTP API, metrics and dashboard, or `off` [default: the file's
+    /// management_listeners, else 127.0.0.1:15672].
+    #[arg(long, value_name = "ADDR|off")]
+    management: Option<String>,
     /// Configuration file (TOML, see config/warren.toml); reloaded on SIGHUP.
     #[arg(long, env = "WARREN_CONFIG")]
     config: Option<PathBuf>,
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
     let overrides = Overrides {
         listen: cli.listen,
         data_dir: cli.data_dir,
+        management: cli.management,
     };
     let mut settings = config.settings.clone();
     settings.override_with(&overrides);

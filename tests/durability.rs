@@ -29,7 +29,13 @@ impl Warren {
         let addr = free_addr();
         let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--listen", &addr.to_string(), "--data-dir"])
+            .args([
+                "--management",
+                "off",
+                "--listen",
+                &addr.to_string(),
+                "--data-dir",
+            ])
             .arg(data_dir)
             .stdout(Stdio::null())
             .stderr(log)

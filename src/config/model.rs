@@ -31,6 +31,8 @@ pub struct ServerSection {
     pub log_level: Option<Spanned<String>>,
     pub log_format: Option<LogFormat>,
     pub tls_listeners: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Addresses for the management HTTP API, metrics and dashboard (`[]`: none).
+    pub management_listeners: Option<Vec<Spanned<String>>>,
     pub tls_cert: Option<Spanned<String>>,
     pub tls_key: Option<Spanned<String>>,
     pub tls_ca: Option<Spanned<String>>,

@@ -36,7 +36,12 @@ pub struct Settings {
     pub tls_listeners: Vec<String>,
     /// The TLS listeners' certificate, key and CA (set when there are TLS listeners).
     pub tls: Option<TlsFiles>,
+    /// Addresses of the management HTTP API (empty: it is off).
+    pub management_listeners: Vec<String>,
 }
+
+/// Where the management API listens unless told otherwise (RabbitMQ's port, loopback only).
+pub const DEFAULT_MANAGEMENT_LISTENER: &str = "127.0.0.1:15672";
 
 impl Default for Settings {
     fn default() -> Self {
@@ -58,6 +63,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             tls_listeners: Vec::new(),
             tls: None,
+            management_listeners: vec![DEFAULT_MANAGEMENT_LISTENER.into()],
         }
     }
 }
@@ -67,6 +73,8 @@ impl Default for Settings {
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `--management ADDR` (`off`: no management API).
+    pub management: Option<String>,
 }
 
 impl Settings {
@@ -77,6 +85,11 @@ impl Settings {
         }
         if let Some(data_dir) = &overrides.data_dir {
             self.data_dir = data_dir.clone();
+        }
+        match overrides.management.as_deref() {
+            None => {}
+            Some("off") => self.management_listeners = Vec::new(),
+            Some(address) => self.management_listeners = vec![address.to_owned()],
         }
     }
 
@@ -103,6 +116,7 @@ impl Settings {
             vhost_limits: config.vhost_limits.clone(),
             tls_listeners: self.tls_listeners.clone(),
             tls: self.tls.clone(),
+            management_listeners: self.management_listeners.clone(),
             ..ServerOptions::default()
         }
     }
@@ -157,6 +171,10 @@ impl Settings {
         differs("log_level", self.log_level != running.log_level);
         differs("log_format", self.log_format != running.log_format);
         differs("tls_listeners", self.tls_listeners != running.tls_listeners);
+        differs(
+            "management_listeners",
+            self.management_listeners != running.management_listeners,
+        );
         changed
     }
 }
@@ -181,6 +199,14 @@ pub(super) fn check_server(
             }
         }
         settings.listeners = listeners.into_iter().map(|l| l.into_inner()).collect();
+    }
+    if let Some(listeners) = server.management_listeners {
+        for listener in &listeners {
+            if let Err(why) = check_listener(listener.get_ref()) {
+                problems.push(source.problem(&listener.span(), format!("management_{why}")));
+            }
+        }
+        settings.management_listeners = listeners.into_iter().map(|l| l.into_inner()).collect();
     }
     if let Some(data_dir) = server.data_dir {
         settings.data_dir = PathBuf::from(data_dir);

@@ -9,14 +9,18 @@
 //!
 //! Here: the shared state, the router and the server loop. Beside: `auth.rs` (Basic auth and
 //! tags), `reply.rs` (errors and JSON values), `listing.rs` (paging, sorting, filtering),
-//! `queues.rs`, `exchanges.rs`, `bindings.rs`, `overview.rs` (overview, nodes, health checks),
-//! `accounts.rs` (vhosts, users, permissions), `metrics.rs` (`/metrics`), `rates.rs`.
+//! `queues.rs`, `exchanges.rs`, `bindings.rs`, `messages.rs` (publish and get from the API),
+//! `overview.rs` (overview, nodes, health checks), `connections.rs` (connections, channels,
+//! consumers), `accounts.rs` (vhosts, users, permissions), `metrics.rs` (`/metrics`),
+//! `rates.rs` (the rate sampler).
 
 mod accounts;
 mod auth;
 mod bindings;
+mod connections;
 mod exchanges;
 mod listing;
+mod messages;
 mod metrics;
 mod overview;
 mod queues;
@@ -28,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::routing::{get, put};
+use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -86,40 +90,113 @@ pub fn router(state: Arc<Management>) -> Router {
         .route("/api/aliveness-test/{vhost}", get(overview::aliveness))
         .route("/api/health/checks/alarms", get(overview::alarms))
         .route("/api/health/checks/local-alarms", get(overview::alarms))
-        .route("/api/health/checks/virtual-hosts", get(overview::virtual_hosts))
-        .route("/api/health/checks/port-listener/{port}", get(overview::port_listener))
+        .route(
+            "/api/health/checks/virtual-hosts",
+            get(overview::virtual_hosts),
+        )
+        .route(
+            "/api/health/checks/port-listener/{port}",
+            get(overview::port_listener),
+        )
         .route("/api/vhosts", get(accounts::vhosts))
-        .route("/api/vhosts/{vhost}", get(accounts::vhost).put(accounts::put_vhost).delete(accounts::delete_vhost))
-        .route("/api/vhosts/{vhost}/permissions", get(accounts::vhost_permissions))
+        .route(
+            "/api/vhosts/{vhost}",
+            get(accounts::vhost)
+                .put(accounts::put_vhost)
+                .delete(accounts::delete_vhost),
+        )
+        .route(
+            "/api/vhosts/{vhost}/permissions",
+            get(accounts::vhost_permissions),
+        )
         .route("/api/users", get(accounts::users))
-        .route("/api/users/{user}", get(accounts::user).put(accounts::put_user).delete(accounts::delete_user))
-        .route("/api/users/{user}/permissions", get(accounts::user_permissions))
+        .route(
+            "/api/users/{user}",
+            get(accounts::user)
+                .put(accounts::put_user)
+                .delete(accounts::delete_user),
+        )
+        .route(
+            "/api/users/{user}/permissions",
+            get(accounts::user_permissions),
+        )
         .route("/api/permissions", get(accounts::permissions))
-        .route("/api/permissions/{vhost}/{user}", get(accounts::permission).put(accounts::put_permission).delete(accounts::delete_permission))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            get(accounts::permission)
+                .put(accounts::put_permission)
+                .delete(accounts::delete_permission),
+        )
         .route("/api/queues", get(queues::all))
         .route("/api/queues/{vhost}", get(queues::in_vhost))
-        .route("/api/queues/{vhost}/{name}", get(queues::one).put(queues::put).delete(queues::delete))
-        .route("/api/queues/{vhost}/{name}/contents", axum::routing::delete(queues::purge))
-        .route("/api/queues/{vhost}/{name}/bindings", get(bindings::of_queue))
-        .route("/api/queues/{vhost}/{name}/get", axum::routing::post(queues::get_messages))
+        .route(
+            "/api/queues/{vhost}/{name}",
+            get(queues::one).put(queues::put).delete(queues::delete),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/contents",
+            axum::routing::delete(queues::purge),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/bindings",
+            get(bindings::of_queue),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/get",
+            axum::routing::post(queues::get_messages),
+        )
         .route("/api/exchanges", get(exchanges::all))
         .route("/api/exchanges/{vhost}", get(exchanges::in_vhost))
-        .route("/api/exchanges/{vhost}/{name}", get(exchanges::one).put(exchanges::put).delete(exchanges::delete))
-        .route("/api/exchanges/{vhost}/{name}/bindings/source", get(bindings::from_exchange))
-        .route("/api/exchanges/{vhost}/{name}/bindings/destination", get(bindings::to_exchange))
-        .route("/api/exchanges/{vhost}/{name}/publish", axum::routing::post(exchanges::publish))
+        .route(
+            "/api/exchanges/{vhost}/{name}",
+            get(exchanges::one)
+                .put(exchanges::put)
+                .delete(exchanges::delete),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            get(bindings::from_exchange),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            get(bindings::to_exchange),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/publish",
+            axum::routing::post(exchanges::publish),
+        )
         .route("/api/bindings", get(bindings::all))
         .route("/api/bindings/{vhost}", get(bindings::in_vhost))
-        .route("/api/bindings/{vhost}/e/{source}/{kind}/{destination}", get(bindings::between).post(bindings::create))
-        .route("/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}", get(bindings::one).delete(bindings::delete))
-        .route("/api/connections", get(overview::connections))
-        .route("/api/channels", get(overview::channels))
-        .route("/api/consumers", get(overview::consumers))
-        .route("/api/consumers/{vhost}", get(overview::consumers_in))
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}",
+            get(bindings::between).post(bindings::create),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
+            get(bindings::one).delete(bindings::delete),
+        )
+        .route("/api/connections", get(connections::connections))
+        .route(
+            "/api/connections/{name}",
+            get(connections::connection).delete(connections::close_connection),
+        )
+        .route(
+            "/api/connections/{name}/channels",
+            get(connections::connection_channels),
+        )
+        .route(
+            "/api/vhosts/{vhost}/connections",
+            get(connections::vhost_connections),
+        )
+        .route("/api/channels", get(connections::channels))
+        .route("/api/consumers", get(connections::consumers))
+        .route("/api/consumers/{vhost}", get(connections::consumers_in))
         .route("/metrics", get(metrics::metrics))
         .route("/api/metrics", get(metrics::metrics))
-        .route("/api/{*rest}", get(reply::not_found_route).put(reply::not_found_route))
-        .route("/api/definitions/{*rest}", put(reply::not_found_route))
+        .route(
+            "/api/{*rest}",
+            get(reply::not_found_route).put(reply::not_found_route),
+        )
         .with_state(state)
 }
 
@@ -139,7 +216,10 @@ pub async fn serve(
             }
         }
     };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         warn!(error = %e, "management API stopped");
     }
 }

@@ -98,6 +98,9 @@ pub struct ServerOptions {
     pub tls_listeners: Vec<String>,
     /// The TLS listeners' certificate, key and CA.
     pub tls: Option<TlsFiles>,
+    /// Addresses to serve the management HTTP API, metrics and dashboard on (none by default
+    /// here; the configuration's default is 127.0.0.1:15672).
+    pub management_listeners: Vec<String>,
 }
 
 /// What the broker does with a delivery left unacknowledged past its timeout.
@@ -140,6 +143,7 @@ impl Default for ServerOptions {
             compaction_interval: Duration::from_secs(5),
             tls_listeners: Vec::new(),
             tls: None,
+            management_listeners: Vec::new(),
         }
     }
 }
@@ -180,6 +184,9 @@ pub struct Server {
     /// `max_handshakes` a new socket is closed at once, so a client opening connections in a
     /// loop cannot make the broker hold an unbounded number of them.
     handshakes: Arc<Semaphore>,
+    /// The management API's listeners.
+    management: Vec<TcpListener>,
+    data_dir: PathBuf,
     /// The broker's background tasks: they stop when the server is dropped (after `run`).
     _background: crate::broker::Background,
 }
@@ -240,6 +247,16 @@ impl Server {
             })?;
             listeners.push(listener);
         }
+        let mut management = Vec::new();
+        for address in &options.management_listeners {
+            let listener = TcpListener::bind(address).await.map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {address} for the management API: {e} (--management off disables it)"),
+                )
+            })?;
+            management.push(listener);
+        }
         let thresholds =
             alarms::Thresholds::new(options.memory_high_watermark, options.disk_free_limit);
         let alarms = alarms::start(
@@ -273,6 +290,8 @@ impl Server {
                 .map(|n| (n, Arc::new(Semaphore::new(n)))),
             refusals: Arc::new(Semaphore::new(MAX_REFUSALS)),
             handshakes: Arc::new(Semaphore::new(options.max_handshakes)),
+            management,
+            data_dir: options.data_dir.clone(),
             _background: background,
         };
         Ok((server, configured))
@@ -318,6 +337,38 @@ impl Server {
         tls.iter().map(TcpListener::local_addr).collect()
     }
 
+    /// The addresses of the management API's listeners.
+    pub fn management_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.management
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect()
+    }
+
+    /// The management API's shared state, for its listeners.
+    fn management_state(&self) -> io::Result<Arc<crate::management::Management>> {
+        let plain = self.plain_listeners;
+        let listeners = self.local_addrs()?;
+        Ok(Arc::new(crate::management::Management {
+            broker: self.broker(),
+            users: self.users(),
+            alarms: self.alarms(),
+            thresholds: self.thresholds(),
+            data_dir: self.data_dir.clone(),
+            node: crate::management::node_name(),
+            listeners: listeners
+                .into_iter()
+                .enumerate()
+                .map(|(i, addr)| (addr, i >= plain))
+                .collect(),
+            http_listeners: self.management_addrs()?,
+            started: std::time::Instant::now(),
+            started_at: std::time::SystemTime::now(),
+            rates: Default::default(),
+            registry: self.registry(),
+        }))
+    }
+
     /// The address of the first listener.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self.listeners.first() {
@@ -359,7 +410,7 @@ impl Server {
     }
 
     /// Serves clients until `shutdown` completes, then closes every connection gracefully.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         for (i, addr) in self.local_addrs()?.into_iter().enumerate() {
             match i < self.plain_listeners {
                 true => info!(%addr, "listening for AMQP 0-9-1"),
@@ -369,6 +420,19 @@ impl Server {
         let mut turn = 0;
         let (stop, stopping) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let mut management = JoinSet::new();
+        if !self.management.is_empty() {
+            let state = self.management_state()?;
+            management.spawn(crate::management::rates::run(
+                Arc::clone(&state),
+                crate::management::rates::SAMPLE_INTERVAL,
+            ));
+            for listener in std::mem::take(&mut self.management) {
+                let serve =
+                    crate::management::serve(listener, Arc::clone(&state), stopping.clone());
+                management.spawn(serve);
+            }
+        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -437,6 +501,7 @@ impl Server {
             );
             connections.abort_all();
         }
+        management.abort_all();
         info!("shutdown complete");
         Ok(())
     }

@@ -121,6 +121,8 @@ pub struct ChannelInfo {
 pub struct ConnectionEntry {
     pub id: u64,
     pub peer: SocketAddr,
+    /// The listener's address it came to.
+    pub local: SocketAddr,
     pub tls: bool,
     pub connected_at: SystemTime,
     opened: Mutex<Option<Opened>>,
@@ -203,10 +205,16 @@ impl Drop for Registered {
 
 impl Registry {
     /// Registers a connection that just started.
-    pub fn register(self: &Arc<Self>, id: u64, peer: SocketAddr, tls: bool) -> Registered {
+    pub fn register(
+        self: &Arc<Self>,
+        id: u64,
+        (peer, local): (SocketAddr, SocketAddr),
+        tls: bool,
+    ) -> Registered {
         let entry = Arc::new(ConnectionEntry {
             id,
             peer,
+            local,
             tls,
             connected_at: SystemTime::now(),
             opened: Mutex::new(None),
@@ -245,10 +253,4 @@ impl Registry {
         }
         totals
     }
-}
-
-/// The management API's name of a connection: `peer -> local`, as RabbitMQ's
-/// `127.0.0.1:5xxxx -> 127.0.0.1:5672` (here with the connection's id, which is unique).
-pub fn connection_name(entry: &ConnectionEntry) -> String {
-    format!("{} ({})", entry.peer, entry.id)
 }

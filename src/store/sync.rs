@@ -172,7 +172,10 @@ fn run(shared: &Shared) {
         };
         let mut outcome = Ok(());
         for file in &files {
-            if let Err(e) = file.sync_data() {
+            let started = Instant::now();
+            let synced = file.sync_data();
+            FSYNC_SECONDS.observe(started.elapsed());
+            if let Err(e) = synced {
                 error!(error = %e, "fdatasync failed; writes waiting on it are not confirmed");
                 outcome = Err(e);
             }
@@ -189,6 +192,59 @@ fn run(shared: &Shared) {
             });
         }
     }
+}
+
+/// Upper bounds (seconds) of the fsync latency histogram's buckets.
+const FSYNC_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+
+/// How long each `fdatasync` of the group commit took: a histogram for `/metrics`, kept for
+/// the process (every syncer adds to it).
+struct FsyncHistogram {
+    /// Counts per bucket (not cumulative), the last one for above the largest bound.
+    buckets: [AtomicU64; FSYNC_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+static FSYNC_SECONDS: FsyncHistogram = FsyncHistogram {
+    buckets: [const { AtomicU64::new(0) }; FSYNC_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64::new(0),
+};
+
+impl FsyncHistogram {
+    fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = FSYNC_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(FSYNC_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// Writes the fsync latency histogram in Prometheus' text format
+/// (`warren_fsync_duration_seconds`).
+pub fn write_fsync_histogram(out: &mut String) {
+    use std::fmt::Write;
+    let name = "warren_fsync_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time taken by each fdatasync of the group commit"
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (i, bound) in FSYNC_BUCKETS.iter().enumerate() {
+        cumulative += FSYNC_SECONDS.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    cumulative += FSYNC_SECONDS.buckets[FSYNC_BUCKETS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let sum = FSYNC_SECONDS.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {cumulative}");
 }
 
 #[cfg(test)]

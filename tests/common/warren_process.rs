@@ -48,7 +48,9 @@ pub fn free_port() -> u16 {
 
 /// Runs `warren ARGS` to its end (for `check-config` and starts that must fail).
 pub fn run_warren(args: &[&str]) -> Output {
+    // No management API: tests run side by side, and its default port is one for all.
     let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["--management", "off"])
         .args(args)
         .env_remove("WARREN_CONFIG")
         .env_remove("RUST_LOG")
@@ -103,6 +105,7 @@ impl WarrenProcess {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
         let mut child = command
+            .args(["--management", "off"])
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--data-dir")

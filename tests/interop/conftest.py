@@ -113,7 +113,8 @@ def _spawn(data_dir: pathlib.Path, log_path: pathlib.Path, extra_args=()) -> Bro
     log = open(log_path, "wb")
     try:
         process = subprocess.Popen(
-            [str(binary), "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *extra_args],
+            [str(binary), "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
+             *(() if "--management" in extra_args else ("--management", "off")), *extra_args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -151,7 +151,10 @@ pub(crate) async fn serve(
     tls: Option<Arc<TlsState>>,
 ) {
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let registered = context.registry.register(id, peer, tls.is_some());
+    let local = stream
+        .local_addr()
+        .map_or(peer, |a| SocketAddr::new(a.ip().to_canonical(), a.port()));
+    let registered = context.registry.register(id, (peer, local), tls.is_some());
     let (stream, tls) = match tls {
         None => (Transport::Plain(stream), None),
         Some(tls) => {
@@ -285,13 +288,10 @@ impl Connection {
                 }
                 changed = close_requests.changed(), if !matches!(self.state, State::Closing | State::Draining | State::Done) => {
                     let reason = close_requests.borrow_and_update().clone();
-                    match (changed, reason) {
-                        (Ok(()), Some(reason)) => {
-                            info!(peer = %self.peer, user = %self.user, %reason, "closing the connection (management API)");
-                            self.close_connection(Error::Forced(reason.clone()).into(), &reason);
-                        }
-                        // The registry entry cannot go while this task holds it.
-                        _ => {}
+                    // The registry entry cannot go while this task holds it.
+                    if let (Ok(()), Some(reason)) = (changed, reason) {
+                        info!(peer = %self.peer, user = %self.user, %reason, "closing the connection (management API)");
+                        self.close_connection(Error::Forced(reason.clone()).into(), &reason);
                     }
                 }
                 changed = alarms.changed(), if self.state == State::Running => {

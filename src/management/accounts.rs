@@ -1,0 +1,343 @@
+//! `/api/vhosts`, `/api/users`, `/api/permissions`: list, show, create or change (PUT) and
+//! delete. Users and permissions change through [`crate::server::Users`]' one-at-a-time
+//! edits (open connections re-check; a deleted user's connections close, as on a reload);
+//! vhosts through the broker's `add_vhost` / `remove_vhost`. Reading users, and every change
+//! here, is for administrators.
+//!
+//! Changes made here live until the broker stops or the configuration file is reloaded (the
+//! file stays the source of users and vhosts); export them with `/api/definitions`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::queues::vhost_or_404;
+use super::reply::{created_or_not, parse_body, rate, text, ApiError, ApiResult};
+use super::Management;
+use crate::server::{Password, Permission, User};
+
+fn vhost_json(state: &Management, name: &str) -> Value {
+    let (mut ready, mut unacked) = (0, 0);
+    if let Some(vhost) = state.broker.vhost(name) {
+        for queue in vhost.queues() {
+            let stats = queue.stats();
+            ready += stats.ready;
+            unacked += stats.unacked;
+        }
+    }
+    json!({
+        "name": name,
+        "description": if name == "/" { "Default virtual host" } else { "" },
+        "tags": [],
+        "metadata": {"description": "", "tags": []},
+        "tracing": false,
+        "cluster_state": { state.node.clone(): "running" },
+        "messages": ready + unacked, "messages_details": rate(0.0),
+        "messages_ready": ready, "messages_ready_details": rate(0.0),
+        "messages_unacknowledged": unacked, "messages_unacknowledged_details": rate(0.0),
+    })
+}
+
+pub async fn vhosts(State(state): State<Arc<Management>>, caller: Caller) -> Json<Value> {
+    let mut names = state.broker.vhost_names();
+    names.retain(|name| caller.sees(&state, name));
+    names.sort();
+    Json(Value::Array(
+        names.iter().map(|n| vhost_json(&state, n)).collect(),
+    ))
+}
+
+pub async fn vhost(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    super::queues::visible_vhost(&state, &caller, &name)?;
+    Ok(Json(vhost_json(&state, &name)))
+}
+
+pub async fn put_vhost(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    caller.must_be_admin()?;
+    if name.is_empty() || name.len() > 255 {
+        return Err(ApiError::bad_request("a vhost name is 1 to 255 bytes"));
+    }
+    let existed = state.broker.vhost(&name).is_some();
+    state
+        .broker
+        .add_vhost(&name)
+        .map_err(|e| ApiError::internal(format!("cannot create vhost '{name}': {e}")))?;
+    if !existed {
+        tracing::info!(vhost = %name, user = %caller.name, "vhost created (management API)");
+    }
+    Ok(created_or_not(!existed))
+}
+
+pub async fn delete_vhost(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    caller.must_be_admin()?;
+    vhost_or_404(&state, &name)?;
+    state.broker.remove_vhost(&name);
+    // Dropping its permissions is a change of the users: its open connections close.
+    state.users.clear_vhost(&name);
+    tracing::info!(vhost = %name, user = %caller.name, "vhost deleted (management API)");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn user_json(user: &User) -> Value {
+    let hash = match &user.password {
+        Password::Sha256 { salt, hash } => {
+            let mut bytes = salt.to_vec();
+            bytes.extend_from_slice(hash);
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+        }
+        Password::Plain(password) => Password::rabbitmq_hash(rand_salt(), password),
+    };
+    let limits = match user.max_connections {
+        Some(n) => json!({"max-connections": n}),
+        None => json!({}),
+    };
+    json!({
+        "name": user.name,
+        "password_hash": hash,
+        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "tags": user.tags,
+        "limits": limits,
+    })
+}
+
+/// Four bytes for a password hash's salt.
+pub fn rand_salt() -> [u8; 4] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() as u32).to_be_bytes()
+}
+
+pub async fn users(State(state): State<Arc<Management>>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.must_be_admin()?;
+    let mut users = state.users.list();
+    users.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(Value::Array(users.iter().map(user_json).collect())))
+}
+
+pub async fn user(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.must_be_admin()?;
+    let user = state.users.user(&name).ok_or_else(ApiError::not_found)?;
+    Ok(Json(user_json(&user)))
+}
+
+/// `tags`: a list, or RabbitMQ's comma-separated string.
+fn tags(body: &Value) -> ApiResult<Vec<String>> {
+    match body.get("tags") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|t| t.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| ApiError::bad_request("tags: expected strings")),
+        Some(_) => Err(ApiError::bad_request("tags: expected a list or a string")),
+    }
+}
+
+pub async fn put_user(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.must_be_admin()?;
+    let body = parse_body(&body)?;
+    if name.is_empty() {
+        return Err(ApiError::bad_request("a user needs a name"));
+    }
+    let existing = state.users.user(&name);
+    let password = match (body.get("password"), body.get("password_hash")) {
+        (Some(Value::String(p)), _) => Password::rabbitmq_hash(rand_salt(), p),
+        (_, Some(Value::String(h))) if h.is_empty() => String::new(),
+        (_, Some(Value::String(h))) => h.clone(),
+        _ => match &existing {
+            Some(user) => match &user.password {
+                Password::Sha256 { salt, hash } => {
+                    let mut bytes = salt.to_vec();
+                    bytes.extend_from_slice(hash);
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+                }
+                Password::Plain(p) => Password::rabbitmq_hash(rand_salt(), p),
+            },
+            None => {
+                return Err(ApiError::bad_request(
+                    "a new user needs password or password_hash",
+                ))
+            }
+        },
+    };
+    let algorithm = text(&body, "hashing_algorithm", "rabbit_password_hashing_sha256")?;
+    if algorithm != "rabbit_password_hashing_sha256" {
+        return Err(ApiError::bad_request(format!(
+            "hashing_algorithm: only rabbit_password_hashing_sha256 is supported, not {algorithm}"
+        )));
+    }
+    let password = match password.is_empty() {
+        // RabbitMQ's empty hash: the user cannot log in with a password.
+        true => Password::Plain(String::from('\u{0}')),
+        false => Password::from_rabbitmq_hash(&password).map_err(ApiError::bad_request)?,
+    };
+    let user = User {
+        name: name.clone(),
+        password,
+        loopback_only: existing.as_ref().is_some_and(|u| u.loopback_only),
+        tags: tags(&body)?,
+        max_connections: existing.and_then(|u| u.max_connections),
+    };
+    let created = state.users.put_user(user);
+    tracing::info!(user = %name, by = %caller.name, created, "user set (management API)");
+    Ok(created_or_not(created))
+}
+
+pub async fn delete_user(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    caller.must_be_admin()?;
+    match state.users.delete_user(&name) {
+        true => {
+            tracing::info!(user = %name, by = %caller.name, "user deleted (management API)");
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        false => Err(ApiError::not_found()),
+    }
+}
+
+fn permission_json(p: &Permission) -> Value {
+    json!({
+        "user": p.user,
+        "vhost": p.vhost,
+        "configure": p.configure.as_str(),
+        "write": p.write.as_str(),
+        "read": p.read.as_str(),
+    })
+}
+
+fn permissions_where(
+    state: &Management,
+    caller: &Caller,
+    keep: impl Fn(&Permission) -> bool,
+) -> ApiResult<Json<Value>> {
+    caller.must_be_admin()?;
+    let found: Vec<Value> = state
+        .users
+        .permissions()
+        .iter()
+        .filter(|p| keep(p))
+        .map(permission_json)
+        .collect();
+    Ok(Json(Value::Array(found)))
+}
+
+pub async fn permissions(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
+    permissions_where(&state, &caller, |_| true)
+}
+
+pub async fn user_permissions(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> ApiResult<Json<Value>> {
+    state.users.user(&user).ok_or_else(ApiError::not_found)?;
+    permissions_where(&state, &caller, |p| p.user == user)
+}
+
+pub async fn vhost_permissions(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path(vhost): Path<String>,
+) -> ApiResult<Json<Value>> {
+    vhost_or_404(&state, &vhost)?;
+    permissions_where(&state, &caller, |p| p.vhost == vhost)
+}
+
+pub async fn permission(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path((vhost, user)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.must_be_admin()?;
+    let found = state.users.permissions();
+    let p = found
+        .iter()
+        .find(|p| p.user == user && p.vhost == vhost)
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(permission_json(p)))
+}
+
+pub async fn put_permission(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path((vhost, user)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.must_be_admin()?;
+    vhost_or_404(&state, &vhost)?;
+    state
+        .users
+        .user(&user)
+        .ok_or_else(|| ApiError::bad_request(format!("no user '{user}'")))?;
+    let body = parse_body(&body)?;
+    let pattern = |name: &str| -> ApiResult<regex::Regex> {
+        let text = text(&body, name, "")?;
+        regex::Regex::new(text)
+            .map_err(|e| ApiError::bad_request(format!("{name}: invalid regex: {e}")))
+    };
+    let permission = Permission {
+        user: user.clone(),
+        vhost: vhost.clone(),
+        configure: pattern("configure")?,
+        write: pattern("write")?,
+        read: pattern("read")?,
+    };
+    let created = state.users.set_permission(permission);
+    Ok(created_or_not(created))
+}
+
+pub async fn delete_permission(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    Path((vhost, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.must_be_admin()?;
+    match state.users.clear_permission(&user, &vhost) {
+        true => Ok(StatusCode::NO_CONTENT.into_response()),
+        false => Err(ApiError::not_found()),
+    }
+}

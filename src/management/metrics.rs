@@ -1,0 +1,193 @@
+//! `GET /metrics`: Prometheus' text format, with the RabbitMQ plugin's metric names where one
+//! exists. Everything is read at scrape time (the registry's counters, each queue's figures,
+//! the process's RSS and the data directory's free space) and the fsync latency histogram
+//! kept by the group commit; nothing is kept for it between scrapes.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::Management;
+use crate::server::alarms;
+
+/// Prometheus' label value escaping: backslash, double quote and newline.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The whole exposition, as text.
+pub fn render(state: &Management) -> String {
+    let mut out = String::with_capacity(4096);
+    let counts = state.registry.totals();
+    for (name, value, help) in [
+        ("received", counts.received, "Messages published by clients"),
+        (
+            "routed",
+            counts.routed,
+            "Published messages routed to at least one queue",
+        ),
+        (
+            "delivered",
+            counts.delivered,
+            "Messages delivered to consumers and basic.get",
+        ),
+        (
+            "redelivered",
+            counts.redelivered,
+            "Deliveries that were redeliveries",
+        ),
+        (
+            "acknowledged",
+            counts.acknowledged,
+            "Deliveries acknowledged by clients",
+        ),
+        ("confirmed", counts.confirmed, "Publisher confirms sent"),
+    ] {
+        let full = format!("rabbitmq_global_messages_{name}_total");
+        metric(&mut out, &full, "counter", help);
+        let _ = writeln!(out, "{full} {value}");
+    }
+    let connections = state.registry.connections();
+    metric(
+        &mut out,
+        "rabbitmq_connections",
+        "gauge",
+        "Open connections",
+    );
+    let _ = writeln!(out, "rabbitmq_connections {}", connections.len());
+    let channels: u64 = connections
+        .iter()
+        .map(|c| u64::from(c.channel_count()))
+        .sum();
+    metric(&mut out, "rabbitmq_channels", "gauge", "Open channels");
+    let _ = writeln!(out, "rabbitmq_channels {channels}");
+    queue_metrics(state, &mut out);
+    metric(
+        &mut out,
+        "rabbitmq_process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of the broker",
+    );
+    let _ = writeln!(
+        out,
+        "rabbitmq_process_resident_memory_bytes {}",
+        alarms::rss_bytes()
+    );
+    let disk = alarms::free_disk_bytes(&state.data_dir).unwrap_or(0);
+    metric(
+        &mut out,
+        "rabbitmq_disk_space_available_bytes",
+        "gauge",
+        "Free space on the data directory's disk",
+    );
+    let _ = writeln!(out, "rabbitmq_disk_space_available_bytes {disk}");
+    let alarm = state.alarms.borrow().clone();
+    metric(
+        &mut out,
+        "rabbitmq_alarms_memory_used_watermark",
+        "gauge",
+        "1 while the memory alarm is in effect",
+    );
+    let memory_alarm = alarm.as_deref().is_some_and(|a| a.contains("memory"));
+    let _ = writeln!(
+        out,
+        "rabbitmq_alarms_memory_used_watermark {}",
+        u8::from(memory_alarm)
+    );
+    metric(
+        &mut out,
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "gauge",
+        "1 while the disk alarm is in effect",
+    );
+    let disk_alarm = alarm.as_deref().is_some_and(|a| a.contains("disk"));
+    let _ = writeln!(
+        out,
+        "rabbitmq_alarms_free_disk_space_watermark {}",
+        u8::from(disk_alarm)
+    );
+    crate::store::sync::write_fsync_histogram(&mut out);
+    out
+}
+
+fn queue_metrics(state: &Management, out: &mut String) {
+    let mut ready = String::new();
+    let mut unacked = String::new();
+    let mut consumers = String::new();
+    for name in state.broker.vhost_names() {
+        let Some(vhost) = state.broker.vhost(&name) else {
+            continue;
+        };
+        for queue in vhost.queues() {
+            let stats = queue.stats();
+            let labels = format!(
+                "vhost=\"{}\",queue=\"{}\"",
+                label(&name),
+                label(queue.name.as_str())
+            );
+            let _ = writeln!(
+                ready,
+                "rabbitmq_queue_messages_ready{{{labels}}} {}",
+                stats.ready
+            );
+            let _ = writeln!(
+                unacked,
+                "rabbitmq_queue_messages_unacked{{{labels}}} {}",
+                stats.unacked
+            );
+            let _ = writeln!(
+                consumers,
+                "rabbitmq_queue_consumers{{{labels}}} {}",
+                stats.consumers
+            );
+        }
+    }
+    metric(
+        out,
+        "rabbitmq_queue_messages_ready",
+        "gauge",
+        "Messages ready to be delivered",
+    );
+    out.push_str(&ready);
+    metric(
+        out,
+        "rabbitmq_queue_messages_unacked",
+        "gauge",
+        "Messages delivered and not yet acknowledged",
+    );
+    out.push_str(&unacked);
+    metric(
+        out,
+        "rabbitmq_queue_consumers",
+        "gauge",
+        "Consumers of the queue",
+    );
+    out.push_str(&consumers);
+}
+
+/// Unauthenticated, as the RabbitMQ plugin's endpoint (bind the management listener to a
+/// private address to keep it private).
+pub async fn metrics(State(state): State<Arc<Management>>) -> Response {
+    let body = tokio::task::spawn_blocking(move || render(&state))
+        .await
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
