@@ -52,7 +52,7 @@ pub const BUILT_IN: [(&str, ExchangeKind); 6] = [
 ];
 
 /// Queue arguments compared on redeclaration (RabbitMQ's equivalence list).
-const EQUIVALENT_QUEUE_ARGS: [&str; 12] = [
+pub(crate) const EQUIVALENT_QUEUE_ARGS: [&str; 12] = [
     "x-expires",
     "x-message-ttl",
     "x-max-length",
