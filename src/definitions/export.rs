@@ -14,21 +14,22 @@ use crate::broker::vhost::{Vhost, VhostLimits, VhostSnapshot};
 use crate::broker::Broker;
 use crate::server::Users;
 
+/// Everything, each list in a stable order (by vhost, then name or user).
 pub fn all(broker: &Broker, users: &Users) -> Definitions {
     let mut names = broker.vhost_names();
     names.sort();
     let vhosts: Vec<_> = names.iter().filter_map(|n| broker.vhost(n)).collect();
+    let mut users_list = users.list();
+    users_list.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut permissions = users.permissions();
+    permissions.sort_by(|a, b| (&a.vhost, &a.user).cmp(&(&b.vhost, &b.user)));
+    let mut topics = users.topic_permissions();
+    topics.sort_by(|a, b| (&a.vhost, &a.user, &a.exchange).cmp(&(&b.vhost, &b.user, &b.exchange)));
     let mut defs = header();
-    defs.users = Some(users.list().iter().map(user_def).collect());
+    defs.users = Some(users_list.iter().map(user_def).collect());
     defs.vhosts = Some(vhosts.iter().map(|v| vhost_def(v)).collect());
-    defs.permissions = Some(users.permissions().iter().map(permission_def).collect());
-    defs.topic_permissions = Some(
-        users
-            .topic_permissions()
-            .iter()
-            .map(topic_permission_def)
-            .collect(),
-    );
+    defs.permissions = Some(permissions.iter().map(permission_def).collect());
+    defs.topic_permissions = Some(topics.iter().map(topic_permission_def).collect());
     defs.global_parameters = Some(Vec::new());
     fill_topology(&mut defs, &vhosts);
     defs
