@@ -117,8 +117,16 @@ pub async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str, args: Fi
 /// A varied topology over AMQP, a user with a topic permission, and a second vhost with limits.
 pub async fn populate(node: &Node) {
     let (conn, ch) = node.open("guest", "guest", "/").await;
+    declare_exchanges(&ch).await;
+    declare_queues_and_bindings(&ch).await;
+    add_vhost_and_user(node);
+    // The exclusive queue and its connection stay for the export.
+    std::mem::forget(conn);
+}
+
+async fn declare_exchanges(ch: &Channel) {
     exchange(
-        &ch,
+        ch,
         "ex.topic",
         ExchangeKind::Topic,
         durable(),
@@ -126,7 +134,7 @@ pub async fn populate(node: &Node) {
     )
     .await;
     exchange(
-        &ch,
+        ch,
         "ex.headers",
         ExchangeKind::Headers,
         durable(),
@@ -139,7 +147,7 @@ pub async fn populate(node: &Node) {
         ..Default::default()
     };
     exchange(
-        &ch,
+        ch,
         "ex.internal",
         ExchangeKind::Fanout,
         internal,
@@ -147,19 +155,22 @@ pub async fn populate(node: &Node) {
     )
     .await;
     let alt = table(&[("alternate-exchange", text("ex.internal"))]);
-    exchange(&ch, "ex.alt", ExchangeKind::Fanout, durable(), alt).await;
+    exchange(ch, "ex.alt", ExchangeKind::Fanout, durable(), alt).await;
     let transient = ExchangeDeclareOptions {
         auto_delete: true,
         ..Default::default()
     };
     exchange(
-        &ch,
+        ch,
         "ex.transient",
         ExchangeKind::Direct,
         transient,
         FieldTable::default(),
     )
     .await;
+}
+
+async fn declare_queues_and_bindings(ch: &Channel) {
     let durable_q = QueueDeclareOptions {
         durable: true,
         ..Default::default()
@@ -170,9 +181,9 @@ pub async fn populate(node: &Node) {
         ("x-dead-letter-exchange", text("ex.topic")),
         ("x-custom", nested),
     ]);
-    declare_queue_named(&ch, "q.durable", durable_q, args).await;
+    declare_queue_named(ch, "q.durable", durable_q, args).await;
     declare_queue_named(
-        &ch,
+        ch,
         "q.transient",
         QueueDeclareOptions::default(),
         FieldTable::default(),
@@ -182,24 +193,24 @@ pub async fn populate(node: &Node) {
         exclusive: true,
         ..Default::default()
     };
-    declare_queue_named(&ch, "q.exclusive", exclusive, FieldTable::default()).await;
+    declare_queue_named(ch, "q.exclusive", exclusive, FieldTable::default()).await;
     let server_named = declare_queue_named(
-        &ch,
+        ch,
         "",
         QueueDeclareOptions::default(),
         FieldTable::default(),
     )
     .await;
-    bind(&ch, "q.durable", "ex.topic", "a.#", FieldTable::default()).await;
+    bind(ch, "q.durable", "ex.topic", "a.#", FieldTable::default()).await;
     let headers = table(&[
         ("x-match", text("any")),
         ("k", text("v")),
         ("n", int(5)),
         ("on", AMQPValue::Boolean(true)),
     ]);
-    bind(&ch, "q.durable", "ex.headers", "", headers).await;
+    bind(ch, "q.durable", "ex.headers", "", headers).await;
     bind(
-        &ch,
+        ch,
         "q.durable",
         "amq.direct",
         "direct-key",
@@ -207,16 +218,16 @@ pub async fn populate(node: &Node) {
     )
     .await;
     bind(
-        &ch,
+        ch,
         "q.transient",
         "ex.transient",
         "k",
         FieldTable::default(),
     )
     .await;
-    bind(&ch, "q.exclusive", "ex.topic", "#", FieldTable::default()).await;
+    bind(ch, "q.exclusive", "ex.topic", "#", FieldTable::default()).await;
     bind(
-        &ch,
+        ch,
         server_named.name().as_str(),
         "ex.topic",
         "#",
@@ -235,6 +246,9 @@ pub async fn populate(node: &Node) {
     )
     .await
     .expect("exchange.bind");
+}
+
+fn add_vhost_and_user(node: &Node) {
     let other = node.broker.add_vhost("other").expect("vhost");
     other.set_limits(VhostLimits {
         max_connections: Some(7),
@@ -260,8 +274,6 @@ pub async fn populate(node: &Node) {
         read: regex(".*"),
     };
     node.users.replace_all(users, permissions, vec![topic]);
-    // The exclusive queue and its connection stay for the export.
-    std::mem::forget(conn);
 }
 
 /// Only what survives a restart: durable exchanges, queues and the bindings between them.
