@@ -97,3 +97,6 @@ pub fn to_json(defs: &Definitions) -> Vec<u8> {
     // Serializing plain data with string keys cannot fail.
     serde_json::to_vec_pretty(defs).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;
