@@ -19,11 +19,25 @@ pub fn user_def(user: &User) -> UserDef {
     }
     UserDef {
         name: user.name.clone(),
-        password_hash: user.password.to_rabbitmq_hash(salt()),
+        password_hash: password_hash(&user.password),
         password: None,
         hashing_algorithm: SHA256.into(),
         tags: user.tags.clone(),
         limits,
+    }
+}
+
+/// The password as a RabbitMQ `password_hash` (base64 of the 4-byte salt and the SHA-256 of
+/// salt and password); a plain one is hashed with a fresh salt first.
+fn password_hash(password: &Password) -> String {
+    use base64::Engine as _;
+    match password {
+        Password::Plain(plain) => Password::rabbitmq_hash(salt(), plain),
+        Password::Sha256 { salt, hash } => {
+            let mut bytes = salt.to_vec();
+            bytes.extend_from_slice(hash);
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        }
     }
 }
 

@@ -71,18 +71,6 @@ impl Password {
         base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
-    /// This password as a RabbitMQ `password_hash`; a plain one is hashed with `salt` first.
-    pub fn to_rabbitmq_hash(&self, salt: [u8; 4]) -> String {
-        match self {
-            Password::Plain(password) => Password::rabbitmq_hash(salt, password),
-            Password::Sha256 { salt, hash } => {
-                let mut bytes = salt.to_vec();
-                bytes.extend_from_slice(hash);
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            }
-        }
-    }
-
     pub fn matches(&self, given: &str) -> bool {
         match self {
             Password::Plain(password) => password == given,
