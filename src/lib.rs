@@ -8,6 +8,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod definitions;
 pub mod error;
 pub mod management;
 pub mod server;

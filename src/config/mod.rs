@@ -11,7 +11,7 @@
 //! deletes those and never what clients declared.
 
 pub mod apply;
-mod arguments;
+pub(crate) mod arguments;
 mod check;
 mod check_bindings;
 mod check_permissions;

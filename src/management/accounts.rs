@@ -20,6 +20,7 @@ use super::auth::Caller;
 use super::queues::vhost_or_404;
 use super::reply::{created_or_not, parse_body, rate, text, ApiError, ApiResult};
 use super::Management;
+use crate::definitions::users;
 use crate::server::{Password, Permission, User};
 
 fn vhost_json(state: &Management, name: &str) -> Value {
@@ -97,37 +98,7 @@ pub async fn delete_vhost(
 }
 
 fn user_json(user: &User) -> Value {
-    let hash = match &user.password {
-        Password::Sha256 { salt, hash } => {
-            let mut bytes = salt.to_vec();
-            bytes.extend_from_slice(hash);
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
-        }
-        Password::Plain(password) => Password::rabbitmq_hash(rand_salt(), password),
-    };
-    let limits = match user.max_connections {
-        Some(n) => json!({"max-connections": n}),
-        None => json!({}),
-    };
-    json!({
-        "name": user.name,
-        "password_hash": hash,
-        "hashing_algorithm": "rabbit_password_hashing_sha256",
-        "tags": user.tags,
-        "limits": limits,
-    })
-}
-
-/// Four bytes for a password hash's salt.
-pub fn rand_salt() -> [u8; 4] {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    (hasher.finish() as u32).to_be_bytes()
+    serde_json::to_value(users::user_def(user)).unwrap_or_default()
 }
 
 pub async fn users(State(state): State<Arc<Management>>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -179,18 +150,11 @@ pub async fn put_user(
     }
     let existing = state.users.user(&name);
     let password = match (body.get("password"), body.get("password_hash")) {
-        (Some(Value::String(p)), _) => Password::rabbitmq_hash(rand_salt(), p),
+        (Some(Value::String(p)), _) => Password::rabbitmq_hash(users::salt(), p),
         (_, Some(Value::String(h))) if h.is_empty() => String::new(),
         (_, Some(Value::String(h))) => h.clone(),
         _ => match &existing {
-            Some(user) => match &user.password {
-                Password::Sha256 { salt, hash } => {
-                    let mut bytes = salt.to_vec();
-                    bytes.extend_from_slice(hash);
-                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
-                }
-                Password::Plain(p) => Password::rabbitmq_hash(rand_salt(), p),
-            },
+            Some(user) => users::password_hash(&user.password),
             None => {
                 return Err(ApiError::bad_request(
                     "a new user needs password or password_hash",

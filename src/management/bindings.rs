@@ -21,7 +21,7 @@ use super::queues::{vhost_or_404, visible_vhost, API_CONNECTION};
 use super::reply::{self, parse_body, table_json, text, ApiError, ApiResult};
 use super::Management;
 use crate::broker::exchange::{encode_arguments, Destination};
-use crate::broker::vhost::inspect::BindingInfo;
+use crate::broker::vhost::BindingSnapshot as BindingInfo;
 
 /// RabbitMQ's properties key: the routing key (quoted; `~` when empty), then, with arguments,
 /// `~` and a short hash of them.
@@ -168,7 +168,7 @@ pub async fn from_exchange(
     handle
         .exchange_info(source.as_str())
         .ok_or_else(ApiError::not_found)?;
-    let from = |b: &BindingInfo| b.source == source;
+    let from = |b: &BindingInfo| b.source == source.as_str();
     Ok(Json(Value::Array(bindings(
         &state,
         &caller,
@@ -233,7 +233,7 @@ fn between_list(
         return Err(ApiError::not_found());
     }
     infos(state, caller, Some(vhost), |b| {
-        b.source == source && b.destination == target
+        b.source == source.as_str() && b.destination == target
     })
 }
 
@@ -320,7 +320,7 @@ pub async fn delete(
     handle.unbind(
         &exchange_name(&source)?,
         destination(&kind, &name)?,
-        binding.routing_key,
+        ShortStr::copy_from_str(&binding.routing_key),
         &binding.arguments,
         API_CONNECTION,
     )?;

@@ -17,8 +17,8 @@ use super::listing::{list, ListQuery, Named};
 use super::queues::{vhost_or_404, visible_vhost};
 use super::reply::{self, created_or_not, flag, parse_body, table_json, text, ApiError, ApiResult};
 use super::Management;
-use crate::broker::vhost::inspect::ExchangeInfo;
 use crate::broker::vhost::ExchangeDeclare;
+use crate::broker::vhost::ExchangeSnapshot as ExchangeInfo;
 
 pub struct Listed {
     vhost: String,

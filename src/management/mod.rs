@@ -11,13 +11,15 @@
 //! tags), `reply.rs` (errors and JSON values), `listing.rs` (paging, sorting, filtering),
 //! `queues.rs`, `exchanges.rs`, `bindings.rs`, `messages.rs` (publish and get from the API),
 //! `overview.rs` (overview, nodes, health checks), `connections.rs` (connections, channels,
-//! consumers), `accounts.rs` (vhosts, users, permissions), `metrics.rs` (`/metrics`),
+//! consumers), `accounts.rs` (vhosts, users, permissions), `definitions.rs` (export and
+//! import), `metrics.rs` (`/metrics`),
 //! `rates.rs` (the rate sampler).
 
 mod accounts;
 mod auth;
 mod bindings;
 mod connections;
+mod definitions;
 mod exchanges;
 mod listing;
 mod messages;
@@ -191,6 +193,14 @@ pub fn router(state: Arc<Management>) -> Router {
         .route("/api/channels", get(connections::channels))
         .route("/api/consumers", get(connections::consumers))
         .route("/api/consumers/{vhost}", get(connections::consumers_in))
+        .route(
+            "/api/definitions",
+            get(definitions::export).post(definitions::import),
+        )
+        .route(
+            "/api/definitions/{vhost}",
+            get(definitions::export_vhost).post(definitions::import_vhost),
+        )
         .route("/metrics", get(metrics::metrics))
         .route("/api/metrics", get(metrics::metrics))
         .route(

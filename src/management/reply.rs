@@ -5,7 +5,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
-use warren_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use warren_protocol::types::FieldTable;
+
+use crate::definitions::values;
 
 use crate::error::Error;
 
@@ -136,86 +138,17 @@ pub fn timestamp(at: std::time::SystemTime) -> String {
 
 /// A field table as RabbitMQ's management shows it.
 pub fn table_json(table: &FieldTable) -> Value {
-    let map: Map<String, Value> = table
-        .inner()
-        .iter()
-        .map(|(key, value)| (key.as_str().to_owned(), value_json(value)))
-        .collect();
-    Value::Object(map)
+    Value::Object(values::table_to_json(table))
 }
 
-pub fn value_json(value: &AMQPValue) -> Value {
-    match value {
-        AMQPValue::Boolean(b) => json!(b),
-        AMQPValue::ShortShortInt(n) => json!(n),
-        AMQPValue::ShortShortUInt(n) => json!(n),
-        AMQPValue::ShortInt(n) => json!(n),
-        AMQPValue::ShortUInt(n) => json!(n),
-        AMQPValue::LongInt(n) => json!(n),
-        AMQPValue::LongUInt(n) => json!(n),
-        AMQPValue::LongLongInt(n) => json!(n),
-        AMQPValue::Timestamp(n) => json!(n),
-        AMQPValue::Float(f) => json!(f),
-        AMQPValue::Double(f) => json!(f),
-        AMQPValue::DecimalValue(d) => json!(d.value),
-        AMQPValue::ShortString(s) => json!(s.as_str()),
-        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
-        AMQPValue::ByteArray(b) => json!(String::from_utf8_lossy(b.as_slice())),
-        AMQPValue::FieldArray(items) => {
-            Value::Array(items.as_slice().iter().map(value_json).collect())
-        }
-        AMQPValue::FieldTable(table) => table_json(table),
-        AMQPValue::Void => Value::Null,
-    }
-}
-
-/// The arguments a client sent as JSON (an object, or null): integers as long-long, strings as
-/// long strings, as RabbitMQ's management converts them.
+/// The arguments a client sent as JSON (an object, or null), converted as the definitions
+/// import converts them.
 pub fn json_table(value: Option<&Value>) -> Result<FieldTable, String> {
-    let mut table = FieldTable::default();
     match value {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(map)) => {
-            for (key, value) in map {
-                let name = ShortString::try_new(key.as_str())
-                    .map_err(|_| format!("argument name '{key}' is longer than 255 bytes"))?;
-                table.insert(name, json_value(value, 0)?);
-            }
-        }
-        Some(_) => return Err("arguments must be a JSON object".into()),
+        None | Some(Value::Null) => Ok(FieldTable::default()),
+        Some(Value::Object(map)) => values::json_to_table(map),
+        Some(_) => Err("arguments must be a JSON object".into()),
     }
-    Ok(table)
-}
-
-fn json_value(value: &Value, depth: usize) -> Result<AMQPValue, String> {
-    if depth > 16 {
-        return Err("arguments are nested too deeply".into());
-    }
-    Ok(match value {
-        Value::Null => AMQPValue::Void,
-        Value::Bool(b) => AMQPValue::Boolean(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => AMQPValue::LongLongInt(i),
-            None => AMQPValue::Double(n.as_f64().unwrap_or_default()),
-        },
-        Value::String(s) => AMQPValue::LongString(LongString::from(s.as_bytes().to_vec())),
-        Value::Array(items) => {
-            let mut array = FieldArray::default();
-            for item in items {
-                array.push(json_value(item, depth + 1)?);
-            }
-            AMQPValue::FieldArray(array)
-        }
-        Value::Object(map) => {
-            let mut table = FieldTable::default();
-            for (key, value) in map {
-                let name = ShortString::try_new(key.as_str())
-                    .map_err(|_| format!("argument name '{key}' is longer than 255 bytes"))?;
-                table.insert(name, json_value(value, depth + 1)?);
-            }
-            AMQPValue::FieldTable(table)
-        }
-    })
 }
 
 /// A JSON body, or 400 with why it is not one.

@@ -1,63 +1,25 @@
-//! Read-only views of a vhost's topology for the management API: exchanges and bindings copied
-//! out under the topology's read lock in one short critical section. Nothing here changes the
-//! vhost or takes a queue's lock (a queue's figures are [`crate::broker::queue::Queue::stats`]).
+//! Read-only views of a vhost's topology for the management API, in the shapes of
+//! [`super::export`]'s snapshot: one exchange, the exchanges, and every binding with the
+//! default exchange's implicit ones. Copied under the topology's read lock in one short
+//! critical section; nothing here changes the vhost or takes a queue's lock (a queue's figures
+//! are [`crate::broker::queue::Queue::stats`]).
 
 use std::sync::Arc;
 
-use warren_protocol::method::ShortStr;
-use warren_protocol::types::FieldTable;
-
-use super::Vhost;
-use crate::broker::exchange::{Destination, Exchange, ExchangeKind};
+use super::export::{binding, exchange};
+use super::{BindingSnapshot, ExchangeSnapshot, Vhost};
+use crate::broker::exchange::Destination;
 use crate::broker::queue::Queue;
-
-/// An exchange as the management API shows it.
-#[derive(Debug, Clone)]
-pub struct ExchangeInfo {
-    pub name: ShortStr,
-    pub kind: ExchangeKind,
-    pub durable: bool,
-    pub auto_delete: bool,
-    pub internal: bool,
-    pub arguments: FieldTable,
-}
-
-/// A binding as the management API shows it (RabbitMQ lists the default exchange's implicit
-/// binding to every queue too).
-#[derive(Debug, Clone)]
-pub struct BindingInfo {
-    pub source: ShortStr,
-    pub destination: Destination,
-    pub routing_key: ShortStr,
-    pub arguments: FieldTable,
-}
-
-impl ExchangeInfo {
-    fn of(exchange: &Exchange) -> ExchangeInfo {
-        ExchangeInfo {
-            name: exchange.name.clone(),
-            kind: exchange.kind,
-            durable: exchange.durable,
-            auto_delete: exchange.auto_delete,
-            internal: exchange.internal,
-            arguments: exchange.arguments.clone(),
-        }
-    }
-}
 
 impl Vhost {
     /// Every exchange, the built-in ones included.
-    pub fn exchange_infos(&self) -> Vec<ExchangeInfo> {
-        let topology = self.read();
-        topology.exchanges.values().map(ExchangeInfo::of).collect()
+    pub fn exchange_infos(&self) -> Vec<ExchangeSnapshot> {
+        self.read().exchanges.values().map(exchange).collect()
     }
 
     /// The exchange `name`, if there is one.
-    pub fn exchange_info(&self, name: &str) -> Option<ExchangeInfo> {
-        self.read()
-            .exchanges
-            .get(name.as_bytes())
-            .map(ExchangeInfo::of)
+    pub fn exchange_info(&self, name: &str) -> Option<ExchangeSnapshot> {
+        self.read().exchanges.get(name.as_bytes()).map(exchange)
     }
 
     /// The queue `name`, whoever may use it.
@@ -72,27 +34,24 @@ impl Vhost {
     }
 
     /// Every binding: the default exchange's implicit ones (one per queue, its name as the
-    /// routing key), then each exchange's.
-    pub fn binding_infos(&self) -> Vec<BindingInfo> {
-        let topology = self.read();
-        let implicit = topology.queues.keys().map(|name| BindingInfo {
-            source: ShortStr::default(),
-            destination: Destination::Queue(name.clone()),
-            routing_key: name.clone(),
-            arguments: FieldTable::default(),
+    /// routing key, as RabbitMQ lists them), then each exchange's.
+    pub fn binding_infos(&self) -> Vec<BindingSnapshot> {
+        let (names, keys) = {
+            let topology = self.read();
+            let names: Vec<_> = topology.queues.keys().cloned().collect();
+            let keys: Vec<_> = topology
+                .exchanges
+                .values()
+                .flat_map(|x| x.bindings().map(|key| (x.name.clone(), key.clone())))
+                .collect();
+            (names, keys)
+        };
+        let implicit = names.into_iter().map(|name| BindingSnapshot {
+            source: String::new(),
+            routing_key: name.as_str().to_owned(),
+            destination: Destination::Queue(name),
+            arguments: Default::default(),
         });
-        let explicit = topology.exchanges.values().flat_map(|exchange| {
-            exchange.bindings().map(|key| BindingInfo {
-                source: exchange.name.clone(),
-                destination: key.destination.clone(),
-                routing_key: key.routing_key.clone(),
-                arguments: match key.arguments.is_empty() {
-                    true => FieldTable::default(),
-                    false => warren_protocol::table::decode_field_table(&key.arguments)
-                        .unwrap_or_default(),
-                },
-            })
-        });
-        implicit.chain(explicit).collect()
+        implicit.chain(keys.into_iter().map(binding)).collect()
     }
 }

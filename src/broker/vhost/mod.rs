@@ -8,7 +8,8 @@
 //! Here: declare (exchanges, queues) and look up. Beside: `delete.rs` (deletions, and the
 //! bindings that go with what is deleted), `bind.rs` (bindings), `publish.rs` (routing and the
 //! one publish call), `dead_letter.rs` (republishing what queues give up), `expiry.rs` (the
-//! periodic tick), `durable.rs` (recovery and the definitions file).
+//! periodic tick), `durable.rs` (recovery and the definitions file), `export.rs` (a read-only
+//! snapshot for the definitions export).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -25,9 +26,11 @@ pub mod dead_letter;
 mod delete;
 mod durable;
 mod expiry;
+mod export;
 pub mod inspect;
 mod publish;
 
+pub use export::{BindingSnapshot, ExchangeSnapshot, QueueSnapshot, VhostSnapshot};
 pub use publish::{PublishScratch, Routed, Safety};
 
 use super::arguments::{check_queue_arguments, ArgumentError};
@@ -50,7 +53,7 @@ pub const BUILT_IN: [(&str, ExchangeKind); 6] = [
 ];
 
 /// Queue arguments compared on redeclaration (RabbitMQ's equivalence list).
-const EQUIVALENT_QUEUE_ARGS: [&str; 12] = [
+pub(crate) const EQUIVALENT_QUEUE_ARGS: [&str; 12] = [
     "x-expires",
     "x-message-ttl",
     "x-max-length",
