@@ -77,6 +77,8 @@ pub fn skip_if_external(why: &str) -> bool {
 
 pub struct Broker {
     pub addr: SocketAddr,
+    /// The management API's address, when it was asked for (`management_listeners`).
+    pub management: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
     data_dir: Option<PathBuf>,
@@ -89,6 +91,7 @@ impl Broker {
         if let Some(addr) = external_addr() {
             return Broker {
                 addr,
+                management: None,
                 stop: None,
                 task: None,
                 data_dir: None,
@@ -107,12 +110,18 @@ impl Broker {
         options.data_dir = data_dir.clone();
         let server = Server::bind(options).await.expect("bind");
         let addr = server.local_addr().expect("addr");
+        let management = server
+            .management_addrs()
+            .expect("management addrs")
+            .first()
+            .copied();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         Broker {
             addr,
+            management,
             stop: Some(stop),
             task: Some(task),
             data_dir: Some(data_dir),
