@@ -18,6 +18,7 @@ mod accounts;
 mod auth;
 mod bindings;
 mod connections;
+mod dashboard;
 mod exchanges;
 mod listing;
 mod messages;
@@ -191,6 +192,8 @@ pub fn router(state: Arc<Management>) -> Router {
         .route("/api/channels", get(connections::channels))
         .route("/api/consumers", get(connections::consumers))
         .route("/api/consumers/{vhost}", get(connections::consumers_in))
+        .route("/", get(dashboard::index))
+        .route("/www/{*file}", get(dashboard::file))
         .route("/metrics", get(metrics::metrics))
         .route("/api/metrics", get(metrics::metrics))
         .route(
