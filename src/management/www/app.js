@@ -178,6 +178,7 @@ function timePlot(container, title, series, format) {
     values.forEach((v, i) => data[i + 1].push(v));
     if (data[0].length > HISTORY) data.forEach((d) => d.shift());
     plot.setData(data);
+    container.dataset.points = data[0].length;
   };
 }
 
