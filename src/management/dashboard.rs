@@ -112,10 +112,7 @@ mod tests {
         for asset in ASSETS {
             let response = serve(asset.path);
             assert_eq!(response.status(), StatusCode::OK, "{}", asset.path);
-            assert_eq!(
-                response.headers()[header::CONTENT_TYPE],
-                asset.content_type
-            );
+            assert_eq!(response.headers()[header::CONTENT_TYPE], asset.content_type);
         }
         assert_eq!(serve("../Cargo.toml").status(), StatusCode::NOT_FOUND);
         assert_eq!(serve("vendor/").status(), StatusCode::NOT_FOUND);
