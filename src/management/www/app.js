@@ -150,7 +150,11 @@ function timePlot(container, title, series, format) {
       width: width(),
       height: 220,
       cursor: { drag: { x: false, y: false } },
-      scales: { y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+      legend: { live: false },
+      scales: {
+        x: { time: true, auto: false }, // set after each point: see below
+        y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
+      },
       axes: [{}, { values: (u, ticks) => ticks.map(format), size: 70 }],
       series: [
         {},
@@ -158,6 +162,8 @@ function timePlot(container, title, series, format) {
           label,
           stroke: colours[i % colours.length],
           width: 2,
+          // ack follows deliver and confirm follows publish closely: dashed, both stay visible.
+          dash: series.length > 2 && i >= 2 ? [6, 4] : undefined,
           value: (u, v) => (v === null || v === undefined ? '–' : format(v)),
         })),
       ],
@@ -178,6 +184,9 @@ function timePlot(container, title, series, format) {
     values.forEach((v, i) => data[i + 1].push(v));
     if (data[0].length > HISTORY) data.forEach((d) => d.shift());
     plot.setData(data);
+    // At least the last minute, so that the first points are not stretched over years.
+    const last = data[0][data[0].length - 1];
+    plot.setScale('x', { min: Math.min(data[0][0], last - 60), max: last });
     container.dataset.points = data[0].length;
   };
 }
@@ -655,7 +664,7 @@ async function connectionsPage(main) {
       { title: 'Channels', key: 'channels', num: true, cell: (c) => fmtInt(c.channels) },
       { title: 'Published', key: 'message_stats.publish', num: true, cell: (c) => fmtInt(c.message_stats?.publish) },
       { title: 'Delivered', key: 'message_stats.deliver_get', num: true, cell: (c) => fmtInt(c.message_stats?.deliver_get) },
-      { title: 'Connected since', key: 'connected_at', cell: (c) => c.connected_since ?? '' },
+      { title: 'Connected since', key: 'connected_at', cell: (c) => new Date(c.connected_at).toLocaleString() },
       {
         title: '',
         cell: (c) => el('button', {
