@@ -12,13 +12,14 @@
 //! `queues.rs`, `exchanges.rs`, `bindings.rs`, `messages.rs` (publish and get from the API),
 //! `overview.rs` (overview, nodes, health checks), `connections.rs` (connections, channels,
 //! consumers), `accounts.rs` (vhosts, users, permissions), `definitions.rs` (export and
-//! import), `metrics.rs` (`/metrics`),
+//! import), `metrics.rs` (`/metrics`), `dashboard.rs` (the web pages in `www/`, built in),
 //! `rates.rs` (the rate sampler).
 
 mod accounts;
 mod auth;
 mod bindings;
 mod connections;
+mod dashboard;
 mod definitions;
 mod exchanges;
 mod listing;
@@ -201,6 +202,8 @@ pub fn router(state: Arc<Management>) -> Router {
             "/api/definitions/{vhost}",
             get(definitions::export_vhost).post(definitions::import_vhost),
         )
+        .route("/", get(dashboard::index))
+        .route("/www/{*file}", get(dashboard::file))
         .route("/metrics", get(metrics::metrics))
         .route("/api/metrics", get(metrics::metrics))
         .route(
