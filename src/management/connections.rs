@@ -163,6 +163,9 @@ fn channel_json(state: &Management, listed: &Listed, channel: &ChannelInfo) -> V
         "global_prefetch_count": channel.global_prefetch,
         "consumer_count": channel.consumers,
         "messages_unacknowledged": channel.credit.unacked(),
+        "messages_unconfirmed": channel.unconfirmed.as_ref().map_or(0, |n| n.load(std::sync::atomic::Ordering::Relaxed)),
+        "messages_uncommitted": 0,
+        "acks_uncommitted": 0,
         "connection_details": {
             "name": listed.name,
             "peer_host": listed.entry.peer.ip().to_string(),
@@ -249,6 +252,7 @@ pub fn consumer_json(
         "active": consumer.active,
         "activity_status": if consumer.active { "up" } else { "down" },
         "arguments": if consumer.priority != 0 { json!({"x-priority": consumer.priority}) } else { json!({}) },
+        "consumer_timeout": consumer.timeout.unwrap_or(state.consumer_timeout).as_millis() as u64,
         "channel_details": {
             "name": format!("{connection} ({})", consumer.channel),
             "connection_name": connection,

@@ -67,6 +67,9 @@ pub struct Management {
     pub started: Instant,
     pub started_at: SystemTime,
     pub rates: rates::Rates,
+    /// The server's unacked timeout (consumers' `consumer_timeout` unless they or their queue
+    /// say otherwise).
+    pub consumer_timeout: std::time::Duration,
     /// The connection registry (connections, channels, their counters).
     pub registry: Arc<crate::server::registry::Registry>,
 }

@@ -144,6 +144,7 @@ fn node_json(state: &Management) -> Value {
         "name": state.node,
         "type": "disc",
         "running": true,
+        "being_drained": false,
         "os_pid": std::process::id().to_string(),
         "mem_used": rss,
         "mem_limit": limit,

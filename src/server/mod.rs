@@ -365,6 +365,7 @@ impl Server {
             started: std::time::Instant::now(),
             started_at: std::time::SystemTime::now(),
             rates: Default::default(),
+            consumer_timeout: self.context.limits.unacked_timeout,
             registry: self.registry(),
         }))
     }

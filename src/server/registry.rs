@@ -114,6 +114,8 @@ pub struct ChannelInfo {
     pub global_prefetch: u32,
     pub consumers: u32,
     pub credit: Arc<crate::broker::queue::ChannelCredit>,
+    /// Publishes waiting for their confirm (confirm mode only).
+    pub unconfirmed: Option<Arc<AtomicU32>>,
 }
 
 /// One connection's entry.

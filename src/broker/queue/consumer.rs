@@ -177,6 +177,7 @@ impl Consumer {
             priority: self.priority,
             prefetch: self.prefetch.load(SeqCst),
             active: self.is_active(),
+            timeout: self.timeout.or(self.queue.options.consumer_timeout),
         }
     }
 

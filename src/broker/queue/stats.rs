@@ -41,6 +41,9 @@ pub struct ConsumerInfo {
     pub priority: i64,
     pub prefetch: u32,
     pub active: bool,
+    /// Its unacked timeout: its own `x-consumer-timeout`, else its queue's (`None`: the
+    /// server's).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Queue {

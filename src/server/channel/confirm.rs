@@ -8,6 +8,8 @@
 //! a nacked tag (clients such as lapin treat that as a second confirm of the same publish).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use warren_protocol::method::encode_method;
@@ -28,6 +30,8 @@ pub(super) struct Confirms {
     nacked: BTreeSet<u64>,
     /// The channel is on the connection's list of channels to flush.
     scheduled: bool,
+    /// How many tags wait, as of the last flush (the management API's `messages_unconfirmed`).
+    unconfirmed: Arc<AtomicU32>,
 }
 
 /// What became of one publish, for its confirm: the broker's answer to the publish.
@@ -42,7 +46,13 @@ impl Confirms {
             nacks: Vec::new(),
             nacked: BTreeSet::new(),
             scheduled: false,
+            unconfirmed: Arc::default(),
         }
+    }
+
+    /// The count of publishes waiting for their confirm, updated at each flush.
+    pub fn unconfirmed(&self) -> Arc<AtomicU32> {
+        Arc::clone(&self.unconfirmed)
     }
 
     /// Marks the channel for the next flush; true if it was not marked yet (the caller then
@@ -114,6 +124,8 @@ impl Confirms {
             self.acked_through = limit;
             self.nacked = self.nacked.split_off(&(limit + 1));
         }
+        let waiting = u32::try_from(self.waiting.len()).unwrap_or(u32::MAX);
+        self.unconfirmed.store(waiting, Relaxed);
         confirmed
     }
 }

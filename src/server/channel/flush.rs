@@ -84,6 +84,10 @@ impl Channels {
                 global_prefetch: channel.credit.global_prefetch.load(Relaxed),
                 consumers: u32::try_from(channel.consumers.len()).unwrap_or(u32::MAX),
                 credit: Arc::clone(&channel.credit),
+                unconfirmed: match &channel.mode {
+                    Mode::Confirm(confirms) => Some(confirms.unconfirmed()),
+                    _ => None,
+                },
             })
         });
         open.collect()
