@@ -2,10 +2,12 @@
 //! broker (or any RabbitMQ-compatible one).
 //!
 //! Here: the command line (clap), the dispatch to a command and the printing of its outcome.
-//! Beside: `commands.rs` (what each command asks of the API), `client.rs` (HTTP, auth, errors),
+//! Beside: `commands.rs` (status, listings and topology: what each asks of the API),
+//! `accounts.rs` (users, permissions, vhosts, definitions), `client.rs` (HTTP, auth, errors),
 //! `tables.rs` (columns, tables, status lines). It shares nothing with the broker's code and
 //! never touches its data directory: everything goes through the API.
 
+mod accounts;
 mod client;
 mod commands;
 mod tables;
@@ -215,24 +217,24 @@ fn dispatch(client: &Client, args: &CtlArgs) -> Result<Output, CtlError> {
             commands::close_connection(client, name, reason.as_deref())
         }
         CtlCommand::Export { file } => {
-            commands::export(client, args.vhost.as_deref(), file.as_deref())
+            accounts::export(client, args.vhost.as_deref(), file.as_deref())
         }
-        CtlCommand::Import { file } => commands::import(client, args.vhost.as_deref(), file),
+        CtlCommand::Import { file } => accounts::import(client, args.vhost.as_deref(), file),
         CtlCommand::AddUser {
             name,
             password,
             tags,
-        } => commands::add_user(client, name, password, tags),
-        CtlCommand::DeleteUser { name } => commands::delete_user(client, name),
+        } => accounts::add_user(client, name, password, tags),
+        CtlCommand::DeleteUser { name } => accounts::delete_user(client, name),
         CtlCommand::SetPermissions {
             user,
             configure,
             write,
             read,
-        } => commands::set_permissions(client, vhost, user, [configure, write, read]),
-        CtlCommand::ClearPermissions { user } => commands::clear_permissions(client, vhost, user),
-        CtlCommand::AddVhost { name } => commands::add_vhost(client, name),
-        CtlCommand::DeleteVhost { name } => commands::delete_vhost(client, name),
+        } => accounts::set_permissions(client, vhost, user, [configure, write, read]),
+        CtlCommand::ClearPermissions { user } => accounts::clear_permissions(client, vhost, user),
+        CtlCommand::AddVhost { name } => accounts::add_vhost(client, name),
+        CtlCommand::DeleteVhost { name } => accounts::delete_vhost(client, name),
     }
 }
 
