@@ -89,6 +89,8 @@ enum CtlCommand {
     /// Create a user, or change its password and tags.
     AddUser {
         name: String,
+        /// (Its id differs from the global --password's: clap would merge the two.)
+        #[arg(id = "new_password", value_name = "PASSWORD")]
         password: String,
         /// Tags, comma-separated (administrator, monitoring, management, ...).
         #[arg(long, value_delimiter = ',')]
@@ -98,6 +100,7 @@ enum CtlCommand {
     DeleteUser { name: String },
     /// Set a user's permissions in --vhost.
     SetPermissions {
+        #[arg(id = "username", value_name = "USER")]
         user: String,
         /// Regular expression of the resources the user may configure.
         #[arg(long, default_value = ".*")]
@@ -110,7 +113,10 @@ enum CtlCommand {
         read: String,
     },
     /// Remove a user's permissions in --vhost.
-    ClearPermissions { user: String },
+    ClearPermissions {
+        #[arg(id = "username", value_name = "USER")]
+        user: String,
+    },
     /// Create a virtual host.
     AddVhost { name: String },
     /// Delete a virtual host and everything in it.
