@@ -551,3 +551,109 @@ fn errors_exit_1_with_the_reason_and_usage_errors_2() {
     let stderr = String::from_utf8_lossy(&usage.stderr);
     assert!(stderr.contains("KEY=VALUE"), "{stderr}");
 }
+
+/// The RabbitMQ management API to check export and import against: `WARREN_TEST_RABBITMQ_MGMT`
+/// (a URL, or empty for http://127.0.0.1:15673), or none: the check is skipped.
+fn rabbitmq_url() -> Option<String> {
+    let url = std::env::var("WARREN_TEST_RABBITMQ_MGMT").ok()?;
+    Some(match url.trim() {
+        "" => "http://127.0.0.1:15673".to_owned(),
+        url => url.to_owned(),
+    })
+}
+
+/// Export to a file, delete a queue, import the file: the queue is back, with its arguments.
+/// Leaves the broker as it found it.
+fn export_then_import(url: &str) {
+    let queue = common::unique("ctl-definitions");
+    let dir = TempDir::new("ctl-definitions");
+    let file = dir.path().join("definitions.json");
+    let file_arg = file.to_str().expect("a UTF-8 path");
+    ok(
+        url,
+        &[
+            "declare",
+            "queue",
+            &queue,
+            "--durable",
+            "--arg",
+            "x-max-length=5",
+        ],
+    );
+    let exported = ok(url, &["export", file_arg]);
+    assert!(
+        exported.contains("exported the definitions to"),
+        "{exported}"
+    );
+    let text = std::fs::read_to_string(&file).expect("the exported file");
+    let definitions: Value = serde_json::from_str(&text).expect("the export is JSON");
+    for key in [
+        "users",
+        "vhosts",
+        "permissions",
+        "queues",
+        "exchanges",
+        "bindings",
+    ] {
+        assert!(definitions[key].is_array(), "no {key} in {definitions}");
+    }
+    let mine = |definitions: &Value| {
+        definitions["queues"]
+            .as_array()
+            .and_then(|all| all.iter().find(|q| q["name"] == queue.as_str()).cloned())
+    };
+    let exported = mine(&definitions).unwrap_or_else(|| panic!("{queue} not exported"));
+    assert_eq!(exported["arguments"]["x-max-length"], 5, "{exported}");
+    // To stdout, the same JSON.
+    let stdout = ok(url, &["export"]);
+    let printed: Value = serde_json::from_str(&stdout).expect("export prints JSON");
+    assert!(
+        mine(&printed).is_some(),
+        "{queue} not in the printed export"
+    );
+
+    ok(url, &["delete", "queue", &queue]);
+    let imported = ok(url, &["import", file_arg]);
+    assert!(
+        imported.contains("imported the definitions from"),
+        "{imported}"
+    );
+    let queues = json(url, &["list", "queues", "--vhost", "/"]);
+    let back = queues
+        .as_array()
+        .and_then(|all| all.iter().find(|q| q["name"] == queue.as_str()))
+        .unwrap_or_else(|| panic!("{queue} not imported: {queues}"));
+    assert_eq!(back["durable"], true);
+    assert_eq!(back["arguments"]["x-max-length"], 5, "{back}");
+    ok(url, &["delete", "queue", &queue]);
+
+    // A file that is not JSON is refused before any request.
+    std::fs::write(&file, "not json").expect("write");
+    let refused = ctl(url, &["import", file_arg]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not JSON"), "{stderr}");
+}
+
+#[test]
+fn export_and_import_against_rabbitmq() {
+    let Some(url) = rabbitmq_url() else {
+        eprintln!("skipped: set WARREN_TEST_RABBITMQ_MGMT to a RabbitMQ management API's URL");
+        return;
+    };
+    export_then_import(&url);
+}
+
+/// Needs `GET`/`POST /api/definitions` on Warren's API (being added beside this branch): this
+/// branch's server answers 404. Un-ignore once it has them.
+#[test]
+#[ignore = "needs /api/definitions on the server"]
+fn export_and_import_against_warren() {
+    let data = TempDir::new("ctl-definitions-warren");
+    let process = WarrenProcess::start_with_management(data.path());
+    let url = format!(
+        "http://{}",
+        process.management.expect("a management address")
+    );
+    export_then_import(&url);
+}
