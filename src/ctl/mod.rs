@@ -157,8 +157,10 @@ enum DeclareCommand {
     /// Declare a queue (nothing changes if it exists with the same options).
     Queue {
         name: String,
+        /// Survives a restart of the broker.
         #[arg(long)]
         durable: bool,
+        /// Deleted when its last consumer goes.
         #[arg(long)]
         auto_delete: bool,
         /// An argument, KEY=VALUE (repeatable); integers and true/false are sent as such,
@@ -172,8 +174,10 @@ enum DeclareCommand {
         /// direct, fanout, topic or headers.
         #[arg(long = "type", value_name = "TYPE")]
         kind: String,
+        /// Survives a restart of the broker.
         #[arg(long)]
         durable: bool,
+        /// Deleted when its last binding goes.
         #[arg(long)]
         auto_delete: bool,
     },
@@ -185,8 +189,10 @@ enum DeclareCommand {
         /// The queue (or exchange) they go to.
         #[arg(long)]
         destination: String,
+        /// What the destination is.
         #[arg(long, value_enum, default_value = "queue")]
         destination_type: DestinationType,
+        /// The binding key (a pattern for topic exchanges).
         #[arg(long, default_value = "")]
         routing_key: String,
     },
