@@ -239,18 +239,7 @@ async fn every_listing_shows_what_amqp_made() {
         ("work", "jobs")
     );
     assert_eq!(binding["destination_type"], "queue");
-    let connections = ok(&url, &["list", "connections"]);
-    let client = row(&connections, "client_name", "ctl-client");
-    assert_eq!(
-        (client["user"].as_str(), client["vhost"].as_str()),
-        ("guest", "/"),
-        "{connections}"
-    );
-    assert_eq!(client["channels"], "1");
-    let channels = ok(&url, &["list", "channels"]);
-    let opened = row(&channels, "user", "guest");
-    assert_eq!(opened["consumers"], "1", "{channels}");
-    assert!(opened["name"].ends_with("(1)"), "{channels}");
+    check_client_listings(&url);
     let consumers = ok(&url, &["list", "consumers"]);
     let worker = row(&consumers, "consumer_tag", "worker-1");
     assert_eq!(
@@ -278,6 +267,22 @@ async fn every_listing_shows_what_amqp_made() {
         json(&url, &["list", "channels", "--vhost", "other"]),
         Value::Array(vec![])
     );
+}
+
+/// `list connections` and `list channels` show the client of `every_listing_shows_what_amqp_made`.
+fn check_client_listings(url: &str) {
+    let connections = ok(url, &["list", "connections"]);
+    let client = row(&connections, "client_name", "ctl-client");
+    assert_eq!(
+        (client["user"].as_str(), client["vhost"].as_str()),
+        ("guest", "/"),
+        "{connections}"
+    );
+    assert_eq!(client["channels"], "1");
+    let channels = ok(url, &["list", "channels"]);
+    let opened = row(&channels, "user", "guest");
+    assert_eq!(opened["consumers"], "1", "{channels}");
+    assert!(opened["name"].ends_with("(1)"), "{channels}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
