@@ -1,6 +1,9 @@
 //! The `warren` command: parse the command line, read the configuration file (if any), start
 //! logging, run the server until SIGINT or SIGTERM, reloading the file on SIGHUP; or, as
-//! `warren check-config FILE`, only check a file. Nothing else lives here.
+//! `warren check-config FILE`, only check a file; or, as `warren ctl ...`, hand over to the
+//! management API's command-line client ([`ctl`]). Nothing else lives here.
+
+mod ctl;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -50,12 +53,17 @@ enum Command {
     /// Check a configuration file: every problem with its line and column (exit 2), or a
     /// one-line summary (exit 0).
     CheckConfig { file: PathBuf },
+    /// Manage a running broker through its management HTTP API: status, listings, declare,
+    /// delete, purge, users, permissions, vhosts, export and import of definitions.
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::CheckConfig { file }) = &cli.command {
-        return check_config(file);
+    let mut cli = Cli::parse();
+    match cli.command.take() {
+        Some(Command::CheckConfig { file }) => return check_config(&file),
+        Some(Command::Ctl(args)) => return ctl::run(args),
+        None => {}
     }
     let config = match &cli.config {
         None => Config::embedded(),

@@ -80,6 +80,8 @@ pub fn run_warren(args: &[&str]) -> Output {
 pub struct WarrenProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// The management API's address, when started with one ([`WarrenProcess::start_with_management`]).
+    pub management: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
 }
 
@@ -101,11 +103,32 @@ impl WarrenProcess {
         WarrenProcess::launch(command, data_dir)
     }
 
-    fn launch(mut command: Command, data_dir: &Path) -> WarrenProcess {
+    /// Without a configuration file, with the management API on a free loopback port (see
+    /// `management`); waits until both listen.
+    pub fn start_with_management(data_dir: &Path) -> WarrenProcess {
+        let management: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("an address");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
+        command.env_remove("WARREN_CONFIG");
+        WarrenProcess::launch_with(command, data_dir, Some(management))
+    }
+
+    fn launch(command: Command, data_dir: &Path) -> WarrenProcess {
+        WarrenProcess::launch_with(command, data_dir, None)
+    }
+
+    fn launch_with(
+        mut command: Command,
+        data_dir: &Path,
+        management: Option<SocketAddr>,
+    ) -> WarrenProcess {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+        let management_arg = management.map_or_else(|| "off".to_owned(), |a| a.to_string());
         let mut child = command
-            .args(["--management", "off"])
+            .arg("--management")
+            .arg(management_arg)
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--data-dir")
@@ -118,14 +141,22 @@ impl WarrenProcess {
         let log = Arc::new(Mutex::new(String::new()));
         collect(child.stdout.take().expect("stdout"), Arc::clone(&log));
         collect(child.stderr.take().expect("stderr"), Arc::clone(&log));
-        let mut process = WarrenProcess { child, addr, log };
-        process.wait_until_listening();
+        let mut process = WarrenProcess {
+            child,
+            addr,
+            management,
+            log,
+        };
+        process.wait_until_listening(addr);
+        if let Some(management) = management {
+            process.wait_until_listening(management);
+        }
         process
     }
 
-    fn wait_until_listening(&mut self) {
+    fn wait_until_listening(&mut self, addr: SocketAddr) {
         let started = Instant::now();
-        while TcpStream::connect(self.addr).is_err() {
+        while TcpStream::connect(addr).is_err() {
             if let Ok(Some(status)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
                 panic!(
@@ -135,8 +166,7 @@ impl WarrenProcess {
             }
             assert!(
                 started.elapsed() < PROCESS_WAIT,
-                "warren did not listen on {} within {PROCESS_WAIT:?}; its log:\n{}",
-                self.addr,
+                "warren did not listen on {addr} within {PROCESS_WAIT:?}; its log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
