@@ -8,6 +8,7 @@ mod ctl;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
@@ -154,10 +155,13 @@ async fn serve(
         error!(error = %e, "cannot listen for SIGHUP: the configuration will not be reloaded");
     }
     let options = settings.server_options(&config);
-    let (server, owned) = Server::bind_with(options, |broker| {
+    let (mut server, owned) = Server::bind_with(options, |broker| {
         apply_at_start(broker, &config.topology).map_err(io::Error::other)
     })
     .await?;
+    // Account changes made through the API are applied over the file's before any client
+    // comes in; the API is served until the broker stops.
+    let management = warren::management::start(&mut server)?;
     match (path, hangups) {
         (Some(path), Ok(hangups)) => {
             let reloader = Reloader {
@@ -170,6 +174,7 @@ async fn serve(
                 users: server.users(),
                 thresholds: server.thresholds(),
                 tls: server.tls(),
+                accounts: Some(Arc::clone(&management.accounts)),
             };
             tokio::spawn(config::reload::on_sighup(reloader, hangups));
         }
@@ -183,7 +188,9 @@ async fn serve(
         }
         (_, Err(_)) => {}
     }
-    server.run(shutdown_signal()).await
+    let result = server.run(shutdown_signal()).await;
+    drop(management);
+    result
 }
 
 fn init_logging(settings: &Settings) {

@@ -17,6 +17,7 @@ use super::apply::{self, Existing, Owned};
 use super::settings::Overrides;
 use super::{load, Config, Settings, Topology};
 use crate::broker::Broker;
+use crate::definitions::overlay::Overlay;
 use crate::server::alarms::Thresholds;
 use crate::server::{TlsSetup, Users};
 
@@ -33,6 +34,8 @@ pub struct Reloader {
     pub thresholds: Arc<Thresholds>,
     /// The TLS listeners' certificates, reread on every reload (`None`: no TLS listeners).
     pub tls: Option<TlsSetup>,
+    /// Account changes made at run time, applied again over the file's after each reload.
+    pub accounts: Option<Arc<Overlay>>,
 }
 
 /// What one reload did, for the log and the tests.
@@ -118,6 +121,9 @@ impl Reloader {
             config.permissions.clone(),
             config.topic_permissions.clone(),
         );
+        if let Some(accounts) = &self.accounts {
+            accounts.apply(&self.broker, &self.users);
+        }
         for name in &config.vhosts {
             let Some(vhost) = self.broker.vhost(name) else {
                 continue;

@@ -13,6 +13,7 @@
 mod apply;
 mod export;
 pub mod model;
+pub mod overlay;
 mod plan;
 pub mod users;
 pub mod values;

@@ -4,8 +4,10 @@
 //! vhosts through the broker's `add_vhost` / `remove_vhost`. Reading users, and every change
 //! here, is for administrators.
 //!
-//! Changes made here live until the broker stops or the configuration file is reloaded (the
-//! file stays the source of users and vhosts); export them with `/api/definitions`.
+//! Every change made here is recorded in the data directory ([`Overlay`]) and applied over the
+//! configuration file's accounts at start and after each reload.
+//!
+//! [`Overlay`]: crate::definitions::overlay::Overlay
 
 use std::sync::Arc;
 
@@ -17,7 +19,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::queues::vhost_or_404;
+use super::lookup::vhost_or_404;
 use super::reply::{created_or_not, parse_body, rate, text, ApiError, ApiResult};
 use super::Management;
 use crate::definitions::users;
@@ -59,7 +61,7 @@ pub async fn vhost(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    super::queues::visible_vhost(&state, &caller, &name)?;
+    super::lookup::visible_vhost(&state, &caller, &name)?;
     Ok(Json(vhost_json(&state, &name)))
 }
 
@@ -78,6 +80,7 @@ pub async fn put_vhost(
         .add_vhost(&name)
         .map_err(|e| ApiError::internal(format!("cannot create vhost '{name}': {e}")))?;
     if !existed {
+        state.accounts.put_vhost(&name);
         tracing::info!(vhost = %name, user = %caller.name, "vhost created (management API)");
     }
     Ok(created_or_not(!existed))
@@ -93,6 +96,7 @@ pub async fn delete_vhost(
     state.broker.remove_vhost(&name);
     // Dropping its permissions is a change of the users: its open connections close.
     state.users.clear_vhost(&name);
+    state.accounts.delete_vhost(&name);
     tracing::info!(vhost = %name, user = %caller.name, "vhost deleted (management API)");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -180,6 +184,7 @@ pub async fn put_user(
         tags: tags(&body)?,
         max_connections: existing.and_then(|u| u.max_connections),
     };
+    state.accounts.put_user(&user);
     let created = state.users.put_user(user);
     tracing::info!(user = %name, by = %caller.name, created, "user set (management API)");
     Ok(created_or_not(created))
@@ -193,6 +198,7 @@ pub async fn delete_user(
     caller.must_be_admin()?;
     match state.users.delete_user(&name) {
         true => {
+            state.accounts.delete_user(&name);
             tracing::info!(user = %name, by = %caller.name, "user deleted (management API)");
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -290,6 +296,7 @@ pub async fn put_permission(
         write: pattern("write")?,
         read: pattern("read")?,
     };
+    state.accounts.set_permission(&permission);
     let created = state.users.set_permission(permission);
     Ok(created_or_not(created))
 }
@@ -301,7 +308,10 @@ pub async fn delete_permission(
 ) -> ApiResult<Response> {
     caller.must_be_admin()?;
     match state.users.clear_permission(&user, &vhost) {
-        true => Ok(StatusCode::NO_CONTENT.into_response()),
+        true => {
+            state.accounts.clear_permission(&user, &vhost);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         false => Err(ApiError::not_found()),
     }
 }

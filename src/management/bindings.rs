@@ -16,8 +16,7 @@ use warren_protocol::method::ShortStr;
 use warren_protocol::types::FieldTable;
 
 use super::auth::Caller;
-use super::exchanges::exchange_name;
-use super::queues::{vhost_or_404, visible_vhost, API_CONNECTION};
+use super::lookup::{exchange_name, vhost_or_404, visible_vhost, API_CONNECTION};
 use super::reply::{self, parse_body, table_json, text, ApiError, ApiResult};
 use super::Management;
 use crate::broker::exchange::{encode_arguments, Destination};

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::listing::{list, ListQuery, Named};
-use super::queues::visible_vhost;
+use super::lookup::visible_vhost;
 use super::reply::{timestamp, ApiError, ApiResult};
 use super::Management;
 use crate::broker::queue::ConsumerInfo;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::auth::Caller;
-use super::queues::vhost_or_404;
+use super::lookup::vhost_or_404;
 use super::reply::{ApiError, ApiResult};
 use super::Management;
 use crate::definitions::{self, DefinitionsError};
@@ -43,6 +43,7 @@ fn import_body(state: &Management, caller: &Caller, body: &[u8]) -> ApiResult<Re
             DefinitionsError::Apply(_) => ApiError::internal(e.to_string()),
             _ => ApiError::bad_request(e.to_string()),
         })?;
+    state.accounts.imported(&defs, &state.users);
     for warning in &warnings {
         tracing::warn!(user = %caller.name, "definitions import: {warning}");
     }

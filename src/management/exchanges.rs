@@ -10,11 +10,10 @@ use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use warren_protocol::method::ShortStr;
 
 use super::auth::Caller;
 use super::listing::{list, ListQuery, Named};
-use super::queues::{vhost_or_404, visible_vhost};
+use super::lookup::{exchange_name, vhost_or_404, visible_vhost};
 use super::reply::{self, created_or_not, flag, parse_body, table_json, text, ApiError, ApiResult};
 use super::Management;
 use crate::broker::vhost::ExchangeDeclare;
@@ -100,17 +99,6 @@ pub async fn one(
     Ok(Json(exchange_json(&vhost, &exchange)))
 }
 
-/// An exchange name from a path: `amq.default` is RabbitMQ's name for the default exchange.
-pub fn exchange_name(name: &str) -> ApiResult<ShortStr> {
-    match name {
-        "amq.default" => Ok(ShortStr::default()),
-        name if name.len() > 255 => Err(ApiError::bad_request(
-            "exchange name is longer than 255 bytes",
-        )),
-        name => Ok(ShortStr::copy_from_str(name)),
-    }
-}
-
 pub async fn put(
     State(state): State<Arc<Management>>,
     caller: Caller,
@@ -166,5 +154,3 @@ pub async fn delete(
     )?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
-
-pub use super::messages::publish;

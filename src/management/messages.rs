@@ -16,8 +16,7 @@ use warren_protocol::spec::BasicProperties;
 use warren_protocol::types::ShortString;
 
 use super::auth::Caller;
-use super::exchanges::exchange_name;
-use super::queues::{vhost_or_404, API_CONNECTION};
+use super::lookup::{exchange_name, vhost_or_404, API_CONNECTION};
 use super::reply::{self, parse_body, table_json, text, ApiError, ApiResult};
 use super::Management;
 use crate::broker::message::{Message, Stamp};
@@ -219,7 +218,7 @@ pub async fn get_messages(
             )))
         }
     };
-    let queue = handle.queue(&super::exchanges::exchange_name(&name)?, API_CONNECTION)?;
+    let queue = handle.queue(&super::lookup::short(&name, "queue")?, API_CONNECTION)?;
     let taker = Arc::new(ChannelCredit::default());
     let mut taken = Vec::new();
     let mut shown = Vec::new();

@@ -23,6 +23,7 @@ mod dashboard;
 mod definitions;
 mod exchanges;
 mod listing;
+mod lookup;
 mod messages;
 mod metrics;
 mod overview;
@@ -30,6 +31,7 @@ mod queues;
 pub mod rates;
 mod reply;
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,11 +41,13 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::broker::Broker;
+use crate::definitions::overlay::Overlay;
 use crate::server::alarms::Thresholds;
-use crate::server::Users;
+use crate::server::{Server, Users};
 
 /// The version reported as `rabbitmq_version` and `management_version`: the RabbitMQ release
 /// whose management API shapes Warren answers in (tools check it for features).
@@ -72,6 +76,8 @@ pub struct Management {
     pub consumer_timeout: std::time::Duration,
     /// The connection registry (connections, channels, their counters).
     pub registry: Arc<crate::server::registry::Registry>,
+    /// Where account changes made through the API are recorded.
+    pub accounts: Arc<Overlay>,
 }
 
 /// The node name: `warren@` and the host name.
@@ -149,7 +155,7 @@ pub fn router(state: Arc<Management>) -> Router {
         )
         .route(
             "/api/queues/{vhost}/{name}/get",
-            axum::routing::post(queues::get_messages),
+            axum::routing::post(messages::get_messages),
         )
         .route("/api/exchanges", get(exchanges::all))
         .route("/api/exchanges/{vhost}", get(exchanges::in_vhost))
@@ -169,7 +175,7 @@ pub fn router(state: Arc<Management>) -> Router {
         )
         .route(
             "/api/exchanges/{vhost}/{name}/publish",
-            axum::routing::post(exchanges::publish),
+            axum::routing::post(messages::publish),
         )
         .route("/api/bindings", get(bindings::all))
         .route("/api/bindings/{vhost}", get(bindings::in_vhost))
@@ -216,26 +222,64 @@ pub fn router(state: Arc<Management>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<Management>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// The management API running beside a server; its tasks stop when this is dropped.
+#[derive(Debug)]
+pub struct Running {
+    _tasks: JoinSet<()>,
+    /// The run-time account changes (applied over the configuration's at start and reload).
+    pub accounts: Arc<Overlay>,
+}
+
+/// Applies the account changes recorded in the server's data directory, and serves the API
+/// on the server's management listeners (if it has any) until the returned [`Running`] is
+/// dropped. Call it once the server is bound, before it runs.
+pub fn start(server: &mut Server) -> io::Result<Running> {
+    let accounts = Arc::new(Overlay::open(Some(server.data_dir())));
+    accounts.apply(&server.broker(), &server.users());
+    let listeners = server.take_management_listeners();
+    let mut tasks = JoinSet::new();
+    if listeners.is_empty() {
+        return Ok(Running {
+            _tasks: tasks,
+            accounts,
+        });
+    }
+    let http_listeners = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<io::Result<Vec<_>>>()?;
+    let state = Arc::new(Management {
+        broker: server.broker(),
+        users: server.users(),
+        alarms: server.alarms(),
+        thresholds: server.thresholds(),
+        data_dir: server.data_dir().to_owned(),
+        node: node_name(),
+        listeners: server.listeners()?,
+        http_listeners,
+        started: Instant::now(),
+        started_at: SystemTime::now(),
+        rates: Default::default(),
+        consumer_timeout: server.unacked_timeout(),
+        registry: server.registry(),
+        accounts: Arc::clone(&accounts),
+    });
+    tasks.spawn(rates::run(Arc::clone(&state), rates::SAMPLE_INTERVAL));
+    for listener in listeners {
+        tasks.spawn(serve(listener, Arc::clone(&state)));
+    }
+    Ok(Running {
+        _tasks: tasks,
+        accounts,
+    })
+}
+
+/// Serves the API on `listener` (until the task is aborted).
+async fn serve(listener: TcpListener, state: Arc<Management>) {
     let addr = listener.local_addr().ok();
     info!(?addr, "management API listening (HTTP)");
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
+    if let Err(e) = axum::serve(listener, app).await {
         warn!(error = %e, "management API stopped");
     }
 }

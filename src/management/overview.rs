@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use warren_protocol::method::ShortStr;
 
 use super::auth::Caller;
-use super::queues::{vhost_or_404, API_CONNECTION};
+use super::lookup::{vhost_or_404, API_CONNECTION};
 use super::reply::{rate, timestamp, ApiError, ApiResult};
 use super::{Management, RABBITMQ_VERSION};
 use crate::broker::message::{Message, Stamp};

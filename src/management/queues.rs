@@ -11,18 +11,14 @@ use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use warren_protocol::method::ShortStr;
 
 use super::auth::Caller;
 use super::listing::{list, ListQuery, Named};
+use super::lookup::{short, vhost_or_404, visible_vhost, API_CONNECTION};
 use super::reply::{self, created_or_not, flag, parse_body, rate, table_json, ApiError, ApiResult};
 use super::Management;
 use crate::broker::queue::Queue;
 use crate::broker::vhost::{QueueDeclare, Vhost};
-
-/// The connection id the API acts as (no AMQP connection has it): queues it declares are
-/// never exclusive, and exclusive queues stay their owners'.
-pub const API_CONNECTION: u64 = 0;
 
 /// A queue with its vhost, for listing.
 pub struct Listed {
@@ -78,19 +74,6 @@ pub fn queue_json(state: &Management, vhost: &str, queue: &Queue) -> Value {
             "deliver_get_details": rate(rates.deliver_get),
         },
     })
-}
-
-/// The vhost `name`, or 404.
-pub fn vhost_or_404(state: &Management, name: &str) -> ApiResult<Arc<Vhost>> {
-    state.broker.vhost(name).ok_or_else(ApiError::not_found)
-}
-
-/// The vhost `name` if the caller may see it, else 404 (as RabbitMQ hides what one cannot see).
-pub fn visible_vhost(state: &Management, caller: &Caller, name: &str) -> ApiResult<Arc<Vhost>> {
-    match caller.sees(state, name) {
-        true => vhost_or_404(state, name),
-        false => Err(ApiError::not_found()),
-    }
 }
 
 fn listed(state: &Management, caller: &Caller, vhost: Option<&str>) -> ApiResult<Vec<Listed>> {
@@ -159,15 +142,6 @@ pub async fn one(
         .collect();
     shown["consumer_details"] = Value::Array(consumers);
     Ok(Json(shown))
-}
-
-fn short(name: &str, what: &str) -> ApiResult<ShortStr> {
-    match name.len() <= 255 {
-        true => Ok(ShortStr::copy_from_str(name)),
-        false => Err(ApiError::bad_request(format!(
-            "{what} name is longer than 255 bytes"
-        ))),
-    }
 }
 
 pub async fn put(
@@ -240,5 +214,3 @@ pub async fn purge(
     queue.purge();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
-
-pub use super::messages::get_messages;

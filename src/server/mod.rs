@@ -345,29 +345,30 @@ impl Server {
             .collect()
     }
 
-    /// The management API's shared state, for its listeners.
-    fn management_state(&self) -> io::Result<Arc<crate::management::Management>> {
+    /// The management API's listeners, taken (once) by whoever serves the API on them.
+    pub fn take_management_listeners(&mut self) -> Vec<TcpListener> {
+        std::mem::take(&mut self.management)
+    }
+
+    /// Every AMQP listener's address, and whether it is a TLS one.
+    pub fn listeners(&self) -> io::Result<Vec<(SocketAddr, bool)>> {
         let plain = self.plain_listeners;
-        let listeners = self.local_addrs()?;
-        Ok(Arc::new(crate::management::Management {
-            broker: self.broker(),
-            users: self.users(),
-            alarms: self.alarms(),
-            thresholds: self.thresholds(),
-            data_dir: self.data_dir.clone(),
-            node: crate::management::node_name(),
-            listeners: listeners
-                .into_iter()
-                .enumerate()
-                .map(|(i, addr)| (addr, i >= plain))
-                .collect(),
-            http_listeners: self.management_addrs()?,
-            started: std::time::Instant::now(),
-            started_at: std::time::SystemTime::now(),
-            rates: Default::default(),
-            consumer_timeout: self.context.limits.unacked_timeout,
-            registry: self.registry(),
-        }))
+        let addrs = self.local_addrs()?;
+        Ok(addrs
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| (a, i >= plain))
+            .collect())
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The server's unacked timeout (a consumer's or its queue's `x-consumer-timeout` wins).
+    pub fn unacked_timeout(&self) -> Duration {
+        self.context.limits.unacked_timeout
     }
 
     /// The address of the first listener.
@@ -411,7 +412,7 @@ impl Server {
     }
 
     /// Serves clients until `shutdown` completes, then closes every connection gracefully.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         for (i, addr) in self.local_addrs()?.into_iter().enumerate() {
             match i < self.plain_listeners {
                 true => info!(%addr, "listening for AMQP 0-9-1"),
@@ -421,19 +422,6 @@ impl Server {
         let mut turn = 0;
         let (stop, stopping) = watch::channel(false);
         let mut connections = JoinSet::new();
-        let mut management = JoinSet::new();
-        if !self.management.is_empty() {
-            let state = self.management_state()?;
-            management.spawn(crate::management::rates::run(
-                Arc::clone(&state),
-                crate::management::rates::SAMPLE_INTERVAL,
-            ));
-            for listener in std::mem::take(&mut self.management) {
-                let serve =
-                    crate::management::serve(listener, Arc::clone(&state), stopping.clone());
-                management.spawn(serve);
-            }
-        }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -502,7 +490,6 @@ impl Server {
             );
             connections.abort_all();
         }
-        management.abort_all();
         info!("shutdown complete");
         Ok(())
     }

@@ -108,17 +108,24 @@ impl Broker {
         let data_dir = std::env::temp_dir().join(format!("warren-test-{}-{n}", std::process::id()));
         options.listen = "127.0.0.1:0".into();
         options.data_dir = data_dir.clone();
-        let server = Server::bind(options).await.expect("bind");
+        let mut server = Server::bind(options).await.expect("bind");
         let addr = server.local_addr().expect("addr");
         let management = server
             .management_addrs()
             .expect("management addrs")
             .first()
             .copied();
+        let running = warren::management::start(&mut server).expect("management API");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            let result = server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            drop(running);
+            result
+        });
         Broker {
             addr,
             management,

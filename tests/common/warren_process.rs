@@ -114,6 +114,19 @@ impl WarrenProcess {
         WarrenProcess::launch_with(command, data_dir, Some(management))
     }
 
+    /// With a configuration file and the management API on a free loopback port.
+    pub fn start_with_config_and_management(config: &Path, data_dir: &Path) -> WarrenProcess {
+        let management: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("an address");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
+        command
+            .arg("--config")
+            .arg(config)
+            .env_remove("WARREN_CONFIG");
+        WarrenProcess::launch_with(command, data_dir, Some(management))
+    }
+
     fn launch(command: Command, data_dir: &Path) -> WarrenProcess {
         WarrenProcess::launch_with(command, data_dir, None)
     }

@@ -1,3 +1,5 @@
+#![allow(dead_code)] // each test binary that includes this uses a part of it
+
 //! A small blocking client of the management API for tests (ureq): every call answers
 //! (status, JSON body, Location header) and never fails on a 4xx/5xx, so tests can assert on
 //! RabbitMQ's status codes.

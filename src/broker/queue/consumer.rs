@@ -166,19 +166,14 @@ impl Consumer {
         self.unacked.load(SeqCst)
     }
 
-    /// What the management API shows of it.
-    pub fn info(&self) -> super::stats::ConsumerInfo {
-        super::stats::ConsumerInfo {
-            tag: self.tag.clone(),
-            channel: self.channel,
-            connection: self.sink.connection,
-            no_ack: self.no_ack,
-            exclusive: self.exclusive,
-            priority: self.priority,
-            prefetch: self.prefetch.load(SeqCst),
-            active: self.is_active(),
-            timeout: self.timeout.or(self.queue.options.consumer_timeout),
-        }
+    /// The id of the connection it belongs to.
+    pub fn connection(&self) -> u64 {
+        self.sink.connection
+    }
+
+    /// Its prefetch now (0: no limit).
+    pub fn prefetch(&self) -> u32 {
+        self.prefetch.load(SeqCst)
     }
 
     /// Sets the consumer's `x-priority` (before it is added to its queue).

@@ -46,6 +46,22 @@ pub struct ConsumerInfo {
     pub timeout: Option<std::time::Duration>,
 }
 
+impl ConsumerInfo {
+    fn of(consumer: &Consumer) -> ConsumerInfo {
+        ConsumerInfo {
+            tag: consumer.tag.clone(),
+            channel: consumer.channel,
+            connection: consumer.connection(),
+            no_ack: consumer.no_ack,
+            exclusive: consumer.exclusive,
+            priority: consumer.priority,
+            prefetch: consumer.prefetch(),
+            active: consumer.is_active(),
+            timeout: consumer.timeout.or(consumer.queue.options.consumer_timeout),
+        }
+    }
+}
+
 impl Queue {
     /// Its figures now.
     pub fn stats(&self) -> QueueStats {
@@ -64,6 +80,6 @@ impl Queue {
     /// Its consumers now.
     pub fn consumer_infos(&self) -> Vec<ConsumerInfo> {
         let consumers: Vec<Arc<Consumer>> = self.lock().consumers.clone();
-        consumers.iter().map(|c| c.info()).collect()
+        consumers.iter().map(|c| ConsumerInfo::of(c)).collect()
     }
 }

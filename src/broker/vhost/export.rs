@@ -1,5 +1,5 @@
 //! A read-only picture of a vhost's topology (exchanges, queues, bindings) for the definitions
-//! export (`crate::definitions`).
+//! export and the management API.
 //!
 //! Owns nothing: [`Vhost::snapshot`] clones what it needs in one short hold of the topology's
 //! read lock. It must never lock a queue (the lock order is topology, then a queue, and a
