@@ -33,6 +33,27 @@ impl Named for Listed {
     fn name(&self) -> &str {
         self.queue.name.as_str()
     }
+    fn name_bytes(&self) -> &[u8] {
+        self.queue.name.as_bytes()
+    }
+    fn sort_value(&self, path: &str) -> Option<f64> {
+        let stats = || self.queue.stats();
+        let value = match path {
+            "messages" => {
+                let stats = stats();
+                stats.ready + stats.unacked
+            }
+            "messages_ready" => stats().ready,
+            "messages_unacknowledged" => stats().unacked,
+            "consumers" => u64::from(stats().consumers),
+            "message_bytes" | "message_bytes_ready" => stats().ready_bytes,
+            "memory" | "message_bytes_ram" => stats().memory,
+            "message_stats.publish" => stats().published,
+            "message_stats.deliver_get" => stats().delivered,
+            _ => return None,
+        };
+        Some(value as f64)
+    }
 }
 
 /// A queue as RabbitMQ 3.10 shows it (the fields tools read).
