@@ -29,6 +29,15 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
 /// The whole exposition, as text.
 pub fn render(state: &Management) -> String {
     let mut out = String::with_capacity(4096);
+    global_metrics(state, &mut out);
+    queue_metrics(state, &mut out);
+    resource_metrics(state, &mut out);
+    crate::store::sync::write_fsync_histogram(&mut out);
+    out
+}
+
+/// The node's message counters, connections and channels.
+fn global_metrics(state: &Management, out: &mut String) {
     let counts = state.registry.totals();
     for (name, value, help) in [
         ("received", counts.received, "Messages published by clients"),
@@ -55,70 +64,44 @@ pub fn render(state: &Management) -> String {
         ("confirmed", counts.confirmed, "Publisher confirms sent"),
     ] {
         let full = format!("rabbitmq_global_messages_{name}_total");
-        metric(&mut out, &full, "counter", help);
+        metric(out, &full, "counter", help);
         let _ = writeln!(out, "{full} {value}");
     }
     let connections = state.registry.connections();
-    metric(
-        &mut out,
-        "rabbitmq_connections",
-        "gauge",
-        "Open connections",
-    );
+    metric(out, "rabbitmq_connections", "gauge", "Open connections");
     let _ = writeln!(out, "rabbitmq_connections {}", connections.len());
     let channels: u64 = connections
         .iter()
         .map(|c| u64::from(c.channel_count()))
         .sum();
-    metric(&mut out, "rabbitmq_channels", "gauge", "Open channels");
+    metric(out, "rabbitmq_channels", "gauge", "Open channels");
     let _ = writeln!(out, "rabbitmq_channels {channels}");
-    queue_metrics(state, &mut out);
-    metric(
-        &mut out,
-        "rabbitmq_process_resident_memory_bytes",
-        "gauge",
-        "Resident memory of the broker",
-    );
-    let _ = writeln!(
-        out,
-        "rabbitmq_process_resident_memory_bytes {}",
-        alarms::rss_bytes()
-    );
+}
+
+/// Memory, disk and the alarms.
+fn resource_metrics(state: &Management, out: &mut String) {
+    let help = "Resident memory of the broker";
+    metric(out, "rabbitmq_process_resident_memory_bytes", "gauge", help);
+    let rss = alarms::rss_bytes();
+    let _ = writeln!(out, "rabbitmq_process_resident_memory_bytes {rss}");
     let disk = alarms::free_disk_bytes(&state.data_dir).unwrap_or(0);
-    metric(
-        &mut out,
-        "rabbitmq_disk_space_available_bytes",
-        "gauge",
-        "Free space on the data directory's disk",
-    );
+    let help = "Free space on the data directory's disk";
+    metric(out, "rabbitmq_disk_space_available_bytes", "gauge", help);
     let _ = writeln!(out, "rabbitmq_disk_space_available_bytes {disk}");
     let alarm = state.alarms.borrow().clone();
-    metric(
-        &mut out,
-        "rabbitmq_alarms_memory_used_watermark",
-        "gauge",
-        "1 while the memory alarm is in effect",
-    );
-    let memory_alarm = alarm.as_deref().is_some_and(|a| a.contains("memory"));
-    let _ = writeln!(
-        out,
-        "rabbitmq_alarms_memory_used_watermark {}",
-        u8::from(memory_alarm)
-    );
-    metric(
-        &mut out,
-        "rabbitmq_alarms_free_disk_space_watermark",
-        "gauge",
-        "1 while the disk alarm is in effect",
-    );
-    let disk_alarm = alarm.as_deref().is_some_and(|a| a.contains("disk"));
-    let _ = writeln!(
-        out,
-        "rabbitmq_alarms_free_disk_space_watermark {}",
-        u8::from(disk_alarm)
-    );
-    crate::store::sync::write_fsync_histogram(&mut out);
-    out
+    for (name, kind) in [
+        ("rabbitmq_alarms_memory_used_watermark", "memory"),
+        ("rabbitmq_alarms_free_disk_space_watermark", "disk"),
+    ] {
+        metric(
+            out,
+            name,
+            "gauge",
+            &format!("1 while the {kind} alarm is in effect"),
+        );
+        let on = alarm.as_deref().is_some_and(|a| a.contains(kind));
+        let _ = writeln!(out, "{name} {}", u8::from(on));
+    }
 }
 
 fn queue_metrics(state: &Management, out: &mut String) {

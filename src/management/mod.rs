@@ -92,6 +92,18 @@ pub fn node_name() -> String {
 
 /// Every route.
 pub fn router(state: Arc<Management>) -> Router {
+    node_routes()
+        .merge(object_routes())
+        .merge(account_routes())
+        .route(
+            "/api/{*rest}",
+            get(reply::not_found_route).put(reply::not_found_route),
+        )
+        .with_state(state)
+}
+
+/// The node: overview, health, metrics and the dashboard's files.
+fn node_routes() -> Router<Arc<Management>> {
     Router::new()
         .route("/api/overview", get(overview::overview))
         .route("/api/cluster-name", get(overview::cluster_name))
@@ -110,35 +122,15 @@ pub fn router(state: Arc<Management>) -> Router {
             "/api/health/checks/port-listener/{port}",
             get(overview::port_listener),
         )
-        .route("/api/vhosts", get(accounts::vhosts))
-        .route(
-            "/api/vhosts/{vhost}",
-            get(accounts::vhost)
-                .put(accounts::put_vhost)
-                .delete(accounts::delete_vhost),
-        )
-        .route(
-            "/api/vhosts/{vhost}/permissions",
-            get(accounts::vhost_permissions),
-        )
-        .route("/api/users", get(accounts::users))
-        .route(
-            "/api/users/{user}",
-            get(accounts::user)
-                .put(accounts::put_user)
-                .delete(accounts::delete_user),
-        )
-        .route(
-            "/api/users/{user}/permissions",
-            get(accounts::user_permissions),
-        )
-        .route("/api/permissions", get(accounts::permissions))
-        .route(
-            "/api/permissions/{vhost}/{user}",
-            get(accounts::permission)
-                .put(accounts::put_permission)
-                .delete(accounts::delete_permission),
-        )
+        .route("/", get(dashboard::index))
+        .route("/www/{*file}", get(dashboard::file))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/metrics", get(metrics::metrics))
+}
+
+/// Queues, exchanges, bindings, messages, connections, channels and consumers.
+fn object_routes() -> Router<Arc<Management>> {
+    Router::new()
         .route("/api/queues", get(queues::all))
         .route("/api/queues/{vhost}", get(queues::in_vhost))
         .route(
@@ -196,13 +188,47 @@ pub fn router(state: Arc<Management>) -> Router {
             "/api/connections/{name}/channels",
             get(connections::connection_channels),
         )
+        .route("/api/channels", get(connections::channels))
+        .route("/api/consumers", get(connections::consumers))
+        .route("/api/consumers/{vhost}", get(connections::consumers_in))
+}
+
+/// Vhosts, users, permissions and definitions.
+fn account_routes() -> Router<Arc<Management>> {
+    Router::new()
+        .route("/api/vhosts", get(accounts::vhosts))
+        .route(
+            "/api/vhosts/{vhost}",
+            get(accounts::vhost)
+                .put(accounts::put_vhost)
+                .delete(accounts::delete_vhost),
+        )
+        .route(
+            "/api/vhosts/{vhost}/permissions",
+            get(accounts::vhost_permissions),
+        )
+        .route("/api/users", get(accounts::users))
+        .route(
+            "/api/users/{user}",
+            get(accounts::user)
+                .put(accounts::put_user)
+                .delete(accounts::delete_user),
+        )
+        .route(
+            "/api/users/{user}/permissions",
+            get(accounts::user_permissions),
+        )
+        .route("/api/permissions", get(accounts::permissions))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            get(accounts::permission)
+                .put(accounts::put_permission)
+                .delete(accounts::delete_permission),
+        )
         .route(
             "/api/vhosts/{vhost}/connections",
             get(connections::vhost_connections),
         )
-        .route("/api/channels", get(connections::channels))
-        .route("/api/consumers", get(connections::consumers))
-        .route("/api/consumers/{vhost}", get(connections::consumers_in))
         .route(
             "/api/definitions",
             get(definitions::export).post(definitions::import),
@@ -211,15 +237,6 @@ pub fn router(state: Arc<Management>) -> Router {
             "/api/definitions/{vhost}",
             get(definitions::export_vhost).post(definitions::import_vhost),
         )
-        .route("/", get(dashboard::index))
-        .route("/www/{*file}", get(dashboard::file))
-        .route("/metrics", get(metrics::metrics))
-        .route("/api/metrics", get(metrics::metrics))
-        .route(
-            "/api/{*rest}",
-            get(reply::not_found_route).put(reply::not_found_route),
-        )
-        .with_state(state)
 }
 
 /// The management API running beside a server; its tasks stop when this is dropped.

@@ -226,19 +226,7 @@ impl Server {
         let configured = configure(&broker)?;
         let background =
             broker.start_background(Duration::from_millis(100), options.compaction_interval);
-        let tls = match (&options.tls, options.tls_listeners.is_empty()) {
-            (_, true) => None,
-            (None, false) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "tls_listeners need tls_cert and tls_key",
-                ))
-            }
-            (Some(files), false) => Some(
-                TlsSetup::load(files)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
-            ),
-        };
+        let tls = tls_setup(&options)?;
         let mut listeners = Vec::new();
         let plain = std::iter::once(&options.listen).chain(&options.extra_listeners);
         for address in plain.chain(&options.tls_listeners) {
@@ -247,16 +235,7 @@ impl Server {
             })?;
             listeners.push(listener);
         }
-        let mut management = Vec::new();
-        for address in &options.management_listeners {
-            let listener = TcpListener::bind(address).await.map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on {address} for the management API: {e} (--management off disables it)"),
-                )
-            })?;
-            management.push(listener);
-        }
+        let management = bind_management(&options.management_listeners).await?;
         let thresholds =
             alarms::Thresholds::new(options.memory_high_watermark, options.disk_free_limit);
         let alarms = alarms::start(
@@ -502,6 +481,38 @@ fn log_task_end(done: Result<(), tokio::task::JoinError>) {
             error!(error = %e, "connection task panicked");
         }
     }
+}
+
+/// What the TLS listeners accept with (`None` without TLS listeners).
+fn tls_setup(options: &ServerOptions) -> io::Result<Option<TlsSetup>> {
+    Ok(match (&options.tls, options.tls_listeners.is_empty()) {
+        (_, true) => None,
+        (None, false) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "tls_listeners need tls_cert and tls_key",
+            ))
+        }
+        (Some(files), false) => Some(
+            TlsSetup::load(files)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?,
+        ),
+    })
+}
+
+/// Binds the management API's listeners (the management module serves them).
+async fn bind_management(addresses: &[String]) -> io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for address in addresses {
+        let listener = TcpListener::bind(address).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {address} for the management API: {e} (--management off disables it)"),
+            )
+        })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 /// Binds one listener. `[::]:port` (IPv6's every address) is bound dual-stack, accepting IPv4

@@ -166,6 +166,14 @@ impl Connection {
         Ok(())
     }
 
+    /// The management API asked this connection to close (320, with its reason).
+    pub(super) fn close_requested(&mut self, reason: Option<String>) {
+        if let Some(reason) = reason {
+            info!(peer = %self.peer, user = %self.user, %reason, "closing the connection (management API)");
+            self.close_connection(Error::Forced(reason.clone()).into(), &reason);
+        }
+    }
+
     /// The users or vhosts changed (a reload): if this connection's user or vhost is gone, the
     /// connection closes with 320, as RabbitMQ closes them (`user 'u' is deleted`).
     pub(super) fn accounts_changed(&mut self) {

@@ -235,9 +235,8 @@ impl Connection {
         let mut timer_at = self.deadline;
         // Queues this connection published to that push back: input waits for them.
         let mut throttled: Vec<Arc<Queue>> = Vec::new();
-        // A reload that removes this connection's user or vhost closes it.
+        // A reload that removes this connection's user or vhost closes it, as may the API.
         let mut accounts = self.context.users.subscribe();
-        // The management API may ask this connection to close.
         let mut close_requests = self.entry.close_requests();
         loop {
             was_open |= self.state == State::Running;
@@ -286,13 +285,8 @@ impl Connection {
                         self.accounts_changed();
                     }
                 }
-                changed = close_requests.changed(), if !matches!(self.state, State::Closing | State::Draining | State::Done) => {
-                    let reason = close_requests.borrow_and_update().clone();
-                    // The registry entry cannot go while this task holds it.
-                    if let (Ok(()), Some(reason)) = (changed, reason) {
-                        info!(peer = %self.peer, user = %self.user, %reason, "closing the connection (management API)");
-                        self.close_connection(Error::Forced(reason.clone()).into(), &reason);
-                    }
+                Ok(()) = close_requests.changed(), if self.closable() => {
+                    self.close_requested(close_requests.borrow_and_update().clone());
                 }
                 changed = alarms.changed(), if self.state == State::Running => {
                     if changed.is_ok() {
@@ -300,13 +294,18 @@ impl Connection {
                         self.on_alarm();
                     }
                 }
-                _ = shutdown.changed(), if !matches!(self.state, State::Closing | State::Draining | State::Done) => {
+                _ = shutdown.changed(), if self.closable() => {
                     self.close_connection(Exception::from(Error::Shutdown), "broker shutting down");
                 }
             }
         }
         stream.shutdown().await;
         was_open
+    }
+
+    /// Whether the connection can still be closed (it is not closing or closed already).
+    fn closable(&self) -> bool {
+        !matches!(self.state, State::Closing | State::Draining | State::Done)
     }
 
     /// Whether input is read this turn: not once the connection is done, nor while too much
