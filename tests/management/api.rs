@@ -60,8 +60,26 @@ impl Api {
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.call_with(method, path, body, &[])
+    }
+
+    /// A GET with an `Accept` header (the Prometheus exporter asks for `application/bert`).
+    pub fn get_accepting(&self, path: &str, accept: &str) -> Answer {
+        self.call_with("GET", path, None, &[("Accept", accept)])
+    }
+
+    fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let url = format!("{}{path}", self.base);
-        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let mut request = ureq::http::Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let request = match self.header() {
             Some(h) => request.header("Authorization", h),
             None => request,
