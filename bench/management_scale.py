@@ -7,7 +7,7 @@ every 100th, then times each request R times and prints the median and the 90th 
   .venv/bin/python bench/management_scale.py --amqp 5790 --http 15790 --queues 100000
 
 Works against RabbitMQ with its management plugin too (same requests, guest/guest)."""
-import argparse, base64, json, statistics, time, urllib.request
+import argparse, base64, json, statistics, time, urllib.error, urllib.request
 
 import pika
 
@@ -55,10 +55,14 @@ def main():
     print(f"{'request':<66} {'median ms':>10} {'p90 ms':>8} {'bytes':>10}")
     for path in paths:
         times, size = [], 0
-        for _ in range(args.runs):
-            took, body = request(base, path, auth)
-            times.append(took * 1000)
-            size = len(body)
+        try:
+            for _ in range(args.runs):
+                took, body = request(base, path, auth)
+                times.append(took * 1000)
+                size = len(body)
+        except urllib.error.HTTPError as e:
+            print(f"{path:<66} {'HTTP ' + str(e.code):>10}")
+            continue
         times.sort()
         p90 = times[min(len(times) - 1, int(len(times) * 0.9))]
         print(f"{path:<66} {statistics.median(times):>10.1f} {p90:>8.1f} {size:>10,}")
