@@ -186,16 +186,7 @@ fn reason(body: &str) -> String {
 /// A path segment, percent-encoded (RFC 3986: all but the unreserved characters), so that the
 /// vhost `/` is `%2F`.
 pub fn segment(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                encoded.push(byte as char)
-            }
-            _ => encoded.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    encoded
+    warren::management::percent_encode(text)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use warren_protocol::types::FieldTable;
 use super::auth::Caller;
 use super::lookup::{exchange_name, vhost_or_404, visible_vhost, API_CONNECTION};
 use super::reply::{self, parse_body, table_json, text, ApiError, ApiResult};
-use super::Management;
+use super::{percent_encode, Management};
 use crate::broker::exchange::{encode_arguments, Destination};
 use crate::broker::vhost::BindingSnapshot as BindingInfo;
 
@@ -41,31 +41,7 @@ pub fn properties_key(routing_key: &str, arguments: &FieldTable) -> String {
 
 /// Form-style quoting: unreserved characters as they are, space as `+`, the rest `%XX`.
 fn quote_plus(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            b' ' => out.push('+'),
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
-}
-
-/// Percent-encodes everything but unreserved characters (for a path segment).
-fn encode_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            other => out.push_str(&format!("%{other:02X}")),
-        }
-    }
-    out
+    percent_encode(text).replace("%20", "+")
 }
 
 pub fn binding_json(vhost: &str, binding: &BindingInfo) -> Value {
@@ -271,8 +247,8 @@ pub async fn create(
     )?;
     let location = format!(
         "{}/{}",
-        encode_segment(&name),
-        encode_segment(&properties_key(routing_key, &arguments))
+        percent_encode(&name),
+        percent_encode(&properties_key(routing_key, &arguments))
     );
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }

@@ -80,6 +80,18 @@ pub struct Management {
     pub accounts: Arc<Overlay>,
 }
 
+/// RFC 3986's unreserved characters stay as they are; everything else is `%XX`.
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A path segment, percent-encoded (the vhost `/` is `%2F`).
+pub fn percent_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, NOT_UNRESERVED).to_string()
+}
+
 /// The node name: `warren@` and the host name.
 pub fn node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -37,31 +37,29 @@ pub struct Counts {
 #[derive(Debug, Default)]
 struct SharedCounts([AtomicU64; 6]);
 
+impl Counts {
+    fn values(&self) -> [u64; 6] {
+        [
+            self.received,
+            self.routed,
+            self.delivered,
+            self.redelivered,
+            self.acknowledged,
+            self.confirmed,
+        ]
+    }
+}
+
 impl SharedCounts {
+    #[inline]
     fn store(&self, counts: &Counts) {
-        let values = [
-            counts.received,
-            counts.routed,
-            counts.delivered,
-            counts.redelivered,
-            counts.acknowledged,
-            counts.confirmed,
-        ];
-        for (slot, value) in self.0.iter().zip(values) {
+        for (slot, value) in self.0.iter().zip(counts.values()) {
             slot.store(value, Relaxed);
         }
     }
 
     fn add(&self, counts: &Counts) {
-        let values = [
-            counts.received,
-            counts.routed,
-            counts.delivered,
-            counts.redelivered,
-            counts.acknowledged,
-            counts.confirmed,
-        ];
-        for (slot, value) in self.0.iter().zip(values) {
+        for (slot, value) in self.0.iter().zip(counts.values()) {
             slot.fetch_add(value, Relaxed);
         }
     }
