@@ -105,6 +105,7 @@ def main():
             thread.join()
         took = time.monotonic() - began
         rss = rss_mb(process.pid)
+        fds = len(os.listdir(f"/proc/{process.pid}/fd"))
         process.send_signal(signal.SIGKILL)
         process.wait()
         process, restart = start(args.warren, data, port, 2)
@@ -113,7 +114,7 @@ def main():
         print(
             f"n={args.n} connections={args.connections} declare+bind: {took:.1f} s, "
             f"{args.n / took:.0f} queues/s ({2 * args.n / took:.0f} declares+binds/s); "
-            f"RSS after {rss:.1f} MB; restart to listening {restart:.2f} s "
+            f"RSS after {rss:.1f} MB, {fds} open files; restart to listening {restart:.2f} s "
             f"(RSS after restart {rss_restarted:.1f} MB); sampled queues missing after restart: "
             f"{missing}"
         )

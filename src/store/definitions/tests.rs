@@ -15,7 +15,10 @@ fn no_legacy(_: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn open(dir: &std::path::Path) -> (DefinitionLog, Vec<(Vec<u8>, Vec<u8>)>) {
+/// Live records as owned bytes, to compare.
+type Live = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn open(dir: &std::path::Path) -> (DefinitionLog, Live) {
     let (log, live) = DefinitionLog::open(dir, &no_legacy).expect("open");
     let live = live
         .into_iter()
