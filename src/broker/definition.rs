@@ -4,13 +4,18 @@
 //!
 //! Strings are short strings (`u8` length, bytes); field tables are in their AMQP encoding (with
 //! their `u32` length). A kind byte (1 exchange, 2 queue, 3 binding) and the fields below.
+//!
+//! Each record has a key, its identity in the definitions log (a later delete names it): the kind
+//! byte and the name for an exchange or a queue; for a binding, the kind byte, source, destination
+//! (kind and name), routing key and the arguments as the exchange compares them
+//! ([`encode_arguments`]).
 
 use bytes::{BufMut, BytesMut};
 use warren_protocol::method::ShortStr;
 use warren_protocol::table::encode_field_table;
 use warren_protocol::types::FieldTable;
 
-use super::exchange::Destination;
+use super::exchange::{encode_arguments, Destination};
 use super::record::{put_short, Reader};
 
 const EXCHANGE: u8 = 1;
@@ -40,7 +45,63 @@ pub enum Definition {
     },
 }
 
+/// The key of an exchange's record.
+pub fn exchange_key(name: &ShortStr) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_u8(EXCHANGE);
+    put_short(&mut out, name.as_bytes());
+    out.to_vec()
+}
+
+/// The key of a queue's record.
+pub fn queue_key(name: &ShortStr) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_u8(QUEUE);
+    put_short(&mut out, name.as_bytes());
+    out.to_vec()
+}
+
+/// The key of a binding's record; `arguments` as [`encode_arguments`] gives them.
+pub fn binding_key(
+    source: &ShortStr,
+    destination: &Destination,
+    routing_key: &ShortStr,
+    arguments: &[u8],
+) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_u8(BINDING);
+    put_short(&mut out, source.as_bytes());
+    let (kind, name) = match destination {
+        Destination::Queue(name) => (0, name),
+        Destination::Exchange(name) => (1, name),
+    };
+    out.put_u8(kind);
+    put_short(&mut out, name.as_bytes());
+    put_short(&mut out, routing_key.as_bytes());
+    out.put_slice(arguments);
+    out.to_vec()
+}
+
 impl Definition {
+    /// Its identity in the definitions log.
+    pub fn key(&self) -> Vec<u8> {
+        match self {
+            Definition::Exchange { name, .. } => exchange_key(name),
+            Definition::Queue { name, .. } => queue_key(name),
+            Definition::Binding {
+                source,
+                destination,
+                routing_key,
+                arguments,
+            } => binding_key(
+                source,
+                destination,
+                routing_key,
+                &encode_arguments(arguments),
+            ),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = BytesMut::new();
         match self {

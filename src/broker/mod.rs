@@ -135,7 +135,8 @@ impl Broker {
         })
     }
 
-    /// Runs log compaction over every queue every `interval`, on the blocking pool (a
+    /// Runs log compaction over every vhost's definitions log and every queue every `interval`,
+    /// on the blocking pool (a
     /// compaction syncs files and punches holes for tens of milliseconds, holding its queue's
     /// lock only for two bookkeeping steps of microseconds).
     fn spawn_compaction(&self, interval: std::time::Duration) -> JoinHandle<()> {
@@ -147,6 +148,9 @@ impl Broker {
                 let vhosts = Broker::all(&vhosts);
                 let freed = tokio::task::spawn_blocking(move || {
                     let mut freed = 0;
+                    for vhost in vhosts.iter() {
+                        freed += vhost.compact_definitions();
+                    }
                     for queue in vhosts.iter().flat_map(|vhost| vhost.queues()) {
                         match queue.compact() {
                             Ok(bytes) => freed += bytes,

@@ -4,13 +4,13 @@
 //!   acks), with CRC-checked records and recovery that cuts a torn tail.
 //! - [`sync`]: group commit: one `fsync` covers every write made before it, and whoever waits on
 //!   it (a publisher confirm) is told once it is done.
-//! - [`definitions`]: the durable topology (exchanges, queues, bindings) as a small append-only
-//!   log, rewritten whole at start.
+//! - [`definitions`]: the durable topology (exchanges, queues, bindings) as an append-only log
+//!   of puts and deletes per vhost, compacted in the background.
 //!
 //! Layout under `--data-dir` (`<id>`: 16 hex digits of the FNV-1a hash of a name, see [`id`]):
 //!
 //! ```text
-//! vhosts/<id>/definitions      the vhost's durable exchanges, queues, bindings (definitions.rs)
+//! vhosts/<id>/definitions.log  the vhost's durable exchanges, queues, bindings (definitions/)
 //! vhosts/<id>/queues/<id>/     one directory per durable queue (log.rs)
 //! spill/<n>/                   logs of non-durable queues whose backlog outgrew memory; removed
 //!                              at start

@@ -19,6 +19,7 @@ impl Vhost {
         if source.is_empty() {
             return Err(default_exchange());
         }
+        let durable_destination = topology.durable_destination(&destination);
         let exchange = topology
             .exchanges
             .get_mut(source)
@@ -31,10 +32,13 @@ impl Vhost {
             routing_key,
             arguments: encode_arguments(arguments),
         };
-        if exchange.bind(key, target, arguments) && exchange.durable {
-            self.save(&topology);
+        let logged = (exchange.durable && durable_destination).then(|| key.clone());
+        if exchange.bind(key, target, arguments) {
+            if let Some(key) = logged {
+                topology.log_binding(source, &key, Some(arguments));
+            }
         }
-        Ok(())
+        self.save(topology)
     }
 
     /// `queue.unbind` and `exchange.unbind`.
@@ -57,6 +61,7 @@ impl Vhost {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(other) => return Err(other),
         };
+        let durable_destination = topology.durable_destination(&destination);
         let Some(exchange) = topology.exchanges.get_mut(source) else {
             return Ok(());
         };
@@ -66,13 +71,12 @@ impl Vhost {
             arguments: encode_arguments(arguments),
         };
         if exchange.unbind(&key, &target) {
-            let durable = exchange.durable;
-            topology.auto_delete_exchange(source);
-            if durable {
-                self.save(&topology);
+            if exchange.durable && durable_destination {
+                topology.log_binding(source, &key, None);
             }
+            topology.auto_delete_exchange(source);
         }
-        Ok(())
+        self.save(topology)
     }
 
     fn resolve(

@@ -2,13 +2,15 @@
 //! by themselves (auto-delete once their last consumer goes, exclusive ones with their connection,
 //! and those whose `x-expires` ran out, through [`Vhost::remove_if`]). A queue or exchange takes
 //! every binding to it along, and an auto-delete exchange left without bindings goes too. All
-//! under the topology's write lock; the definitions are saved when something durable went.
+//! under the topology's write lock; what durable went is logged there and saved after it
+//! (`changes.rs`).
 
 use std::sync::Arc;
 
 use warren_protocol::method::ShortStr;
 
 use super::{default_exchange, is_built_in, Topology, Vhost};
+use crate::broker::definition::{exchange_key, queue_key};
 use crate::broker::exchange::{Destination, Target};
 use crate::broker::queue::{Consumer, Queue};
 use crate::error::Error;
@@ -35,12 +37,8 @@ impl Vhost {
                 self.name
             )));
         }
-        let durable = exchange.durable;
         topology.remove_exchange(name);
-        if durable {
-            self.save(&topology);
-        }
-        Ok(())
+        self.save(topology)
     }
 
     /// `queue.delete`: returns how many messages the queue held, and the consumers to cancel.
@@ -71,10 +69,10 @@ impl Vhost {
                 self.name
             )));
         }
-        let durable = queue.options.durable;
         let (consumers, count) = topology.remove_queue(name);
-        if durable {
-            self.save(&topology);
+        if let Err(e) = self.save(topology) {
+            cancel_all(consumers);
+            return Err(e);
         }
         Ok((count, consumers))
     }
@@ -93,9 +91,8 @@ impl Vhost {
         }
         let (consumers, messages) = topology.remove_queue(&queue.name);
         cancel_all(consumers);
-        if queue.options.durable {
-            self.save(&topology);
-        }
+        // A failure is logged; the queue is gone from memory either way.
+        let _ = self.save(topology);
         Some(messages)
     }
 
@@ -109,8 +106,9 @@ impl Vhost {
     /// definitions: the vhost was removed ([`crate::broker::Broker::remove_vhost`]).
     pub fn delete_everything(&self) {
         let mut topology = self.write();
-        self.removed
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Nothing of the vhost is written any more.
+        topology.definitions = None;
+        topology.uncommitted = false;
         let names: Vec<ShortStr> = topology.queues.keys().cloned().collect();
         for name in names {
             let (consumers, _) = topology.remove_queue(&name);
@@ -139,6 +137,8 @@ impl Vhost {
             let (consumers, _) = topology.remove_queue(&name);
             cancel_all(consumers);
         }
+        // An auto-delete exchange that went with them may have been durable.
+        let _ = self.save(topology);
     }
 }
 
@@ -148,28 +148,56 @@ impl Topology {
         let Some(queue) = self.queues.remove(name) else {
             return (Vec::new(), 0);
         };
+        let durable = queue.options.durable && queue.options.exclusive_owner.is_none();
+        if durable {
+            self.log_delete(&queue_key(name));
+        }
         let destination = Destination::Queue(name.clone());
         let target = Target::Queue(Arc::clone(&queue));
-        self.unbind_everywhere(&destination, &target);
+        self.unbind_everywhere(&destination, &target, durable);
         let (consumers, count) = queue.delete();
         (consumers, count)
     }
 
     fn remove_exchange(&mut self, name: &ShortStr) {
-        if self.exchanges.remove(name).is_none() {
+        let Some(exchange) = self.exchanges.remove(name) else {
             return;
-        }
+        };
         let destination = Destination::Exchange(name.clone());
+        if exchange.durable && self.definitions.is_some() {
+            self.log_delete(&exchange_key(name));
+            for binding in exchange.bindings() {
+                let durable = match &binding.destination {
+                    to_itself if *to_itself == destination => true,
+                    other => self.durable_destination(other),
+                };
+                if durable {
+                    self.log_binding(name, binding, None);
+                }
+            }
+        }
         let target = Target::Exchange(name.clone());
-        self.unbind_everywhere(&destination, &target);
+        self.unbind_everywhere(&destination, &target, exchange.durable);
     }
 
-    fn unbind_everywhere(&mut self, destination: &Destination, target: &Target) {
+    /// Removes every binding to `destination` (whose definition is logged if `durable`).
+    fn unbind_everywhere(&mut self, destination: &Destination, target: &Target, durable: bool) {
         let mut emptied = Vec::new();
+        let mut gone = Vec::new();
+        let logging = durable && self.definitions.is_some();
         for exchange in self.exchanges.values_mut() {
+            if logging && exchange.durable && !exchange.name.is_empty() {
+                let bound = exchange
+                    .bindings()
+                    .filter(|b| b.destination == *destination);
+                gone.extend(bound.map(|b| (exchange.name.clone(), b.clone())));
+            }
             if exchange.unbind_all_to(destination, target) > 0 {
                 emptied.push(exchange.name.clone());
             }
+        }
+        for (source, binding) in gone {
+            self.log_binding(&source, &binding, None);
         }
         for name in emptied {
             self.auto_delete_exchange(&name);

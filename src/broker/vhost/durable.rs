@@ -1,23 +1,22 @@
 //! The durable side of a vhost: opening it on the store (recovering its definitions, queues and
-//! their messages), creating queues with their logs, and saving the definitions file after a
-//! change to something durable. The rest of the vhost never touches a file.
+//! their messages) and creating queues with their logs. What a change appends to the definitions
+//! log is `changes.rs`. The rest of the vhost never touches a file.
 
 use std::io;
 use std::sync::Arc;
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use warren_protocol::method::ShortStr;
-use warren_protocol::table::decode_field_table;
-use warren_protocol::types::FieldTable;
 
-use super::{consumer_timeout, is_built_in, Topology, Vhost};
+use super::{consumer_timeout, Topology, Vhost};
 use crate::broker::definition::Definition;
 use crate::broker::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target,
 };
 use crate::broker::queue::{Queue, QueueOptions};
 use crate::broker::storage::{LogStore, Spill};
-use crate::store::{definitions, Store};
+use crate::store::definitions::DefinitionLog;
+use crate::store::Store;
 
 impl Vhost {
     /// A vhost whose durable exchanges, queues, bindings and persistent messages live in
@@ -30,23 +29,31 @@ impl Vhost {
         Ok(vhost)
     }
 
-    /// Applies the definitions file: exchanges, then queues (with their logs), then bindings.
+    /// Opens the definitions log and applies it: exchanges, then queues (with their logs), then
+    /// bindings. What cannot be applied (unreadable, of an unknown type, a binding to something
+    /// missing) is dropped from the log by rewriting it from what was recovered.
     fn recover(&self) -> io::Result<()> {
         let Some((_, dir)) = &self.store else {
             return Ok(());
         };
         let started = std::time::Instant::now();
-        let mut definitions = Vec::new();
-        for record in definitions::load(dir)? {
-            match Definition::decode(&record) {
+        let legacy_key = |record: &[u8]| Definition::decode(record).map(|d| d.key());
+        let (log, records) = DefinitionLog::open(dir, &legacy_key)?;
+        let total = records.len();
+        let mut definitions = Vec::with_capacity(total);
+        for (_, record) in &records {
+            match Definition::decode(record) {
                 Some(definition) => definitions.push(definition),
                 None => warn!(vhost = %self.name, "skipping an unreadable definition"),
             }
         }
+        drop(records);
         let mut topology = self.write();
         let exchanges = self.recover_exchanges(&mut topology, &definitions);
         let (queues, messages) = self.recover_queues(&mut topology, &definitions)?;
         let bindings = self.recover_bindings(&mut topology, definitions);
+        topology.definitions = Some(Arc::new(log));
+        drop(topology);
         info!(
             vhost = %self.name,
             exchanges,
@@ -56,6 +63,10 @@ impl Vhost {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "recovered durable definitions and messages"
         );
+        let applied = exchanges + queues + bindings;
+        if applied < total {
+            self.rewrite_definitions()?;
+        }
         Ok(())
     }
 
@@ -184,84 +195,5 @@ impl Vhost {
             Box::new(log),
             backlog,
         )))
-    }
-
-    /// Rewrites the definitions file after a change to something durable.
-    pub(super) fn save(&self, topology: &Topology) {
-        let Some((_, dir)) = &self.store else {
-            return;
-        };
-        if self.removed.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        let durable_queue = |name: &ShortStr| {
-            topology
-                .queues
-                .get(name)
-                .is_some_and(|q| q.options.durable && q.options.exclusive_owner.is_none())
-        };
-        let durable_exchange = |name: &ShortStr| {
-            topology
-                .exchanges
-                .get(name)
-                .is_some_and(|x| x.durable && !name.is_empty())
-        };
-        let mut records = Vec::new();
-        for exchange in topology.exchanges.values() {
-            if exchange.durable && !is_built_in(&exchange.name) && !exchange.name.is_empty() {
-                records.push(
-                    Definition::Exchange {
-                        name: exchange.name.clone(),
-                        kind: exchange.kind.name().to_owned(),
-                        auto_delete: exchange.auto_delete,
-                        internal: exchange.internal,
-                        arguments: exchange.arguments.clone(),
-                    }
-                    .encode(),
-                );
-            }
-        }
-        for queue in topology.queues.values() {
-            if durable_queue(&queue.name) {
-                records.push(
-                    Definition::Queue {
-                        name: queue.name.clone(),
-                        auto_delete: queue.options.auto_delete,
-                        arguments: queue.options.arguments.clone(),
-                    }
-                    .encode(),
-                );
-            }
-        }
-        for exchange in topology.exchanges.values() {
-            if !durable_exchange(&exchange.name) {
-                continue;
-            }
-            for binding in exchange.bindings() {
-                let durable = match &binding.destination {
-                    Destination::Queue(name) => durable_queue(name),
-                    Destination::Exchange(name) => durable_exchange(name),
-                };
-                if !durable {
-                    continue;
-                }
-                let arguments = match binding.arguments.is_empty() {
-                    true => FieldTable::default(),
-                    false => decode_field_table(&binding.arguments).unwrap_or_default(),
-                };
-                records.push(
-                    Definition::Binding {
-                        source: exchange.name.clone(),
-                        destination: binding.destination.clone(),
-                        routing_key: binding.routing_key.clone(),
-                        arguments,
-                    }
-                    .encode(),
-                );
-            }
-        }
-        if let Err(e) = definitions::save(dir, &records) {
-            error!(vhost = %self.name, error = %e, "saving the durable definitions failed");
-        }
     }
 }

@@ -22,6 +22,7 @@ use warren_protocol::method::ShortStr;
 use warren_protocol::types::FieldTable;
 
 mod bind;
+mod changes;
 pub mod dead_letter;
 mod delete;
 mod durable;
@@ -114,6 +115,11 @@ pub struct RouteScratch {
 struct Topology {
     exchanges: Map<ShortStr, Exchange>,
     queues: Map<ShortStr, Arc<Queue>>,
+    /// The definitions log of a vhost opened on a store (set once recovered, taken when the
+    /// vhost is removed): changes to durable things are appended to it ([`changes`]).
+    definitions: Option<changes::Log>,
+    /// Changes were appended that [`Vhost::save`] has not yet made durable.
+    uncommitted: bool,
 }
 
 #[derive(Debug)]
@@ -127,8 +133,6 @@ pub struct Vhost {
     next_name: AtomicU64,
     /// Its limits (RabbitMQ's vhost limits), changed by a reload.
     limits: parking_lot::Mutex<VhostLimits>,
-    /// Removed from the broker: nothing of it is written any more.
-    removed: std::sync::atomic::AtomicBool,
 }
 
 /// RabbitMQ's vhost limits: how many connections may open the vhost and how many queues it may
@@ -159,12 +163,13 @@ impl Vhost {
             topology: RwLock::new(Topology {
                 exchanges,
                 queues: Map::default(),
+                definitions: None,
+                uncommitted: false,
             }),
             names: RandomState::new(),
             next_name: AtomicU64::new(0),
             store: None,
             limits: parking_lot::Mutex::new(VhostLimits::default()),
-            removed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -304,12 +309,9 @@ impl Vhost {
             declare.internal,
             declare.arguments,
         );
-        let durable = exchange.durable;
+        topology.log_exchange(&exchange);
         topology.exchanges.insert(declare.name, exchange);
-        if durable {
-            self.save(&topology);
-        }
-        Ok(())
+        self.save(topology)
     }
 
     pub fn declare_queue(
@@ -364,9 +366,8 @@ impl Vhost {
             .new_queue(declare.name.clone(), options)
             .map_err(|e| Error::Internal(format!("cannot open the queue's log: {e}")))?;
         topology.queues.insert(declare.name, Arc::clone(&queue));
-        if queue.options.durable && owner.is_none() {
-            self.save(&topology);
-        }
+        topology.log_queue(&queue);
+        self.save(topology)?;
         Ok(declared(&queue))
     }
 

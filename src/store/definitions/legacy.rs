@@ -1,26 +1,27 @@
-//! The durable topology of a vhost, as one small file rewritten whole on every change.
-//!
-//! Declarations are rare next to messages, so the file is simply replaced: the records are written
-//! to `definitions.tmp`, synced, renamed over `definitions`, and the directory is synced. A crash
-//! leaves either the old file or the new one, never a mix. The broker encodes its entities into
-//! records (opaque bytes here).
+//! The definitions file of Warren before the log (one file rewritten whole on every change),
+//! read once at start to upgrade a data directory to the log ([`super::DefinitionLog::open`]).
+//! Nothing writes this format any more (but the tests, to have something to upgrade).
 //!
 //! Format: `WRNDEF01` | records, each `u32 length (BE) | bytes` | `u32 crc32c` of everything
 //! before it. A file that fails any check is refused with an error that names it: the broker must
 //! not start with half its topology.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::Path;
 
 use bytes::Bytes;
 
+pub(super) const FILE: &str = "definitions";
 const MAGIC: &[u8; 8] = b"WRNDEF01";
 /// No definitions file is larger than this (a bound before reading it whole).
 const MAX_FILE: u64 = 256 * 1024 * 1024;
 
-/// Replaces the definitions file in `dir` with `records`, durably.
+/// Writes a definitions file in the old format (for the upgrade tests).
+#[cfg(test)]
 pub fn save(dir: &Path, records: &[Vec<u8>]) -> io::Result<()> {
+    use std::fs::File;
+    use std::io::Write;
     fs::create_dir_all(dir)?;
     let mut data = Vec::with_capacity(16 + records.iter().map(|r| r.len() + 4).sum::<usize>());
     data.extend_from_slice(MAGIC);
@@ -37,13 +38,13 @@ pub fn save(dir: &Path, records: &[Vec<u8>]) -> io::Result<()> {
     file.write_all(&data)?;
     file.sync_all()?;
     drop(file);
-    fs::rename(&tmp, dir.join("definitions"))?;
+    fs::rename(&tmp, dir.join(FILE))?;
     File::open(dir)?.sync_all()
 }
 
-/// Reads the definitions file in `dir`; no file means no definitions.
+/// Reads the old definitions file in `dir`; no file means no definitions.
 pub fn load(dir: &Path) -> io::Result<Vec<Bytes>> {
-    let path = dir.join("definitions");
+    let path = dir.join(FILE);
     let corrupt = |why: &str| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -89,7 +90,8 @@ mod tests {
     use super::*;
 
     fn dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("warren-defs-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("warren-legacy-defs-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -110,15 +112,15 @@ mod tests {
     fn any_damage_is_refused_never_half_read() {
         let dir = dir("damage");
         save(&dir, &[b"exchange".to_vec(), b"queue".to_vec()]).expect("save");
-        let good = fs::read(dir.join("definitions")).expect("read");
+        let good = fs::read(dir.join(FILE)).expect("read");
         for cut in 0..good.len() {
-            fs::write(dir.join("definitions"), &good[..cut]).expect("write");
+            fs::write(dir.join(FILE), &good[..cut]).expect("write");
             assert!(load(&dir).is_err(), "truncated at {cut}");
         }
         for at in 0..good.len() {
             let mut bad = good.clone();
             bad[at] ^= 0x40;
-            fs::write(dir.join("definitions"), &bad).expect("write");
+            fs::write(dir.join(FILE), &bad).expect("write");
             assert!(load(&dir).is_err(), "flipped byte {at}");
         }
         let _ = fs::remove_dir_all(&dir);

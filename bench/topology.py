@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Durable topology at scale (issue 19): declares N durable queues, each bound to a durable
+direct exchange, against a fresh broker; reports declares/s (a queue.declare-ok and its bind-ok
+each count once per queue), the broker's RSS after, and the time from a restart (after kill -9)
+until it listens again with everything recovered.
+
+    .venv/bin/python bench/topology.py --warren target/release/warren -n 100000 [--connections 1]
+
+pika's channels wait for each reply (no pipelining on one channel), so one connection declares
+one queue at a time; --connections C splits the queues over C connections (threads).
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pika
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(warren, data, port, starts):
+    """Starts the broker; returns it and the seconds until it logged that it listens (its
+    `starts`-th such line: the log is kept across restarts). Waiting for its own log line, not a
+    connection, so that a broker of someone else's on a reused port is never measured."""
+    path = os.path.join(data, "..", "warren.log")
+    log = open(path, "ab")
+    process = subprocess.Popen(
+        [warren, "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--management", "off"],
+        stdout=log, stderr=log,
+        env={**os.environ, "RUST_LOG": os.environ.get("BENCH_LOG", "warn,warren::server=info")},
+    )
+    started = time.monotonic()
+    while True:
+        with open(path, "rb") as f:
+            if f.read().count(b"listening for AMQP") >= starts:
+                return process, time.monotonic() - started
+        if process.poll() is not None:
+            raise SystemExit(f"warren exited: {process.returncode}")
+        time.sleep(0.005)
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def declare(port, names):
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    channel = connection.channel()
+    for name in names:
+        channel.queue_declare(name, durable=True)
+        channel.queue_bind(name, "topology", routing_key=name)
+    connection.close()
+
+
+def missing_queues(port, names):
+    """How many of `names` a passive declare does not find."""
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    channel, missing = connection.channel(), 0
+    for name in names:
+        try:
+            channel.queue_declare(name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            missing += 1
+            channel = connection.channel()
+    connection.close()
+    return missing
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--warren", default="target/release/warren")
+    parser.add_argument("-n", type=int, default=100_000)
+    parser.add_argument("--connections", type=int, default=1)
+    args = parser.parse_args()
+    root = tempfile.mkdtemp(prefix="warren-topology-")
+    data = os.path.join(root, "data")
+    os.makedirs(data)
+    port = free_port()
+    process, _ = start(args.warren, data, port, 1)
+    try:
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        connection.channel().exchange_declare("topology", "direct", durable=True)
+        connection.close()
+        names = [f"queue-{i}" for i in range(args.n)]
+        parts = [names[i :: args.connections] for i in range(args.connections)]
+        began = time.monotonic()
+        threads = [threading.Thread(target=declare, args=(port, part)) for part in parts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        took = time.monotonic() - began
+        rss = rss_mb(process.pid)
+        fds = len(os.listdir(f"/proc/{process.pid}/fd"))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process, restart = start(args.warren, data, port, 2)
+        rss_restarted = rss_mb(process.pid)
+        missing = missing_queues(port, names[:: max(1, args.n // 1000)] + names[-1:])
+        print(
+            f"n={args.n} connections={args.connections} declare+bind: {took:.1f} s, "
+            f"{args.n / took:.0f} queues/s ({2 * args.n / took:.0f} declares+binds/s); "
+            f"RSS after {rss:.1f} MB, {fds} open files; restart to listening {restart:.2f} s "
+            f"(RSS after restart {rss_restarted:.1f} MB); sampled queues missing after restart: "
+            f"{missing}"
+        )
+    finally:
+        process.kill()
+        process.wait()
+        shutil.copy(os.path.join(root, "warren.log"), "/tmp/warren-topology-last.log")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
