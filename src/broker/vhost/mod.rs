@@ -34,6 +34,7 @@ pub use export::{BindingSnapshot, ExchangeSnapshot, QueueSnapshot, VhostSnapshot
 pub use publish::{PublishScratch, Routed, Safety};
 
 use super::arguments::{check_queue_arguments, ArgumentError};
+use super::deadlines::Deadlines;
 use super::exchange::{encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target};
 use super::queue::{Queue, QueueOptions};
 use super::values::{argument_mismatch, integer};
@@ -129,6 +130,10 @@ pub struct Vhost {
     limits: parking_lot::Mutex<VhostLimits>,
     /// Removed from the broker: nothing of it is written any more.
     removed: std::sync::atomic::AtomicBool,
+    /// When its queues need the tick (see `expiry.rs`).
+    deadlines: Arc<Deadlines<Queue>>,
+    /// Queues the tick has visited, ever (see [`Vhost::tick_visits`]).
+    visits: AtomicU64,
 }
 
 /// RabbitMQ's vhost limits: how many connections may open the vhost and how many queues it may
@@ -165,6 +170,8 @@ impl Vhost {
             store: None,
             limits: parking_lot::Mutex::new(VhostLimits::default()),
             removed: std::sync::atomic::AtomicBool::new(false),
+            deadlines: Arc::default(),
+            visits: AtomicU64::new(0),
         }
     }
 
