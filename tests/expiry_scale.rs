@@ -13,6 +13,7 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use warren::broker::vhost::QueueDeclare;
 use warren::{Server, ServerOptions};
+use warren_protocol::method::ShortStr;
 
 const IDLE_QUEUES: usize = 20_000;
 const TTL_MS: u64 = 300;
@@ -38,7 +39,7 @@ async fn idle_queues_cost_the_tick_nothing_and_a_ttl_queue_among_them_expires_on
 
     for i in 0..IDLE_QUEUES {
         let declare = QueueDeclare {
-            name: format!("idle-{i}").as_str().into(),
+            name: ShortStr::copy_from_str(&format!("idle-{i}")),
             server_named: false,
             passive: false,
             durable: false,
