@@ -57,9 +57,18 @@ async fn idle_queues_cost_the_tick_nothing_and_a_ttl_queue_among_them_expires_on
     let dead = "expiry-scale-dead";
     declare_queue_named(&channel, dead, Default::default(), FieldTable::default()).await;
     let mut arguments = FieldTable::default();
-    arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(TTL_MS as i64));
-    arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-    arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dead.into()));
+    arguments.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(TTL_MS as i64),
+    );
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dead.into()),
+    );
     declare_queue_named(&channel, "expiry-scale-ttl", Default::default(), arguments).await;
     let options = BasicConsumeOptions {
         no_ack: true,
@@ -70,7 +79,10 @@ async fn idle_queues_cost_the_tick_nothing_and_a_ttl_queue_among_them_expires_on
     // A tick of the vhost now: nothing is due, nothing is visited.
     let started = Instant::now();
     assert_eq!(vhost.expire_due(), 0);
-    eprintln!("a tick over {IDLE_QUEUES} idle queues: {:?}", started.elapsed());
+    eprintln!(
+        "a tick over {IDLE_QUEUES} idle queues: {:?}",
+        started.elapsed()
+    );
 
     let visits = vhost.tick_visits();
     let published = Instant::now();

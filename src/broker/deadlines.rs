@@ -99,14 +99,19 @@ impl<T> Deadlines<T> {
 mod tests {
     use super::*;
 
-    fn at(due: &[(u64, Arc<&'static str>)]) -> Vec<(u64, &'static str)> {
-        due.iter().map(|(at, what)| (*at, **what)).collect()
+    /// Something to register: a name.
+    fn named(name: &str) -> Arc<String> {
+        Arc::new(name.to_owned())
+    }
+
+    fn at(due: &[(u64, Arc<String>)]) -> Vec<(u64, &str)> {
+        due.iter().map(|(at, what)| (*at, what.as_str())).collect()
     }
 
     #[test]
     fn only_what_is_due_is_taken_earliest_first() {
         let deadlines = Deadlines::default();
-        let (a, b, c) = (Arc::new("a"), Arc::new("b"), Arc::new("c"));
+        let (a, b, c) = (named("a"), named("b"), named("c"));
         deadlines.register(30, Arc::downgrade(&c));
         deadlines.register(10, Arc::downgrade(&a));
         deadlines.register(20, Arc::downgrade(&b));
@@ -121,8 +126,8 @@ mod tests {
     #[test]
     fn what_is_gone_is_dropped_when_popped() {
         let deadlines = Deadlines::default();
-        let kept = Arc::new("kept");
-        let gone = Arc::new("gone");
+        let kept = named("kept");
+        let gone = named("gone");
         deadlines.register(1, Arc::downgrade(&gone));
         deadlines.register(2, Arc::downgrade(&kept));
         drop(gone);
@@ -133,7 +138,7 @@ mod tests {
     #[test]
     fn a_registration_made_while_handling_waits_for_the_next_call() {
         let deadlines = Deadlines::default();
-        let a = Arc::new("a");
+        let a = named("a");
         deadlines.register(1, Arc::downgrade(&a));
         for (_, what) in deadlines.take_due(5) {
             // Already due again: not taken in the same call (no endless loop).

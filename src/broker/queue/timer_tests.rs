@@ -94,7 +94,10 @@ fn a_visit_drops_the_expired_head_and_registers_the_next() {
     assert!(!expired.unused);
     assert_eq!(queue.counts().0, 1, "the first one expired");
     let next = queue.registered().unwrap_or(0);
-    assert!(next > now_ms() + 50_000, "the second one's deadline: {next}");
+    assert!(
+        next > now_ms() + 50_000,
+        "the second one's deadline: {next}"
+    );
     assert!(deadlines.take_due(now_ms()).is_empty());
 }
 
@@ -117,7 +120,10 @@ fn a_deleted_queue_is_dropped_and_registers_nothing_more() {
     publish(&gone, None);
     drop(gone);
     std::thread::sleep(Duration::from_millis(5));
-    assert!(deadlines.take_due(now_ms()).is_empty(), "dropped when popped");
+    assert!(
+        deadlines.take_due(now_ms()).is_empty(),
+        "dropped when popped"
+    );
 }
 
 #[test]
