@@ -7,6 +7,7 @@
 //! its own mutex; the channel that received a delivery owns it until it is settled.
 
 pub mod arguments;
+pub mod deadlines;
 pub mod definition;
 pub mod exchange;
 pub mod flow;
@@ -106,9 +107,9 @@ impl Broker {
         vhosts.read().values().cloned().collect()
     }
 
-    /// Starts the broker's background work: every `tick`, each vhost's periodic work (expired
-    /// messages dropped or dead-lettered, unused queues past `x-expires` deleted: see
-    /// [`Vhost::expire_unused`]); every `compaction`, log compaction. The tasks stop when the
+    /// Starts the broker's background work: every `tick`, each vhost's periodic work for the
+    /// queues whose deadline came (expired messages dropped or dead-lettered, unused queues past
+    /// `x-expires` deleted: see [`Vhost::expire_due`]); every `compaction`, log compaction. The tasks stop when the
     /// returned [`Background`] is dropped.
     pub fn start_background(
         &self,
@@ -127,9 +128,8 @@ impl Broker {
             let mut ticker = ticker(interval);
             loop {
                 ticker.tick().await;
-                let now = std::time::Instant::now();
                 for vhost in &Broker::all(&vhosts) {
-                    vhost.expire_unused(now);
+                    vhost.expire_due();
                 }
             }
         })

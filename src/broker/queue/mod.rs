@@ -12,8 +12,9 @@
 //! (priority, `seq`) and are served before the ready ones of their priority; since a queue
 //! always delivers its lowest `seq` first within a priority, a requeue restores the original
 //! order. Expired messages (`x-message-ttl`, `expiration`) are dropped when they reach the head,
-//! and by [`Queue::tick`]. This module never takes the topology lock (lock order: topology,
-//! then queue) and never routes: what it dead-letters it hands back to the caller.
+//! and by the vhost's tick when the queue's deadline comes ([`Queue::expire`], `timer.rs`). This
+//! module never takes the topology lock (lock order: topology, then queue) and never routes:
+//! what it dead-letters it hands back to the caller.
 
 pub mod consumer;
 mod limits;
@@ -22,10 +23,10 @@ mod ready;
 mod settle;
 mod state;
 mod stats;
+mod timer;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
@@ -45,6 +46,8 @@ use limits::Limits;
 use ready::{Ready, Slot};
 use state::{footprint, QueueState};
 pub use stats::{ConsumerInfo, QueueStats};
+pub use timer::Expired;
+use timer::Timer;
 
 /// The properties a queue is declared with.
 #[derive(Debug, Clone)]
@@ -71,8 +74,8 @@ pub struct Queue {
     state: Mutex<QueueState>,
     /// Pushes back on publishers when deliveries fall behind.
     pub flow: Flow,
-    /// [`Queue::tick`] has work here: messages may expire, or wait to be dead-lettered.
-    attention: AtomicBool,
+    /// Its place in the vhost's deadlines (see `timer.rs`).
+    timer: Timer,
 }
 
 /// What [`Queue::publish`] did.
@@ -118,7 +121,7 @@ impl Queue {
         let limits = Limits::from_arguments(&options.arguments);
         Queue {
             name,
-            attention: AtomicBool::new(limits.message_ttl.is_some()),
+            timer: Timer::default(),
             state: Mutex::new(QueueState::for_limits(&limits)),
             limits,
             created: std::time::Instant::now(),
@@ -162,9 +165,6 @@ impl Queue {
                 },
             );
         }
-        if state.expiring {
-            queue.attention.store(true, Relaxed);
-        }
         queue
     }
 
@@ -187,10 +187,12 @@ impl Queue {
     pub fn publish(&self, message: &Arc<Message>, stamp: Stamp) -> Published {
         let mut state = self.lock();
         let enqueued = self.enqueue(&mut state, message, stamp);
+        let dropped = std::mem::take(&mut state.dropped);
+        self.note_due(&state);
         Published {
             enqueued,
             logged: state.store.buffers(),
-            dropped: std::mem::take(&mut state.dropped),
+            dropped,
         }
     }
 
@@ -216,10 +218,7 @@ impl Queue {
             (Some(ttl), Some(now)) => now.saturating_add(ttl).max(1),
             _ => 0,
         };
-        if expires != 0 && !state.expiring {
-            state.expiring = true;
-            self.attention.store(true, Relaxed);
-        }
+        state.expiring |= expires != 0;
         let cost = footprint(message);
         let resident = state.memory + cost;
         let Ok(stored) = state
@@ -333,57 +332,9 @@ impl Queue {
         self.group_commit.as_ref()
     }
 
-    /// Remembers that the queue holds messages to dead-letter, for [`Queue::tick`].
-    fn note_dropped(&self, state: &QueueState) {
-        if !state.dropped.is_empty() && !self.attention.load(Relaxed) {
-            self.attention.store(true, Relaxed);
-        }
-    }
-
-    /// The queue's background work, for a broker task that runs it every few milliseconds:
-    /// drops expired messages at the head, and returns the messages the queue gave up on since
-    /// the last call (expired, or dropped for length outside a publish), for the caller to
-    /// dead-letter. Takes the lock only for queues that may have such work.
-    pub fn tick(&self) -> Vec<(Arc<Message>, Reason)> {
-        if !self.attention.load(Relaxed) {
-            return Vec::new();
-        }
-        let mut state = self.lock();
-        if state.expiring {
-            let before = state.len();
-            state.drop_expired();
-            if state.len() != before {
-                // Dropping settled stored messages; perhaps room for a waiting publisher.
-                self.dispatch_and_flush(&mut state);
-            }
-        } else if !state.deleted {
-            self.attention.store(false, Relaxed);
-        }
-        std::mem::take(&mut state.dropped)
-    }
-
     /// Where messages this queue gives up on go: (dead-letter exchange, routing key).
     pub fn dead_letter_target(&self) -> Option<(ShortStr, Option<ShortStr>)> {
         self.limits.dead_letter.clone()
-    }
-
-    /// The queue was used (declared again, passively or not): its `x-expires` period starts
-    /// again.
-    pub fn touch(&self) {
-        if self.limits.expires.is_some() {
-            self.lock().idle_since = Some(std::time::Instant::now());
-        }
-    }
-
-    /// Whether the queue has been unused for its `x-expires` period (no consumers, no
-    /// basic.get, no redeclaration).
-    pub fn is_expired(&self, now: std::time::Instant) -> bool {
-        let Some(expires) = self.limits.expires else {
-            return false;
-        };
-        let state = self.lock();
-        let since = state.idle_since.unwrap_or(self.created);
-        state.consumers.is_empty() && now.saturating_duration_since(since) >= expires
     }
 
     /// Asks for dispatch after credit was freed.
@@ -410,7 +361,7 @@ impl Queue {
         if state.store.buffers() {
             let _ = self.flush_locked(state);
         }
-        self.note_dropped(state);
+        self.note_due(state);
     }
 
     /// Writes what the queue's storage buffered and hands what must be durable to the group
@@ -434,7 +385,7 @@ impl Queue {
         let entry = state.take_parked_for(taker).or_else(|| state.pop());
         // What the get uncovered at the head is not counted as left, as in RabbitMQ.
         state.drop_expired();
-        self.note_dropped(&state);
+        self.note_due(&state);
         let entry = entry?;
         state.delivered += 1;
         if let Some(position) = entry.position {
@@ -448,7 +399,7 @@ impl Queue {
     pub fn counts(&self) -> (u32, u32) {
         let mut state = self.lock();
         state.drop_expired();
-        self.note_dropped(&state);
+        self.note_due(&state);
         (
             saturating_u32(state.ready_count()),
             saturating_u32(state.consumers.len()),
@@ -522,6 +473,7 @@ impl Queue {
         self.flow.update(state.len(), state.memory, held);
         if self.limits.expires.is_some() && state.consumers.is_empty() {
             state.idle_since = Some(std::time::Instant::now());
+            self.reschedule(&state);
         }
         self.options.auto_delete
             && !state.deleted

@@ -79,6 +79,5 @@ impl Queue {
     fn requeued(&self, state: &mut QueueState) {
         self.trim(state);
         self.dispatch_and_flush(state);
-        self.note_dropped(state);
     }
 }

@@ -323,7 +323,7 @@ impl QueueState {
     }
 
     /// The expiry time of the next message to be delivered (see `take_next`).
-    fn head_expires(&self) -> Option<u64> {
+    pub(super) fn head_expires(&self) -> Option<u64> {
         match self.requeued_first() {
             true => self.requeued.peek().map(|Reverse(entry)| entry.expires),
             false => {

@@ -177,6 +177,12 @@ impl Vhost {
         name: ShortStr,
         options: QueueOptions,
     ) -> io::Result<Arc<Queue>> {
+        let queue = self.open_queue(name, options)?;
+        queue.attach(&self.deadlines);
+        Ok(queue)
+    }
+
+    fn open_queue(&self, name: ShortStr, options: QueueOptions) -> io::Result<Arc<Queue>> {
         let Some((store, dir)) = &self.store else {
             return Ok(Arc::new(Queue::new(name, options)));
         };

@@ -1,5 +1,6 @@
 //! A read-only picture of a vhost's topology (exchanges, queues, bindings) for the definitions
-//! export and the management API.
+//! export and the management API, and the declaration that would recreate one exchange or queue
+//! (for the configuration's and the definitions import's checks).
 //!
 //! Owns nothing: [`Vhost::snapshot`] clones what it needs in one short hold of the topology's
 //! read lock. It must never lock a queue (the lock order is topology, then a queue, and a
@@ -8,6 +9,41 @@
 use warren_protocol::table::decode_field_table;
 
 use super::*;
+
+impl Vhost {
+    /// The declaration that would recreate the exchange `name` as it is (for the
+    /// configuration's checks against what exists); `None` if there is no such exchange.
+    pub fn exchange_declaration(&self, name: &str) -> Option<ExchangeDeclare> {
+        let topology = self.read();
+        let exchange = topology.exchanges.get(name.as_bytes())?;
+        Some(ExchangeDeclare {
+            name: exchange.name.clone(),
+            kind: exchange.kind.name().to_owned(),
+            passive: false,
+            durable: exchange.durable,
+            auto_delete: exchange.auto_delete,
+            internal: exchange.internal,
+            arguments: exchange.arguments.clone(),
+        })
+    }
+
+    /// The declaration that would recreate the queue `name` as it is, and the connection that
+    /// owns it if it is exclusive; `None` if there is no such queue.
+    pub fn queue_declaration(&self, name: &str) -> Option<(QueueDeclare, Option<u64>)> {
+        let topology = self.read();
+        let queue = topology.queues.get(name.as_bytes())?;
+        let declare = QueueDeclare {
+            name: queue.name.clone(),
+            server_named: false,
+            passive: false,
+            durable: queue.options.durable,
+            exclusive: queue.options.exclusive_owner.is_some(),
+            auto_delete: queue.options.auto_delete,
+            arguments: queue.options.arguments.clone(),
+        };
+        Some((declare, queue.options.exclusive_owner))
+    }
+}
 
 /// An exchange as declared.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,8 +8,9 @@
 //! Here: declare (exchanges, queues) and look up. Beside: `delete.rs` (deletions, and the
 //! bindings that go with what is deleted), `bind.rs` (bindings), `publish.rs` (routing and the
 //! one publish call), `dead_letter.rs` (republishing what queues give up), `expiry.rs` (the
-//! periodic tick), `durable.rs` (recovery and the definitions file), `export.rs` (a read-only
-//! snapshot for the definitions export).
+//! periodic tick, over the queues whose deadline came), `durable.rs` (recovery and the
+//! definitions file), `export.rs` (a read-only snapshot for the definitions export, and the
+//! declaration that would recreate an exchange or a queue).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -35,6 +36,7 @@ pub use export::{BindingSnapshot, ExchangeSnapshot, QueueSnapshot, VhostSnapshot
 pub use publish::{PublishScratch, Routed, Safety};
 
 use super::arguments::{check_queue_arguments, ArgumentError};
+use super::deadlines::Deadlines;
 use super::exchange::{encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target};
 use super::queue::{Queue, QueueOptions};
 use super::values::{argument_mismatch, integer};
@@ -133,6 +135,10 @@ pub struct Vhost {
     next_name: AtomicU64,
     /// Its limits (RabbitMQ's vhost limits), changed by a reload.
     limits: parking_lot::Mutex<VhostLimits>,
+    /// When its queues need the tick (see `expiry.rs`).
+    deadlines: Arc<Deadlines<Queue>>,
+    /// Queues the tick has visited, ever (see [`Vhost::tick_visits`]).
+    visits: AtomicU64,
 }
 
 /// RabbitMQ's vhost limits: how many connections may open the vhost and how many queues it may
@@ -170,6 +176,8 @@ impl Vhost {
             next_name: AtomicU64::new(0),
             store: None,
             limits: parking_lot::Mutex::new(VhostLimits::default()),
+            deadlines: Arc::default(),
+            visits: AtomicU64::new(0),
         }
     }
 
@@ -457,39 +465,6 @@ impl Vhost {
             return Err(self.locked(name));
         }
         Ok(Arc::clone(queue))
-    }
-
-    /// The declaration that would recreate the exchange `name` as it is (for the
-    /// configuration's checks against what exists); `None` if there is no such exchange.
-    pub fn exchange_declaration(&self, name: &str) -> Option<ExchangeDeclare> {
-        let topology = self.read();
-        let exchange = topology.exchanges.get(name.as_bytes())?;
-        Some(ExchangeDeclare {
-            name: exchange.name.clone(),
-            kind: exchange.kind.name().to_owned(),
-            passive: false,
-            durable: exchange.durable,
-            auto_delete: exchange.auto_delete,
-            internal: exchange.internal,
-            arguments: exchange.arguments.clone(),
-        })
-    }
-
-    /// The declaration that would recreate the queue `name` as it is, and the connection that
-    /// owns it if it is exclusive; `None` if there is no such queue.
-    pub fn queue_declaration(&self, name: &str) -> Option<(QueueDeclare, Option<u64>)> {
-        let topology = self.read();
-        let queue = topology.queues.get(name.as_bytes())?;
-        let declare = QueueDeclare {
-            name: queue.name.clone(),
-            server_named: false,
-            passive: false,
-            durable: queue.options.durable,
-            exclusive: queue.options.exclusive_owner.is_some(),
-            auto_delete: queue.options.auto_delete,
-            arguments: queue.options.arguments.clone(),
-        };
-        Some((declare, queue.options.exclusive_owner))
     }
 }
 
