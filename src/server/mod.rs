@@ -40,6 +40,7 @@ use channel::ChannelSettings;
 
 use crate::broker::vhost::VhostLimits;
 use crate::broker::Broker;
+use crate::store::files::Files;
 use crate::store::sync::Syncer;
 use crate::store::Store;
 pub use handshake::Tuning;
@@ -211,6 +212,7 @@ impl Server {
             segment_size: options.segment_size,
             memory_window: usize::try_from(options.queue_memory_window).unwrap_or(usize::MAX),
             syncer: Syncer::start()?,
+            files: Files::new(Files::limit_for_process())?,
             next_spill: Default::default(),
         });
         match std::fs::remove_dir_all(store.spill_root()) {
