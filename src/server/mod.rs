@@ -215,6 +215,10 @@ impl Server {
             files: Files::new(Files::limit_for_process())?,
             next_spill: Default::default(),
         });
+        info!(
+            limit = store.files.limit(),
+            "queue log files: at most this many kept open (idle ones are closed)"
+        );
         match std::fs::remove_dir_all(store.spill_root()) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -365,9 +369,33 @@ impl Server {
         self.listeners.iter().map(TcpListener::local_addr).collect()
     }
 
+    /// The next connection on any listener, as [`Server::accept_once`]; a failed accept (out of
+    /// file descriptors and the like) is retried every 100 ms instead of spinning, and logged once
+    /// per run of failures, with how many there were once an accept succeeds again.
+    async fn accept(&self, accepting: &mut Accepting) -> (TcpStream, SocketAddr, bool) {
+        loop {
+            match self.accept_once(&mut accepting.turn).await {
+                Ok(accepted) => {
+                    if accepting.failed > 0 {
+                        info!(failed = accepting.failed, "accepting connections again");
+                        accepting.failed = 0;
+                    }
+                    return accepted;
+                }
+                Err(e) => {
+                    if accepting.failed == 0 {
+                        log_accept_failure(&e);
+                    }
+                    accepting.failed += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
     /// The next connection on any listener (each wake-up starts with a different listener, so
     /// that a busy one cannot starve the others), and whether it came to a TLS listener.
-    async fn accept(&self, turn: &mut usize) -> io::Result<(TcpStream, SocketAddr, bool)> {
+    async fn accept_once(&self, turn: &mut usize) -> io::Result<(TcpStream, SocketAddr, bool)> {
         let count = self.listeners.len();
         std::future::poll_fn(|cx| {
             for i in 0..count {
@@ -400,15 +428,15 @@ impl Server {
                 false => info!(%addr, "listening for AMQP 0-9-1 over TLS"),
             }
         }
-        let mut turn = 0;
+        let mut accepting = Accepting::default();
         let (stop, stopping) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.accept(&mut turn) => match accepted {
-                    Ok((stream, peer, over_tls)) => {
+                accepted = self.accept(&mut accepting) => match accepted {
+                    (stream, peer, over_tls) => {
                         let (permit, refuse) = match &self.connection_limit {
                             None => (None, None),
                             Some((limit, permits)) => match Arc::clone(permits).try_acquire_owned() {
@@ -442,11 +470,6 @@ impl Server {
                             serve.await;
                             drop(permit);
                         });
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
                 Some(done) = connections.join_next(), if !connections.is_empty() => log_task_end(done),
@@ -556,4 +579,23 @@ fn ipv6_unavailable(error: &io::Error) -> bool {
         error.raw_os_error(),
         Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
     )
+}
+
+/// Where the listeners' round robin is, and how many accepts in a row have failed.
+#[derive(Default)]
+struct Accepting {
+    turn: usize,
+    failed: u64,
+}
+
+/// The first failed accept of a run: out of descriptors, says what the limit is.
+fn log_accept_failure(e: &io::Error) {
+    if crate::store::files::is_out_of_descriptors(e) {
+        let (soft, hard) = crate::store::fd_limit::current().unwrap_or((0, 0));
+        warn!(error = %e, soft_limit = soft, hard_limit = hard,
+            "accept failed: out of file descriptors; new connections wait until some close \
+             (retrying every 100 ms, logged again once accepting works)");
+    } else {
+        warn!(error = %e, "accept failed; retrying every 100 ms (logged again once accepting works)");
+    }
 }
