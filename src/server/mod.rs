@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -371,22 +371,16 @@ impl Server {
 
     /// The next connection on any listener, as [`Server::accept_once`]; a failed accept (out of
     /// file descriptors and the like) is retried every 100 ms instead of spinning, and logged once
-    /// per run of failures, with how many there were once an accept succeeds again.
+    /// per burst of failures ([`Accepting`]).
     async fn accept(&self, accepting: &mut Accepting) -> (TcpStream, SocketAddr, bool) {
         loop {
             match self.accept_once(&mut accepting.turn).await {
                 Ok(accepted) => {
-                    if accepting.failed > 0 {
-                        info!(failed = accepting.failed, "accepting connections again");
-                        accepting.failed = 0;
-                    }
+                    accepting.succeeded();
                     return accepted;
                 }
                 Err(e) => {
-                    if accepting.failed == 0 {
-                        log_accept_failure(&e);
-                    }
-                    accepting.failed += 1;
+                    accepting.failed(&e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -581,21 +575,44 @@ fn ipv6_unavailable(error: &io::Error) -> bool {
     )
 }
 
-/// Where the listeners' round robin is, and how many accepts in a row have failed.
+/// Where the listeners' round robin is, and the failed accepts: a burst of them (out of
+/// descriptors, accepts fail and succeed in turn as connections close) is logged once, a warning
+/// and then a note once accepting works again, and not again for [`ACCEPT_QUIET`].
 #[derive(Default)]
 struct Accepting {
     turn: usize,
-    failed: u64,
+    /// Failed accepts since accepting last worked after a warning.
+    failures: u64,
+    warned: Option<Instant>,
+    told_recovered: bool,
 }
 
-/// The first failed accept of a run: out of descriptors, says what the limit is.
-fn log_accept_failure(e: &io::Error) {
-    if crate::store::files::is_out_of_descriptors(e) {
-        let (soft, hard) = crate::store::fd_limit::current().unwrap_or((0, 0));
-        warn!(error = %e, soft_limit = soft, hard_limit = hard,
-            "accept failed: out of file descriptors; new connections wait until some close \
-             (retrying every 100 ms, logged again once accepting works)");
-    } else {
-        warn!(error = %e, "accept failed; retrying every 100 ms (logged again once accepting works)");
+/// How long after warning of failed accepts they are not logged again.
+const ACCEPT_QUIET: Duration = Duration::from_secs(10);
+
+impl Accepting {
+    fn failed(&mut self, e: &io::Error) {
+        self.failures += 1;
+        if self.warned.is_some_and(|at| at.elapsed() < ACCEPT_QUIET) {
+            return;
+        }
+        self.warned = Some(Instant::now());
+        self.told_recovered = false;
+        if crate::store::files::is_out_of_descriptors(e) {
+            let (soft, hard) = crate::store::fd_limit::current().unwrap_or((0, 0));
+            warn!(error = %e, soft_limit = soft, hard_limit = hard,
+                "accept failed: out of file descriptors; new connections wait until some close \
+                 (retrying every 100 ms; logged again at most every 10 s)");
+        } else {
+            warn!(error = %e, "accept failed; retrying every 100 ms (logged again at most every 10 s)");
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 && !self.told_recovered {
+            info!(failed = self.failures, "accepting connections again");
+            self.told_recovered = true;
+            self.failures = 0;
+        }
     }
 }
