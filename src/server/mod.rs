@@ -7,6 +7,7 @@
 //! semaphore; a connection accepted when none is left is refused at `connection.open` with 530
 //! NOT_ALLOWED, as RabbitMQ does (at most 64 such at a time; beyond, the socket is closed).
 
+mod accepting;
 pub mod access;
 mod accounts;
 pub mod alarms;
@@ -28,7 +29,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -43,6 +44,7 @@ use crate::broker::Broker;
 use crate::store::files::Files;
 use crate::store::sync::Syncer;
 use crate::store::Store;
+use accepting::Accepting;
 pub use handshake::Tuning;
 pub use tls::{TlsError, TlsFiles, TlsSetup};
 
@@ -573,46 +575,4 @@ fn ipv6_unavailable(error: &io::Error) -> bool {
         error.raw_os_error(),
         Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL) | Some(libc::EPROTONOSUPPORT)
     )
-}
-
-/// Where the listeners' round robin is, and the failed accepts: a burst of them (out of
-/// descriptors, accepts fail and succeed in turn as connections close) is logged once, a warning
-/// and then a note once accepting works again, and not again for [`ACCEPT_QUIET`].
-#[derive(Default)]
-struct Accepting {
-    turn: usize,
-    /// Failed accepts since accepting last worked after a warning.
-    failures: u64,
-    warned: Option<Instant>,
-    told_recovered: bool,
-}
-
-/// How long after warning of failed accepts they are not logged again.
-const ACCEPT_QUIET: Duration = Duration::from_secs(10);
-
-impl Accepting {
-    fn failed(&mut self, e: &io::Error) {
-        self.failures += 1;
-        if self.warned.is_some_and(|at| at.elapsed() < ACCEPT_QUIET) {
-            return;
-        }
-        self.warned = Some(Instant::now());
-        self.told_recovered = false;
-        if crate::store::files::is_out_of_descriptors(e) {
-            let (soft, hard) = crate::store::fd_limit::current().unwrap_or((0, 0));
-            warn!(error = %e, soft_limit = soft, hard_limit = hard,
-                "accept failed: out of file descriptors; new connections wait until some close \
-                 (retrying every 100 ms; logged again at most every 10 s)");
-        } else {
-            warn!(error = %e, "accept failed; retrying every 100 ms (logged again at most every 10 s)");
-        }
-    }
-
-    fn succeeded(&mut self) {
-        if self.failures > 0 && !self.told_recovered {
-            info!(failed = self.failures, "accepting connections again");
-            self.told_recovered = true;
-            self.failures = 0;
-        }
-    }
 }

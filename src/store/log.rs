@@ -16,6 +16,10 @@
 //!
 //! Any other file in the directory is ignored.
 //!
+//! The log holds *handles* on its files (`store/files.rs`), never descriptors of its own: a
+//! handle opens its file when it is used and the store's descriptor cache closes it when idle,
+//! so an idle log holds no descriptor.
+//!
 //! # Writing
 //!
 //! Appends go to the end of the newest segment only. A new segment starts when the record would
@@ -46,7 +50,7 @@
 //! A sealed segment that is mostly settled but kept alive by a few records gives its settled
 //! bytes back by *hole punching*, in place ([`Log::compact`], `log/compact.rs`): positions stay
 //! valid and nothing is copied. To know when, `settle` reads the settled record's 8-byte header
-//! (one `pread` on a cached descriptor, of a page that is usually still cached) and adds its
+//! (one `pread` through the segment's handle, of a page that is usually still cached) and adds its
 //! length to the segment's settled bytes. Before punching, compaction appends to the acks file a
 //! *punched* pair of entries naming a range of settled records and syncs it, so that recovery can
 //! jump over the range whether or not the holes (which read as zeros) were made. The work runs in
