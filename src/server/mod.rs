@@ -431,8 +431,7 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.accept(&mut accepting) => match accepted {
-                    (stream, peer, over_tls) => {
+                (stream, peer, over_tls) = self.accept(&mut accepting) => {
                         let (permit, refuse) = match &self.connection_limit {
                             None => (None, None),
                             Some((limit, permits)) => match Arc::clone(permits).try_acquire_owned() {
@@ -466,7 +465,6 @@ impl Server {
                             serve.await;
                             drop(permit);
                         });
-                    }
                 },
                 Some(done) = connections.join_next(), if !connections.is_empty() => log_task_end(done),
             }
