@@ -91,6 +91,10 @@ fn main() -> ExitCode {
     if cli.config.is_some() {
         info!("{}", config.summary());
     }
+    // Before the runtime and the store, which size themselves from the limit.
+    if let Err(e) = warren::store::fd_limit::raise() {
+        warn!(error = %e, "cannot read the open file limit (RLIMIT_NOFILE)");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

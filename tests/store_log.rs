@@ -471,7 +471,7 @@ fn compaction_frees_blocks_and_reopen_jumps_the_holes() {
         let path = segment_path(&tmp.0, 1);
         // As the group commit would have by then.
         for file in log.take_dirty().0 {
-            file.sync_data().unwrap();
+            file.sync().unwrap();
         }
         let before = allocated(&path);
         let started = std::time::Instant::now();
@@ -670,7 +670,7 @@ fn compaction_steps_hold_the_lock_briefly() {
     let (mut log, _) = Log::open(&tmp.0, 8 << 20).unwrap();
     let kept = fill_and_settle(&mut log, 1024, &|i| i % 10 == 0);
     for file in log.take_dirty().0 {
-        file.sync_data().unwrap();
+        file.sync().unwrap();
     }
     let path = segment_path(&tmp.0, 1);
     let before = allocated(&path);
@@ -869,7 +869,7 @@ proptest! {
                 }
                 Op::Reopen => {
                     for file in log.take_dirty().0 {
-                        file.sync_data().unwrap();
+                        file.sync().unwrap();
                     }
                     drop(log);
                     let (reopened, recovery) = Log::open(&tmp.0, segment_size).unwrap();
@@ -968,7 +968,7 @@ proptest! {
                 }
                 CompactOp::Reopen => {
                     for file in log.take_dirty().0 {
-                        file.sync_data().unwrap();
+                        file.sync().unwrap();
                     }
                     drop(log);
                     let (reopened, recovery) = Log::open(&tmp.0, segment_size).unwrap();

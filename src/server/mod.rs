@@ -7,6 +7,7 @@
 //! semaphore; a connection accepted when none is left is refused at `connection.open` with 530
 //! NOT_ALLOWED, as RabbitMQ does (at most 64 such at a time; beyond, the socket is closed).
 
+mod accepting;
 pub mod access;
 mod accounts;
 pub mod alarms;
@@ -40,8 +41,10 @@ use channel::ChannelSettings;
 
 use crate::broker::vhost::VhostLimits;
 use crate::broker::Broker;
+use crate::store::files::Files;
 use crate::store::sync::Syncer;
 use crate::store::Store;
+use accepting::Accepting;
 pub use handshake::Tuning;
 pub use tls::{TlsError, TlsFiles, TlsSetup};
 
@@ -211,8 +214,13 @@ impl Server {
             segment_size: options.segment_size,
             memory_window: usize::try_from(options.queue_memory_window).unwrap_or(usize::MAX),
             syncer: Syncer::start()?,
+            files: Files::new(Files::limit_for_process())?,
             next_spill: Default::default(),
         });
+        info!(
+            limit = store.files.limit(),
+            "queue log files: at most this many kept open (idle ones are closed)"
+        );
         match std::fs::remove_dir_all(store.spill_root()) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -363,9 +371,27 @@ impl Server {
         self.listeners.iter().map(TcpListener::local_addr).collect()
     }
 
+    /// The next connection on any listener, as [`Server::accept_once`]; a failed accept (out of
+    /// file descriptors and the like) is retried every 100 ms instead of spinning, and logged once
+    /// per burst of failures ([`Accepting`]).
+    async fn accept(&self, accepting: &mut Accepting) -> (TcpStream, SocketAddr, bool) {
+        loop {
+            match self.accept_once(&mut accepting.turn).await {
+                Ok(accepted) => {
+                    accepting.succeeded();
+                    return accepted;
+                }
+                Err(e) => {
+                    accepting.failed(&e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
     /// The next connection on any listener (each wake-up starts with a different listener, so
     /// that a busy one cannot starve the others), and whether it came to a TLS listener.
-    async fn accept(&self, turn: &mut usize) -> io::Result<(TcpStream, SocketAddr, bool)> {
+    async fn accept_once(&self, turn: &mut usize) -> io::Result<(TcpStream, SocketAddr, bool)> {
         let count = self.listeners.len();
         std::future::poll_fn(|cx| {
             for i in 0..count {
@@ -398,15 +424,14 @@ impl Server {
                 false => info!(%addr, "listening for AMQP 0-9-1 over TLS"),
             }
         }
-        let mut turn = 0;
+        let mut accepting = Accepting::default();
         let (stop, stopping) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.accept(&mut turn) => match accepted {
-                    Ok((stream, peer, over_tls)) => {
+                (stream, peer, over_tls) = self.accept(&mut accepting) => {
                         let (permit, refuse) = match &self.connection_limit {
                             None => (None, None),
                             Some((limit, permits)) => match Arc::clone(permits).try_acquire_owned() {
@@ -440,12 +465,6 @@ impl Server {
                             serve.await;
                             drop(permit);
                         });
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
                 },
                 Some(done) = connections.join_next(), if !connections.is_empty() => log_task_end(done),
             }

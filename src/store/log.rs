@@ -16,6 +16,10 @@
 //!
 //! Any other file in the directory is ignored.
 //!
+//! The log holds *handles* on its files (`store/files.rs`), never descriptors of its own: a
+//! handle opens its file when it is used and the store's descriptor cache closes it when idle,
+//! so an idle log holds no descriptor.
+//!
 //! # Writing
 //!
 //! Appends go to the end of the newest segment only. A new segment starts when the record would
@@ -46,7 +50,7 @@
 //! A sealed segment that is mostly settled but kept alive by a few records gives its settled
 //! bytes back by *hole punching*, in place ([`Log::compact`], `log/compact.rs`): positions stay
 //! valid and nothing is copied. To know when, `settle` reads the settled record's 8-byte header
-//! (one `pread` on a cached descriptor, of a page that is usually still cached) and adds its
+//! (one `pread` through the segment's handle, of a page that is usually still cached) and adds its
 //! length to the segment's settled bytes. Before punching, compaction appends to the acks file a
 //! *punched* pair of entries naming a range of settled records and syncs it, so that recovery can
 //! jump over the range whether or not the holes (which read as zeros) were made. The work runs in
@@ -80,16 +84,15 @@ mod recovery;
 pub use compact::{CompactionJob, Plan};
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::files::{Files, Handle, Mode};
 use acks::Kind;
 use record::{HEADER_LEN, MAX_PAYLOAD};
 
@@ -155,6 +158,25 @@ struct Segment {
     acks_len: u64,
     /// Recovery found a bad record before its end: its files are never deleted automatically.
     damaged: bool,
+    /// Its files, opened when used and closed when idle by the store's [`Files`].
+    msgs: Arc<Handle>,
+    acks: Arc<Handle>,
+}
+
+impl Segment {
+    fn new(files: &Files, dir: &Path, id: u32, msgs: Option<Arc<Handle>>) -> Segment {
+        Segment {
+            records: 0,
+            settled: 0,
+            size: 0,
+            settled_bytes: 0,
+            compacted_bytes: 0,
+            acks_len: 0,
+            damaged: false,
+            msgs: msgs.unwrap_or_else(|| files.handle(msgs_path(dir, id), Mode::ReadWrite)),
+            acks: files.handle(acks_path(dir, id), Mode::Write),
+        }
+    }
 }
 
 /// A file written since the last [`Log::take_dirty`].
@@ -176,19 +198,18 @@ pub struct Log {
     segment_size: u64,
     segments: BTreeMap<u32, Segment>,
     /// The segment appended to, and its file.
-    active: Option<(u32, Arc<File>)>,
+    active: Option<(u32, Arc<Handle>)>,
     next_id: u64,
     /// Records appended to the active segment but not yet written, from offset `pending_at`.
     pending: Vec<u8>,
     pending_at: u64,
     /// Acks entries not yet written: (segment, offset in its acks file, entries).
     pending_acks: Vec<(u32, u64, Vec<u8>)>,
-    /// The segment file last read from (reads go mostly in order).
-    read_file: Mutex<Option<(u32, Arc<File>)>>,
-    acks_files: Vec<(u32, Arc<File>)>,
-    /// Sealed segment files `settle` read headers from, most recent last.
-    settle_files: Vec<(u32, Arc<File>)>,
-    dirty: Vec<(Dirty, Arc<File>)>,
+    /// Where descriptors come from (and go back to when idle).
+    files: Files,
+    /// The log's directory, synced when an entry in it changed.
+    dir_handle: Arc<Handle>,
+    dirty: Vec<(Dirty, Arc<Handle>)>,
     /// Some sealed segment may have become worth compacting since the last [`Log::compact`].
     compaction_due: bool,
     /// How holes are punched (a seam for tests); `None` once the filesystem said it cannot.
@@ -214,10 +235,30 @@ impl Log {
         Log::open_with(dir, segment_size, &mut |_| Keep::Payload(0))
     }
 
-    /// Like [`Log::open`], but `decide` sees each live record's payload during the scan and says
-    /// whether to return it ([`Keep::Payload`]), only its position (an empty payload, so that a
-    /// huge log is recovered without holding it in memory), or to settle it ([`Keep::Drop`]).
+    /// [`Log::open_in`] with descriptors of its own (no limit shared with other logs).
     pub fn open_with(
+        dir: &Path,
+        segment_size: u64,
+        decide: &mut dyn FnMut(&[u8]) -> Keep,
+    ) -> io::Result<(Log, Recovery)> {
+        Log::open_in(&Files::unswept(usize::MAX), dir, segment_size, decide)
+    }
+
+    /// Like [`Log::open`], with its descriptors from `files`, and `decide` sees each live
+    /// record's payload during the scan and says whether to return it ([`Keep::Payload`]), only
+    /// its position (an empty payload, so that a huge log is recovered without holding it in
+    /// memory), or to settle it ([`Keep::Drop`]). Out of descriptors, the error says so.
+    pub fn open_in(
+        files: &Files,
+        dir: &Path,
+        segment_size: u64,
+        decide: &mut dyn FnMut(&[u8]) -> Keep,
+    ) -> io::Result<(Log, Recovery)> {
+        Log::open_described(files, dir, segment_size, decide).map_err(|e| files.describe(e))
+    }
+
+    fn open_described(
+        files: &Files,
         dir: &Path,
         segment_size: u64,
         decide: &mut dyn FnMut(&[u8]) -> Keep,
@@ -225,7 +266,7 @@ impl Log {
         let started = Instant::now();
         let created = !dir.is_dir();
         std::fs::create_dir_all(dir)?;
-        let mut state = recovery::recover(dir, decide)?;
+        let mut state = recovery::recover(dir, files, decide)?;
         let dropped = std::mem::take(&mut state.dropped);
         static INSTANCES: AtomicU64 = AtomicU64::new(0);
         let mut log = Log {
@@ -238,16 +279,17 @@ impl Log {
             pending: Vec::new(),
             pending_at: 0,
             pending_acks: Vec::new(),
-            read_file: Mutex::new(None),
-            acks_files: Vec::new(),
-            settle_files: Vec::new(),
+            files: files.clone(),
+            dir_handle: files.handle(dir.to_path_buf(), Mode::Directory),
             dirty: Vec::new(),
             compaction_due: false,
             punch: Some(compact::punch_hole),
         };
         if created {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                log.mark_dirty(Dirty::ParentDir, Arc::new(File::open(parent)?));
+                let parent = files.handle(parent.to_path_buf(), Mode::Directory);
+                parent.mark_dirty();
+                log.mark_dirty(Dirty::ParentDir, parent);
             }
         }
         // A fresh segment, created now: appends never follow recovered data (an acks entry that
@@ -409,12 +451,7 @@ impl Log {
         self.flush_records()?;
         let id = u32::try_from(self.next_id)
             .map_err(|_| io::Error::other("queue log: segment ids exhausted"))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(msgs_path(&self.dir, id))?;
-        let file = Arc::new(file);
+        let file = self.files.create_new(msgs_path(&self.dir, id))?;
         self.next_id += 1;
         if let Some((old, _)) = self.active.take() {
             let done = self
@@ -431,40 +468,22 @@ impl Log {
                 .get(&old)
                 .is_some_and(Segment::wants_compaction);
         }
-        self.segments.insert(
-            id,
-            Segment {
-                records: 0,
-                settled: 0,
-                size: 0,
-                settled_bytes: 0,
-                compacted_bytes: 0,
-                acks_len: 0,
-                damaged: false,
-            },
-        );
+        let segment = Segment::new(&self.files, &self.dir, id, Some(Arc::clone(&file)));
+        self.segments.insert(id, segment);
         self.active = Some((id, file));
-        self.mark_dir_dirty()
+        self.mark_dir_dirty();
+        Ok(())
     }
 
     /// Deletes a segment's files (`msgs` first: an `acks` file alone is deleted at recovery) and
     /// forgets it.
     fn delete_segment(&mut self, id: u32) -> io::Result<()> {
         recovery::remove_if_present(&msgs_path(&self.dir, id))?;
+        // Its handles go with it: their descriptors (if open) are closed.
         self.segments.remove(&id);
-        self.acks_files.retain(|(segment, _)| *segment != id);
-        self.settle_files.retain(|(segment, _)| *segment != id);
         self.dirty
             .retain(|(dirty, _)| *dirty != Dirty::Msgs(id) && *dirty != Dirty::Acks(id));
         self.pending_acks.retain(|(segment, _, _)| *segment != id);
-        let mut read_file = self.read_file.lock().unwrap_or_else(|e| e.into_inner());
-        if read_file
-            .as_ref()
-            .is_some_and(|(segment, _)| *segment == id)
-        {
-            *read_file = None;
-        }
-        drop(read_file);
         if let Err(e) = recovery::remove_if_present(&acks_path(&self.dir, id)) {
             tracing::warn!(segment = id, error = %e, "queue log: deleting an acks file failed");
         }

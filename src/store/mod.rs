@@ -4,6 +4,9 @@
 //!   acks), with CRC-checked records and recovery that cuts a torn tail.
 //! - [`sync`]: group commit: one `fsync` covers every write made before it, and whoever waits on
 //!   it (a publisher confirm) is told once it is done.
+//! - [`files`]: the descriptor cache: logs open their files on demand through it, and it closes
+//!   idle ones, so open files stay bounded whatever the number of queues ([`fd_limit`]: the
+//!   process's limit, raised at start).
 //! - [`definitions`]: the durable topology (exchanges, queues, bindings) as an append-only log
 //!   of puts and deletes per vhost, compacted in the background.
 //!
@@ -19,6 +22,8 @@
 //! ```
 
 pub mod definitions;
+pub mod fd_limit;
+pub mod files;
 pub mod log;
 pub mod sync;
 
@@ -32,6 +37,8 @@ pub struct Store {
     /// Bytes of ready messages a queue keeps in memory; beyond, they live only in its log.
     pub memory_window: usize,
     pub syncer: sync::Syncer,
+    /// The descriptors of every log's files.
+    pub files: files::Files,
     /// Names spill logs.
     pub next_spill: std::sync::atomic::AtomicU64,
 }

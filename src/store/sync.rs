@@ -37,12 +37,24 @@ const GATHER: Duration = Duration::from_micros(500);
 /// A batch this large syncs at once.
 const GATHER_ENOUGH: usize = 256;
 
+/// Something written that a sync makes durable: a file (`fdatasync`), or a cached handle on one
+/// (`files::Handle`, which syncs what was written through it).
+pub trait Durable: Send + Sync {
+    fn sync(&self) -> io::Result<()>;
+}
+
+impl Durable for File {
+    fn sync(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
 /// Told the outcome of the sync that covered its writes.
 pub type Callback = Box<dyn FnOnce(io::Result<()>) + Send>;
 
 #[derive(Default)]
 struct Pending {
-    files: Vec<Arc<File>>,
+    files: Vec<Arc<dyn Durable>>,
     callbacks: Vec<Callback>,
     stopping: bool,
 }
@@ -97,10 +109,11 @@ impl Syncer {
     }
 
     /// Hands over files just written to; call it in the critical section of the write.
-    pub fn dirty(&self, files: impl IntoIterator<Item = Arc<File>>) {
+    pub fn dirty<D: Durable + 'static>(&self, files: impl IntoIterator<Item = Arc<D>>) {
         let mut pending = self.shared.lock();
         let was_idle = pending.files.is_empty() && pending.callbacks.is_empty();
         for file in files {
+            let file: Arc<dyn Durable> = file;
             if !pending.files.iter().any(|f| Arc::ptr_eq(f, &file)) {
                 pending.files.push(file);
             }
@@ -173,7 +186,7 @@ fn run(shared: &Shared) {
         let mut outcome = Ok(());
         for file in &files {
             let started = Instant::now();
-            let synced = file.sync_data();
+            let synced = file.sync();
             FSYNC_SECONDS.observe(started.elapsed());
             if let Err(e) = synced {
                 error!(error = %e, "fdatasync failed; writes waiting on it are not confirmed");

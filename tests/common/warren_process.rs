@@ -127,6 +127,33 @@ impl WarrenProcess {
         WarrenProcess::launch_with(command, data_dir, Some(management))
     }
 
+    /// Without a configuration file, allowed at most `open_files` descriptors: both the soft and
+    /// the hard `RLIMIT_NOFILE` are set in the child before it runs warren, so that raising the
+    /// soft limit to the hard one at start changes nothing.
+    pub fn start_with_open_files(data_dir: &Path, open_files: u64) -> WarrenProcess {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
+        command.env_remove("WARREN_CONFIG");
+        let limit = libc::rlimit {
+            rlim_cur: open_files as libc::rlim_t,
+            rlim_max: open_files as libc::rlim_t,
+        };
+        // SAFETY: between fork and exec the hook only calls setrlimit (async-signal-safe) on a
+        // struct it owns.
+        unsafe {
+            command.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+        WarrenProcess::launch(command, data_dir)
+    }
+
+    /// How many descriptors the broker has open now (`/proc/PID/fd`).
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, Iterator::count)
+    }
+
     fn launch(command: Command, data_dir: &Path) -> WarrenProcess {
         WarrenProcess::launch_with(command, data_dir, None)
     }

@@ -80,7 +80,7 @@ impl LogStore {
             budget -= cost;
             Keep::Payload(summary.pack())
         };
-        let (log, recovery) = Log::open_with(dir, store.segment_size, &mut decide)?;
+        let (log, recovery) = Log::open_in(&store.files, dir, store.segment_size, &mut decide)?;
         let mut this = LogStore {
             log,
             store,
@@ -123,7 +123,10 @@ impl LogStore {
 
     /// A fresh log for paging out only, in the store's spill directory.
     pub fn paging(store: Arc<Store>, queue: &str) -> io::Result<LogStore> {
-        let (log, _) = Log::open(&store.spill_dir(), store.segment_size)?;
+        let dir = store.spill_dir();
+        let (log, _) = Log::open_in(&store.files, &dir, store.segment_size, &mut |_| {
+            Keep::Payload(0)
+        })?;
         Ok(LogStore {
             log,
             store,

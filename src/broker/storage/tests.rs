@@ -37,6 +37,7 @@ fn store(dir: &TempDir, memory_window: usize) -> Arc<Store> {
         segment_size: 1 << 20,
         memory_window,
         syncer: Syncer::start().unwrap(),
+        files: crate::store::files::Files::unswept(64),
         next_spill: Default::default(),
     })
 }

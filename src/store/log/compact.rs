@@ -216,11 +216,9 @@ impl Log {
         }
         if !plan.pairs.is_empty() {
             let at = segment.acks_len;
-            let file = self.acks_file(id)?;
+            let file = std::sync::Arc::clone(&segment.acks);
             file.write_all_at(&plan.pairs, at)?;
-            if let Some(segment) = self.segments.get_mut(&id) {
-                segment.acks_len = at + plan.pairs.len() as u64;
-            }
+            segment.acks_len = at + plan.pairs.len() as u64;
             self.mark_dirty(Dirty::Acks(id), file);
         }
         Ok(true)
@@ -443,14 +441,15 @@ mod tests {
 
     #[test]
     fn thresholds() {
+        let files = crate::store::files::Files::unswept(16);
+        let dir = std::path::Path::new("/nonexistent");
         let segment = |records, settled, settled_bytes, compacted_bytes| Segment {
             records,
             settled,
             size: 8 << 20,
             settled_bytes,
             compacted_bytes,
-            acks_len: 0,
-            damaged: false,
+            ..Segment::new(&files, dir, 1, None)
         };
         assert!(!segment(10, 5, (4 << 20) - 1, 0).wants_compaction());
         assert!(segment(10, 5, 4 << 20, 0).wants_compaction());

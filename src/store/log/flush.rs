@@ -2,18 +2,15 @@
 //! their files in one `pwrite` per file ([`Log::flush`], or past [`PENDING_LIMIT`]; records
 //! first, so an entry never reaches the disk before the record it names), and every file written
 //! since the last [`Log::take_dirty`] is handed back by it, once, for the group commit to sync.
-//! A few acks files are kept open. Never syncs; never reads a record.
+//! Files are reached through their handles (`store/files.rs`): a file that cannot be opened
+//! (out of descriptors) leaves what was buffered for it in the buffer, for the next flush. Never
+//! syncs; never reads a record.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::acks::{self, Kind};
-use super::{acks_path, Dirty, Log, PENDING_LIMIT};
-
-/// Acks files kept open (acks mostly go to the oldest segment or two).
-const OPEN_ACKS_FILES: usize = 4;
+use super::{Dirty, Handle, Log, PENDING_LIMIT};
 
 impl Log {
     /// Writes every buffered record and acks entry to its file (records first: an entry never
@@ -31,6 +28,8 @@ impl Log {
             self.pending.clear();
             return Err(io::Error::other("queue log: no active segment"));
         };
+        // Nothing written yet if the file cannot be opened: the records stay buffered.
+        file.open()?;
         let at = self.pending_at;
         let written = file.write_all_at(&self.pending, at);
         self.pending.clear();
@@ -51,14 +50,19 @@ impl Log {
     pub(super) fn flush_acks(&mut self) -> io::Result<()> {
         let mut result = Ok(());
         for (id, at, entries) in std::mem::take(&mut self.pending_acks) {
-            let written = self.acks_file(id).and_then(|file| {
-                file.write_all_at(&entries, at)?;
-                Ok(file)
-            });
-            match written {
-                Ok(file) => {
+            let Some(file) = self.segments.get(&id).map(|s| Arc::clone(&s.acks)) else {
+                continue;
+            };
+            if let Err(e) = file.open() {
+                // Not written: kept for the next flush.
+                self.pending_acks.push((id, at, entries));
+                result = result.and(Err(e));
+                continue;
+            }
+            match file.write_all_at(&entries, at) {
+                Ok(()) => {
                     if at == 0 {
-                        result = result.and(self.mark_dir_dirty()); // the file may be new
+                        self.mark_dir_dirty(); // the file may be new
                     }
                     self.mark_dirty(Dirty::Acks(id), file);
                 }
@@ -70,7 +74,7 @@ impl Log {
 
     /// Flushes, and returns the files written since the last call, for the group commit to
     /// fsync (each once). A failed flush is returned too: what it held is not on disk.
-    pub fn take_dirty(&mut self) -> (Vec<Arc<File>>, io::Result<()>) {
+    pub fn take_dirty(&mut self) -> (Vec<Arc<Handle>>, io::Result<()>) {
         let flushed = self.flush();
         let files = self.dirty.drain(..).map(|(_, file)| file).collect();
         (files, flushed)
@@ -99,32 +103,14 @@ impl Log {
         Ok(())
     }
 
-    pub(super) fn acks_file(&mut self, id: u32) -> io::Result<Arc<File>> {
-        if let Some((_, file)) = self.acks_files.iter().find(|(segment, _)| *segment == id) {
-            return Ok(file.clone());
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(acks_path(&self.dir, id))?;
-        let file = Arc::new(file);
-        if self.acks_files.len() >= OPEN_ACKS_FILES {
-            self.acks_files.remove(0);
-        }
-        self.acks_files.push((id, file.clone()));
-        Ok(file)
+    /// The log's directory changed (a file created): it is synced with the next dirty files.
+    pub(super) fn mark_dir_dirty(&mut self) {
+        self.dir_handle.mark_dirty();
+        let dir = Arc::clone(&self.dir_handle);
+        self.mark_dirty(Dirty::Dir, dir);
     }
 
-    pub(super) fn mark_dir_dirty(&mut self) -> io::Result<()> {
-        if !self.dirty.iter().any(|(dirty, _)| *dirty == Dirty::Dir) {
-            let dir = Arc::new(File::open(&self.dir)?);
-            self.dirty.push((Dirty::Dir, dir));
-        }
-        Ok(())
-    }
-
-    pub(super) fn mark_dirty(&mut self, what: Dirty, file: Arc<File>) {
+    pub(super) fn mark_dirty(&mut self, what: Dirty, file: Arc<Handle>) {
         if !self.dirty.iter().any(|(dirty, _)| *dirty == what) {
             self.dirty.push((what, file));
         }

@@ -4,21 +4,15 @@
 //! segment's settled bytes, which decide compaction). Every record read is checked (length bound,
 //! checksum); a bad one is an error, never a wrong payload.
 //!
-//! Descriptors are cached: the segment file last read (behind a mutex, since reads take `&self`)
-//! and the few sealed segment files `settle` read headers from. Never writes a file.
+//! Files are read through their segments' handles (`store/files.rs`: opened on demand, closed
+//! when idle). Never writes a file.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::record::{Header, HEADER_LEN};
-use super::{invalid, msgs_path, Log, Position};
-
-/// Sealed segment files kept open for `settle` to read record headers from.
-const OPEN_SETTLE_FILES: usize = 2;
+use super::{invalid, Log, Position};
 
 impl Log {
     /// Reads a record back.
@@ -46,7 +40,7 @@ impl Log {
                 .ok_or_else(corrupt)?;
             return Ok(Bytes::copy_from_slice(payload));
         }
-        let file = self.segment_file(position.segment)?;
+        let file = &segment.msgs;
         let mut header = [0; HEADER_LEN as usize];
         file.read_exact_at(&mut header, offset)?;
         let header = Header::parse(header);
@@ -76,7 +70,7 @@ impl Log {
         }
         let mut records = Vec::new();
         if end > start + HEADER_LEN {
-            let file = self.segment_file(from.segment)?;
+            let file = &segment.msgs;
             let mut buf = vec![0; (end - start) as usize];
             file.read_exact_at(&mut buf, start)?;
             let buf = Bytes::from(buf);
@@ -144,9 +138,7 @@ impl Log {
                 .get(..HEADER_LEN as usize)
                 .map(|h| header.copy_from_slice(h))
                 .ok_or_else(|| invalid("queue log: short buffered record")),
-            None => self
-                .settle_file(position.segment)
-                .and_then(|file| file.read_exact_at(&mut header, offset)),
+            None => segment.msgs.read_exact_at(&mut header, offset),
         };
         match read {
             Ok(()) => Header::parse(header)
@@ -157,46 +149,5 @@ impl Log {
                 0
             }
         }
-    }
-
-    pub(super) fn settle_file(&mut self, id: u32) -> io::Result<Arc<File>> {
-        if let Some((active, file)) = &self.active {
-            if *active == id {
-                return Ok(file.clone());
-            }
-        }
-        if let Some(i) = self
-            .settle_files
-            .iter()
-            .position(|(segment, _)| *segment == id)
-        {
-            let entry = self.settle_files.remove(i);
-            let file = entry.1.clone();
-            self.settle_files.push(entry);
-            return Ok(file);
-        }
-        let file = Arc::new(File::open(msgs_path(&self.dir, id))?);
-        if self.settle_files.len() >= OPEN_SETTLE_FILES {
-            self.settle_files.remove(0);
-        }
-        self.settle_files.push((id, file.clone()));
-        Ok(file)
-    }
-
-    pub(super) fn segment_file(&self, id: u32) -> io::Result<Arc<File>> {
-        if let Some((active, file)) = &self.active {
-            if *active == id {
-                return Ok(file.clone());
-            }
-        }
-        let mut cached = self.read_file.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((segment, file)) = cached.as_ref() {
-            if *segment == id {
-                return Ok(file.clone());
-            }
-        }
-        let file = Arc::new(File::open(msgs_path(&self.dir, id))?);
-        *cached = Some((id, file.clone()));
-        Ok(file)
     }
 }

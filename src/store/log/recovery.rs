@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::acks::Acks;
 use super::record::{Header, HEADER_LEN};
-use super::{acks_path, msgs_path, Keep, Position, Recovered, Segment};
+use super::{acks_path, msgs_path, Files, Keep, Position, Recovered, Segment};
 
 /// What recovery rebuilt.
 pub(super) struct State {
@@ -48,7 +48,11 @@ fn parse_name(name: &str) -> Option<(bool, u32)> {
     Some((is_msgs, id))
 }
 
-pub(super) fn recover(dir: &Path, decide: &mut dyn FnMut(&[u8]) -> Keep) -> io::Result<State> {
+pub(super) fn recover(
+    dir: &Path,
+    files: &Files,
+    decide: &mut dyn FnMut(&[u8]) -> Keep,
+) -> io::Result<State> {
     let mut found: BTreeMap<u32, Found> = BTreeMap::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -83,13 +87,15 @@ pub(super) fn recover(dir: &Path, decide: &mut dyn FnMut(&[u8]) -> Keep) -> io::
             remove_if_present(&acks_path(dir, id))?;
             continue;
         }
-        recover_segment(dir, id, Some(id) == last_msgs, &mut state, decide)?;
+        let is_last = Some(id) == last_msgs;
+        recover_segment(dir, files, id, is_last, &mut state, decide)?;
     }
     Ok(state)
 }
 
 fn recover_segment(
     dir: &Path,
+    files: &Files,
     id: u32,
     is_last: bool,
     state: &mut State,
@@ -142,6 +148,7 @@ fn recover_segment(
             compacted_bytes: scan.punched_bytes,
             acks_len: acks.append_at,
             damaged,
+            ..Segment::new(files, dir, id, None)
         },
     );
     Ok(())

@@ -277,7 +277,7 @@ fn take_dirty_hands_each_file_once() {
     let dirty = take(&mut log);
     assert_eq!(dirty.len(), 2);
     for file in dirty {
-        file.sync_data().unwrap();
+        file.sync().unwrap();
     }
     assert!(take(&mut log).is_empty());
 }
