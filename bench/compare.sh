@@ -35,6 +35,14 @@
 #   g  1,000 producer connections at 1 msg/s each, 10 queues, 10 consumers: RSS per connection
 #   h  latency at 1,000 msg/s (1 producer, 1 consumer, prefetch 100, one ack per message)
 set -euo pipefail
+
+# A broker with a management API (issue 18) is measured without it (its port, 15672, may be
+# taken, and its rate sampler is not the message path); older builds have no such flag.
+warren_extra_args() {
+    if "$1" --help 2>/dev/null | grep -q -- '--management'; then
+        echo "--management off"
+    fi
+}
 set -f # scenario arguments hold * and #: never glob them
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -169,6 +177,7 @@ if [[ -z "$WARREN_BIN" || -z "$PERF_BIN" ]]; then
     : "${PERF_BIN:=$TARGET_DIR/release/warren-perf}"
 fi
 [[ -x "$WARREN_BIN" ]] || { echo "compare.sh: no warren binary at $WARREN_BIN" >&2; exit 2; }
+WARREN_EXTRA_ARGS=$(warren_extra_args "$WARREN_BIN")
 [[ -x "$PERF_BIN" ]] || { echo "compare.sh: no warren-perf binary at $PERF_BIN" >&2; exit 2; }
 
 # 1,000+ connections: raise the soft fd limit to the hard one (children inherit it).
@@ -210,7 +219,7 @@ wait_port() { # port seconds pid
 start_warren() { # log file
     local data="$OUT/warren-data"
     rm -rf "$data"
-    "$WARREN_BIN" --listen "127.0.0.1:$WARREN_PORT" --data-dir "$data" >"$1" 2>&1 &
+    "$WARREN_BIN" $WARREN_EXTRA_ARGS --listen "127.0.0.1:$WARREN_PORT" --data-dir "$data" >"$1" 2>&1 &
     WARREN_PID=$!
     wait_port "$WARREN_PORT" 30 "$WARREN_PID" || { log "warren did not start (see $1)"; return 1; }
     BROKER_PID=$WARREN_PID

@@ -29,6 +29,14 @@
 #   -h, --help
 set -euo pipefail
 
+# A broker with a management API (issue 18) is measured without it (its port, 15672, may be
+# taken, and its rate sampler is not the message path); older builds have no such flag.
+warren_extra_args() {
+    if "$1" --help 2>/dev/null | grep -q -- '--management'; then
+        echo "--management off"
+    fi
+}
+
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COUNT=200000
 RUNS=2
@@ -108,6 +116,7 @@ if [[ -z "$WARREN_BIN" || -z "$PERF_BIN" ]]; then
     : "${WARREN_BIN:=$TARGET_DIR/release/warren}"
     : "${PERF_BIN:=$TARGET_DIR/release/warren-perf}"
 fi
+WARREN_EXTRA_ARGS=$(warren_extra_args "$WARREN_BIN")
 
 scenario_args() {
     case "$1" in
@@ -122,7 +131,7 @@ measure() { # scenario count run
     local s=$1 count=$2 run=$3 base="$OUT/$1-$3-$2"
     rm -rf "$OUT/data"
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$base.callgrind" \
-        "$WARREN_BIN" --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" >"$base.broker.log" 2>&1 &
+        "$WARREN_BIN" $WARREN_EXTRA_ARGS --listen "127.0.0.1:$PORT" --data-dir "$OUT/data" >"$base.broker.log" 2>&1 &
     BROKER_PID=$!
     local i=0
     while ! port_open "$PORT"; do
