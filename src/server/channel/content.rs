@@ -64,6 +64,7 @@ impl Content {
     }
 
     /// Takes the next frame of this message. `channel` names it in error texts.
+    #[inline]
     pub fn accept(mut self, frame: Frame, max_size: u64) -> Result<Progress, Error> {
         let channel = frame.channel;
         match (frame.frame_type, &self.properties) {
