@@ -8,6 +8,12 @@ until it listens again with everything recovered.
 
 pika's channels wait for each reply (no pipelining on one channel), so one connection declares
 one queue at a time; --connections C splits the queues over C connections (threads).
+
+    .venv/bin/python bench/topology.py --warren target/release/warren -n 100000 --pipeline 1000
+
+--pipeline W declares from one connection with a raw-socket client (bench/pipeline_client.py)
+that keeps up to W methods outstanding and checks every reply, in order; the check after the
+restart is pipelined too, over every queue, and its time is reported (restart to all there).
 """
 import argparse
 import os
@@ -20,6 +26,8 @@ import threading
 import time
 
 import pika
+
+import pipeline_client
 
 
 def free_port():
@@ -85,6 +93,7 @@ def main():
     parser.add_argument("--warren", default="target/release/warren")
     parser.add_argument("-n", type=int, default=100_000)
     parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--pipeline", type=int, default=0, metavar="WINDOW")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="warren-topology-")
     data = os.path.join(root, "data")
@@ -98,7 +107,13 @@ def main():
         names = [f"queue-{i}" for i in range(args.n)]
         parts = [names[i :: args.connections] for i in range(args.connections)]
         began = time.monotonic()
-        threads = [threading.Thread(target=declare, args=(port, part)) for part in parts]
+        if args.pipeline:
+            target = lambda part: pipeline_client.declare_and_bind(  # noqa: E731
+                port, part, "topology", args.pipeline
+            )
+        else:
+            target = lambda part: declare(port, part)  # noqa: E731
+        threads = [threading.Thread(target=target, args=(part,)) for part in parts]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -108,13 +123,20 @@ def main():
         fds = len(os.listdir(f"/proc/{process.pid}/fd"))
         process.send_signal(signal.SIGKILL)
         process.wait()
+        killed = time.monotonic()
         process, restart = start(args.warren, data, port, 2)
+        all_there = ""
+        if args.pipeline:
+            missing = pipeline_client.missing(port, names, args.pipeline)
+            all_there = f", to all {args.n} queues found {time.monotonic() - killed:.2f} s"
         rss_restarted = rss_mb(process.pid)
-        missing = missing_queues(port, names[:: max(1, args.n // 1000)] + names[-1:])
+        if not args.pipeline:
+            missing = missing_queues(port, names[:: max(1, args.n // 1000)] + names[-1:])
         print(
-            f"n={args.n} connections={args.connections} declare+bind: {took:.1f} s, "
+            f"n={args.n} connections={args.connections} pipeline={args.pipeline} declare+bind: {took:.1f} s, "
             f"{args.n / took:.0f} queues/s ({2 * args.n / took:.0f} declares+binds/s); "
-            f"RSS after {rss:.1f} MB, {fds} open files; restart to listening {restart:.2f} s "
+            f"RSS after {rss:.1f} MB, {fds} open files; restart to listening {restart:.2f} s"
+            f"{all_there} "
             f"(RSS after restart {rss_restarted:.1f} MB); sampled queues missing after restart: "
             f"{missing}"
         )

@@ -15,7 +15,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// mimalloc instead of glibc's malloc: the hot path allocates a message (and frees it on another
 /// thread) per publish, where glibc spent ~14% of the broker's instructions (consolidating its
-/// fast bins on every 64 KiB read buffer).
+/// fast bins on every 64 KiB read buffer). The `system-allocator` feature leaves it out, so that
+/// heaptrack or massif (which hook malloc) can see where the memory goes.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing::{error, info, warn};

@@ -1,5 +1,6 @@
 //! A connection's outbox for the group commit's reports: which of its publishes (publisher
-//! confirms) and transactions are safe on disk, or failed to be. Deliveries come another way:
+//! confirms), transactions and batches of durable declarations are safe on disk, or failed to
+//! be. Deliveries come another way:
 //! through the consumers' mailbox (`broker::queue::Sink`).
 
 use tokio::sync::mpsc;
@@ -13,6 +14,8 @@ pub struct Synced {
     pub tags: Vec<ConfirmTag>,
     /// (channel, epoch) of `tx.commit`s waiting for the sync.
     pub commits: Vec<(u16, u64)>,
+    /// The batch of definitions (declarations, bindings, deletions) whose replies wait.
+    pub definitions: Option<u64>,
     pub ok: bool,
 }
 
@@ -28,6 +31,21 @@ impl Outbox {
 
     /// Tells the connection that publisher-confirm tags are safe on disk (or not).
     pub fn synced(&self, tags: Vec<ConfirmTag>, commits: Vec<(u16, u64)>, ok: bool) {
-        let _ = self.0.send(Synced { tags, commits, ok });
+        let _ = self.0.send(Synced {
+            tags,
+            commits,
+            definitions: None,
+            ok,
+        });
+    }
+
+    /// Tells the connection that the definitions its batch `batch` changed are on disk (or not).
+    pub fn saved(&self, batch: u64, ok: bool) {
+        let _ = self.0.send(Synced {
+            tags: Vec::new(),
+            commits: Vec::new(),
+            definitions: Some(batch),
+            ok,
+        });
     }
 }

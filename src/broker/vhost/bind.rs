@@ -5,15 +5,16 @@
 use super::*;
 
 impl Vhost {
-    /// `queue.bind` and `exchange.bind`.
-    pub fn bind(
+    /// `queue.bind` and `exchange.bind`; what it appended to the definitions log is the caller's
+    /// to save.
+    pub fn bind_unsaved(
         &self,
         source: &ShortStr,
         destination: Destination,
         routing_key: ShortStr,
         arguments: &FieldTable,
         connection: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<Unsaved, Error> {
         let mut topology = self.write();
         let target = self.resolve(&topology, &destination, connection)?;
         if source.is_empty() {
@@ -38,18 +39,19 @@ impl Vhost {
                 topology.log_binding(source, &key, Some(arguments));
             }
         }
-        self.save(topology)
+        Ok(self.unsaved(topology))
     }
 
-    /// `queue.unbind` and `exchange.unbind`.
-    pub fn unbind(
+    /// `queue.unbind` and `exchange.unbind`; what it appended to the definitions log is the
+    /// caller's to save.
+    pub fn unbind_unsaved(
         &self,
         source: &ShortStr,
         destination: Destination,
         routing_key: ShortStr,
         arguments: &FieldTable,
         connection: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<Unsaved, Error> {
         if source.is_empty() {
             return Err(default_exchange());
         }
@@ -58,12 +60,12 @@ impl Vhost {
         // RabbitMQ 3.x.
         let target = match self.resolve(&topology, &destination, connection) {
             Ok(target) => target,
-            Err(Error::NotFound(_)) => return Ok(()),
+            Err(Error::NotFound(_)) => return Ok(Unsaved::default()),
             Err(other) => return Err(other),
         };
         let durable_destination = topology.durable_destination(&destination);
         let Some(exchange) = topology.exchanges.get_mut(source) else {
-            return Ok(());
+            return Ok(Unsaved::default());
         };
         let key = BindingKey {
             destination,
@@ -76,7 +78,7 @@ impl Vhost {
             }
             topology.auto_delete_exchange(source);
         }
-        self.save(topology)
+        Ok(self.unsaved(topology))
     }
 
     fn resolve(

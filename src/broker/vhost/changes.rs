@@ -4,8 +4,10 @@
 //! Every change is appended under the topology's write lock, where it is made, so the log holds
 //! the changes in the order they happened: a put for what is declared or bound, a delete for what
 //! goes (with the bindings a deletion takes along, and the auto-delete exchanges it empties).
-//! [`Vhost::save`] then lets go of the lock and waits for the group commit, so the reply that
-//! follows (`declare-ok`, `bind-ok`, `delete-ok`) means "on disk". Compaction rewrites the log from
+//! The change then lets go of the lock and hands its caller an [`Unsaved`]: the caller waits for
+//! the group commit (the blocking calls, [`Vhost::save`]), or a connection registers with it
+//! once per batch of input (the `*_unsaved` calls), so the reply that follows (`declare-ok`,
+//! `bind-ok`, `delete-ok`) means "on disk" either way. Compaction rewrites the log from
 //! the topology ([`Vhost::compact_definitions`]), off the connections' threads.
 
 use std::io;
@@ -16,12 +18,13 @@ use warren_protocol::method::ShortStr;
 use warren_protocol::table::decode_field_table;
 use warren_protocol::types::FieldTable;
 
-use super::{is_built_in, Topology, Vhost};
+use super::{is_built_in, ExchangeDeclare, QueueDeclare, QueueDeclared, Topology, Vhost};
 use crate::broker::definition::{binding_key, exchange_key, queue_key, Definition};
 use crate::broker::exchange::{BindingKey, Destination, Exchange};
-use crate::broker::queue::Queue;
+use crate::broker::queue::{Consumer, Queue};
 use crate::error::Error;
 use crate::store::definitions::Snapshot;
+use crate::store::Store;
 
 impl Topology {
     fn log_put(&mut self, key: &[u8], record: &[u8]) {
@@ -170,21 +173,134 @@ fn binding_record(source: &ShortStr, binding: &BindingKey, arguments: FieldTable
     .encode()
 }
 
-impl Vhost {
-    /// Ends a change: lets go of the topology's lock and, if the change appended to the
-    /// definitions log, returns once that is on disk.
-    pub(super) fn save(&self, mut topology: RwLockWriteGuard<'_, Topology>) -> Result<(), Error> {
-        if !std::mem::take(&mut topology.uncommitted) {
-            return Ok(());
-        }
-        let (Some(log), Some((store, _))) = (topology.definitions.clone(), &self.store) else {
+/// What a change appended to the definitions log and is not on disk yet (nothing, for a change
+/// to nothing durable). Its caller either waits for it ([`Unsaved::wait`]) or writes it and
+/// registers with the group commit itself ([`Unsaved::write`]), and answers only after the sync.
+#[must_use = "a change to something durable is not on disk until it is saved"]
+#[derive(Debug, Default)]
+pub struct Unsaved(Option<(Log, Arc<Store>)>);
+
+impl Unsaved {
+    /// Whether there is nothing to save.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Writes what was appended and returns once it is synced (blocks in place on a
+    /// multi-threaded runtime, so that other connections keep being served meanwhile).
+    pub fn wait(self) -> Result<(), Error> {
+        let Some((log, store)) = self.0 else {
             return Ok(());
         };
-        drop(topology);
         blocking(|| log.commit(&store.syncer)).map_err(|e| {
-            error!(vhost = %self.name, error = %e, "saving the durable definitions failed");
+            error!(error = %e, "saving the durable definitions failed");
             Error::Internal(format!("cannot save the durable definitions: {e}"))
         })
+    }
+
+    /// Writes what was appended and hands the file to the group commit, without waiting; the
+    /// store whose [`crate::store::sync::Syncer::notify`] then reports the sync (`None`:
+    /// nothing to save).
+    pub fn write(&self) -> io::Result<Option<&Arc<Store>>> {
+        let Some((log, store)) = &self.0 else {
+            return Ok(None);
+        };
+        log.write(&store.syncer)?;
+        Ok(Some(store))
+    }
+
+    /// Whether `self` and `other` save to the same log (so that one write covers both).
+    pub fn same_log(&self, other: &Unsaved) -> bool {
+        match (&self.0, &other.0) {
+            (Some((a, _)), Some((b, _))) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Vhost {
+    /// Ends a change: lets go of the topology's lock and says what the change appended to the
+    /// definitions log, still to be made durable.
+    pub(super) fn unsaved(&self, mut topology: RwLockWriteGuard<'_, Topology>) -> Unsaved {
+        if !std::mem::take(&mut topology.uncommitted) {
+            return Unsaved::default();
+        }
+        let (Some(log), Some((store, _))) = (topology.definitions.clone(), &self.store) else {
+            return Unsaved::default();
+        };
+        drop(topology);
+        Unsaved(Some((log, Arc::clone(store))))
+    }
+
+    /// Ends a change: lets go of the topology's lock and, if the change appended to the
+    /// definitions log, returns once that is on disk.
+    pub(super) fn save(&self, topology: RwLockWriteGuard<'_, Topology>) -> Result<(), Error> {
+        self.unsaved(topology).wait()
+    }
+
+    /// `exchange.declare`, returning once what it changed is on disk.
+    pub fn declare_exchange(&self, declare: ExchangeDeclare) -> Result<(), Error> {
+        self.declare_exchange_unsaved(declare)?.wait()
+    }
+
+    /// `queue.declare`, returning once what it changed is on disk.
+    pub fn declare_queue(
+        &self,
+        declare: QueueDeclare,
+        connection: u64,
+    ) -> Result<QueueDeclared, Error> {
+        let (declared, unsaved) = self.declare_queue_unsaved(declare, connection)?;
+        unsaved.wait()?;
+        Ok(declared)
+    }
+
+    /// `queue.bind` and `exchange.bind`, returning once what they changed is on disk.
+    pub fn bind(
+        &self,
+        source: &ShortStr,
+        destination: Destination,
+        routing_key: ShortStr,
+        arguments: &FieldTable,
+        connection: u64,
+    ) -> Result<(), Error> {
+        self.bind_unsaved(source, destination, routing_key, arguments, connection)?
+            .wait()
+    }
+
+    /// `queue.unbind` and `exchange.unbind`, returning once what they changed is on disk.
+    pub fn unbind(
+        &self,
+        source: &ShortStr,
+        destination: Destination,
+        routing_key: ShortStr,
+        arguments: &FieldTable,
+        connection: u64,
+    ) -> Result<(), Error> {
+        self.unbind_unsaved(source, destination, routing_key, arguments, connection)?
+            .wait()
+    }
+
+    /// `exchange.delete`, returning once what it changed is on disk.
+    pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool) -> Result<(), Error> {
+        self.delete_exchange_unsaved(name, if_unused)?.wait()
+    }
+
+    /// `queue.delete`, returning once what it changed is on disk: how many messages the queue
+    /// held, and the consumers to cancel (cancelled here if saving failed).
+    pub fn delete_queue(
+        &self,
+        name: &ShortStr,
+        if_unused: bool,
+        if_empty: bool,
+        connection: u64,
+    ) -> Result<(u32, Vec<Arc<Consumer>>), Error> {
+        let (count, consumers, unsaved) =
+            self.delete_queue_unsaved(name, if_unused, if_empty, connection)?;
+        if let Err(e) = unsaved.wait() {
+            super::delete::cancel_all(consumers);
+            return Err(e);
+        }
+        Ok((count, consumers))
     }
 
     /// Rewrites the definitions log from the topology if it holds mostly dead entries (the

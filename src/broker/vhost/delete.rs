@@ -9,14 +9,19 @@ use std::sync::Arc;
 
 use warren_protocol::method::ShortStr;
 
-use super::{default_exchange, is_built_in, Topology, Vhost};
+use super::{default_exchange, is_built_in, Topology, Unsaved, Vhost};
 use crate::broker::definition::{exchange_key, queue_key};
 use crate::broker::exchange::{Destination, Target};
 use crate::broker::queue::{Consumer, Queue};
 use crate::error::Error;
 
 impl Vhost {
-    pub fn delete_exchange(&self, name: &ShortStr, if_unused: bool) -> Result<(), Error> {
+    /// `exchange.delete`; what it appended to the definitions log is the caller's to save.
+    pub fn delete_exchange_unsaved(
+        &self,
+        name: &ShortStr,
+        if_unused: bool,
+    ) -> Result<Unsaved, Error> {
         if name.is_empty() {
             return Err(default_exchange());
         }
@@ -29,7 +34,7 @@ impl Vhost {
         let mut topology = self.write();
         let Some(exchange) = topology.exchanges.get(name) else {
             // Deleting what is not there succeeds, as in RabbitMQ 3.x.
-            return Ok(());
+            return Ok(Unsaved::default());
         };
         if if_unused && exchange.has_bindings() {
             return Err(Error::PreconditionFailed(format!(
@@ -38,20 +43,21 @@ impl Vhost {
             )));
         }
         topology.remove_exchange(name);
-        self.save(topology)
+        Ok(self.unsaved(topology))
     }
 
-    /// `queue.delete`: returns how many messages the queue held, and the consumers to cancel.
-    pub fn delete_queue(
+    /// `queue.delete`: returns how many messages the queue held and the consumers to cancel;
+    /// what it appended to the definitions log is the caller's to save.
+    pub fn delete_queue_unsaved(
         &self,
         name: &ShortStr,
         if_unused: bool,
         if_empty: bool,
         connection: u64,
-    ) -> Result<(u32, Vec<Arc<Consumer>>), Error> {
+    ) -> Result<(u32, Vec<Arc<Consumer>>, Unsaved), Error> {
         let mut topology = self.write();
         let Some(queue) = topology.queues.get(name) else {
-            return Ok((0, Vec::new()));
+            return Ok((0, Vec::new(), Unsaved::default()));
         };
         if queue.is_exclusive_to_other(connection) {
             return Err(self.locked(name));
@@ -70,11 +76,7 @@ impl Vhost {
             )));
         }
         let (consumers, count) = topology.remove_queue(name);
-        if let Err(e) = self.save(topology) {
-            cancel_all(consumers);
-            return Err(e);
-        }
-        Ok((count, consumers))
+        Ok((count, consumers, self.unsaved(topology)))
     }
 
     /// Deletes `queue` if it is still the queue of its name and `condition` still holds (checked
@@ -216,7 +218,7 @@ impl Topology {
     }
 }
 
-fn cancel_all(consumers: Vec<Arc<Consumer>>) {
+pub(super) fn cancel_all(consumers: Vec<Arc<Consumer>>) {
     for consumer in consumers {
         consumer.cancel();
     }

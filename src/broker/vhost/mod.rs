@@ -32,6 +32,7 @@ mod export;
 pub mod inspect;
 mod publish;
 
+pub use changes::Unsaved;
 pub use export::{BindingSnapshot, ExchangeSnapshot, QueueSnapshot, VhostSnapshot};
 pub use publish::{PublishScratch, Routed, Safety};
 
@@ -258,14 +259,15 @@ impl Vhost {
         ShortStr::copy_from_str(&text)
     }
 
-    pub fn declare_exchange(&self, declare: ExchangeDeclare) -> Result<(), Error> {
+    /// `exchange.declare`; what it appended to the definitions log is the caller's to save.
+    pub fn declare_exchange_unsaved(&self, declare: ExchangeDeclare) -> Result<Unsaved, Error> {
         if declare.name.is_empty() {
             return Err(default_exchange());
         }
         let mut topology = self.write();
         if declare.passive {
             return match topology.exchanges.contains_key(&declare.name) {
-                true => Ok(()),
+                true => Ok(Unsaved::default()),
                 false => Err(self.no_exchange(&declare.name)),
             };
         }
@@ -301,7 +303,7 @@ impl Vhost {
             if let Some((got, have)) = argument_mismatch(got, have) {
                 return Err(self.inequivalent(what, "alternate-exchange", name, &got, &have));
             }
-            return Ok(());
+            return Ok(Unsaved::default());
         }
         if declare.name.as_str().starts_with("amq.") {
             return Err(Error::AccessRefused(format!(
@@ -319,14 +321,15 @@ impl Vhost {
         );
         topology.log_exchange(&exchange);
         topology.exchanges.insert(declare.name, exchange);
-        self.save(topology)
+        Ok(self.unsaved(topology))
     }
 
-    pub fn declare_queue(
+    /// `queue.declare`; what it appended to the definitions log is the caller's to save.
+    pub fn declare_queue_unsaved(
         &self,
         declare: QueueDeclare,
         connection: u64,
-    ) -> Result<QueueDeclared, Error> {
+    ) -> Result<(QueueDeclared, Unsaved), Error> {
         let mut topology = self.write();
         if declare.passive {
             let queue = topology
@@ -338,14 +341,14 @@ impl Vhost {
             }
             // A passive declaration renews an x-expires lease too, as in RabbitMQ.
             queue.touch();
-            return Ok(declared(queue));
+            return Ok((declared(queue), Unsaved::default()));
         }
         self.check_arguments(&declare)?;
         let owner = declare.exclusive.then_some(connection);
         if let Some(queue) = topology.queues.get(&declare.name) {
             self.check_equivalent(&declare, owner, queue)?;
             queue.touch();
-            return Ok(declared(queue));
+            return Ok((declared(queue), Unsaved::default()));
         }
         if !declare.server_named && declare.name.as_str().starts_with("amq.") {
             return Err(Error::AccessRefused(format!(
@@ -375,8 +378,7 @@ impl Vhost {
             .map_err(|e| Error::Internal(format!("cannot open the queue's log: {e}")))?;
         topology.queues.insert(declare.name, Arc::clone(&queue));
         topology.log_queue(&queue);
-        self.save(topology)?;
-        Ok(declared(&queue))
+        Ok((declared(&queue), self.unsaved(topology)))
     }
 
     /// RabbitMQ's checks of a new queue's `x-` arguments (406 with its wording).

@@ -1,15 +1,16 @@
 //! The exchange and queue classes: declare, delete, bind, unbind, purge. Each method is checked
 //! and applied by the vhost's topology; this file only translates between the wire methods and
 //! the topology's calls, and fills in the shortcuts of the spec (a server-named queue, and ""
-//! meaning the channel's last declared queue).
+//! meaning the channel's last declared queue). A reply to a change of something durable is
+//! sent once the change is on disk, without holding up the frames that follow (`held.rs`).
 
 use bytes::BytesMut;
-use warren_protocol::method::{encode_method, ShortStr};
+use warren_protocol::method::ShortStr;
 use warren_protocol::spec::{exchange, queue, AMQPClass};
 
 use super::Channels;
 use crate::broker::exchange::Destination;
-use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
+use crate::broker::vhost::{ExchangeDeclare, QueueDeclare, Unsaved};
 use crate::error::Error;
 use crate::server::access::{Perm, Resource};
 
@@ -27,28 +28,36 @@ impl Channels {
         use exchange::AMQPMethod as X;
         self.open(number)?;
         let connection = self.session.connection;
-        let (reply, nowait) = match method {
+        let (reply, nowait, unsaved) = match method {
             X::Declare(declare) => {
                 if !declare.passive {
                     let name = declare.exchange.as_str().as_bytes();
                     self.permit_exchange_declare(name, &declare.arguments)?;
                 }
-                self.session.vhost.declare_exchange(ExchangeDeclare {
-                    name: short(&declare.exchange),
-                    kind: declare.kind.as_str().to_owned(),
-                    passive: declare.passive,
-                    durable: declare.durable,
-                    auto_delete: declare.auto_delete,
-                    internal: declare.internal,
-                    arguments: declare.arguments,
-                })?;
-                (X::DeclareOk(exchange::DeclareOk {}), declare.nowait)
+                let unsaved = self
+                    .session
+                    .vhost
+                    .declare_exchange_unsaved(ExchangeDeclare {
+                        name: short(&declare.exchange),
+                        kind: declare.kind.as_str().to_owned(),
+                        passive: declare.passive,
+                        durable: declare.durable,
+                        auto_delete: declare.auto_delete,
+                        internal: declare.internal,
+                        arguments: declare.arguments,
+                    })?;
+                (
+                    X::DeclareOk(exchange::DeclareOk {}),
+                    declare.nowait,
+                    unsaved,
+                )
             }
             X::Delete(delete) => {
                 self.permit_exchange_delete(delete.exchange.as_str().as_bytes())?;
                 let vhost = &self.session.vhost;
-                vhost.delete_exchange(&short(&delete.exchange), delete.if_unused)?;
-                (X::DeleteOk(exchange::DeleteOk {}), delete.nowait)
+                let unsaved =
+                    vhost.delete_exchange_unsaved(&short(&delete.exchange), delete.if_unused)?;
+                (X::DeleteOk(exchange::DeleteOk {}), delete.nowait, unsaved)
             }
             X::Bind(bind) => {
                 let destination = Destination::Exchange(short(&bind.destination));
@@ -58,14 +67,14 @@ impl Channels {
                     &destination,
                     key.as_str().as_bytes(),
                 )?;
-                self.session.vhost.bind(
+                let unsaved = self.session.vhost.bind_unsaved(
                     &short(&bind.source),
                     destination,
                     short(&bind.routing_key),
                     &bind.arguments,
                     connection,
                 )?;
-                (X::BindOk(exchange::BindOk {}), bind.nowait)
+                (X::BindOk(exchange::BindOk {}), bind.nowait, unsaved)
             }
             X::Unbind(unbind) => {
                 let destination = Destination::Exchange(short(&unbind.destination));
@@ -75,14 +84,14 @@ impl Channels {
                     &destination,
                     key.as_str().as_bytes(),
                 )?;
-                self.session.vhost.unbind(
+                let unsaved = self.session.vhost.unbind_unsaved(
                     &short(&unbind.source),
                     destination,
                     short(&unbind.routing_key),
                     &unbind.arguments,
                     connection,
                 )?;
-                (X::UnbindOk(exchange::UnbindOk {}), unbind.nowait)
+                (X::UnbindOk(exchange::UnbindOk {}), unbind.nowait, unsaved)
             }
             _ => {
                 return Err(Error::CommandInvalid(
@@ -90,9 +99,8 @@ impl Channels {
                 ))
             }
         };
-        if !nowait {
-            encode_method(out, number, &AMQPClass::Exchange(reply));
-        }
+        let reply = (!nowait).then_some(AMQPClass::Exchange(reply));
+        self.reply_saved(out, number, reply, unsaved);
         Ok(())
     }
 
@@ -104,10 +112,11 @@ impl Channels {
     ) -> Result<(), Error> {
         use queue::AMQPMethod as Q;
         let connection = self.session.connection;
-        let (reply, nowait) = match method {
+        let (reply, nowait, unsaved) = match method {
             Q::Declare(declare) => {
                 let nowait = declare.nowait;
-                (Q::DeclareOk(self.declare_queue(number, declare)?), nowait)
+                let (ok, unsaved) = self.declare_queue(number, declare)?;
+                (Q::DeclareOk(ok), nowait, unsaved)
             }
             Q::Bind(bind) => {
                 let name = self.queue_name(number, bind.queue.as_str())?;
@@ -116,14 +125,14 @@ impl Channels {
                 let destination = Destination::Queue(name);
                 let source = bind.exchange.as_str().as_bytes();
                 self.permit_binding(source, &destination, routing_key.as_bytes())?;
-                self.session.vhost.bind(
+                let unsaved = self.session.vhost.bind_unsaved(
                     &short(&bind.exchange),
                     destination,
                     routing_key,
                     &bind.arguments,
                     connection,
                 )?;
-                (Q::BindOk(queue::BindOk {}), bind.nowait)
+                (Q::BindOk(queue::BindOk {}), bind.nowait, unsaved)
             }
             Q::Unbind(unbind) => {
                 let name = self.queue_name(number, unbind.queue.as_str())?;
@@ -132,25 +141,26 @@ impl Channels {
                 let destination = Destination::Queue(name);
                 let source = unbind.exchange.as_str().as_bytes();
                 self.permit_binding(source, &destination, routing_key.as_bytes())?;
-                self.session.vhost.unbind(
+                let unsaved = self.session.vhost.unbind_unsaved(
                     &short(&unbind.exchange),
                     destination,
                     routing_key,
                     &unbind.arguments,
                     connection,
                 )?;
-                (Q::UnbindOk(queue::UnbindOk {}), false)
+                (Q::UnbindOk(queue::UnbindOk {}), false, unsaved)
             }
             Q::Purge(purge) => {
                 let name = self.queue_name(number, purge.queue.as_str())?;
                 self.permit(Perm::Read, Resource::Queue, name.as_bytes())?;
                 let message_count = self.session.vhost.queue(&name, connection)?.purge();
-                (Q::PurgeOk(queue::PurgeOk { message_count }), purge.nowait)
+                let ok = queue::PurgeOk { message_count };
+                (Q::PurgeOk(ok), purge.nowait, Unsaved::default())
             }
             Q::Delete(delete) => {
                 let name = self.queue_name(number, delete.queue.as_str())?;
                 self.permit(Perm::Configure, Resource::Queue, name.as_bytes())?;
-                let (message_count, consumers) = self.session.vhost.delete_queue(
+                let (message_count, consumers, unsaved) = self.session.vhost.delete_queue_unsaved(
                     &name,
                     delete.if_unused,
                     delete.if_empty,
@@ -160,10 +170,8 @@ impl Channels {
                 for consumer in consumers {
                     consumer.cancel();
                 }
-                (
-                    Q::DeleteOk(queue::DeleteOk { message_count }),
-                    delete.nowait,
-                )
+                let ok = queue::DeleteOk { message_count };
+                (Q::DeleteOk(ok), delete.nowait, unsaved)
             }
             _ => {
                 return Err(Error::CommandInvalid(
@@ -171,19 +179,18 @@ impl Channels {
                 ))
             }
         };
-        if !nowait {
-            encode_method(out, number, &AMQPClass::Queue(reply));
-        }
+        let reply = (!nowait).then_some(AMQPClass::Queue(reply));
+        self.reply_saved(out, number, reply, unsaved);
         Ok(())
     }
 
     /// `queue.declare`: "" names a new server-named queue (`amq.gen-…`); the declared name is
-    /// remembered as the channel's last queue.
+    /// remembered as the channel's last queue. Its reply waits for what it left unsaved.
     fn declare_queue(
         &mut self,
         number: u16,
         declare: queue::Declare,
-    ) -> Result<queue::DeclareOk, Error> {
+    ) -> Result<(queue::DeclareOk, Unsaved), Error> {
         let server_named = declare.queue.as_str().is_empty() && !declare.passive;
         let name = match declare.queue.as_str() {
             "" if !declare.passive => self.session.vhost.generate_name("amq.gen-"),
@@ -192,7 +199,7 @@ impl Channels {
         if !declare.passive {
             self.permit_queue_declare(name.as_bytes(), &declare.arguments)?;
         }
-        let declared = self.session.vhost.declare_queue(
+        let (declared, unsaved) = self.session.vhost.declare_queue_unsaved(
             QueueDeclare {
                 name: name.clone(),
                 server_named,
@@ -205,11 +212,12 @@ impl Channels {
             self.session.connection,
         )?;
         self.open(number)?.last_queue = Some(name.clone());
-        Ok(queue::DeclareOk {
+        let ok = queue::DeclareOk {
             queue: name.as_str().into(),
             message_count: declared.message_count,
             consumer_count: declared.consumer_count,
-        })
+        };
+        Ok((ok, unsaved))
     }
 
     /// The spec's shortcut: binding the last declared queue ("") with an empty routing key binds

@@ -16,7 +16,23 @@ use crate::broker::queue::Consumer;
 impl Channels {
     /// Writes a delivery from a queue to one of this connection's consumers, or gives it back
     /// to the queue if the consumer was cancelled or its channel closed meanwhile.
+    #[inline]
     pub(crate) fn deliver(
+        &mut self,
+        out: &mut BytesMut,
+        consumer: Arc<Consumer>,
+        entry: Entry,
+        now: Instant,
+    ) {
+        if self.held.is_empty() {
+            return self.write_delivery(out, consumer, entry, now);
+        }
+        self.output(out, consumer.channel, |channels, out| {
+            channels.write_delivery(out, consumer, entry, now)
+        })
+    }
+
+    fn write_delivery(
         &mut self,
         out: &mut BytesMut,
         consumer: Arc<Consumer>,
@@ -69,13 +85,17 @@ impl Channels {
         }
         consumer.deactivate();
         let cancel_notify = self.session.cancel_notify;
-        if let Some(channel) = self.slot_mut(consumer.channel) {
+        let number = consumer.channel;
+        self.output(out, number, |channels, out| {
+            let Some(channel) = channels.slot_mut(number) else {
+                return;
+            };
             if channel.state == ChannelState::Open {
                 channel.consumers.remove(&consumer.tag);
                 if cancel_notify {
-                    basic::send_cancel(out, consumer.channel, &consumer.tag);
+                    basic::send_cancel(out, number, &consumer.tag);
                 }
             }
-        }
+        })
     }
 }

@@ -1,7 +1,9 @@
 //! What waits for the end of a batch of input or mail, and for the group commit: the logs the
 //! publishes appended to (flushed once per batch), publisher confirms that became due, and
-//! publishes and `tx.commit`s whose answer waits for their messages to be synced. Registers one
-//! group-commit callback per flush, never one per publish; never syncs anything itself.
+//! publishes and `tx.commit`s whose answer waits for their messages to be synced, and the
+//! definitions logs that durable declarations appended to (`held.rs`). Registers one
+//! group-commit callback per flush (two with declarations), never one per publish; never syncs
+//! anything itself.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ impl Channels {
         for queue in self.publishing.unflushed.drain(..) {
             flushed &= queue.flush_log().is_ok();
         }
+        self.save_definitions();
         if let Some(wait) = self.awaiting_sync.take() {
             let outbox = self.session.outbox.clone();
             let SyncWait {
@@ -52,14 +55,16 @@ impl Channels {
         }
         let mut due = std::mem::take(&mut self.confirms_due);
         for &number in &due {
-            if let Some(Channel {
-                state: ChannelState::Open,
-                mode: Mode::Confirm(confirms),
-                ..
-            }) = self.slot_mut(number)
-            {
-                self.counts.confirmed += confirms.flush(out, number);
-            }
+            self.output(out, number, |channels, out| {
+                if let Some(Channel {
+                    state: ChannelState::Open,
+                    mode: Mode::Confirm(confirms),
+                    ..
+                }) = channels.slot_mut(number)
+                {
+                    channels.counts.confirmed += confirms.flush(out, number);
+                }
+            });
         }
         due.clear();
         self.confirms_due = due;
@@ -106,6 +111,12 @@ impl Channels {
     /// The group commit reported on a transaction of channel `number`: answer its commit (or
     /// fail the channel: what it committed is not known to be safe).
     pub(crate) fn committed(&mut self, out: &mut BytesMut, number: u16, epoch: u64, ok: bool) {
+        self.output(out, number, |channels, out| {
+            channels.answer_commit(out, number, epoch, ok)
+        })
+    }
+
+    fn answer_commit(&mut self, out: &mut BytesMut, number: u16, epoch: u64, ok: bool) {
         let current = matches!(
             self.slot_mut(number),
             Some(channel) if channel.epoch == epoch && channel.state == ChannelState::Open

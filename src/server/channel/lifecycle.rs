@@ -30,6 +30,12 @@ impl Channels {
     /// Sends `channel.close` for a channel exception, gives back what the channel held, and drops
     /// its further traffic until `close-ok`.
     pub(crate) fn close_with(&mut self, out: &mut BytesMut, number: u16, exception: &Exception) {
+        self.output(out, number, |channels, out| {
+            channels.close_channel(out, number, exception)
+        })
+    }
+
+    fn close_channel(&mut self, out: &mut BytesMut, number: u16, exception: &Exception) {
         let (code, _) = exception.error.reply();
         self.release(number);
         if let Some(channel) = self.slot_mut(number) {

@@ -20,6 +20,7 @@ mod content;
 mod declare;
 mod deliver;
 mod flush;
+mod held;
 mod lifecycle;
 mod permit;
 mod settle;
@@ -183,6 +184,9 @@ pub(crate) struct Channels {
     /// Publishes waiting for the group commit, registered with it as one callback at the next
     /// [`Channels::flush`]: (channel, epoch, delivery tag).
     awaiting_sync: Option<SyncWait>,
+    /// Replies waiting for the definitions log to reach the disk, and their channels' output
+    /// held behind them.
+    held: held::Held,
     /// A message was published on this connection (resource alarms block publishers only).
     published: bool,
     next_epoch: u64,
@@ -202,6 +206,7 @@ impl Channels {
             publishing: PublishScratch::default(),
             confirms_due: Vec::new(),
             awaiting_sync: None,
+            held: held::Held::default(),
             published: false,
             next_epoch: 1,
             counts: Default::default(),
@@ -259,7 +264,20 @@ impl Channels {
     }
 
     /// Handles one frame on channel `number` (never 0).
+    #[inline]
     pub(crate) fn handle(
+        &mut self,
+        out: &mut BytesMut,
+        frame: Frame,
+        now: Instant,
+    ) -> Result<(), Exception> {
+        let number = frame.channel;
+        self.output(out, number, |channels, out| {
+            channels.handle_frame(out, frame, now)
+        })
+    }
+
+    fn handle_frame(
         &mut self,
         out: &mut BytesMut,
         frame: Frame,

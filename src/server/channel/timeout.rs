@@ -90,7 +90,9 @@ impl Channels {
                     close = Some(timeout.unwrap_or_default());
                     break;
                 }
-                self.cancel_timed_out(out, number, &consumer);
+                self.output(out, number, |channels, out| {
+                    channels.cancel_timed_out(out, number, &consumer)
+                });
             }
             if let Some(timeout) = close {
                 let error = Error::PreconditionFailed(format!(

@@ -1,5 +1,6 @@
 //! What other tasks send a connection: its consumers' deliveries and cancellations (the mailbox,
-//! fed by queues) and the group commit's reports (the outbox). Mail is handled in batches of
+//! fed by queues) and the group commit's reports (the outbox: confirms, commits, and the
+//! declarations whose replies wait for the disk). Mail is handled in batches of
 //! [`OUTBOX_BATCH`], and not at all while the client leaves too much output unread; a delivery
 //! the connection can no longer make goes back to its queue.
 
@@ -50,14 +51,26 @@ impl Connection {
         let Some(channels) = &mut self.channels else {
             return;
         };
-        let Synced { tags, commits, ok } = report;
+        let Synced {
+            tags,
+            commits,
+            definitions,
+            ok,
+        } = report;
         for (channel, epoch, tag) in tags {
             channels.synced(channel, epoch, tag, ok);
         }
         for (channel, epoch) in commits {
             channels.committed(&mut self.write_buf, channel, epoch, ok);
         }
+        let saved = match definitions {
+            Some(batch) => channels.saved(&mut self.write_buf, batch, ok),
+            None => Ok(()),
+        };
         channels.flush(&mut self.write_buf);
+        if let Err(exception) = saved {
+            self.exception(0, exception);
+        }
     }
 }
 

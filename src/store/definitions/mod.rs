@@ -17,9 +17,10 @@
 //! ([`super::sync::Syncer`]), and `commit` returns once an `fdatasync` that covers it is done. So a
 //! `declare-ok` still means "on disk", for one `pwrite` and one shared `fdatasync` instead of a
 //! rewrite of the whole file, a rename and two syncs. Declarers that commit at the same time share
-//! one sync (with publishers' confirms too); a lone declarer waits for its own. That is the
-//! simplest correct choice: commit blocks its thread, as the rewrite did, and leaves the reply
-//! path of the connection alone.
+//! one sync (with publishers' confirms too). `commit` blocks its thread (the configuration file,
+//! the management API and the definitions import use it); a connection instead
+//! [`DefinitionLog::write`]s once per batch of input and registers one group-commit callback, so
+//! a client that pipelines its declarations shares one sync among all of them.
 //!
 //! Recovery ([`DefinitionLog::open`]): entries are replayed up to the first one whose length is out
 //! of bounds or whose CRC fails, and the file is cut there, as a queue's log cuts its last
@@ -145,17 +146,26 @@ impl DefinitionLog {
     /// Writes what was appended and returns once it is synced. Blocks: never call it while
     /// holding the topology's lock (other declarers could not join the sync).
     pub fn commit(&self, syncer: &Syncer) -> io::Result<()> {
-        {
-            let mut current = self.current.lock();
-            self.write_pending(&mut current)?;
-            syncer.dirty([Arc::clone(&current.file)]);
-        }
+        self.write(syncer)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         syncer.notify(Box::new(move |result| {
             let _ = tx.send(result);
         }));
         rx.recv()
             .unwrap_or_else(|_| Err(io::Error::other("the group commit stopped")))
+    }
+
+    /// Writes what was appended (by anyone) and hands the file to the group commit, without
+    /// waiting: a callback [`Syncer::notify`] registers after this returns is told once what was
+    /// appended before the call is on disk. A connection that answers its declarations after the
+    /// sync calls this once per batch of input.
+    pub fn write(&self, syncer: &Syncer) -> io::Result<()> {
+        let mut current = self.current.lock();
+        self.write_pending(&mut current)?;
+        // Even with nothing left to write (another commit took the buffer), the file is handed
+        // over: that commit's write is done (it held `current`), its sync may not be.
+        syncer.dirty([Arc::clone(&current.file)]);
+        Ok(())
     }
 
     /// Writes the buffer at the end of the file (and into a running compaction's tail). A failed
