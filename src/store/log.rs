@@ -78,10 +78,12 @@ mod acks;
 mod compact;
 mod flush;
 mod read;
+mod reader;
 mod record;
 mod recovery;
 
 pub use compact::{CompactionJob, Plan};
+pub use reader::{Live, LiveRecord};
 
 use std::collections::BTreeMap;
 use std::io;
@@ -97,7 +99,7 @@ use acks::Kind;
 use record::{HEADER_LEN, MAX_PAYLOAD};
 
 /// Where a record is: its segment and its byte offset in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
     pub segment: u32,
     pub offset: u32,
@@ -119,8 +121,9 @@ pub struct Recovered {
 pub enum Keep {
     /// The payload, and a number of the caller's (returned as [`Recovered::meta`]).
     Payload(u64),
-    /// Only the position (and the number).
-    Position(u64),
+    /// Nothing: the record stays live in the log, not returned (the caller keeps what it needs
+    /// of it, e.g. a count, and reads it later with [`Log::read_live`]).
+    Leave,
     /// Settle it: the caller does not want it back.
     Drop,
 }
@@ -158,6 +161,12 @@ struct Segment {
     acks_len: u64,
     /// Recovery found a bad record before its end: its files are never deleted automatically.
     damaged: bool,
+    /// What recovery found settled or delivered among its live records (`None`: nothing, as
+    /// for every segment written since): [`Log::read_live`] skips and flags by it.
+    marks: Option<Box<Marks>>,
+    /// Ranges `(start, end)` of settled records that compaction may have punched (they read as
+    /// zeros): [`Log::read_live`] jumps over them.
+    punched: Vec<(u32, u32)>,
     /// Its files, opened when used and closed when idle by the store's [`Files`].
     msgs: Arc<Handle>,
     acks: Arc<Handle>,
@@ -173,10 +182,22 @@ impl Segment {
             compacted_bytes: 0,
             acks_len: 0,
             damaged: false,
+            marks: None,
+            punched: Vec::new(),
             msgs: msgs.unwrap_or_else(|| files.handle(msgs_path(dir, id), Mode::ReadWrite)),
             acks: files.handle(acks_path(dir, id), Mode::Write),
         }
     }
+}
+
+/// What recovery found in a segment's acks file about records after its first live one: the
+/// records settled (acked before the restart, or dropped by the caller's `decide`) and those
+/// delivered, sorted. Bounded by what was unsettled or out of order at the crash, not by the
+/// backlog.
+#[derive(Debug, Clone, Default)]
+struct Marks {
+    settled: Vec<u32>,
+    delivered: Vec<u32>,
 }
 
 /// A file written since the last [`Log::take_dirty`].
@@ -232,27 +253,28 @@ impl Log {
     /// Opens (creating if missing) the log in `dir` and recovers it, with every live record's
     /// payload.
     pub fn open(dir: &Path, segment_size: u64) -> io::Result<(Log, Recovery)> {
-        Log::open_with(dir, segment_size, &mut |_| Keep::Payload(0))
+        Log::open_with(dir, segment_size, &mut |_, _| Keep::Payload(0))
     }
 
     /// [`Log::open_in`] with descriptors of its own (no limit shared with other logs).
     pub fn open_with(
         dir: &Path,
         segment_size: u64,
-        decide: &mut dyn FnMut(&[u8]) -> Keep,
+        decide: &mut dyn FnMut(Position, &[u8]) -> Keep,
     ) -> io::Result<(Log, Recovery)> {
         Log::open_in(&Files::unswept(usize::MAX), dir, segment_size, decide)
     }
 
     /// Like [`Log::open`], with its descriptors from `files`, and `decide` sees each live
-    /// record's payload during the scan and says whether to return it ([`Keep::Payload`]), only
-    /// its position (an empty payload, so that a huge log is recovered without holding it in
-    /// memory), or to settle it ([`Keep::Drop`]). Out of descriptors, the error says so.
+    /// record's position and payload during the scan and says whether to return it
+    /// ([`Keep::Payload`]), leave it in the log unreturned ([`Keep::Leave`], so that a huge log
+    /// is recovered without holding anything per record in memory), or settle it
+    /// ([`Keep::Drop`]). Out of descriptors, the error says so.
     pub fn open_in(
         files: &Files,
         dir: &Path,
         segment_size: u64,
-        decide: &mut dyn FnMut(&[u8]) -> Keep,
+        decide: &mut dyn FnMut(Position, &[u8]) -> Keep,
     ) -> io::Result<(Log, Recovery)> {
         Log::open_described(files, dir, segment_size, decide).map_err(|e| files.describe(e))
     }
@@ -261,7 +283,7 @@ impl Log {
         files: &Files,
         dir: &Path,
         segment_size: u64,
-        decide: &mut dyn FnMut(&[u8]) -> Keep,
+        decide: &mut dyn FnMut(Position, &[u8]) -> Keep,
     ) -> io::Result<(Log, Recovery)> {
         let started = Instant::now();
         let created = !dir.is_dir();

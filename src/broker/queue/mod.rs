@@ -149,13 +149,14 @@ impl Queue {
         let mut queue = Queue::new(name, options).with_storage(store);
         let state = queue.state.get_mut();
         state.bytes = backlog.bytes;
+        state.expiring |= backlog.expiring;
         for recovered in backlog.messages {
             let seq = state.next_seq;
             state.next_seq += 1;
-            state.memory += recovered.message.as_deref().map_or(0, footprint);
-            state.expiring |= recovered.expires != 0;
+            state.memory += footprint(&recovered.message);
+            let lane = state.ready.lane_of(recovered.priority);
             state.ready.push_back(
-                recovered.priority,
+                lane,
                 Slot {
                     seq,
                     expires: recovered.expires,
@@ -165,6 +166,11 @@ impl Queue {
                 },
             );
         }
+        for left in backlog.left {
+            let lane = state.ready.lane_of(left.priority);
+            state.ready.add_run(lane, left.first, left.count);
+        }
+        state.read_heads();
         queue
     }
 
@@ -219,32 +225,51 @@ impl Queue {
             _ => 0,
         };
         state.expiring |= expires != 0;
+        let lane = state.ready.lane_of(stamp.priority);
         let cost = footprint(message);
-        let resident = state.memory + cost;
+        let resident = match state.ready.run(lane) {
+            // Behind the lane's run: to the log, in order.
+            Some(_) => usize::MAX,
+            // A lane's head stays in memory.
+            None if state.ready.no_slots(lane) => 0,
+            None => state.memory + cost,
+        };
         let Ok(stored) = state
             .store
             .put(message, stamp.persistent, expires, resident)
         else {
             return Enqueued::Failed;
         };
-        if stored.in_memory {
-            state.memory = resident;
-        }
         state.bytes += body;
         state.published += 1;
         let seq = state.next_seq;
         state.next_seq += 1;
-        let lane = state.ready.lane_of(stamp.priority);
-        state.ready.push_back(
-            lane,
-            Slot {
-                seq,
-                expires,
-                message: stored.in_memory.then(|| Arc::clone(message)),
-                redelivered: false,
-                position: stored.position,
-            },
-        );
+        let slot = Slot {
+            seq,
+            expires,
+            message: Arc::clone(message),
+            redelivered: false,
+            position: stored.position,
+        };
+        match (stored.in_memory, stored.position, state.ready.run(lane)) {
+            (false, Some(position), _) => state.ready.push_to_run(lane, position),
+            (_, _, None) => {
+                state.memory += cost;
+                state.ready.push_back(lane, slot);
+            }
+            (_, _, Some(_)) => {
+                // Could not be paged out behind the run: kept, served before it.
+                tracing::warn!(queue = %self.name, "queue: a message could not join its lane's paged-out run; it is served out of order");
+                state.requeued.push(Reverse(Entry {
+                    seq: slot.seq,
+                    message: slot.message,
+                    redelivered: false,
+                    position: slot.position,
+                    priority: lane,
+                    expires,
+                }));
+            }
+        }
         self.dispatch_at(state, now);
         if ttl == Some(0) {
             state.drop_if_waiting(lane, seq);
@@ -410,24 +435,25 @@ impl Queue {
     pub fn purge(&self) -> u32 {
         let mut state = self.lock();
         let count = state.ready_count();
-        let ready: Vec<Slot> = state.ready.take_all().collect();
+        let (slots, runs) = state.ready.take_all();
         let requeued = std::mem::take(&mut state.requeued);
         let parked = std::mem::take(&mut state.parked);
         state.memory = 0;
         state.bytes = 0;
         self.flow.release();
-        let slots = ready
+        let slots = slots
             .iter()
-            .filter_map(|slot| Some((slot.position?, slot.message.as_deref(), slot.expires)));
+            .filter_map(|slot| Some((slot.position?, &*slot.message, slot.expires)));
         let entries = requeued
             .iter()
             .map(|Reverse(entry)| entry)
             .chain(parked.iter().map(|p| &p.entry))
-            .filter_map(|e| Some((e.position?, Some(&*e.message), e.expires)));
+            .filter_map(|e| Some((e.position?, &*e.message, e.expires)));
         for (position, message, expires) in slots.chain(entries) {
-            state
-                .store
-                .settle(position, message.map(|message| (message, expires)));
+            state.store.settle(position, Some((message, expires)));
+        }
+        for (lane, run) in runs {
+            state.settle_run(lane, run);
         }
         let _ = self.flush_locked(&mut state);
         saturating_u32(count)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::super::message::{now_ms, Entry, Message, Reason};
 use super::super::storage::{MessageStore, Position};
 use super::consumer::{ChannelCredit, Consumer};
-use super::ready::{Ready, Slot};
+use super::ready::{Ready, Run, Slot};
 
 /// Paged-out messages offered to one read-ahead at most (see `QueueState::load_ahead`).
 const READ_AHEAD_MESSAGES: usize = 4096;
@@ -40,8 +40,8 @@ pub(super) struct QueueState {
     pub ready: Ready,
     /// Bytes of messages `ready` holds in memory.
     pub memory: usize,
-    /// Body bytes of the ready and requeued messages (`x-max-length-bytes`). Exact when
-    /// `read_back` is set; otherwise paged-out messages dropped unread are not subtracted.
+    /// Body bytes of the ready and requeued messages (`x-max-length-bytes`), those in runs
+    /// too.
     pub bytes: u64,
     pub requeued: BinaryHeap<Reverse<Entry>>,
     /// Deliveries the unacked timeout took back from a channel that still holds them (see
@@ -58,12 +58,8 @@ pub(super) struct QueueState {
     /// Messages given up on (expired, or dropped for length) that go to the dead-letter
     /// exchange once the lock is let go.
     pub dropped: Vec<(Arc<Message>, Reason)>,
-    /// The queue dead-letters: what it gives up on is read back from the log and kept in
-    /// `dropped`.
+    /// The queue dead-letters: what it gives up on is kept in `dropped`.
     pub dead_letters: bool,
-    /// Paged-out messages given up on are read back (to dead-letter them, or to count their
-    /// bytes); else they are settled unread.
-    pub read_back: bool,
     /// Some ready message may have an expiry time (the queue has a TTL, or was sent a message
     /// with an `expiration`).
     pub expiring: bool,
@@ -88,12 +84,12 @@ impl Parked {
     }
 }
 
-/// A message taken out of the ready list or the requeued ones, perhaps not read back yet.
+/// A message taken out of the ready list or the requeued ones.
 struct Taken {
     seq: u64,
     priority: u8,
     expires: u64,
-    message: Option<Arc<Message>>,
+    message: Arc<Message>,
     position: Option<Position>,
     redelivered: bool,
 }
@@ -103,7 +99,6 @@ impl QueueState {
         QueueState {
             ready: Ready::new(limits.max_priority),
             dead_letters: limits.dead_letter.is_some(),
-            read_back: limits.dead_letter.is_some() || limits.max_bytes.is_some(),
             expiring: limits.message_ttl.is_some(),
             ..QueueState::default()
         }
@@ -149,8 +144,7 @@ impl QueueState {
         }
     }
 
-    /// Takes the next message to be delivered: requeued ones first within the highest priority,
-    /// without reading a paged-out one back.
+    /// Takes the next message to be delivered: requeued ones first within the highest priority.
     #[inline]
     fn take_next(&mut self) -> Option<Taken> {
         if self.requeued_first() {
@@ -160,13 +154,133 @@ impl QueueState {
                 seq: entry.seq,
                 priority: entry.priority,
                 expires: entry.expires,
-                message: Some(entry.message),
+                message: entry.message,
                 position: entry.position,
                 redelivered: entry.redelivered,
             });
         }
-        let (priority, slot) = self.ready.pop_front()?;
+        let (priority, slot) = self.pop_slot()?;
         Some(self.taken(priority, slot))
+    }
+
+    /// Takes the next in-memory message of the highest lane, reading the lane's run back
+    /// first if its slots are empty, and after, if that emptied them: a lane's head is kept in
+    /// memory (for its expiry time, and for the next taker).
+    #[inline]
+    fn pop_slot(&mut self) -> Option<(u8, Slot)> {
+        loop {
+            let lane = self.ready.top()?;
+            if let Some(slot) = self.ready.pop_front(lane) {
+                if self.ready.wants_reading(lane) {
+                    self.read_run(lane);
+                }
+                return Some((lane, slot));
+            }
+            if !self.read_run(lane) {
+                return None;
+            }
+        }
+    }
+
+    /// Reads the head of every lane that has a run and nothing in memory (after recovery).
+    pub fn read_heads(&mut self) {
+        for lane in 0..=self.ready.levels() {
+            if self.ready.wants_reading(lane) {
+                self.read_run(lane);
+            }
+        }
+    }
+
+    /// Settles every message of a lane's run (a purge), reading them back in runs to know
+    /// which records are the lane's; how many it settled.
+    pub fn settle_run(&mut self, lane: u8, run: Run) -> u64 {
+        let levels = self.ready.levels();
+        let of_lane = move |priority: u8| priority.min(levels) == lane;
+        let wanted: Option<&dyn Fn(u8) -> bool> = match levels {
+            0 => None,
+            _ => Some(&of_lane),
+        };
+        let (mut cursor, mut left, mut settled) = (run.cursor, run.count, 0);
+        while left > 0 {
+            let max = usize::try_from(left)
+                .map_or(READ_AHEAD_MESSAGES, |left| left.min(READ_AHEAD_MESSAGES));
+            let read = match self.store.read_next(cursor, wanted, max) {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::error!(error = %e, "queue: purging paged-out messages failed");
+                    break;
+                }
+            };
+            for loaded in &read.messages {
+                self.store
+                    .settle(loaded.position, Some((&loaded.message, loaded.expires)));
+            }
+            let count = read.messages.len() as u64 + read.lost;
+            settled += count;
+            left = left.saturating_sub(count);
+            if read.end || (count == 0 && read.next == cursor) {
+                break;
+            }
+            cursor = read.next;
+        }
+        settled
+    }
+
+    /// Reads the next messages of a lane's run back into its slots (one read of the store's,
+    /// more while it finds only other lanes' records): false if it cannot now (an error,
+    /// logged; the run is left as it was, for a later try).
+    fn read_run(&mut self, lane: u8) -> bool {
+        let levels = self.ready.levels();
+        let of_lane = move |priority: u8| priority.min(levels) == lane;
+        let wanted: Option<&dyn Fn(u8) -> bool> = match levels {
+            0 => None,
+            _ => Some(&of_lane),
+        };
+        while let Some(run) = self.ready.run(lane) {
+            let max = usize::try_from(run.count).map_or(READ_AHEAD_MESSAGES, |count| {
+                count.clamp(1, READ_AHEAD_MESSAGES)
+            });
+            let read = match self.store.read_next(run.cursor, wanted, max) {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::error!(error = %e, "queue: reading paged-out messages back failed");
+                    return false;
+                }
+            };
+            let loaded = read.messages.len() as u64;
+            let stuck = loaded == 0 && read.next == run.cursor && !read.end && read.lost == 0;
+            for loaded in read.messages {
+                let message = Arc::new(loaded.message);
+                self.memory += footprint(&message);
+                self.expiring |= loaded.expires != 0;
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.ready.push_loaded(
+                    lane,
+                    Slot {
+                        seq,
+                        expires: loaded.expires,
+                        message,
+                        position: Some(loaded.position),
+                        redelivered: loaded.redelivered,
+                    },
+                );
+            }
+            self.ready
+                .advance_run(lane, read.next, loaded, read.lost, read.end);
+            if stuck {
+                tracing::error!(
+                    segment = run.cursor.segment,
+                    offset = run.cursor.offset,
+                    "queue: reading paged-out messages back does not move past a record"
+                );
+                return false;
+            }
+            if loaded > 0 || read.end {
+                break;
+            }
+        }
+        true
     }
 
     /// Takes an in-memory ready message's cost off the queue's memory and byte counts.
@@ -178,9 +292,7 @@ impl QueueState {
 
     #[inline]
     fn taken(&mut self, priority: u8, slot: Slot) -> Taken {
-        if let Some(message) = &slot.message {
-            self.forget(message);
-        }
+        self.forget(&slot.message);
         Taken {
             seq: slot.seq,
             priority,
@@ -189,20 +301,6 @@ impl QueueState {
             position: slot.position,
             redelivered: slot.redelivered,
         }
-    }
-
-    /// Reads a taken message back if it was paged out; false if it cannot be (it was dropped).
-    #[inline]
-    fn fill(&mut self, taken: &mut Taken) -> bool {
-        if taken.message.is_some() {
-            return true;
-        }
-        let Some(message) = self.load_ahead(taken.priority, taken.position) else {
-            return false;
-        };
-        self.bytes = self.bytes.saturating_sub(body_len(&message));
-        taken.message = Some(message);
-        true
     }
 
     /// The next message: requeued ones first, then the ready list, reading paged-out messages
@@ -216,26 +314,13 @@ impl QueueState {
     /// the message with, so that a message with a TTL of 0 still reaches a consumer ready for
     /// it however the clock ticks meanwhile.
     fn pop_at(&mut self, now: Option<u64>) -> Option<Entry> {
-        while self.requeued.is_empty() && !self.expiring {
+        if self.requeued.is_empty() && !self.expiring {
             // The common case: the next ready message, nothing requeued, nothing expires.
-            let (priority, slot) = self.ready.pop_front()?;
-            let message = match slot.message {
-                Some(message) => {
-                    self.forget(&message);
-                    message
-                }
-                None => match self.load_ahead(priority, slot.position) {
-                    Some(message) => {
-                        self.bytes = self.bytes.saturating_sub(body_len(&message));
-                        message
-                    }
-                    // Unreadable (dropped with an error): the next one.
-                    None => continue,
-                },
-            };
+            let (priority, slot) = self.pop_slot()?;
+            self.forget(&slot.message);
             return Some(Entry {
                 seq: slot.seq,
-                message,
+                message: slot.message,
                 redelivered: slot.redelivered,
                 position: slot.position,
                 priority,
@@ -244,22 +329,14 @@ impl QueueState {
         }
         let mut now = now;
         loop {
-            let mut taken = self.take_next()?;
-            let is_expired =
-                taken.expires != 0 && expired(taken.expires, *now.get_or_insert_with(now_ms));
-            if (!is_expired || self.read_back) && !self.fill(&mut taken) {
-                continue;
-            }
-            if is_expired {
+            let taken = self.take_next()?;
+            if taken.expires != 0 && expired(taken.expires, *now.get_or_insert_with(now_ms)) {
                 self.discard(taken, Reason::Expired);
                 continue;
             }
-            let Some(message) = taken.message else {
-                continue;
-            };
             return Some(Entry {
                 seq: taken.seq,
-                message,
+                message: taken.message,
                 redelivered: taken.redelivered,
                 position: taken.position,
                 priority: taken.priority,
@@ -268,24 +345,15 @@ impl QueueState {
         }
     }
 
-    /// Gives up on a taken message: reads it back first if the queue needs it (to dead-letter it
-    /// or count its bytes), then [`QueueState::discard`]s it. An unreadable one is already
-    /// dropped.
-    fn give_up(&mut self, mut taken: Taken, reason: Reason) {
-        if !self.read_back || self.fill(&mut taken) {
-            self.discard(taken, reason);
-        }
-    }
-
     /// Settles a message the queue gives up on in its store, and keeps it for the dead-letter
     /// exchange if the queue has one (and the message is known).
     fn discard(&mut self, taken: Taken, reason: Reason) {
         if let Some(position) = taken.position {
-            let known = taken.message.as_deref().map(|m| (m, taken.expires));
-            self.store.settle(position, known);
+            self.store
+                .settle(position, Some((&taken.message, taken.expires)));
         }
-        if let (true, Some(message)) = (self.dead_letters, taken.message) {
-            self.dropped.push((message, reason));
+        if self.dead_letters {
+            self.dropped.push((taken.message, reason));
         }
     }
 
@@ -295,7 +363,7 @@ impl QueueState {
         let Some(taken) = self.take_next() else {
             return false;
         };
-        self.give_up(taken, Reason::Maxlen);
+        self.discard(taken, Reason::Maxlen);
         true
     }
 
@@ -318,7 +386,7 @@ impl QueueState {
             let Some(taken) = self.take_next() else {
                 break;
             };
-            self.give_up(taken, Reason::Expired);
+            self.discard(taken, Reason::Expired);
         }
     }
 
@@ -341,45 +409,8 @@ impl QueueState {
         }
         if let Some(slot) = self.ready.pop_back(lane) {
             let taken = self.taken(lane, slot);
-            self.give_up(taken, Reason::Expired);
+            self.discard(taken, Reason::Expired);
         }
-    }
-
-    /// Reads a paged-out message back, and with it (one read of the store's) the paged-out
-    /// messages that follow it in its lane and in the store, which come back into memory: a
-    /// consumer draining a backlog costs one read per run of messages, not one per message.
-    fn load_ahead(&mut self, lane: u8, position: Option<Position>) -> Option<Arc<Message>> {
-        let position = position?;
-        let wanted: Vec<Position> = std::iter::once(position)
-            .chain(
-                self.ready
-                    .lane_mut(lane)
-                    .filter(|slot| slot.message.is_none())
-                    .map_while(|slot| slot.position)
-                    .take_while(|at| at.segment == position.segment),
-            )
-            .take(READ_AHEAD_MESSAGES)
-            .collect();
-        let mut read = self.store.read_ahead(&wanted).into_iter();
-        let Some(first) = read.next() else {
-            return self.store.read(position).map(Arc::new);
-        };
-        let mut read = wanted[1..].iter().zip(read).peekable();
-        let mut loaded = 0;
-        for slot in self.ready.lane_mut(lane) {
-            let Some((at, _)) = read.peek() else {
-                break;
-            };
-            if slot.message.is_some() || slot.position != Some(**at) {
-                continue;
-            }
-            if let Some((_, message)) = read.next() {
-                loaded += footprint(&message);
-                slot.message = Some(Arc::new(message));
-            }
-        }
-        self.memory += loaded;
-        Some(Arc::new(first))
     }
 
     pub fn remove_consumer(&mut self, consumer: &Arc<Consumer>) {

@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use tracing::{error, warn};
 
-use super::{MessageStore, Position, Stored};
+use super::{Loaded, MessageStore, NextMessages, Position, Stored};
 use crate::broker::message::Message;
 use crate::broker::record::RecordSummary;
 use crate::broker::record::{decode_message, encode_message, encoded_len, summarize_message};
 use crate::store::log::{CompactionJob, Keep, Log, Plan};
 use crate::store::Store;
+use warren_protocol::content::publish_checks;
 
 /// How much of a log one read of paged-out messages takes (see [`LogStore::read_ahead`]).
 const READ_AHEAD: usize = 256 * 1024;
@@ -37,12 +38,11 @@ pub struct LogStore {
     queue: String,
 }
 
-/// A message found in a durable queue's log at start.
+/// A message found in a durable queue's log at start, within the memory window.
 #[derive(Debug)]
 pub struct Recovered {
     pub position: Position,
-    /// `None`: left in the log (past the memory window), read back when consumers reach it.
-    pub message: Option<Arc<Message>>,
+    pub message: Arc<Message>,
     /// A delivery of it was recorded before the restart.
     pub redelivered: bool,
     /// When it expires (ms since the Unix epoch), 0 for never.
@@ -51,34 +51,62 @@ pub struct Recovered {
     pub priority: u8,
 }
 
+/// The messages of one priority left in the log at start (past the memory window): where the
+/// first is and how many, read back when consumers reach them ([`MessageStore::read_next`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeftInLog {
+    pub priority: u8,
+    pub first: Position,
+    pub count: u64,
+}
+
 /// Everything a durable queue's log held at start.
 #[derive(Debug, Default)]
 pub struct Backlog {
-    /// In log order.
+    /// Read back into memory, in log order.
     pub messages: Vec<Recovered>,
+    /// Left in the log, by priority: every message after the memory window.
+    pub left: Vec<LeftInLog>,
     /// The body bytes of them all.
     pub bytes: u64,
+    /// Some message has an expiry time.
+    pub expiring: bool,
 }
 
 impl LogStore {
     /// Opens a durable queue's log in `dir` and recovers its messages: only a memory window's
-    /// worth is read back into memory, the rest stay positions in the log. Transient records
-    /// (paged out before the restart) and unreadable ones are settled.
+    /// worth is read back into memory; the rest stay in the log, counted per priority, and
+    /// nothing per message is kept of them. Transient records (paged out before the restart)
+    /// and unreadable ones are settled.
     pub fn recover(store: Arc<Store>, dir: &Path, queue: &str) -> io::Result<(LogStore, Backlog)> {
         let mut budget = store.memory_window;
-        let mut bytes = 0u64;
-        let mut decide = |payload: &[u8]| {
+        let mut backlog = Backlog::default();
+        let mut decide = |position: Position, payload: &[u8]| {
             let Some(summary) = summarize_message(payload).filter(|s| s.persistent) else {
                 return Keep::Drop;
             };
-            bytes += summary.body_len;
+            backlog.bytes += summary.body_len;
+            backlog.expiring |= summary.expires != 0;
             let cost = payload.len() + RECOVERED_OVERHEAD;
-            if cost > budget {
-                budget = 0;
-                return Keep::Position(summary.pack());
+            if cost <= budget {
+                budget -= cost;
+                return Keep::Payload(summary.pack());
             }
-            budget -= cost;
-            Keep::Payload(summary.pack())
+            // Past the window: everything after stays in the log, in order.
+            budget = 0;
+            match backlog
+                .left
+                .iter_mut()
+                .find(|l| l.priority == summary.priority)
+            {
+                Some(left) => left.count += 1,
+                None => backlog.left.push(LeftInLog {
+                    priority: summary.priority,
+                    first: position,
+                    count: 1,
+                }),
+            }
+            Keep::Leave
         };
         let (log, recovery) = Log::open_in(&store.files, dir, store.segment_size, &mut decide)?;
         let mut this = LogStore {
@@ -87,28 +115,22 @@ impl LogStore {
             durable: true,
             queue: queue.to_owned(),
         };
-        let mut messages = Vec::with_capacity(recovery.records.len());
         let mut unreadable = 0usize;
         for record in recovery.records {
-            let message = match record.payload.is_empty() {
-                true => None,
-                false => match decode_message(&record.payload) {
-                    Some(stored) if stored.persistent => Some(Arc::new(stored.message)),
-                    _ => {
-                        this.settle(record.position, None);
-                        unreadable += 1;
-                        continue;
-                    }
-                },
-            };
             let (expires, priority) = RecordSummary::unpack(record.meta);
-            messages.push(Recovered {
-                position: record.position,
-                message,
-                redelivered: record.delivered,
-                expires,
-                priority,
-            });
+            match decode_message(&record.payload) {
+                Some(stored) if stored.persistent => backlog.messages.push(Recovered {
+                    position: record.position,
+                    message: Arc::new(stored.message),
+                    redelivered: record.delivered,
+                    expires,
+                    priority,
+                }),
+                _ => {
+                    this.settle(record.position, None);
+                    unreadable += 1;
+                }
+            }
         }
         if unreadable > 0 {
             warn!(
@@ -118,13 +140,13 @@ impl LogStore {
             );
             this.flush()?;
         }
-        Ok((this, Backlog { messages, bytes }))
+        Ok((this, backlog))
     }
 
     /// A fresh log for paging out only, in the store's spill directory.
     pub fn paging(store: Arc<Store>, queue: &str) -> io::Result<LogStore> {
         let dir = store.spill_dir();
-        let (log, _) = Log::open_in(&store.files, &dir, store.segment_size, &mut |_| {
+        let (log, _) = Log::open_in(&store.files, &dir, store.segment_size, &mut |_, _| {
             Keep::Payload(0)
         })?;
         Ok(LogStore {
@@ -185,59 +207,56 @@ impl MessageStore for LogStore {
         }
     }
 
-    fn read(&mut self, at: Position) -> Option<Message> {
-        let message = self
-            .log
-            .read(at)
-            .ok()
-            .and_then(|record| decode_message(&record));
-        match message {
-            Some(stored) => Some(stored.message),
-            None => {
+    /// One read of [`READ_AHEAD`] bytes of the log from `from` (more if the reader's
+    /// messages are sparse among other priorities' records): a consumer draining a backlog
+    /// costs one `pread` per run of messages, not one per message.
+    fn read_next(
+        &mut self,
+        from: Position,
+        wanted: Option<&dyn Fn(u8) -> bool>,
+        max: usize,
+    ) -> io::Result<NextMessages> {
+        let live = self.log.read_live(from, READ_AHEAD)?;
+        let mut next = NextMessages {
+            next: live.next,
+            end: live.end,
+            ..NextMessages::default()
+        };
+        for record in live.records {
+            if next.messages.len() >= max {
+                next.next = record.position;
+                next.end = false;
+                break;
+            }
+            let Some(stored) = decode_message(&record.payload) else {
                 error!(
                     queue = %self.queue,
-                    segment = at.segment,
-                    offset = at.offset,
+                    segment = record.position.segment,
+                    offset = record.position.offset,
                     "queue log: a paged-out message cannot be read back; dropping it"
                 );
-                let _ = self.log.settle(at);
-                None
-            }
-        }
-    }
-
-    /// One `pread` of [`READ_AHEAD`] bytes from the first position: a consumer draining a
-    /// backlog costs one read per run of records, not per message.
-    fn read_ahead(&mut self, positions: &[Position]) -> Vec<Message> {
-        let Some(first) = positions.first() else {
-            return Vec::new();
-        };
-        let run = match self.log.read_run(*first, READ_AHEAD) {
-            Ok(run)
-                if run
-                    .first()
-                    .is_some_and(|(offset, _)| *offset == first.offset) =>
-            {
-                run
-            }
-            _ => return Vec::new(),
-        };
-        let mut records = run.into_iter().peekable();
-        let mut messages = Vec::new();
-        for at in positions {
-            if at.segment != first.segment {
-                break;
-            }
-            while records.next_if(|(offset, _)| *offset < at.offset).is_some() {}
-            let Some((_, record)) = records.next_if(|(offset, _)| *offset == at.offset) else {
-                break;
+                let _ = self.log.settle(record.position);
+                // Whose it was is unknown among several priorities: counted by the caller's
+                // reconciliation at the log's end.
+                next.lost += u64::from(wanted.is_none());
+                continue;
             };
-            let Some(stored) = decode_message(&record) else {
-                break;
-            };
-            messages.push(stored.message);
+            if let Some(wanted) = wanted {
+                let priority = publish_checks(stored.message.properties())
+                    .priority
+                    .unwrap_or(0);
+                if !wanted(priority) {
+                    continue;
+                }
+            }
+            next.messages.push(Loaded {
+                position: record.position,
+                message: stored.message,
+                expires: stored.expires,
+                redelivered: record.delivered,
+            });
         }
-        messages
+        Ok(next)
     }
 
     fn delivered(

@@ -15,14 +15,6 @@ impl MessageStore for Memory {
         Ok(Stored::IN_MEMORY)
     }
 
-    fn read(&mut self, _: Position) -> Option<Message> {
-        None
-    }
-
-    fn read_ahead(&mut self, _: &[Position]) -> Vec<Message> {
-        Vec::new()
-    }
-
     fn delivered(&mut self, _: Position, _: &Message, _: u64, _: bool, _: bool) {}
 
     fn settle(&mut self, _: Position, _: Option<(&Message, u64)>) {}

@@ -27,7 +27,7 @@ use super::message::Message;
 pub use crate::store::log::Position;
 use crate::store::log::{CompactionJob, Plan};
 use crate::store::Store;
-pub use log::{Backlog, LogStore, Recovered};
+pub use log::{Backlog, LeftInLog, LogStore, Recovered};
 pub use memory::Memory;
 pub use spill::Spill;
 
@@ -51,6 +51,30 @@ impl Stored {
     };
 }
 
+/// A paged-out message read back by [`MessageStore::read_next`].
+#[derive(Debug)]
+pub struct Loaded {
+    pub position: Position,
+    pub message: Message,
+    /// When it expires (ms since the Unix epoch), 0 for never.
+    pub expires: u64,
+    /// A delivery of it was recorded before a restart.
+    pub redelivered: bool,
+}
+
+/// What [`MessageStore::read_next`] read.
+#[derive(Debug, Default)]
+pub struct NextMessages {
+    /// In store order.
+    pub messages: Vec<Loaded>,
+    /// Where the next read starts.
+    pub next: Position,
+    /// Nothing is stored after `next`.
+    pub end: bool,
+    /// Messages found but unreadable (settled, the error logged): gone from the queue.
+    pub lost: u64,
+}
+
 /// How a queue keeps the messages it holds. Called under the queue's lock: every method is
 /// short and never waits on anything but file I/O.
 pub trait MessageStore: Send + Sync + fmt::Debug {
@@ -65,13 +89,21 @@ pub trait MessageStore: Send + Sync + fmt::Debug {
         resident: usize,
     ) -> io::Result<Stored>;
 
-    /// Reads back the message at `at`. `None`: it cannot be read (the disk lost it); it is
-    /// settled, and the error logged.
-    fn read(&mut self, at: Position) -> Option<Message>;
-
-    /// Reads back the messages at `positions` (in store order) with one read, as many as it
-    /// reaches: the messages of a prefix of `positions` (empty if not even the first).
-    fn read_ahead(&mut self, positions: &[Position]) -> Vec<Message>;
+    /// Reads paged-out messages back in store order from `from` (the queue's cursor over
+    /// them, see `queue/ready.rs`): up to `max` whose priority `wanted` accepts (`None`: all),
+    /// with one read of the store's for a run of them. A store that pages nothing out has
+    /// nothing to read (`end`). An error leaves the cursor where it was (try again later).
+    fn read_next(
+        &mut self,
+        _from: Position,
+        _wanted: Option<&dyn Fn(u8) -> bool>,
+        _max: usize,
+    ) -> io::Result<NextMessages> {
+        Ok(NextMessages {
+            end: true,
+            ..NextMessages::default()
+        })
+    }
 
     /// A message at `at` (expiring at `expires`) was delivered: settled at once for a no-ack
     /// consumer, else marked delivered (so a recovered copy is `redelivered`).

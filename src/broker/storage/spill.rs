@@ -6,7 +6,7 @@
 use std::io;
 use std::sync::Arc;
 
-use super::{LogStore, MessageStore, Position, Stored};
+use super::{LogStore, MessageStore, NextMessages, Position, Stored};
 use crate::broker::message::Message;
 use crate::store::log::{CompactionJob, Plan};
 use crate::store::Store;
@@ -55,14 +55,18 @@ impl MessageStore for Spill {
         }
     }
 
-    fn read(&mut self, at: Position) -> Option<Message> {
-        self.log.as_mut()?.read(at)
-    }
-
-    fn read_ahead(&mut self, positions: &[Position]) -> Vec<Message> {
+    fn read_next(
+        &mut self,
+        from: Position,
+        wanted: Option<&dyn Fn(u8) -> bool>,
+        max: usize,
+    ) -> io::Result<NextMessages> {
         match &mut self.log {
-            Some(log) => log.read_ahead(positions),
-            None => Vec::new(),
+            Some(log) => log.read_next(from, wanted, max),
+            None => Ok(NextMessages {
+                end: true,
+                ..NextMessages::default()
+            }),
         }
     }
 

@@ -91,21 +91,24 @@ fn spill_pages_out_past_the_window_and_reads_back_in_runs() {
     assert!(spill.buffers());
     assert!(spill.group_commit().is_none());
     spill.flush().unwrap();
-    assert_eq!(
-        bodies(&spill.read_ahead(&positions)),
-        ["one", "two", "three"]
-    );
-    // A prefix of what is asked: skipping a settled one is fine, a missing one ends the run.
-    spill.settle(positions[1], None);
-    spill.flush().unwrap();
-    assert_eq!(
-        bodies(&spill.read_ahead(&[positions[0], positions[2]])),
-        ["one", "three"]
-    );
-    assert_eq!(
-        bodies(&spill.read(positions[2]).into_iter().collect::<Vec<_>>()),
-        ["three"]
-    );
+    let read = spill.read_next(positions[0], None, 10).unwrap();
+    let read_bodies: Vec<Message> = read.messages.into_iter().map(|l| l.message).collect();
+    assert_eq!(bodies(&read_bodies), ["one", "two", "three"]);
+    let after = spill.read_next(read.next, None, 10).unwrap();
+    assert!(after.messages.is_empty() && after.end, "nothing after the third");
+    // `max` stops early and says where to go on.
+    let read = spill.read_next(positions[0], None, 2).unwrap();
+    assert_eq!(read.messages.len(), 2);
+    assert_eq!(read.next, positions[2]);
+    assert!(!read.end);
+    let read = spill.read_next(read.next, None, 2).unwrap();
+    let read_bodies: Vec<Message> = read.messages.into_iter().map(|l| l.message).collect();
+    assert_eq!(bodies(&read_bodies), ["three"]);
+    // Only the priorities asked for.
+    let none = spill
+        .read_next(positions[0], Some(&|priority: u8| priority > 0), 10)
+        .unwrap();
+    assert!(none.messages.is_empty() && none.next > positions[2]);
     assert!(spill.destroy().is_ok());
 }
 
@@ -141,7 +144,7 @@ fn a_durable_log_recovers_persistent_messages_only() {
         .messages
         .iter()
         .map(|r| {
-            let body = r.message.as_ref().map(|m| m.body().to_vec()).unwrap();
+            let body = r.message.body().to_vec();
             (String::from_utf8(body).unwrap(), r.redelivered)
         })
         .collect();

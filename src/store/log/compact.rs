@@ -108,6 +108,8 @@ pub struct Plan {
     holes: Vec<(u64, u64)>,
     /// The punched pairs not yet in the acks file, encoded.
     pairs: Vec<u8>,
+    /// The ranges `(start, end)` with holes (readers jump over them).
+    ranges: Vec<(u32, u32)>,
 }
 
 impl Plan {
@@ -214,6 +216,11 @@ impl Log {
         if plan.holes.is_empty() {
             return Ok(false);
         }
+        for range in &plan.ranges {
+            if !segment.punched.contains(range) {
+                segment.punched.push(*range);
+            }
+        }
         if !plan.pairs.is_empty() {
             let at = segment.acks_len;
             let file = std::sync::Arc::clone(&segment.acks);
@@ -266,6 +273,7 @@ impl CompactionJob {
                 continue;
             };
             plan.holes.push(hole);
+            plan.ranges.push((start, end));
             if acks.punched_end(start) != Some(end) {
                 plan.pairs
                     .extend_from_slice(&acks::encode_punched(start, end));

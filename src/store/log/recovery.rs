@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::acks::Acks;
 use super::record::{Header, HEADER_LEN};
-use super::{acks_path, msgs_path, Files, Keep, Position, Recovered, Segment};
+use super::{acks_path, msgs_path, Files, Keep, Marks, Position, Recovered, Segment};
 
 /// What recovery rebuilt.
 pub(super) struct State {
@@ -51,7 +51,7 @@ fn parse_name(name: &str) -> Option<(bool, u32)> {
 pub(super) fn recover(
     dir: &Path,
     files: &Files,
-    decide: &mut dyn FnMut(&[u8]) -> Keep,
+    decide: &mut dyn FnMut(Position, &[u8]) -> Keep,
 ) -> io::Result<State> {
     let mut found: BTreeMap<u32, Found> = BTreeMap::new();
     for entry in fs::read_dir(dir)? {
@@ -99,7 +99,7 @@ fn recover_segment(
     id: u32,
     is_last: bool,
     state: &mut State,
-    decide: &mut dyn FnMut(&[u8]) -> Keep,
+    decide: &mut dyn FnMut(Position, &[u8]) -> Keep,
 ) -> io::Result<()> {
     let acks = Acks::read(&acks_path(dir, id))?;
     let path = msgs_path(dir, id);
@@ -148,6 +148,8 @@ fn recover_segment(
             compacted_bytes: scan.punched_bytes,
             acks_len: acks.append_at,
             damaged,
+            marks: marks(&acks, &scan),
+            punched: acks.punched.clone(),
             ..Segment::new(files, dir, id, None)
         },
     );
@@ -155,6 +157,10 @@ fn recover_segment(
 }
 
 struct Scan {
+    /// The first live record's offset (neither settled nor dropped).
+    first_live: Option<u32>,
+    /// Live records the caller dropped ([`Keep::Drop`]), settled after the scan.
+    dropped: Vec<u32>,
     /// Records read (those in punched ranges are not counted, neither here nor in `settled`).
     records: u32,
     settled: u32,
@@ -175,12 +181,14 @@ fn scan(
     id: u32,
     acks: &Acks,
     state: &mut State,
-    decide: &mut dyn FnMut(&[u8]) -> Keep,
+    decide: &mut dyn FnMut(Position, &[u8]) -> Keep,
 ) -> io::Result<Scan> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     let mut scan = Scan {
+        first_live: None,
+        dropped: Vec::new(),
         records: 0,
         settled: 0,
         settled_bytes: 0,
@@ -230,14 +238,19 @@ fn scan(
             segment: id,
             offset: offset32,
         };
-        let (payload, meta) = match decide(&scratch) {
+        let (payload, meta) = match decide(position, &scratch) {
             Keep::Payload(meta) => (Bytes::copy_from_slice(&scratch), meta),
-            Keep::Position(meta) => (Bytes::new(), meta),
+            Keep::Leave => {
+                scan.first_live.get_or_insert(offset32);
+                continue;
+            }
             Keep::Drop => {
                 state.dropped.push(position);
+                scan.dropped.push(offset32);
                 continue;
             }
         };
+        scan.first_live.get_or_insert(offset32);
         state.records.push(Recovered {
             position,
             payload,
@@ -246,6 +259,37 @@ fn scan(
         });
     }
     Ok(scan)
+}
+
+/// What a reader of the segment's live records after its first one must know: which of them
+/// were settled (acked out of order before the restart, or dropped now) and which delivered.
+/// `None` if nothing (the usual case: a backlog nobody consumed, or consumed in order).
+fn marks(acks: &Acks, scan: &Scan) -> Option<Box<Marks>> {
+    let first = scan.first_live?;
+    let mut settled: Vec<u32> = acks
+        .settled
+        .iter()
+        .copied()
+        .filter(|offset| *offset > first)
+        .chain(
+            scan.dropped
+                .iter()
+                .copied()
+                .filter(|offset| *offset > first),
+        )
+        .collect();
+    settled.sort_unstable();
+    settled.dedup();
+    let delivered: Vec<u32> = acks
+        .delivered
+        .iter()
+        .copied()
+        .filter(|offset| *offset >= first && settled.binary_search(offset).is_err())
+        .collect();
+    if settled.is_empty() && delivered.is_empty() {
+        return None;
+    }
+    Some(Box::new(Marks { settled, delivered }))
 }
 
 /// Whether the file holds only zero bytes from `offset` on.
