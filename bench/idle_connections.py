@@ -2,6 +2,9 @@
 """Idle-connection cost of a running AMQP 0-9-1 broker: opens N connections over raw sockets (full
 handshake as guest, one channel open each, TCP_NODELAY), then reports the broker's RSS growth per
 connection (from /proc/PID/status) and the handshake rate (this one-threaded client may be the limit).
+The client's soft RLIMIT_NOFILE is raised to its hard limit first (10,000 connections need more
+than the usual 1,024); the broker needs as many descriptors (Warren raises its own soft limit at
+start; check RabbitMQ's in /proc/PID/limits).
 
     python3 bench/idle_connections.py PORT N BROKER_PID
 e.g. Warren:   target/release/warren --listen 127.0.0.1:5699 --data-dir /tmp/wd & \
@@ -9,6 +12,7 @@ e.g. Warren:   target/release/warren --listen 127.0.0.1:5699 --data-dir /tmp/wd 
      RabbitMQ: python3 bench/idle_connections.py 5673 300 $(pgrep -f 'beam.smp.*ref@localhost')
 Only talks to 127.0.0.1. Standard library only.
 """
+import resource
 import socket
 import struct
 import sys
@@ -74,6 +78,11 @@ def open_connection(port):
 
 def main():
     port, count, pid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if count + 16 > hard:
+        sys.exit(f"{count} connections need more descriptors than the hard limit ({hard})")
     before = rss_kib(pid)
     started = time.time()
     sockets = [open_connection(port) for _ in range(count)]

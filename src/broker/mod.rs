@@ -6,6 +6,7 @@
 //! map) behind one read-write lock; each [`queue::Queue`] owns its messages and consumers behind
 //! its own mutex; the channel that received a delivery owns it until it is settled.
 
+pub mod activity;
 pub mod arguments;
 pub mod deadlines;
 pub mod definition;
@@ -99,6 +100,8 @@ impl Broker {
     pub fn remove_vhost(&self, name: &str) -> Option<Arc<Vhost>> {
         let vhost = self.vhosts.write().remove(name)?;
         vhost.delete_everything();
+        // Its lists hold its deleted queues' watches, which hold the lists.
+        vhost.activity().clear();
         Some(vhost)
     }
 
@@ -135,10 +138,11 @@ impl Broker {
         })
     }
 
-    /// Runs log compaction over every vhost's definitions log and every queue every `interval`,
-    /// on the blocking pool (a
-    /// compaction syncs files and punches holes for tens of milliseconds, holding its queue's
-    /// lock only for two bookkeeping steps of microseconds).
+    /// Runs log compaction over every vhost's definitions log and the queues that changed since
+    /// the last pass (their storage listed them, see [`activity`]) every `interval`, on the
+    /// blocking pool (a compaction syncs files and punches holes for tens of milliseconds,
+    /// holding its queue's lock only for two bookkeeping steps of microseconds). An idle queue
+    /// is not visited.
     fn spawn_compaction(&self, interval: std::time::Duration) -> JoinHandle<()> {
         let vhosts = Arc::clone(&self.vhosts);
         tokio::spawn(async move {
@@ -151,7 +155,8 @@ impl Broker {
                     for vhost in vhosts.iter() {
                         freed += vhost.compact_definitions();
                     }
-                    for queue in vhosts.iter().flat_map(|vhost| vhost.queues()) {
+                    let listed = vhosts.iter().flat_map(|v| v.activity().take_compaction());
+                    for queue in listed {
                         match queue.compact() {
                             Ok(bytes) => freed += bytes,
                             Err(e) => {

@@ -226,6 +226,7 @@ pub async fn get_messages(
         let Some((entry, left)) = queue.get(false, &taker) else {
             break;
         };
+        handle.activity().touched(&queue);
         let message = &entry.message;
         let body = message.body();
         let cut = truncate.map_or(body.len(), |t| body.len().min(t as usize));

@@ -59,8 +59,8 @@ impl Named for Listed {
 /// A queue as RabbitMQ 3.10 shows it (the fields tools read).
 pub fn queue_json(state: &Management, vhost: &str, queue: &Queue) -> Value {
     let stats = queue.stats();
-    let rates = state.rates.queue(vhost, queue.name.as_str());
-    let idle = state.rates.idle_since(vhost, queue.name.as_str());
+    let rates = state.rates.queue(queue);
+    let idle = state.rates.idle_since(queue);
     let consumers = queue.consumer_infos();
     json!({
         "name": queue.name.as_str(),

@@ -95,7 +95,10 @@ fn spill_pages_out_past_the_window_and_reads_back_in_runs() {
     let read_bodies: Vec<Message> = read.messages.into_iter().map(|l| l.message).collect();
     assert_eq!(bodies(&read_bodies), ["one", "two", "three"]);
     let after = spill.read_next(read.next, None, 10).unwrap();
-    assert!(after.messages.is_empty() && after.end, "nothing after the third");
+    assert!(
+        after.messages.is_empty() && after.end,
+        "nothing after the third"
+    );
     // `max` stops early and says where to go on.
     let read = spill.read_next(positions[0], None, 2).unwrap();
     assert_eq!(read.messages.len(), 2);

@@ -9,12 +9,13 @@ use tracing::{info, warn};
 use warren_protocol::method::ShortStr;
 
 use super::{consumer_timeout, Topology, Vhost};
+use crate::broker::activity::Watched;
 use crate::broker::definition::Definition;
 use crate::broker::exchange::{
     encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target,
 };
 use crate::broker::queue::{Queue, QueueOptions};
-use crate::broker::storage::{LogStore, Spill};
+use crate::broker::storage::{LogStore, Memory, Spill};
 use crate::store::definitions::DefinitionLog;
 use crate::store::Store;
 
@@ -182,24 +183,33 @@ impl Vhost {
         Ok(queue)
     }
 
+    /// The queue's storage is wrapped in a [`Watched`] that lists it on the vhost's
+    /// [`crate::broker::activity::Activity`] when it changes.
     fn open_queue(&self, name: ShortStr, options: QueueOptions) -> io::Result<Arc<Queue>> {
         let Some((store, dir)) = &self.store else {
-            return Ok(Arc::new(Queue::new(name, options)));
+            return Ok(Arc::new_cyclic(|queue| {
+                let watch = self.activity.watch(queue.clone());
+                Queue::new(name, options).with_storage(Box::new(Watched::new(Memory, watch, false)))
+            }));
         };
         let label = String::from_utf8_lossy(name.as_bytes()).into_owned();
         if !options.durable || options.exclusive_owner.is_some() {
             let spill = Spill::new(Arc::clone(store), &label);
-            return Ok(Arc::new(
-                Queue::new(name, options).with_storage(Box::new(spill)),
-            ));
+            return Ok(Arc::new_cyclic(|queue| {
+                let watch = self.activity.watch(queue.clone());
+                Queue::new(name, options).with_storage(Box::new(Watched::new(spill, watch, true)))
+            }));
         }
         let queue_dir = crate::store::queue_dir(dir, name.as_bytes());
         let (log, backlog) = LogStore::recover(Arc::clone(store), &queue_dir, &label)?;
-        Ok(Arc::new(Queue::recovered(
-            name,
-            options,
-            Box::new(log),
-            backlog,
-        )))
+        Ok(Arc::new_cyclic(|queue| {
+            let watch = self.activity.watch(queue.clone());
+            Queue::recovered(
+                name,
+                options,
+                Box::new(Watched::new(log, watch, true)),
+                backlog,
+            )
+        }))
     }
 }

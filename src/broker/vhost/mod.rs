@@ -36,6 +36,7 @@ pub use changes::Unsaved;
 pub use export::{BindingSnapshot, ExchangeSnapshot, QueueSnapshot, VhostSnapshot};
 pub use publish::{PublishScratch, Routed, Safety};
 
+use super::activity::Activity;
 use super::arguments::{check_queue_arguments, ArgumentError};
 use super::deadlines::Deadlines;
 use super::exchange::{encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target};
@@ -140,6 +141,8 @@ pub struct Vhost {
     deadlines: Arc<Deadlines<Queue>>,
     /// Queues the tick has visited, ever (see [`Vhost::tick_visits`]).
     visits: AtomicU64,
+    /// Its queues that did something since compaction or the rate sampler last looked.
+    activity: Arc<Activity>,
 }
 
 /// RabbitMQ's vhost limits: how many connections may open the vhost and how many queues it may
@@ -179,7 +182,14 @@ impl Vhost {
             limits: parking_lot::Mutex::new(VhostLimits::default()),
             deadlines: Arc::default(),
             visits: AtomicU64::new(0),
+            activity: Arc::default(),
         }
+    }
+
+    /// Its queues that did something since the background passes last looked (see
+    /// [`crate::broker::activity`]).
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Topology> {

@@ -408,6 +408,8 @@ impl Channels {
                 }
             });
         }
+        // It may have delivered messages held in memory: the rate sampler looks at it.
+        self.session.vhost.activity().touched(&queue);
         if !consume.nowait {
             let ok = basic::ConsumeOk {
                 consumer_tag: tag.as_str().into(),
@@ -445,11 +447,13 @@ impl Channels {
         let queue = self.session.vhost.queue(&name, self.session.connection)?;
         let frame_max = self.session.frame_max;
         let timeout = self.session.limits.timeout(None, &queue);
+        let vhost = Arc::clone(&self.session.vhost);
         let channel = self.open(number)?;
         let Some((entry, message_count)) = queue.get(get.no_ack, &channel.credit) else {
             send(out, number, basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
             return Ok(());
         };
+        vhost.activity().touched(&queue);
         let tag = channel.take_delivery_tag();
         let redelivered = u64::from(entry.redelivered);
         let message = &entry.message;
