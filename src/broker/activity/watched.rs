@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::Watch;
 use crate::broker::message::Message;
-use crate::broker::storage::{MessageStore, NextMessages, Position, Stored};
+use crate::broker::storage::{LaneFilter, MessageStore, NextMessages, Position, Stored};
 use crate::store::log::{CompactionJob, Plan};
 use crate::store::Store;
 
@@ -56,7 +56,7 @@ impl<S: MessageStore + 'static> MessageStore for Watched<S> {
     fn read_next(
         &mut self,
         from: Position,
-        wanted: Option<&dyn Fn(u8) -> bool>,
+        wanted: Option<LaneFilter>,
         max: usize,
     ) -> io::Result<NextMessages> {
         let read = self.inner.read_next(from, wanted, max);

@@ -10,12 +10,19 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use super::super::message::{now_ms, Entry, Message, Reason};
-use super::super::storage::{MessageStore, Position};
+use super::super::storage::{LaneFilter, MessageStore, Position};
 use super::consumer::{ChannelCredit, Consumer};
 use super::ready::{Ready, Run, Slot};
 
-/// Paged-out messages offered to one read-ahead at most (see `QueueState::load_ahead`).
+/// Paged-out messages read back at once at most (see `QueueState::read_run`).
 const READ_AHEAD_MESSAGES: usize = 4096;
+
+/// How many of a run's `left` messages one read takes back.
+fn read_batch(left: u64) -> usize {
+    usize::try_from(left).map_or(READ_AHEAD_MESSAGES, |left| {
+        left.clamp(1, READ_AHEAD_MESSAGES)
+    })
+}
 
 /// What a message costs in memory while a queue holds it (bytes, roughly).
 pub(super) fn footprint(message: &Message) -> usize {
@@ -182,6 +189,12 @@ impl QueueState {
         }
     }
 
+    /// What a reader of `lane`'s run skips: nothing in a queue with one lane.
+    fn lane_filter(&self, lane: u8) -> Option<LaneFilter> {
+        let levels = self.ready.levels();
+        (levels > 0).then_some(LaneFilter { lane, levels })
+    }
+
     /// Reads the head of every lane that has a run and nothing in memory (after recovery).
     pub fn read_heads(&mut self) {
         for lane in 0..=self.ready.levels() {
@@ -194,16 +207,10 @@ impl QueueState {
     /// Settles every message of a lane's run (a purge), reading them back in runs to know
     /// which records are the lane's; how many it settled.
     pub fn settle_run(&mut self, lane: u8, run: Run) -> u64 {
-        let levels = self.ready.levels();
-        let of_lane = move |priority: u8| priority.min(levels) == lane;
-        let wanted: Option<&dyn Fn(u8) -> bool> = match levels {
-            0 => None,
-            _ => Some(&of_lane),
-        };
+        let wanted = self.lane_filter(lane);
         let (mut cursor, mut left, mut settled) = (run.cursor, run.count, 0);
         while left > 0 {
-            let max = usize::try_from(left)
-                .map_or(READ_AHEAD_MESSAGES, |left| left.min(READ_AHEAD_MESSAGES));
+            let max = read_batch(left);
             let read = match self.store.read_next(cursor, wanted, max) {
                 Ok(read) => read,
                 Err(e) => {
@@ -230,16 +237,9 @@ impl QueueState {
     /// more while it finds only other lanes' records): false if it cannot now (an error,
     /// logged; the run is left as it was, for a later try).
     fn read_run(&mut self, lane: u8) -> bool {
-        let levels = self.ready.levels();
-        let of_lane = move |priority: u8| priority.min(levels) == lane;
-        let wanted: Option<&dyn Fn(u8) -> bool> = match levels {
-            0 => None,
-            _ => Some(&of_lane),
-        };
+        let wanted = self.lane_filter(lane);
         while let Some(run) = self.ready.run(lane) {
-            let max = usize::try_from(run.count).map_or(READ_AHEAD_MESSAGES, |count| {
-                count.clamp(1, READ_AHEAD_MESSAGES)
-            });
+            let max = read_batch(run.count);
             let read = match self.store.read_next(run.cursor, wanted, max) {
                 Ok(read) => read,
                 Err(e) => {

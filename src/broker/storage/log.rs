@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tracing::{error, warn};
 
-use super::{Loaded, MessageStore, NextMessages, Position, Stored};
+use super::{LaneFilter, Loaded, MessageStore, NextMessages, Position, Stored};
 use crate::broker::message::Message;
 use crate::broker::record::RecordSummary;
 use crate::broker::record::{decode_message, encode_message, encoded_len, summarize_message};
@@ -213,7 +213,7 @@ impl MessageStore for LogStore {
     fn read_next(
         &mut self,
         from: Position,
-        wanted: Option<&dyn Fn(u8) -> bool>,
+        wanted: Option<LaneFilter>,
         max: usize,
     ) -> io::Result<NextMessages> {
         let live = self.log.read_live(from, READ_AHEAD)?;
@@ -245,7 +245,7 @@ impl MessageStore for LogStore {
                 let priority = publish_checks(stored.message.properties())
                     .priority
                     .unwrap_or(0);
-                if !wanted(priority) {
+                if !wanted.accepts(priority) {
                     continue;
                 }
             }

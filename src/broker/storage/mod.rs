@@ -62,6 +62,22 @@ pub struct Loaded {
     pub redelivered: bool,
 }
 
+/// The messages of one priority lane of a queue with `x-max-priority` (a reader of a run
+/// skips the other lanes' records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneFilter {
+    pub lane: u8,
+    /// The queue's highest lane: a priority above it counts as it.
+    pub levels: u8,
+}
+
+impl LaneFilter {
+    #[inline]
+    pub fn accepts(self, priority: u8) -> bool {
+        priority.min(self.levels) == self.lane
+    }
+}
+
 /// What [`MessageStore::read_next`] read.
 #[derive(Debug, Default)]
 pub struct NextMessages {
@@ -90,13 +106,13 @@ pub trait MessageStore: Send + Sync + fmt::Debug {
     ) -> io::Result<Stored>;
 
     /// Reads paged-out messages back in store order from `from` (the queue's cursor over
-    /// them, see `queue/ready.rs`): up to `max` whose priority `wanted` accepts (`None`: all),
+    /// them, see `queue/ready.rs`): up to `max` of those `wanted` accepts (`None`: all),
     /// with one read of the store's for a run of them. A store that pages nothing out has
     /// nothing to read (`end`). An error leaves the cursor where it was (try again later).
     fn read_next(
         &mut self,
         _from: Position,
-        _wanted: Option<&dyn Fn(u8) -> bool>,
+        _wanted: Option<LaneFilter>,
         _max: usize,
     ) -> io::Result<NextMessages> {
         Ok(NextMessages {

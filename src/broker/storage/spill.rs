@@ -6,7 +6,7 @@
 use std::io;
 use std::sync::Arc;
 
-use super::{LogStore, MessageStore, NextMessages, Position, Stored};
+use super::{LaneFilter, LogStore, MessageStore, NextMessages, Position, Stored};
 use crate::broker::message::Message;
 use crate::store::log::{CompactionJob, Plan};
 use crate::store::Store;
@@ -58,7 +58,7 @@ impl MessageStore for Spill {
     fn read_next(
         &mut self,
         from: Position,
-        wanted: Option<&dyn Fn(u8) -> bool>,
+        wanted: Option<LaneFilter>,
         max: usize,
     ) -> io::Result<NextMessages> {
         match &mut self.log {

@@ -109,7 +109,7 @@ fn spill_pages_out_past_the_window_and_reads_back_in_runs() {
     assert_eq!(bodies(&read_bodies), ["three"]);
     // Only the priorities asked for.
     let none = spill
-        .read_next(positions[0], Some(&|priority: u8| priority > 0), 10)
+        .read_next(positions[0], Some(LaneFilter { lane: 1, levels: 9 }), 10)
         .unwrap();
     assert!(none.messages.is_empty() && none.next > positions[2]);
     assert!(spill.destroy().is_ok());

@@ -1,5 +1,5 @@
-//! Reading records back: [`Log::read`] (one record), [`Log::read_run`] (the records that follow
-//! one another, in one `pread`, for a reader going through the log in order), a record still in
+//! Reading records back: [`Log::read`] (one record; `reader.rs` reads the live records that
+//! follow one another, for a reader going through the log in order), a record still in
 //! the write buffer served from it, and the header of a settled record read for its length (the
 //! segment's settled bytes, which decide compaction). Every record read is checked (length bound,
 //! checksum); a bad one is an error, never a wrong payload.
@@ -51,58 +51,6 @@ impl Log {
             return Err(corrupt());
         }
         Ok(Bytes::from(payload))
-    }
-
-    /// Reads the records that follow one another from `from` on, up to about `max_bytes` (at
-    /// least the first): for a reader going through the log in order, one `pread` instead of one
-    /// per record. Stops before the first record that is incomplete in the range or fails its
-    /// check (a hole punched by compaction reads as zeros); returns (offset, payload) pairs.
-    pub fn read_run(&self, from: Position, max_bytes: usize) -> io::Result<Vec<(u32, Bytes)>> {
-        let segment = self
-            .segments
-            .get(&from.segment)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "queue log: no such segment"))?;
-        let start = u64::from(from.offset);
-        let mut end = segment.size.min(start.saturating_add(max_bytes as u64));
-        let active = self.active.as_ref().map(|(id, _)| *id);
-        if active == Some(from.segment) && !self.pending.is_empty() {
-            end = end.min(self.pending_at); // buffered records are not in the file yet
-        }
-        let mut records = Vec::new();
-        if end > start + HEADER_LEN {
-            let file = &segment.msgs;
-            let mut buf = vec![0; (end - start) as usize];
-            file.read_exact_at(&mut buf, start)?;
-            let buf = Bytes::from(buf);
-            let mut at = 0;
-            while let Some(header) = buf
-                .get(at..at + HEADER_LEN as usize)
-                .and_then(|h| <[u8; HEADER_LEN as usize]>::try_from(h).ok())
-                .map(Header::parse)
-            {
-                let offset = start + at as u64;
-                let available = segment.size.saturating_sub(offset + HEADER_LEN);
-                let Some(len) = header.bounded_len(available) else {
-                    break;
-                };
-                let body = at + HEADER_LEN as usize;
-                let Some(payload) = buf
-                    .get(body..body + len)
-                    .map(|_| buf.slice(body..body + len))
-                else {
-                    break;
-                };
-                if !header.matches(&payload) {
-                    break;
-                }
-                records.push((offset as u32, payload));
-                at = body + len;
-            }
-        }
-        if records.is_empty() {
-            records.push((from.offset, self.read(from)?));
-        }
-        Ok(records)
     }
 
     /// The buffered bytes from `position` on, if its record has not been written yet.

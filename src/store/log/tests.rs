@@ -507,35 +507,36 @@ fn mostly_settled_segment_at(log: &mut Log, id: u32) -> usize {
 }
 
 #[test]
-fn read_run_reads_consecutive_records_in_one_go_and_stops_at_damage() {
-    let tmp = TempDir::new("read-run");
+fn read_live_reads_consecutive_records_in_one_go_and_skips_damage() {
+    let tmp = TempDir::new("read-live");
     let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
     let positions: Vec<Position> = (0..10u8)
         .map(|i| log.append(&vec![i; 100 + usize::from(i)]).unwrap())
         .collect();
-    // Not yet written: read from the buffer, one record at a time.
-    let run = log.read_run(positions[0], 1 << 20).unwrap();
-    assert_eq!(run.len(), 1);
-    assert_eq!(&run[0].1[..], &[0; 100][..]);
-    log.flush().unwrap();
-    let run = log.read_run(positions[2], 1 << 20).unwrap();
-    let offsets: Vec<u32> = run.iter().map(|(offset, _)| *offset).collect();
+    let offsets =
+        |live: &Live| -> Vec<u32> { live.records.iter().map(|r| r.position.offset).collect() };
+    // Not yet written: flushed first, then read from the file.
+    let live = log.read_live(positions[2], 1 << 20).unwrap();
     let expected: Vec<u32> = positions[2..].iter().map(|p| p.offset).collect();
-    assert_eq!(offsets, expected);
-    for (i, (_, payload)) in run.iter().enumerate() {
-        assert_eq!(&payload[..], &vec![i as u8 + 2; 102 + i][..]);
+    assert_eq!(offsets(&live), expected);
+    for (i, record) in live.records.iter().enumerate() {
+        assert_eq!(&record.payload[..], &vec![i as u8 + 2; 102 + i][..]);
     }
+    let after = log.read_live(live.next, 1 << 20).unwrap();
+    assert!(after.records.is_empty() && after.end);
     // A small budget still returns the first record, whole.
-    let run = log.read_run(positions[4], 10).unwrap();
-    assert_eq!(run.len(), 1);
-    assert_eq!(&run[0].1[..], &[4; 104][..]);
-    // A flipped byte in record 6 ends the run before it.
+    let live = log.read_live(positions[4], 10).unwrap();
+    assert_eq!(live.records.len(), 1);
+    assert_eq!(&live.records[0].payload[..], &[4; 104][..]);
+    // A flipped byte in record 6 ends what is read before it (the rest of its segment is
+    // skipped, said).
+    log.roll().unwrap();
     let path = tmp.0.join(format!("msgs.{:010}", positions[6].segment));
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[positions[6].offset as usize + 20] ^= 0xFF;
     std::fs::write(&path, &bytes).unwrap();
-    let run = log.read_run(positions[3], 1 << 20).unwrap();
-    let offsets: Vec<u32> = run.iter().map(|(offset, _)| *offset).collect();
+    let live = log.read_live(positions[3], 1 << 20).unwrap();
     let expected: Vec<u32> = positions[3..6].iter().map(|p| p.offset).collect();
-    assert_eq!(offsets, expected);
+    assert_eq!(offsets(&live), expected);
+    assert!(live.unreadable);
 }
