@@ -628,3 +628,36 @@ async fn definitions_export_from_one_broker_import_into_another() {
     let q: &Value = &again.body["queues"][0];
     assert_eq!(q["arguments"]["x-message-ttl"], 60000);
 }
+
+/// A handler that takes no body (`PUT /api/vhosts/v` with `{}`) still leaves the connection
+/// usable: a client that sends the body after the headers and then reuses the connection gets
+/// its next answer, not a reset (hyper closes a connection whose request body was left unread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_survives_requests_whose_body_is_ignored() {
+    use std::io::{Read, Write};
+    let (broker, _api) = start().await;
+    let addr = broker.management.expect("a management listener");
+    let answers = blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut answers = Vec::new();
+        for vhost in ["a", "b"] {
+            let head = format!(
+                "PUT /api/vhosts/{vhost} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
+                 Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).expect("head");
+            std::thread::sleep(Duration::from_millis(100));
+            stream.write_all(b"{}").expect("body");
+            let mut reply = [0u8; 4096];
+            let n = stream.read(&mut reply).unwrap_or(0);
+            answers.push(String::from_utf8_lossy(&reply[..n]).lines().next().unwrap_or("").to_owned());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        answers
+    })
+    .await;
+    assert_eq!(answers, ["HTTP/1.1 201 Created", "HTTP/1.1 201 Created"]);
+}

@@ -37,6 +37,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -111,7 +115,26 @@ pub fn router(state: Arc<Management>) -> Router {
             "/api/{*rest}",
             get(reply::not_found_route).put(reply::not_found_route),
         )
+        .layer(middleware::from_fn(read_whole_body))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The largest request body read (RabbitMQ's `management.http.max_body_size` default, 20 MiB).
+const MAX_BODY: usize = 20 * 1024 * 1024;
+
+/// Reads a request's whole body before its handler runs, even when the handler takes none
+/// (`PUT /api/vhosts/v` with `{}`). Left unread, hyper closes the connection after the reply
+/// without saying so, and a client that reuses it (ureq, requests) gets a reset.
+async fn read_whole_body(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => reply::ApiError::too_large(e.to_string()).into_response(),
+    }
 }
 
 /// The node: overview, health, metrics and the dashboard's files.

@@ -38,6 +38,14 @@ impl ApiError {
         }
     }
 
+    pub fn too_large(reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            error: "payload_too_large",
+            reason: reason.into(),
+        }
+    }
+
     pub fn unauthorized(reason: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
