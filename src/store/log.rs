@@ -196,6 +196,9 @@ impl Segment {
 /// backlog.
 #[derive(Debug, Clone, Default)]
 struct Marks {
+    /// The first live record's offset (the segment's end if none is readable): every record
+    /// before it is settled or dropped, so a reader entering the segment starts there.
+    first_live: u32,
     settled: Vec<u32>,
     delivered: Vec<u32>,
 }

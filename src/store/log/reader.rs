@@ -1,7 +1,8 @@
 //! Reading the log in order as a queue's ready list ([`Log::read_live`]): from a cursor, the
 //! live records that follow, a read of up to `max_bytes` at a time, crossing into the next
 //! segment at the end of a sealed one. A record recovery found settled (acked out of order
-//! before a restart, or dropped) is skipped, one it found delivered is flagged; a range that
+//! before a restart, or dropped) is skipped, and so is everything before a segment's first
+//! live record; one it found delivered is flagged; a range that
 //! compaction punched (zeros now) is jumped over. Nothing is kept per record: the cursor is the
 //! caller's, and what is skipped is known per segment (`Marks`, `punched`), bounded by what was
 //! out of order at a crash, not by the backlog.
@@ -91,6 +92,10 @@ impl Log {
                     segment: *id,
                     offset: 0,
                 };
+            }
+            // Recovery found every record before the first live one settled or dropped.
+            if let Some(first) = segment.marks.as_ref().map(|m| m.first_live) {
+                at.offset = at.offset.max(first);
             }
             let active = self.active.as_ref().is_some_and(|(a, _)| *a == at.segment);
             if u64::from(at.offset) >= segment.size {

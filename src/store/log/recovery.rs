@@ -261,11 +261,15 @@ fn scan(
     Ok(scan)
 }
 
-/// What a reader of the segment's live records after its first one must know: which of them
-/// were settled (acked out of order before the restart, or dropped now) and which delivered.
-/// `None` if nothing (the usual case: a backlog nobody consumed, or consumed in order).
+/// What a reader of the segment's live records must know: where the first is (the records
+/// before it are settled or dropped: a reader entering the segment skips them), which of those
+/// after it were settled (acked out of order before the restart, or dropped now) and which
+/// delivered. `None` if nothing (the usual case: a backlog nobody consumed, or consumed in order).
 fn marks(acks: &Acks, scan: &Scan) -> Option<Box<Marks>> {
-    let first = scan.first_live?;
+    // No live record in a kept segment (a damaged one): everything readable is skipped.
+    let first = scan
+        .first_live
+        .unwrap_or_else(|| u32::try_from(scan.end).unwrap_or(u32::MAX));
     let mut settled: Vec<u32> = acks
         .settled
         .iter()
@@ -286,10 +290,14 @@ fn marks(acks: &Acks, scan: &Scan) -> Option<Box<Marks>> {
         .copied()
         .filter(|offset| *offset >= first && settled.binary_search(offset).is_err())
         .collect();
-    if settled.is_empty() && delivered.is_empty() {
+    if first == 0 && settled.is_empty() && delivered.is_empty() {
         return None;
     }
-    Some(Box::new(Marks { settled, delivered }))
+    Some(Box::new(Marks {
+        first_live: first,
+        settled,
+        delivered,
+    }))
 }
 
 /// Whether the file holds only zero bytes from `offset` on.

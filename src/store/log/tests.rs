@@ -540,3 +540,50 @@ fn read_live_reads_consecutive_records_in_one_go_and_skips_damage() {
     assert_eq!(offsets(&live), expected);
     assert!(live.unreadable);
 }
+
+/// Reads every live record from `from` to the log's end, as `read_live` hands them to a run:
+/// the first byte of each.
+fn read_all_live(log: &mut Log, from: Position) -> Vec<u8> {
+    let mut at = from;
+    let mut seen = Vec::new();
+    loop {
+        let live = log.read_live(at, 1 << 20).unwrap();
+        seen.extend(live.records.iter().map(|r| r.payload[0]));
+        if live.end {
+            return seen;
+        }
+        at = live.next;
+    }
+}
+
+#[test]
+fn a_recovered_run_skips_the_settled_records_heading_a_later_segment() {
+    let tmp = TempDir::new("run-head-settled");
+    // Four 100-byte records per segment.
+    let (mut log, _) = Log::open(&tmp.0, 4 * 108).unwrap();
+    let positions: Vec<Position> = (0..12u8).map(|i| log.append(&[i; 100]).unwrap()).collect();
+    assert_eq!(positions[4].segment, positions[0].segment + 1);
+    // A consumer acked the head of the second segment while holding the end of the first (out
+    // of order), and a transient record (dropped at recovery) heads the third.
+    log.settle(positions[4]).unwrap();
+    log.settle(positions[5]).unwrap();
+    log.settle(positions[1]).unwrap();
+    log.flush().unwrap();
+    drop(log);
+    // Recovery leaves every live record in the log (a run from the first), dropping record 8.
+    let (mut log, recovery) = Log::open_with(&tmp.0, 4 * 108, &mut |position, _| match position
+        == positions[8]
+    {
+        true => Keep::Drop,
+        false => Keep::Leave,
+    })
+    .unwrap();
+    assert!(recovery.records.is_empty());
+    // Before the fix, 4 and 5 (acked) and 8 (dropped) were read back as live: acked messages
+    // delivered again, and their second settle deleted the segment under its live records.
+    assert_eq!(
+        read_all_live(&mut log, positions[0]),
+        [0, 2, 3, 6, 7, 9, 10, 11]
+    );
+    assert_eq!(read_all_live(&mut log, positions[3]), [3, 6, 7, 9, 10, 11]);
+}
