@@ -26,6 +26,8 @@ pub struct ServerSection {
     pub max_message_size: Option<Spanned<ConfigSize>>,
     pub segment_size: Option<Spanned<ConfigSize>>,
     pub queue_memory_window: Option<ConfigSize>,
+    /// How often sealed log segments are checked for compaction (hole punching).
+    pub compaction_interval: Option<Spanned<ConfigDuration>>,
     pub memory_high_watermark: Option<Spanned<MemoryLimit>>,
     pub disk_free_limit: Option<ConfigSize>,
     pub log_level: Option<Spanned<String>>,

@@ -27,6 +27,8 @@ pub struct Settings {
     pub max_message_size: u64,
     pub segment_size: u64,
     pub queue_memory_window: u64,
+    /// How often the compaction task looks for log segments to punch holes in.
+    pub compaction_interval: Duration,
     pub memory_high_watermark: u64,
     pub disk_free_limit: u64,
     /// A `tracing` filter: `info`, or `info,warren=debug`.
@@ -57,6 +59,7 @@ impl Default for Settings {
             max_message_size: options.max_message_size,
             segment_size: options.segment_size,
             queue_memory_window: options.queue_memory_window,
+            compaction_interval: options.compaction_interval,
             memory_high_watermark: options.memory_high_watermark,
             disk_free_limit: options.disk_free_limit,
             log_level: "info".into(),
@@ -110,6 +113,7 @@ impl Settings {
             max_message_size: self.max_message_size,
             segment_size: self.segment_size,
             queue_memory_window: self.queue_memory_window,
+            compaction_interval: self.compaction_interval,
             memory_high_watermark: self.memory_high_watermark,
             disk_free_limit: self.disk_free_limit,
             vhosts: config.vhosts.clone(),
@@ -167,6 +171,10 @@ impl Settings {
         differs(
             "queue_memory_window",
             self.queue_memory_window != running.queue_memory_window,
+        );
+        differs(
+            "compaction_interval",
+            self.compaction_interval != running.compaction_interval,
         );
         differs("log_level", self.log_level != running.log_level);
         differs("log_format", self.log_format != running.log_format);
@@ -286,6 +294,13 @@ fn check_resources(
     }
     if let Some(size) = server.queue_memory_window.take() {
         settings.queue_memory_window = size.0;
+    }
+    if let Some(interval) = server.compaction_interval.take() {
+        if interval.get_ref().0.is_zero() {
+            problems
+                .push(source.problem(&interval.span(), "compaction_interval: must be above 0s"));
+        }
+        settings.compaction_interval = interval.into_inner().0;
     }
     if let Some(limit) = server.memory_high_watermark.take() {
         settings.memory_high_watermark = match limit.into_inner() {

@@ -27,6 +27,10 @@ fn durations_and_sizes() {
          of bytes, optionally with a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. \"128MiB\"",
     );
     assert_problem(
+        "[server]\ncompaction_interval = \"0s\"\n",
+        "t.toml:2:23: compaction_interval: must be above 0s",
+    );
+    assert_problem(
         "[server]\nframe_max = 100\n",
         "t.toml:2:13: frame_max: 100 is below the protocol's minimum of 4096 bytes",
     );
@@ -114,6 +118,7 @@ max_connections = 500
 unacked_timeout = \"5m\"
 unacked_timeout_action = \"close-channel\"
 max_message_size = \"16MiB\"
+compaction_interval = \"250ms\"
 memory_high_watermark = \"2GiB\"
 log_format = \"json\"
 
@@ -162,7 +167,7 @@ routing_key = \"order.*.paid\"
         ("shop", ExchangeKind::Topic, true)
     );
     assert!(!exchange.auto_delete && !exchange.internal);
-    assert_eq!((exchange.origin.line, exchange.origin.column), (18, 8));
+    assert_eq!((exchange.origin.line, exchange.origin.column), (19, 8));
     let queue = &config.topology.queues[0];
     assert_eq!(
         queue.arguments.inner().get("x-message-ttl"),
@@ -179,6 +184,7 @@ routing_key = \"order.*.paid\"
     assert_eq!(options.listen, "127.0.0.1:5672");
     assert_eq!(options.extra_listeners, vec!["[::1]:5672"]);
     assert_eq!(options.max_connections, Some(500));
+    assert_eq!(options.compaction_interval, Duration::from_millis(250));
 }
 
 #[test]
