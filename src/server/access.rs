@@ -94,7 +94,7 @@ impl Access {
             vhost: vhost.to_owned(),
             generation,
             topics: !grant.topics.is_empty(),
-            grant: Some(Arc::new(grant)),
+            grant: Some(grant),
             passed: Vec::new(),
         })
     }
@@ -121,7 +121,7 @@ impl Access {
         let (generation, grant) = self.users.grant(&self.user, &self.vhost);
         self.generation = generation;
         self.topics = grant.as_ref().is_some_and(|g| !g.topics.is_empty());
-        self.grant = grant.map(Arc::new);
+        self.grant = grant;
         self.passed.clear();
     }
 

@@ -6,13 +6,14 @@
 //! are kept in RabbitMQ's form (`rabbit_password_hashing_sha256`: a 4-byte salt and the SHA-256
 //! of salt and password) or, with a warning at load, in plain text.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 pub use super::permissions::{Grant, Permission, TopicPermission};
@@ -171,6 +172,17 @@ pub(super) struct Shared {
     pub(super) generation: AtomicU64,
     /// Tells open connections of each replacement (a removed user's connections close).
     pub(super) changed: watch::Sender<u64>,
+    /// The grants handed out at one generation, shared by every connection of their user in
+    /// their vhost: a grant's compiled expressions (and each one's cache pool, a few KiB) are
+    /// not copied per connection. Emptied when the generation moves on.
+    grants: Mutex<Grants>,
+}
+
+/// The grants handed out at one generation of the users, by (user, vhost).
+#[derive(Debug, Default)]
+struct Grants {
+    generation: u64,
+    shared: HashMap<(String, String), Arc<Grant>>,
 }
 
 #[derive(Debug)]
@@ -210,6 +222,7 @@ impl Users {
                 }),
                 generation: AtomicU64::new(0),
                 changed: watch::Sender::new(0),
+                grants: Mutex::default(),
             }),
         }
     }
@@ -217,6 +230,7 @@ impl Users {
     /// The same users, with these topic permissions.
     pub fn with_topic_permissions(self, topic_permissions: Vec<TopicPermission>) -> Users {
         self.inner.accounts.write().topic_permissions = topic_permissions;
+        self.inner.grants.lock().shared.clear();
         self
     }
 
@@ -290,25 +304,41 @@ impl Users {
     }
 
     /// What `user` may do in `vhost` (`None`: no permission entry, so no access), with the
-    /// generation it was read at.
-    pub fn grant(&self, user: &str, vhost: &str) -> (u64, Option<Grant>) {
+    /// generation it was read at. One grant per user and vhost is shared by their connections.
+    pub fn grant(&self, user: &str, vhost: &str) -> (u64, Option<Arc<Grant>>) {
         let accounts = self.inner.accounts.read();
         let generation = self.generation();
+        let mut grants = self.inner.grants.lock();
+        if grants.generation != generation {
+            *grants = Grants {
+                generation,
+                shared: HashMap::new(),
+            };
+        }
+        let key = (user.to_owned(), vhost.to_owned());
+        if let Some(grant) = grants.shared.get(&key) {
+            return (generation, Some(Arc::clone(grant)));
+        }
         let exists = accounts.users.iter().any(|u| u.name == user);
         let permission = accounts
             .permissions
             .iter()
             .find(|p| p.user == user && p.vhost == vhost)
             .filter(|_| exists);
-        let grant = permission.map(|permission| Grant {
-            permission: permission.clone(),
-            topics: accounts
-                .topic_permissions
-                .iter()
-                .filter(|t| t.user == user && t.vhost == vhost)
-                .cloned()
-                .collect(),
+        let grant = permission.map(|permission| {
+            Arc::new(Grant {
+                permission: permission.clone(),
+                topics: accounts
+                    .topic_permissions
+                    .iter()
+                    .filter(|t| t.user == user && t.vhost == vhost)
+                    .cloned()
+                    .collect(),
+            })
         });
+        if let Some(grant) = &grant {
+            grants.shared.insert(key, Arc::clone(grant));
+        }
         (generation, grant)
     }
 

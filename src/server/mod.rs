@@ -460,11 +460,11 @@ impl Server {
                         let _ = stream.set_nodelay(true);
                         let context = Arc::clone(&self.context);
                         let tls = self.tls.as_ref().filter(|_| over_tls).map(TlsSetup::current);
-                        let serve = connection::serve(stream, peer, context, stopping.clone(), (refuse, handshake), tls);
-                        connections.spawn(async move {
-                            serve.await;
-                            drop(permit);
-                        });
+                        // The task is the future itself: wrapped in an `async` block, the
+                        // connection's state would be stored twice (the captured future and
+                        // the awaited one), doubling every idle connection's task.
+                        let admission = connection::Admission { permit, refuse, handshake };
+                        connections.spawn(connection::serve(stream, peer, context, stopping.clone(), admission, tls));
                 },
                 Some(done) = connections.join_next(), if !connections.is_empty() => log_task_end(done),
             }

@@ -6,7 +6,7 @@
 //! ([`Counts`]) and stores them into its entry's atomics once per flush (one relaxed store per
 //! counter per batch, nothing per message); a scrape sums the entries plus what closed
 //! connections had counted. The registry never reaches into a connection: closing one from the
-//! API goes through the entry's `close` channel, which the task itself watches.
+//! API goes through the entry's close request, which the task itself waits for.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Message counts of one connection (or, summed, of the node): RabbitMQ's global counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -131,7 +131,10 @@ pub struct ConnectionEntry {
     channel_count: AtomicU32,
     counts: SharedCounts,
     /// Set by the API to close the connection with this reason (320 CONNECTION_FORCED).
-    close: watch::Sender<Option<String>>,
+    close_reason: Mutex<Option<String>>,
+    /// Wakes the connection task when `close_reason` is set (a `Notify`, not a `watch`: a
+    /// watch's shared state is ten times the size, and there is only ever one waiter).
+    close: Notify,
 }
 
 impl ConnectionEntry {
@@ -173,12 +176,19 @@ impl ConnectionEntry {
 
     /// Asks the connection to close with `reason`.
     pub fn close(&self, reason: String) {
-        self.close.send_replace(Some(reason));
+        *self.close_reason.lock() = Some(reason);
+        // A permit is kept if the task is not waiting now: the request is not lost.
+        self.close.notify_one();
     }
 
-    /// Wakes when the API asks the connection to close.
-    pub fn close_requests(&self) -> watch::Receiver<Option<String>> {
-        self.close.subscribe()
+    /// Resolves when the API asks the connection to close (see [`ConnectionEntry::close`]).
+    pub async fn close_requested(&self) {
+        self.close.notified().await;
+    }
+
+    /// The reason the API gave for closing the connection, if it asked.
+    pub fn close_reason(&self) -> Option<String> {
+        self.close_reason.lock().clone()
     }
 }
 
@@ -221,7 +231,8 @@ impl Registry {
             channels: Mutex::new(Vec::new()),
             channel_count: AtomicU32::new(0),
             counts: SharedCounts::default(),
-            close: watch::Sender::new(None),
+            close_reason: Mutex::new(None),
+            close: Notify::new(),
         });
         self.connections.lock().insert(id, Arc::clone(&entry));
         Registered {

@@ -372,7 +372,7 @@ impl Channels {
         } else {
             ShortStr::copy_from_str(consume.consumer_tag.as_str())
         };
-        let sink = self.session.sink.clone();
+        let sink = self.session.mailboxes.sink();
         let vhost_name = self.session.vhost.name.clone();
         let channel = self.open(number)?;
         if channel.consumers.contains_key(&tag) {

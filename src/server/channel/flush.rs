@@ -39,7 +39,7 @@ impl Channels {
         }
         self.save_definitions();
         if let Some(wait) = self.awaiting_sync.take() {
-            let outbox = self.session.outbox.clone();
+            let outbox = self.session.mailboxes.outbox();
             let SyncWait {
                 store,
                 tags,

@@ -171,7 +171,7 @@ impl Channels {
                 }
             }
         }
-        let outbox = self.session.outbox.clone();
+        let outbox = self.session.mailboxes.outbox();
         match store.filter(|_| written) {
             Some(store) => store
                 .syncer

@@ -85,12 +85,16 @@ impl Channels {
         settle_taken_back(&vhost, &holder, taken_back, Settle::Requeue);
     }
 
-    /// Closes every channel (the connection is going away).
+    /// Closes every channel (the connection is going away). A mailbox opened since the
+    /// connection task last took it is emptied here: nothing else would give back what it holds.
     pub(crate) fn release_all(&mut self) {
         for number in 0..self.slots.len() {
             self.release(number as u16);
         }
         self.slots.clear();
+        if let Some(mut mail) = self.session.mailboxes.take_mail() {
+            super::return_mail(&mut mail);
+        }
     }
 
     pub(super) fn handle_unopened(
@@ -111,7 +115,7 @@ impl Channels {
                 if self.slots.len() <= index {
                     self.slots.resize_with(index + 1, || None);
                 }
-                self.slots[index] = Some(Channel::new(self.next_epoch));
+                self.slots[index] = Some(Box::new(Channel::new(self.next_epoch)));
                 self.next_epoch += 1;
                 reply(out, number, channel::AMQPMethod::OpenOk(channel::OpenOk {}));
                 Ok(())

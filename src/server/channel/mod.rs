@@ -39,16 +39,16 @@ use warren_protocol::spec::AMQPClass;
 
 use crate::broker::message::{Message, Stamp};
 use crate::broker::queue::Queue;
-use crate::broker::queue::{ChannelCredit, Consumer, Sink};
+use crate::broker::queue::{ChannelCredit, Consumer};
 use crate::broker::vhost::{PublishScratch, Vhost};
 use crate::error::{Error, Exception};
 use crate::server::access::Access;
-use crate::server::outbox::Outbox;
+use crate::server::outbox::Mailboxes;
 use crate::server::UnackedTimeoutAction;
 
 use content::{Content, Progress};
 use flush::SyncWait;
-pub(crate) use settle::give_back;
+pub(crate) use settle::{give_back, give_back_mail, return_mail};
 use unacked::{Delivery, Unacked};
 
 /// The server settings a channel applies.
@@ -69,9 +69,9 @@ pub(crate) struct Session {
     pub user: String,
     /// Identifies the connection as the owner of exclusive queues.
     pub connection: u64,
-    pub outbox: Outbox,
-    /// The connection's mailbox, where its consumers' deliveries go.
-    pub sink: Sink,
+    /// The connection's mailbox (where its consumers' deliveries go) and outbox (where the
+    /// group commit reports), opened when first used.
+    pub mailboxes: Mailboxes,
     pub frame_max: u32,
     /// The client understands a server-sent `basic.cancel`.
     pub cancel_notify: bool,
@@ -172,7 +172,9 @@ impl Channel {
 /// The channel table of one connection, indexed by channel number (1..=channel_max).
 #[derive(Debug)]
 pub(crate) struct Channels {
-    slots: Vec<Option<Channel>>,
+    /// Boxed: a table sized for a high channel number holds a pointer per number below it,
+    /// not a whole channel (and a vector's first growth makes room for four).
+    slots: Vec<Option<Box<Channel>>>,
     channel_max: u16,
     session: Session,
     /// The publishes' buffers and what they leave to do: logs to flush at the next
@@ -214,6 +216,12 @@ impl Channels {
         }
     }
 
+    /// The connection's mailbox and outbox, whose receiving ends the connection task takes.
+    #[inline]
+    pub(crate) fn mailboxes(&mut self) -> &mut Mailboxes {
+        &mut self.session.mailboxes
+    }
+
     /// Whether a message was ever published on this connection.
     pub(crate) fn has_published(&self) -> bool {
         self.published
@@ -235,7 +243,9 @@ impl Channels {
     }
 
     fn slot_mut(&mut self, number: u16) -> Option<&mut Channel> {
-        self.slots.get_mut(number as usize).and_then(Option::as_mut)
+        self.slots
+            .get_mut(number as usize)
+            .and_then(Option::as_deref_mut)
     }
 
     /// The open channel `number` (methods are only dispatched to open channels).

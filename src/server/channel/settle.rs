@@ -5,11 +5,13 @@
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use super::unacked::{Delivery, TakenBack};
 use super::{Channel, Channels, Mode, Settle};
 use crate::broker::message::Entry;
 use crate::broker::queue::Queue;
-use crate::broker::queue::{ChannelCredit, Consumer};
+use crate::broker::queue::{ChannelCredit, Consumer, Mail};
 use crate::broker::vhost::Vhost;
 use crate::error::Error;
 
@@ -153,6 +155,24 @@ pub(crate) fn give_back(consumer: Arc<Consumer>, entry: Entry) {
         consumer.settled(1);
     }
     consumer.queue.return_unsent(entry);
+}
+
+/// Gives back a delivery that came from the mailbox and can no longer be made (a cancellation
+/// needs nothing more).
+pub(crate) fn give_back_mail(message: Mail) {
+    if let Mail::Deliver { consumer, entry } = message {
+        consumer.written();
+        give_back(consumer, entry);
+    }
+}
+
+/// Closes a connection's mailbox and gives back every delivery still in it (its consumers are
+/// gone from their queues by then, so nothing new arrives).
+pub(crate) fn return_mail(mail: &mut mpsc::UnboundedReceiver<Mail>) {
+    mail.close();
+    while let Ok(message) = mail.try_recv() {
+        give_back_mail(message);
+    }
 }
 
 /// Settles deliveries: frees their consumers' credit, and acks, rejects (the vhost dead-letters)

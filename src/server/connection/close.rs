@@ -10,7 +10,8 @@ use warren_protocol::frame::{Frame, FrameType};
 use warren_protocol::method::{decode_method, Method};
 use warren_protocol::spec::{connection, AMQPClass};
 
-use super::inbox::{give_back, Inbox};
+use super::super::channel::return_mail;
+use super::inbox::Inbox;
 use super::{Connection, State, CLOSE_TIMEOUT};
 use crate::error::{Exception, ReplyCode, Scope};
 
@@ -97,9 +98,8 @@ impl Connection {
             channels.release_all();
         }
         // Consumers are gone from their queues now, so nothing new arrives after this.
-        inbox.mail.close();
-        while let Ok(message) = inbox.mail.try_recv() {
-            give_back(message);
+        if let Some(mail) = &mut inbox.mail {
+            return_mail(mail);
         }
         if let Some(vhost) = self.vhost_ref.take() {
             vhost.delete_exclusive(self.id);

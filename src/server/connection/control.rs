@@ -13,6 +13,7 @@ use super::super::access::Access;
 use super::super::auth::{LoginRefused, MECHANISMS_WITH_EXTERNAL};
 use super::super::channel::{Channels, Session};
 use super::super::handshake::{self, client_info, ClientCapabilities};
+use super::super::outbox::Mailboxes;
 use super::super::registry::Opened;
 use super::{Connection, State, CLOSE_TIMEOUT};
 use crate::error::Error;
@@ -141,8 +142,7 @@ impl Connection {
             access,
             user: self.user.clone(),
             connection: self.id,
-            outbox: self.outbox.clone(),
-            sink: self.sink.clone(),
+            mailboxes: Mailboxes::new(self.id),
             frame_max: self.tuning.frame_max,
             cancel_notify: self.capabilities.consumer_cancel_notify,
             limits: self.context.limits,

@@ -8,20 +8,41 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::super::channel;
-use super::super::outbox::Synced;
+use super::super::outbox::{Mailboxes, Synced};
 use super::{Connection, OUTBOX_BATCH, WRITE_HIGH_WATER};
 use crate::broker::queue::Mail;
 
 /// The receiving ends of what other tasks send a connection: its consumers' deliveries and
-/// cancellations (from queues), and the group commit's reports.
+/// cancellations (from queues), and the group commit's reports; each `None` until its channel
+/// is opened (see [`Mailboxes`]).
+#[derive(Default)]
 pub(super) struct Inbox {
-    pub(super) mail: mpsc::UnboundedReceiver<Mail>,
-    pub(super) synced: mpsc::UnboundedReceiver<Synced>,
+    pub(super) mail: Option<mpsc::UnboundedReceiver<Mail>>,
+    pub(super) synced: Option<mpsc::UnboundedReceiver<Synced>>,
+}
+
+impl Inbox {
+    /// Takes the receiving ends the channels opened since the last turn.
+    #[inline]
+    pub(super) fn adopt(&mut self, mailboxes: &mut Mailboxes) {
+        if mailboxes.opened() {
+            self.mail = self.mail.take().or_else(|| mailboxes.take_mail());
+            self.synced = self.synced.take().or_else(|| mailboxes.take_synced());
+        }
+    }
+}
+
+/// The next message of `receiver`; never, while it is not opened.
+pub(super) async fn recv<T>(receiver: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Connection {
     /// Handles deliveries and cancellations from queues: `first` and up to a batch more.
-    pub(super) fn mail(&mut self, first: Mail, mail: &mut mpsc::UnboundedReceiver<Mail>) {
+    pub(super) fn mail(&mut self, first: Mail, mail: &mut Option<mpsc::UnboundedReceiver<Mail>>) {
         let now = Instant::now();
         let mut next = Some(first);
         let mut handled = 0;
@@ -33,11 +54,11 @@ impl Connection {
                 (Some(channels), Mail::Cancelled { consumer }) => {
                     channels.cancelled(&mut self.write_buf, consumer)
                 }
-                (None, message) => give_back(message),
+                (None, message) => channel::give_back_mail(message),
             }
             handled += 1;
             if handled < OUTBOX_BATCH && self.write_buf.len() < WRITE_HIGH_WATER {
-                next = mail.try_recv().ok();
+                next = mail.as_mut().and_then(|mail| mail.try_recv().ok());
             }
         }
         if let Some(channels) = &mut self.channels {
@@ -71,13 +92,5 @@ impl Connection {
         if let Err(exception) = saved {
             self.exception(0, exception);
         }
-    }
-}
-
-/// Returns a delivery this connection can no longer make to its queue.
-pub(super) fn give_back(message: Mail) {
-    if let Mail::Deliver { consumer, entry } = message {
-        consumer.written();
-        channel::give_back(consumer, entry);
     }
 }

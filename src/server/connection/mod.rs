@@ -40,16 +40,15 @@ use warren_protocol::spec::{connection, AMQPClass};
 
 use super::channel::Channels;
 use super::handshake::{ClientCapabilities, Tuning};
-use super::outbox::Outbox;
 use super::registry::ConnectionEntry;
 use super::tls::TlsState;
 use super::transport::{accept_tls, TlsPeer, Transport};
 use super::Context;
-use crate::broker::queue::{Queue, Sink};
+use crate::broker::queue::Queue;
 use crate::broker::vhost::Vhost;
 use crate::error::{Error, Exception};
 
-use inbox::Inbox;
+use inbox::{recv, Inbox};
 use timer::far_future;
 
 /// Bytes reserved for each read: big enough to take many small frames per syscall.
@@ -108,12 +107,10 @@ pub(crate) struct Connection {
     vhost: String,
     /// The open vhost; `None` until `connection.open`.
     vhost_ref: Option<Arc<Vhost>>,
-    /// The channel table, from `connection.open` until the connection closes.
+    /// The channel table, from `connection.open` until the connection closes. Its session
+    /// opens the connection's mailbox and outbox when first needed; their receiving ends move
+    /// to the [`Inbox`] at the next turn of the loop.
     channels: Option<Channels>,
-    /// Where queues send this connection's deliveries (the receiving end is in [`serve`]).
-    sink: Sink,
-    /// Where the group commit reports on this connection's publishes and commits.
-    outbox: Outbox,
     last_read: Instant,
     last_write: Instant,
     /// The resource alarm in effect (its reason), as the alarm task announced it.
@@ -122,6 +119,10 @@ pub(crate) struct Connection {
     blocked_sent: bool,
     /// Complete frames wait in the read buffer: the last turn used up its [`ENQUEUE_BUDGET`].
     input_pending: bool,
+    /// Channel 0 wrote to the output buffer (the handshake, a heartbeat, a close): once written,
+    /// the buffer is let go, so that an idle connection does not keep the handshake's capacity.
+    /// Channels' output, the busy path, keeps its buffer.
+    release_output: bool,
     /// When the current state gives up (handshake, closing) or the next heartbeat check is due.
     deadline: Option<Instant>,
     close_reason: String,
@@ -140,6 +141,17 @@ pub(crate) struct Connection {
     client: Vec<(String, String)>,
 }
 
+/// How the accept loop let a connection in: the permits it holds while it lives.
+pub(crate) struct Admission {
+    /// Its place under `max_connections`, or among the refusals in progress (with `refuse`);
+    /// none without a limit. Held until the connection ends.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+    /// Accepted over `max_connections` (this limit): refused at `connection.open`.
+    pub(crate) refuse: Option<usize>,
+    /// Its place among the connections in their handshake.
+    pub(crate) handshake: OwnedSemaphorePermit,
+}
+
 /// Serves one accepted socket until it closes; logs the outcome. With `tls`, the TLS handshake
 /// comes first; a client that fails it (one that speaks plain AMQP, say) is logged and dropped.
 pub(crate) async fn serve(
@@ -147,9 +159,14 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     context: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
-    (refuse, handshake): (Option<usize>, OwnedSemaphorePermit),
+    admission: Admission,
     tls: Option<Arc<TlsState>>,
 ) {
+    let Admission {
+        permit: _permit,
+        refuse,
+        handshake,
+    } = admission;
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let local = stream
         .local_addr()
@@ -172,9 +189,7 @@ pub(crate) async fn serve(
         }
     };
     let now = Instant::now();
-    let (sink, mail) = Sink::new(id);
-    let (outbox, synced) = Outbox::new();
-    let mut inbox = Inbox { mail, synced };
+    let mut inbox = Inbox::default();
     let mut connection = Connection {
         id,
         peer,
@@ -189,13 +204,12 @@ pub(crate) async fn serve(
         vhost: String::new(),
         vhost_ref: None,
         channels: None,
-        sink,
-        outbox,
         last_read: now,
         last_write: now,
         alarm: None,
         blocked_sent: false,
         input_pending: false,
+        release_output: false,
         close_reason: String::new(),
         refuse,
         admitted: None,
@@ -237,9 +251,12 @@ impl Connection {
         let mut throttled: Vec<Arc<Queue>> = Vec::new();
         // A reload that removes this connection's user or vhost closes it, as may the API.
         let mut accounts = self.context.users.subscribe();
-        let mut close_requests = self.entry.close_requests();
+        let entry = Arc::clone(&self.entry);
         loop {
             was_open |= self.state == State::Running;
+            if let Some(channels) = &mut self.channels {
+                inbox.adopt(channels.mailboxes());
+            }
             if self.output_pending(&stream) && !self.flush(&mut stream) {
                 break;
             }
@@ -275,18 +292,18 @@ impl Connection {
                     tokio::task::yield_now().await;
                 }
                 () = released(&throttled), if !throttled.is_empty() => throttled.clear(),
-                Some(first) = inbox.mail.recv(), if self.write_buf.len() < WRITE_HIGH_WATER => {
+                Some(first) = recv(&mut inbox.mail), if self.write_buf.len() < WRITE_HIGH_WATER => {
                     self.mail(first, &mut inbox.mail);
                 }
-                Some(report) = inbox.synced.recv() => self.synced(report),
+                Some(report) = recv(&mut inbox.synced) => self.synced(report),
                 () = &mut timer => self.on_timer(),
                 changed = accounts.changed(), if self.state == State::Running => {
                     if changed.is_ok() {
                         self.accounts_changed();
                     }
                 }
-                Ok(()) = close_requests.changed(), if self.closable() => {
-                    self.close_requested(close_requests.borrow_and_update().clone());
+                () = entry.close_requested(), if self.closable() => {
+                    self.close_requested(entry.close_reason());
                 }
                 changed = alarms.changed(), if self.state == State::Running => {
                     if changed.is_ok() {
@@ -376,9 +393,11 @@ impl Connection {
             Ok(n) => {
                 self.write_buf.advance(n);
                 self.last_write = Instant::now();
-                if self.write_buf.is_empty() && self.write_buf.capacity() > READ_CHUNK {
-                    // Do not keep a burst's worth of memory for an idle connection.
+                let release = self.release_output || self.write_buf.capacity() > READ_CHUNK;
+                if self.write_buf.is_empty() && release {
+                    // Do not keep a burst's (or the handshake's) memory for an idle connection.
                     self.write_buf = BytesMut::new();
+                    self.release_output = false;
                 }
                 true
             }
@@ -446,9 +465,7 @@ impl Connection {
                         return;
                     }
                     ProtocolHeader::Accepted => {
-                        let start =
-                            AMQPClass::Connection(connection::AMQPMethod::Start(self.start()));
-                        encode_method(&mut self.write_buf, 0, &start);
+                        self.send(connection::AMQPMethod::Start(self.start()));
                         self.state = State::StartOk;
                         continue;
                     }
@@ -519,8 +536,10 @@ impl Connection {
         }
     }
 
+    /// Writes a method of channel 0 to the output buffer.
     fn send(&mut self, method: connection::AMQPMethod) {
         encode_method(&mut self.write_buf, 0, &AMQPClass::Connection(method));
+        self.release_output = true;
     }
 }
 

@@ -59,6 +59,7 @@ impl Connection {
                 if now.duration_since(self.last_write) >= interval / 2 && self.write_buf.is_empty()
                 {
                     encode_heartbeat(&mut self.write_buf);
+                    self.release_output = true;
                 }
                 self.deadline = self.heartbeat_check_at(now);
             }
