@@ -10,7 +10,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::acks::{self, Kind};
-use super::{Dirty, Handle, Log, PENDING_LIMIT};
+use super::{Dirty, Handle, Log, Mode, PENDING_LIMIT};
 
 impl Log {
     /// Writes every buffered record and acks entry to its file (records first: an entry never
@@ -35,11 +35,16 @@ impl Log {
         self.pending.clear();
         if let Err(e) = written {
             // The records buffered are lost, and their positions were handed out: cut the
-            // partial write and move on to a new segment so that no position is ever reused
-            // (an ack of a lost record must never match a later one).
+            // partial write and seal the segment, so that the next append starts a new one and
+            // no position is ever reused (an ack of a lost record must never match a later one).
             let _ = file.set_len(at);
-            if let Err(roll) = self.roll() {
-                tracing::error!(error = %roll, "queue log: starting a new segment failed");
+            if self.holds_damage() {
+                // Its active segment must stay the newest file: start the next one now.
+                if let Err(roll) = self.roll() {
+                    tracing::error!(error = %roll, "queue log: starting a new segment failed");
+                }
+            } else {
+                self.seal();
             }
             return Err(e);
         }
@@ -50,7 +55,7 @@ impl Log {
     pub(super) fn flush_acks(&mut self) -> io::Result<()> {
         let mut result = Ok(());
         for (id, at, entries) in std::mem::take(&mut self.pending_acks) {
-            let Some(file) = self.segments.get(&id).map(|s| Arc::clone(&s.acks)) else {
+            let Some(file) = self.segment(id).map(|s| Arc::clone(&s.acks)) else {
                 continue;
             };
             if let Err(e) = file.open() {
@@ -82,7 +87,7 @@ impl Log {
 
     /// Buffers an acks entry (written at the next flush).
     pub(super) fn write_ack(&mut self, id: u32, kind: Kind, offset: u32) -> io::Result<()> {
-        let Some(segment) = self.segments.get_mut(&id) else {
+        let Some(segment) = self.segment_mut(id) else {
             return Ok(());
         };
         let at = segment.acks_len;
@@ -103,10 +108,14 @@ impl Log {
         Ok(())
     }
 
-    /// The log's directory changed (a file created): it is synced with the next dirty files.
+    /// The log's directory changed (a file created): it is synced with the next dirty files,
+    /// through a handle made for that sync (a log keeps none of its directory).
     pub(super) fn mark_dir_dirty(&mut self) {
-        self.dir_handle.mark_dirty();
-        let dir = Arc::clone(&self.dir_handle);
+        if self.dirty.iter().any(|(dirty, _)| *dirty == Dirty::Dir) {
+            return;
+        }
+        let dir = self.files.handle(self.dir.to_path_buf(), Mode::Directory);
+        dir.mark_dirty();
         self.mark_dirty(Dirty::Dir, dir);
     }
 

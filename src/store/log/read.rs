@@ -18,8 +18,7 @@ impl Log {
     /// Reads a record back.
     pub fn read(&self, position: Position) -> io::Result<Bytes> {
         let segment = self
-            .segments
-            .get(&position.segment)
+            .segment(position.segment)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "queue log: no such segment"))?;
         let offset = u64::from(position.offset);
         let available = segment
@@ -68,7 +67,7 @@ impl Log {
     /// settled bytes of its segment; 0 if it cannot be read or is implausible (the count only
     /// decides when to compact, which finds the true lengths itself).
     pub(super) fn record_len(&mut self, position: Position) -> u64 {
-        let Some(segment) = self.segments.get(&position.segment) else {
+        let Some(segment) = self.segment(position.segment) else {
             return 0;
         };
         let offset = u64::from(position.offset);
