@@ -234,26 +234,34 @@ pub struct Log {
     dir: Arc<Path>,
     /// Whether `dir` is known to exist (else the first segment creates it).
     dir_exists: bool,
-    segment_size: u64,
+    /// At most `u32::MAX` (offsets are `u32`).
+    segment_size: u32,
     /// Sorted by id: a new one goes at the end (see [`Log::segment`]).
     segments: VecDeque<Segment>,
     /// The segment appended to, and its file (`None` until the first append after `open`, and
     /// after a failed write sealed it).
     active: Option<(u32, Arc<Handle>)>,
     next_id: u64,
+    /// Made by the first write: a log never written to (most of 100,000 idle queues') has none.
+    writes: Option<Box<Writes>>,
+    /// Where descriptors come from (and go back to when idle).
+    files: Files,
+    /// Some sealed segment may have become worth compacting since the last [`Log::compact`].
+    compaction_due: bool,
+    /// How holes are punched (a seam for tests); `None` once the filesystem said it cannot.
+    punch: Option<compact::Punch>,
+}
+
+/// What a log is writing: buffered records and acks entries, and the files to sync.
+#[derive(Debug, Default)]
+struct Writes {
     /// Records appended to the active segment but not yet written, from offset `pending_at`.
     pending: Vec<u8>,
     pending_at: u64,
     /// Acks entries not yet written: (segment, offset in its acks file, entries).
     pending_acks: Vec<(u32, u64, Vec<u8>)>,
-    /// Where descriptors come from (and go back to when idle).
-    files: Files,
     /// Files (and directories) written or changed since the last [`Log::take_dirty`].
     dirty: Vec<(Dirty, Arc<Handle>)>,
-    /// Some sealed segment may have become worth compacting since the last [`Log::compact`].
-    compaction_due: bool,
-    /// How holes are punched (a seam for tests); `None` once the filesystem said it cannot.
-    punch: Option<compact::Punch>,
 }
 
 fn msgs_name(id: u32) -> String {
@@ -321,15 +329,12 @@ impl Log {
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
             dir: Arc::clone(&dir),
             dir_exists: state.dir_exists,
-            segment_size: segment_size.min(u64::from(u32::MAX)),
+            segment_size: u32::try_from(segment_size).unwrap_or(u32::MAX),
             segments: state.segments,
             active: None,
             next_id: u64::from(state.max_id) + 1,
-            pending: Vec::new(),
-            pending_at: 0,
-            pending_acks: Vec::new(),
+            writes: None,
             files: files.clone(),
-            dirty: Vec::new(),
             compaction_due: false,
             punch: Some(compact::punch_hole),
         };
@@ -376,7 +381,7 @@ impl Log {
             .ok_or_else(|| invalid("queue log: record too large"))?;
         let record_len = HEADER_LEN + u64::from(len);
         let fits = self.active_segment().is_some_and(|segment| {
-            segment.size == 0 || segment.size + record_len <= self.segment_size
+            segment.size == 0 || segment.size + record_len <= u64::from(self.segment_size)
         });
         if !fits {
             self.roll()?;
@@ -390,11 +395,12 @@ impl Log {
             .map_err(|_| io::Error::other("queue log: segment offset out of range"))?;
         let header = record::header(len, payload);
         if payload.len() <= COPY_LIMIT {
-            if self.pending.is_empty() {
-                self.pending_at = offset;
+            let writes = self.writes();
+            if writes.pending.is_empty() {
+                writes.pending_at = offset;
             }
-            self.pending.extend_from_slice(&header);
-            self.pending.extend_from_slice(payload);
+            writes.pending.extend_from_slice(&header);
+            writes.pending.extend_from_slice(payload);
         } else {
             self.flush_records()?;
             let written = file
@@ -411,7 +417,7 @@ impl Log {
             segment.size = offset + record_len;
             segment.records += 1;
         }
-        if self.pending.len() >= PENDING_LIMIT {
+        if self.writes().pending.len() >= PENDING_LIMIT {
             self.flush_records()?;
         }
         Ok(Position {
@@ -486,13 +492,22 @@ impl Log {
 
     /// Deletes the whole log (the queue was deleted).
     pub fn destroy(mut self) -> io::Result<()> {
-        self.pending.clear();
-        self.pending_acks.clear();
+        self.writes = None;
         match std::fs::remove_dir_all(&self.dir) {
             // Never appended to: it has no directory.
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    /// The write buffers, made at the first write.
+    fn writes(&mut self) -> &mut Writes {
+        self.writes.get_or_insert_with(Box::default)
+    }
+
+    /// Records buffered and not yet written (empty if none).
+    fn pending(&self) -> &[u8] {
+        self.writes.as_ref().map_or(&[], |w| &w.pending)
     }
 
     /// The segment `id`, if the log has it (a binary search: there are few, sorted).
@@ -582,9 +597,12 @@ impl Log {
         if let Ok(at) = self.segments.binary_search_by_key(&id, |s| s.id) {
             self.segments.remove(at);
         }
-        self.dirty
-            .retain(|(dirty, _)| *dirty != Dirty::Msgs(id) && *dirty != Dirty::Acks(id));
-        self.pending_acks.retain(|(segment, _, _)| *segment != id);
+        if let Some(writes) = &mut self.writes {
+            writes
+                .dirty
+                .retain(|(dirty, _)| *dirty != Dirty::Msgs(id) && *dirty != Dirty::Acks(id));
+            writes.pending_acks.retain(|(segment, _, _)| *segment != id);
+        }
         if let Err(e) = recovery::remove_if_present(&acks_path(&self.dir, id)) {
             tracing::warn!(segment = id, error = %e, "queue log: deleting an acks file failed");
         }

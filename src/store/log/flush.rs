@@ -21,18 +21,18 @@ impl Log {
     }
 
     pub(super) fn flush_records(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
+        let Some(writes) = self.writes.as_mut().filter(|w| !w.pending.is_empty()) else {
             return Ok(());
-        }
+        };
         let Some((id, file)) = self.active.clone() else {
-            self.pending.clear();
+            writes.pending.clear();
             return Err(io::Error::other("queue log: no active segment"));
         };
         // Nothing written yet if the file cannot be opened: the records stay buffered.
         file.open()?;
-        let at = self.pending_at;
-        let written = file.write_all_at(&self.pending, at);
-        self.pending.clear();
+        let at = writes.pending_at;
+        let written = file.write_all_at(&writes.pending, at);
+        writes.pending.clear();
         if let Err(e) = written {
             // The records buffered are lost, and their positions were handed out: cut the
             // partial write and seal the segment, so that the next append starts a new one and
@@ -54,13 +54,16 @@ impl Log {
 
     pub(super) fn flush_acks(&mut self) -> io::Result<()> {
         let mut result = Ok(());
-        for (id, at, entries) in std::mem::take(&mut self.pending_acks) {
+        let Some(writes) = self.writes.as_mut() else {
+            return Ok(());
+        };
+        for (id, at, entries) in std::mem::take(&mut writes.pending_acks) {
             let Some(file) = self.segment(id).map(|s| Arc::clone(&s.acks)) else {
                 continue;
             };
             if let Err(e) = file.open() {
                 // Not written: kept for the next flush.
-                self.pending_acks.push((id, at, entries));
+                self.writes().pending_acks.push((id, at, entries));
                 result = result.and(Err(e));
                 continue;
             }
@@ -81,7 +84,10 @@ impl Log {
     /// fsync (each once). A failed flush is returned too: what it held is not on disk.
     pub fn take_dirty(&mut self) -> (Vec<Arc<Handle>>, io::Result<()>) {
         let flushed = self.flush();
-        let files = self.dirty.drain(..).map(|(_, file)| file).collect();
+        let files = match &mut self.writes {
+            Some(writes) => writes.dirty.drain(..).map(|(_, file)| file).collect(),
+            None => Vec::new(),
+        };
         (files, flushed)
     }
 
@@ -93,15 +99,12 @@ impl Log {
         let at = segment.acks_len;
         segment.acks_len = at + acks::ENTRY_LEN;
         let entry = acks::encode(kind, offset);
-        match self
-            .pending_acks
-            .iter_mut()
-            .find(|(segment, _, _)| *segment == id)
-        {
+        let pending = &mut self.writes().pending_acks;
+        match pending.iter_mut().find(|(segment, _, _)| *segment == id) {
             Some((_, _, entries)) => entries.extend_from_slice(&entry),
-            None => self.pending_acks.push((id, at, entry.to_vec())),
+            None => pending.push((id, at, entry.to_vec())),
         }
-        let buffered: usize = self.pending_acks.iter().map(|(_, _, e)| e.len()).sum();
+        let buffered: usize = pending.iter().map(|(_, _, e)| e.len()).sum();
         if buffered >= PENDING_LIMIT {
             self.flush_acks()?;
         }
@@ -111,7 +114,8 @@ impl Log {
     /// The log's directory changed (a file created): it is synced with the next dirty files,
     /// through a handle made for that sync (a log keeps none of its directory).
     pub(super) fn mark_dir_dirty(&mut self) {
-        if self.dirty.iter().any(|(dirty, _)| *dirty == Dirty::Dir) {
+        let dirty = self.writes.as_ref().map_or(&[][..], |w| &w.dirty[..]);
+        if dirty.iter().any(|(dirty, _)| *dirty == Dirty::Dir) {
             return;
         }
         let dir = self.files.handle(self.dir.to_path_buf(), Mode::Directory);
@@ -120,8 +124,9 @@ impl Log {
     }
 
     pub(super) fn mark_dirty(&mut self, what: Dirty, file: Arc<Handle>) {
-        if !self.dirty.iter().any(|(dirty, _)| *dirty == what) {
-            self.dirty.push((what, file));
+        let dirty = &mut self.writes().dirty;
+        if !dirty.iter().any(|(dirty, _)| *dirty == what) {
+            dirty.push((what, file));
         }
     }
 }

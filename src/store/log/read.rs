@@ -56,11 +56,15 @@ impl Log {
     pub(super) fn buffered(&self, position: Position) -> Option<&[u8]> {
         let active = self.active.as_ref().map(|(id, _)| *id);
         let offset = u64::from(position.offset);
-        if active != Some(position.segment) || self.pending.is_empty() || offset < self.pending_at {
+        let writes = self.writes.as_deref()?;
+        if active != Some(position.segment)
+            || writes.pending.is_empty()
+            || offset < writes.pending_at
+        {
             return None;
         }
-        let start = usize::try_from(offset - self.pending_at).ok()?;
-        self.pending.get(start..)
+        let start = usize::try_from(offset - writes.pending_at).ok()?;
+        writes.pending.get(start..)
     }
 
     /// The length (header included) of the record at `position`, read from its header, for the

@@ -111,7 +111,7 @@ impl Log {
                 }
                 continue;
             }
-            if active && !self.pending.is_empty() {
+            if active && !self.pending().is_empty() {
                 self.flush_records()?;
             }
             let live = self.read_segment(at, max_bytes)?;
