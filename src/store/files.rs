@@ -3,8 +3,10 @@
 //! once (as RabbitMQ's file handle cache does), so that open files do not grow with the number of
 //! queues.
 //!
-//! - A handle is cheap (a path, a per-handle lock, no descriptor): a log keeps one per segment
-//!   file, acks file and directory it may touch, for as long as that file exists.
+//! - A handle is cheap (where its file is, a per-handle lock, no descriptor): a log keeps one per
+//!   segment file and acks file, for as long as that file exists. A log's handles share its
+//!   directory's path ([`Files::handle_in`]) and keep their file name inline, so a handle is one
+//!   allocation.
 //! - Using a handle (write, read, sync) takes only *its own* lock (uncontended: its log's owner
 //!   serialises the writes) and sets its *used* bit; the store-wide lock is taken only when a file
 //!   is (re)opened. A busy queue's current segment stays open and costs no lookup.
@@ -23,6 +25,7 @@
 //! Never holds the store-wide lock while making a system call other than `close`, and never waits
 //! for a handle's lock while holding it (`try_lock`: a busy handle is in use, so not idle).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -96,13 +99,57 @@ struct Shared {
 
 /// A file opened on demand and closed by the cache when idle.
 pub struct Handle {
-    path: PathBuf,
+    location: Location,
     mode: Mode,
     shared: Arc<Shared>,
     state: Mutex<State>,
     used: AtomicBool,
     /// Itself, for the ring.
     me: Weak<Handle>,
+}
+
+/// Where a handle's file is.
+enum Location {
+    /// A path of its own.
+    Path(Box<Path>),
+    /// A file named `name` in a directory whose path other handles share.
+    In { dir: Arc<Path>, name: FileName },
+}
+
+/// A file name short enough to be kept inline (`msgs.0000000001`).
+#[derive(Clone, Copy)]
+struct FileName {
+    len: u8,
+    bytes: [u8; FileName::MAX],
+}
+
+impl FileName {
+    const MAX: usize = 22;
+
+    fn new(name: &str) -> Option<FileName> {
+        let mut bytes = [0; FileName::MAX];
+        bytes
+            .get_mut(..name.len())?
+            .copy_from_slice(name.as_bytes());
+        Some(FileName {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        // Copied whole from a `&str` in `new`.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl Location {
+    fn path(&self) -> Cow<'_, Path> {
+        match self {
+            Location::Path(path) => Cow::Borrowed(path),
+            Location::In { dir, name } => Cow::Owned(dir.join(name.as_str())),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -125,7 +172,9 @@ impl fmt::Debug for Files {
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle").field("path", &self.path).finish()
+        f.debug_struct("Handle")
+            .field("path", &self.location.path())
+            .finish()
     }
 }
 
@@ -193,8 +242,28 @@ impl Files {
 
     /// A handle on `path`; nothing is opened until it is used.
     pub fn handle(&self, path: PathBuf, mode: Mode) -> Arc<Handle> {
+        self.make(Location::Path(path.into_boxed_path()), mode)
+    }
+
+    /// A handle on the file `name` in `dir`, sharing `dir` (a short name is kept inline, so the
+    /// handle is one allocation); nothing is opened until it is used.
+    pub fn handle_in(&self, dir: &Arc<Path>, name: &str, mode: Mode) -> Arc<Handle> {
+        self.make(Files::locate(dir, name), mode)
+    }
+
+    fn locate(dir: &Arc<Path>, name: &str) -> Location {
+        match FileName::new(name) {
+            Some(name) => Location::In {
+                dir: Arc::clone(dir),
+                name,
+            },
+            None => Location::Path(dir.join(name).into_boxed_path()),
+        }
+    }
+
+    fn make(&self, location: Location, mode: Mode) -> Arc<Handle> {
         Arc::new_cyclic(|me| Handle {
-            path,
+            location,
             mode,
             shared: Arc::clone(&self.shared),
             state: Mutex::new(State::default()),
@@ -205,6 +274,16 @@ impl Files {
 
     /// Creates `path` (which must not exist) and returns its handle ([`Mode::ReadWrite`]), open.
     pub fn create_new(&self, path: PathBuf) -> io::Result<Arc<Handle>> {
+        self.create(Location::Path(path.into_boxed_path()))
+    }
+
+    /// Creates the file `name` in `dir` (it must not exist) and returns its handle, open, as
+    /// [`Files::handle_in`] makes them.
+    pub fn create_new_in(&self, dir: &Arc<Path>, name: &str) -> io::Result<Arc<Handle>> {
+        self.create(Files::locate(dir, name))
+    }
+
+    fn create(&self, location: Location) -> io::Result<Arc<Handle>> {
         let create = |path: &Path| {
             OpenOptions::new()
                 .read(true)
@@ -212,8 +291,8 @@ impl Files {
                 .create_new(true)
                 .open(path)
         };
-        let file = self.shared.open_file(&path, create)?;
-        let handle = self.handle(path, Mode::ReadWrite);
+        let file = self.shared.open_file(&location.path(), create)?;
+        let handle = self.make(location, Mode::ReadWrite);
         let mut state = lock(&handle.state);
         state.file = Some(Arc::new(file));
         handle.opened();
@@ -379,7 +458,7 @@ impl Handle {
         }
         let file = Arc::new(
             self.shared
-                .open_file(&self.path, |path| self.mode.open(path))?,
+                .open_file(&self.location.path(), |path| self.mode.open(path))?,
         );
         state.file = Some(Arc::clone(&file));
         self.opened();
@@ -409,7 +488,7 @@ impl Handle {
         };
         if std::mem::take(&mut state.dirty) {
             if let Err(e) = file.sync_data() {
-                tracing::error!(path = %self.path.display(), error = %e, "fdatasync before closing an idle file failed");
+                tracing::error!(path = %self.location.path().display(), error = %e, "fdatasync before closing an idle file failed");
                 state.error = Some(e);
             }
         }

@@ -14,17 +14,22 @@
 //! - `acks.{id:010}`: 8-byte entries (format in `log/acks.rs`) `u32 offset | u8 kind | u24 check`, kind
 //!   1 = settled (acked or dropped), 2 = delivered (so a recovered copy is marked redelivered).
 //!
-//! Any other file in the directory is ignored.
+//! Any other file in the directory is ignored. The directory itself is created with the first
+//! segment: a log never appended to has no files at all (and no directory), so an idle durable
+//! queue costs nothing on disk and nothing to recover.
 //!
-//! The log holds *handles* on its files (`store/files.rs`), never descriptors of its own: a
-//! handle opens its file when it is used and the store's descriptor cache closes it when idle,
-//! so an idle log holds no descriptor.
+//! The log holds *handles* on its segments' files (`store/files.rs`), never descriptors of its
+//! own: a handle opens its file when it is used and the store's descriptor cache closes it when
+//! idle, so an idle log holds no descriptor. The handles share the log's directory path and keep
+//! only their file names; the directory's own handle (synced after a file was created in it) is
+//! made when needed and given to the group commit with the dirty files, not kept.
 //!
 //! # Writing
 //!
-//! Appends go to the end of the newest segment only. A new segment starts when the record would
-//! take the current one past `segment_size` (a record larger than that gets a segment of its
-//! own); offsets stay below 4 GiB. `settle` and `mark_delivered` each add one entry to the
+//! Appends go to the end of the newest segment only. A new segment starts (its file created) at
+//! the first append after [`Log::open`], and when the record would take the current one past
+//! `segment_size` (a record larger than that gets a segment of its own); offsets stay below
+//! 4 GiB. `settle` and `mark_delivered` each add one entry to the
 //! segment's acks file.
 //!
 //! Writes are *buffered*: records (up to [`COPY_LIMIT`] each) and acks entries gather in memory
@@ -42,8 +47,9 @@
 //!
 //! # Space
 //!
-//! RAM per segment: its record count, settled count, valid size, settled bytes and acks length;
-//! nothing per message. When the last record of a sealed segment (not the one being appended to)
+//! RAM per segment: its record count, settled count, valid size, settled bytes and acks length,
+//! in a list sorted by id (segments are added at its end and mostly removed from its front);
+//! nothing per message. An empty log holds no segment. When the last record of a sealed segment (not the one being appended to)
 //! is settled, its `msgs` file and then its `acks` file are deleted (the final settle is not
 //! written). A segment sealed while already fully settled is deleted at once.
 //!
@@ -69,10 +75,17 @@
 //! record start are ignored. A punched range (see Space) is jumped over when the scan reaches its
 //! start, and nowhere else. Fully settled (or empty) segments are deleted; acks files without
 //! their segment are deleted. Live records come back in log order with their `delivered` flag.
-//! Finally `open` creates a fresh, empty segment (id above every id seen) for the appends: no record
-//! is ever written after recovered data, so an acks entry that survived a crash its record did not
-//! can never match a newer record; and the newest segment is always the one that was being
-//! appended to, so a damaged older segment is never mistaken for a torn tail and cut.
+//! A missing directory is an empty log. `open` creates no file: the first append starts a fresh
+//! segment (id above every id seen, acks files without their segment included), so no record is
+//! ever written after recovered data, and an acks entry that survived a crash its record did not
+//! can never match a newer record (an id is used again only after a recovery found no file of
+//! it at all: their removals came before the new segment's creation, which the group commit
+//! makes durable with the directory before any of its records counts); and the
+//! newest segment is always the one that was being appended to (or, if nothing was appended
+//! since, the newest one the previous recovery saw, already cut to its valid records), so a
+//! damaged older segment is never mistaken for a torn tail and cut. (A log holding a damaged
+//! segment starts its fresh segment at `open`, so that one newer file is always there even when
+//! every segment after the damaged one is settled and deleted.)
 
 mod acks;
 mod compact;
@@ -85,7 +98,7 @@ mod recovery;
 pub use compact::{CompactionJob, Plan};
 pub use reader::{Live, LiveRecord};
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,6 +162,7 @@ const PENDING_LIMIT: usize = 256 * 1024;
 /// What the log knows of one segment.
 #[derive(Debug, Clone)]
 struct Segment {
+    id: u32,
     records: u32,
     settled: u32,
     /// Bytes of valid records (for the active segment: where the next one goes).
@@ -173,8 +187,9 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(files: &Files, dir: &Path, id: u32, msgs: Option<Arc<Handle>>) -> Segment {
+    fn new(files: &Files, dir: &Arc<Path>, id: u32, msgs: Option<Arc<Handle>>) -> Segment {
         Segment {
+            id,
             records: 0,
             settled: 0,
             size: 0,
@@ -184,8 +199,8 @@ impl Segment {
             damaged: false,
             marks: None,
             punched: Vec::new(),
-            msgs: msgs.unwrap_or_else(|| files.handle(msgs_path(dir, id), Mode::ReadWrite)),
-            acks: files.handle(acks_path(dir, id), Mode::Write),
+            msgs: msgs.unwrap_or_else(|| files.handle_in(dir, &msgs_name(id), Mode::ReadWrite)),
+            acks: files.handle_in(dir, &acks_name(id), Mode::Write),
         }
     }
 }
@@ -218,34 +233,54 @@ pub struct Log {
     /// Tells this log from any other, even one later opened in the same directory (a
     /// [`CompactionJob`] is applied only to the log it was taken from).
     instance: u64,
-    dir: PathBuf,
-    segment_size: u64,
-    segments: BTreeMap<u32, Segment>,
-    /// The segment appended to, and its file.
+    /// Shared with the handles of its files.
+    dir: Arc<Path>,
+    /// Whether `dir` is known to exist (else the first segment creates it).
+    dir_exists: bool,
+    /// At most `u32::MAX` (offsets are `u32`).
+    segment_size: u32,
+    /// Sorted by id: a new one goes at the end (see [`Log::segment`]).
+    segments: VecDeque<Segment>,
+    /// The segment appended to, and its file (`None` until the first append after `open`, and
+    /// after a failed write sealed it).
     active: Option<(u32, Arc<Handle>)>,
     next_id: u64,
-    /// Records appended to the active segment but not yet written, from offset `pending_at`.
-    pending: Vec<u8>,
-    pending_at: u64,
-    /// Acks entries not yet written: (segment, offset in its acks file, entries).
-    pending_acks: Vec<(u32, u64, Vec<u8>)>,
+    /// Made by the first write: a log never written to (most of 100,000 idle queues') has none.
+    writes: Option<Box<Writes>>,
     /// Where descriptors come from (and go back to when idle).
     files: Files,
-    /// The log's directory, synced when an entry in it changed.
-    dir_handle: Arc<Handle>,
-    dirty: Vec<(Dirty, Arc<Handle>)>,
     /// Some sealed segment may have become worth compacting since the last [`Log::compact`].
     compaction_due: bool,
     /// How holes are punched (a seam for tests); `None` once the filesystem said it cannot.
     punch: Option<compact::Punch>,
 }
 
+/// What a log is writing: buffered records and acks entries, and the files to sync.
+#[derive(Debug, Default)]
+struct Writes {
+    /// Records appended to the active segment but not yet written, from offset `pending_at`.
+    pending: Vec<u8>,
+    pending_at: u64,
+    /// Acks entries not yet written: (segment, offset in its acks file, entries).
+    pending_acks: Vec<(u32, u64, Vec<u8>)>,
+    /// Files (and directories) written or changed since the last [`Log::take_dirty`].
+    dirty: Vec<(Dirty, Arc<Handle>)>,
+}
+
+fn msgs_name(id: u32) -> String {
+    format!("msgs.{id:010}")
+}
+
+fn acks_name(id: u32) -> String {
+    format!("acks.{id:010}")
+}
+
 pub(crate) fn msgs_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("msgs.{id:010}"))
+    dir.join(msgs_name(id))
 }
 
 pub(crate) fn acks_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("acks.{id:010}"))
+    dir.join(acks_name(id))
 }
 
 fn invalid(message: &str) -> io::Error {
@@ -289,56 +324,55 @@ impl Log {
         decide: &mut dyn FnMut(Position, &[u8]) -> Keep,
     ) -> io::Result<(Log, Recovery)> {
         let started = Instant::now();
-        let created = !dir.is_dir();
-        std::fs::create_dir_all(dir)?;
-        let mut state = recovery::recover(dir, files, decide)?;
+        let dir: Arc<Path> = Arc::from(dir);
+        let mut state = recovery::recover(&dir, files, decide)?;
         let dropped = std::mem::take(&mut state.dropped);
         static INSTANCES: AtomicU64 = AtomicU64::new(0);
         let mut log = Log {
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
-            dir: dir.to_path_buf(),
-            segment_size: segment_size.min(u64::from(u32::MAX)),
+            dir: Arc::clone(&dir),
+            dir_exists: state.dir_exists,
+            segment_size: u32::try_from(segment_size).unwrap_or(u32::MAX),
             segments: state.segments,
             active: None,
             next_id: u64::from(state.max_id) + 1,
-            pending: Vec::new(),
-            pending_at: 0,
-            pending_acks: Vec::new(),
+            writes: None,
             files: files.clone(),
-            dir_handle: files.handle(dir.to_path_buf(), Mode::Directory),
-            dirty: Vec::new(),
             compaction_due: false,
             punch: Some(compact::punch_hole),
         };
-        if created {
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                let parent = files.handle(parent.to_path_buf(), Mode::Directory);
-                parent.mark_dirty();
-                log.mark_dirty(Dirty::ParentDir, parent);
-            }
-        }
-        // A fresh segment, created now: appends never follow recovered data (an acks entry that
-        // outlived its record in a crash must match nothing new), and the newest file is always
-        // the one appended to, so only it is ever cut at the next recovery.
+        // No segment is started here: the first append starts one, above every id seen, so
+        // appends never follow recovered data (an acks entry that outlived its record in a crash
+        // must match nothing new), and an empty log stays without files.
         let segments = log.segments.len();
-        log.roll()?;
+        if log.holds_damage() {
+            // Only the newest segment file is ever cut as a torn tail: a damaged one must never
+            // become the newest once the segments after it are settled and deleted.
+            log.roll()?;
+        }
         for position in dropped {
             log.settle(position)?;
         }
-        log.compaction_due |= log.segments.values().any(Segment::wants_compaction);
+        log.compaction_due |= log.segments.iter().any(Segment::wants_compaction);
         let recovery = Recovery {
             records: state.records,
             truncated_bytes: state.truncated_bytes,
             segments,
         };
-        tracing::info!(
-            dir = %dir.display(),
-            records = recovery.records.len(),
-            segments = recovery.segments,
-            truncated_bytes = recovery.truncated_bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "queue log recovered"
-        );
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if recovery.segments == 0 {
+            // Most logs, at 100,000 idle queues: not worth a line each.
+            tracing::debug!(dir = %dir.display(), elapsed_ms, "queue log recovered: empty");
+        } else {
+            tracing::info!(
+                dir = %dir.display(),
+                records = recovery.records.len(),
+                segments = recovery.segments,
+                truncated_bytes = recovery.truncated_bytes,
+                elapsed_ms,
+                "queue log recovered"
+            );
+        }
         Ok((log, recovery))
     }
 
@@ -350,7 +384,7 @@ impl Log {
             .ok_or_else(|| invalid("queue log: record too large"))?;
         let record_len = HEADER_LEN + u64::from(len);
         let fits = self.active_segment().is_some_and(|segment| {
-            segment.size == 0 || segment.size + record_len <= self.segment_size
+            segment.size == 0 || segment.size + record_len <= u64::from(self.segment_size)
         });
         if !fits {
             self.roll()?;
@@ -364,11 +398,12 @@ impl Log {
             .map_err(|_| io::Error::other("queue log: segment offset out of range"))?;
         let header = record::header(len, payload);
         if payload.len() <= COPY_LIMIT {
-            if self.pending.is_empty() {
-                self.pending_at = offset;
+            let writes = self.writes();
+            if writes.pending.is_empty() {
+                writes.pending_at = offset;
             }
-            self.pending.extend_from_slice(&header);
-            self.pending.extend_from_slice(payload);
+            writes.pending.extend_from_slice(&header);
+            writes.pending.extend_from_slice(payload);
         } else {
             self.flush_records()?;
             let written = file
@@ -381,11 +416,11 @@ impl Log {
             }
             self.mark_dirty(Dirty::Msgs(id), file);
         }
-        if let Some(segment) = self.segments.get_mut(&id) {
+        if let Some(segment) = self.segment_mut(id) {
             segment.size = offset + record_len;
             segment.records += 1;
         }
-        if self.pending.len() >= PENDING_LIMIT {
+        if self.writes().pending.len() >= PENDING_LIMIT {
             self.flush_records()?;
         }
         Ok(Position {
@@ -408,7 +443,7 @@ impl Log {
             .active
             .as_ref()
             .is_some_and(|(active, _)| *active == id);
-        let Some(segment) = self.segments.get(&id) else {
+        let Some(segment) = self.segment(id) else {
             tracing::warn!(
                 segment = id,
                 offset = position.offset,
@@ -437,7 +472,7 @@ impl Log {
             None => self.record_len(position),
         };
         self.write_ack(id, Kind::Settled, position.offset)?;
-        if let Some(segment) = self.segments.get_mut(&id) {
+        if let Some(segment) = self.segment_mut(id) {
             segment.settled += 1;
             segment.settled_bytes += record_len;
             self.compaction_due |= !is_active && segment.wants_compaction();
@@ -447,7 +482,7 @@ impl Log {
 
     /// Records that a record was delivered to a consumer (so a recovered copy is redelivered).
     pub fn mark_delivered(&mut self, position: Position) -> io::Result<()> {
-        if !self.segments.contains_key(&position.segment) {
+        if self.segment(position.segment).is_none() {
             tracing::warn!(
                 segment = position.segment,
                 offset = position.offset,
@@ -460,43 +495,100 @@ impl Log {
 
     /// Deletes the whole log (the queue was deleted).
     pub fn destroy(mut self) -> io::Result<()> {
-        self.pending.clear();
-        self.pending_acks.clear();
-        std::fs::remove_dir_all(&self.dir)
+        self.writes = None;
+        match std::fs::remove_dir_all(&self.dir) {
+            // Never appended to: it has no directory.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The write buffers, made at the first write.
+    fn writes(&mut self) -> &mut Writes {
+        self.writes.get_or_insert_with(Box::default)
+    }
+
+    /// Records buffered and not yet written (empty if none).
+    fn pending(&self) -> &[u8] {
+        self.writes.as_ref().map_or(&[], |w| &w.pending)
+    }
+
+    /// The segment `id`, if the log has it (a binary search: there are few, sorted).
+    fn segment(&self, id: u32) -> Option<&Segment> {
+        let at = self.segments.binary_search_by_key(&id, |s| s.id).ok()?;
+        self.segments.get(at)
+    }
+
+    fn segment_mut(&mut self, id: u32) -> Option<&mut Segment> {
+        let at = self.segments.binary_search_by_key(&id, |s| s.id).ok()?;
+        self.segments.get_mut(at)
     }
 
     fn active_segment(&self) -> Option<&Segment> {
-        self.active
-            .as_ref()
-            .and_then(|(id, _)| self.segments.get(id))
+        self.active.as_ref().and_then(|(id, _)| self.segment(*id))
     }
 
-    /// Seals the active segment (deleting it if fully settled) and starts a new one.
+    /// Seals the active segment (deleting it if fully settled) and starts a new one: its file
+    /// created (and the log's directory, the first time), the directory marked to be synced.
     fn roll(&mut self) -> io::Result<()> {
         self.flush_records()?;
         let id = u32::try_from(self.next_id)
             .map_err(|_| io::Error::other("queue log: segment ids exhausted"))?;
-        let file = self.files.create_new(msgs_path(&self.dir, id))?;
+        self.create_dir()?;
+        let file = self.files.create_new_in(&self.dir, &msgs_name(id))?;
         self.next_id += 1;
-        if let Some((old, _)) = self.active.take() {
-            let done = self
-                .segments
-                .get(&old)
-                .is_some_and(|s| s.settled == s.records && !s.damaged);
-            if done {
-                if let Err(e) = self.delete_segment(old) {
-                    tracing::warn!(segment = old, error = %e, "queue log: deleting a settled segment failed");
-                }
-            }
-            self.compaction_due |= self
-                .segments
-                .get(&old)
-                .is_some_and(Segment::wants_compaction);
-        }
+        self.seal();
         let segment = Segment::new(&self.files, &self.dir, id, Some(Arc::clone(&file)));
-        self.segments.insert(id, segment);
+        if self.segments.capacity() == 0 {
+            // Most logs never have more than one segment at a time.
+            self.segments.reserve_exact(1);
+        }
+        debug_assert!(self.segments.back().is_none_or(|last| last.id < id));
+        self.segments.push_back(segment);
         self.active = Some((id, file));
         self.mark_dir_dirty();
+        Ok(())
+    }
+
+    /// Whether some segment is damaged (see Recovery): the log then always has an active
+    /// segment, newer than it.
+    fn holds_damage(&self) -> bool {
+        self.segments.iter().any(|s| s.damaged)
+    }
+
+    /// Ends appends to the active segment (the next append starts a new one); deletes it if
+    /// everything in it is settled.
+    fn seal(&mut self) {
+        let Some((old, _)) = self.active.take() else {
+            return;
+        };
+        let done = self
+            .segment(old)
+            .is_some_and(|s| s.settled == s.records && !s.damaged);
+        if done {
+            if let Err(e) = self.delete_segment(old) {
+                tracing::warn!(segment = old, error = %e, "queue log: deleting a settled segment failed");
+            }
+        }
+        self.compaction_due |= self.segment(old).is_some_and(Segment::wants_compaction);
+    }
+
+    /// Creates the log's directory if it was not there (a log never appended to has none); its
+    /// parent is synced with the next dirty files.
+    fn create_dir(&mut self) -> io::Result<()> {
+        if self.dir_exists {
+            return Ok(());
+        }
+        let created = !self.dir.is_dir();
+        std::fs::create_dir_all(&self.dir)?;
+        self.dir_exists = true;
+        if created {
+            if let Some(parent) = self.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                let parent = self.files.handle(parent.to_path_buf(), Mode::Directory);
+                parent.mark_dirty();
+                self.mark_dirty(Dirty::ParentDir, parent);
+            }
+        }
         Ok(())
     }
 
@@ -505,10 +597,15 @@ impl Log {
     fn delete_segment(&mut self, id: u32) -> io::Result<()> {
         recovery::remove_if_present(&msgs_path(&self.dir, id))?;
         // Its handles go with it: their descriptors (if open) are closed.
-        self.segments.remove(&id);
-        self.dirty
-            .retain(|(dirty, _)| *dirty != Dirty::Msgs(id) && *dirty != Dirty::Acks(id));
-        self.pending_acks.retain(|(segment, _, _)| *segment != id);
+        if let Ok(at) = self.segments.binary_search_by_key(&id, |s| s.id) {
+            self.segments.remove(at);
+        }
+        if let Some(writes) = &mut self.writes {
+            writes
+                .dirty
+                .retain(|(dirty, _)| *dirty != Dirty::Msgs(id) && *dirty != Dirty::Acks(id));
+            writes.pending_acks.retain(|(segment, _, _)| *segment != id);
+        }
         if let Err(e) = recovery::remove_if_present(&acks_path(&self.dir, id)) {
             tracing::warn!(segment = id, error = %e, "queue log: deleting an acks file failed");
         }

@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! vhosts/<id>/definitions.log  the vhost's durable exchanges, queues, bindings (definitions/)
-//! vhosts/<id>/queues/<id>/     one directory per durable queue (log.rs)
+//! vhosts/<id>/queues/<id>/     one directory per durable queue, made at its first append (log.rs)
 //! spill/<n>/                   logs of non-durable queues whose backlog outgrew memory; removed
 //!                              at start
 //!   msgs.0000000001 …          segments: records appended, sealed when full

@@ -34,7 +34,32 @@ pub(super) struct Limits {
     pub dead_letter: Option<(ShortStr, Option<ShortStr>)>,
 }
 
+/// The limits of a queue declared without any of their arguments (most queues).
+pub(super) static NO_LIMITS: Limits = Limits {
+    max_length: None,
+    max_bytes: None,
+    reject: false,
+    reject_dead_letters: false,
+    message_ttl: None,
+    max_priority: 0,
+    single_active: false,
+    expires: None,
+    dead_letter: None,
+};
+
 impl Limits {
+    /// Whether these are [`NO_LIMITS`]: nothing limits the queue.
+    pub fn is_none(&self) -> bool {
+        !self.bounded()
+            && !self.reject
+            && !self.reject_dead_letters
+            && self.message_ttl.is_none()
+            && self.max_priority == 0
+            && !self.single_active
+            && self.expires.is_none()
+            && self.dead_letter.is_none()
+    }
+
     pub fn from_arguments(arguments: &FieldTable) -> Limits {
         let table = arguments.inner();
         let non_negative = |key: &str| {

@@ -42,7 +42,7 @@ use super::message::{now_ms, Entry, Message, Reason, Stamp};
 use super::storage::{Backlog, MessageStore};
 use crate::store::Store;
 pub use consumer::{ChannelCredit, Consumer, Mail, Sink};
-use limits::Limits;
+use limits::{Limits, NO_LIMITS};
 use ready::{Ready, Slot};
 use state::{footprint, QueueState};
 pub use stats::{ConsumerInfo, QueueStats};
@@ -61,13 +61,14 @@ pub struct QueueOptions {
     pub consumer_timeout: Option<Duration>,
 }
 
+/// A queue. Kept small for an idle queue (100,000 durable ones are issue 19's target): what only
+/// some queues have is boxed (`limited`), and its storage keeps nothing of an empty log.
 #[derive(Debug)]
 pub struct Queue {
     pub name: ShortStr,
     pub options: QueueOptions,
-    limits: Limits,
-    /// When the queue was created (or recovered): the start of its first `x-expires` period.
-    created: std::time::Instant,
+    /// `None` for a queue declared without limiting arguments ([`Queue::limits`]).
+    limited: Option<Box<Limited>>,
     /// The group commit a durable queue's persistent messages wait for before they are
     /// confirmed (its storage's [`MessageStore::group_commit`]).
     group_commit: Option<Arc<Store>>,
@@ -76,6 +77,14 @@ pub struct Queue {
     pub flow: Flow,
     /// Its place in the vhost's deadlines (see `timer.rs`).
     timer: Timer,
+}
+
+/// What a queue declared with limiting arguments keeps.
+#[derive(Debug)]
+struct Limited {
+    limits: Limits,
+    /// When the queue was created (or recovered): the start of its first `x-expires` period.
+    created: std::time::Instant,
 }
 
 /// What [`Queue::publish`] did.
@@ -123,8 +132,12 @@ impl Queue {
             name,
             timer: Timer::default(),
             state: Mutex::new(QueueState::for_limits(&limits)),
-            limits,
-            created: std::time::Instant::now(),
+            limited: (!limits.is_none()).then(|| {
+                Box::new(Limited {
+                    limits,
+                    created: std::time::Instant::now(),
+                })
+            }),
             options,
             group_commit: None,
             flow: Flow::default(),
@@ -174,6 +187,20 @@ impl Queue {
         queue
     }
 
+    /// What limits the queue (its arguments, read at declare).
+    #[inline]
+    fn limits(&self) -> &Limits {
+        self.limited.as_ref().map_or(&NO_LIMITS, |l| &l.limits)
+    }
+
+    /// When the queue was created or recovered: read only for a queue with `x-expires` (which
+    /// keeps it; for any other, now).
+    fn created(&self) -> std::time::Instant {
+        self.limited
+            .as_ref()
+            .map_or_else(std::time::Instant::now, |l| l.created)
+    }
+
     /// The queue's lock. `parking_lot`'s mutex is eventually fair: a publisher's connection that
     /// locks the queue for every message of a fast stream cannot keep a consumer's connection
     /// from getting it for seconds, as `std`'s unfair futex mutex let it (a consumer starved
@@ -208,14 +235,14 @@ impl Queue {
         }
         state.drop_expired();
         let body = message.body().len() as u64;
-        if self.limits.reject && self.limits.full_for(state.len(), state.bytes, body) {
-            if self.limits.reject_dead_letters && self.limits.dead_letter.is_some() {
+        if self.limits().reject && self.limits().full_for(state.len(), state.bytes, body) {
+            if self.limits().reject_dead_letters && self.limits().dead_letter.is_some() {
                 state.dropped.push((Arc::clone(message), Reason::Maxlen));
             }
             return Enqueued::Rejected;
         }
         // The sooner of the queue's TTL and the message's own.
-        let ttl = match (self.limits.message_ttl, stamp.ttl) {
+        let ttl = match (self.limits().message_ttl, stamp.ttl) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -286,13 +313,13 @@ impl Queue {
     /// exchange (reason maxlen), by the caller once the lock is let go.
     #[inline]
     fn trim(&self, state: &mut QueueState) {
-        if !self.limits.reject && self.limits.bounded() {
+        if !self.limits().reject && self.limits().bounded() {
             self.drop_heads(state);
         }
     }
 
     fn drop_heads(&self, state: &mut QueueState) {
-        while self.limits.exceeded(state.len(), state.bytes) {
+        while self.limits().exceeded(state.len(), state.bytes) {
             if !state.drop_head() {
                 break;
             }
@@ -359,7 +386,7 @@ impl Queue {
 
     /// Where messages this queue gives up on go: (dead-letter exchange, routing key).
     pub fn dead_letter_target(&self) -> Option<(ShortStr, Option<ShortStr>)> {
-        self.limits.dead_letter.clone()
+        self.limits().dead_letter.clone()
     }
 
     /// Asks for dispatch after credit was freed.
@@ -375,7 +402,7 @@ impl Queue {
 
     /// Dispatches judging expiry at `now` (see `QueueState::pop_at`), and updates the pressure.
     fn dispatch_at(&self, state: &mut QueueState, now: Option<u64>) {
-        let held = state.dispatch(self.limits.single_active, now);
+        let held = state.dispatch(self.limits().single_active, now);
         self.flow.update(state.len(), state.memory, held);
     }
 
@@ -404,7 +431,7 @@ impl Queue {
     /// `basic.get` on the channel `taker`: the next message and how many remain.
     pub fn get(&self, no_ack: bool, taker: &Arc<ChannelCredit>) -> Option<(Entry, u32)> {
         let mut state = self.lock();
-        if self.limits.expires.is_some() {
+        if self.limits().expires.is_some() {
             state.idle_since = Some(std::time::Instant::now());
         }
         let entry = state.take_parked_for(taker).or_else(|| state.pop());
@@ -470,7 +497,7 @@ impl Queue {
         }
         // Sorted by priority, highest first; a newcomer goes after its equals. A single active
         // consumer keeps its place whatever the newcomer's priority.
-        let at = match self.limits.single_active {
+        let at = match self.limits().single_active {
             true => state.consumers.len(),
             false => state
                 .consumers
@@ -497,7 +524,7 @@ impl Queue {
         }
         let held = state.consumers.iter().any(|c| c.behind());
         self.flow.update(state.len(), state.memory, held);
-        if self.limits.expires.is_some() && state.consumers.is_empty() {
+        if self.limits().expires.is_some() && state.consumers.is_empty() {
             state.idle_since = Some(std::time::Instant::now());
             self.reschedule(&state);
         }

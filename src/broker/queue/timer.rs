@@ -119,11 +119,11 @@ impl Queue {
     /// When the `x-expires` period of a queue without consumers runs out (ms since the epoch,
     /// rounded up); `None` if it has no such period or has consumers.
     fn unused_until(&self, state: &QueueState) -> Option<u64> {
-        let expires = self.limits.expires?;
+        let expires = self.limits().expires?;
         if !state.consumers.is_empty() || state.deleted {
             return None;
         }
-        let since = state.idle_since.unwrap_or(self.created);
+        let since = state.idle_since.unwrap_or_else(|| self.created());
         let left = (since + expires).saturating_duration_since(Instant::now());
         let left = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
         Some(now_ms().saturating_add(left).saturating_add(1))
@@ -164,7 +164,7 @@ impl Queue {
     /// The queue was used (declared again, passively or not): its `x-expires` period starts
     /// again (a later deadline: nothing to register).
     pub fn touch(&self) {
-        if self.limits.expires.is_some() {
+        if self.limits().expires.is_some() {
             self.lock().idle_since = Some(Instant::now());
         }
     }
@@ -172,17 +172,17 @@ impl Queue {
     /// Whether the queue has been unused for its `x-expires` period (no consumers, no
     /// basic.get, no redeclaration).
     pub fn is_expired(&self, now: Instant) -> bool {
-        if self.limits.expires.is_none() {
+        if self.limits().expires.is_none() {
             return false;
         }
         self.unused_at(&self.lock(), now)
     }
 
     fn unused_at(&self, state: &QueueState, now: Instant) -> bool {
-        let Some(expires) = self.limits.expires else {
+        let Some(expires) = self.limits().expires else {
             return false;
         };
-        let since = state.idle_since.unwrap_or(self.created);
+        let since = state.idle_since.unwrap_or_else(|| self.created());
         state.consumers.is_empty() && now.saturating_duration_since(since) >= expires
     }
 

@@ -161,14 +161,14 @@ impl Log {
         let mut due = self
             .segments
             .iter()
-            .filter(|(id, segment)| Some(**id) != active && segment.wants_compaction())
-            .map(|(id, _)| *id);
+            .filter(|segment| Some(segment.id) != active && segment.wants_compaction())
+            .map(|segment| segment.id);
         let Some(id) = due.next() else {
             self.compaction_due = false;
             return Ok(None);
         };
         self.compaction_due = due.next().is_some();
-        let Some(segment) = self.segments.get_mut(&id) else {
+        let Some(segment) = self.segment_mut(id) else {
             return Ok(None);
         };
         segment.compacted_bytes = segment.settled_bytes;
@@ -204,7 +204,7 @@ impl Log {
         }
         // The pairs go after every entry counted in `acks_len`.
         self.flush()?;
-        let Some(segment) = self.segments.get_mut(&id) else {
+        let Some(segment) = self.segment_mut(id) else {
             return Ok(false);
         };
         if let Some(found) = plan.settled_bytes {
@@ -450,14 +450,14 @@ mod tests {
     #[test]
     fn thresholds() {
         let files = crate::store::files::Files::unswept(16);
-        let dir = std::path::Path::new("/nonexistent");
+        let dir: std::sync::Arc<std::path::Path> = std::path::Path::new("/nonexistent").into();
         let segment = |records, settled, settled_bytes, compacted_bytes| Segment {
             records,
             settled,
             size: 8 << 20,
             settled_bytes,
             compacted_bytes,
-            ..Segment::new(&files, dir, 1, None)
+            ..Segment::new(&files, &dir, 1, None)
         };
         assert!(!segment(10, 5, (4 << 20) - 1, 0).wants_compaction());
         assert!(segment(10, 5, 4 << 20, 0).wants_compaction());

@@ -10,7 +10,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::acks::{self, Kind};
-use super::{Dirty, Handle, Log, PENDING_LIMIT};
+use super::{Dirty, Handle, Log, Mode, PENDING_LIMIT};
 
 impl Log {
     /// Writes every buffered record and acks entry to its file (records first: an entry never
@@ -21,25 +21,30 @@ impl Log {
     }
 
     pub(super) fn flush_records(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
+        let Some(writes) = self.writes.as_mut().filter(|w| !w.pending.is_empty()) else {
             return Ok(());
-        }
+        };
         let Some((id, file)) = self.active.clone() else {
-            self.pending.clear();
+            writes.pending.clear();
             return Err(io::Error::other("queue log: no active segment"));
         };
         // Nothing written yet if the file cannot be opened: the records stay buffered.
         file.open()?;
-        let at = self.pending_at;
-        let written = file.write_all_at(&self.pending, at);
-        self.pending.clear();
+        let at = writes.pending_at;
+        let written = file.write_all_at(&writes.pending, at);
+        writes.pending.clear();
         if let Err(e) = written {
             // The records buffered are lost, and their positions were handed out: cut the
-            // partial write and move on to a new segment so that no position is ever reused
-            // (an ack of a lost record must never match a later one).
+            // partial write and seal the segment, so that the next append starts a new one and
+            // no position is ever reused (an ack of a lost record must never match a later one).
             let _ = file.set_len(at);
-            if let Err(roll) = self.roll() {
-                tracing::error!(error = %roll, "queue log: starting a new segment failed");
+            if self.holds_damage() {
+                // Its active segment must stay the newest file: start the next one now.
+                if let Err(roll) = self.roll() {
+                    tracing::error!(error = %roll, "queue log: starting a new segment failed");
+                }
+            } else {
+                self.seal();
             }
             return Err(e);
         }
@@ -49,13 +54,16 @@ impl Log {
 
     pub(super) fn flush_acks(&mut self) -> io::Result<()> {
         let mut result = Ok(());
-        for (id, at, entries) in std::mem::take(&mut self.pending_acks) {
-            let Some(file) = self.segments.get(&id).map(|s| Arc::clone(&s.acks)) else {
+        let Some(writes) = self.writes.as_mut() else {
+            return Ok(());
+        };
+        for (id, at, entries) in std::mem::take(&mut writes.pending_acks) {
+            let Some(file) = self.segment(id).map(|s| Arc::clone(&s.acks)) else {
                 continue;
             };
             if let Err(e) = file.open() {
                 // Not written: kept for the next flush.
-                self.pending_acks.push((id, at, entries));
+                self.writes().pending_acks.push((id, at, entries));
                 result = result.and(Err(e));
                 continue;
             }
@@ -76,43 +84,49 @@ impl Log {
     /// fsync (each once). A failed flush is returned too: what it held is not on disk.
     pub fn take_dirty(&mut self) -> (Vec<Arc<Handle>>, io::Result<()>) {
         let flushed = self.flush();
-        let files = self.dirty.drain(..).map(|(_, file)| file).collect();
+        let files = match &mut self.writes {
+            Some(writes) => writes.dirty.drain(..).map(|(_, file)| file).collect(),
+            None => Vec::new(),
+        };
         (files, flushed)
     }
 
     /// Buffers an acks entry (written at the next flush).
     pub(super) fn write_ack(&mut self, id: u32, kind: Kind, offset: u32) -> io::Result<()> {
-        let Some(segment) = self.segments.get_mut(&id) else {
+        let Some(segment) = self.segment_mut(id) else {
             return Ok(());
         };
         let at = segment.acks_len;
         segment.acks_len = at + acks::ENTRY_LEN;
         let entry = acks::encode(kind, offset);
-        match self
-            .pending_acks
-            .iter_mut()
-            .find(|(segment, _, _)| *segment == id)
-        {
+        let pending = &mut self.writes().pending_acks;
+        match pending.iter_mut().find(|(segment, _, _)| *segment == id) {
             Some((_, _, entries)) => entries.extend_from_slice(&entry),
-            None => self.pending_acks.push((id, at, entry.to_vec())),
+            None => pending.push((id, at, entry.to_vec())),
         }
-        let buffered: usize = self.pending_acks.iter().map(|(_, _, e)| e.len()).sum();
+        let buffered: usize = pending.iter().map(|(_, _, e)| e.len()).sum();
         if buffered >= PENDING_LIMIT {
             self.flush_acks()?;
         }
         Ok(())
     }
 
-    /// The log's directory changed (a file created): it is synced with the next dirty files.
+    /// The log's directory changed (a file created): it is synced with the next dirty files,
+    /// through a handle made for that sync (a log keeps none of its directory).
     pub(super) fn mark_dir_dirty(&mut self) {
-        self.dir_handle.mark_dirty();
-        let dir = Arc::clone(&self.dir_handle);
+        let dirty = self.writes.as_ref().map_or(&[][..], |w| &w.dirty[..]);
+        if dirty.iter().any(|(dirty, _)| *dirty == Dirty::Dir) {
+            return;
+        }
+        let dir = self.files.handle(self.dir.to_path_buf(), Mode::Directory);
+        dir.mark_dirty();
         self.mark_dirty(Dirty::Dir, dir);
     }
 
     pub(super) fn mark_dirty(&mut self, what: Dirty, file: Arc<Handle>) {
-        if !self.dirty.iter().any(|(dirty, _)| *dirty == what) {
-            self.dirty.push((what, file));
+        let dirty = &mut self.writes().dirty;
+        if !dirty.iter().any(|(dirty, _)| *dirty == what) {
+            dirty.push((what, file));
         }
     }
 }

@@ -18,8 +18,7 @@ impl Log {
     /// Reads a record back.
     pub fn read(&self, position: Position) -> io::Result<Bytes> {
         let segment = self
-            .segments
-            .get(&position.segment)
+            .segment(position.segment)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "queue log: no such segment"))?;
         let offset = u64::from(position.offset);
         let available = segment
@@ -57,18 +56,22 @@ impl Log {
     pub(super) fn buffered(&self, position: Position) -> Option<&[u8]> {
         let active = self.active.as_ref().map(|(id, _)| *id);
         let offset = u64::from(position.offset);
-        if active != Some(position.segment) || self.pending.is_empty() || offset < self.pending_at {
+        let writes = self.writes.as_deref()?;
+        if active != Some(position.segment)
+            || writes.pending.is_empty()
+            || offset < writes.pending_at
+        {
             return None;
         }
-        let start = usize::try_from(offset - self.pending_at).ok()?;
-        self.pending.get(start..)
+        let start = usize::try_from(offset - writes.pending_at).ok()?;
+        writes.pending.get(start..)
     }
 
     /// The length (header included) of the record at `position`, read from its header, for the
     /// settled bytes of its segment; 0 if it cannot be read or is implausible (the count only
     /// decides when to compact, which finds the true lengths itself).
     pub(super) fn record_len(&mut self, position: Position) -> u64 {
-        let Some(segment) = self.segments.get(&position.segment) else {
+        let Some(segment) = self.segment(position.segment) else {
             return 0;
         };
         let offset = u64::from(position.offset);

@@ -80,16 +80,17 @@ impl Log {
     pub fn read_live(&mut self, from: Position, max_bytes: usize) -> io::Result<Live> {
         let mut at = from;
         loop {
-            let Some((id, segment)) = self.segments.range(at.segment..).next() else {
+            let first = self.segments.partition_point(|s| s.id < at.segment);
+            let Some(segment) = self.segments.get(first) else {
                 return Ok(Live {
                     next: at,
                     end: true,
                     ..Live::default()
                 });
             };
-            if *id != at.segment {
+            if segment.id != at.segment {
                 at = Position {
-                    segment: *id,
+                    segment: segment.id,
                     offset: 0,
                 };
             }
@@ -115,7 +116,7 @@ impl Log {
                 }
                 continue;
             }
-            if active && !self.pending.is_empty() {
+            if active && !self.pending().is_empty() {
                 self.flush_records()?;
             }
             let live = self.read_segment(at, max_bytes)?;
@@ -129,7 +130,7 @@ impl Log {
 
     /// One read of the segment of `at` (which has records from `at` on).
     fn read_segment(&self, at: Position, max_bytes: usize) -> io::Result<Live> {
-        let Some(segment) = self.segments.get(&at.segment) else {
+        let Some(segment) = self.segment(at.segment) else {
             return Ok(Live {
                 next: at,
                 ..Live::default()

@@ -5,10 +5,11 @@
 //! the scan reaches its exact start: its records are all settled, and its bytes may be zeros.
 //! Nowhere else is anything skipped, so torn tails and corruption are found as before.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -18,7 +19,10 @@ use super::{acks_path, msgs_path, Files, Keep, Marks, Position, Recovered, Segme
 
 /// What recovery rebuilt.
 pub(super) struct State {
-    pub segments: BTreeMap<u32, Segment>,
+    /// Sorted by id.
+    pub segments: VecDeque<Segment>,
+    /// The directory was there (a log never appended to has none).
+    pub dir_exists: bool,
     pub records: Vec<Recovered>,
     /// Live records the caller chose to drop ([`Keep::Drop`]), to be settled.
     pub dropped: Vec<Position>,
@@ -49,12 +53,27 @@ fn parse_name(name: &str) -> Option<(bool, u32)> {
 }
 
 pub(super) fn recover(
-    dir: &Path,
+    dir: &Arc<Path>,
     files: &Files,
     decide: &mut dyn FnMut(Position, &[u8]) -> Keep,
 ) -> io::Result<State> {
+    let mut state = State {
+        segments: VecDeque::new(),
+        dir_exists: true,
+        records: Vec::new(),
+        dropped: Vec::new(),
+        truncated_bytes: 0,
+        max_id: 0,
+    };
+    let entries = match fs::read_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            state.dir_exists = false;
+            return Ok(state);
+        }
+        other => other?,
+    };
     let mut found: BTreeMap<u32, Found> = BTreeMap::new();
-    for entry in fs::read_dir(dir)? {
+    for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
         let parsed = name.to_str().and_then(parse_name);
@@ -72,15 +91,8 @@ pub(super) fn recover(
             }
         }
     }
-    let max_id = found.keys().next_back().copied().unwrap_or(0);
+    state.max_id = found.keys().next_back().copied().unwrap_or(0);
     let last_msgs = found.iter().rev().find(|(_, f)| f.msgs).map(|(id, _)| *id);
-    let mut state = State {
-        segments: BTreeMap::new(),
-        records: Vec::new(),
-        dropped: Vec::new(),
-        truncated_bytes: 0,
-        max_id,
-    };
     for (&id, f) in &found {
         if !f.msgs {
             // The segment was deleted and only its acks file remains.
@@ -94,7 +106,7 @@ pub(super) fn recover(
 }
 
 fn recover_segment(
-    dir: &Path,
+    dir: &Arc<Path>,
     files: &Files,
     id: u32,
     is_last: bool,
@@ -138,21 +150,18 @@ fn recover_segment(
         state.dropped.truncate(first_dropped);
         return Ok(());
     }
-    state.segments.insert(
-        id,
-        Segment {
-            records: scan.records,
-            settled: scan.settled,
-            size: scan.end,
-            settled_bytes: scan.settled_bytes + scan.punched_bytes,
-            compacted_bytes: scan.punched_bytes,
-            acks_len: acks.append_at,
-            damaged,
-            marks: marks(&acks, &scan),
-            punched: acks.punched.clone(),
-            ..Segment::new(files, dir, id, None)
-        },
-    );
+    state.segments.push_back(Segment {
+        records: scan.records,
+        settled: scan.settled,
+        size: scan.end,
+        settled_bytes: scan.settled_bytes + scan.punched_bytes,
+        compacted_bytes: scan.punched_bytes,
+        acks_len: acks.append_at,
+        damaged,
+        marks: marks(&acks, &scan),
+        punched: acks.punched.clone(),
+        ..Segment::new(files, dir, id, None)
+    });
     Ok(())
 }
 

@@ -262,11 +262,14 @@ fn take_dirty_hands_each_file_once() {
         flushed.unwrap();
         files
     };
-    // The parent directory (the queue's directory was created) and the directory (the first
-    // segment was created).
-    assert_eq!(take(&mut log).len(), 2);
+    // Nothing was created yet.
     assert!(take(&mut log).is_empty());
     let a = log.append(b"a").unwrap();
+    log.append(b"b").unwrap();
+    // The parent directory (the log's directory was created), the directory (the first segment
+    // was created) and the segment.
+    assert_eq!(take(&mut log).len(), 3);
+    assert!(take(&mut log).is_empty());
     log.append(b"b").unwrap();
     assert_eq!(take(&mut log).len(), 1);
     log.append(b"c").unwrap();
@@ -325,9 +328,81 @@ fn acks_file_only_and_orphans_are_cleaned() {
     std::fs::write(tmp.0.join("acks.0000000005"), [1, 2, 3]).unwrap();
     let (mut log, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
     assert!(recovery.records.is_empty());
+    assert!(files(&tmp.0).is_empty());
     // Ids are never reused.
-    assert_eq!(files(&tmp.0), ["msgs.0000000006"]);
     assert_eq!(log.append(b"x").unwrap().segment, 6);
+    assert_eq!(files(&tmp.0), ["msgs.0000000006"]);
+}
+
+#[test]
+fn an_empty_log_recovers_without_creating_files() {
+    let tmp = TempDir::new("empty");
+    let (mut log, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert!(recovery.records.is_empty());
+    assert_eq!(recovery.segments, 0);
+    assert!(!tmp.0.exists(), "no directory before the first append");
+    let (dirty, flushed) = log.take_dirty();
+    flushed.unwrap();
+    assert!(dirty.is_empty());
+    drop(log);
+    let (log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert!(!tmp.0.exists());
+    log.destroy().unwrap();
+    // A directory left empty (its segments settled and deleted) stays as it is.
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let (log, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert_eq!(recovery.segments, 0);
+    assert!(files(&tmp.0).is_empty());
+    drop(log);
+    assert!(files(&tmp.0).is_empty());
+}
+
+#[test]
+fn the_first_append_starts_a_segment_that_survives_a_restart() {
+    let tmp = TempDir::new("lazy");
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let a = log.append(b"first").unwrap();
+    assert_eq!(a.segment, 1);
+    assert_eq!(files(&tmp.0), ["msgs.0000000001"]);
+    let (dirty, flushed) = log.take_dirty();
+    flushed.unwrap();
+    for file in dirty {
+        file.sync().unwrap();
+    }
+    drop(log);
+    // Reopened without appending: nothing new on disk, the record still there.
+    for _ in 0..2 {
+        let (log, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+        assert_eq!(payloads(&recovery), vec![b"first".to_vec()]);
+        assert_eq!(recovery.segments, 1);
+        drop(log);
+        assert_eq!(files(&tmp.0), ["msgs.0000000001"]);
+    }
+    // An append after recovery never goes after recovered data: a new segment.
+    let (mut log, _) = Log::open(&tmp.0, 1 << 20).unwrap();
+    let b = log.append(b"second").unwrap();
+    assert_eq!(b.segment, 2);
+    log.settle(a).unwrap();
+    assert_eq!(
+        files(&tmp.0),
+        ["msgs.0000000002"],
+        "the sealed, settled one went"
+    );
+    drop(log);
+    let (mut log, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert_eq!(payloads(&recovery), vec![b"second".to_vec()]);
+    // A recovered segment is sealed: settled whole, it goes at once.
+    log.settle(b).unwrap();
+    assert!(files(&tmp.0).is_empty());
+    drop(log);
+    let (mut log, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert!(recovery.records.is_empty());
+    assert!(files(&tmp.0).is_empty());
+    let c = log.append(b"third").unwrap();
+    drop(log);
+    let (_, recovery) = Log::open(&tmp.0, 1 << 20).unwrap();
+    assert_eq!(payloads(&recovery), vec![b"third".to_vec()]);
+    assert_eq!(recovery.records[0].position, c);
 }
 
 /// Whether the filesystem holding the temp dir can punch holes (notes it when not).
