@@ -6,6 +6,9 @@
 #
 #   a  1 producer -> 1 consumer, 16 B transient, auto-ack          (compare.sh scenario a)
 #   b  the same with confirms (1000 in flight) and manual acks (prefetch 1000, multi-ack every 100)
+#   f  backlog: the count published with confirms (1000 in flight) before a consumer drains it
+#      with manual acks as (b) (compare.sh scenario f; use -n 1000000 for its size, so that
+#      most of the backlog is paged out of the queue's memory window)
 #
 # One measurement: start the release warren under callgrind with instrumentation off
 # (--instr-atstart=no: start-up is not counted), switch it on with `callgrind_control -i on`, run
@@ -25,6 +28,7 @@
 #   --rev REV           build this commit (exported with git archive) instead of the working tree
 #   --target-dir DIR    cargo target dir for the build (default: <repo>/target/compare)
 #   --port P            broker port on 127.0.0.1 (5792)
+#   --config FILE       start the broker with this configuration file
 #   --out DIR           callgrind files and logs (default: /tmp/warren-instructions-<date>)
 #   -h, --help
 set -euo pipefail
@@ -43,6 +47,7 @@ RUNS=2
 WARREN_BIN=""
 PERF_BIN=""
 REV=""
+CONFIG=""
 TARGET_DIR="$REPO/target/compare"
 PORT=5792
 OUT="/tmp/warren-instructions-$(date +%Y%m%d-%H%M%S)"
@@ -59,9 +64,10 @@ while [[ $# -gt 0 ]]; do
         --target-dir) TARGET_DIR=$2; shift 2 ;;
         --rev) REV=$2; shift 2 ;;
         --port) PORT=$2; shift 2 ;;
+        --config) CONFIG=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
-        a|b) SCENARIOS+=("$1"); shift ;;
+        a|b|f) SCENARIOS+=("$1"); shift ;;
         *) echo "instructions.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -117,11 +123,14 @@ if [[ -z "$WARREN_BIN" || -z "$PERF_BIN" ]]; then
     : "${PERF_BIN:=$TARGET_DIR/release/warren-perf}"
 fi
 WARREN_EXTRA_ARGS=$(warren_extra_args "$WARREN_BIN")
+[[ -n "$CONFIG" ]] && WARREN_EXTRA_ARGS="$WARREN_EXTRA_ARGS --config $CONFIG"
+[[ -n "$CONFIG" ]] && LABEL="$LABEL, --config $CONFIG"
 
 scenario_args() {
     case "$1" in
         a) echo "-a" ;;
         b) echo "--confirm 1000 --qos 1000 --multi-ack-every 100" ;;
+        f) echo "--backlog --confirm 1000 --qos 1000 --multi-ack-every 100" ;;
     esac
 }
 
@@ -178,7 +187,8 @@ import sys
 from collections import defaultdict
 rows = [line.split() for line in open(sys.argv[1]) if line.strip()]
 count = int(sys.argv[2])
-names = {"a": "(a) 1p→1c 16 B auto-ack", "b": "(b) confirms 1000 + manual acks (multi-ack 100)"}
+names = {"a": "(a) 1p→1c 16 B auto-ack", "b": "(b) confirms 1000 + manual acks (multi-ack 100)",
+         "f": "(f) backlog published with confirms, then drained"}
 print(f"Warren {sys.argv[3]}: broker instructions per message (callgrind Ir), {count:,} messages per run")
 print()
 print("| scenario | run | baseline Ir (0 messages) | Ir with messages | instructions/message |")

@@ -139,7 +139,7 @@ impl Default for ServerOptions {
             unacked_timeout_action: UnackedTimeoutAction::Redeliver,
             max_message_size: 16 * 1024 * 1024,
             segment_size: 8 * 1024 * 1024,
-            queue_memory_window: 16 * 1024 * 1024,
+            queue_memory_window: 8 * 1024 * 1024,
             memory_high_watermark: alarms::default_memory_high_watermark(),
             disk_free_limit: 50 * 1000 * 1000,
             alarm_interval: Duration::from_secs(1),
