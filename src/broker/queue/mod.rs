@@ -589,7 +589,6 @@ mod tests {
     #[test]
     fn an_idle_queue_stays_small() {
         let size = std::mem::size_of::<Queue>();
-        eprintln!("Queue: {size} bytes, QueueState: {}", std::mem::size_of::<QueueState>());
         assert!(size <= 368, "Queue is {size} bytes");
     }
 }
