@@ -20,6 +20,21 @@ use tokio::signal::unix::{signal, SignalKind};
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Gives the memory the allocator holds free back to the OS, once, after the start-up recovery:
+/// mimalloc keeps freed pages for reuse, and what recovery allocated for a moment (the
+/// definitions read back, the logs' scans: tens of MB at 100,000 durable queues) would
+/// otherwise stay in the RSS until reused.
+#[cfg(not(feature = "system-allocator"))]
+fn release_free_memory() {
+    // SAFETY: `mi_collect` takes no pointers and only walks mimalloc's own heaps (this
+    // thread's, on which recovery ran, and abandoned ones); it may be called at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
+/// With the system allocator, nothing to do (heap profiles want the process as it is).
+#[cfg(feature = "system-allocator")]
+fn release_free_memory() {}
 use tracing::{error, info, warn};
 use warren::config::apply::{apply_at_start, ApplyError};
 use warren::config::reload::Reloader;
@@ -165,6 +180,8 @@ async fn serve(
         apply_at_start(broker, &config.topology).map_err(io::Error::other)
     })
     .await?;
+    // Recovered (on this thread: `bind_with` recovers in place) and the file's topology applied.
+    release_free_memory();
     // Account changes made through the API are applied over the file's before any client
     // comes in; the API is served until the broker stops.
     let management = warren::management::start(&mut server)?;
