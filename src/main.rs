@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// mimalloc instead of glibc's malloc: the hot path allocates a message (and frees it on another
 /// thread) per publish, where glibc spent ~14% of the broker's instructions (consolidating its
@@ -170,7 +170,10 @@ async fn serve(
     settings: Settings,
     overrides: Overrides,
 ) -> io::Result<()> {
-    // Taken over before the start, so that a SIGHUP during it does not end the process.
+    // Taken over before the start, so that a SIGHUP during it does not end the process, and a
+    // SIGINT or SIGTERM that comes once the listeners are bound (a client may connect then)
+    // stops it cleanly rather than the default way.
+    let shutdown = shutdown_signal();
     let hangups = signal(SignalKind::hangup());
     if let Err(e) = &hangups {
         error!(error = %e, "cannot listen for SIGHUP: the configuration will not be reloaded");
@@ -211,7 +214,7 @@ async fn serve(
         }
         (_, Err(_)) => {}
     }
-    let result = server.run(shutdown_signal()).await;
+    let result = server.run(shutdown).await;
     drop(management);
     result
 }
@@ -228,17 +231,32 @@ fn init_logging(settings: &Settings) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+/// Completes at SIGINT or SIGTERM; both are taken over when this is called, not when the future
+/// is first polled (which is only once the server runs).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let mut interrupt = listen_for(SignalKind::interrupt(), "SIGINT");
+    let mut terminate = listen_for(SignalKind::terminate(), "SIGTERM");
+    async move {
+        tokio::select! {
+            _ = recv(&mut interrupt) => {}
+            _ = recv(&mut terminate) => {}
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
+    }
+}
+
+/// Takes `kind` over now (`None`, logged, if it cannot be).
+fn listen_for(kind: SignalKind, name: &str) -> Option<Signal> {
+    signal(kind)
+        .map_err(|e| error!(error = %e, "cannot listen for {name}"))
+        .ok()
+}
+
+/// The next signal of `stream`; never, for a signal not taken over.
+async fn recv(stream: &mut Option<Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
         }
+        None => std::future::pending().await,
     }
 }
