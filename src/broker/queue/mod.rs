@@ -62,8 +62,10 @@ pub struct QueueOptions {
     pub consumer_timeout: Option<Duration>,
 }
 
-/// A queue. Kept small for an idle queue (100,000 durable ones are issue 19's target): what only
-/// some queues have is boxed (`limited`), and its storage keeps nothing of an empty log.
+/// A queue. Kept small for an idle queue (100,000 durable ones are issue 19's target; a unit
+/// test bounds its size): what only some queues have is boxed (`limited`, with the `x-expires`
+/// idle time; the parked deliveries in [`QueueState`]), and its storage keeps nothing of an
+/// empty log.
 #[derive(Debug)]
 pub struct Queue {
     pub name: ShortStr,
