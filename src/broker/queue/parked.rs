@@ -9,7 +9,8 @@
 //!
 //! Parked messages count as ready (`message_count`, purge) and go out before the ready list:
 //! they were at its head. They are few (bounded by what one channel had unacked), so a list is
-//! enough. Everything here runs under the queue's lock.
+//! enough; and rare, so the list is boxed and exists only while something is parked (an idle
+//! queue pays 8 bytes for it). Everything here runs under the queue's lock.
 
 use std::sync::Arc;
 
@@ -25,8 +26,11 @@ impl QueueState {
     #[inline(never)]
     pub(super) fn dispatch_parked(&mut self, count: usize) {
         let mut index = 0;
-        while index < self.parked.len() {
-            let holder = &self.parked[index].holder;
+        while index < self.parked_len() {
+            let Some(parked) = self.parked.as_deref() else {
+                return;
+            };
+            let holder = &parked[index].holder;
             let taker = self.consumers[..count]
                 .iter()
                 .find(|c| !Arc::ptr_eq(&c.credit, holder) && c.try_take())
@@ -35,23 +39,36 @@ impl QueueState {
                 index += 1;
                 continue;
             };
-            let Parked { entry, holder } = self.parked.remove(index);
+            let Some(Parked { entry, holder }) = self.remove_parked(index) else {
+                return;
+            };
             if let Some(position) = entry.position {
                 self.record_delivery(&entry, position, consumer.no_ack);
             }
             if let Err(entry) = consumer.send(entry) {
                 // The consumer's connection is gone; its cleanup will remove it.
-                self.parked.insert(index, Parked { entry, holder });
+                self.parked
+                    .get_or_insert_with(Box::default)
+                    .insert(index, Parked { entry, holder });
                 self.remove_consumer(&consumer);
                 return self.dispatch_parked(count.min(self.consumers.len()));
             }
         }
     }
 
+    /// Parks a delivery (after the ones parked before it).
+    pub(super) fn park(&mut self, parked: Parked) {
+        self.parked.get_or_insert_with(Box::default).push(parked);
+    }
+
     /// The first parked message a `basic.get` on another channel than its holder's may take.
     pub(super) fn take_parked_for(&mut self, taker: &Arc<ChannelCredit>) -> Option<Entry> {
-        let index = self.parked.iter().position(|p| !p.held_by(taker))?;
-        Some(self.parked.remove(index).entry)
+        let index = self
+            .parked
+            .as_deref()?
+            .iter()
+            .position(|p| !p.held_by(taker))?;
+        self.remove_parked(index).map(|parked| parked.entry)
     }
 
     /// Takes the parked messages of `holder` with the given `seq`s (those no other consumer has
@@ -59,10 +76,9 @@ impl QueueState {
     pub(super) fn unpark(&mut self, holder: &Arc<ChannelCredit>, seqs: &[u64]) -> Vec<Entry> {
         let mut taken = Vec::new();
         let mut index = 0;
-        while index < self.parked.len() {
-            let parked = &self.parked[index];
+        while let Some(parked) = self.parked.as_deref().and_then(|p| p.get(index)) {
             if parked.held_by(holder) && seqs.contains(&parked.entry.seq) {
-                taken.push(self.parked.remove(index).entry);
+                taken.extend(self.remove_parked(index).map(|parked| parked.entry));
             } else {
                 index += 1;
             }
@@ -70,9 +86,33 @@ impl QueueState {
         taken
     }
 
+    /// Takes every parked message out (purge, delete), freeing the list.
+    pub(super) fn take_all_parked(&mut self) -> Vec<Parked> {
+        self.parked.take().map_or_else(Vec::new, |parked| *parked)
+    }
+
+    /// How many messages are parked.
+    #[inline]
+    pub(super) fn parked_len(&self) -> usize {
+        self.parked.as_ref().map_or(0, |parked| parked.len())
+    }
+
     /// Whether any message is parked (dispatch skips the work when none is).
     #[inline]
     pub(super) fn has_parked(&self) -> bool {
-        !self.parked.is_empty()
+        self.parked
+            .as_ref()
+            .is_some_and(|parked| !parked.is_empty())
+    }
+
+    /// Removes the parked message at `index`, freeing the list when it was the last (so that
+    /// `parked` is `None` again once nothing is parked).
+    fn remove_parked(&mut self, index: usize) -> Option<Parked> {
+        let list = self.parked.as_deref_mut()?;
+        let parked = (index < list.len()).then(|| list.remove(index));
+        if list.is_empty() {
+            self.parked = None;
+        }
+        parked
     }
 }

@@ -64,7 +64,7 @@ impl Queue {
             return;
         }
         entry.redelivered = true;
-        state.parked.push(state::Parked { entry, holder });
+        state.park(state::Parked { entry, holder });
         self.dispatch_and_flush(&mut state);
     }
 

@@ -123,7 +123,7 @@ impl Queue {
         if !state.consumers.is_empty() || state.deleted {
             return None;
         }
-        let since = state.idle_since.unwrap_or_else(|| self.created());
+        let since = self.idle_since();
         let left = (since + expires).saturating_duration_since(Instant::now());
         let left = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
         Some(now_ms().saturating_add(left).saturating_add(1))
@@ -165,7 +165,7 @@ impl Queue {
     /// again (a later deadline: nothing to register).
     pub fn touch(&self) {
         if self.limits().expires.is_some() {
-            self.lock().idle_since = Some(Instant::now());
+            self.mark_used(&self.lock());
         }
     }
 
@@ -182,7 +182,7 @@ impl Queue {
         let Some(expires) = self.limits().expires else {
             return false;
         };
-        let since = state.idle_since.unwrap_or_else(|| self.created());
+        let since = self.idle_since();
         state.consumers.is_empty() && now.saturating_duration_since(since) >= expires
     }
 

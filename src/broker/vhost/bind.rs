@@ -28,6 +28,7 @@ impl Vhost {
         exchange
             .validate_binding(arguments)
             .map_err(Error::PreconditionFailed)?;
+        let (destination, routing_key) = share_queue_name(&target, destination, routing_key);
         let key = BindingKey {
             destination,
             routing_key,
@@ -129,4 +130,23 @@ impl Vhost {
             .get(source.as_bytes())
             .is_some_and(|exchange| exchange.bindings().any(|binding| *binding == key))
     }
+}
+
+/// A binding's names, made to share the allocation of the queue's own name: the destination of
+/// a binding to a queue is that name, and so is the binding key of the usual direct binding (a
+/// queue bound by its name). Each would otherwise be a copy of its own, and a second allocation
+/// once the binding set and the routing index share it: ~100 bytes per binding (issue 19).
+pub(super) fn share_queue_name(
+    target: &Target,
+    destination: Destination,
+    routing_key: ShortStr,
+) -> (Destination, ShortStr) {
+    let Target::Queue(queue) = target else {
+        return (destination, routing_key);
+    };
+    let routing_key = match routing_key == queue.name {
+        true => queue.name.clone(),
+        false => routing_key,
+    };
+    (Destination::Queue(queue.name.clone()), routing_key)
 }

@@ -158,6 +158,8 @@ impl Vhost {
                     warn!(vhost = %self.name, exchange = %source, "skipping a binding to something missing");
                     continue;
                 };
+                let (destination, routing_key) =
+                    super::bind::share_queue_name(&target, destination, routing_key);
                 let key = BindingKey {
                     destination,
                     routing_key,
