@@ -22,6 +22,7 @@
 //! ```
 
 pub mod definitions;
+pub mod delayed;
 pub mod fd_limit;
 pub mod files;
 pub mod log;
