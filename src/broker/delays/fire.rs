@@ -112,7 +112,7 @@ impl Delays {
         }
         self.take_due_buckets(now);
         loop {
-            let batch = self.pop_due(now_ms());
+            let batch = self.pop_due(now);
             if batch.is_empty() {
                 break;
             }
@@ -120,12 +120,7 @@ impl Delays {
         }
         let state = self.state.lock();
         let heap = state.firing.peek().map_or(u64::MAX, |Reverse(d)| d.due);
-        let buckets = state
-            .buckets
-            .keys()
-            .map(Key::wake)
-            .min()
-            .unwrap_or(u64::MAX);
+        let buckets = state.buckets.keys().next().map_or(u64::MAX, |key| key.wake);
         let next = heap.min(buckets);
         self.next_wake.store(next, Ordering::Release);
         drop(state);
@@ -141,25 +136,13 @@ impl Delays {
         let mut taken = Vec::new();
         {
             let mut state = self.state.lock();
-            // Keys sort by start; a coarse bucket wakes up to REFILE_LEAD_MS before its start.
-            let horizon = (now + super::REFILE_LEAD_MS) / 1000;
-            let due: Vec<Key> = state
-                .buckets
-                .range(
-                    ..=Key {
-                        start: horizon,
-                        width: u32::MAX,
-                        durable: true,
-                    },
-                )
-                .map(|(key, _)| *key)
-                .filter(|key| key.wake() <= now)
-                .collect();
-            for key in due {
-                if let Some(bucket) = state.buckets.remove(&key) {
-                    state.open.retain(|k| *k != key);
-                    taken.push((key, bucket.name));
+            while let Some(entry) = state.buckets.first_entry() {
+                if entry.key().wake > now {
+                    break;
                 }
+                let (key, bucket) = entry.remove_entry();
+                state.open.retain(|k| *k != key);
+                taken.push((key, bucket.name));
             }
         }
         for (key, name) in taken {
@@ -171,25 +154,24 @@ impl Delays {
             if key.width == 1 {
                 self.state.lock().firing_file(name, path, key.durable);
             } else {
-                self.refile(&path, key.durable);
+                self.refile(&path, key.durable, super::finer(key.width), now);
             }
         }
     }
 
     /// Re-files a coarse bucket's records into the buckets their due times now call for, then
     /// deletes it (once the new files are synced, if durable).
-    fn refile(&self, path: &std::path::Path, durable: bool) {
+    fn refile(&self, path: &std::path::Path, durable: bool, widest: u32, now: u64) {
         let Some(dirs) = &self.dirs else {
             return;
         };
-        let now = now_ms();
         let mut failed = false;
         let mut moved = 0usize;
         let scanned = files::scan(path, |_, _, payload| {
             let Some((due, _)) = record::due_of(payload) else {
                 return;
             };
-            let key = Key::for_due(due, now, durable);
+            let key = Key::for_due(due, now, durable, widest);
             let mut state = self.state.lock();
             match state.append(dirs, key, payload) {
                 Ok(()) => moved += 1,
@@ -212,12 +194,7 @@ impl Delays {
         remove(path);
         debug!(file = %path.display(), moved, "re-filed delayed messages");
         let state = self.state.lock();
-        let next = state
-            .buckets
-            .keys()
-            .map(Key::wake)
-            .min()
-            .unwrap_or(u64::MAX);
+        let next = state.buckets.keys().next().map_or(u64::MAX, |key| key.wake);
         drop(state);
         self.next_wake.fetch_min(next, Ordering::AcqRel);
     }
