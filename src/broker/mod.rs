@@ -121,7 +121,14 @@ impl Broker {
         tick: std::time::Duration,
         compaction: std::time::Duration,
     ) -> Background {
-        let delays = delays::Scheduler::start(Arc::clone(&self.vhosts))
+        let vhosts = Arc::clone(&self.vhosts);
+        let mut scratch = vhost::PublishScratch::default();
+        let pass = move |now| {
+            let all = Broker::all(&vhosts);
+            let next = all.iter().map(|v| v.fire_delayed(now, &mut scratch));
+            next.min().unwrap_or(u64::MAX)
+        };
+        let delays = delays::Scheduler::start(pass)
             .map_err(|e| tracing::error!(error = %e, "cannot start the delayed-message thread"))
             .ok();
         Background {

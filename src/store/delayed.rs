@@ -19,7 +19,7 @@
 //! length runs past the end or whose CRC does not match.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -74,26 +74,61 @@ pub fn append(file: &File, payload: &[u8], buf: &mut Vec<u8>) -> io::Result<()> 
 /// Reads every whole record of `path` in file order, handing `visit` each one's offset, framed
 /// length (header included) and payload. Stops at a torn or damaged record; returns how many
 /// were read and whether the file ended cleanly.
-pub fn scan(path: &Path, mut visit: impl FnMut(u64, u32, &[u8])) -> io::Result<(usize, bool)> {
+pub fn scan(path: &Path, visit: impl FnMut(u64, u32, &[u8])) -> io::Result<(usize, bool)> {
+    let scanned = scan_from(path, 0, usize::MAX, visit)?;
+    Ok((scanned.count, scanned.end == Some(true)))
+}
+
+/// How far a [`scan_from`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    pub count: usize,
+    /// The offset after the last record visited: where the next scan starts.
+    pub next: u64,
+    /// `Some(clean)` when the file is done (at its end, or at a torn or damaged record);
+    /// `None` when `limit` records were visited first.
+    pub end: Option<bool>,
+}
+
+/// [`scan`], from the record at `offset`, visiting at most `limit` records.
+pub fn scan_from(
+    path: &Path,
+    offset: u64,
+    limit: usize,
+    mut visit: impl FnMut(u64, u32, &[u8]),
+) -> io::Result<Scanned> {
     let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
     let mut buf: Vec<u8> = Vec::with_capacity(SCAN_CHUNK);
     let mut at = 0usize; // start of unread bytes in buf
-    let mut offset = 0u64; // file offset of buf[at]
+    let mut offset = offset; // file offset of buf[at]
     let mut count = 0;
     let mut eof = false;
+    let done = |count, next, clean| Scanned {
+        count,
+        next,
+        end: Some(clean),
+    };
     loop {
+        if count == limit {
+            return Ok(Scanned {
+                count,
+                next: offset,
+                end: None,
+            });
+        }
         // A whole record in the buffer?
         let avail = &buf[at..];
         if avail.len() >= HEADER {
             let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
             let crc = u32::from_le_bytes([avail[4], avail[5], avail[6], avail[7]]);
             if len > MAX_PAYLOAD {
-                return Ok((count, false));
+                return Ok(done(count, offset, false));
             }
             if avail.len() >= HEADER + len {
                 let payload = &avail[HEADER..HEADER + len];
                 if crc32c::crc32c(payload) != crc {
-                    return Ok((count, false));
+                    return Ok(done(count, offset, false));
                 }
                 let framed = (HEADER + len) as u32;
                 visit(offset, framed, payload);
@@ -104,7 +139,7 @@ pub fn scan(path: &Path, mut visit: impl FnMut(u64, u32, &[u8])) -> io::Result<(
             }
         }
         if eof {
-            return Ok((count, buf.len() == at));
+            return Ok(done(count, offset, buf.len() == at));
         }
         // Keep the partial record, read more.
         buf.drain(..at);
@@ -226,6 +261,11 @@ mod tests {
             .unwrap();
         let (n, clean) = scan(&path, |_, _, _| {}).unwrap();
         assert_eq!((n, clean), (3, false));
+        // In steps: two records, then the rest.
+        let first = scan_from(&path, 0, 2, |_, _, _| {}).unwrap();
+        assert_eq!((first.count, first.next, first.end), (2, seen[2].0, None));
+        let rest = scan_from(&path, first.next, 10, |_, _, _| {}).unwrap();
+        assert_eq!((rest.count, rest.end), (1, Some(false)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

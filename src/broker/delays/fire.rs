@@ -1,6 +1,8 @@
 //! Firing: the one thread that wakes when the earliest held message of any vhost is due, and
-//! each vhost's pass over what is due (re-file coarse buckets, index fine ones, publish what
-//! is due in due order, delete the files that are done).
+//! the steps of a vhost's pass over what is due: re-file coarse buckets and index fine ones
+//! ([`Delays::begin`]), take what is due in due order ([`Delays::pop_due`]), delete the files
+//! that are done once what they held is synced ([`Delays::fired`]). Publishing what is taken
+//! is the vhost's (`vhost/delayed.rs`): nothing here routes.
 //!
 //! The thread sleeps on a condition variable until the earliest wake any vhost asked for
 //! ([`wake`], called when a hold moves a vhost's next wake earlier) or at most a second. It is
@@ -13,19 +15,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::Bytes;
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 use tracing::{debug, error, warn};
-use warren_protocol::content::publish_checks;
 
-use super::{record, Delays, Due, Key, Source};
-use crate::broker::arguments::parse_expiration;
-use crate::broker::message::{now_ms, Message, Stamp};
-use crate::broker::vhost::{PublishScratch, Vhost};
+use super::{record, Delays, Due, Key, Refile, Source};
+use crate::broker::message::{now_ms, Message};
 use crate::store::delayed as files;
 
 /// Messages published per pass before the logs they went to are flushed.
 const BATCH: usize = 1024;
+/// Records re-filed per pass.
+const REFILE_BATCH: usize = 4096;
 /// The longest the thread sleeps without looking.
 const IDLE: u64 = 1_000;
 
@@ -49,15 +49,15 @@ pub struct Scheduler {
     thread: Option<JoinHandle<()>>,
 }
 
-type Vhosts = Arc<RwLock<HashMap<String, Arc<Vhost>>>>;
-
 impl Scheduler {
-    pub fn start(vhosts: Vhosts) -> std::io::Result<Scheduler> {
+    /// Starts the thread: `pass(now)` fires what is due at `now` in every vhost and returns
+    /// when the next is due (the broker's: `Vhost::fire_delayed` over its vhosts).
+    pub fn start(pass: impl FnMut(u64) -> u64 + Send + 'static) -> std::io::Result<Scheduler> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("warren-delays".into())
-            .spawn(move || run(&vhosts, &stopping))?;
+            .spawn(move || run(pass, &stopping))?;
         Ok(Scheduler {
             stop,
             thread: Some(thread),
@@ -78,17 +78,11 @@ impl Drop for Scheduler {
     }
 }
 
-fn run(vhosts: &Vhosts, stop: &AtomicBool) {
-    let mut scratch = PublishScratch::default();
+fn run(mut pass: impl FnMut(u64) -> u64, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
         *PLANNED.lock() = u64::MAX;
         let now = now_ms();
-        let mut next = now + IDLE;
-        let all: Vec<Arc<Vhost>> = vhosts.read().values().cloned().collect();
-        for vhost in &all {
-            next = next.min(vhost.delays().fire_due(vhost, now_ms(), &mut scratch));
-        }
-        drop(all);
+        let next = pass(now).min(now + IDLE);
         let mut planned = PLANNED.lock();
         loop {
             let until = next.min(*planned);
@@ -104,31 +98,50 @@ fn run(vhosts: &Vhosts, stop: &AtomicBool) {
     }
 }
 
+/// A held message taken from the heap to fire: its record's bytes (empty if it could not be
+/// read) and the bucket file it came from.
+#[derive(Debug)]
+pub struct Fired {
+    pub payload: Vec<u8>,
+    file: Option<u64>,
+}
+
 impl Delays {
-    /// Does what is due at `now` for `vhost`; returns when it must look again.
-    pub(super) fn fire_due(&self, vhost: &Vhost, now: u64, scratch: &mut PublishScratch) -> u64 {
-        if self.next_wake.load(Ordering::Acquire) > now {
-            return self.next_wake.load(Ordering::Acquire);
-        }
+    /// Whether anything may be due at `now` (else [`Delays::next_wake`] says when).
+    pub fn due(&self, now: u64) -> bool {
+        self.next_wake.load(Ordering::Acquire) <= now
+    }
+
+    /// When the firing thread must look at this vhost again.
+    pub fn next_wake(&self) -> u64 {
+        self.next_wake.load(Ordering::Acquire)
+    }
+
+    /// Starts a pass at `now`: the buckets whose time came are indexed (fine ones) or re-filed
+    /// into finer ones (coarse ones).
+    pub fn begin(&self, now: u64) {
         self.take_due_buckets(now);
-        loop {
-            let batch = self.pop_due(now);
-            if batch.is_empty() {
-                break;
-            }
-            self.publish_batch(vhost, batch, scratch);
-        }
+        self.refile_some(now);
+    }
+
+    /// Ends a pass: computes (and returns) when the next one is due.
+    pub fn end(&self) -> u64 {
         let state = self.state.lock();
         let heap = state.firing.peek().map_or(u64::MAX, |Reverse(d)| d.due);
         let buckets = state.buckets.keys().next().map_or(u64::MAX, |key| key.wake);
-        let next = heap.min(buckets);
+        // A bucket half re-filed: the next pass goes on at once.
+        let refiling = match state.refiling.is_empty() {
+            true => u64::MAX,
+            false => 0,
+        };
+        let next = heap.min(buckets).min(refiling);
+        // Under the lock: a hold appends under it and moves the wake earlier after it.
         self.next_wake.store(next, Ordering::Release);
-        drop(state);
         next
     }
 
     /// Moves the buckets whose wake came out of the map: fine ones into the firing heap,
-    /// coarse ones re-filed into finer buckets.
+    /// coarse ones onto the list of buckets to re-file into finer ones.
     fn take_due_buckets(&self, now: u64) {
         let Some(dirs) = &self.dirs else {
             return;
@@ -151,56 +164,69 @@ impl Delays {
                 false => &dirs.transient,
             };
             let path = dir.join(name.file_name());
-            if key.width == 1 {
-                self.state.lock().firing_file(name, path, key.durable);
-            } else {
-                self.refile(&path, key.durable, super::finer(key.width), now);
+            let mut state = self.state.lock();
+            match key.width {
+                1 => state.firing_file(name, path, key.durable),
+                width => state.refiling.push_back(Refile {
+                    path,
+                    durable: key.durable,
+                    widest: super::finer(width),
+                    offset: 0,
+                    moved: 0,
+                }),
             }
         }
     }
 
-    /// Re-files a coarse bucket's records into the buckets their due times now call for, then
-    /// deletes it (once the new files are synced, if durable).
-    fn refile(&self, path: &std::path::Path, durable: bool, widest: u32, now: u64) {
+    /// Re-files up to [`REFILE_BATCH`] records of the first coarse bucket waiting for it into
+    /// the buckets their due times now call for (a large bucket takes several passes, so that
+    /// what is due meanwhile still fires on time); a bucket done is deleted, once the new files
+    /// are synced if it is durable.
+    fn refile_some(&self, now: u64) {
         let Some(dirs) = &self.dirs else {
             return;
         };
+        let Some(mut job) = self.state.lock().refiling.pop_front() else {
+            return;
+        };
         let mut failed = false;
-        let mut moved = 0usize;
-        let scanned = files::scan(path, |_, _, payload| {
+        let (path, durable, widest) = (&job.path, job.durable, job.widest);
+        let scanned = files::scan_from(path, job.offset, REFILE_BATCH, |_, _, payload| {
             let Some((due, _)) = record::due_of(payload) else {
                 return;
             };
             let key = Key::for_due(due, now, durable, widest);
             let mut state = self.state.lock();
-            match state.append(dirs, key, payload) {
-                Ok(()) => moved += 1,
-                Err(e) => {
-                    failed = true;
-                    error!(file = %path.display(), error = %e, "re-filing delayed messages failed");
-                }
+            if let Err(e) = state.append(dirs, key, payload) {
+                failed = true;
+                error!(file = %path.display(), error = %e, "re-filing delayed messages failed");
             }
         });
-        if let Err(e) = scanned {
-            warn!(file = %path.display(), error = %e, "cannot read a delayed-message bucket");
+        let scanned = match scanned {
+            Ok(scanned) if !failed => scanned,
+            Ok(_) => return, // Kept on disk: re-filed again at the next start.
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "cannot read a delayed-message bucket; kept for the next start");
+                return;
+            }
+        };
+        job.moved += scanned.count;
+        let mut state = self.state.lock();
+        if scanned.end.is_none() {
+            job.offset = scanned.next;
+            state.refiling.push_front(job);
             return;
         }
-        if failed {
-            return; // Kept: read again at the next start.
-        }
+        drop(state);
         if durable && !sync(&dirs.store) {
             return;
         }
-        remove(path);
-        debug!(file = %path.display(), moved, "re-filed delayed messages");
-        let state = self.state.lock();
-        let next = state.buckets.keys().next().map_or(u64::MAX, |key| key.wake);
-        drop(state);
-        self.next_wake.fetch_min(next, Ordering::AcqRel);
+        remove(&job.path);
+        debug!(file = %job.path.display(), moved = job.moved, "re-filed delayed messages");
     }
 
     /// Up to a batch of the held messages due at `now`, in due order, with their bytes.
-    fn pop_due(&self, now: u64) -> Vec<(Option<u64>, Vec<u8>)> {
+    pub fn pop_due(&self, now: u64) -> Vec<Fired> {
         let mut batch = Vec::new();
         let mut state = self.state.lock();
         while batch.len() < BATCH {
@@ -212,50 +238,38 @@ impl Delays {
                 break;
             };
             match source {
-                Source::Memory(bytes) => batch.push((None, bytes.into_vec())),
+                Source::Memory(bytes) => batch.push(Fired {
+                    payload: bytes.into_vec(),
+                    file: None,
+                }),
                 Source::File { n, offset, framed } => {
                     let Some(firing) = state.files.get(&n) else {
                         continue;
                     };
-                    match files::read_at(&firing.file, offset, framed) {
-                        Ok(payload) => batch.push((Some(n), payload)),
-                        Err(e) => {
-                            warn!(file = %firing.path.display(), error = %e, "a delayed message cannot be read; dropped");
-                            batch.push((Some(n), Vec::new()));
-                        }
-                    }
+                    let payload = files::read_at(&firing.file, offset, framed).unwrap_or_else(|e| {
+                        warn!(file = %firing.path.display(), error = %e, "a delayed message cannot be read; dropped");
+                        Vec::new()
+                    });
+                    batch.push(Fired {
+                        payload,
+                        file: Some(n),
+                    });
                 }
             }
         }
         batch
     }
 
-    /// Publishes a batch through the vhost's routing (no lock of ours held), then deletes the
-    /// bucket files it finished, once what it published is synced.
-    fn publish_batch(
-        &self,
-        vhost: &Vhost,
-        batch: Vec<(Option<u64>, Vec<u8>)>,
-        scratch: &mut PublishScratch,
-    ) {
+    /// A batch from [`Delays::pop_due`] was published (`flushed`: and the logs it went to
+    /// written): deletes the bucket files it finished, once what it published is synced.
+    pub fn fired(&self, batch: &[Fired], flushed: bool) {
+        self.fired.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut done: HashMap<u64, usize> = HashMap::new();
-        for (file, payload) in &batch {
-            if let Some(n) = file {
-                *done.entry(*n).or_default() += 1;
-            }
-            if !payload.is_empty() {
-                self.fire_one(vhost, payload, scratch);
+        for fired in batch {
+            if let Some(n) = fired.file {
+                *done.entry(n).or_default() += 1;
             }
         }
-        let mut flushed = true;
-        for queue in scratch.unflushed.drain(..) {
-            if let Err(e) = queue.flush_log() {
-                error!(queue = %queue.name, error = %e, "delayed messages: writing to the log failed");
-                flushed = false;
-            }
-        }
-        scratch.pressured.clear();
-        scratch.enqueued = 0;
         let mut finished = Vec::new();
         {
             let mut state = self.state.lock();
@@ -289,38 +303,15 @@ impl Delays {
         }
     }
 
-    /// Publishes one held message as if it were published now to its exchange.
-    fn fire_one(&self, vhost: &Vhost, payload: &[u8], scratch: &mut PublishScratch) {
-        let Some(held) = record::decode(payload) else {
-            warn!(vhost = %vhost.name, "a delayed message's record is malformed; dropped");
-            return;
-        };
-        self.fired.fetch_add(1, Ordering::Relaxed);
-        let message = Arc::new(Message::new(
-            held.exchange,
-            held.routing_key,
-            held.properties,
-            Bytes::copy_from_slice(held.body),
-        ));
-        let checks = publish_checks(held.properties);
-        let stamp = Stamp {
-            persistent: checks.delivery_mode == Some(2),
-            ttl: checks.expiration.and_then(|e| parse_expiration(e).ok()),
-            priority: checks.priority.unwrap_or(0),
-        };
-        match vhost.publish_fired(&message, stamp, scratch) {
-            Ok(routed) if !routed.routed && held.origin != 0 => {
-                match self.return_address(held.origin) {
-                    Some(address) => (address.send)(message),
-                    None => {
-                        warn!(vhost = %vhost.name, exchange = %message.exchange(), routing_key = %message.routing_key(), "a mandatory delayed message is unroutable and its channel is closed; dropped")
-                    }
-                }
+    /// Hands a mandatory message that was unroutable when it fired back to its publisher's
+    /// channel, if that is still open; false if it is not.
+    pub fn return_to(&self, origin: u64, message: Arc<Message>) -> bool {
+        match self.return_address(origin) {
+            Some(address) => {
+                (address.send)(message);
+                true
             }
-            Ok(_) => {}
-            Err(e) => {
-                warn!(vhost = %vhost.name, exchange = %message.exchange(), error = %e, "a delayed message cannot be routed when due; dropped")
-            }
+            None => false,
         }
     }
 }

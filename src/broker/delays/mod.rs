@@ -15,17 +15,17 @@
 //! - A persistent message to a durable exchange goes to `delayed/`, synced by the group commit
 //!   before its confirm; the rest to `delayed-transient/`, emptied at start. A vhost without a
 //!   store (the model's tests) keeps them in the heap.
-//! - One thread for the broker (`fire.rs`) wakes at the earliest due time and fires what is
-//!   due through [`Vhost::publish_fired`](super::vhost::Vhost): the routing of the exchange's
-//!   type, as if published then. A bucket file is deleted once all it held was fired and the
+//! - One thread for the broker (`fire.rs`) wakes at the earliest due time; the vhost
+//!   (`vhost/delayed.rs`) takes what is due from here and publishes it through its routing,
+//!   by the exchange's `x-delayed-type`, as if it were published then. A bucket file is deleted once all it held was fired and the
 //!   queues' logs that took them are synced: a crash in between fires them again (at least
 //!   once, never lost).
 //! - `mandatory` is honoured when a message fires: unroutable, it goes back to its publisher's
 //!   channel if that channel is still open (through its [`ReturnAddress`]), else it is dropped
 //!   and logged.
 //!
-//! Never holds its lock while publishing, and never takes the topology or a queue lock under
-//! it: publishing a held message happens with no lock of this module held.
+//! Knows files and held records, never routing: it never calls the vhost. Its lock is a leaf
+//! (never held while the vhost publishes what it handed out).
 
 mod fire;
 pub mod record;
@@ -43,7 +43,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
-pub use fire::Scheduler;
+pub use fire::{Fired, Scheduler};
 
 use super::message::{now_ms, Message};
 use crate::store::delayed::{self as files, BucketName};
@@ -207,6 +207,19 @@ struct State {
     made: [bool; 2],
     /// Record buffer for appends.
     frame: Vec<u8>,
+    /// Coarse buckets taken from the map, being re-filed into finer ones.
+    refiling: VecDeque<Refile>,
+}
+
+/// A coarse bucket being re-filed, and how far.
+#[derive(Debug)]
+struct Refile {
+    path: PathBuf,
+    durable: bool,
+    /// The widest bucket its records may go to.
+    widest: u32,
+    offset: u64,
+    moved: usize,
 }
 
 /// The durable side: the store and the two directories.

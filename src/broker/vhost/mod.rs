@@ -7,7 +7,7 @@
 //!
 //! Here: declare (exchanges, queues) and look up. Beside: `delete.rs` (deletions, and the
 //! bindings that go with what is deleted), `bind.rs` (bindings), `publish.rs` (routing and the
-//! one publish call), `dead_letter.rs` (republishing what queues give up), `expiry.rs` (the
+//! one publish call), `delayed.rs` (publishing what delayed-message exchanges held, when due), `dead_letter.rs` (republishing what queues give up), `expiry.rs` (the
 //! periodic tick, over the queues whose deadline came), `durable.rs` (recovery and the
 //! definitions file), `export.rs` (a read-only snapshot for the definitions export, and the
 //! declaration that would recreate an exchange or a queue).
@@ -25,6 +25,7 @@ use warren_protocol::types::FieldTable;
 mod bind;
 mod changes;
 pub mod dead_letter;
+mod delayed;
 mod delete;
 mod durable;
 mod expiry;
