@@ -14,11 +14,14 @@ accurately held messages fire.
    broker has every message it sent held and synced. The publish rate is N over that time.
 3. RSS (`VmRSS`): the peak while publishing, and "held", after 5 s idle; the data directory's
    size on disk (`du`: allocated blocks).
-4. Firing accuracy, with the N messages pending: --probes messages (default 2000) at --rate per
+4. Firing accuracy, with the N messages pending (--probes 0: skipped): --probes messages (default 2000) at --rate per
    second (default 200) with key `p` and an `x-delay` uniform in 200..2000 ms, each carrying its
    due time (the wall clock at publish + the delay); a consumer on the `p` queue records
    lateness = receive time - due time. Reports p50, p99 and max in ms (pika's own latency
    included).
+5. With --fire-all, each body is its due time, and at the end a consumer takes all N as they
+   fire (prefetch 2000, acks every 1000): their lateness, p50/p99/max, and the RSS peak while
+   they fire. Use delays that come due soon, e.g. `--min 1 --max 3`.
 """
 import argparse
 import multiprocessing
@@ -81,20 +84,22 @@ def params(port):
     return pika.ConnectionParameters("127.0.0.1", port, heartbeat=0, blocked_connection_timeout=600)
 
 
-def publisher(port, count, low_ms, high_ms, seed):
-    """Publishes `count` held messages, then one confirmed publish on a second channel."""
+def publisher(port, count, low_ms, high_ms, seed, stamped):
+    """Publishes `count` held messages, then one confirmed publish on a second channel. With
+    `stamped`, each body is its due time (wall clock, s), for the lateness of every message."""
     rng = random.Random(seed)
     connection = pika.BlockingConnection(params(port))
     channel = connection.channel()
     # Prebuilt properties (building them per message would measure Python, not the broker).
-    properties = [
-        pika.BasicProperties(delivery_mode=2, headers={"x-delay": rng.randint(low_ms, high_ms)})
-        for _ in range(4096)
-    ]
+    delays = [rng.randint(low_ms, high_ms) for _ in range(4096)]
+    properties = [pika.BasicProperties(delivery_mode=2, headers={"x-delay": d}) for d in delays]
     body = b"0123456789abcdef"
     publish = channel.basic_publish
     for i in range(count):
-        publish(EXCHANGE, "k", body, properties[(i * 2654435761) & 4095])
+        pick = (i * 2654435761) & 4095
+        if stamped:
+            body = b"%.4f" % (time.time() + delays[pick] / 1000)
+        publish(EXCHANGE, "k", body, properties[pick])
         if i % 20_000 == 0:
             connection.process_data_events(0)
     last = connection.channel()
@@ -145,6 +150,31 @@ def probe(port, count, rate):
     return sorted(late)
 
 
+def drain_held(port, count):
+    """Consumes `count` messages of the held queue as they fire; their lateness in ms (the
+    publishers' closing messages, whose body is not a time, are left out)."""
+    late = []
+    connection = pika.BlockingConnection(params(port))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=2000)
+    seen = 0
+    for method, _properties, body in channel.consume(HELD, inactivity_timeout=120):
+        if method is None:
+            break
+        seen += 1
+        try:
+            late.append((time.time() - float(body)) * 1000)
+        except ValueError:
+            pass
+        if seen % 1000 == 0:
+            channel.basic_ack(method.delivery_tag, multiple=True)
+        if seen == count:
+            channel.basic_ack(method.delivery_tag, multiple=True)
+            break
+    connection.close()
+    return sorted(late)
+
+
 def du(path):
     out = subprocess.run(["du", "-sk", path], capture_output=True, text=True).stdout
     return int(out.split()[0]) if out else 0
@@ -160,6 +190,9 @@ def main():
     parser.add_argument("--probes", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--data", help="data directory's parent (default: a new temporary one)")
+    parser.add_argument("--fire-all", action="store_true",
+                        help="bodies carry their due time; at the end, consume all N as they fire "
+                             "and report their lateness (use short --min/--max)")
     args = parser.parse_args()
     root = args.data or tempfile.mkdtemp(prefix="warren-delayed-")
     data = os.path.join(root, "data")
@@ -194,7 +227,8 @@ def main():
         share = [args.n // args.publishers + (i < args.n % args.publishers)
                  for i in range(args.publishers)]
         began = time.monotonic()
-        workers = [multiprocessing.Process(target=publisher, args=(port, count, low, high, i))
+        workers = [multiprocessing.Process(target=publisher,
+                                           args=(port, count, low, high, i, args.fire_all))
                    for i, count in enumerate(share)]
         for worker in workers:
             worker.start()
@@ -221,6 +255,13 @@ def main():
                   f"late p50 {pick(0.5):.1f} ms, p99 {pick(0.99):.1f} ms, max {late[-1]:.1f} ms "
                   f"(min {late[0]:.1f} ms)")
             print(f"RSS after the probes: {mib(rss_kib(broker.pid))}")
+        if args.fire_all:
+            sampler = Sampler(broker.pid)
+            late = drain_held(port, args.n + args.publishers)
+            pick = lambda q: late[min(len(late) - 1, int(q * len(late)))]
+            print(f"fired all {len(late):,} (x-delay {args.min:g} to {args.max:g} min): late p50 "
+                  f"{pick(0.5):.1f} ms, p99 {pick(0.99):.1f} ms, max {late[-1]:.1f} ms; "
+                  f"RSS peak while firing {mib(sampler.stop())}")
     finally:
         broker.terminate()
         broker.wait()
