@@ -104,7 +104,7 @@ def publisher(port, count, low_ms, high_ms, seed, stamped):
             connection.process_data_events(0)
     last = connection.channel()
     last.confirm_delivery()
-    last.basic_publish(EXCHANGE, "k", body, pika.BasicProperties(
+    last.basic_publish(EXCHANGE, "k", b"end", pika.BasicProperties(
         delivery_mode=2, headers={"x-delay": high_ms}))
     connection.close()
 

@@ -60,14 +60,20 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Appends one framed record: one `write` of header and payload.
-pub fn append(file: &File, payload: &[u8], buf: &mut Vec<u8>) -> io::Result<()> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
+/// Appends framed records: one `write` for all of them.
+pub fn append<'a>(
+    file: &File,
+    payloads: impl IntoIterator<Item = &'a [u8]>,
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
     buf.clear();
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    buf.extend_from_slice(payload);
+    for payload in payloads {
+        let len = u32::try_from(payload.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "record too large"))?;
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        buf.extend_from_slice(payload);
+    }
     (&*file).write_all(buf)
 }
 
@@ -238,8 +244,9 @@ mod tests {
         let file = open_append(&path).unwrap();
         let mut buf = Vec::new();
         let big = vec![9u8; 3 << 20];
-        for payload in [&b"one"[..], &b""[..], &big[..], &b"four"[..]] {
-            append(&file, payload, &mut buf).unwrap();
+        append(&file, [&b"one"[..], &b""[..]], &mut buf).unwrap();
+        for payload in [&big[..], &b"four"[..]] {
+            append(&file, [payload], &mut buf).unwrap();
         }
         let mut seen = Vec::new();
         let (n, clean) = scan(&path, |offset, framed, payload| {

@@ -189,35 +189,38 @@ impl Delays {
         let Some(mut job) = self.state.lock().refiling.pop_front() else {
             return;
         };
-        let mut failed = false;
         let (path, durable, widest) = (&job.path, job.durable, job.widest);
+        let mut records: Vec<(Key, Vec<u8>)> = Vec::with_capacity(REFILE_BATCH);
         let scanned = files::scan_from(path, job.offset, REFILE_BATCH, |_, _, payload| {
-            let Some((due, _)) = record::due_of(payload) else {
-                return;
-            };
-            let key = Key::for_due(due, now, durable, widest);
-            let mut state = self.state.lock();
-            if let Err(e) = state.append(dirs, key, payload) {
-                failed = true;
-                error!(file = %path.display(), error = %e, "re-filing delayed messages failed");
+            if let Some((due, _)) = record::due_of(payload) {
+                records.push((Key::for_due(due, now, durable, widest), payload.to_vec()));
             }
         });
         let scanned = match scanned {
-            Ok(scanned) if !failed => scanned,
-            Ok(_) => return, // Kept on disk: re-filed again at the next start.
+            Ok(scanned) => scanned,
             Err(e) => {
                 warn!(file = %path.display(), error = %e, "cannot read a delayed-message bucket; kept for the next start");
                 return;
             }
         };
-        job.moved += scanned.count;
+        // One write per bucket: the records of one key together, in file order.
+        records.sort_by_key(|(key, _)| *key);
         let mut state = self.state.lock();
+        for group in records.chunk_by(|a, b| a.0 == b.0) {
+            let payloads: Vec<&[u8]> = group.iter().map(|(_, p)| &p[..]).collect();
+            if let Err(e) = state.append_all(dirs, group[0].0, &payloads) {
+                error!(file = %path.display(), error = %e, "re-filing delayed messages failed; kept for the next start");
+                return;
+            }
+        }
+        drop(state);
+        job.moved += scanned.count;
         if scanned.end.is_none() {
+            let mut state = self.state.lock();
             job.offset = scanned.next;
             state.refiling.push_front(job);
             return;
         }
-        drop(state);
         if durable && !sync(&dirs.store) {
             return;
         }

@@ -125,13 +125,13 @@ impl Key {
 }
 
 /// When a bucket needs the firing thread: a fine one when its second begins, a coarse one
-/// somewhat before (a thirtieth of its span, at least two seconds), to be re-filed into finer
-/// ones in time.
+/// a sixth of its span before (10 s for a minute's bucket), to be re-filed into finer ones in
+/// time: re-filing a minute of 8,000 messages a second takes a few seconds.
 fn wake(start: u64, width: u32) -> u64 {
     let begins = start.saturating_mul(1000);
     match width {
         1 => begins,
-        _ => begins.saturating_sub((u64::from(width) * 1000 / 30).max(MIN_REFILE_LEAD_MS)),
+        _ => begins.saturating_sub((u64::from(width) * 1000 / 6).max(MIN_REFILE_LEAD_MS)),
     }
 }
 
@@ -412,6 +412,11 @@ impl State {
     /// Appends a record to `key`'s bucket, creating it (and its directory) if needed; a
     /// durable bucket's file (and, when new, its directory) is handed to the group commit.
     fn append(&mut self, dirs: &Dirs, key: Key, payload: &[u8]) -> io::Result<()> {
+        self.append_all(dirs, key, &[payload])
+    }
+
+    /// [`State::append`] of several records to one bucket, in one write.
+    fn append_all(&mut self, dirs: &Dirs, key: Key, payloads: &[&[u8]]) -> io::Result<()> {
         let dir = match key.durable {
             true => &dirs.durable,
             false => &dirs.transient,
@@ -450,8 +455,8 @@ impl State {
                 file
             }
         };
-        bucket.count += 1;
-        files::append(&file, payload, &mut self.frame)?;
+        bucket.count += payloads.len() as u64;
+        files::append(&file, payloads.iter().copied(), &mut self.frame)?;
         if key.durable {
             let syncer = &dirs.store.syncer;
             syncer.dirty([file]);
