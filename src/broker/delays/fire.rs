@@ -10,6 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -221,11 +222,11 @@ impl Delays {
             state.refiling.push_front(job);
             return;
         }
-        if durable && !sync(&dirs.store) {
-            return;
-        }
-        remove(&job.path);
         debug!(file = %job.path.display(), moved = job.moved, "re-filed delayed messages");
+        match durable {
+            true => remove_once_synced(&dirs.store, vec![job.path]),
+            false => remove(&job.path),
+        }
     }
 
     /// Up to a batch of the held messages due at `now`, in due order, with their bytes.
@@ -292,17 +293,20 @@ impl Delays {
             return;
         }
         // What was published must be on disk before its bucket goes: a crash in between fires
-        // it again rather than losing it.
-        let synced = match &self.dirs {
-            Some(dirs) if finished.iter().any(|f| f.durable) => flushed && sync(&dirs.store),
-            _ => true,
-        };
+        // it again rather than losing it. The group commit deletes the files once it has synced
+        // (the firing thread does not wait for it).
+        let mut synced_first = Vec::new();
         for firing in finished {
-            if firing.durable && !synced {
-                warn!(file = %firing.path.display(), "delayed messages fired but not synced; their bucket is kept and fires again at the next start");
-                continue;
+            match (&self.dirs, firing.durable) {
+                (Some(_), true) if !flushed => {
+                    warn!(file = %firing.path.display(), "delayed messages fired but not written; their bucket is kept and fires again at the next start");
+                }
+                (Some(_), true) => synced_first.push(firing.path),
+                _ => remove(&firing.path),
             }
-            remove(&firing.path);
+        }
+        if let (Some(dirs), false) = (&self.dirs, synced_first.is_empty()) {
+            remove_once_synced(&dirs.store, synced_first);
         }
     }
 
@@ -319,13 +323,15 @@ impl Delays {
     }
 }
 
-/// Waits for the group commit to sync everything handed to it so far; false if it failed.
-fn sync(store: &crate::store::Store) -> bool {
-    let (tx, rx) = std::sync::mpsc::channel();
-    store.syncer.notify(Box::new(move |result| {
-        let _ = tx.send(result.is_ok());
+/// Deletes `paths` once the group commit has synced everything handed to it so far (what
+/// their messages were re-filed or published to); keeps them if the sync fails.
+fn remove_once_synced(store: &crate::store::Store, paths: Vec<PathBuf>) {
+    store.syncer.notify(Box::new(move |result| match result {
+        Ok(()) => paths.iter().for_each(|path| remove(path)),
+        Err(e) => {
+            warn!(error = %e, files = paths.len(), "a sync failed: fired delayed-message buckets are kept and fire again at the next start")
+        }
     }));
-    rx.recv().unwrap_or(false)
 }
 
 fn remove(path: &std::path::Path) {
