@@ -83,7 +83,7 @@ fn check_config_reports_every_problem_and_exits_2() {
     assert_eq!(
         lines,
         vec![
-            format!("{name}:3:8: unknown exchange type 'topc' (expected direct, fanout, topic or headers)"),
+            format!("{name}:3:8: unknown exchange type 'topc' (expected direct, fanout, topic, headers or x-delayed-message)"),
             format!("{name}:7:33: queue 'q': argument 'x-message-ttl' must not be negative (got -1)"),
             format!("{name}:10:10: binding from exchange 'nope' in vhost '/', which is neither declared in this file nor built in"),
             format!("{name}: 3 problems"),

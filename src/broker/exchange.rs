@@ -22,7 +22,13 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// `x-delayed-message` (the RabbitMQ plugin's type): holds a message for its `x-delay`
+    /// header's milliseconds, then routes it as its `x-delayed-type` argument says.
+    Delayed,
 }
+
+/// The delayed-message exchange type's name.
+pub const DELAYED_TYPE: &str = "x-delayed-message";
 
 impl ExchangeKind {
     pub fn parse(name: &str) -> Option<ExchangeKind> {
@@ -31,6 +37,7 @@ impl ExchangeKind {
             "fanout" => Some(ExchangeKind::Fanout),
             "topic" => Some(ExchangeKind::Topic),
             "headers" => Some(ExchangeKind::Headers),
+            DELAYED_TYPE => Some(ExchangeKind::Delayed),
             _ => None,
         }
     }
@@ -41,7 +48,54 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::Delayed => DELAYED_TYPE,
         }
+    }
+}
+
+/// Why an exchange's arguments are refused for its type (the delayed-message plugin's checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KindError {
+    /// `x-delayed-type` is missing or not a string: 406.
+    MissingDelayedType,
+    /// `x-delayed-type` names `x-delayed-message` itself: 406.
+    DelayedItself,
+    /// `x-delayed-type` names no exchange type: 503.
+    UnknownDelayedType(String),
+}
+
+impl fmt::Display for KindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KindError::MissingDelayedType => {
+                f.write_str("Invalid argument, 'x-delayed-type' must be an existing exchange type")
+            }
+            KindError::DelayedItself => f.write_str(
+                "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'",
+            ),
+            KindError::UnknownDelayedType(name) => write!(f, "unknown exchange type '{name}'"),
+        }
+    }
+}
+
+/// The type an exchange of `kind` routes by: its own, or for `x-delayed-message` the one its
+/// `x-delayed-type` argument names.
+pub fn routing_kind(kind: ExchangeKind, arguments: &FieldTable) -> Result<ExchangeKind, KindError> {
+    if kind != ExchangeKind::Delayed {
+        return Ok(kind);
+    }
+    let Some(name) = arguments
+        .inner()
+        .get("x-delayed-type")
+        .and_then(super::values::text)
+    else {
+        return Err(KindError::MissingDelayedType);
+    };
+    let name = String::from_utf8_lossy(name);
+    match ExchangeKind::parse(&name) {
+        Some(ExchangeKind::Delayed) => Err(KindError::DelayedItself),
+        Some(routing) => Ok(routing),
+        None => Err(KindError::UnknownDelayedType(name.into_owned())),
     }
 }
 
@@ -96,6 +150,8 @@ enum Router {
 pub struct Exchange {
     pub name: ShortStr,
     pub kind: ExchangeKind,
+    /// What it routes by: `kind`, or a delayed exchange's `x-delayed-type`.
+    pub routing: ExchangeKind,
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
@@ -132,8 +188,11 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Exchange {
-        let router = match kind {
-            ExchangeKind::Direct => Router::Direct(Map::default()),
+        // Declarations check the arguments first; a recovered delayed exchange whose
+        // `x-delayed-type` is not understood routes as `direct`.
+        let routing = routing_kind(kind, &arguments).unwrap_or(ExchangeKind::Direct);
+        let router = match routing {
+            ExchangeKind::Direct | ExchangeKind::Delayed => Router::Direct(Map::default()),
             ExchangeKind::Fanout => Router::Fanout(Vec::new()),
             ExchangeKind::Topic => Router::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Router::Headers(Vec::new()),
@@ -142,6 +201,7 @@ impl Exchange {
         Exchange {
             name,
             kind,
+            routing,
             durable,
             auto_delete,
             internal,
@@ -158,7 +218,7 @@ impl Exchange {
 
     /// Checks a binding's arguments for this exchange type (headers: `x-match`).
     pub fn validate_binding(&self, arguments: &FieldTable) -> Result<(), String> {
-        match self.kind {
+        match self.routing {
             ExchangeKind::Headers => HeadersMatch::parse(arguments).map(|_| ()),
             _ => Ok(()),
         }

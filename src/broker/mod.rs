@@ -10,6 +10,7 @@ pub mod activity;
 pub mod arguments;
 pub mod deadlines;
 pub mod definition;
+pub mod delays;
 pub mod exchange;
 pub mod flow;
 pub mod headers;
@@ -112,17 +113,28 @@ impl Broker {
 
     /// Starts the broker's background work: every `tick`, each vhost's periodic work for the
     /// queues whose deadline came (expired messages dropped or dead-lettered, unused queues past
-    /// `x-expires` deleted: see [`Vhost::expire_due`]); every `compaction`, log compaction. The tasks stop when the
+    /// `x-expires` deleted: see [`Vhost::expire_due`]); every `compaction`, log compaction; and the
+    /// thread that fires delayed messages when they are due (`delays`). The tasks stop when the
     /// returned [`Background`] is dropped.
     pub fn start_background(
         &self,
         tick: std::time::Duration,
         compaction: std::time::Duration,
     ) -> Background {
-        Background(vec![
-            self.spawn_ticks(tick),
-            self.spawn_compaction(compaction),
-        ])
+        let vhosts = Arc::clone(&self.vhosts);
+        let mut scratch = vhost::PublishScratch::default();
+        let pass = move |now| {
+            let all = Broker::all(&vhosts);
+            let next = all.iter().map(|v| v.fire_delayed(now, &mut scratch));
+            next.min().unwrap_or(u64::MAX)
+        };
+        let delays = delays::Scheduler::start(pass)
+            .map_err(|e| tracing::error!(error = %e, "cannot start the delayed-message thread"))
+            .ok();
+        Background {
+            tasks: vec![self.spawn_ticks(tick), self.spawn_compaction(compaction)],
+            _delays: delays,
+        }
     }
 
     fn spawn_ticks(&self, interval: std::time::Duration) -> JoinHandle<()> {
@@ -179,11 +191,15 @@ impl Broker {
 /// The broker's background tasks, owned by whoever started them (the server, for as long as it
 /// runs): dropping this stops them.
 #[derive(Debug)]
-pub struct Background(Vec<JoinHandle<()>>);
+pub struct Background {
+    tasks: Vec<JoinHandle<()>>,
+    /// The thread that fires delayed messages (stopped when dropped).
+    _delays: Option<delays::Scheduler>,
+}
 
 impl Drop for Background {
     fn drop(&mut self) {
-        for task in &self.0 {
+        for task in &self.tasks {
             task.abort();
         }
     }

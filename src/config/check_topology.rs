@@ -1,5 +1,6 @@
 //! The checks of `[[exchanges]]` and `[[queues]]`: names (empty, too long, the reserved `amq.`
-//! prefix, duplicates per vhost), exchange types, argument values (the broker's own
+//! prefix, duplicates per vhost), exchange types (a delayed-message exchange's
+//! `x-delayed-type` too), argument values (the broker's own
 //! queue-argument checks, worded for the file), and a warning for an alternate or dead-letter
 //! exchange that nothing declares. The bindings are checked in `check_bindings.rs`, against
 //! what is declared here.
@@ -15,7 +16,7 @@ use super::error::{Problem, Source};
 use super::model::{Arguments, BindingEntry, ExchangeEntry, QueueEntry};
 use super::{ExchangeDef, QueueDef, Topology};
 use crate::broker::arguments::check_queue_arguments;
-use crate::broker::exchange::ExchangeKind;
+use crate::broker::exchange::{routing_kind, ExchangeKind, KindError};
 
 /// The exchanges every vhost has (they need no declaring).
 pub use crate::broker::vhost::BUILT_IN;
@@ -193,17 +194,43 @@ impl Checker<'_, '_> {
             self.problem(
                 &entry.kind.span(),
                 format!(
-                    "unknown exchange type '{}' (expected direct, fanout, topic or headers)",
+                    "unknown exchange type '{}' (expected direct, fanout, topic, headers or \
+                     x-delayed-message)",
                     entry.kind.get_ref()
                 ),
             );
             ok = false;
         }
+        let arguments = self.arguments(&entry.arguments, &mut ok);
+        // A delayed-message exchange routes by its `x-delayed-type`: bindings to it are
+        // checked for that type.
+        let routing = match kind.map(|kind| routing_kind(kind, &arguments)) {
+            Some(Ok(routing)) => Some(routing),
+            Some(Err(e)) => {
+                let at = entry
+                    .arguments
+                    .get("x-delayed-type")
+                    .map_or_else(|| entry.kind.span(), |value| value.span());
+                let why = match e {
+                    KindError::MissingDelayedType => format!(
+                        "an exchange of type 'x-delayed-message' needs the argument \
+                         'x-delayed-type' (a string: direct, fanout, topic or headers) ({e})"
+                    ),
+                    _ => format!(
+                        "argument 'x-delayed-type' must be direct, fanout, topic or headers \
+                         ({e})"
+                    ),
+                };
+                self.problem(&at, format!("exchange '{name}': {why}"));
+                ok = false;
+                None
+            }
+            None => None,
+        };
         declared
             .exchanges
             .entry((vhost.clone(), name.clone()))
-            .or_insert(kind);
-        let arguments = self.arguments(&entry.arguments, &mut ok);
+            .or_insert(routing);
         let alternate = entry.arguments.get("alternate-exchange");
         self.reference(
             &vhost,

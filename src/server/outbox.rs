@@ -1,6 +1,6 @@
 //! A connection's outbox for the group commit's reports: which of its publishes (publisher
 //! confirms), transactions and batches of durable declarations are safe on disk, or failed to
-//! be. Deliveries come another way:
+//! be; and delayed mandatory messages that come back unroutable when they fire. Deliveries come another way:
 //! through the consumers' mailbox (`broker::queue::Sink`).
 //!
 //! Both are opened when first needed ([`Mailboxes`]): the mailbox at the connection's first
@@ -8,8 +8,11 @@
 //! its first block of 32 slots up front (2-3 KiB each here), which an idle connection, or one
 //! that only publishes without confirms, would otherwise carry for its whole life.
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 
+use crate::broker::message::Message;
 use crate::broker::queue::{Mail, Sink};
 
 /// A publish awaiting its confirm: (channel, channel epoch, delivery tag).
@@ -24,6 +27,9 @@ pub struct Synced {
     /// The batch of definitions (declarations, bindings, deletions) whose replies wait.
     pub definitions: Option<u64>,
     pub ok: bool,
+    /// A delayed mandatory message that was unroutable when it fired: (channel, epoch,
+    /// message), to `basic.return`.
+    pub returned: Option<(u16, u64, Arc<Message>)>,
 }
 
 /// The sending side of a connection's outbox.
@@ -43,6 +49,19 @@ impl Outbox {
             commits,
             definitions: None,
             ok,
+            returned: None,
+        });
+    }
+
+    /// Hands back a delayed mandatory message of channel `number` (epoch `epoch`) that was
+    /// unroutable when it fired.
+    pub fn returned(&self, number: u16, epoch: u64, message: Arc<Message>) {
+        let _ = self.0.send(Synced {
+            tags: Vec::new(),
+            commits: Vec::new(),
+            definitions: None,
+            ok: true,
+            returned: Some((number, epoch, message)),
         });
     }
 
@@ -53,6 +72,7 @@ impl Outbox {
             commits: Vec::new(),
             definitions: Some(batch),
             ok,
+            returned: None,
         });
     }
 }

@@ -7,6 +7,7 @@
 //! - [`files`]: the descriptor cache: logs open their files on demand through it, and it closes
 //!   idle ones, so open files stay bounded whatever the number of queues ([`fd_limit`]: the
 //!   process's limit, raised at start).
+//! - [`delayed`]: the bucket files of held delayed messages (append, scan, read, delete).
 //! - [`definitions`]: the durable topology (exchanges, queues, bindings) as an append-only log
 //!   of puts and deletes per vhost, compacted in the background.
 //!
@@ -15,6 +16,8 @@
 //! ```text
 //! vhosts/<id>/definitions.log  the vhost's durable exchanges, queues, bindings (definitions/)
 //! vhosts/<id>/queues/<id>/     one directory per durable queue, made at its first append (log.rs)
+//! vhosts/<id>/delayed/         held delayed messages, one file per bucket of due times
+//!                              (delayed.rs); delayed-transient/ beside it, emptied at start
 //! spill/<n>/                   logs of non-durable queues whose backlog outgrew memory; removed
 //!                              at start
 //!   msgs.0000000001 …          segments: records appended, sealed when full
@@ -22,6 +25,7 @@
 //! ```
 
 pub mod definitions;
+pub mod delayed;
 pub mod fd_limit;
 pub mod files;
 pub mod log;

@@ -116,6 +116,7 @@ impl Vhost {
             let (consumers, _) = topology.remove_queue(&name);
             cancel_all(consumers);
         }
+        self.delays.clear();
         if let Some((_, dir)) = &self.store {
             match std::fs::remove_dir_all(dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

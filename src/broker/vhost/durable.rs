@@ -25,6 +25,7 @@ impl Vhost {
     pub fn open(name: &str, store: Arc<Store>) -> io::Result<Vhost> {
         let dir = crate::store::vhost_dir(&store.data_dir, name);
         let mut vhost = Vhost::new(name);
+        vhost.delays = crate::broker::delays::Delays::open(Arc::clone(&store), &dir)?;
         vhost.store = Some((store, dir));
         vhost.recover()?;
         Ok(vhost)

@@ -7,7 +7,7 @@
 //!
 //! Here: declare (exchanges, queues) and look up. Beside: `delete.rs` (deletions, and the
 //! bindings that go with what is deleted), `bind.rs` (bindings), `publish.rs` (routing and the
-//! one publish call), `dead_letter.rs` (republishing what queues give up), `expiry.rs` (the
+//! one publish call), `delayed.rs` (publishing what delayed-message exchanges held, when due), `dead_letter.rs` (republishing what queues give up), `expiry.rs` (the
 //! periodic tick, over the queues whose deadline came), `durable.rs` (recovery and the
 //! definitions file), `export.rs` (a read-only snapshot for the definitions export, and the
 //! declaration that would recreate an exchange or a queue).
@@ -25,6 +25,7 @@ use warren_protocol::types::FieldTable;
 mod bind;
 mod changes;
 pub mod dead_letter;
+mod delayed;
 mod delete;
 mod durable;
 mod expiry;
@@ -39,7 +40,11 @@ pub use publish::{PublishScratch, Routed, Safety};
 use super::activity::Activity;
 use super::arguments::{check_queue_arguments, ArgumentError};
 use super::deadlines::Deadlines;
-use super::exchange::{encode_arguments, BindingKey, Destination, Exchange, ExchangeKind, Target};
+use super::delays::Delays;
+use super::exchange::{
+    encode_arguments, routing_kind, BindingKey, Destination, Exchange, ExchangeKind, KindError,
+    Target,
+};
 use super::queue::{Queue, QueueOptions};
 use super::values::{argument_mismatch, integer};
 use super::Map;
@@ -143,6 +148,8 @@ pub struct Vhost {
     visits: AtomicU64,
     /// Its queues that did something since compaction or the rate sampler last looked.
     activity: Arc<Activity>,
+    /// Messages its `x-delayed-message` exchanges hold until their delay has passed.
+    delays: Delays,
 }
 
 /// RabbitMQ's vhost limits: how many connections may open the vhost and how many queues it may
@@ -183,7 +190,13 @@ impl Vhost {
             deadlines: Arc::default(),
             visits: AtomicU64::new(0),
             activity: Arc::default(),
+            delays: Delays::memory(),
         }
+    }
+
+    /// The messages its delayed-message exchanges hold.
+    pub fn delays(&self) -> &Delays {
+        &self.delays
     }
 
     /// Its queues that did something since the background passes last looked (see
@@ -287,6 +300,12 @@ impl Vhost {
                 declare.kind
             )));
         };
+        if let Err(e) = routing_kind(kind, &declare.arguments) {
+            return Err(match e {
+                KindError::UnknownDelayedType(_) => Error::CommandInvalid(e.to_string()),
+                _ => Error::PreconditionFailed(e.to_string()),
+            });
+        }
         if let Some(existing) = topology.exchanges.get(&declare.name) {
             let name = &declare.name;
             let what = "exchange";
@@ -308,10 +327,12 @@ impl Vhost {
                     ("internal", declare.internal, existing.internal),
                 ],
             )?;
-            let got = declare.arguments.inner().get("alternate-exchange");
-            let have = existing.arguments.inner().get("alternate-exchange");
-            if let Some((got, have)) = argument_mismatch(got, have) {
-                return Err(self.inequivalent(what, "alternate-exchange", name, &got, &have));
+            for arg in ["alternate-exchange", "x-delayed-type"] {
+                let got = declare.arguments.inner().get(arg);
+                let have = existing.arguments.inner().get(arg);
+                if let Some((got, have)) = argument_mismatch(got, have) {
+                    return Err(self.inequivalent(what, arg, name, &got, &have));
+                }
             }
             return Ok(Unsaved::default());
         }

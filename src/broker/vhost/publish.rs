@@ -2,13 +2,16 @@
 //! one shared message into every queue it reaches, dead-letter what the queues give up on (once
 //! their locks are let go), and say what the publisher's confirm depends on. The channel makes
 //! this one call per message and turns the answer into a confirm or a `basic.return`; it never
-//! touches a queue on the way.
+//! touches a queue on the way. A delayed-message exchange given an `x-delay` holds the message
+//! instead (`broker/delays`), which routes it here again when it is due.
 
 use std::sync::Arc;
 
 use super::dead_letter::dead_letter;
 use super::{short_lossy, RouteScratch, Vhost};
-use crate::broker::exchange::{Exchange, LazyHeaders, Target};
+use crate::broker::delays::record::{mark_delayed, x_delay};
+use crate::broker::delays::ReturnAddress;
+use crate::broker::exchange::{Exchange, ExchangeKind, LazyHeaders, Target};
 use crate::broker::message::{Message, Stamp};
 use crate::broker::queue::{Enqueued, Published, Queue};
 use crate::error::Error;
@@ -61,12 +64,92 @@ impl Vhost {
         stamp: Stamp,
         scratch: &mut PublishScratch,
     ) -> Result<Routed, Error> {
+        self.publish_from(message, stamp, None, scratch)
+    }
+
+    /// [`Vhost::publish`] for a publisher that can take a message back: a mandatory message
+    /// held by a delayed-message exchange goes back to `returns` if it is unroutable when it
+    /// fires (and the address still exists then).
+    #[inline]
+    pub fn publish_from(
+        &self,
+        message: &Arc<Message>,
+        stamp: Stamp,
+        returns: Option<&Arc<ReturnAddress>>,
+        scratch: &mut PublishScratch,
+    ) -> Result<Routed, Error> {
+        let held = self.route_from(
+            message.exchange_bytes(),
+            message.routing_key_bytes(),
+            message.properties(),
+            &mut scratch.route,
+            true,
+        )?;
+        if let Some(hold) = held {
+            return Ok(self.hold(message, stamp, hold, returns));
+        }
+        Ok(self.enqueue(message, stamp, scratch))
+    }
+
+    /// Publishes a delayed message whose time came: routed by its exchange's type, never held
+    /// again.
+    pub(crate) fn publish_fired(
+        &self,
+        message: &Arc<Message>,
+        stamp: Stamp,
+        scratch: &mut PublishScratch,
+    ) -> Result<Routed, Error> {
         self.route(
             message.exchange_bytes(),
             message.routing_key_bytes(),
             message.properties(),
             &mut scratch.route,
         )?;
+        Ok(self.enqueue(message, stamp, scratch))
+    }
+
+    /// Holds a message for its delay (see `broker/delays`): routed as far as a mandatory
+    /// publish is concerned; its confirm waits for the group commit if it is held durably.
+    fn hold(
+        &self,
+        message: &Message,
+        stamp: Stamp,
+        hold: Hold,
+        returns: Option<&Arc<ReturnAddress>>,
+    ) -> Routed {
+        let durable = hold.durable && stamp.persistent && self.store.is_some();
+        let marked = mark_delayed(message.properties(), hold.delay);
+        let properties = marked.as_deref().unwrap_or(message.properties());
+        match self
+            .delays
+            .hold(message, properties, hold.delay, durable, returns)
+        {
+            Ok(store) => Routed {
+                routed: true,
+                safety: match store {
+                    Some(_) => Safety::Syncing,
+                    None => Safety::Safe,
+                },
+                store,
+            },
+            Err(e) => {
+                tracing::error!(vhost = %self.name, exchange = %message.exchange(), error = %e, "cannot hold a delayed message");
+                Routed {
+                    routed: true,
+                    safety: Safety::Failed,
+                    store: None,
+                }
+            }
+        }
+    }
+
+    /// Puts a routed message into the queues `scratch.route` holds.
+    fn enqueue(
+        &self,
+        message: &Arc<Message>,
+        stamp: Stamp,
+        scratch: &mut PublishScratch,
+    ) -> Routed {
         let mut result = Routed {
             routed: false,
             safety: Safety::Safe,
@@ -107,8 +190,16 @@ impl Vhost {
                 Enqueued::Deleted => {}
             }
         }
-        Ok(result)
+        result
     }
+}
+
+/// A publish a delayed-message exchange holds: for how long, and whether the exchange is
+/// durable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hold {
+    delay: u64,
+    durable: bool,
 }
 
 impl Vhost {
@@ -122,7 +213,8 @@ impl Vhost {
         }
     }
 
-    /// Routes one message: fills `scratch.queues` with each destination queue once.
+    /// Routes one message: fills `scratch.queues` with each destination queue once. A
+    /// delayed-message exchange routes at once (dead-lettering, a fired message).
     pub fn route(
         &self,
         exchange: &[u8],
@@ -130,6 +222,20 @@ impl Vhost {
         properties: &[u8],
         scratch: &mut RouteScratch,
     ) -> Result<(), Error> {
+        self.route_from(exchange, routing_key, properties, scratch, false)
+            .map(|_| ())
+    }
+
+    /// [`Vhost::route`]; with `hold`, a delayed-message exchange given a message with an
+    /// `x-delay` routes nothing and says how long to hold it.
+    fn route_from(
+        &self,
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &[u8],
+        scratch: &mut RouteScratch,
+        hold: bool,
+    ) -> Result<Option<Hold>, Error> {
         scratch.queues.clear();
         scratch.targets.clear();
         scratch.visited.clear();
@@ -138,13 +244,19 @@ impl Vhost {
             if let Some(queue) = topology.queues.get(routing_key) {
                 scratch.queues.push(Arc::clone(queue));
             }
-            return Ok(());
+            return Ok(None);
         }
         let Some(first) = topology.exchanges.get(exchange) else {
             return Err(self.no_exchange(&short_lossy(exchange)));
         };
         if first.internal {
             return Err(self.internal(first));
+        }
+        if hold && first.kind == ExchangeKind::Delayed {
+            if let Some(delay) = x_delay(properties) {
+                let durable = first.durable;
+                return Ok(Some(Hold { delay, durable }));
+            }
         }
         let mut headers = LazyHeaders::new(properties);
         route_or_alternate(first, routing_key, &mut headers, &mut scratch.targets);
@@ -171,7 +283,7 @@ impl Vhost {
                 .sort_unstable_by_key(|q| Arc::as_ptr(q) as usize);
             scratch.queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
         }
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -7,7 +7,7 @@ use super::{assert_problem, problems};
 fn unknown_exchange_type() {
     assert_problem(
         "[[exchanges]]\nname = \"orders\"\ntype = \"topc\"\n",
-        "t.toml:3:8: unknown exchange type 'topc' (expected direct, fanout, topic or headers)",
+        "t.toml:3:8: unknown exchange type 'topc' (expected direct, fanout, topic, headers or x-delayed-message)",
     );
 }
 
@@ -277,4 +277,32 @@ arguments = { \"x-dead-letter-exchange\" = \"\" }
              client declares it",
         ]
     );
+}
+
+#[test]
+fn delayed_exchanges_need_a_known_delayed_type() {
+    assert_problem(
+        "[[exchanges]]\nname = \"later\"\ntype = \"x-delayed-message\"\n",
+        "t.toml:3:8: exchange 'later': an exchange of type 'x-delayed-message' needs the argument 'x-delayed-type' (a string: direct, fanout, topic or headers) (Invalid argument, 'x-delayed-type' must be an existing exchange type)",
+    );
+    assert_problem(
+        "[[exchanges]]\nname = \"later\"\ntype = \"x-delayed-message\"\narguments = { \"x-delayed-type\" = \"drect\" }\n",
+        "t.toml:4:34: exchange 'later': argument 'x-delayed-type' must be direct, fanout, topic or headers (unknown exchange type 'drect')",
+    );
+    let ok = "\
+[[exchanges]]
+name = \"later\"
+type = \"x-delayed-message\"
+durable = true
+arguments = { \"x-delayed-type\" = \"topic\" }
+
+[[queues]]
+name = \"q\"
+
+[[bindings]]
+source = \"later\"
+destination = \"q\"
+routing_key = \"a.*\"
+";
+    assert!(problems(ok).is_empty(), "{:?}", problems(ok));
 }

@@ -23,8 +23,9 @@ use super::confirm::{Confirms, Outcome};
 use super::content::{Complete, Content};
 use super::settle::settle_committed;
 use super::unacked::Delivery;
-use super::{Channel, Channels, Mode, Settle, Tx};
+use super::{Channel, ChannelState, Channels, Mode, Settle, Tx};
 use crate::broker::arguments::{consume_priority, consume_timeout, parse_expiration};
+use crate::broker::delays::ReturnAddress;
 use crate::broker::message::{Entry, Message, Stamp};
 use crate::broker::queue::ConsumeRefused;
 use crate::broker::queue::Consumer;
@@ -64,6 +65,21 @@ pub(super) fn encode_delivery(
         message.properties(),
     );
     encode_body(out, number, message.body(), frame_max);
+}
+
+/// `basic.return` 312 NO_ROUTE with the message's content.
+fn write_return(out: &mut BytesMut, number: u16, message: &Message, frame_max: u32) {
+    let code = ReplyCode::NoRoute;
+    let ret = basic::Return {
+        reply_code: code as u16,
+        reply_text: code.name().into(),
+        exchange: message.exchange().into(),
+        routing_key: message.routing_key().into(),
+    };
+    send(out, number, basic::AMQPMethod::Return(ret));
+    let body = message.body();
+    encode_content_header(out, number, body.len() as u64, message.properties());
+    encode_body(out, number, body, frame_max);
 }
 
 /// Tells the client that the server cancelled one of its consumers.
@@ -200,26 +216,56 @@ impl Channels {
         mandatory: bool,
         stamp: Stamp,
     ) -> Result<Routed, Error> {
-        let routed = self
-            .session
-            .vhost
-            .publish(message, stamp, &mut self.publishing)?;
+        let returns = match mandatory {
+            true => Some(self.return_address(number)?),
+            false => None,
+        };
+        let routed = self.session.vhost.publish_from(
+            message,
+            stamp,
+            returns.as_ref(),
+            &mut self.publishing,
+        )?;
         self.counts.received += 1;
         self.counts.routed += u64::from(routed.routed);
         if !routed.routed && mandatory {
-            let code = ReplyCode::NoRoute;
-            let ret = basic::Return {
-                reply_code: code as u16,
-                reply_text: code.name().into(),
-                exchange: message.exchange().into(),
-                routing_key: message.routing_key().into(),
-            };
-            send(out, number, basic::AMQPMethod::Return(ret));
-            let body = message.body();
-            encode_content_header(out, number, body.len() as u64, message.properties());
-            encode_body(out, number, body, self.session.frame_max);
+            write_return(out, number, message, self.session.frame_max);
         }
         Ok(routed)
+    }
+
+    /// The channel's return address for delayed mandatory messages (made at its first use):
+    /// it reaches this channel through the connection's outbox.
+    fn return_address(&mut self, number: u16) -> Result<Arc<ReturnAddress>, Error> {
+        if let Some(address) = &self.open(number)?.returns {
+            return Ok(Arc::clone(address));
+        }
+        let outbox = self.session.mailboxes.outbox();
+        let channel = self.open(number)?;
+        let epoch = channel.epoch;
+        let address = ReturnAddress::new(move |message| outbox.returned(number, epoch, message));
+        channel.returns = Some(Arc::clone(&address));
+        Ok(address)
+    }
+
+    /// A delayed mandatory message published on channel `number` was unroutable when it
+    /// fired: `basic.return` it, if that channel is still the one that published it.
+    pub(crate) fn return_fired(
+        &mut self,
+        out: &mut BytesMut,
+        number: u16,
+        epoch: u64,
+        message: &Message,
+    ) {
+        let frame_max = self.session.frame_max;
+        self.output(out, number, |channels, out| {
+            if matches!(
+                channels.slot_mut(number),
+                Some(channel) if channel.epoch == epoch && channel.state == ChannelState::Open
+            ) {
+                write_return(out, number, message, frame_max);
+            }
+        })
     }
 
     pub(super) fn basic_method(

@@ -37,6 +37,7 @@ use warren_protocol::frame::{Frame, FrameType};
 use warren_protocol::method::{decode_method, Method, ShortStr};
 use warren_protocol::spec::AMQPClass;
 
+use crate::broker::delays::ReturnAddress;
 use crate::broker::message::{Message, Stamp};
 use crate::broker::queue::Queue;
 use crate::broker::queue::{ChannelCredit, Consumer};
@@ -134,6 +135,10 @@ struct Channel {
     /// The hidden queue of this channel's direct reply-to consumer.
     reply_queue: Option<ShortStr>,
     mode: Mode,
+    /// Where a mandatory message held by a delayed-message exchange comes back to if it is
+    /// unroutable when it fires (made at this channel's first mandatory publish; the vhost
+    /// keeps only a weak reference, so closing the channel ends it).
+    returns: Option<Arc<ReturnAddress>>,
 }
 
 impl Channel {
@@ -150,6 +155,7 @@ impl Channel {
             last_queue: None,
             reply_queue: None,
             mode: Mode::Plain,
+            returns: None,
         }
     }
 

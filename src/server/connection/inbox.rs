@@ -77,7 +77,11 @@ impl Connection {
             commits,
             definitions,
             ok,
+            returned,
         } = report;
+        if let Some((channel, epoch, message)) = returned {
+            channels.return_fired(&mut self.write_buf, channel, epoch, &message);
+        }
         for (channel, epoch, tag) in tags {
             channels.synced(channel, epoch, tag, ok);
         }
