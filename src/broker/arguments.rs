@@ -24,7 +24,13 @@ enum Rule {
     /// One of these strings; otherwise the reason given.
     OneOf(&'static [&'static str], Refusal),
     Boolean,
+    /// A list of 1..=[`MAX_RETRY_DELAYS`] delays in milliseconds, each an expiry
+    /// (`x-retry-delays`).
+    Delays,
 }
+
+/// The most delays `x-retry-delays` may list.
+pub const MAX_RETRY_DELAYS: usize = 64;
 
 /// How RabbitMQ words an unknown string value.
 #[derive(Clone, Copy)]
@@ -36,7 +42,7 @@ enum Refusal {
 }
 
 /// In RabbitMQ's order of checking.
-const RULES: [(&str, Rule); 12] = [
+const RULES: [(&str, Rule); 13] = [
     ("x-expires", Rule::Expires),
     ("x-message-ttl", Rule::Ttl),
     ("x-dead-letter-exchange", Rule::ExchangeName),
@@ -65,6 +71,8 @@ const RULES: [(&str, Rule); 12] = [
     ),
     // Warren's own (RabbitMQ 3.10 ignores it): the unacked timeout in milliseconds.
     ("x-consumer-timeout", Rule::NonNegative),
+    // Warren's own: retry with backoff (broker/vhost/retry.rs).
+    ("x-retry-delays", Rule::Delays),
 ];
 
 /// Why a queue argument was refused.
@@ -102,6 +110,10 @@ pub enum Refused {
         what: &'static str,
         value: String,
     },
+    /// Not a list of delays (`x-retry-delays`): the value's type.
+    NotDelays(&'static str),
+    /// A list of delays that is empty or longer than [`MAX_RETRY_DELAYS`]: its length.
+    DelayCount(usize),
 }
 
 impl std::fmt::Display for Refused {
@@ -116,6 +128,15 @@ impl std::fmt::Display for Refused {
             Refused::InvalidOverflow => f.write_str("invalid_overflow"),
             Refused::RoutingKeyWithoutExchange => f.write_str("routing_key_but_no_dlx_defined"),
             Refused::Unsupported { what, value } => write!(f, "\"unsupported {what} '{value}'\""),
+            Refused::NotDelays(type_name) => {
+                write!(
+                    f,
+                    "\"expected an array of delays in milliseconds, got {type_name}\""
+                )
+            }
+            Refused::DelayCount(n) => {
+                write!(f, "\"expected 1 to {MAX_RETRY_DELAYS} delays, got {n}\"")
+            }
         }
     }
 }
@@ -212,6 +233,11 @@ pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError
                     return Err(invalid(unacceptable(value)));
                 }
             }
+            Rule::Delays => {
+                if let Err(reason) = retry_delays(value) {
+                    return Err(invalid(reason));
+                }
+            }
             Rule::NonNegative | Rule::Ttl | Rule::Expires | Rule::Priority => {
                 let Some(n) = integer(value) else {
                     return Err(invalid(Refused::NotInteger(type_name(value))));
@@ -230,6 +256,27 @@ pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError
         }
     }
     Ok(())
+}
+
+/// The delays of an `x-retry-delays` value, in milliseconds, or why they are refused.
+pub fn retry_delays(value: &AMQPValue) -> Result<Vec<u64>, Refused> {
+    let AMQPValue::FieldArray(array) = value else {
+        return Err(Refused::NotDelays(type_name(value)));
+    };
+    let items = array.as_slice();
+    if items.is_empty() || items.len() > MAX_RETRY_DELAYS {
+        return Err(Refused::DelayCount(items.len()));
+    }
+    items
+        .iter()
+        .map(|item| {
+            let n = integer(item).ok_or_else(|| Refused::NotInteger(type_name(item)))?;
+            if let Some(reason) = expiry_refusal(n) {
+                return Err(reason);
+            }
+            u64::try_from(n).map_err(|_| Refused::Negative(n))
+        })
+        .collect()
 }
 
 fn unacceptable(value: &AMQPValue) -> Refused {

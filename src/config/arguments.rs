@@ -4,7 +4,7 @@
 
 use warren_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 
-use crate::broker::arguments::{ArgumentError, Refused};
+use crate::broker::arguments::{ArgumentError, Refused, MAX_RETRY_DELAYS};
 
 /// The field value of a TOML value; an error for what AMQP has no value for (dates).
 pub fn field_value(value: &toml::Value) -> Result<AMQPValue, String> {
@@ -70,6 +70,15 @@ fn explain_reason(reason: &Refused) -> String {
             "is set without x-dead-letter-exchange (add one)".into()
         }
         Refused::Unsupported { what, value } => format!("unsupported {what} '{value}'"),
+        Refused::NotDelays(type_name) => {
+            format!(
+                "must be an array of delays in milliseconds (got {})",
+                toml_type(type_name)
+            )
+        }
+        Refused::DelayCount(n) => {
+            format!("must list 1 to {MAX_RETRY_DELAYS} delays (got {n})")
+        }
     }
 }
 

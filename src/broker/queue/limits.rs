@@ -8,6 +8,7 @@ use std::time::Duration;
 use warren_protocol::method::ShortStr;
 use warren_protocol::types::{AMQPValue, FieldTable};
 
+use super::super::arguments::retry_delays;
 use super::super::values::{integer, text};
 
 #[derive(Debug, Clone, Default)]
@@ -32,6 +33,9 @@ pub(super) struct Limits {
     pub expires: Option<Duration>,
     /// `x-dead-letter-exchange` and `x-dead-letter-routing-key`.
     pub dead_letter: Option<(ShortStr, Option<ShortStr>)>,
+    /// `x-retry-delays`: a rejected message is held this long (ms) before it comes back, one
+    /// delay per retry; after the last it is dead-lettered.
+    pub retry_delays: Option<Box<[u64]>>,
 }
 
 /// The limits of a queue declared without any of their arguments (most queues).
@@ -45,6 +49,7 @@ pub(super) static NO_LIMITS: Limits = Limits {
     single_active: false,
     expires: None,
     dead_letter: None,
+    retry_delays: None,
 };
 
 impl Limits {
@@ -58,6 +63,7 @@ impl Limits {
             && !self.single_active
             && self.expires.is_none()
             && self.dead_letter.is_none()
+            && self.retry_delays.is_none()
     }
 
     pub fn from_arguments(arguments: &FieldTable) -> Limits {
@@ -87,6 +93,10 @@ impl Limits {
             ),
             expires: non_negative("x-expires").map(Duration::from_millis),
             dead_letter: dead_letter_target(arguments),
+            retry_delays: table
+                .get("x-retry-delays")
+                .and_then(|value| retry_delays(value).ok())
+                .map(Vec::into_boxed_slice),
         }
     }
 

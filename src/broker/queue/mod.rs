@@ -409,6 +409,12 @@ impl Queue {
         self.limits().dead_letter.clone()
     }
 
+    /// How long a message rejected for the `retries`-th time (0: the first) is held before it
+    /// comes back (`x-retry-delays`); `None`: it is dead-lettered instead.
+    pub fn retry_delay(&self, retries: usize) -> Option<u64> {
+        self.limits().retry_delays.as_ref()?.get(retries).copied()
+    }
+
     /// Asks for dispatch after credit was freed.
     pub fn dispatch(&self) {
         let mut state = self.lock();

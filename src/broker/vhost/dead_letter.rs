@@ -27,13 +27,16 @@ use super::super::queue::Queue;
 use super::{RouteScratch, Vhost};
 
 impl Vhost {
-    /// Deliveries of `queue` rejected without requeue: each is dead-lettered to the queue's
-    /// dead-letter exchange (if it has one, with its `x-death` updated), then settled in the
-    /// queue's log. The broker's one way of rejecting: the server never dead-letters.
+    /// Deliveries of `queue` rejected without requeue: each is held for its next retry if the
+    /// queue has retry delays left for it (`vhost/retry.rs`), otherwise dead-lettered to the
+    /// queue's dead-letter exchange (if it has one, with its `x-death` updated); then all are
+    /// settled in the queue's log. The broker's one way of rejecting: the server never dead-letters.
     pub fn reject(&self, queue: &Queue, entries: Vec<Entry>) {
         let mut batch = DeadLetters::new(self);
         for entry in &entries {
-            batch.send(queue, &entry.message, Reason::Rejected);
+            if !self.retry(queue, &entry.message) {
+                batch.send(queue, &entry.message, Reason::Rejected);
+            }
         }
         drop(batch);
         queue.settle(entries);

@@ -32,6 +32,7 @@ mod expiry;
 mod export;
 pub mod inspect;
 mod publish;
+mod retry;
 
 pub use changes::Unsaved;
 pub use export::{BindingSnapshot, ExchangeSnapshot, QueueSnapshot, VhostSnapshot};
@@ -63,7 +64,7 @@ pub const BUILT_IN: [(&str, ExchangeKind); 6] = [
 ];
 
 /// Queue arguments compared on redeclaration (RabbitMQ's equivalence list).
-pub(crate) const EQUIVALENT_QUEUE_ARGS: [&str; 12] = [
+pub(crate) const EQUIVALENT_QUEUE_ARGS: [&str; 13] = [
     "x-expires",
     "x-message-ttl",
     "x-max-length",
@@ -76,6 +77,7 @@ pub(crate) const EQUIVALENT_QUEUE_ARGS: [&str; 12] = [
     "x-queue-type",
     "x-single-active-consumer",
     "x-consumer-timeout",
+    "x-retry-delays",
 ];
 
 /// `exchange.declare`, as the topology needs it.

@@ -141,6 +141,27 @@ routing_key = \"k\"
 }
 
 #[test]
+fn retry_delays_are_checked() {
+    assert!(problems(
+        "[[queues]]\nname = \"jobs\"\narguments = { \"x-retry-delays\" = [1000, 10000, 60000] }\n"
+    )
+    .is_empty());
+    assert_problem(
+        "[[queues]]\nname = \"q\"\narguments = { \"x-retry-delays\" = [] }\n",
+        "t.toml:3:34: queue 'q': argument 'x-retry-delays' must list 1 to 64 delays (got 0)",
+    );
+    assert_problem(
+        "[[queues]]\nname = \"q\"\narguments = { \"x-retry-delays\" = 5 }\n",
+        "t.toml:3:34: queue 'q': argument 'x-retry-delays' must be an array of delays in \
+         milliseconds (got an integer)",
+    );
+    assert_problem(
+        "[[queues]]\nname = \"q\"\narguments = { \"x-retry-delays\" = [10, -5] }\n",
+        "t.toml:3:34: queue 'q': argument 'x-retry-delays' must not be negative (got -5)",
+    );
+}
+
+#[test]
 fn invalid_argument_values_each_one() {
     let text = "[[queues]]\nname = \"retry\"\narguments = { \"x-message-ttl\" = -1, \
                 \"x-max-length\" = \"ten\", \"x-overflow\" = \"explode\", \"x-expires\" = 0 }\n";

@@ -1,0 +1,87 @@
+//! Retry with backoff (`x-retry-delays`, Warren's own queue argument): a delivery rejected or
+//! nacked with `requeue=false` by a queue that lists retry delays is not dead-lettered at once.
+//! It is held for the next delay (in the vhost's delayed-message store, `broker/delays`: durable
+//! when the queue is durable and the message persistent) and then comes back to the end of the
+//! same queue through the default exchange, with header `x-retry-count` counting the retries.
+//! Once a message has been retried as many times as there are delays, the next reject
+//! dead-letters it (reason `rejected`) as a queue without the argument would.
+//!
+//! Called from [`Vhost::reject`] with no queue lock held. Like dead-lettering, it never holds up
+//! the reject's settle; a message the store cannot hold is dead-lettered instead (and logged).
+
+use bytes::Bytes;
+use warren_protocol::content::{encode_properties, publish_checks, ContentHeader};
+use warren_protocol::method::CLASS_BASIC;
+use warren_protocol::types::AMQPValue;
+
+use super::super::message::Message;
+use super::super::queue::Queue;
+use super::super::values::integer;
+use super::Vhost;
+
+/// The header that counts a message's retries.
+pub const RETRY_COUNT: &str = "x-retry-count";
+
+impl Vhost {
+    /// Holds `message`, rejected by `queue`, for its next retry if the queue has one left for
+    /// it; false when it is to be dead-lettered instead.
+    pub(super) fn retry(&self, queue: &Queue, message: &Message) -> bool {
+        let Some(retried) = retry_count(message.properties()) else {
+            return false;
+        };
+        let Some(delay) = queue.retry_delay(retried) else {
+            return false;
+        };
+        let Some(properties) = with_retry_count(message.properties(), retried + 1) else {
+            tracing::warn!(queue = %queue.name, "retry: the message's properties do not decode; dead-lettered");
+            return false;
+        };
+        let back = Message::new(
+            b"",
+            queue.name.as_bytes(),
+            &properties,
+            message.body_bytes(),
+        );
+        let persistent = publish_checks(&properties).delivery_mode == Some(2);
+        let durable = queue.options.durable && persistent && queue.store().is_some();
+        match self.delays().hold(&back, &properties, delay, durable, None) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(queue = %queue.name, error = %e, "retry: cannot hold the message; dead-lettered");
+                false
+            }
+        }
+    }
+}
+
+/// How many times a message was retried already (its `x-retry-count`, 0 without one); `None`
+/// when its properties do not decode.
+fn retry_count(properties: &[u8]) -> Option<usize> {
+    let decoded = decode(properties)?;
+    let count = decoded
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(RETRY_COUNT))
+        .and_then(integer)
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
+    Some(count)
+}
+
+/// `properties` with `x-retry-count` set to `count`.
+fn with_retry_count(properties: &[u8], count: usize) -> Option<Vec<u8>> {
+    let decoded = decode(properties)?;
+    let mut headers = decoded.headers().clone().unwrap_or_default();
+    let count = i64::try_from(count).ok()?;
+    headers.insert(RETRY_COUNT.into(), AMQPValue::LongLongInt(count));
+    Some(encode_properties(&decoded.with_headers(headers)).to_vec())
+}
+
+fn decode(properties: &[u8]) -> Option<warren_protocol::spec::BasicProperties> {
+    let header = ContentHeader {
+        class_id: CLASS_BASIC,
+        body_size: 0,
+        properties: Bytes::copy_from_slice(properties),
+    };
+    header.decode_properties().ok()
+}
