@@ -23,77 +23,19 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 
 import pika
 
+from broker_process import Sampler, free_port, start, status_kib
+
 QUEUE = "backlog"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def status_kib(pid, field):
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
 
 
 def mb(kib):
     return f"{kib / 1024:.1f} MB"
-
-
-class Sampler:
-    """Samples a process's VmRSS every 0.5 s in a thread; `peak` is the largest sample."""
-
-    def __init__(self, pid):
-        self.pid, self.peak, self.done = pid, 0, threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.done.is_set():
-            self.peak = max(self.peak, status_kib(self.pid, "VmRSS"))
-            self.done.wait(0.5)
-
-    def stop(self):
-        self.done.set()
-        self.thread.join()
-        return self.peak
-
-
-def start(warren, data, port, config, starts):
-    """Starts the broker; returns it and the seconds until it logged that it listens (its
-    `starts`-th such line: the log is kept across restarts)."""
-    path = os.path.join(data, "..", "warren.log")
-    log = open(path, "ab")
-    command = [warren, "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--management", "off"]
-    if config:
-        command += ["--config", config]
-    process = subprocess.Popen(
-        command, stdout=log, stderr=log,
-        env={**os.environ, "RUST_LOG": os.environ.get("BENCH_LOG", "warn,warren::server=info")},
-    )
-    started = time.monotonic()
-    while True:
-        with open(path, "rb") as f:
-            if f.read().count(b"listening for AMQP") >= starts:
-                return process, time.monotonic() - started
-        if process.poll() is not None:
-            raise SystemExit(f"warren exited: {process.returncode}")
-        time.sleep(0.005)
 
 
 def depth(port):
@@ -171,7 +113,7 @@ def main():
     os.makedirs(data, exist_ok=False)
     port = free_port()
     uri = f"amqp://guest:guest@127.0.0.1:{port}/%2f"
-    process, _ = start(args.warren, data, port, args.config, 1)
+    process, _ = start(args.warren, data, port, 1, args.config)
     try:
         time.sleep(1)
         idle = status_kib(process.pid, "VmRSS")
@@ -184,7 +126,7 @@ def main():
         print(f"RSS: idle {mb(idle)}, peak while publishing {mb(peak)}, held {mb(after)}")
         process.send_signal(signal.SIGKILL)
         process.wait()
-        process, restart = start(args.warren, data, port, args.config, 2)
+        process, restart = start(args.warren, data, port, 2, args.config)
         began = time.monotonic()
         recovered = depth(port)
         answered = restart + time.monotonic() - began

@@ -35,49 +35,15 @@ import time
 
 import pika
 
+from broker_process import Sampler, free_port, status_kib as rss_kib
+
 EXCHANGE = "bench-delayed"
 HELD = "bench-delayed-held"
 PROBES = "bench-delayed-probes"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return 0
-
-
 def mib(kib):
     return f"{kib / 1024:.1f} MiB"
-
-
-class Sampler:
-    """Samples VmRSS every 0.5 s in a thread; `peak` is the largest sample."""
-
-    def __init__(self, pid):
-        self.pid, self.peak, self.done = pid, 0, threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.done.is_set():
-            self.peak = max(self.peak, rss_kib(self.pid))
-            self.done.wait(0.5)
-
-    def stop(self):
-        self.done.set()
-        self.thread.join()
-        return self.peak
 
 
 def params(port):

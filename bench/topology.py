@@ -19,8 +19,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -28,41 +26,11 @@ import time
 import pika
 
 import pipeline_client
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(warren, data, port, starts):
-    """Starts the broker; returns it and the seconds until it logged that it listens (its
-    `starts`-th such line: the log is kept across restarts). Waiting for its own log line, not a
-    connection, so that a broker of someone else's on a reused port is never measured."""
-    path = os.path.join(data, "..", "warren.log")
-    log = open(path, "ab")
-    process = subprocess.Popen(
-        [warren, "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--management", "off"],
-        stdout=log, stderr=log,
-        env={**os.environ, "RUST_LOG": os.environ.get("BENCH_LOG", "warn,warren::server=info")},
-    )
-    started = time.monotonic()
-    while True:
-        with open(path, "rb") as f:
-            if f.read().count(b"listening for AMQP") >= starts:
-                return process, time.monotonic() - started
-        if process.poll() is not None:
-            raise SystemExit(f"warren exited: {process.returncode}")
-        time.sleep(0.005)
+from broker_process import free_port, start, status_kib
 
 
 def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return status_kib(pid) / 1024
 
 
 def declare(port, names):
