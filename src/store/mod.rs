@@ -21,6 +21,7 @@
 //!   acks.0000000001 …          per segment: settled and delivered records
 //! ```
 
+pub mod dedup;
 pub mod definitions;
 pub mod fd_limit;
 pub mod files;

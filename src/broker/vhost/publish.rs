@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::dead_letter::dead_letter;
 use super::{short_lossy, RouteScratch, Vhost};
+use crate::broker::dedup::{self, Dedup, Key, Verdict};
 use crate::broker::exchange::{Exchange, LazyHeaders, Target};
 use crate::broker::message::{Message, Stamp};
 use crate::broker::queue::{Enqueued, Published, Queue};
@@ -72,13 +73,73 @@ impl Vhost {
             safety: Safety::Safe,
             store: None,
         };
+        // The message's de-duplication key, read once if a window asks for it.
+        let mut key: Option<Option<Key>> = None;
+        let mut admitted_by_exchange = None;
+        if let Some(dedup) = scratch.route.dedup.take() {
+            let key = key.get_or_insert_with(|| dedup::key(message.properties()));
+            if let Some(key) = key {
+                // A duplicate goes nowhere, before any queue sees it.
+                match dedup.admit(key) {
+                    Verdict::Duplicate => {
+                        scratch.route.queues.clear();
+                        return Ok(duplicate(&dedup));
+                    }
+                    Verdict::Failed => {
+                        scratch.route.queues.clear();
+                        result.routed = true;
+                        result.safety = Safety::Failed;
+                        return Ok(result);
+                    }
+                    Verdict::New => {
+                        wait_for_window(&mut result, &dedup);
+                        admitted_by_exchange = Some(dedup);
+                    }
+                }
+            }
+        }
         scratch.enqueued += scratch.route.queues.len();
         for queue in scratch.route.queues.drain(..) {
+            let mut admitted = None;
+            if let Some(dedup) = queue.dedup() {
+                let key = key.get_or_insert_with(|| dedup::key(message.properties()));
+                if let Some(key) = key {
+                    match dedup.admit(key) {
+                        Verdict::Duplicate => {
+                            let answer = duplicate(dedup);
+                            result.routed = true;
+                            if answer.safety == Safety::Syncing && result.safety == Safety::Safe {
+                                result.safety = Safety::Syncing;
+                                result.store = answer.store;
+                            }
+                            continue;
+                        }
+                        Verdict::Failed => {
+                            result.routed = true;
+                            result.safety = Safety::Failed;
+                            continue;
+                        }
+                        Verdict::New => {
+                            wait_for_window(&mut result, dedup);
+                            admitted = Some(dedup);
+                        }
+                    }
+                }
+            }
             let Published {
                 enqueued,
                 logged,
                 dropped,
             } = queue.publish(message, stamp);
+            if let (Some(dedup), Some(Some(key))) = (admitted, &key) {
+                // Not taken: a resend must not be dropped as a duplicate of it.
+                if matches!(
+                    enqueued,
+                    Enqueued::Failed | Enqueued::Rejected | Enqueued::Deleted
+                ) {
+                    dedup.forget(key);
+                }
+            }
             for (message, reason) in dropped {
                 dead_letter(self, &queue, &message, reason);
             }
@@ -107,7 +168,40 @@ impl Vhost {
                 Enqueued::Deleted => {}
             }
         }
+        if let (Some(dedup), Some(Some(key))) = (admitted_by_exchange, &key) {
+            if result.safety == Safety::Failed {
+                dedup.forget(key);
+            }
+        }
         Ok(result)
+    }
+}
+
+/// The answer for a dropped duplicate: routed (never returned, even if mandatory) and
+/// confirmed; behind a durable window, only after the group commit that follows it, so that the
+/// original, written before it, is on disk by then.
+fn duplicate(dedup: &Dedup) -> Routed {
+    match dedup.store() {
+        Some(store) => Routed {
+            routed: true,
+            safety: Safety::Syncing,
+            store: Some(Arc::clone(store)),
+        },
+        None => Routed {
+            routed: true,
+            safety: Safety::Safe,
+            store: None,
+        },
+    }
+}
+
+/// A key written to a durable window's file: the confirm waits for the group commit.
+fn wait_for_window(result: &mut Routed, dedup: &Dedup) {
+    if let Some(store) = dedup.store() {
+        if result.safety == Safety::Safe {
+            result.safety = Safety::Syncing;
+            result.store = Some(Arc::clone(store));
+        }
     }
 }
 
@@ -133,6 +227,7 @@ impl Vhost {
         scratch.queues.clear();
         scratch.targets.clear();
         scratch.visited.clear();
+        scratch.dedup = None;
         let topology = self.read();
         if exchange.is_empty() {
             if let Some(queue) = topology.queues.get(routing_key) {
@@ -146,6 +241,7 @@ impl Vhost {
         if first.internal {
             return Err(self.internal(first));
         }
+        scratch.dedup.clone_from(&first.dedup);
         let mut headers = LazyHeaders::new(properties);
         route_or_alternate(first, routing_key, &mut headers, &mut scratch.targets);
         scratch.visited.push(first.name.clone());
