@@ -378,7 +378,10 @@ mod tests {
     fn arguments_are_checked() {
         assert_eq!(settings(&FieldTable::default()), Ok(None));
         let on = (ENABLE, AMQPValue::Boolean(true));
-        assert_eq!(settings(&table(&[on.clone()])).unwrap_err().arg, CACHE_SIZE);
+        assert_eq!(
+            settings(&table(std::slice::from_ref(&on))).unwrap_err().arg,
+            CACHE_SIZE
+        );
         let zero = (CACHE_SIZE, AMQPValue::LongLongInt(0));
         assert_eq!(
             settings(&table(&[on.clone(), zero])).unwrap_err().arg,

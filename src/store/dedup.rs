@@ -80,10 +80,18 @@ impl DedupLog {
         let (entries, end) = if data.len() >= MAGIC.len() && data[..MAGIC.len()] == MAGIC[..] {
             replay(&data)
         } else {
-            // New, or too torn to hold even the header: start over.
+            // New, or too torn to hold even the header: start over, and make the file's name
+            // durable too (its directory, and the one above, which may be new as well), so that
+            // a key synced later is not lost with a directory entry that was not.
             file.set_len(0)?;
             file.write_all_at(MAGIC, 0)?;
             file.sync_data()?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+                if let Some(above) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    File::open(above)?.sync_all()?;
+                }
+            }
             (Vec::new(), MAGIC.len())
         };
         if (end as u64) < len {
