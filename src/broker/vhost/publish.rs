@@ -83,7 +83,7 @@ impl Vhost {
                 match dedup.admit(key) {
                     Verdict::Duplicate => {
                         scratch.route.queues.clear();
-                        return Ok(duplicate(&dedup));
+                        return Ok(duplicate(self.sync_store(&dedup)));
                     }
                     Verdict::Failed => {
                         scratch.route.queues.clear();
@@ -106,7 +106,7 @@ impl Vhost {
                 if let Some(key) = key {
                     match dedup.admit(key) {
                         Verdict::Duplicate => {
-                            let answer = duplicate(dedup);
+                            let answer = duplicate(self.sync_store(dedup));
                             result.routed = true;
                             if answer.safety == Safety::Syncing && result.safety == Safety::Safe {
                                 result.safety = Safety::Syncing;
@@ -178,10 +178,12 @@ impl Vhost {
 }
 
 /// The answer for a dropped duplicate: routed (never returned, even if mandatory) and
-/// confirmed; behind a durable window, only after the group commit that follows it, so that the
-/// original, written before it, is on disk by then.
-fn duplicate(dedup: &Dedup) -> Routed {
-    match dedup.store() {
+/// confirmed only after the group commit that follows it (when there is a store), so that
+/// whatever was written before it, its original included (a durable queue's log, a durable
+/// window's file), is on disk by then: a publisher never holds the ack of a duplicate whose
+/// original a crash could still lose.
+fn duplicate(store: Option<&Arc<Store>>) -> Routed {
+    match store {
         Some(store) => Routed {
             routed: true,
             safety: Safety::Syncing,
@@ -192,6 +194,15 @@ fn duplicate(dedup: &Dedup) -> Routed {
             safety: Safety::Safe,
             store: None,
         },
+    }
+}
+
+impl Vhost {
+    /// The group commit a duplicate's confirm waits for: its window's, else the vhost's store.
+    fn sync_store<'a>(&'a self, dedup: &'a Dedup) -> Option<&'a Arc<Store>> {
+        dedup
+            .store()
+            .or_else(|| self.store.as_ref().map(|(store, _)| store))
     }
 }
 
