@@ -405,6 +405,39 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_message_s_key_is_its_header_else_its_message_id() {
+        use warren_protocol::content::encode_properties;
+        use warren_protocol::spec::BasicProperties;
+        let none = encode_properties(&BasicProperties::default());
+        assert_eq!(super::key(&none), None);
+        let id = encode_properties(&BasicProperties::default().with_message_id("m1".into()));
+        assert_eq!(super::key(&id).map(|k| k.key), Some(b"m1".to_vec()));
+        let headers = table(&[
+            (HEADER, AMQPValue::LongString("h1".into())),
+            (CACHE_TTL, AMQPValue::LongLongInt(50)),
+        ]);
+        let both = encode_properties(
+            &BasicProperties::default()
+                .with_message_id("m1".into())
+                .with_headers(headers),
+        );
+        assert_eq!(
+            super::key(&both),
+            Some(Key {
+                key: b"h1".to_vec(),
+                ttl_ms: Some(50)
+            })
+        );
+        let number = table(&[(HEADER, AMQPValue::LongLongInt(7))]);
+        let number = encode_properties(&BasicProperties::default().with_headers(number));
+        let found = super::key(&number).map(|k| k.key);
+        assert!(
+            found.is_some_and(|k| k != b"7"),
+            "a number is not the string \"7\""
+        );
+    }
+
     fn key(k: &str) -> Key {
         Key {
             key: k.as_bytes().to_vec(),
