@@ -222,3 +222,33 @@ async fn a_persistent_message_held_for_retry_survives_a_restart() {
     assert_eq!(retry_count(&back), Some(1));
     assert_eq!(back.properties.delivery_mode(), &Some(2));
 }
+
+#[tokio::test]
+async fn a_retry_is_not_dropped_by_the_queues_de_duplication_window() {
+    let broker = Broker::start().await;
+    let (_connection, channel) = open(&broker).await;
+    let queue = queue_with(
+        &channel,
+        "retry-dedup",
+        &[
+            ("x-retry-delays", delays(&[100])),
+            ("x-message-deduplication", AMQPValue::Boolean(true)),
+            ("x-cache-size", int(100)),
+        ],
+    )
+    .await;
+    let with_id = || BasicProperties::default().with_message_id("once".into());
+    publish_with(&channel, "", &queue, b"first", with_id()).await;
+    publish_with(&channel, "", &queue, b"resent", with_id()).await;
+    let mut deliveries = consume(&channel, &queue, BasicConsumeOptions::default()).await;
+    let first = deliveries.next().await;
+    assert_eq!(body(&first), "first");
+    reject(&first).await;
+    let retried = deliveries.next().await;
+    assert_eq!(
+        body(&retried),
+        "first",
+        "the resend was a duplicate; the retry is not"
+    );
+    assert_eq!(retry_count(&retried), Some(1));
+}

@@ -151,6 +151,32 @@ pub fn decode_headers(properties: &[u8]) -> Option<crate::types::FieldTable> {
     crate::table::decode_field_table(found?)
 }
 
+/// The index of the message-id property.
+const MESSAGE_ID: usize = 8;
+
+/// The message-id property of a raw property list, if set; one flag test when it is not.
+pub fn message_id(properties: &[u8]) -> Option<&[u8]> {
+    let flags = u16::from_be_bytes([*properties.first()?, *properties.get(1)?]);
+    if flags & (1 << (15 - MESSAGE_ID)) == 0 {
+        return None;
+    }
+    let mut found = None;
+    let _ = walk_properties(properties, |index, value| {
+        if index == MESSAGE_ID {
+            found = value.get(1..);
+        }
+    });
+    found
+}
+
+/// Whether a raw property list says it carries headers (one flag test).
+pub fn has_headers(properties: &[u8]) -> bool {
+    match (properties.first(), properties.get(1)) {
+        (Some(&high), Some(&low)) => u16::from_be_bytes([high, low]) & (1 << (15 - HEADERS)) != 0,
+        _ => false,
+    }
+}
+
 /// The indexes of the properties a broker checks on publish.
 const REPLY_TO: usize = 6;
 const EXPIRATION: usize = 7;

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use warren_protocol::method::ShortStr;
 use warren_protocol::types::FieldTable;
 
+use super::dedup::Dedup;
 use super::headers::HeadersMatch;
 use super::queue::Queue;
 use super::topic::TopicTrie;
@@ -158,6 +159,8 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// `alternate-exchange`: where a message goes that this exchange routes nowhere.
     pub alternate: Option<ShortStr>,
+    /// `x-message-deduplication`: the window of keys it has seen (see `broker/dedup.rs`).
+    pub dedup: Option<Arc<Dedup>>,
     bindings: Set<BindingKey>,
     router: Router,
 }
@@ -207,6 +210,7 @@ impl Exchange {
             internal,
             arguments,
             alternate,
+            dedup: None,
             bindings: Set::default(),
             router,
         }

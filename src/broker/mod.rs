@@ -9,6 +9,7 @@
 pub mod activity;
 pub mod arguments;
 pub mod deadlines;
+pub mod dedup;
 pub mod definition;
 pub mod delays;
 pub mod exchange;

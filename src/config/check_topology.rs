@@ -156,6 +156,26 @@ impl Checker<'_, '_> {
         }
     }
 
+    /// The de-duplication arguments (`x-message-deduplication`, `x-cache-size`, `x-cache-ttl`),
+    /// checked by the broker's own rule; the problem points at the refused value.
+    fn dedup(
+        &mut self,
+        what: &str,
+        name: &str,
+        entries: &Arguments,
+        arguments: &FieldTable,
+        at_name: &toml::Spanned<String>,
+        ok: &mut bool,
+    ) {
+        if let Err(refused) = crate::broker::dedup::settings(arguments) {
+            let at = entries
+                .get(refused.arg)
+                .map_or_else(|| at_name.span(), |value| value.span());
+            self.problem(&at, format!("{what} '{name}': {refused}"));
+            *ok = false;
+        }
+    }
+
     /// An `arguments` table as a field table; a problem per value AMQP cannot carry.
     pub fn arguments(&mut self, arguments: &Arguments, ok: &mut bool) -> FieldTable {
         let mut table = FieldTable::default();
@@ -246,6 +266,14 @@ impl Checker<'_, '_> {
                 ok = false;
             }
         }
+        self.dedup(
+            "exchange",
+            &name,
+            &entry.arguments,
+            &arguments,
+            &entry.name,
+            &mut ok,
+        );
         Some(ExchangeDef {
             vhost,
             name,
@@ -307,6 +335,14 @@ impl Checker<'_, '_> {
                 break;
             }
         }
+        self.dedup(
+            "queue",
+            &name,
+            &entry.arguments,
+            &arguments,
+            &entry.name,
+            &mut ok,
+        );
         Some(QueueDef {
             vhost,
             name,

@@ -10,12 +10,16 @@
 //! - [`delayed`]: the bucket files of held delayed messages (append, scan, read, delete).
 //! - [`definitions`]: the durable topology (exchanges, queues, bindings) as an append-only log
 //!   of puts and deletes per vhost, compacted in the background.
+//! - [`dedup`]: the de-duplication window of a durable queue or exchange, an append-only file of
+//!   keys, rewritten when it grows past twice the window.
 //!
 //! Layout under `--data-dir` (`<id>`: 16 hex digits of the FNV-1a hash of a name, see [`id`]):
 //!
 //! ```text
 //! vhosts/<id>/definitions.log  the vhost's durable exchanges, queues, bindings (definitions/)
 //! vhosts/<id>/queues/<id>/     one directory per durable queue, made at its first append (log.rs)
+//!   dedup.log                  its de-duplication window, if it has one (dedup.rs)
+//! vhosts/<id>/exchanges/<id>.dedup  a durable exchange's de-duplication window (dedup.rs)
 //! vhosts/<id>/delayed/         held delayed messages, one file per bucket of due times
 //!                              (delayed.rs); delayed-transient/ beside it, emptied at start
 //! spill/<n>/                   logs of non-durable queues whose backlog outgrew memory; removed
@@ -24,6 +28,7 @@
 //!   acks.0000000001 …          per segment: settled and delivered records
 //! ```
 
+pub mod dedup;
 pub mod definitions;
 pub mod delayed;
 pub mod fd_limit;

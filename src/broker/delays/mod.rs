@@ -338,10 +338,32 @@ impl Delays {
         durable: bool,
         returns: Option<&Arc<ReturnAddress>>,
     ) -> io::Result<Option<Arc<Store>>> {
+        let origin = returns.map_or(0, |address| self.register(address));
+        self.hold_from(message, properties, delay, durable, origin)
+    }
+
+    /// [`Delays::hold`] of a retry of a rejected message (origin [`record::RETRY`]).
+    pub fn hold_retry(
+        &self,
+        message: &Message,
+        properties: &[u8],
+        delay: u64,
+        durable: bool,
+    ) -> io::Result<Option<Arc<Store>>> {
+        self.hold_from(message, properties, delay, durable, record::RETRY)
+    }
+
+    fn hold_from(
+        &self,
+        message: &Message,
+        properties: &[u8],
+        delay: u64,
+        durable: bool,
+        origin: u64,
+    ) -> io::Result<Option<Arc<Store>>> {
         let now = now_ms();
         let due = now.saturating_add(delay);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let origin = returns.map_or(0, |address| self.register(address));
         let mut payload = Vec::new();
         record::encode(due, seq, origin, message, properties, &mut payload);
         self.held.fetch_add(1, Ordering::Relaxed);

@@ -23,6 +23,10 @@ use crate::broker::values::integer;
 /// The largest delay the plugin accepts (Erlang's timer limit); a larger one routes at once.
 pub const MAX_DELAY_MS: u64 = 4_294_967_295;
 
+/// The origin of a retry of a rejected message (`vhost/retry.rs`), not a publisher's: it goes
+/// back to its queue past the queue's de-duplication window (it is the same message again).
+pub const RETRY: u64 = u64::MAX;
+
 /// A held message's record, decoded (borrowing the payload).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Held<'a> {

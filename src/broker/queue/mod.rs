@@ -38,6 +38,7 @@ use warren_protocol::types::FieldTable;
 
 use tracing::error;
 
+use super::dedup::Dedup;
 use super::flow::Flow;
 use super::message::{now_ms, Entry, Message, Reason, Stamp};
 use super::storage::{Backlog, MessageStore};
@@ -80,6 +81,8 @@ pub struct Queue {
     pub flow: Flow,
     /// Its place in the vhost's deadlines (see `timer.rs`).
     timer: Timer,
+    /// `x-message-deduplication`: the window of keys it has seen (see `broker/dedup.rs`).
+    dedup: Option<Arc<Dedup>>,
 }
 
 /// What a queue declared with limiting arguments keeps.
@@ -150,7 +153,19 @@ impl Queue {
             options,
             group_commit: None,
             flow: Flow::default(),
+            dedup: None,
         }
+    }
+
+    /// The queue drops duplicates with `dedup`'s window (`x-message-deduplication`).
+    pub fn with_dedup(mut self, dedup: Option<Arc<Dedup>>) -> Queue {
+        self.dedup = dedup;
+        self
+    }
+
+    /// Its de-duplication window, if it was declared with one.
+    pub fn dedup(&self) -> Option<&Arc<Dedup>> {
+        self.dedup.as_ref()
     }
 
     /// The queue keeps its messages in `store` (see `broker/storage`).

@@ -69,7 +69,11 @@ impl Vhost {
             ttl: checks.expiration.and_then(|e| parse_expiration(e).ok()),
             priority: checks.priority.unwrap_or(0),
         };
-        match self.publish_fired(&message, stamp, scratch) {
+        let retry = held.origin == record::RETRY;
+        match self.publish_fired(&message, stamp, !retry, scratch) {
+            Ok(routed) if !routed.routed && retry => {
+                warn!(vhost = %self.name, queue = %message.routing_key(), "a retried message's queue is gone; dropped");
+            }
             Ok(routed) if !routed.routed && held.origin != 0 => {
                 let (exchange, routing_key) = (message.exchange(), message.routing_key());
                 let (exchange, routing_key) = (exchange.to_owned(), routing_key.to_owned());

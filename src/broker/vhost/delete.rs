@@ -166,6 +166,9 @@ impl Topology {
         let Some(exchange) = self.exchanges.remove(name) else {
             return;
         };
+        if let Some(dedup) = &exchange.dedup {
+            dedup.remove_file();
+        }
         let destination = Destination::Exchange(name.clone());
         if exchange.durable && self.definitions.is_some() {
             self.log_delete(&exchange_key(name));

@@ -96,6 +96,7 @@ impl Vhost {
                     *internal,
                     arguments.clone(),
                 );
+                let exchange = self.with_exchange_dedup(exchange);
                 topology.exchanges.insert(name.clone(), exchange);
                 exchanges += 1;
             }
@@ -189,10 +190,13 @@ impl Vhost {
     /// The queue's storage is wrapped in a [`Watched`] that lists it on the vhost's
     /// [`crate::broker::activity::Activity`] when it changes.
     fn open_queue(&self, name: ShortStr, options: QueueOptions) -> io::Result<Arc<Queue>> {
+        let dedup = self.queue_dedup(&name, &options)?;
         let Some((store, dir)) = &self.store else {
             return Ok(Arc::new_cyclic(|queue| {
                 let watch = self.activity.watch(queue.clone());
-                Queue::new(name, options).with_storage(Box::new(Watched::new(Memory, watch, false)))
+                Queue::new(name, options)
+                    .with_storage(Box::new(Watched::new(Memory, watch, false)))
+                    .with_dedup(dedup)
             }));
         };
         let label = String::from_utf8_lossy(name.as_bytes()).into_owned();
@@ -200,7 +204,9 @@ impl Vhost {
             let spill = Spill::new(Arc::clone(store), &label);
             return Ok(Arc::new_cyclic(|queue| {
                 let watch = self.activity.watch(queue.clone());
-                Queue::new(name, options).with_storage(Box::new(Watched::new(spill, watch, true)))
+                Queue::new(name, options)
+                    .with_storage(Box::new(Watched::new(spill, watch, true)))
+                    .with_dedup(dedup)
             }));
         }
         let queue_dir = crate::store::queue_dir(dir, name.as_bytes());
@@ -213,6 +219,7 @@ impl Vhost {
                 Box::new(Watched::new(log, watch, true)),
                 backlog,
             )
+            .with_dedup(dedup)
         }))
     }
 }

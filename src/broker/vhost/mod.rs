@@ -25,6 +25,7 @@ use warren_protocol::types::FieldTable;
 mod bind;
 mod changes;
 pub mod dead_letter;
+mod dedup;
 mod delayed;
 mod delete;
 mod durable;
@@ -120,6 +121,8 @@ pub struct RouteScratch {
     pub queues: Vec<Arc<Queue>>,
     targets: Vec<Target>,
     visited: Vec<ShortStr>,
+    /// The first exchange's de-duplication window, if it has one (see `publish.rs`).
+    dedup: Option<Arc<crate::broker::dedup::Dedup>>,
 }
 
 #[derive(Debug)]
@@ -308,6 +311,7 @@ impl Vhost {
                 _ => Error::PreconditionFailed(e.to_string()),
             });
         }
+        self.check_dedup("exchange", &declare.name, &declare.arguments)?;
         if let Some(existing) = topology.exchanges.get(&declare.name) {
             let name = &declare.name;
             let what = "exchange";
@@ -336,6 +340,13 @@ impl Vhost {
                     return Err(self.inequivalent(what, arg, name, &got, &have));
                 }
             }
+            for arg in crate::broker::dedup::ARGUMENTS {
+                let got = declare.arguments.inner().get(arg);
+                let have = existing.arguments.inner().get(arg);
+                if let Some((got, have)) = argument_mismatch(got, have) {
+                    return Err(self.inequivalent(what, arg, name, &got, &have));
+                }
+            }
             return Ok(Unsaved::default());
         }
         if declare.name.as_str().starts_with("amq.") {
@@ -344,7 +355,7 @@ impl Vhost {
                 declare.name
             )));
         }
-        let exchange = Exchange::new(
+        let mut exchange = Exchange::new(
             declare.name.clone(),
             kind,
             declare.durable,
@@ -352,6 +363,11 @@ impl Vhost {
             declare.internal,
             declare.arguments,
         );
+        exchange.dedup = self.exchange_dedup(&exchange, true).map_err(|e| {
+            Error::Internal(format!(
+                "cannot open the exchange's de-duplication file: {e}"
+            ))
+        })?;
         topology.log_exchange(&exchange);
         topology.exchanges.insert(declare.name, exchange);
         Ok(self.unsaved(topology))
@@ -377,6 +393,7 @@ impl Vhost {
             return Ok((declared(queue), Unsaved::default()));
         }
         self.check_arguments(&declare)?;
+        self.check_dedup("queue", &declare.name, &declare.arguments)?;
         let owner = declare.exclusive.then_some(connection);
         if let Some(queue) = topology.queues.get(&declare.name) {
             self.check_equivalent(&declare, owner, queue)?;
@@ -454,7 +471,10 @@ impl Vhost {
                 ),
             ],
         )?;
-        for arg in EQUIVALENT_QUEUE_ARGS {
+        for &arg in EQUIVALENT_QUEUE_ARGS
+            .iter()
+            .chain(&crate::broker::dedup::ARGUMENTS)
+        {
             let got = declare.arguments.inner().get(arg);
             let have = queue.options.arguments.inner().get(arg);
             if let Some((got, have)) = argument_mismatch(got, have) {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::dead_letter::dead_letter;
 use super::{short_lossy, RouteScratch, Vhost};
+use crate::broker::dedup::{self, Dedup, Key, Verdict};
 use crate::broker::delays::record::{mark_delayed, x_delay};
 use crate::broker::delays::ReturnAddress;
 use crate::broker::exchange::{Exchange, ExchangeKind, LazyHeaders, Target};
@@ -88,15 +89,16 @@ impl Vhost {
         if let Some(hold) = held {
             return Ok(self.hold(message, stamp, hold, returns));
         }
-        Ok(self.enqueue(message, stamp, scratch))
+        Ok(self.enqueue(message, stamp, scratch, true))
     }
 
     /// Publishes a delayed message whose time came: routed by its exchange's type, never held
-    /// again.
+    /// again. A retry (`vhost/retry.rs`) skips the de-duplication windows: `windows` false.
     pub(crate) fn publish_fired(
         &self,
         message: &Arc<Message>,
         stamp: Stamp,
+        windows: bool,
         scratch: &mut PublishScratch,
     ) -> Result<Routed, Error> {
         self.route(
@@ -105,7 +107,7 @@ impl Vhost {
             message.properties(),
             &mut scratch.route,
         )?;
-        Ok(self.enqueue(message, stamp, scratch))
+        Ok(self.enqueue(message, stamp, scratch, windows))
     }
 
     /// Holds a message for its delay (see `broker/delays`): routed as far as a mandatory
@@ -143,25 +145,89 @@ impl Vhost {
         }
     }
 
-    /// Puts a routed message into the queues `scratch.route` holds.
+    /// Puts a routed message into the queues `scratch.route` holds; `windows`: through the
+    /// de-duplication windows of its exchange and queues.
+    #[inline]
     fn enqueue(
         &self,
         message: &Arc<Message>,
         stamp: Stamp,
         scratch: &mut PublishScratch,
+        windows: bool,
     ) -> Routed {
         let mut result = Routed {
             routed: false,
             safety: Safety::Safe,
             store: None,
         };
+        // The message's de-duplication key, read once if a window asks for it.
+        let mut key: Option<Option<Key>> = None;
+        let mut admitted_by_exchange = None;
+        let exchange_window = scratch.route.dedup.take().filter(|_| windows);
+        if let Some(dedup) = exchange_window {
+            let key = key.get_or_insert_with(|| dedup::key(message.properties()));
+            if let Some(key) = key {
+                // A duplicate goes nowhere, before any queue sees it.
+                match dedup.admit(key) {
+                    Verdict::Duplicate => {
+                        scratch.route.queues.clear();
+                        return duplicate(self.sync_store(&dedup));
+                    }
+                    Verdict::Failed => {
+                        scratch.route.queues.clear();
+                        result.routed = true;
+                        result.safety = Safety::Failed;
+                        return result;
+                    }
+                    Verdict::New => {
+                        wait_for_window(&mut result, &dedup);
+                        admitted_by_exchange = Some(dedup);
+                    }
+                }
+            }
+        }
         scratch.enqueued += scratch.route.queues.len();
         for queue in scratch.route.queues.drain(..) {
+            let mut admitted = None;
+            if let Some(dedup) = queue.dedup().filter(|_| windows) {
+                let key = key.get_or_insert_with(|| dedup::key(message.properties()));
+                if let Some(key) = key {
+                    match dedup.admit(key) {
+                        Verdict::Duplicate => {
+                            let answer = duplicate(self.sync_store(dedup));
+                            result.routed = true;
+                            if answer.safety == Safety::Syncing && result.safety == Safety::Safe {
+                                result.safety = Safety::Syncing;
+                                result.store = answer.store;
+                            }
+                            continue;
+                        }
+                        Verdict::Failed => {
+                            result.routed = true;
+                            result.safety = Safety::Failed;
+                            continue;
+                        }
+                        Verdict::New => {
+                            wait_for_window(&mut result, dedup);
+                            admitted = Some(dedup);
+                        }
+                    }
+                }
+            }
             let Published {
                 enqueued,
                 logged,
                 dropped,
             } = queue.publish(message, stamp);
+            if let (Some(dedup), Some(Some(key))) = (admitted, &key) {
+                // Not taken: a resend must not be dropped as a duplicate of it.
+                if matches!(
+                    enqueued,
+                    Enqueued::Failed | Enqueued::Rejected | Enqueued::Deleted
+                ) {
+                    dedup.forget(key);
+                }
+            }
             for (message, reason) in dropped {
                 dead_letter(self, &queue, &message, reason);
             }
@@ -190,6 +256,11 @@ impl Vhost {
                 Enqueued::Deleted => {}
             }
         }
+        if let (Some(dedup), Some(Some(key))) = (admitted_by_exchange, &key) {
+            if result.safety == Safety::Failed {
+                dedup.forget(key);
+            }
+        }
         result
     }
 }
@@ -200,6 +271,45 @@ impl Vhost {
 pub(crate) struct Hold {
     delay: u64,
     durable: bool,
+}
+
+/// The answer for a dropped duplicate: routed (never returned, even if mandatory) and
+/// confirmed only after the group commit that follows it (when there is a store), so that
+/// whatever was written before it, its original included (a durable queue's log, a durable
+/// window's file), is on disk by then: a publisher never holds the ack of a duplicate whose
+/// original a crash could still lose.
+fn duplicate(store: Option<&Arc<Store>>) -> Routed {
+    match store {
+        Some(store) => Routed {
+            routed: true,
+            safety: Safety::Syncing,
+            store: Some(Arc::clone(store)),
+        },
+        None => Routed {
+            routed: true,
+            safety: Safety::Safe,
+            store: None,
+        },
+    }
+}
+
+impl Vhost {
+    /// The group commit a duplicate's confirm waits for: its window's, else the vhost's store.
+    fn sync_store<'a>(&'a self, dedup: &'a Dedup) -> Option<&'a Arc<Store>> {
+        dedup
+            .store()
+            .or_else(|| self.store.as_ref().map(|(store, _)| store))
+    }
+}
+
+/// A key written to a durable window's file: the confirm waits for the group commit.
+fn wait_for_window(result: &mut Routed, dedup: &Dedup) {
+    if let Some(store) = dedup.store() {
+        if result.safety == Safety::Safe {
+            result.safety = Safety::Syncing;
+            result.store = Some(Arc::clone(store));
+        }
+    }
 }
 
 impl Vhost {
@@ -239,6 +349,7 @@ impl Vhost {
         scratch.queues.clear();
         scratch.targets.clear();
         scratch.visited.clear();
+        scratch.dedup = None;
         let topology = self.read();
         if exchange.is_empty() {
             if let Some(queue) = topology.queues.get(routing_key) {
@@ -252,6 +363,8 @@ impl Vhost {
         if first.internal {
             return Err(self.internal(first));
         }
+        // The exchange's de-duplication window (a held message meets it when it fires).
+        scratch.dedup.clone_from(&first.dedup);
         if hold && first.kind == ExchangeKind::Delayed {
             if let Some(delay) = x_delay(properties) {
                 let durable = first.durable;

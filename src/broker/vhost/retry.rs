@@ -6,6 +6,9 @@
 //! Once a message has been retried as many times as there are delays, the next reject
 //! dead-letters it (reason `rejected`) as a queue without the argument would.
 //!
+//! The message that comes back is the same message again: it is not checked against the
+//! queue's de-duplication window (`x-message-deduplication`), which saw it the first time.
+//!
 //! Called from [`Vhost::reject`] with no queue lock held. Like dead-lettering, it never holds up
 //! the reject's settle; a message the store cannot hold is dead-lettered instead (and logged).
 
@@ -44,7 +47,7 @@ impl Vhost {
         );
         let persistent = publish_checks(&properties).delivery_mode == Some(2);
         let durable = queue.options.durable && persistent && queue.store().is_some();
-        match self.delays().hold(&back, &properties, delay, durable, None) {
+        match self.delays().hold_retry(&back, &properties, delay, durable) {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(queue = %queue.name, error = %e, "retry: cannot hold the message; dead-lettered");

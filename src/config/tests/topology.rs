@@ -327,3 +327,22 @@ routing_key = \"a.*\"
 ";
     assert!(problems(ok).is_empty(), "{:?}", problems(ok));
 }
+
+#[test]
+fn de_duplication_arguments_are_checked() {
+    let text = "[[queues]]\nname = \"q\"\narguments = { \"x-message-deduplication\" = true }\n\
+                [[exchanges]]\nname = \"x\"\ntype = \"fanout\"\narguments = { \
+                \"x-message-deduplication\" = true, \"x-cache-size\" = 10, \"x-cache-ttl\" = -5 }\n\
+                [[queues]]\nname = \"ok\"\narguments = { \"x-message-deduplication\" = true, \
+                \"x-cache-size\" = 10, \"x-cache-ttl\" = 1000 }\n";
+    let found = problems(text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].contains("queue 'q': invalid arg 'x-cache-size': required"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains("exchange 'x': invalid arg 'x-cache-ttl'"),
+        "{found:?}"
+    );
+}
