@@ -159,6 +159,12 @@ fn far_future_buckets_are_refiled_then_fired_and_their_files_deleted() {
     }
     let order: Vec<usize> = due.iter().map(|(_, i)| *i).collect();
     assert_eq!(fired, order, "in due order");
+    // Fired buckets are deleted by the group commit's thread once their messages are synced:
+    // give it up to 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while files_in(&buckets) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(
         files_in(&buckets),
         0,

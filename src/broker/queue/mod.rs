@@ -81,8 +81,6 @@ pub struct Queue {
     pub flow: Flow,
     /// Its place in the vhost's deadlines (see `timer.rs`).
     timer: Timer,
-    /// `x-message-deduplication`: the window of keys it has seen (see `broker/dedup.rs`).
-    dedup: Option<Arc<Dedup>>,
 }
 
 /// What a queue declared with limiting arguments keeps.
@@ -96,6 +94,8 @@ struct Limited {
     /// `x-expires` reads it; an atomic because `Limited` is shared, but written under the
     /// queue's lock (see [`Queue::mark_used`]).
     idle_since: AtomicU64,
+    /// `x-message-deduplication`: the window of keys it has seen (see `broker/dedup.rs`).
+    dedup: Option<Arc<Dedup>>,
 }
 
 /// What [`Queue::publish`] did.
@@ -148,24 +148,36 @@ impl Queue {
                     limits,
                     created: Instant::now(),
                     idle_since: AtomicU64::new(0),
+                    dedup: None,
                 })
             }),
             options,
             group_commit: None,
             flow: Flow::default(),
-            dedup: None,
         }
     }
 
-    /// The queue drops duplicates with `dedup`'s window (`x-message-deduplication`).
+    /// The queue drops duplicates with `dedup`'s window (`x-message-deduplication`; kept
+    /// beside the limits, boxed: few queues have one).
     pub fn with_dedup(mut self, dedup: Option<Arc<Dedup>>) -> Queue {
-        self.dedup = dedup;
+        if let Some(dedup) = dedup {
+            let limited = self.limited.get_or_insert_with(|| {
+                Box::new(Limited {
+                    limits: Limits::default(),
+                    created: Instant::now(),
+                    idle_since: AtomicU64::new(0),
+                    dedup: None,
+                })
+            });
+            limited.dedup = Some(dedup);
+        }
         self
     }
 
     /// Its de-duplication window, if it was declared with one.
+    #[inline]
     pub fn dedup(&self) -> Option<&Arc<Dedup>> {
-        self.dedup.as_ref()
+        self.limited.as_ref()?.dedup.as_ref()
     }
 
     /// The queue keeps its messages in `store` (see `broker/storage`).
