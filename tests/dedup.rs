@@ -6,16 +6,16 @@
 //! windows survive a restart and `kill -9` after the confirm. Invalid arguments are a 406.
 
 mod common;
+#[path = "common/warren_process.rs"]
+mod warren_process;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use warren_process::{TempDir, WarrenProcess};
 
 fn dedup_args(size: i64, ttl: Option<i64>) -> FieldTable {
     let mut entries = vec![
@@ -26,6 +26,17 @@ fn dedup_args(size: i64, ttl: Option<i64>) -> FieldTable {
         entries.push(("x-cache-ttl", int(ttl)));
     }
     table(&entries)
+}
+
+/// An exclusive queue named after `test` with a de-duplication window.
+async fn dedup_queue(channel: &Channel, test: &str, size: i64, ttl: Option<i64>) -> String {
+    let name = unique(test);
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    declare_queue_named(channel, &name, options, dedup_args(size, ttl)).await;
+    name
 }
 
 /// A message keyed by its `x-deduplication-header`.
@@ -140,17 +151,7 @@ async fn an_exchange_drops_duplicates_before_routing_and_confirms_them() {
 async fn a_queue_drops_duplicates_at_enqueue_and_confirms_them() {
     let broker = Broker::start().await;
     let (_connection, channel) = open_confirming(&broker).await;
-    let queue = unique("dedup-q");
-    declare_queue_named(
-        &channel,
-        &queue,
-        QueueDeclareOptions {
-            exclusive: true,
-            ..QueueDeclareOptions::default()
-        },
-        dedup_args(100, None),
-    )
-    .await;
+    let queue = dedup_queue(&channel, "dedup-q", 100, None).await;
     let other = queue_with(&channel, "dedup-q-other", &[]).await;
     let fanout = unique("dedup-q-fanout");
     within(
@@ -179,17 +180,7 @@ async fn a_queue_drops_duplicates_at_enqueue_and_confirms_them() {
 async fn eviction_of_the_oldest_key_lets_it_through_again() {
     let broker = Broker::start().await;
     let (_connection, channel) = open_confirming(&broker).await;
-    let queue = unique("dedup-evict");
-    declare_queue_named(
-        &channel,
-        &queue,
-        QueueDeclareOptions {
-            exclusive: true,
-            ..QueueDeclareOptions::default()
-        },
-        dedup_args(2, None),
-    )
-    .await;
+    let queue = dedup_queue(&channel, "dedup-evict", 2, None).await;
     let keys = ["a", "b", "c", "c", "a", "b"];
     publish_all(
         &channel,
@@ -206,17 +197,7 @@ async fn eviction_of_the_oldest_key_lets_it_through_again() {
 async fn keys_expire_after_the_cache_ttl_or_the_message_s_own() {
     let broker = Broker::start().await;
     let (_connection, channel) = open_confirming(&broker).await;
-    let queue = unique("dedup-ttl");
-    declare_queue_named(
-        &channel,
-        &queue,
-        QueueDeclareOptions {
-            exclusive: true,
-            ..QueueDeclareOptions::default()
-        },
-        dedup_args(100, Some(300)),
-    )
-    .await;
+    let queue = dedup_queue(&channel, "dedup-ttl", 100, Some(300)).await;
     let long = by_header("long").with_headers(table(&[
         ("x-deduplication-header", text("long")),
         ("x-cache-ttl", int(60_000)),
@@ -323,69 +304,8 @@ async fn invalid_or_inequivalent_arguments_are_406() {
 
 // --- Durable windows across restarts, with the real binary (so that it can be killed). ---
 
-struct Warren {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Warren {
-    fn start(data_dir: &Path) -> Warren {
-        let addr = {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-            listener.local_addr().expect("addr")
-        };
-        let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args([
-                "--management",
-                "off",
-                "--listen",
-                &addr.to_string(),
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start warren");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "warren did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Warren { child, addr }
-    }
-
-    fn uri(&self) -> String {
-        format!("amqp://guest:guest@{}/%2f", self.addr)
-    }
-
-    /// SIGTERM, and wait for the graceful exit.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-
-    /// SIGKILL: no chance to write anything more.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Warren {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn data_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warren-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn uri(warren: &WarrenProcess) -> String {
+    format!("amqp://guest:guest@{}/%2f", warren.addr)
 }
 
 const X: &str = "dedup-durable-x";
@@ -458,31 +378,29 @@ async fn counts(channel: &Channel) -> (u32, u32) {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_windows_survive_a_restart_and_kill_9_after_the_confirm() {
-    let dir = data_dir("dedup-durable");
-    std::fs::create_dir_all(&dir).expect("data dir");
-
-    let warren = Warren::start(&dir);
-    let (connection, channel) = durable_setup(&warren.uri()).await;
+    let dir = TempDir::new("dedup-durable");
+    let warren = WarrenProcess::start_with_management(dir.path());
+    let (connection, channel) = durable_setup(&uri(&warren)).await;
     publish_keys(&channel, &["a", "b", "a"]).await;
     assert_eq!(counts(&channel).await, (2, 2));
     drop(connection);
-    warren.stop();
+    assert!(warren.stop().await, "clean stop");
 
     // Restarted: a and b are still in both windows.
-    let warren = Warren::start(&dir);
-    let (connection, channel) = durable_setup(&warren.uri()).await;
+    let warren = WarrenProcess::start_with_management(dir.path());
+    let (connection, channel) = durable_setup(&uri(&warren)).await;
     assert_eq!(counts(&channel).await, (2, 2));
     publish_keys(&channel, &["a", "b", "c"]).await;
     assert_eq!(counts(&channel).await, (3, 3));
     // Confirmed, then killed at once: c and d must still be seen after the restart.
     publish_keys(&channel, &["d"]).await;
     drop(connection);
-    warren.kill();
+    drop(warren); // SIGKILL
 
-    let warren = Warren::start(&dir);
-    let (connection, channel) = durable_setup(&warren.uri()).await;
+    let warren = WarrenProcess::start_with_management(dir.path());
+    let (connection, channel) = durable_setup(&uri(&warren)).await;
     assert_eq!(counts(&channel).await, (4, 4));
     publish_keys(&channel, &["a", "c", "d", "e"]).await;
     assert_eq!(counts(&channel).await, (5, 5));
@@ -497,11 +415,9 @@ async fn durable_windows_survive_a_restart_and_kill_9_after_the_confirm() {
         .await
         .expect("queue.delete");
     drop(connection);
-    let (connection, channel) = durable_setup(&warren.uri()).await;
+    let (connection, channel) = durable_setup(&uri(&warren)).await;
     publish_keys(&channel, &["a"]).await;
     assert_eq!(counts(&channel).await, (6, 1));
     drop(connection);
-    warren.stop();
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("log"));
+    assert!(warren.stop().await, "clean stop");
 }
