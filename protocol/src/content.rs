@@ -151,6 +151,23 @@ pub fn decode_headers(properties: &[u8]) -> Option<crate::types::FieldTable> {
     crate::table::decode_field_table(found?)
 }
 
+/// A raw property list with header `name` set to `value` (added, or replacing one of that
+/// name); `None` if the list is malformed.
+pub fn with_header(
+    properties: &[u8],
+    name: &str,
+    value: crate::types::AMQPValue,
+) -> Option<Vec<u8>> {
+    walk_properties(properties, |_, _| {}).ok()?;
+    let decoded = match parse_properties(properties) {
+        Ok(([], props)) => props,
+        _ => return None,
+    };
+    let mut headers = decoded.headers().clone().unwrap_or_default();
+    headers.insert(name.into(), value);
+    Some(encode_properties(&decoded.with_headers(headers)).to_vec())
+}
+
 /// The index of the message-id property.
 const MESSAGE_ID: usize = 8;
 

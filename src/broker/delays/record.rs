@@ -13,8 +13,7 @@
 //! body: the rest
 //! ```
 
-use warren_protocol::content::{decode_headers, encode_properties, ContentHeader};
-use warren_protocol::method::CLASS_BASIC;
+use warren_protocol::content::{decode_headers, with_header};
 use warren_protocol::types::AMQPValue;
 
 use crate::broker::message::Message;
@@ -123,26 +122,19 @@ fn parse_int(text: &[u8]) -> Option<i128> {
 /// The properties with `x-delay` set to minus `delay` (the plugin's mark on a message that went
 /// through the delay); `None` if they do not decode (the message is then held as it came).
 pub fn mark_delayed(properties: &[u8], delay: u64) -> Option<Vec<u8>> {
-    let header = ContentHeader {
-        class_id: CLASS_BASIC,
-        body_size: 0,
-        properties: bytes::Bytes::copy_from_slice(properties),
-    };
-    let decoded = header.decode_properties().ok()?;
-    let mut headers = decoded.headers().clone().unwrap_or_default();
     let negative = -(i64::try_from(delay).ok()?);
     let value = match i32::try_from(negative) {
         Ok(small) => AMQPValue::LongInt(small),
         Err(_) => AMQPValue::LongLongInt(negative),
     };
-    headers.insert("x-delay".into(), value);
-    Some(encode_properties(&decoded.with_headers(headers)).to_vec())
+    with_header(properties, "x-delay", value)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use warren_protocol::content::encode_properties;
     use warren_protocol::types::{FieldTable, LongString};
 
     fn with_delay(value: AMQPValue) -> Vec<u8> {

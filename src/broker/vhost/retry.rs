@@ -12,9 +12,7 @@
 //! Called from [`Vhost::reject`] with no queue lock held. Like dead-lettering, it never holds up
 //! the reject's settle; a message the store cannot hold is dead-lettered instead (and logged).
 
-use bytes::Bytes;
-use warren_protocol::content::{encode_properties, publish_checks, ContentHeader};
-use warren_protocol::method::CLASS_BASIC;
+use warren_protocol::content::{decode_headers, publish_checks, with_header};
 use warren_protocol::types::AMQPValue;
 
 use super::super::message::Message;
@@ -29,13 +27,16 @@ impl Vhost {
     /// Holds `message`, rejected by `queue`, for its next retry if the queue has one left for
     /// it; false when it is to be dead-lettered instead.
     pub(super) fn retry(&self, queue: &Queue, message: &Message) -> bool {
-        let Some(retried) = retry_count(message.properties()) else {
-            return false;
-        };
+        let retried = retry_count(message.properties());
         let Some(delay) = queue.retry_delay(retried) else {
             return false;
         };
-        let Some(properties) = with_retry_count(message.properties(), retried + 1) else {
+        let count = i64::try_from(retried + 1).unwrap_or(i64::MAX);
+        let Some(properties) = with_header(
+            message.properties(),
+            RETRY_COUNT,
+            AMQPValue::LongLongInt(count),
+        ) else {
             tracing::warn!(queue = %queue.name, "retry: the message's properties do not decode; dead-lettered");
             return false;
         };
@@ -57,34 +58,10 @@ impl Vhost {
     }
 }
 
-/// How many times a message was retried already (its `x-retry-count`, 0 without one); `None`
-/// when its properties do not decode.
-fn retry_count(properties: &[u8]) -> Option<usize> {
-    let decoded = decode(properties)?;
-    let count = decoded
-        .headers()
-        .as_ref()
-        .and_then(|headers| headers.inner().get(RETRY_COUNT))
-        .and_then(integer)
+/// How many times a message was retried already (its `x-retry-count`, 0 without one).
+fn retry_count(properties: &[u8]) -> usize {
+    decode_headers(properties)
+        .and_then(|headers| headers.inner().get(RETRY_COUNT).and_then(integer))
         .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(0);
-    Some(count)
-}
-
-/// `properties` with `x-retry-count` set to `count`.
-fn with_retry_count(properties: &[u8], count: usize) -> Option<Vec<u8>> {
-    let decoded = decode(properties)?;
-    let mut headers = decoded.headers().clone().unwrap_or_default();
-    let count = i64::try_from(count).ok()?;
-    headers.insert(RETRY_COUNT.into(), AMQPValue::LongLongInt(count));
-    Some(encode_properties(&decoded.with_headers(headers)).to_vec())
-}
-
-fn decode(properties: &[u8]) -> Option<warren_protocol::spec::BasicProperties> {
-    let header = ContentHeader {
-        class_id: CLASS_BASIC,
-        body_size: 0,
-        properties: Bytes::copy_from_slice(properties),
-    };
-    header.decode_properties().ok()
+        .unwrap_or(0)
 }
