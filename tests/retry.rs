@@ -252,3 +252,128 @@ async fn a_retry_is_not_dropped_by_the_queues_de_duplication_window() {
     );
     assert_eq!(retry_count(&retried), Some(1));
 }
+
+#[tokio::test]
+async fn a_delivery_that_times_out_unacked_is_retried_and_its_late_ack_is_a_no_op() {
+    // Warren's default timeout action (redeliver) keeps the channel open.
+    let broker = Broker::start().await;
+    let (connection, channel) = open(&broker).await;
+    let dlx = declare_exchange(&channel, "retry-timeout-dlx", ExchangeKind::Fanout).await;
+    let dead = queue_with(&channel, "retry-timeout-dead", &[]).await;
+    bind_queue(&channel, &dead, &dlx, "").await;
+    let queue = queue_with(
+        &channel,
+        "retry-timeout",
+        &[
+            ("x-retry-delays", delays(&[300])),
+            ("x-consumer-timeout", int(200)),
+            ("x-dead-letter-exchange", text(&dlx)),
+        ],
+    )
+    .await;
+    let worker = common::channel(&connection).await;
+    let mut deliveries = consume(&worker, &queue, BasicConsumeOptions::default()).await;
+    let published = Instant::now();
+    publish(&channel, "", &queue, b"slow job").await;
+    let first = deliveries.next().await;
+    assert_eq!(retry_count(&first), None);
+
+    // Not acked: after 200 ms it is rejected, held 300 ms, and comes back to the same queue
+    // (and so to the same consumer: it is a new delivery, not a redelivery of the held one).
+    let again = deliveries.next().await;
+    let waited = published.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "came back after {waited:?}, before timeout + delay"
+    );
+    assert_eq!(body(&again), "slow job");
+    assert_eq!(retry_count(&again), Some(1));
+    assert!(!again.redelivered, "a retry is a new delivery");
+
+    // The late ack of the timed-out delivery neither fails nor settles the retry.
+    ack(&worker, first.delivery_tag).await;
+    assert_channel_open(&worker).await;
+    assert_eq!(queue_counts(&channel, &queue).await, (0, 1));
+
+    // The delays are used up: the next timeout dead-letters it (reason rejected).
+    wait_for_ready(&channel, &dead, 1).await;
+    assert_eq!(queue_counts(&channel, &queue).await, (0, 1));
+    let got = within(
+        "basic.get",
+        channel.basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .expect("basic.get")
+    .expect("the dead-lettered message");
+    let headers = got.delivery.properties.headers().clone().expect("headers");
+    assert!(matches!(
+        headers.inner().get("x-first-death-reason"),
+        Some(AMQPValue::LongString(reason)) if reason.to_string() == "rejected"
+    ));
+    ack(&worker, again.delivery_tag).await;
+    assert_channel_open(&worker).await;
+    deliveries.expect_quiet().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_persistent_messages_survive_kill_9_during_their_retry() {
+    const QUEUE: &str = "retry-kill";
+    const COUNT: usize = 500;
+    let dir = TempDir::new("retry-kill");
+    let warren = WarrenProcess::start_with_management(dir.path());
+    let uri = format!("amqp://guest:guest@{}/%2f", warren.addr);
+    let connection = connect_uri(&uri).await;
+    let channel = common::channel(&connection).await;
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-retry-delays".into(), delays(&[1_000]));
+    declare_queue_named(&channel, QUEUE, options, arguments).await;
+    within(
+        "confirm.select",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .expect("confirm.select");
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+    for n in 0..COUNT {
+        let body = n.to_string();
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                QUEUE.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                persistent.clone(),
+            )
+            .await
+            .expect("basic.publish");
+        if n + 1 == COUNT {
+            within("the confirms", confirm).await.expect("confirmed");
+        }
+    }
+    let mut deliveries = consume(&channel, QUEUE, BasicConsumeOptions::default()).await;
+    for delivery in deliveries.take(COUNT).await {
+        reject(&delivery).await;
+    }
+    // A reply on the same channel: every reject before it has been handled.
+    queue_counts(&channel, QUEUE).await;
+    drop(warren); // SIGKILL, as the held copies and the originals' settles are being synced
+
+    let warren = WarrenProcess::start_with_management(dir.path());
+    let uri = format!("amqp://guest:guest@{}/%2f", warren.addr);
+    let connection = connect_uri(&uri).await;
+    let channel = common::channel(&connection).await;
+    let mut deliveries = consume(&channel, QUEUE, BasicConsumeOptions::default()).await;
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < COUNT {
+        let delivery = deliveries.next().await;
+        seen.insert(body(&delivery));
+        within("basic.ack", delivery.ack(BasicAckOptions::default()))
+            .await
+            .expect("basic.ack");
+    }
+    assert_eq!(seen.len(), COUNT, "every message, in the queue or held");
+}

@@ -50,3 +50,25 @@ def test_invalid_retry_delays_close_the_channel_with_406(connect, names):
             ch.queue_declare(names.queue(), arguments={"x-retry-delays": value})
         assert closed.value.reply_code == 406
         assert "x-retry-delays" in closed.value.reply_text
+
+
+def test_a_delivery_left_unacked_past_its_timeout_is_retried(connect, names, inbox, pump):
+    conn = connect()
+    ch = conn.channel()
+    q = names.queue()
+    ch.queue_declare(q, arguments={"x-retry-delays": [300], "x-consumer-timeout": 200})
+    ch.basic_publish("", q, b"slow")
+    got = inbox()
+    ch.basic_consume(q, got)
+    started = time.monotonic()
+    # Never acked: it times out (200 ms), is held (300 ms) and comes back counted.
+    assert pump(conn, until=lambda: len(got) == 2, timeout=5)
+    assert time.monotonic() - started >= 0.5
+    assert [d.body for d in got] == [b"slow", b"slow"]
+    assert [(d.properties.headers or {}).get("x-retry-count") for d in got] == [None, 1]
+    # The late ack of the timed-out delivery is harmless; the retry is acked normally.
+    ch.basic_ack(got[0].tag)
+    ch.basic_ack(got[1].tag)
+    pump(conn, timeout=0.4)
+    assert ch.is_open
+    assert ch.queue_declare(q, passive=True).method.message_count == 0

@@ -442,6 +442,12 @@ impl Queue {
         self.limits().retry_delays.as_ref()?.get(retries).copied()
     }
 
+    /// Whether the queue retries what it rejects (`x-retry-delays`): a delivery that times
+    /// out unacked is then rejected instead of parked (`server/channel/timeout.rs`).
+    pub fn retries(&self) -> bool {
+        self.limits().retry_delays.is_some()
+    }
+
     /// Asks for dispatch after credit was freed.
     pub fn dispatch(&self) {
         let mut state = self.lock();

@@ -25,21 +25,43 @@ use warren_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use super::super::message::{now_ms, Entry, Message, Reason, Stamp};
 use super::super::queue::Queue;
 use super::{RouteScratch, Vhost};
+use crate::store::Store;
 
 impl Vhost {
     /// Deliveries of `queue` rejected without requeue: each is held for its next retry if the
     /// queue has retry delays left for it (`vhost/retry.rs`), otherwise dead-lettered to the
     /// queue's dead-letter exchange (if it has one, with its `x-death` updated); then all are
-    /// settled in the queue's log. The broker's one way of rejecting: the server never dead-letters.
-    pub fn reject(&self, queue: &Queue, entries: Vec<Entry>) {
+    /// settled in the queue's log, those held durably for a retry only once their held copies
+    /// are synced. The broker's one way of rejecting: the server never dead-letters.
+    pub fn reject(&self, queue: &Arc<Queue>, entries: Vec<Entry>) {
         let mut batch = DeadLetters::new(self);
-        for entry in &entries {
-            if !self.retry(queue, &entry.message) {
-                batch.send(queue, &entry.message, Reason::Rejected);
+        let mut now = Vec::with_capacity(entries.len());
+        let mut after_sync: Option<(Arc<Store>, Vec<Entry>)> = None;
+        for entry in entries {
+            match self.retry(queue, &entry.message) {
+                None => {
+                    batch.send(queue, &entry.message, Reason::Rejected);
+                    now.push(entry);
+                }
+                Some(Some(store)) if entry.position.is_some() => {
+                    after_sync
+                        .get_or_insert_with(|| (store, Vec::new()))
+                        .1
+                        .push(entry);
+                }
+                Some(_) => now.push(entry),
             }
         }
         drop(batch);
-        queue.settle(entries);
+        queue.settle(now);
+        if let Some((store, entries)) = after_sync {
+            let queue = Arc::clone(queue);
+            store.syncer.notify(Box::new(move |result| match result {
+                Ok(()) => queue.settle(entries),
+                Err(e) => tracing::warn!(queue = %queue.name, error = %e, count = entries.len(),
+                    "retry: the held copies did not sync; the originals stay in the queue's log until the next start"),
+            }));
+        }
     }
 }
 

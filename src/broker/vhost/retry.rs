@@ -9,8 +9,12 @@
 //! The message that comes back is the same message again: it is not checked against the
 //! queue's de-duplication window (`x-message-deduplication`), which saw it the first time.
 //!
-//! Called from [`Vhost::reject`] with no queue lock held. Like dead-lettering, it never holds up
-//! the reject's settle; a message the store cannot hold is dead-lettered instead (and logged).
+//! Called from [`Vhost::reject`] with no queue lock held. A message held durably is settled in
+//! its queue's log only once the group commit has synced the held copy (so a crash in between
+//! leaves the message in the queue, maybe also held: at least once, never lost); a message the
+//! store cannot hold is dead-lettered instead (and logged).
+
+use std::sync::Arc;
 
 use warren_protocol::content::{decode_headers, publish_checks, with_header};
 use warren_protocol::types::AMQPValue;
@@ -19,18 +23,18 @@ use super::super::message::Message;
 use super::super::queue::Queue;
 use super::super::values::integer;
 use super::Vhost;
+use crate::store::Store;
 
 /// The header that counts a message's retries.
 pub const RETRY_COUNT: &str = "x-retry-count";
 
 impl Vhost {
     /// Holds `message`, rejected by `queue`, for its next retry if the queue has one left for
-    /// it; false when it is to be dead-lettered instead.
-    pub(super) fn retry(&self, queue: &Queue, message: &Message) -> bool {
+    /// it: `Some`, with the store whose next sync makes the held copy durable (if it is durable);
+    /// `None` when it is to be dead-lettered instead.
+    pub(super) fn retry(&self, queue: &Queue, message: &Message) -> Option<Option<Arc<Store>>> {
         let retried = retry_count(message.properties());
-        let Some(delay) = queue.retry_delay(retried) else {
-            return false;
-        };
+        let delay = queue.retry_delay(retried)?;
         let count = i64::try_from(retried + 1).unwrap_or(i64::MAX);
         let Some(properties) = with_header(
             message.properties(),
@@ -38,7 +42,7 @@ impl Vhost {
             AMQPValue::LongLongInt(count),
         ) else {
             tracing::warn!(queue = %queue.name, "retry: the message's properties do not decode; dead-lettered");
-            return false;
+            return None;
         };
         let back = Message::new(
             b"",
@@ -49,10 +53,10 @@ impl Vhost {
         let persistent = publish_checks(&properties).delivery_mode == Some(2);
         let durable = queue.options.durable && persistent && queue.store().is_some();
         match self.delays().hold_retry(&back, &properties, delay, durable) {
-            Ok(_) => true,
+            Ok(store) => Some(store),
             Err(e) => {
                 tracing::error!(queue = %queue.name, error = %e, "retry: cannot hold the message; dead-lettered");
-                false
+                None
             }
         }
     }

@@ -202,7 +202,7 @@ pub(super) fn settle(vhost: &Vhost, deliveries: Vec<Delivery>, how: Settle) {
 
 /// Settles a run of one queue's entries: requeued, acked (the stored ones recorded as gone), or
 /// rejected (the vhost dead-letters them).
-fn settle_run(vhost: &Vhost, queue: &Queue, run: &mut Vec<Entry>, how: Settle) {
+fn settle_run(vhost: &Vhost, queue: &Arc<Queue>, run: &mut Vec<Entry>, how: Settle) {
     match how {
         Settle::Requeue => queue.requeue(run.drain(..)),
         Settle::Ack => queue.settle(run.drain(..)),

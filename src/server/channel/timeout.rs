@@ -8,6 +8,11 @@
 //! so that a consumer elsewhere gets it and the holder's late settle still reaches it; with
 //! `cancel` the consumer is cancelled too; with `close-channel` the channel is closed (406), as
 //! RabbitMQ 3.x does. Each consumer's first timeout is logged.
+//!
+//! A delivery from a queue with retry delays (`x-retry-delays`, `broker/vhost/retry.rs`) that
+//! times out is not parked: it is rejected (as `basic.reject` with `requeue=false` would), so it
+//! is held for its next retry, or dead-lettered after the last; the holder's late settle of it
+//! is then a no-op. The action's cancel or close still follows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +25,7 @@ use super::unacked::Delivery;
 use super::{basic, Channel, ChannelSettings, Channels};
 use crate::broker::queue::Consumer;
 use crate::broker::queue::Queue;
+use crate::broker::vhost::Vhost;
 use crate::error::{Error, Exception};
 use crate::server::UnackedTimeoutAction;
 
@@ -50,6 +56,7 @@ impl Channels {
     pub(crate) fn expire(&mut self, out: &mut BytesMut, now: Instant) {
         let limits = self.session.limits;
         let action = limits.unacked_timeout_action;
+        let vhost = Arc::clone(&self.session.vhost);
         for number in 0..self.slots.len() {
             let number = number as u16;
             let mut cancel: Vec<Arc<Consumer>> = Vec::new();
@@ -63,7 +70,13 @@ impl Channels {
                     .timeout(consumer.and_then(|c| c.timeout), &delivery.queue)
                     .unwrap_or_default();
                 report_timeout(number, &delivery, timeout, action);
+                let retried = delivery.queue.retries();
                 match action {
+                    UnackedTimeoutAction::CloseChannel if retried => {
+                        channel.retry(&vhost, delivery);
+                        close = Some(timeout);
+                        break;
+                    }
                     UnackedTimeoutAction::CloseChannel => {
                         // Closing the channel gives it back with everything else it holds.
                         channel.unacked.restore(delivery);
@@ -80,7 +93,10 @@ impl Channels {
                     }
                     UnackedTimeoutAction::Redeliver => {}
                 }
-                channel.park(delivery);
+                match retried {
+                    true => channel.retry(&vhost, delivery),
+                    false => channel.park(delivery),
+                }
             }
             for consumer in cancel {
                 if !self.session.cancel_notify {
@@ -141,6 +157,20 @@ impl Channel {
         delivery
             .queue
             .park(delivery.entry, Arc::clone(&self.credit));
+        self.wake_consumers();
+    }
+
+    /// Rejects a timed-out delivery of a queue with retry delays (held for its next retry, or
+    /// dead-lettered), remembering its tag so that the holder's late settle is a no-op.
+    fn retry(&mut self, vhost: &Vhost, delivery: Delivery) {
+        if let Some(consumer) = &delivery.consumer {
+            consumer.settled(1);
+        }
+        if let Some(evicted) = self.unacked.remember_taken_back(&delivery) {
+            let entries = evicted.queue.unpark(&self.credit, &[evicted.seq]);
+            evicted.queue.requeue(entries);
+        }
+        vhost.reject(&delivery.queue, vec![delivery.entry]);
         self.wake_consumers();
     }
 }
