@@ -170,7 +170,11 @@ impl Vhost {
                 // A duplicate goes nowhere, before any queue sees it.
                 match dedup.admit(key) {
                     Verdict::Duplicate => {
-                        scratch.route.queues.clear();
+                        // Its original went to these queues (as the bindings stand now): their
+                        // logs are flushed with this publisher's, before its confirm waits.
+                        for queue in scratch.route.queues.drain(..) {
+                            flush_with_batch(&mut scratch.unflushed, queue);
+                        }
                         return duplicate(self.sync_store(&dedup));
                     }
                     Verdict::Failed => {
@@ -195,6 +199,7 @@ impl Vhost {
                     match dedup.admit(key) {
                         Verdict::Duplicate => {
                             let answer = duplicate(self.sync_store(dedup));
+                            flush_with_batch(&mut scratch.unflushed, Arc::clone(&queue));
                             result.routed = true;
                             if answer.safety == Safety::Syncing && result.safety == Safety::Safe {
                                 result.safety = Safety::Syncing;
@@ -290,6 +295,16 @@ fn duplicate(store: Option<&Arc<Store>>) -> Routed {
             safety: Safety::Safe,
             store: None,
         },
+    }
+}
+
+/// A duplicate's original may still sit in its queue's log buffer, appended by another
+/// connection that has not flushed yet: the duplicate's publisher flushes that log too (at the
+/// end of its batch, before registering its confirm with the group commit), so that its confirm
+/// never comes before the original is synced.
+fn flush_with_batch(unflushed: &mut Vec<Arc<Queue>>, queue: Arc<Queue>) {
+    if queue.store().is_some() && !unflushed.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+        unflushed.push(queue);
     }
 }
 
