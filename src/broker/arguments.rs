@@ -190,6 +190,11 @@ pub fn parse_expiration(text: &[u8]) -> Result<u64, String> {
     }
 }
 
+/// The names of the queue arguments checked here.
+pub fn known_queue_arguments() -> impl Iterator<Item = &'static str> {
+    RULES.iter().map(|(name, _)| *name)
+}
+
 /// Checks every argument Warren knows; the first refusal, as RabbitMQ words it.
 pub fn check_queue_arguments(arguments: &FieldTable) -> Result<(), ArgumentError> {
     let table = arguments.inner();

@@ -19,6 +19,7 @@ pub mod message;
 pub mod queue;
 pub mod record;
 pub mod storage;
+pub mod stream;
 pub mod topic;
 pub mod values;
 pub mod vhost;

@@ -156,6 +156,46 @@ impl Checker<'_, '_> {
         }
     }
 
+    /// A stream queue (`x-queue-type = "stream"`): durable, not auto-delete, and only the
+    /// arguments streams take, as the broker checks them at declare.
+    fn stream(&mut self, name: &str, entry: &QueueEntry, arguments: &FieldTable, ok: &mut bool) {
+        use crate::broker::stream::args::{check_stream, StreamRefused};
+        let known: Vec<&str> = crate::broker::arguments::known_queue_arguments()
+            .chain(crate::broker::vhost::EQUIVALENT_QUEUE_ARGS.iter().copied())
+            .chain(crate::broker::dedup::ARGUMENTS.iter().copied())
+            .collect();
+        let Err(refused) = check_stream(entry.durable, false, entry.auto_delete, arguments, &known)
+        else {
+            return;
+        };
+        let (at, why) = match refused {
+            StreamRefused::Property("non-durable") => (
+                entry.name.span(),
+                "a stream must be durable (durable = true)".to_owned(),
+            ),
+            StreamRefused::Property(property) => (
+                entry.name.span(),
+                format!("a stream cannot be {}", property.replace('-', " ")),
+            ),
+            StreamRefused::Unsupported(arg) => (
+                entry
+                    .arguments
+                    .get(&arg)
+                    .map_or_else(|| entry.name.span(), |v| v.span()),
+                format!("argument '{arg}' does not apply to a stream"),
+            ),
+            StreamRefused::Invalid { arg, reason } => (
+                entry
+                    .arguments
+                    .get(arg)
+                    .map_or_else(|| entry.name.span(), |v| v.span()),
+                format!("argument '{arg}' is invalid ({reason})"),
+            ),
+        };
+        self.problem(&at, format!("queue '{name}': {why}"));
+        *ok = false;
+    }
+
     /// The de-duplication arguments (`x-message-deduplication`, `x-cache-size`, `x-cache-ttl`),
     /// checked by the broker's own rule; the problem points at the refused value.
     fn dedup(
@@ -343,6 +383,9 @@ impl Checker<'_, '_> {
             &entry.name,
             &mut ok,
         );
+        if crate::broker::stream::args::is_stream(&arguments) {
+            self.stream(&name, &entry, &arguments, &mut ok);
+        }
         Some(QueueDef {
             vhost,
             name,

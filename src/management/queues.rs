@@ -71,7 +71,7 @@ pub fn queue_json(state: &Management, vhost: &str, queue: &Queue) -> Value {
         "arguments": table_json(&queue.options.arguments),
         "node": state.node,
         "state": "running",
-        "type": "classic",
+        "type": if queue.stream().is_some() { "stream" } else { "classic" },
         "policy": null,
         "exclusive_consumer_tag": consumers.iter().find(|c| c.exclusive).map(|c| c.tag.as_str()),
         "messages": stats.ready + stats.unacked,

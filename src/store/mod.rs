@@ -19,7 +19,7 @@
 //! vhosts/<id>/definitions.log  the vhost's durable exchanges, queues, bindings (definitions/)
 //! vhosts/<id>/queues/<id>/     one directory per durable queue, made at its first append (log.rs)
 //!   dedup.log                  its de-duplication window, if it has one (dedup.rs)
-//! vhosts/<id>/queues/<id>/stream/  a stream queue's segments (stream.rs)
+//!   00000000000000000000.seg … a stream queue's segments, named by first offset (stream.rs)
 //! vhosts/<id>/exchanges/<id>.dedup  a durable exchange's de-duplication window (dedup.rs)
 //! vhosts/<id>/delayed/         held delayed messages, one file per bucket of due times
 //!                              (delayed.rs); delayed-transient/ beside it, emptied at start

@@ -42,6 +42,7 @@ use super::dedup::Dedup;
 use super::flow::Flow;
 use super::message::{now_ms, Entry, Message, Reason, Stamp};
 use super::storage::{Backlog, MessageStore};
+use super::stream::Stream;
 use crate::store::Store;
 pub use consumer::{ChannelCredit, Consumer, Mail, Sink};
 use limits::{Limits, NO_LIMITS};
@@ -96,6 +97,9 @@ struct Limited {
     idle_since: AtomicU64,
     /// `x-message-deduplication`: the window of keys it has seen (see `broker/dedup.rs`).
     dedup: Option<Arc<Dedup>>,
+    /// A stream queue's log and readers (`x-queue-type: stream`, see `broker/stream`): it then
+    /// keeps nothing in `QueueState`, and every operation goes to the stream.
+    stream: Option<Arc<Stream>>,
 }
 
 /// What [`Queue::publish`] did.
@@ -149,6 +153,7 @@ impl Queue {
                     created: Instant::now(),
                     idle_since: AtomicU64::new(0),
                     dedup: None,
+                    stream: None,
                 })
             }),
             options,
@@ -167,11 +172,35 @@ impl Queue {
                     created: Instant::now(),
                     idle_since: AtomicU64::new(0),
                     dedup: None,
+                    stream: None,
                 })
             });
             limited.dedup = Some(dedup);
         }
         self
+    }
+
+    /// A stream queue: its messages are in `stream` (see `broker/stream`), which its group
+    /// commit is `stream`'s store's.
+    pub fn with_stream(mut self, stream: Arc<Stream>) -> Queue {
+        self.group_commit = Some(Arc::clone(stream.store()));
+        let limited = self.limited.get_or_insert_with(|| {
+            Box::new(Limited {
+                limits: Limits::default(),
+                created: Instant::now(),
+                idle_since: AtomicU64::new(0),
+                dedup: None,
+                stream: None,
+            })
+        });
+        limited.stream = Some(stream);
+        self
+    }
+
+    /// The stream, for a stream queue.
+    #[inline]
+    pub fn stream(&self) -> Option<&Arc<Stream>> {
+        self.limited.as_ref()?.stream.as_ref()
     }
 
     /// Its de-duplication window, if it was declared with one.
@@ -265,6 +294,9 @@ impl Queue {
     /// the log first (`Logged`: once the caller's [`Queue::flush_log`] has handed it to the group
     /// commit, the caller may wait for the sync with [`Store::syncer`]).
     pub fn publish(&self, message: &Arc<Message>, stamp: Stamp) -> Published {
+        if let Some(stream) = self.stream() {
+            return publish_to_stream(stream, message);
+        }
         let mut state = self.lock();
         let enqueued = self.enqueue(&mut state, message, stamp);
         let dropped = std::mem::take(&mut state.dropped);
@@ -450,6 +482,9 @@ impl Queue {
 
     /// Asks for dispatch after credit was freed.
     pub fn dispatch(&self) {
+        if let Some(stream) = self.stream() {
+            return stream.serve();
+        }
         let mut state = self.lock();
         self.dispatch_and_flush(&mut state);
     }
@@ -479,6 +514,9 @@ impl Queue {
     /// commit. An error means buffered records were lost: their publishes must not be
     /// confirmed.
     pub fn flush_log(&self) -> std::io::Result<()> {
+        if let Some(stream) = self.stream() {
+            return stream.flush();
+        }
         let mut state = self.lock();
         self.flush_locked(&mut state)
     }
@@ -489,6 +527,10 @@ impl Queue {
 
     /// `basic.get` on the channel `taker`: the next message and how many remain.
     pub fn get(&self, no_ack: bool, taker: &Arc<ChannelCredit>) -> Option<(Entry, u32)> {
+        if self.stream().is_some() {
+            // Streams are read by consumers only (the channel refuses `basic.get` first).
+            return None;
+        }
         let mut state = self.lock();
         if self.limits().expires.is_some() {
             self.mark_used(&state);
@@ -508,6 +550,10 @@ impl Queue {
 
     /// (ready messages, consumers), as declare-ok reports them.
     pub fn counts(&self) -> (u32, u32) {
+        if let Some(stream) = self.stream() {
+            let count = u32::try_from(stream.len()).unwrap_or(u32::MAX);
+            return (count, saturating_u32(stream.consumers()));
+        }
         let mut state = self.lock();
         state.drop_expired();
         self.note_due(&state);
@@ -519,6 +565,10 @@ impl Queue {
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
+        if self.stream().is_some() {
+            // Not for streams (the channel refuses `queue.purge` first).
+            return 0;
+        }
         let mut state = self.lock();
         let count = state.ready_count();
         let (slots, runs) = state.ready.take_all();
@@ -546,6 +596,13 @@ impl Queue {
     }
 
     pub fn add_consumer(&self, consumer: Arc<Consumer>) -> Result<(), ConsumeRefused> {
+        if let Some(stream) = self.stream() {
+            // The channel subscribes with the consumer's offset and filter; this reads from
+            // the next message published.
+            return stream
+                .subscribe(consumer, super::stream::Start::Next, None)
+                .map_err(ConsumeRefused::from);
+        }
         let mut state = self.lock();
         if state.deleted {
             return Err(ConsumeRefused::Deleted);
@@ -575,6 +632,10 @@ impl Queue {
 
     /// Removes a consumer; true if the queue is auto-delete and now has none.
     pub fn remove_consumer(&self, consumer: &Arc<Consumer>) -> bool {
+        if let Some(stream) = self.stream() {
+            stream.unsubscribe(consumer);
+            return false;
+        }
         let mut state = self.lock();
         let before = state.consumers.len();
         state.remove_consumer(consumer);
@@ -595,12 +656,20 @@ impl Queue {
     }
 
     pub fn has_consumers(&self) -> bool {
+        if let Some(stream) = self.stream() {
+            return stream.consumers() > 0;
+        }
         !self.lock().consumers.is_empty()
     }
 
     /// Marks the queue deleted, drops its messages and returns its consumers (to be cancelled)
     /// and the number of messages it held.
     pub(crate) fn delete(&self) -> (Vec<Arc<Consumer>>, u32) {
+        if let Some(stream) = self.stream() {
+            self.lock().deleted = true;
+            let (consumers, count) = stream.delete();
+            return (consumers, u32::try_from(count).unwrap_or(u32::MAX));
+        }
         let mut state = self.lock();
         state.deleted = true;
         self.flow.release();
@@ -613,6 +682,37 @@ impl Queue {
             error!(queue = %self.name, error = %e, "queue storage: deleting it failed");
         }
         (std::mem::take(&mut state.consumers), count)
+    }
+}
+
+/// [`Queue::publish`] for a stream queue: appended to its log (written and handed to the group
+/// commit by the publisher's [`Queue::flush_log`]).
+fn publish_to_stream(stream: &Stream, message: &Message) -> Published {
+    thread_local! {
+        static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let appended = PAYLOAD.with(|payload| stream.publish(message, &mut payload.borrow_mut()));
+    let enqueued = match appended {
+        Ok(true) => Enqueued::Logged,
+        Ok(false) => Enqueued::Deleted,
+        Err(e) => {
+            error!(error = %e, "stream: appending a message failed");
+            Enqueued::Failed
+        }
+    };
+    Published {
+        enqueued,
+        logged: enqueued == Enqueued::Logged,
+        dropped: Vec::new(),
+    }
+}
+
+impl From<super::stream::SubscribeRefused> for ConsumeRefused {
+    fn from(refused: super::stream::SubscribeRefused) -> ConsumeRefused {
+        match refused {
+            super::stream::SubscribeRefused::ExclusiveInUse => ConsumeRefused::ExclusiveInUse,
+            super::stream::SubscribeRefused::Deleted => ConsumeRefused::Deleted,
+        }
     }
 }
 

@@ -34,6 +34,10 @@ impl Queue {
 
     /// Puts taken messages back at their original places, marked redelivered, and dispatches.
     pub fn requeue(&self, entries: impl IntoIterator<Item = Entry>) {
+        if self.stream().is_some() {
+            // A stream keeps every message: nothing comes back to it.
+            return;
+        }
         let mut state = self.lock();
         if state.deleted {
             return;
@@ -48,6 +52,10 @@ impl Queue {
     /// Puts back a message that was handed to a consumer but never sent (its consumer went away
     /// first): its place and its `redelivered` flag are as they were.
     pub fn return_unsent(&self, entry: Entry) {
+        if self.stream().is_some() {
+            // A stream keeps every message: nothing comes back to it.
+            return;
+        }
         let mut state = self.lock();
         if state.deleted {
             return;
@@ -59,6 +67,10 @@ impl Queue {
     /// The unacked timeout took `entry` back from the channel `holder`, which still holds it:
     /// it goes to a consumer on another channel, never back to the holder (see `parked.rs`).
     pub fn park(&self, mut entry: Entry, holder: Arc<ChannelCredit>) {
+        if self.stream().is_some() {
+            // A stream keeps every message: nothing comes back to it.
+            return;
+        }
         let mut state = self.lock();
         if state.deleted {
             return;

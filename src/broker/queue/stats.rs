@@ -65,6 +65,19 @@ impl ConsumerInfo {
 impl Queue {
     /// Its figures now.
     pub fn stats(&self) -> QueueStats {
+        if let Some(stream) = self.stream() {
+            let consumers = stream.consumer_list();
+            let (published, delivered) = stream.totals();
+            return QueueStats {
+                ready: stream.len(),
+                unacked: consumers.iter().map(|c| u64::from(c.unacked())).sum(),
+                consumers: u32::try_from(consumers.len()).unwrap_or(u32::MAX),
+                ready_bytes: stream.bytes(),
+                memory: 0,
+                published,
+                delivered,
+            };
+        }
         let state = self.lock();
         QueueStats {
             ready: state.ready_count() as u64,
@@ -79,7 +92,10 @@ impl Queue {
 
     /// Its consumers now.
     pub fn consumer_infos(&self) -> Vec<ConsumerInfo> {
-        let consumers: Vec<Arc<Consumer>> = self.lock().consumers.clone();
+        let consumers: Vec<Arc<Consumer>> = match self.stream() {
+            Some(stream) => stream.consumer_list(),
+            None => self.lock().consumers.clone(),
+        };
         consumers.iter().map(|c| ConsumerInfo::of(c)).collect()
     }
 }

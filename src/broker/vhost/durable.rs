@@ -190,6 +190,9 @@ impl Vhost {
     /// The queue's storage is wrapped in a [`Watched`] that lists it on the vhost's
     /// [`crate::broker::activity::Activity`] when it changes.
     fn open_queue(&self, name: ShortStr, options: QueueOptions) -> io::Result<Arc<Queue>> {
+        if crate::broker::stream::args::is_stream(&options.arguments) {
+            return self.open_stream(name, options);
+        }
         let dedup = self.queue_dedup(&name, &options)?;
         let Some((store, dir)) = &self.store else {
             return Ok(Arc::new_cyclic(|queue| {

@@ -34,6 +34,7 @@ mod export;
 pub mod inspect;
 mod publish;
 mod retry;
+mod stream;
 
 pub use changes::Unsaved;
 pub use export::{BindingSnapshot, ExchangeSnapshot, QueueSnapshot, VhostSnapshot};
@@ -65,7 +66,7 @@ pub const BUILT_IN: [(&str, ExchangeKind); 6] = [
 ];
 
 /// Queue arguments compared on redeclaration (RabbitMQ's equivalence list).
-pub(crate) const EQUIVALENT_QUEUE_ARGS: [&str; 13] = [
+pub(crate) const EQUIVALENT_QUEUE_ARGS: [&str; 15] = [
     "x-expires",
     "x-message-ttl",
     "x-max-length",
@@ -79,6 +80,8 @@ pub(crate) const EQUIVALENT_QUEUE_ARGS: [&str; 13] = [
     "x-single-active-consumer",
     "x-consumer-timeout",
     "x-retry-delays",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
 ];
 
 /// `exchange.declare`, as the topology needs it.
@@ -393,6 +396,9 @@ impl Vhost {
             return Ok((declared(queue), Unsaved::default()));
         }
         self.check_arguments(&declare)?;
+        if crate::broker::stream::args::is_stream(&declare.arguments) {
+            self.check_stream(&declare)?;
+        }
         self.check_dedup("queue", &declare.name, &declare.arguments)?;
         let owner = declare.exclusive.then_some(connection);
         if let Some(queue) = topology.queues.get(&declare.name) {

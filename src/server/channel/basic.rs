@@ -26,9 +26,11 @@ use super::unacked::Delivery;
 use super::{Channel, ChannelState, Channels, Mode, Settle, Tx};
 use crate::broker::arguments::{consume_priority, consume_timeout, parse_expiration};
 use crate::broker::delays::ReturnAddress;
-use crate::broker::message::{Entry, Message, Stamp};
+use crate::broker::message::{now_ms, Entry, Message, Stamp};
 use crate::broker::queue::ConsumeRefused;
 use crate::broker::queue::Consumer;
+use crate::broker::stream::args as stream_args;
+use crate::broker::stream::{Filter, Start};
 use crate::broker::vhost::{QueueDeclare, Routed};
 use crate::error::{Error, ReplyCode};
 use crate::server::access::{Perm, Resource};
@@ -401,6 +403,10 @@ impl Channels {
             }
         };
         let queue = self.session.vhost.queue(&name, self.session.connection)?;
+        let stream_start = match queue.stream() {
+            Some(_) => Some(self.stream_consume(number, &name, &consume)?),
+            None => None,
+        };
         let priority = consume_priority(&consume.arguments).map_err(|reason| {
             Error::PreconditionFailed(format!(
                 "invalid arg 'x-priority' for queue '{name}' in vhost '{}': {reason}",
@@ -442,7 +448,13 @@ impl Channels {
         );
         // Registered on the channel first: the queue may hand it messages at once.
         channel.consumers.insert(tag.clone(), Arc::clone(&consumer));
-        if let Err(refused) = queue.add_consumer(Arc::clone(&consumer)) {
+        let added = match (queue.stream(), stream_start) {
+            (Some(stream), Some((start, filter))) => stream
+                .subscribe(Arc::clone(&consumer), start, filter)
+                .map_err(ConsumeRefused::from),
+            _ => queue.add_consumer(Arc::clone(&consumer)),
+        };
+        if let Err(refused) = added {
             channel.consumers.remove(&tag);
             consumer.deactivate();
             return Err(match refused {
@@ -463,6 +475,34 @@ impl Channels {
             send(out, number, basic::AMQPMethod::ConsumeOk(ok));
         }
         Ok(())
+    }
+
+    /// RabbitMQ's conditions on a stream consumer (a prefetch, manual acks) and where it starts
+    /// (`x-stream-offset`) and what it filters (`x-stream-filter`).
+    fn stream_consume(
+        &mut self,
+        number: u16,
+        name: &ShortStr,
+        consume: &basic::Consume,
+    ) -> Result<(Start, Option<Filter>), Error> {
+        let vhost = self.session.vhost.name.clone();
+        if self.open(number)?.consumer_prefetch == 0 {
+            return Err(Error::PreconditionFailed(format!(
+                "consumer prefetch count is not set for 'queue '{name}' in vhost '{vhost}''"
+            )));
+        }
+        if consume.no_ack {
+            return Err(Error::NotImplemented(format!(
+                "automatic acknowledgement not supported by stream queues queue '{name}' in \
+                 vhost '{vhost}'"
+            )));
+        }
+        let start = stream_args::start(&consume.arguments, now_ms()).map_err(|reason| {
+            Error::PreconditionFailed(format!(
+                "failed consuming from stream queue '{name}' in vhost '{vhost}': {reason}"
+            ))
+        })?;
+        Ok((start, Filter::from_arguments(&consume.arguments)))
     }
 
     /// `basic.cancel`; an unknown tag is not an error.
@@ -491,6 +531,12 @@ impl Channels {
         let name = self.queue_name(number, get.queue.as_str())?;
         self.permit(Perm::Read, Resource::Queue, name.as_bytes())?;
         let queue = self.session.vhost.queue(&name, self.session.connection)?;
+        if queue.stream().is_some() {
+            return Err(Error::NotImplemented(format!(
+                "basic.get not supported by stream queues queue '{name}' in vhost '{}'",
+                self.session.vhost.name
+            )));
+        }
         let frame_max = self.session.frame_max;
         let timeout = self.session.limits.timeout(None, &queue);
         let vhost = Arc::clone(&self.session.vhost);

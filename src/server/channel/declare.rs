@@ -153,7 +153,14 @@ impl Channels {
             Q::Purge(purge) => {
                 let name = self.queue_name(number, purge.queue.as_str())?;
                 self.permit(Perm::Read, Resource::Queue, name.as_bytes())?;
-                let message_count = self.session.vhost.queue(&name, connection)?.purge();
+                let queue = self.session.vhost.queue(&name, connection)?;
+                if queue.stream().is_some() {
+                    return Err(Error::NotImplemented(format!(
+                        "queue.purge not supported by stream queues queue '{name}' in vhost '{}'",
+                        self.session.vhost.name
+                    )));
+                }
+                let message_count = queue.purge();
                 let ok = queue::PurgeOk { message_count };
                 (Q::PurgeOk(ok), purge.nowait, Unsaved::default())
             }
