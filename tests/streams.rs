@@ -517,3 +517,41 @@ async fn a_stream_survives_a_restart_and_kill_9_with_its_offsets() {
         numbered(0..101)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_toml_topology_declares_a_stream() {
+    if skip_if_external("starts the real binary with a configuration file") {
+        return;
+    }
+    let data = TempDir::new("stream-toml");
+    let config = data.path().join("streams.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[queues]]
+name = "events"
+durable = true
+arguments = { "x-queue-type" = "stream", "x-max-age" = "7D" }
+"#,
+    )
+    .expect("write the file");
+    let warren = WarrenProcess::start(&config, &data.path().join("data"));
+    let connection = connect_uri(&format!("amqp://guest:guest@{}/%2f", warren.addr)).await;
+    let channel = confirm_channel(&connection).await;
+    publish_all(&channel, "events", 0, 3).await;
+    let (reader, mut deliveries) =
+        read_from(&connection, "events", 10, offset_arg(text("first"))).await;
+    assert_eq!(
+        take_acked(&reader, &mut deliveries, 3).await,
+        numbered(0..3)
+    );
+    // It is a stream: basic.get is refused.
+    let getter = common::channel(&connection).await;
+    let text = expect_connection_closed(
+        &connection,
+        getter.basic_get("events".into(), BasicGetOptions::default()),
+        540,
+    )
+    .await;
+    assert!(text.contains("stream"), "{text}");
+}

@@ -168,6 +168,62 @@ pub fn with_header(
     Some(encode_properties(&decoded.with_headers(headers)).to_vec())
 }
 
+/// A raw property list with a long-long-int header `name` added at the end of its headers
+/// table (a table of its own when it has none), copied once, nothing decoded: the per-delivery
+/// path of a stream (`x-stream-offset`). `None` if the list is malformed, `name` is longer than a
+/// short string, or the headers may already hold `name` (then [`with_header`] replaces it).
+pub fn with_long_header(properties: &[u8], name: &str, value: i64) -> Option<Vec<u8>> {
+    let name = name.as_bytes();
+    let name_len = u8::try_from(name.len()).ok()?;
+    let base = properties.as_ptr() as usize;
+    let mut table = None;
+    let mut insert_at = 2;
+    walk_properties(properties, |index, value| {
+        let start = value.as_ptr() as usize - base;
+        if index == HEADERS {
+            table = Some(start..start + value.len());
+        } else if index < HEADERS {
+            insert_at = start + value.len();
+        }
+    })
+    .ok()?;
+    let entry_len = 1 + name.len() + 1 + 8;
+    let mut out = Vec::with_capacity(properties.len() + entry_len + 4);
+    let push_entry = |out: &mut Vec<u8>| {
+        out.push(name_len);
+        out.extend_from_slice(name);
+        out.push(b'l');
+        out.extend_from_slice(&value.to_be_bytes());
+    };
+    match table {
+        Some(range) => {
+            let table = &properties[range.clone()];
+            if table
+                .windows(name.len() + 1)
+                .any(|w| w[0] == name_len && &w[1..] == name)
+            {
+                return None;
+            }
+            let inner = u32::from_be_bytes(table.get(..4)?.try_into().ok()?);
+            let inner = inner.checked_add(u32::try_from(entry_len).ok()?)?;
+            out.extend_from_slice(&properties[..range.start]);
+            out.extend_from_slice(&inner.to_be_bytes());
+            out.extend_from_slice(&table[4..]);
+            push_entry(&mut out);
+            out.extend_from_slice(&properties[range.end..]);
+        }
+        None => {
+            let flags = u16::from_be_bytes([properties[0], properties[1]]) | (1 << (15 - HEADERS));
+            out.extend_from_slice(&flags.to_be_bytes());
+            out.extend_from_slice(&properties[2..insert_at]);
+            out.extend_from_slice(&(entry_len as u32).to_be_bytes());
+            push_entry(&mut out);
+            out.extend_from_slice(&properties[insert_at..]);
+        }
+    }
+    Some(out)
+}
+
 /// The index of the message-id property.
 const MESSAGE_ID: usize = 8;
 

@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 use warren_protocol::content::{
     decode_content_header, encode_body, encode_content, encode_content_header, encode_properties,
-    ContentError, ContentHeader,
+    with_header, with_long_header, ContentError, ContentHeader,
 };
 use warren_protocol::frame::{
     encode_frame, encode_heartbeat, parse_frame, Frame, FrameType, FRAME_END, FRAME_HEADER_LEN,
@@ -1559,4 +1559,47 @@ fn without_expiration_takes_out_only_the_expiration() {
     assert_eq!(without_expiration(&plain).as_deref(), Some(&plain[..]));
     assert_eq!(without_expiration(&raw[..raw.len() - 1]), None);
     assert_eq!(without_expiration(&[]), None);
+}
+
+/// `with_long_header` (a stream delivery's `x-stream-offset`, no decoding) gives the same
+/// properties as `with_header` (decode, insert, encode), with and without headers before.
+#[test]
+fn with_long_header_adds_what_with_header_adds() {
+    let cases = [
+        BasicProperties::default(),
+        BasicProperties::default().with_content_type(ss("text/plain")),
+        BasicProperties::default()
+            .with_content_type(ss("text/plain"))
+            .with_content_encoding(ss("gzip"))
+            .with_delivery_mode(2)
+            .with_message_id(ss("m")),
+        all_properties(),
+        BasicProperties::default().with_headers(FieldTable::default()),
+    ];
+    for props in cases {
+        let raw = encode_properties(&props);
+        let fast = with_long_header(&raw, "x-stream-offset", 1234).expect("adds");
+        let slow =
+            with_header(&raw, "x-stream-offset", AMQPValue::LongLongInt(1234)).expect("adds");
+        let header = |raw: &[u8]| {
+            decode_content_header(&header_payload(60, 0, 0, raw))
+                .unwrap()
+                .decode_properties()
+                .unwrap()
+        };
+        assert_eq!(header(&fast), header(&slow), "{props:?}");
+        assert_eq!(
+            header(&fast)
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("x-stream-offset").cloned()),
+            Some(AMQPValue::LongLongInt(1234))
+        );
+    }
+    // Headers that may already hold the name: left to `with_header`, which replaces it.
+    let mut headers = FieldTable::default();
+    headers.insert("x-stream-offset".into(), AMQPValue::LongLongInt(1));
+    let raw = encode_properties(&BasicProperties::default().with_headers(headers));
+    assert_eq!(with_long_header(&raw, "x-stream-offset", 2), None);
+    assert_eq!(with_long_header(&[0, 1], "x", 2), None, "malformed flags");
 }

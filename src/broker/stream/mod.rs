@@ -37,8 +37,10 @@ use crate::store::stream::{ReadPlan, StreamLog};
 use crate::store::Store;
 pub use args::{Filter, Retention, Start};
 
-/// Bytes read from a segment file at once for one consumer.
+/// The most bytes read from a segment file at once for one consumer (a read is sized to what
+/// its credit lets it take, between [`MIN_READ`] and this).
 const READ_BYTES: usize = 256 * 1024;
+const MIN_READ: usize = 4096;
 /// Messages handed to one consumer per turn before the others get theirs.
 const TURN: usize = 1024;
 
@@ -269,7 +271,6 @@ impl Stream {
 
     /// [`Stream::serve`] for the consumers whose next offset is at least `at`.
     fn serve_from(&self, at: u64) {
-        let mut buf = Vec::new();
         let mut index = 0;
         // A reader stopped at the end of its turn in this round: another round follows.
         let mut another_round = false;
@@ -282,6 +283,8 @@ impl Stream {
                     return;
                 };
                 let end = log.readable_end();
+                // The average record, to size reads to what a consumer may take.
+                let average = usize::try_from(log.bytes() / log.len().max(1)).unwrap_or(READ_BYTES);
                 let mut picked = None;
                 while index < readers.len() {
                     let reader = &mut readers[index];
@@ -300,21 +303,24 @@ impl Stream {
                             reader.next,
                             reader.filter.clone(),
                             plan,
+                            average,
                         ));
                         break;
                     }
                 }
                 picked
             };
-            let Some((consumer, next, filter, plan)) = picked else {
+            let Some((consumer, next, filter, plan, average)) = picked else {
                 if std::mem::take(&mut another_round) {
                     index = 0;
                     continue;
                 }
                 return;
             };
-            let (reached, outcome) =
-                self.read_for(&consumer, next, filter.as_ref(), plan, &mut buf);
+            let (reached, outcome) = READ_BUFFER.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                self.read_for(&consumer, next, filter.as_ref(), plan, average, &mut buf)
+            });
             let mut state = self.state.lock();
             if let Some(reader) = state
                 .readers
@@ -343,6 +349,7 @@ impl Stream {
         mut next: u64,
         filter: Option<&Filter>,
         mut plan: ReadPlan,
+        average: usize,
         buf: &mut Vec<u8>,
     ) -> (u64, Outcome) {
         let mut sent = 0;
@@ -354,7 +361,14 @@ impl Stream {
             let mut holding = true;
             let mut stopped = false;
             let mut turn_over = false;
-            let read = plan.read(next, READ_BYTES, buf, |record| {
+            let credit = match consumer.prefetch() {
+                0 => usize::MAX,
+                prefetch => prefetch.saturating_sub(consumer.unacked()) as usize + 1,
+            };
+            let bytes = credit
+                .saturating_mul(average.max(1))
+                .clamp(MIN_READ, READ_BYTES);
+            let read = plan.read(next, bytes, buf, |record| {
                 if filter.is_some_and(|f| !f.accepts(record.filter)) {
                     next = record.offset + 1;
                     return true;
@@ -407,6 +421,11 @@ impl Stream {
             }
         }
     }
+}
+
+thread_local! {
+    /// The buffer reads for consumers go into (one per thread that serves them).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Why [`Stream::read_for`] stopped.

@@ -4,7 +4,7 @@
 //! it was published, with header `x-stream-offset` added (as RabbitMQ delivers stream messages).
 
 use bytes::Bytes;
-use warren_protocol::content::{decode_headers, with_header};
+use warren_protocol::content::{decode_headers, has_headers, with_header, with_long_header};
 use warren_protocol::types::AMQPValue;
 
 use super::super::message::Message;
@@ -41,7 +41,8 @@ pub fn decode(payload: &[u8], offset: u64) -> Option<Message> {
     let properties = rest.get(4..4usize.checked_add(len)?)?;
     let body = &rest[4 + len..];
     let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-    let properties = with_header(properties, OFFSET_HEADER, AMQPValue::LongLongInt(offset))?;
+    let properties = with_long_header(properties, OFFSET_HEADER, offset)
+        .or_else(|| with_header(properties, OFFSET_HEADER, AMQPValue::LongLongInt(offset)))?;
     Some(Message::new(
         exchange,
         routing_key,
@@ -58,6 +59,9 @@ fn short(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// The filter value a publisher set (header `x-stream-filter-value`, a string), if any.
 pub fn filter_value(properties: &[u8]) -> Option<Vec<u8>> {
+    if !has_headers(properties) {
+        return None;
+    }
     let headers = decode_headers(properties)?;
     text(headers.inner().get(FILTER_HEADER)?).map(<[u8]>::to_vec)
 }

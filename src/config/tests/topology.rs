@@ -346,3 +346,26 @@ fn de_duplication_arguments_are_checked() {
         "{found:?}"
     );
 }
+
+#[test]
+fn stream_queues_are_checked() {
+    assert!(problems(
+        "[[queues]]\nname = \"events\"\ndurable = true\narguments = { \"x-queue-type\" = \"stream\", \
+         \"x-max-age\" = \"7D\", \"x-max-length-bytes\" = 1000000 }\n"
+    )
+    .is_empty());
+    assert_problem(
+        "[[queues]]\nname = \"events\"\narguments = { \"x-queue-type\" = \"stream\" }\n",
+        "t.toml:2:8: queue 'events': a stream must be durable (durable = true)",
+    );
+    assert_problem(
+        "[[queues]]\nname = \"events\"\ndurable = true\narguments = { \"x-queue-type\" = \
+         \"stream\", \"x-message-ttl\" = 5 }\n",
+        "t.toml:4:60: queue 'events': argument 'x-message-ttl' does not apply to a stream",
+    );
+    assert_problem(
+        "[[queues]]\nname = \"events\"\ndurable = true\narguments = { \"x-queue-type\" = \
+         \"stream\", \"x-max-age\" = \"10X\" }\n",
+        "t.toml:4:56: queue 'events': argument 'x-max-age' is invalid (invalid_max_age)",
+    );
+}
