@@ -159,13 +159,10 @@ impl Checker<'_, '_> {
     /// A stream queue (`x-queue-type = "stream"`): durable, not auto-delete, and only the
     /// arguments streams take, as the broker checks them at declare.
     fn stream(&mut self, name: &str, entry: &QueueEntry, arguments: &FieldTable, ok: &mut bool) {
-        use crate::broker::stream::args::{check_stream, StreamRefused};
-        let known: Vec<&str> = crate::broker::arguments::known_queue_arguments()
-            .chain(crate::broker::vhost::EQUIVALENT_QUEUE_ARGS.iter().copied())
-            .chain(crate::broker::dedup::ARGUMENTS.iter().copied())
-            .collect();
-        let Err(refused) = check_stream(entry.durable, false, entry.auto_delete, arguments, &known)
-        else {
+        use crate::broker::stream::args::StreamRefused;
+        use crate::broker::vhost::check_stream_declaration;
+        let checked = check_stream_declaration(entry.durable, false, entry.auto_delete, arguments);
+        let Err(refused) = checked else {
             return;
         };
         let (at, why) = match refused {

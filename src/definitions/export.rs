@@ -146,8 +146,14 @@ fn topology_of(
             vhost: vhost.into(),
             durable: q.durable,
             auto_delete: q.auto_delete,
+            kind: Some(
+                match crate::broker::stream::args::is_stream(&q.arguments) {
+                    true => "stream",
+                    false => "classic",
+                }
+                .into(),
+            ),
             arguments: table_to_json(&q.arguments),
-            kind: Some("classic".into()),
         });
     }
     for b in snapshot.bindings {

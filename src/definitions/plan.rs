@@ -249,6 +249,17 @@ impl Checker<'_> {
             let (arg, reason) = crate::config::arguments::explain(&error);
             return Err(format!("{what}: argument '{arg}' {reason}"));
         }
+        if crate::broker::stream::args::is_stream(&arguments) {
+            let checked = crate::broker::vhost::check_stream_declaration(
+                def.durable,
+                false,
+                def.auto_delete,
+                &arguments,
+            );
+            if let Err(refused) = checked {
+                return Err(format!("{what}: as a stream, {refused}"));
+            }
+        }
         let declare = QueueDeclare {
             name: short(&def.name, "queue name")?,
             server_named: false,

@@ -23,6 +23,7 @@ mod ready;
 mod settle;
 mod state;
 mod stats;
+mod streamed;
 mod timer;
 
 use std::cmp::Reverse;
@@ -180,29 +181,6 @@ impl Queue {
         self
     }
 
-    /// A stream queue: its messages are in `stream` (see `broker/stream`), which its group
-    /// commit is `stream`'s store's.
-    pub fn with_stream(mut self, stream: Arc<Stream>) -> Queue {
-        self.group_commit = Some(Arc::clone(stream.store()));
-        let limited = self.limited.get_or_insert_with(|| {
-            Box::new(Limited {
-                limits: Limits::default(),
-                created: Instant::now(),
-                idle_since: AtomicU64::new(0),
-                dedup: None,
-                stream: None,
-            })
-        });
-        limited.stream = Some(stream);
-        self
-    }
-
-    /// The stream, for a stream queue.
-    #[inline]
-    pub fn stream(&self) -> Option<&Arc<Stream>> {
-        self.limited.as_ref()?.stream.as_ref()
-    }
-
     /// Its de-duplication window, if it was declared with one.
     #[inline]
     pub fn dedup(&self) -> Option<&Arc<Dedup>> {
@@ -295,7 +273,7 @@ impl Queue {
     /// commit, the caller may wait for the sync with [`Store::syncer`]).
     pub fn publish(&self, message: &Arc<Message>, stamp: Stamp) -> Published {
         if let Some(stream) = self.stream() {
-            return publish_to_stream(stream, message);
+            return streamed::publish_to_stream(stream, message);
         }
         let mut state = self.lock();
         let enqueued = self.enqueue(&mut state, message, stamp);
@@ -682,37 +660,6 @@ impl Queue {
             error!(queue = %self.name, error = %e, "queue storage: deleting it failed");
         }
         (std::mem::take(&mut state.consumers), count)
-    }
-}
-
-/// [`Queue::publish`] for a stream queue: appended to its log (written and handed to the group
-/// commit by the publisher's [`Queue::flush_log`]).
-fn publish_to_stream(stream: &Stream, message: &Message) -> Published {
-    thread_local! {
-        static PAYLOAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let appended = PAYLOAD.with(|payload| stream.publish(message, &mut payload.borrow_mut()));
-    let enqueued = match appended {
-        Ok(true) => Enqueued::Logged,
-        Ok(false) => Enqueued::Deleted,
-        Err(e) => {
-            error!(error = %e, "stream: appending a message failed");
-            Enqueued::Failed
-        }
-    };
-    Published {
-        enqueued,
-        logged: enqueued == Enqueued::Logged,
-        dropped: Vec::new(),
-    }
-}
-
-impl From<super::stream::SubscribeRefused> for ConsumeRefused {
-    fn from(refused: super::stream::SubscribeRefused) -> ConsumeRefused {
-        match refused {
-            super::stream::SubscribeRefused::ExclusiveInUse => ConsumeRefused::ExclusiveInUse,
-            super::stream::SubscribeRefused::Deleted => ConsumeRefused::Deleted,
-        }
     }
 }
 

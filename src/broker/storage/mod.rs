@@ -1,6 +1,7 @@
 //! Where a queue's messages are kept: behind one trait, [`MessageStore`], so that the queue
-//! keeps only order, limits and dispatch, and a new kind of storage (a stream's log, a
-//! replicated log) is a new implementation, not new branches in the queue.
+//! keeps only order, limits and dispatch, and a new kind of storage (a replicated log) is a new
+//! implementation, not new branches in the queue. (A stream is not a storage: its consumers
+//! each read from their own offset; see `broker/stream`.)
 //!
 //! Three implementations:
 //! - [`Memory`]: every message in memory; nothing written (a broker without a data directory).

@@ -70,6 +70,18 @@ pub enum StreamRefused {
     Invalid { arg: &'static str, reason: String },
 }
 
+impl std::fmt::Display for StreamRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamRefused::Property(property) => write!(f, "invalid property '{property}'"),
+            StreamRefused::Unsupported(arg) => {
+                write!(f, "argument '{arg}' does not apply to a stream")
+            }
+            StreamRefused::Invalid { arg, reason } => write!(f, "invalid arg '{arg}': {reason}"),
+        }
+    }
+}
+
 /// RabbitMQ's checks of a stream's declaration: its arguments first (every argument Warren
 /// knows for queues that streams do not take, named in `known`), then its properties.
 pub fn check_stream(

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::message::{now_ms, Entry, Message};
-use super::queue::Consumer;
+use super::queue::consumer::Consumer;
 use crate::store::stream::{ReadPlan, StreamLog};
 use crate::store::Store;
 pub use args::{Filter, Retention, Start};

@@ -39,6 +39,7 @@ mod stream;
 pub use changes::Unsaved;
 pub use export::{BindingSnapshot, ExchangeSnapshot, QueueSnapshot, VhostSnapshot};
 pub use publish::{PublishScratch, Routed, Safety};
+pub use stream::check_stream_declaration;
 
 use super::activity::Activity;
 use super::arguments::{check_queue_arguments, ArgumentError};

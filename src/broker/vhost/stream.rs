@@ -5,6 +5,7 @@ use std::io;
 use std::sync::Arc;
 
 use warren_protocol::method::ShortStr;
+use warren_protocol::types::FieldTable;
 
 use super::{QueueDeclare, Vhost, EQUIVALENT_QUEUE_ARGS};
 use crate::broker::queue::{Queue, QueueOptions};
@@ -12,20 +13,30 @@ use crate::broker::stream::args::{check_stream, Retention, StreamRefused};
 use crate::broker::stream::Stream;
 use crate::error::Error;
 
+/// RabbitMQ's checks of a stream's declaration ([`check_stream`]), against every queue
+/// argument Warren knows (a stream refuses those it does not take).
+pub fn check_stream_declaration(
+    durable: bool,
+    exclusive: bool,
+    auto_delete: bool,
+    arguments: &FieldTable,
+) -> Result<(), StreamRefused> {
+    let known: Vec<&str> = crate::broker::arguments::known_queue_arguments()
+        .chain(EQUIVALENT_QUEUE_ARGS.iter().copied())
+        .chain(crate::broker::dedup::ARGUMENTS.iter().copied())
+        .collect();
+    check_stream(durable, exclusive, auto_delete, arguments, &known)
+}
+
 impl Vhost {
     /// A stream's declaration: durable, not exclusive nor auto-delete, and only the arguments
     /// streams take (406 with RabbitMQ's wording otherwise).
     pub(super) fn check_stream(&self, declare: &QueueDeclare) -> Result<(), Error> {
-        let known: Vec<&str> = crate::broker::arguments::known_queue_arguments()
-            .chain(EQUIVALENT_QUEUE_ARGS.iter().copied())
-            .chain(crate::broker::dedup::ARGUMENTS.iter().copied())
-            .collect();
-        let checked = check_stream(
+        let checked = check_stream_declaration(
             declare.durable,
             declare.exclusive,
             declare.auto_delete,
             &declare.arguments,
-            &known,
         );
         let (name, vhost) = (&declare.name, &self.name);
         checked.map_err(|refused| {
