@@ -11,9 +11,10 @@ use std::time::Duration;
 use api::{blocking, Api};
 use common::{open, open_confirming, within, Broker};
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use serde_json::{json, Value};
 use warren::ServerOptions;
@@ -449,6 +450,35 @@ async fn health_checks_and_metrics_answer_as_rabbitmq_and_its_exporter_expect() 
         .await
         .expect("declare");
     publish(&channel, "metered", 4).await;
+    // One message held by a delayed-message exchange, for a minute.
+    let mut delayed = FieldTable::default();
+    delayed.insert(
+        "x-delayed-type".into(),
+        AMQPValue::LongString("direct".into()),
+    );
+    channel
+        .exchange_declare(
+            "metered-delayed".into(),
+            lapin::ExchangeKind::Custom("x-delayed-message".into()),
+            ExchangeDeclareOptions::default(),
+            delayed,
+        )
+        .await
+        .expect("declare the delayed exchange");
+    let mut headers = FieldTable::default();
+    headers.insert("x-delay".into(), AMQPValue::LongLongInt(60_000));
+    channel
+        .basic_publish(
+            "metered-delayed".into(),
+            "metered".into(),
+            BasicPublishOptions::default(),
+            b"later",
+            BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirmed");
     let answers = blocking(move || {
         let alarms = api.get("/api/health/checks/alarms");
         let local = api.get("/api/health/checks/local-alarms");
@@ -473,11 +503,14 @@ async fn health_checks_and_metrics_answer_as_rabbitmq_and_its_exporter_expect() 
         "rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"metered\"} 4",
         "rabbitmq_queue_messages_unacked{vhost=\"/\",queue=\"metered\"} 0",
         "rabbitmq_queue_consumers{vhost=\"/\",queue=\"metered\"} 0",
-        "rabbitmq_global_messages_received_total 4",
-        "rabbitmq_global_messages_confirmed_total 4",
+        "rabbitmq_global_messages_received_total 5",
+        "rabbitmq_global_messages_confirmed_total 5",
         "rabbitmq_connections 1",
         "rabbitmq_channels 1",
         "# TYPE warren_fsync_duration_seconds histogram",
+        "warren_delayed_messages_held_total{vhost=\"/\"} 1",
+        "warren_delayed_messages_fired_total{vhost=\"/\"} 0",
+        "warren_delayed_buckets{vhost=\"/\"} 1",
     ] {
         assert!(text.contains(line), "/metrics lacks {line:?}:\n{text}");
     }

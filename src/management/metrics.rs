@@ -31,6 +31,7 @@ pub fn render(state: &Management) -> String {
     let mut out = String::with_capacity(4096);
     global_metrics(state, &mut out);
     queue_metrics(state, &mut out);
+    delayed_metrics(state, &mut out);
     resource_metrics(state, &mut out);
     crate::store::sync::write_fsync_histogram(&mut out);
     out
@@ -157,6 +158,38 @@ fn queue_metrics(state: &Management, out: &mut String) {
         "Consumers of the queue",
     );
     out.push_str(&consumers);
+}
+
+/// Delayed messages (`x-delayed-message` exchanges and `x-retry-delays` holds) per vhost:
+/// messages held and fired since start, and the bucket files waiting.
+fn delayed_metrics(state: &Management, out: &mut String) {
+    let mut lines = [String::new(), String::new(), String::new()];
+    for name in state.broker.vhost_names() {
+        let Some(vhost) = state.broker.vhost(&name) else {
+            continue;
+        };
+        let (held, fired, buckets, _) = vhost.delays().stats();
+        let labels = format!("vhost=\"{}\"", label(&name));
+        let _ = writeln!(
+            lines[0],
+            "warren_delayed_messages_held_total{{{labels}}} {held}"
+        );
+        let _ = writeln!(
+            lines[1],
+            "warren_delayed_messages_fired_total{{{labels}}} {fired}"
+        );
+        let _ = writeln!(lines[2], "warren_delayed_buckets{{{labels}}} {buckets}");
+    }
+    let [held, fired, buckets] = lines;
+    let help = "Delayed messages held since start (delayed exchanges and retries)";
+    metric(out, "warren_delayed_messages_held_total", "counter", help);
+    out.push_str(&held);
+    let help = "Delayed messages fired (published when due) since start";
+    metric(out, "warren_delayed_messages_fired_total", "counter", help);
+    out.push_str(&fired);
+    let help = "Bucket files of delayed messages waiting to fire";
+    metric(out, "warren_delayed_buckets", "gauge", help);
+    out.push_str(&buckets);
 }
 
 /// Unauthenticated, as the RabbitMQ plugin's endpoint (bind the management listener to a
