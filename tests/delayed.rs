@@ -431,3 +431,51 @@ async fn messages_firing_at_the_kill_come_back_at_least_once() {
     let seen = within("the held messages", drain_distinct(&channel, 2_000)).await;
     assert_eq!(seen.len(), 2_000);
 }
+
+#[tokio::test]
+async fn a_dead_letter_exchange_of_the_delayed_type_holds_the_message_for_its_delay() {
+    let broker = Broker::start().await;
+    let (_connection, channel) = open(&broker).await;
+    // The plugin's retry pattern: reject into a delayed dead-letter exchange.
+    let (exchange, target) = delayed_setup(&channel, "dlx-delayed", "fanout", "").await;
+    let source = queue_with(
+        &channel,
+        "dlx-source",
+        &[("x-dead-letter-exchange", text(&exchange))],
+    )
+    .await;
+    publish_with(&channel, "", &source, b"again", delay(400)).await;
+    let mut deliveries = consume(&channel, &source, BasicConsumeOptions::default()).await;
+    let first = deliveries.next().await;
+    let rejected = Instant::now();
+    within(
+        "basic.reject",
+        first.reject(BasicRejectOptions { requeue: false }),
+    )
+    .await
+    .expect("reject");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        queue_counts(&channel, &target).await.0,
+        0,
+        "held, not routed"
+    );
+    let mut later = consume(&channel, &target, BasicConsumeOptions::default()).await;
+    let delivery = later.next().await;
+    let waited = rejected.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "fired after {waited:?}"
+    );
+    assert_eq!(body_text(&delivery), "again");
+    assert_eq!(
+        delivery.exchange.as_str(),
+        exchange,
+        "through the dead-letter exchange"
+    );
+    let headers = delivery.properties.headers().clone().expect("headers");
+    assert!(
+        headers.inner().contains_key("x-death"),
+        "dead-lettered: {headers:?}"
+    );
+}

@@ -9,7 +9,8 @@
 //! (`x-dead-letter-routing-key`, else its own routing keys), without its `expiration` (kept in
 //! the new `x-death` entry as `original-expiration`), so that it does not expire again.
 //! Dead-lettering is at most once: it never holds up the ack that caused it, and a missing
-//! dead-letter exchange drops the message.
+//! dead-letter exchange drops the message. A dead-letter exchange of type `x-delayed-message`
+//! holds a message with an `x-delay` header for that long, as it does a publish.
 //!
 //! Cycles: a message that died automatically (expired, maxlen) all the way round back to a queue
 //! it died in before is not delivered to that queue again (RabbitMQ's rule: a cycle is broken
@@ -115,14 +116,22 @@ impl<'a> DeadLetters<'a> {
             ttl: None,
             priority: checks.priority.unwrap_or(0),
         };
-        let routed = self.vhost.route(
+        let routed = self.vhost.route_from(
             exchange.as_bytes(),
             &routing_key,
             &properties,
             &mut self.scratch,
+            true,
         );
-        if routed.is_err() {
-            return; // The dead-letter exchange does not exist: dropped, as in RabbitMQ.
+        match routed {
+            // The dead-letter exchange does not exist: dropped, as in RabbitMQ.
+            Err(_) => return,
+            // A delayed-message exchange holds it for its `x-delay`, as for a publish.
+            Ok(Some(hold)) => {
+                self.vhost.hold(&dead, stamp, hold, None);
+                return;
+            }
+            Ok(None) => {}
         }
         for target in self.scratch.queues.drain(..) {
             if reason != Reason::Rejected && is_cycle(target.name.as_str(), &deaths) {

@@ -112,7 +112,7 @@ impl Vhost {
 
     /// Holds a message for its delay (see `broker/delays`): routed as far as a mandatory
     /// publish is concerned; its confirm waits for the group commit if it is held durably.
-    fn hold(
+    pub(super) fn hold(
         &self,
         message: &Message,
         stamp: Stamp,
@@ -353,7 +353,7 @@ impl Vhost {
 
     /// [`Vhost::route`]; with `hold`, a delayed-message exchange given a message with an
     /// `x-delay` routes nothing and says how long to hold it.
-    fn route_from(
+    pub(super) fn route_from(
         &self,
         exchange: &[u8],
         routing_key: &[u8],
