@@ -95,6 +95,19 @@ pub struct Args {
     #[arg(long)]
     pub durable: bool,
 
+    /// Arguments of queue.declare, comma-separated `key=value` (an integer value is sent as a
+    /// long-long, true/false as a boolean, anything else as a string), e.g.
+    /// `x-queue-type=stream,x-max-length-bytes=20000000000`. With `x-queue-type=stream` the
+    /// queues are declared durable and not purged (streams refuse queue.purge), and every
+    /// consumer is expected to receive every message of its queue (each reads the log itself).
+    #[arg(long, value_delimiter = ',', value_name = "K=V")]
+    pub queue_args: Vec<String>,
+
+    /// Arguments of basic.consume, as --queue-args, e.g. `x-stream-offset=first` (or `last`,
+    /// `next`, an offset).
+    #[arg(long, value_delimiter = ',', value_name = "K=V")]
+    pub consume_args: Vec<String>,
+
     /// Publisher confirms, with at most N unconfirmed messages in flight per producer.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub confirm: Option<u64>,
@@ -166,6 +179,14 @@ impl Args {
         }
     }
 
+    /// Are the queues streams (`--queue-args x-queue-type=stream`)?
+    pub fn stream(&self) -> bool {
+        self.queue_args
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .any(|(k, v)| k.trim() == "x-queue-type" && v.trim() == "stream")
+    }
+
     /// The exchange name and type after defaults; `None` type for the default exchange.
     pub fn exchange(&self) -> (String, Option<ExchangeType>) {
         match (&self.exchange, self.exchange_type) {
@@ -202,6 +223,16 @@ impl Args {
                  the broker will not send until it acks",
                 self.multi_ack_every, self.qos
             ));
+        }
+        for kv in self.queue_args.iter().chain(&self.consume_args) {
+            if !kv.contains('=') {
+                return Err(format!(
+                    "'{kv}' is not key=value (--queue-args, --consume-args)"
+                ));
+            }
+        }
+        if self.stream() && !self.auto_ack && self.qos == 0 {
+            return Err("stream queues need a prefetch: give --qos".into());
         }
         if self.backlog && self.count.is_none() {
             return Err("--backlog needs --count (messages per producer)".into());

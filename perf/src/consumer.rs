@@ -14,6 +14,7 @@ use crate::stats::Shared;
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub id: usize,
+    /// Tracker index (the queue's, or for streams the consumer's own).
     pub queue: usize,
     pub queue_name: String,
     pub auto_ack: bool,
@@ -21,6 +22,8 @@ pub struct Settings {
     pub qos: u16,
     /// Per producer: does this queue route its messages?
     pub routed: Vec<bool>,
+    /// Arguments of basic.consume (`--consume-args`).
+    pub arguments: FieldTable,
 }
 
 pub struct Consumer {
@@ -55,7 +58,7 @@ impl Consumer {
                 settings.queue_name.as_str().into(),
                 format!("perf-c-{id}").into(),
                 options,
-                FieldTable::default(),
+                settings.arguments.clone(),
             )
             .await
             .map_err(|e| format!("consumer {id}: basic.consume {}: {e}", settings.queue_name))?;

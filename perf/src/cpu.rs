@@ -50,6 +50,43 @@ pub fn threads() -> Vec<ThreadCpu> {
     .collect()
 }
 
+/// Read counters of /proc/PID/io (readable for another user's process only as root).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Io {
+    /// Bytes the process asked read/pread/recv... calls for (page cache hits included).
+    pub rchar: u64,
+    /// Read syscalls (read, pread64, readv, ...; socket reads included).
+    pub syscr: u64,
+    /// Bytes fetched from the block device (page cache misses).
+    pub read_bytes: u64,
+}
+
+impl Io {
+    pub fn since(&self, before: &Io) -> Io {
+        Io {
+            rchar: self.rchar.saturating_sub(before.rchar),
+            syscr: self.syscr.saturating_sub(before.syscr),
+            read_bytes: self.read_bytes.saturating_sub(before.read_bytes),
+        }
+    }
+}
+
+pub fn io(pid: u32) -> Option<Io> {
+    let text = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(Io {
+        rchar: field("rchar")?,
+        syscr: field("syscr")?,
+        read_bytes: field("read_bytes")?,
+    })
+}
+
 /// A `VmHWM`/`VmRSS`-style field of /proc/PID/status, in KiB.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -134,14 +134,16 @@ async fn connect_consumers(args: &Args, topology: &Topology) -> Result<Vec<Subsc
         (0..args.consumers)
             .map(|id| {
                 let queue = topology.consumer_queue[id];
+                let tracker = topology.consumer_tracker[id];
                 let settings = consumer::Settings {
                     id,
-                    queue,
+                    queue: tracker,
                     queue_name: topology.queues[queue].clone(),
                     auto_ack: args.auto_ack,
                     multi_ack_every: args.multi_ack_every,
                     qos: args.qos,
-                    routed: topology.expected[queue].clone(),
+                    routed: topology.expected[tracker].clone(),
+                    arguments: topology::field_table(&args.consume_args),
                 };
                 Subscriber::connect(args.uri.clone(), args.raw_consume, settings)
             })
@@ -307,7 +309,7 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         Clock::new(),
         args.producers,
         args.consumers,
-        topology.queues.len(),
+        topology.expected.len(),
     ));
 
     let setup = Connection::connect(&args.uri, ConnectionProperties::default())
@@ -405,10 +407,22 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
 
     let rss_after_publish = rss("VmRSS");
     let mut consume_start_ns = start_ns;
+    // With --backlog: the broker's CPU, I/O counters and RSS over the drain alone.
+    let mut drain_before = None;
+    let (stop_drain_sampler, drain_sampler_stop) = watch::channel(false);
+    let mut drain_sampler = None;
     if args.backlog && !shared.stop.load(Ordering::Relaxed) {
         match connect_consumers(&args, &topology).await {
             Ok(consumers) => {
                 consume_start_ns = shared.clock.now();
+                drain_before = args
+                    .broker_pid
+                    .map(|pid| (cpu::process_cpu(Some(pid)), cpu::io(pid)));
+                drain_sampler = args
+                    .broker_pid
+                    .map(|pid| tokio::spawn(sample_rss(pid, drain_sampler_stop.clone())));
+                // A marker for scripts that look at the broker during the drain (strace).
+                eprintln!("warren-perf: backlog published, consumers attached: draining");
                 consumer_tasks.extend(
                     consumers
                         .into_iter()
@@ -421,6 +435,23 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
 
     let drain_limit = Duration::from_secs_f64(args.drain);
     let drained = drain(&shared, &topology, &setup_channel, drain_limit).await;
+    let drain_phase = match (args.broker_pid, drain_before) {
+        (Some(pid), Some((cpu_before, io_before))) => {
+            let _ = stop_drain_sampler.send(true);
+            let rss_peak = match drain_sampler {
+                Some(s) => s.await.ok().flatten(),
+                None => None,
+            };
+            Some(report::DrainPhase {
+                broker_cpu: cpu_before
+                    .zip(cpu::process_cpu(Some(pid)))
+                    .map(|(a, b)| b - a),
+                io: io_before.zip(cpu::io(pid)).map(|(a, b)| b.since(&a)),
+                rss_peak_kib: rss_peak,
+            })
+        }
+        _ => None,
+    };
 
     let wall = start.elapsed().as_secs_f64();
     let tool_after = cpu::process_cpu(None);
@@ -515,6 +546,9 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
         "publisher": if args.raw { "raw" } else { "lapin" },
         "consumer": if args.raw_consume { "raw" } else { "lapin" },
         "backlog": args.backlog,
+        "queue_args": args.queue_args,
+        "consume_args": args.consume_args,
+        "stream": topology.stream,
         "threads": threads,
     });
     Ok(Summary {
@@ -568,6 +602,7 @@ async fn run(args: Args, cores: usize, threads: usize) -> Result<Summary, String
             rss_after_publish_kib: rss_after_publish,
             rss_run_peak_kib: rss_run_peak,
         },
+        drain_phase,
         cores,
         bottleneck,
         errors,

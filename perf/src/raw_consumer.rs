@@ -19,7 +19,6 @@ use tokio::time::{Duration, Instant};
 use warren_protocol::frame::{FRAME_END, FRAME_HEADER_LEN, FRAME_OVERHEAD};
 use warren_protocol::method::{decode_method, encode_ack, Ack, Method, CLASS_BASIC};
 use warren_protocol::spec::{basic, connection, AMQPClass};
-use warren_protocol::types::FieldTable;
 
 use crate::consumer::Settings;
 use crate::message::STAMP_LEN;
@@ -242,7 +241,7 @@ impl RawConsumer {
             no_ack: settings.auto_ack,
             exclusive: false,
             nowait: false,
-            arguments: FieldTable::default(),
+            arguments: settings.arguments.clone(),
         };
         let what = format!("basic.consume {}", settings.queue_name);
         raw.call(

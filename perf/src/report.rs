@@ -128,6 +128,14 @@ impl Memory {
     }
 }
 
+/// The broker over the drain of a `--backlog` run (consumers attached -> drained).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DrainPhase {
+    pub broker_cpu: Option<f64>,
+    pub io: Option<crate::cpu::Io>,
+    pub rss_peak_kib: Option<u64>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Summary {
     pub settings: Value,
@@ -164,6 +172,7 @@ pub struct Summary {
     pub broker_peak_rss_kib: Option<u64>,
     pub broker_rss_kib: Option<u64>,
     pub memory: Memory,
+    pub drain_phase: Option<DrainPhase>,
     pub cores: usize,
     pub bottleneck: String,
     pub errors: Vec<String>,
@@ -234,6 +243,19 @@ impl Summary {
                 "rss_after_publish_kib": self.memory.rss_after_publish_kib,
                 "rss_run_peak_kib": self.memory.rss_run_peak_kib,
             },
+            "drain_phase": self.drain_phase.map(|d| {
+                let per_msg = |x: f64| (self.received > 0).then(|| x / self.received as f64);
+                json!({
+                    "broker_seconds": d.broker_cpu,
+                    "broker_us_per_msg": d.broker_cpu.and_then(|c| per_msg(c * 1e6)),
+                    "rss_peak_kib": d.rss_peak_kib,
+                    "rchar": d.io.map(|io| io.rchar),
+                    "syscr": d.io.map(|io| io.syscr),
+                    "read_bytes": d.io.map(|io| io.read_bytes),
+                    "syscr_per_msg": d.io.and_then(|io| per_msg(io.syscr as f64)),
+                    "rchar_per_syscr": d.io.and_then(|io| (io.syscr > 0).then(|| io.rchar as f64 / io.syscr as f64)),
+                })
+            }),
             "bottleneck": self.bottleneck,
             "errors": self.errors,
         })

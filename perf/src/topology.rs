@@ -33,8 +33,16 @@ pub struct Topology {
     pub headers: Vec<Vec<(String, String)>>,
     /// Queue index per consumer.
     pub consumer_queue: Vec<usize>,
-    /// `expected[queue][producer]`: the queue is consumed and routes that producer's messages.
+    /// Tracker index per consumer: its queue's, or (streams) its own, since every consumer of a
+    /// stream reads every message.
+    pub consumer_tracker: Vec<usize>,
+    /// `expected[tracker][producer]`: the tracker's queue is consumed and routes that producer's
+    /// messages (a tracker is a queue, or for streams a consumer).
     pub expected: Vec<Vec<bool>>,
+    /// Arguments of queue.declare (`--queue-args`).
+    pub queue_args: FieldTable,
+    /// The queues are streams: declared durable, never purged.
+    pub stream: bool,
     /// Warnings to show before the run (e.g. bindings that collapse into one).
     pub warnings: Vec<String>,
 }
@@ -97,6 +105,12 @@ impl Topology {
         };
 
         let consumer_queue: Vec<usize> = (0..args.consumers).map(|c| c % queues.len()).collect();
+        let stream = args.stream();
+        let consumer_tracker: Vec<usize> = if stream {
+            (0..args.consumers).collect()
+        } else {
+            consumer_queue.clone()
+        };
         let mut topology = Topology {
             exchange,
             kind,
@@ -105,17 +119,28 @@ impl Topology {
             routing_keys,
             headers,
             consumer_queue,
+            consumer_tracker,
             expected: Vec::new(),
+            queue_args: field_table(&args.queue_args),
+            stream,
             warnings,
         };
-        topology.expected = (0..topology.queues.len())
-            .map(|q| {
-                let consumed = topology.consumer_queue.contains(&q);
-                (0..args.producers)
-                    .map(|p| consumed && topology.routes(p, q))
-                    .collect()
-            })
-            .collect();
+        topology.expected = if stream {
+            topology
+                .consumer_queue
+                .iter()
+                .map(|&q| (0..args.producers).map(|p| topology.routes(p, q)).collect())
+                .collect()
+        } else {
+            (0..topology.queues.len())
+                .map(|q| {
+                    let consumed = topology.consumer_queue.contains(&q);
+                    (0..args.producers)
+                        .map(|p| consumed && topology.routes(p, q))
+                        .collect()
+                })
+                .collect()
+        };
         topology
     }
 
@@ -164,13 +189,16 @@ impl Topology {
         }
         for queue in &self.queues {
             let options = QueueDeclareOptions {
-                durable,
+                durable: durable || self.stream,
                 ..QueueDeclareOptions::default()
             };
             channel
-                .queue_declare(queue.as_str().into(), options, FieldTable::default())
+                .queue_declare(queue.as_str().into(), options, self.queue_args.clone())
                 .await
                 .map_err(|e| format!("queue.declare {queue}: {e}"))?;
+            if self.stream {
+                continue; // streams refuse queue.purge (540); each run has a fresh broker
+            }
             channel
                 .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
                 .await
@@ -215,6 +243,24 @@ impl Topology {
         }
         Some(table)
     }
+}
+
+/// `key=value` pairs as an AMQP field table: an integer value becomes a long-long, true/false a
+/// boolean, anything else a long string.
+pub fn field_table(pairs: &[String]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in pairs.iter().filter_map(|kv| kv.split_once('=')) {
+        let v = v.trim();
+        let value = if let Ok(n) = v.parse::<i64>() {
+            AMQPValue::LongLongInt(n)
+        } else if let Ok(b) = v.parse::<bool>() {
+            AMQPValue::Boolean(b)
+        } else {
+            long_string(v)
+        };
+        table.insert(ShortString::from(k.trim()), value);
+    }
+    table
 }
 
 fn long_string(s: &str) -> AMQPValue {
@@ -262,6 +308,25 @@ mod tests {
         assert!(!topic_matches("b.#", "a.b"));
         assert!(topic_matches("*.x.#.y", "w.x.y"));
         assert!(topic_matches("perf", "perf"));
+    }
+
+    #[test]
+    fn argument_tables() {
+        let table = field_table(&[
+            "x-queue-type=stream".into(),
+            "x-max-length-bytes=1000".into(),
+            "x-stream-match-unfiltered=true".into(),
+        ]);
+        let get = |k: &str| table.inner().get(&ShortString::from(k)).cloned();
+        assert_eq!(get("x-queue-type"), Some(long_string("stream")));
+        assert_eq!(
+            get("x-max-length-bytes"),
+            Some(AMQPValue::LongLongInt(1000))
+        );
+        assert_eq!(
+            get("x-stream-match-unfiltered"),
+            Some(AMQPValue::Boolean(true))
+        );
     }
 
     #[test]
