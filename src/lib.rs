@@ -7,6 +7,7 @@
 //! definitions), with no AMQP; [`error`] maps every failure to an AMQP reply code in one place.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod definitions;
 pub mod error;

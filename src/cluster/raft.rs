@@ -1,0 +1,292 @@
+//! [`RaftGroup`]: one Raft group on this node, over a [`Machine`]. Start it on the node's
+//! [`Transport`] with its directory and the static peer list, [`RaftGroup::initialize`] it (only
+//! the lowest node id does anything), then [`RaftGroup::write`] commands through the leader; a
+//! follower answers [`WriteError::NotLeader`] with the leader's id and address so the caller can
+//! forward. [`RaftGroup::status`] reads openraft's metrics.
+//!
+//! Owns the group's openraft node; never reads the broker's configuration (the caller passes a
+//! [`GroupConfig`]) and never retries a write (a timed-out write may still commit later).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+
+use super::log::LogStore;
+use super::machine::{GroupId, Machine, NodeId, TypeConfig};
+use super::net::client::Network;
+use super::net::server::{Handler, Registration};
+use super::net::Transport;
+use super::state::MachineStore;
+
+/// Timers and thresholds of a group.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// How often the leader sends heartbeats.
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time in `election` starts an election.
+    pub election: (Duration, Duration),
+    /// How long [`RaftGroup::write`] waits for its command to commit and apply.
+    pub write_timeout: Duration,
+    /// A snapshot is built after this many log entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot (so a follower a little behind needs none).
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(100),
+            election: (Duration::from_millis(400), Duration::from_millis(800)),
+            write_timeout: Duration::from_secs(5),
+            snapshot_every: 5000,
+            keep_after_snapshot: 1000,
+        }
+    }
+}
+
+/// What a group needs to start on this node.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    pub node: NodeId,
+    pub group: GroupId,
+    /// The group's own directory (log and snapshot), created if missing.
+    pub dir: PathBuf,
+    /// Every voter of the group, this node included: node id -> cluster address (`host:port`).
+    pub peers: BTreeMap<NodeId, String>,
+    pub timing: Timing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("raft group {group}: node {node} is not among its peers")]
+    NotAPeer { group: GroupId, node: NodeId },
+    #[error("raft group {group}: timing: {why}")]
+    Timing { group: GroupId, why: String },
+    #[error("raft group {group}: {source}")]
+    Storage {
+        group: GroupId,
+        source: std::io::Error,
+    },
+    #[error("raft group {group} is already running on this node")]
+    AlreadyRunning { group: GroupId },
+    #[error("raft group {group}: {why}")]
+    Raft { group: GroupId, why: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// This node is not the leader; `leader` (with its cluster address) is the one it knows of.
+    #[error("not the leader; the leader is {}", leader.map_or("unknown".into(), |l| format!("node {l} at {}", address.as_deref().unwrap_or("?"))))]
+    NotLeader {
+        leader: Option<NodeId>,
+        address: Option<String>,
+    },
+    /// Not committed and applied in time (no quorum, or a slow one). It may still commit later.
+    #[error("not committed within {0:?}")]
+    Timeout(Duration),
+    /// The group has stopped (shut down, or a storage failure).
+    #[error("raft group stopped: {0}")]
+    Stopped(String),
+}
+
+/// A node's role in a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Learner,
+    Follower,
+    Candidate,
+    Leader,
+    Shutdown,
+}
+
+/// A group as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub node: NodeId,
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<u64>,
+    /// The last entry the newest snapshot covers.
+    pub snapshot: Option<u64>,
+    /// The last entry removed from the log.
+    pub purged: Option<u64>,
+}
+
+/// One Raft group on this node; see the module doc.
+pub struct RaftGroup<M: Machine> {
+    raft: Raft<TypeConfig<M>>,
+    machine: MachineStore<M>,
+    config: GroupConfig,
+    registration: Registration,
+}
+
+impl<M: Machine> RaftGroup<M> {
+    /// Opens the group's directory (log, snapshot: `machine` is restored from it), starts its
+    /// openraft node and registers it on `transport`.
+    pub async fn start(
+        config: GroupConfig,
+        machine: M,
+        transport: &Transport,
+    ) -> Result<RaftGroup<M>, StartError> {
+        let group = config.group.clone();
+        if !config.peers.contains_key(&config.node) {
+            return Err(StartError::NotAPeer {
+                group,
+                node: config.node,
+            });
+        }
+        let timing = &config.timing;
+        let raft_config = Config {
+            cluster_name: group.to_string(),
+            heartbeat_interval: timing.heartbeat.as_millis() as u64,
+            election_timeout_min: timing.election.0.as_millis() as u64,
+            election_timeout_max: timing.election.1.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+            max_in_snapshot_log_to_keep: timing.keep_after_snapshot,
+            // Chunks stay far below the frame bound even as JSON arrays of numbers.
+            snapshot_max_chunk_size: 1 << 20,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Timing {
+            group: group.clone(),
+            why: e.to_string(),
+        })?;
+        let storage = |source| StartError::Storage {
+            group: group.clone(),
+            source,
+        };
+        let log = LogStore::<TypeConfig<M>>::open(&config.dir).map_err(storage)?;
+        let store = MachineStore::open(&config.dir, machine).map_err(storage)?;
+        let machine = store.reader();
+        let network = Network::<M>::new(config.node, group.clone());
+        let raft = Raft::new(config.node, Arc::new(raft_config), network, log, store)
+            .await
+            .map_err(|e| StartError::Raft {
+                group: group.clone(),
+                why: e.to_string(),
+            })?;
+        if !transport.register(group.clone(), Arc::new(raft.clone()) as Arc<dyn Handler>) {
+            let _ = raft.shutdown().await;
+            return Err(StartError::AlreadyRunning { group });
+        }
+        tracing::info!(%group, node = config.node, dir = %config.dir.display(), "raft group started");
+        let registration = transport.registration(group);
+        Ok(RaftGroup {
+            raft,
+            machine,
+            config,
+            registration,
+        })
+    }
+
+    /// Makes the peer list the group's first membership, on the lowest node id only; elsewhere,
+    /// and where the group has a log already, it does nothing. True when this call did it.
+    pub async fn initialize(&self) -> Result<bool, StartError> {
+        if self.config.peers.keys().next() != Some(&self.config.node) {
+            return Ok(false);
+        }
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(StartError::Raft {
+                group: self.config.group.clone(),
+                why: e.to_string(),
+            }),
+        }
+    }
+
+    /// Commits `command` and returns what applying it returned. Only the leader accepts writes.
+    pub async fn write(&self, command: M::Command) -> Result<M::Response, WriteError> {
+        let within = self.config.timing.write_timeout;
+        let written = match tokio::time::timeout(within, self.raft.client_write(command)).await {
+            Err(_) => return Err(WriteError::Timeout(within)),
+            Ok(written) => written,
+        };
+        match written {
+            Ok(response) => response
+                .data
+                .ok_or_else(|| WriteError::Stopped("a command applied to nothing".into())),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                let address = to.leader_node.map(|node| node.addr).or_else(|| {
+                    to.leader_id
+                        .and_then(|id| self.config.peers.get(&id).cloned())
+                });
+                Err(WriteError::NotLeader {
+                    leader: to.leader_id,
+                    address,
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(WriteError::Stopped(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(WriteError::Stopped(e.to_string())),
+        }
+    }
+
+    /// The leader this node knows of, with its cluster address.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let leader = self.raft.metrics().borrow().current_leader?;
+        Some((
+            leader,
+            self.config.peers.get(&leader).cloned().unwrap_or_default(),
+        ))
+    }
+
+    pub fn status(&self) -> Status {
+        let metrics = self.raft.metrics().borrow().clone();
+        let role = match metrics.state {
+            ServerState::Learner => Role::Learner,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Leader => Role::Leader,
+            ServerState::Shutdown => Role::Shutdown,
+        };
+        Status {
+            node: metrics.id,
+            role,
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            last_log_index: metrics.last_log_index,
+            last_applied: metrics.last_applied.map(|id| id.index),
+            snapshot: metrics.snapshot.map(|id| id.index),
+            purged: metrics.purged.map(|id| id.index),
+        }
+    }
+
+    /// Reads this replica's machine (it may lag the leader's).
+    pub fn read<R>(&self, f: impl FnOnce(&M) -> R) -> R {
+        self.machine.read(f)
+    }
+
+    /// Builds a snapshot now (openraft does it by itself every `snapshot_every` entries).
+    pub async fn snapshot(&self) -> Result<(), WriteError> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| WriteError::Stopped(e.to_string()))
+    }
+
+    /// Leaves the transport and stops the openraft node; its files stay for a restart.
+    pub async fn shutdown(self) {
+        self.registration.remove();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = %self.config.group, error = %e, "raft group did not stop cleanly");
+        }
+        tracing::info!(group = %self.config.group, node = self.config.node, "raft group stopped");
+    }
+}
