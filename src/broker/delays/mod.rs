@@ -362,7 +362,9 @@ impl Delays {
         origin: u64,
     ) -> io::Result<Option<Arc<Store>>> {
         let now = now_ms();
-        let due = now.saturating_add(delay);
+        // One more millisecond: `now_ms` rounds down, and a message must never fire before its
+        // delay has passed (a client timing it saw it 0.2 ms early).
+        let due = now.saturating_add(delay).saturating_add(1);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let mut payload = Vec::new();
         record::encode(due, seq, origin, message, properties, &mut payload);
