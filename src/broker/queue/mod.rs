@@ -103,6 +103,18 @@ struct Limited {
     stream: Option<Arc<Stream>>,
 }
 
+impl Limited {
+    fn new(limits: Limits) -> Box<Limited> {
+        Box::new(Limited {
+            limits,
+            created: Instant::now(),
+            idle_since: AtomicU64::new(0),
+            dedup: None,
+            stream: None,
+        })
+    }
+}
+
 /// What [`Queue::publish`] did.
 #[derive(Debug)]
 pub struct Published {
@@ -148,15 +160,7 @@ impl Queue {
             name,
             timer: Timer::default(),
             state: Mutex::new(QueueState::for_limits(&limits)),
-            limited: (!limits.is_none()).then(|| {
-                Box::new(Limited {
-                    limits,
-                    created: Instant::now(),
-                    idle_since: AtomicU64::new(0),
-                    dedup: None,
-                    stream: None,
-                })
-            }),
+            limited: (!limits.is_none()).then(|| Limited::new(limits)),
             options,
             group_commit: None,
             flow: Flow::default(),
@@ -167,18 +171,15 @@ impl Queue {
     /// beside the limits, boxed: few queues have one).
     pub fn with_dedup(mut self, dedup: Option<Arc<Dedup>>) -> Queue {
         if let Some(dedup) = dedup {
-            let limited = self.limited.get_or_insert_with(|| {
-                Box::new(Limited {
-                    limits: Limits::default(),
-                    created: Instant::now(),
-                    idle_since: AtomicU64::new(0),
-                    dedup: None,
-                    stream: None,
-                })
-            });
-            limited.dedup = Some(dedup);
+            self.limited_mut().dedup = Some(dedup);
         }
         self
+    }
+
+    /// Its `Limited`, made (with no limits) if it had none.
+    fn limited_mut(&mut self) -> &mut Limited {
+        self.limited
+            .get_or_insert_with(|| Limited::new(Limits::default()))
     }
 
     /// Its de-duplication window, if it was declared with one.

@@ -2,30 +2,18 @@
 //! [`Stream`] in its boxed `Limited` and hands it every operation (see `broker/stream`); the
 //! queue's own state stays empty. Here: attaching the stream, finding it, and a publish into it.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::super::message::Message;
 use super::super::stream::{Stream, SubscribeRefused};
-use super::limits::Limits;
-use super::{ConsumeRefused, Enqueued, Limited, Published, Queue};
+use super::{ConsumeRefused, Enqueued, Published, Queue};
 
 impl Queue {
     /// A stream queue: its messages are in `stream` (see `broker/stream`), which its group
     /// commit is `stream`'s store's.
     pub fn with_stream(mut self, stream: Arc<Stream>) -> Queue {
         self.group_commit = Some(Arc::clone(stream.store()));
-        let limited = self.limited.get_or_insert_with(|| {
-            Box::new(Limited {
-                limits: Limits::default(),
-                created: Instant::now(),
-                idle_since: AtomicU64::new(0),
-                dedup: None,
-                stream: None,
-            })
-        });
-        limited.stream = Some(stream);
+        self.limited_mut().stream = Some(stream);
         self
     }
 

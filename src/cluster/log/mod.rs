@@ -225,6 +225,18 @@ where
     }
 }
 
+/// The entries of `log` in `range` (both readers of the log serve them the same way).
+fn entries_in<C: RaftTypeConfig>(log: &Mutex<Log<C>>, range: impl RangeBounds<u64>) -> Vec<C::Entry>
+where
+    C::Entry: Clone,
+{
+    let log = log.lock();
+    log.entries
+        .range(range)
+        .map(|(_, (entry, _))| entry.clone())
+        .collect()
+}
+
 impl<C> RaftLogReader<C> for LogReader<C>
 where
     C: RaftTypeConfig,
@@ -234,12 +246,7 @@ where
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, StorageError<Id<C>>> {
-        let log = self.log.lock();
-        Ok(log
-            .entries
-            .range(range)
-            .map(|(_, (entry, _))| entry.clone())
-            .collect())
+        Ok(entries_in(&self.log, range))
     }
 }
 
@@ -252,12 +259,7 @@ where
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, StorageError<Id<C>>> {
-        let log = self.log.lock();
-        Ok(log
-            .entries
-            .range(range)
-            .map(|(_, (entry, _))| entry.clone())
-            .collect())
+        Ok(entries_in(&self.log, range))
     }
 }
 
