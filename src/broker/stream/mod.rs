@@ -7,6 +7,10 @@
 //! log's buffer under it; reading for a consumer happens *outside* it, from a snapshot of where
 //! that consumer's next message is (a [`ReadPlan`]: large reads of the segment file, no
 //! syscall per message), so a consumer far behind never holds up writers or other readers.
+//! Each reader keeps its plan between rounds with the bytes it read ahead but had no credit
+//! for yet (at most [`READ_BYTES`]), so every byte of the log is read from the file once; a
+//! kept plan holds its segment's file open, so a reader already in a segment that retention
+//! deletes reads it to its end.
 //!
 //! Credit: a consumer's prefetch bounds what it has unacked, as for any queue (its `Consumer`'s
 //! atomics); an ack frees credit and its channel asks the queue to dispatch again, which reads
@@ -38,9 +42,10 @@ use crate::store::Store;
 pub use args::{Filter, Retention, Start};
 
 /// The most bytes read from a segment file at once for one consumer (a read is sized to what
-/// its credit lets it take, between [`MIN_READ`] and this).
+/// its credit lets it take, between [`MIN_READ`] and this; what it cannot take yet stays in
+/// its reader's buffer for the next round, never read twice).
 const READ_BYTES: usize = 256 * 1024;
-const MIN_READ: usize = 4096;
+const MIN_READ: usize = 64 * 1024;
 /// Messages handed to one consumer per turn before the others get theirs.
 const TURN: usize = 1024;
 
@@ -70,6 +75,8 @@ struct Reader {
     /// The offset of the next message to look at.
     next: u64,
     filter: Option<Filter>,
+    /// Where it reads from, with what it read ahead (taken while it is busy).
+    plan: Option<ReadPlan>,
     /// Being served (reading outside the lock).
     busy: bool,
     /// A serve came while it was busy: serve it again before letting go.
@@ -198,6 +205,7 @@ impl Stream {
                 consumer,
                 next,
                 filter,
+                plan: None,
                 busy: false,
                 again: false,
             });
@@ -296,7 +304,7 @@ impl Stream {
                     if reader.next >= end || reader.next < at || !reader.consumer.is_active() {
                         continue;
                     }
-                    if let Some(plan) = log.plan(reader.next) {
+                    if let Some(plan) = log.replan(reader.next, reader.plan.take()) {
                         reader.busy = true;
                         picked = Some((
                             Arc::clone(&reader.consumer),
@@ -317,10 +325,9 @@ impl Stream {
                 }
                 return;
             };
-            let (reached, outcome) = READ_BUFFER.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                self.read_for(&consumer, next, filter.as_ref(), plan, average, &mut buf)
-            });
+            let mut plan = plan;
+            let (reached, outcome) =
+                self.read_for(&consumer, next, filter.as_ref(), &mut plan, average);
             let mut state = self.state.lock();
             if let Some(reader) = state
                 .readers
@@ -328,6 +335,7 @@ impl Stream {
                 .find(|r| Arc::ptr_eq(&r.consumer, &consumer))
             {
                 reader.next = reader.next.max(reached);
+                reader.plan = Some(plan);
                 reader.busy = false;
                 let again = std::mem::take(&mut reader.again);
                 // Its snapshot ran out (the rest is in the next segment, or was written
@@ -343,24 +351,26 @@ impl Stream {
 
     /// Reads for one consumer from `next` until it has no credit, the snapshot is read, or its
     /// turn is over; returns the offset it reached and why it stopped.
+    ///
+    /// Credit for a delivery is taken before its record is visited (the plan moves past every
+    /// record it visits), so a stop for credit comes right after a delivery and leaves the
+    /// plan at the reader's next offset, its read-ahead kept for the next round.
     fn read_for(
         &self,
         consumer: &Arc<Consumer>,
         mut next: u64,
         filter: Option<&Filter>,
-        mut plan: ReadPlan,
+        plan: &mut ReadPlan,
         average: usize,
-        buf: &mut Vec<u8>,
     ) -> (u64, Outcome) {
+        // Credit for one delivery first: a consumer without any costs no read.
+        if !consumer.try_take() {
+            return (next, Outcome::Stopped);
+        }
+        let mut holding = true;
         let mut sent = 0;
-        loop {
-            // Credit for one delivery first: a consumer without any costs no read.
-            if !consumer.try_take() {
-                return (next, Outcome::Stopped);
-            }
-            let mut holding = true;
-            let mut stopped = false;
-            let mut turn_over = false;
+        let outcome = loop {
+            let mut outcome = None;
             let credit = match consumer.prefetch() {
                 0 => usize::MAX,
                 prefetch => prefetch.saturating_sub(consumer.unacked()) as usize + 1,
@@ -368,19 +378,11 @@ impl Stream {
             let bytes = credit
                 .saturating_mul(average.max(1))
                 .clamp(MIN_READ, READ_BYTES);
-            let read = plan.read(next, bytes, buf, |record| {
+            let read = plan.read(next, bytes, |record| {
+                next = record.offset + 1;
                 if filter.is_some_and(|f| !f.accepts(record.filter)) {
-                    next = record.offset + 1;
                     return true;
                 }
-                if !holding {
-                    if !consumer.try_take() {
-                        stopped = true;
-                        return false;
-                    }
-                    holding = true;
-                }
-                next = record.offset + 1;
                 let Some(message) = record::decode(record.payload, record.offset) else {
                     tracing::error!(stream = %self.name, offset = record.offset, "stream: a stored message does not decode; skipped");
                     return true;
@@ -396,36 +398,38 @@ impl Stream {
                 holding = false;
                 // A consumer whose connection is gone gets its credit back in `send`.
                 if consumer.send(entry).is_err() {
-                    stopped = true;
+                    outcome = Some(Outcome::Stopped);
                     return false;
                 }
                 sent += 1;
                 self.delivered.fetch_add(1, Relaxed);
                 if sent >= TURN {
-                    turn_over = true;
+                    outcome = Some(Outcome::TurnOver);
+                    return false;
                 }
-                !turn_over
+                holding = consumer.try_take();
+                if !holding {
+                    outcome = Some(Outcome::Stopped);
+                }
+                holding
             });
-            if holding {
-                consumer.give_back();
+            if let Some(outcome) = outcome {
+                break outcome;
             }
             match read {
-                Ok(_) if stopped => return (next, Outcome::Stopped),
-                Ok(_) if turn_over => return (next, Outcome::TurnOver),
                 Ok(true) => {}
-                Ok(false) => return (next, Outcome::SnapshotRead),
+                Ok(false) => break Outcome::SnapshotRead,
                 Err(e) => {
                     tracing::error!(stream = %self.name, offset = next, error = %e, "stream: reading the log failed");
-                    return (next, Outcome::Stopped);
+                    break Outcome::Stopped;
                 }
             }
+        };
+        if holding {
+            consumer.give_back();
         }
+        (next, outcome)
     }
-}
-
-thread_local! {
-    /// The buffer reads for consumers go into (one per thread that serves them).
-    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Why [`Stream::read_for`] stopped.

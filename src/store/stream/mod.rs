@@ -104,10 +104,12 @@ struct IndexEntry {
     timestamp: u64,
 }
 
-/// A snapshot for reading one segment outside the broker's lock, from a position on.
-#[derive(Debug, Clone)]
+/// A snapshot for reading one segment outside the broker's lock, from a position on, with the
+/// bytes it read ahead and has not visited yet.
+#[derive(Debug)]
 pub struct ReadPlan {
     file: Arc<File>,
+    /// Where the next record to visit starts in the file.
     position: u64,
     /// The offset of the record at `position`.
     next: u64,
@@ -115,6 +117,9 @@ pub struct ReadPlan {
     end: u64,
     /// The segment will not grow: the next records are in a later one.
     sealed: bool,
+    /// Bytes read ahead: `buf[at..]` are the file's bytes from `position` on.
+    buf: Vec<u8>,
+    at: usize,
 }
 
 /// One record as read, borrowed from the reader's buffer.
@@ -403,7 +408,6 @@ impl StreamLog {
         let start = self
             .segments
             .partition_point(|s| !s.has_records() || s.newest < timestamp_ms);
-        let mut buf = Vec::new();
         for (i, segment) in self.segments.iter().enumerate().skip(start) {
             let before = segment
                 .index
@@ -414,7 +418,7 @@ impl StreamLog {
             let mut plan = segment.plan_at(entry, i + 1 < self.segments.len());
             let mut found = None;
             while found.is_none()
-                && plan.read(0, INDEX_STRIDE as usize + 4096, &mut buf, |r| {
+                && plan.read(0, INDEX_STRIDE as usize + 4096, |r| {
                     if r.timestamp >= timestamp_ms {
                         found = Some(r.offset);
                     }
@@ -444,6 +448,36 @@ impl StreamLog {
             .saturating_sub(1);
         let entry = segment.index.get(entry)?;
         Some(segment.plan_at(entry, at + 1 < self.segments.len()))
+    }
+
+    /// The plan to read on from `offset` with: `old` itself while it has records left to visit
+    /// from `offset` (with the bytes it read ahead), `old` stretched to its segment's new end
+    /// when it reached the old one, else a new [`StreamLog::plan`] that takes over `old`'s
+    /// buffer. None when there is nothing to read from `offset` yet.
+    pub fn replan(&self, offset: u64, old: Option<ReadPlan>) -> Option<ReadPlan> {
+        let Some(mut old) = old else {
+            return self.plan(offset);
+        };
+        if old.next == offset {
+            if old.position < old.end {
+                return Some(old);
+            }
+            let grown = self
+                .segments
+                .iter()
+                .rposition(|s| Arc::ptr_eq(&s.file, &old.file));
+            if let Some(at) = grown.filter(|_| !old.sealed) {
+                old.end = self.segments[at].end;
+                old.sealed = at + 1 < self.segments.len();
+                if old.position < old.end {
+                    return Some(old);
+                }
+            }
+        }
+        let mut plan = self.plan(offset)?;
+        old.buf.clear();
+        plan.buf = old.buf;
+        Some(plan)
     }
 
     /// Deletes whole sealed segments, oldest first, never the active one: while the total bytes
@@ -540,6 +574,8 @@ impl Segment {
             next: entry.offset,
             end: self.end,
             sealed,
+            buf: Vec::new(),
+            at: 0,
         }
     }
 }

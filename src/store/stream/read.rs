@@ -4,11 +4,13 @@
 use super::*;
 
 impl ReadPlan {
-    /// Reads from the plan's position with one pread of up to `max_bytes` (more if a single
-    /// record is larger, so that at least one whole record comes back), never past the
-    /// snapshot's readable end, into `buf` (reused), and calls `visit` for each whole record in
-    /// order, CRC checked, skipping records whose offset is below `from`. `visit` returns false
-    /// to stop after that record. The plan moves past the records visited and skipped.
+    /// Calls `visit` for each whole record from the plan's position on, in order, CRC checked,
+    /// skipping records whose offset is below `from`: first those its buffer still holds from
+    /// an earlier call, then, when the buffer runs out, those of one pread of up to `max_bytes`
+    /// (more if a single record is larger, so that at least one whole record comes back), never
+    /// past the snapshot's readable end. `visit` returns false to stop after that record; the
+    /// plan moves past the records visited and skipped, and keeps the rest buffered for the
+    /// next call, so each byte of the file is read once.
     ///
     /// Returns Ok(false) once the plan is exhausted (at the snapshot's readable end of its
     /// segment, possibly after visiting records in this call): the caller then asks
@@ -18,10 +20,9 @@ impl ReadPlan {
         &mut self,
         from: u64,
         max_bytes: usize,
-        buf: &mut Vec<u8>,
         mut visit: impl FnMut(RecordRef<'_>) -> bool,
     ) -> io::Result<bool> {
-        self.walk(from, max_bytes, buf, |record, _| visit(record))
+        self.walk(from, max_bytes, |record, _| visit(record))
     }
 
     /// The offset of the next record the plan would visit.
@@ -40,33 +41,23 @@ impl ReadPlan {
         &mut self,
         from: u64,
         max_bytes: usize,
-        buf: &mut Vec<u8>,
         mut visit: impl FnMut(RecordRef<'_>, u64) -> bool,
     ) -> io::Result<bool> {
-        if self.position >= self.end {
-            return Ok(false);
-        }
-        let available = self.end - self.position;
-        let want = (max_bytes.max(FRAME + HEADER) as u64).min(available) as usize;
-        read_at(&self.file, buf, self.position, want)?;
-        // A first record larger than `max_bytes`: read it whole.
-        if buf.len() >= FRAME {
-            let whole = FRAME + body_len(buf, self.position)?;
-            if whole > buf.len() {
-                if whole as u64 > available {
-                    return Err(damaged(self.position, "record runs past the end"));
-                }
-                read_at(&self.file, buf, self.position, whole)?;
+        let mut filled = false;
+        loop {
+            if self.position >= self.end {
+                self.buf.clear();
+                self.at = 0;
+                return Ok(false);
             }
-        }
-        let mut at = 0;
-        while at < buf.len() {
-            let Some((record, size)) = decode(&buf[at..], self.position)? else {
-                // Cut by `max_bytes`; a record cut by the end is torn.
-                if self.position + (buf.len() - at) as u64 >= self.end {
-                    return Err(damaged(self.position, "record runs past the end"));
+            let Some((record, size)) = decode(&self.buf[self.at..], self.position)? else {
+                // No whole record left in the buffer: one read per call.
+                if filled {
+                    return Ok(true);
                 }
-                break;
+                self.fill(max_bytes)?;
+                filled = true;
+                continue;
             };
             if record.offset != self.next {
                 return Err(damaged(self.position, "unexpected offset"));
@@ -74,12 +65,43 @@ impl ReadPlan {
             let position = self.position;
             self.position += size as u64;
             self.next = record.offset + 1;
-            at += size;
+            self.at += size;
             if record.offset >= from && !visit(record, position) {
-                break;
+                return Ok(self.position < self.end);
             }
         }
-        Ok(self.position < self.end)
+    }
+
+    /// Reads on from the end of what is buffered: up to `max_bytes` in all (more if the next
+    /// record is larger, so that it comes back whole), never past the snapshot's end. What was
+    /// left unvisited moves to the front of the buffer first, and is never read again.
+    fn fill(&mut self, max_bytes: usize) -> io::Result<()> {
+        let mut kept = self.buf.len() - self.at;
+        self.buf.copy_within(self.at.., 0);
+        self.buf.truncate(kept);
+        self.at = 0;
+        let available = usize::try_from(self.end - self.position).unwrap_or(usize::MAX);
+        let mut want = max_bytes.max(FRAME + HEADER).min(available);
+        loop {
+            if want > kept {
+                self.buf.resize(want, 0);
+                let at = self.position + kept as u64;
+                self.file.read_exact_at(&mut self.buf[kept..], at)?;
+                kept = want;
+            }
+            if kept < FRAME {
+                return Err(damaged(self.position, "record runs past the end"));
+            }
+            let whole = FRAME + body_len(&self.buf, self.position)?;
+            if whole <= kept {
+                return Ok(());
+            }
+            if whole > available {
+                return Err(damaged(self.position, "record runs past the end"));
+            }
+            // A record larger than `max_bytes`: read it whole.
+            want = whole;
+        }
     }
 }
 
@@ -141,13 +163,6 @@ pub(super) fn decode(data: &[u8], position: u64) -> io::Result<Option<(RecordRef
         payload: &body[HEADER + filter_len..],
     };
     Ok(Some((record, FRAME + len)))
-}
-
-/// Reads `len` bytes at `position` into `buf` (cleared and resized).
-pub(super) fn read_at(file: &File, buf: &mut Vec<u8>, position: u64, len: usize) -> io::Result<()> {
-    buf.clear();
-    buf.resize(len, 0);
-    file.read_exact_at(buf, position)
 }
 
 pub(super) fn segment_name(first_offset: u64) -> String {

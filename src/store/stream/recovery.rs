@@ -45,11 +45,12 @@ pub(super) fn recover(
         next: first,
         end: len,
         sealed: true,
+        buf: Vec::new(),
+        at: 0,
     };
-    let mut buf = Vec::new();
     let mut last_chunk_start = None;
     let damage = loop {
-        let read = plan.walk(0, SCAN_BYTES, &mut buf, |record, position| {
+        let read = plan.walk(0, SCAN_BYTES, |record, position| {
             let size = (FRAME + HEADER) as u64
                 + record.filter.map_or(0, |f| f.len() as u64)
                 + record.payload.len() as u64;

@@ -40,17 +40,18 @@ fn owned(r: RecordRef<'_>) -> Owned {
 /// consumer does.
 fn read_all(log: &StreamLog, from: u64, max_bytes: usize) -> Vec<Owned> {
     let mut out = Vec::new();
-    let mut buf = Vec::new();
     let mut next = from;
-    while let Some(mut plan) = log.plan(next) {
+    let mut kept = None;
+    while let Some(mut plan) = log.replan(next, kept.take()) {
         while plan
-            .read(next, max_bytes, &mut buf, |r| {
+            .read(next, max_bytes, |r| {
                 out.push(owned(r));
                 true
             })
             .unwrap()
         {}
         next = plan.next_offset();
+        kept = Some(plan);
     }
     out
 }
@@ -133,10 +134,9 @@ fn a_small_read_stops_at_whole_records_and_resumes() {
     fill(&mut log, 10, 100, |o| o);
     let record = (FRAME + HEADER + 100) as u64;
     let mut plan = log.plan(0).unwrap();
-    let mut buf = Vec::new();
     let mut seen = Vec::new();
     let more = plan
-        .read(0, 2 * record as usize + 50, &mut buf, |r| {
+        .read(0, 2 * record as usize + 50, |r| {
             seen.push(r.offset);
             true
         })
@@ -145,7 +145,7 @@ fn a_small_read_stops_at_whole_records_and_resumes() {
     assert_eq!(seen, [0, 1]);
     assert_eq!(plan.next_offset(), 2);
     // Smaller than one record: that one record, whole.
-    plan.read(0, 10, &mut buf, |r| {
+    plan.read(0, 10, |r| {
         seen.push(r.offset);
         assert_eq!(r.payload, &[2u8; 100][..]);
         true
@@ -153,7 +153,7 @@ fn a_small_read_stops_at_whole_records_and_resumes() {
     .unwrap();
     assert_eq!(seen, [0, 1, 2]);
     // The visitor stops after a record.
-    plan.read(0, 1 << 20, &mut buf, |r| {
+    plan.read(0, 1 << 20, |r| {
         seen.push(r.offset);
         false
     })
@@ -161,14 +161,14 @@ fn a_small_read_stops_at_whole_records_and_resumes() {
     assert_eq!(seen, [0, 1, 2, 3]);
     assert_eq!(plan.next_offset(), 4);
     while plan
-        .read(0, record as usize, &mut buf, |r| {
+        .read(0, record as usize, |r| {
             seen.push(r.offset);
             true
         })
         .unwrap()
     {}
     assert_eq!(seen, (0..10).collect::<Vec<_>>());
-    assert!(!plan.read(0, 100, &mut buf, |_| true).unwrap());
+    assert!(!plan.read(0, 100, |_| true).unwrap());
     log.destroy().unwrap();
 }
 
@@ -356,7 +356,7 @@ fn a_plan_outlives_the_retention_of_its_segment() {
     assert!(plan.sealed());
     assert_eq!(log.retain(Some(0), None, 0).unwrap().segments, 4);
     let mut seen = Vec::new();
-    plan.read(0, 100, &mut Vec::new(), |r| {
+    plan.read(0, 100, |r| {
         seen.push((r.offset, r.payload.to_vec()));
         true
     })
@@ -429,7 +429,7 @@ fn a_corrupt_record_in_the_middle_is_an_error_on_read() {
     let mut plan = log.plan(0).unwrap();
     let mut seen = Vec::new();
     let err = plan
-        .read(0, 1 << 20, &mut Vec::new(), |r| {
+        .read(0, 1 << 20, |r| {
             seen.push(r.offset);
             true
         })
@@ -437,5 +437,54 @@ fn a_corrupt_record_in_the_middle_is_an_error_on_read() {
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert_eq!(seen, [0, 1, 2, 3, 4]);
     assert_eq!(plan.next_offset(), 5);
+    log.destroy().unwrap();
+}
+
+#[test]
+fn a_kept_plan_reads_each_byte_once_and_grows_with_its_segment() {
+    let dir = temp("read-ahead");
+    let mut log = StreamLog::open(&dir, 1 << 20).unwrap();
+    fill(&mut log, 10, 50, |o| o);
+    let record = (FRAME + HEADER + 50) as u64;
+    let mut plan = log.plan(0).unwrap();
+    let mut seen = Vec::new();
+    // One read of all ten; the visitor stops after the third.
+    assert!(plan
+        .read(0, 1 << 20, |r| {
+            seen.push(r.offset);
+            r.offset < 2
+        })
+        .unwrap());
+    // Records 3 to 9 are damaged on disk now: the plan hands them over from what it read.
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&segment_files(&dir)[0])
+        .unwrap();
+    file.write_all_at(b"?", 8 + 5 * record + 30).unwrap();
+    let mut plan = log.replan(3, Some(plan)).unwrap();
+    while plan
+        .read(0, 1 << 20, |r| {
+            assert_eq!(r.payload, &[r.offset as u8; 50][..]);
+            seen.push(r.offset);
+            true
+        })
+        .unwrap()
+    {}
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    // A new plan reads the file again, and finds the damage.
+    assert!(log.plan(3).unwrap().read(0, 1 << 20, |_| true).is_err());
+    // Nothing new to read yet; then the segment grows, and the kept plan reads on.
+    assert!(log.plan(10).is_none());
+    fill(&mut log, 2, 50, |o| o);
+    let mut plan = log.replan(10, Some(plan)).unwrap();
+    let mut grown = Vec::new();
+    while plan
+        .read(0, 1 << 20, |r| {
+            grown.push(r.offset);
+            true
+        })
+        .unwrap()
+    {}
+    assert_eq!(grown, [10, 11]);
     log.destroy().unwrap();
 }
