@@ -17,7 +17,7 @@ use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 
 use super::log::LogStore;
 use super::machine::{GroupId, Machine, NodeId, TypeConfig};
-use super::net::client::Network;
+use super::net::client::{Forwarder, Network};
 use super::net::server::{Handler, Registration};
 use super::net::Transport;
 use super::state::MachineStore;
@@ -78,7 +78,8 @@ pub enum StartError {
     Raft { group: GroupId, why: String },
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why a write was not applied; also the answer a leader sends back to a forwarded write.
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum WriteError {
     /// This node is not the leader; `leader` (with its cluster address) is the one it knows of.
     #[error("not the leader; the leader is {}", leader.map_or("unknown".into(), |l| format!("node {l} at {}", address.as_deref().unwrap_or("?"))))]
@@ -125,6 +126,8 @@ pub struct RaftGroup<M: Machine> {
     machine: MachineStore<M>,
     config: GroupConfig,
     registration: Registration,
+    /// Connections to the leader for forwarded writes.
+    forwarder: Forwarder,
 }
 
 impl<M: Machine> RaftGroup<M> {
@@ -178,12 +181,13 @@ impl<M: Machine> RaftGroup<M> {
             return Err(StartError::AlreadyRunning { group });
         }
         tracing::info!(%group, node = config.node, dir = %config.dir.display(), "raft group started");
-        let registration = transport.registration(group);
+        let registration = transport.registration(group.clone());
         Ok(RaftGroup {
             raft,
             machine,
             config,
             registration,
+            forwarder: Forwarder::new(group),
         })
     }
 
@@ -209,31 +213,47 @@ impl<M: Machine> RaftGroup<M> {
         }
     }
 
-    /// Commits `command` and returns what applying it returned. Only the leader accepts writes.
+    /// Commits `command` and returns what applying it returned. A follower forwards it to the
+    /// leader it knows of (and waits for one while there is none), until the write timeout. A
+    /// forwarded write whose answer was lost is sent again: a command may then apply twice.
     pub async fn write(&self, command: M::Command) -> Result<M::Response, WriteError> {
         let within = self.config.timing.write_timeout;
-        let written = match tokio::time::timeout(within, self.raft.client_write(command)).await {
-            Err(_) => return Err(WriteError::Timeout(within)),
+        match tokio::time::timeout(within, self.write_through_leader(command)).await {
+            Err(_) => Err(WriteError::Timeout(within)),
             Ok(written) => written,
-        };
-        match written {
-            Ok(response) => response
-                .data
-                .ok_or_else(|| WriteError::Stopped("a command applied to nothing".into())),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
-                let address = to.leader_node.map(|node| node.addr).or_else(|| {
-                    to.leader_id
-                        .and_then(|id| self.config.peers.get(&id).cloned())
-                });
+        }
+    }
+
+    async fn write_through_leader(&self, command: M::Command) -> Result<M::Response, WriteError> {
+        const NO_LEADER_YET: Duration = Duration::from_millis(20);
+        loop {
+            let written = self.raft.client_write(command.clone()).await;
+            let address = match write_outcome::<M>(written, &self.config.peers) {
                 Err(WriteError::NotLeader {
-                    leader: to.leader_id,
-                    address,
-                })
+                    leader: Some(leader),
+                    address: Some(address),
+                }) if leader != self.config.node => address,
+                Err(WriteError::NotLeader { .. }) => {
+                    tokio::time::sleep(NO_LEADER_YET).await;
+                    continue;
+                }
+                outcome => return outcome,
+            };
+            let body = serde_json::to_vec(&command)
+                .map_err(|e| WriteError::Stopped(format!("command not encoded: {e}")))?;
+            let answer = match self.forwarder.call(&address, &body).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::debug!(group = %self.config.group, %address, error = %e, "forwarded write failed; trying again");
+                    tokio::time::sleep(NO_LEADER_YET).await;
+                    continue;
+                }
+            };
+            match serde_json::from_slice::<Result<M::Response, WriteError>>(&answer) {
+                Ok(Err(WriteError::NotLeader { .. })) => tokio::time::sleep(NO_LEADER_YET).await,
+                Ok(outcome) => return outcome,
+                Err(e) => return Err(WriteError::Stopped(format!("leader's answer: {e}"))),
             }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(WriteError::Stopped(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(WriteError::Stopped(e.to_string())),
         }
     }
 
@@ -288,5 +308,35 @@ impl<M: Machine> RaftGroup<M> {
             tracing::warn!(group = %self.config.group, error = %e, "raft group did not stop cleanly");
         }
         tracing::info!(group = %self.config.group, node = self.config.node, "raft group stopped");
+    }
+}
+
+/// What a client write came to, as [`RaftGroup::write`] reports it (and a leader answers a
+/// forwarded one).
+pub(crate) fn write_outcome<M: Machine>(
+    written: Result<
+        openraft::raft::ClientWriteResponse<TypeConfig<M>>,
+        RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    >,
+    peers: &BTreeMap<NodeId, String>,
+) -> Result<M::Response, WriteError> {
+    match written {
+        Ok(response) => response
+            .data
+            .ok_or_else(|| WriteError::Stopped("a command applied to nothing".into())),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+            let address = to
+                .leader_node
+                .map(|node| node.addr)
+                .or_else(|| to.leader_id.and_then(|id| peers.get(&id).cloned()));
+            Err(WriteError::NotLeader {
+                leader: to.leader_id,
+                address,
+            })
+        }
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            Err(WriteError::Stopped(e.to_string()))
+        }
+        Err(RaftError::Fatal(e)) => Err(WriteError::Stopped(e.to_string())),
     }
 }

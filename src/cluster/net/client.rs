@@ -196,3 +196,66 @@ impl<M: Machine> RaftNetwork<TypeConfig<M>> for Peer<M> {
         self.rpc_error(RPCTypes::Vote, result)
     }
 }
+
+/// How long a forwarded write may wait for the leader's answer (the caller's write timeout
+/// bounds the whole write as well).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Forwards client writes of one group to its leader ([`Rpc::Write`]): idle connections are kept
+/// per address and reused, one request at a time each, so writes from many callers travel side
+/// by side; a connection that fails is dropped.
+pub struct Forwarder {
+    group: GroupId,
+    idle: parking_lot::Mutex<Vec<(String, TcpStream)>>,
+}
+
+impl Forwarder {
+    pub fn new(group: GroupId) -> Forwarder {
+        Forwarder {
+            group,
+            idle: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends the encoded command to the node at `addr` and returns its answer's body.
+    pub async fn call(&self, addr: &str, body: &[u8]) -> io::Result<Vec<u8>> {
+        let payload = frame::request(&self.group, Rpc::Write, body);
+        let idle = {
+            let mut idle = self.idle.lock();
+            let at = idle.iter().position(|(a, _)| a == addr);
+            at.map(|at| idle.swap_remove(at).1)
+        };
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+                conn.set_nodelay(true)?;
+                conn
+            }
+        };
+        let exchange = async {
+            frame::write_frame(&mut conn, &payload).await?;
+            frame::read_frame(&mut conn).await
+        };
+        let reply = tokio::time::timeout(FORWARD_TIMEOUT, exchange)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        match reply.split_first() {
+            Some((&frame::OK, answer)) => {
+                let answer = answer.to_vec();
+                self.idle.lock().push((addr.to_owned(), conn));
+                Ok(answer)
+            }
+            Some((&frame::REFUSED, why)) => Err(io::Error::other(format!(
+                "{addr} refused: {}",
+                String::from_utf8_lossy(why)
+            ))),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "reply without a status",
+            )),
+        }
+    }
+}

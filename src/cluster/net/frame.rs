@@ -25,6 +25,8 @@ pub enum Rpc {
     AppendEntries = 1,
     Vote = 2,
     InstallSnapshot = 3,
+    /// A client write forwarded to the node that leads the group (see `raft.rs`).
+    Write = 4,
 }
 
 impl Rpc {
@@ -33,6 +35,7 @@ impl Rpc {
             1 => Some(Rpc::AppendEntries),
             2 => Some(Rpc::Vote),
             3 => Some(Rpc::InstallSnapshot),
+            4 => Some(Rpc::Write),
             _ => None,
         }
     }

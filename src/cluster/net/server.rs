@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::frame::{self, Rpc};
 use crate::cluster::machine::{GroupId, Machine, TypeConfig};
+use crate::cluster::raft::write_outcome;
 
 /// A group's answer to a request body: the encoded reply, or why the body was refused.
 pub(crate) type Reply<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
@@ -186,6 +187,11 @@ impl<M: Machine> Handler for Raft<TypeConfig<M>> {
                 Rpc::AppendEntries => encode(&self.append_entries(decode(&body)?).await),
                 Rpc::Vote => encode(&self.vote(decode(&body)?).await),
                 Rpc::InstallSnapshot => encode(&self.install_snapshot(decode(&body)?).await),
+                Rpc::Write => {
+                    let command: M::Command = decode(&body)?;
+                    let written = self.client_write(command).await;
+                    encode(&write_outcome::<M>(written, &Default::default()))
+                }
             }
         })
     }
