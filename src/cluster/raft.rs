@@ -311,13 +311,16 @@ impl<M: Machine> RaftGroup<M> {
     }
 }
 
+/// What openraft's `client_write` returns.
+pub(crate) type Written<M> = Result<
+    openraft::raft::ClientWriteResponse<TypeConfig<M>>,
+    RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+>;
+
 /// What a client write came to, as [`RaftGroup::write`] reports it (and a leader answers a
 /// forwarded one).
 pub(crate) fn write_outcome<M: Machine>(
-    written: Result<
-        openraft::raft::ClientWriteResponse<TypeConfig<M>>,
-        RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
-    >,
+    written: Written<M>,
     peers: &BTreeMap<NodeId, String>,
 ) -> Result<M::Response, WriteError> {
     match written {
