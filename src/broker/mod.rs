@@ -17,6 +17,7 @@ pub mod flow;
 pub mod headers;
 pub mod message;
 pub mod queue;
+pub mod quorum;
 pub mod record;
 pub mod storage;
 pub mod stream;

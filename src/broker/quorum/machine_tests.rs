@@ -1,0 +1,167 @@
+use super::*;
+
+fn message(body: &str) -> Stored {
+    Stored {
+        exchange: Vec::new(),
+        routing_key: b"q".to_vec(),
+        properties: Vec::new(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn key(node: NodeId, id: u64) -> ConsumerKey {
+    ConsumerKey { node, id }
+}
+
+/// A machine on node 1 and what it hands to node 1's consumers.
+fn local() -> (QueueMachine, mpsc::UnboundedReceiver<Assigned>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let local = Local {
+        node: 1,
+        deliveries: tx,
+    };
+    (QueueMachine::new(Some(2), Some(local)), rx)
+}
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<Assigned>) -> Vec<(u64, u64, String, u32)> {
+    let mut got = Vec::new();
+    while let Ok(a) = rx.try_recv() {
+        let body = String::from_utf8(a.message.body).unwrap();
+        got.push((a.consumer, a.delivery, body, a.returns));
+    }
+    got
+}
+
+fn enqueue(m: &mut QueueMachine, bodies: &[&str]) {
+    m.apply(&Command::Enqueue(bodies.iter().map(|b| message(b)).collect()));
+}
+
+fn checkout(m: &mut QueueMachine, consumer: ConsumerKey, prefetch: u32) {
+    m.apply(&Command::Checkout {
+        consumer,
+        prefetch,
+        no_ack: false,
+    });
+}
+
+#[test]
+fn consumers_take_turns_within_their_prefetch_and_only_local_ones_are_sent() {
+    let (mut m, mut rx) = local();
+    checkout(&mut m, key(1, 7), 2);
+    checkout(&mut m, key(2, 7), 1);
+    enqueue(&mut m, &["a", "b", "c", "d"]);
+    // a -> node 1, b -> node 2, c -> node 1; d waits: both are at their prefetch.
+    let sent = drain(&mut rx);
+    assert_eq!(
+        sent,
+        vec![(7, 0, "a".into(), 0), (7, 2, "c".into(), 0)],
+        "only node 1's deliveries are sent here"
+    );
+    assert_eq!((m.ready(), m.unsettled()), (1, 3));
+    // Node 2 acks its delivery (1): d goes to it.
+    m.apply(&Command::Settle {
+        node: 2,
+        deliveries: vec![1],
+    });
+    assert_eq!((m.ready(), m.unsettled()), (0, 3));
+    assert!(drain(&mut rx).is_empty());
+}
+
+#[test]
+fn a_settle_from_the_wrong_node_or_for_a_taken_back_delivery_matches_nothing() {
+    let (mut m, mut rx) = local();
+    checkout(&mut m, key(1, 1), 1);
+    enqueue(&mut m, &["a"]);
+    assert_eq!(drain(&mut rx).len(), 1);
+    m.apply(&Command::Settle {
+        node: 2,
+        deliveries: vec![0],
+    });
+    assert_eq!(m.unsettled(), 1, "node 2 holds nothing");
+    // The channel closes: the message comes back, to the next consumer, as delivery 1.
+    m.apply(&Command::Down {
+        consumer: key(1, 1),
+    });
+    checkout(&mut m, key(1, 2), 1);
+    assert_eq!(drain(&mut rx), vec![(2, 1, "a".into(), 1)]);
+    // The late ack of delivery 0 does not settle delivery 1.
+    m.apply(&Command::Settle {
+        node: 1,
+        deliveries: vec![0],
+    });
+    assert_eq!(m.unsettled(), 1);
+    m.apply(&Command::Settle {
+        node: 1,
+        deliveries: vec![1],
+    });
+    assert_eq!((m.ready(), m.unsettled()), (0, 0));
+}
+
+#[test]
+fn returned_messages_go_first_and_past_the_delivery_limit_are_dropped() {
+    let (mut m, mut rx) = local();
+    enqueue(&mut m, &["a", "b"]);
+    checkout(&mut m, key(1, 1), 1);
+    let mut returns = Vec::new();
+    // Limit 2: "a" is delivered three times (returned twice), then dropped at its third return.
+    for _ in 0..3 {
+        let sent = drain(&mut rx);
+        assert_eq!(sent.len(), 1);
+        let (_, delivery, body, count) = sent[0].clone();
+        assert_eq!(body, "a");
+        returns.push(count);
+        m.apply(&Command::Return {
+            node: 1,
+            deliveries: vec![delivery],
+        });
+    }
+    assert_eq!(returns, vec![0, 1, 2]);
+    assert_eq!(m.dropped, 1);
+    assert_eq!(drain(&mut rx)[0].2, "b");
+}
+
+#[test]
+fn cancel_keeps_what_the_consumer_holds_and_node_up_takes_back_everything() {
+    let (mut m, mut rx) = local();
+    checkout(&mut m, key(2, 1), 0);
+    enqueue(&mut m, &["a", "b"]);
+    m.apply(&Command::Cancel {
+        consumer: key(2, 1),
+    });
+    assert_eq!((m.consumers(), m.unsettled()), (0, 2));
+    enqueue(&mut m, &["c"]);
+    assert_eq!(m.ready(), 1, "a cancelled consumer takes nothing new");
+    m.apply(&Command::NodeUp { node: 2 });
+    assert_eq!((m.ready(), m.unsettled()), (3, 0));
+    checkout(&mut m, key(1, 1), 0);
+    let bodies: Vec<String> = drain(&mut rx).into_iter().map(|d| d.2).collect();
+    assert_eq!(bodies, ["a", "b", "c"], "returned first, in order");
+}
+
+#[test]
+fn a_snapshot_restores_the_state_and_keeps_the_local_link() {
+    let (mut m, mut rx) = local();
+    checkout(&mut m, key(1, 1), 1);
+    enqueue(&mut m, &["a", "b"]);
+    drain(&mut rx);
+    let bytes = m.snapshot();
+    let (mut copy, mut copy_rx) = local();
+    copy.restore(&bytes).unwrap();
+    assert_eq!((copy.ready(), copy.unsettled()), (1, 1));
+    copy.apply(&Command::Settle {
+        node: 1,
+        deliveries: vec![0],
+    });
+    assert_eq!(drain(&mut copy_rx)[0].2, "b");
+    assert!(copy.restore(b"{").is_err());
+    assert_eq!(copy.unsettled(), 1, "a bad snapshot changes nothing");
+}
+
+#[test]
+fn purge_removes_only_ready_messages() {
+    let (mut m, _rx) = local();
+    checkout(&mut m, key(1, 1), 1);
+    enqueue(&mut m, &["a", "b", "c"]);
+    assert_eq!(m.apply(&Command::Purge), Response::Purged(2));
+    assert_eq!((m.ready(), m.unsettled()), (0, 1));
+}
