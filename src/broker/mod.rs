@@ -8,6 +8,7 @@
 
 pub mod activity;
 pub mod arguments;
+mod clustered;
 pub mod deadlines;
 pub mod dedup;
 pub mod definition;
@@ -45,6 +46,8 @@ pub struct Broker {
     vhosts: Arc<RwLock<HashMap<String, Arc<Vhost>>>>,
     /// Where durable vhosts live (`None`: nothing is durable).
     store: Option<Arc<crate::store::Store>>,
+    /// The cluster this node joined, if any (see `clustered.rs`).
+    cluster: std::sync::OnceLock<Arc<quorum::Node>>,
 }
 
 impl Broker {
@@ -60,6 +63,7 @@ impl Broker {
         Ok(Broker {
             vhosts: Arc::new(RwLock::new(map)),
             store: Some(Arc::clone(store)),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -72,6 +76,7 @@ impl Broker {
         Broker {
             vhosts: Arc::new(RwLock::new(map)),
             store: None,
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -94,6 +99,9 @@ impl Broker {
             Some(store) => Vhost::open(name, Arc::clone(store))?,
             None => Vhost::new(name),
         });
+        if let Some(node) = self.cluster.get() {
+            vhost.set_cluster(Arc::clone(node));
+        }
         let mut vhosts = self.vhosts.write();
         Ok(Arc::clone(vhosts.entry(name.to_owned()).or_insert(vhost)))
     }

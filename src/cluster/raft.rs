@@ -301,6 +301,14 @@ impl<M: Machine> RaftGroup<M> {
             .map_err(|e| WriteError::Stopped(e.to_string()))
     }
 
+    /// [`RaftGroup::shutdown`] through a shared handle (the group is useless after it).
+    pub async fn stop(&self) {
+        self.registration.remove();
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = %self.config.group, error = %e, "raft group did not stop cleanly");
+        }
+    }
+
     /// Leaves the transport and stops the openraft node; its files stay for a restart.
     pub async fn shutdown(self) {
         self.registration.remove();

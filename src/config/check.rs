@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::error::{Problem, Source};
 use super::model::{UserEntry, VhostEntry};
 use super::parse::Parsed;
-use super::{check_permissions, check_tls, check_topology, settings, Config};
+use super::{check_cluster, check_permissions, check_tls, check_topology, settings, Config};
 use crate::broker::vhost::VhostLimits;
 use crate::server::{Password, Permission, User, Users};
 
@@ -26,6 +26,7 @@ pub(super) fn check(source: &Source<'_>, parsed: Parsed, problems: &mut Vec<Prob
     let (tls_listeners, tls) = check_tls::check_tls(source, &mut server, problems);
     let mut settings = settings::check_server(source, server, problems);
     (settings.tls_listeners, settings.tls) = (tls_listeners, tls);
+    settings.cluster = check_cluster::check(source, parsed.cluster, problems);
     let file_vhosts = parsed.vhosts.len();
     let vhost_limits = limits_of(&parsed.vhosts);
     let vhosts = check_vhosts(source, parsed.vhosts, problems);

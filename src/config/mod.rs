@@ -14,6 +14,7 @@ pub mod apply;
 pub(crate) mod arguments;
 mod check;
 mod check_bindings;
+mod check_cluster;
 mod check_permissions;
 mod check_tls;
 mod check_topology;

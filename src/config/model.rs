@@ -169,3 +169,22 @@ pub struct BindingEntry {
     #[serde(default)]
     pub arguments: Arguments,
 }
+
+/// `[cluster]`: this node in a cluster of Warren nodes (issue 22).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub node_id: Spanned<u64>,
+    /// The cluster port's address (default: this node's address in `peers`).
+    pub listen: Option<Spanned<String>>,
+    /// Every node of the cluster, this one included.
+    pub peers: Spanned<Vec<PeerEntry>>,
+}
+
+/// One of `[cluster] peers`: `{ id = 2, address = "10.0.0.2:25672" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    pub id: u64,
+    pub address: String,
+}

@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::error::{Problem, Source};
 use super::model::{
-    BindingEntry, ExchangeEntry, PermissionEntry, QueueEntry, ServerSection, TopicPermissionEntry,
-    UserEntry, VhostEntry,
+    BindingEntry, ClusterSection, ExchangeEntry, PermissionEntry, QueueEntry, ServerSection,
+    TopicPermissionEntry, UserEntry, VhostEntry,
 };
 
 /// The sections of a file, each entry well-formed.
@@ -26,9 +26,11 @@ pub struct Parsed {
     pub exchanges: Vec<ExchangeEntry>,
     pub queues: Vec<QueueEntry>,
     pub bindings: Vec<BindingEntry>,
+    pub cluster: Option<ClusterSection>,
 }
 
-const SECTIONS: &str = "[server], [[users]], [[vhosts]], [[permissions]], [[topic_permissions]], \
+const SECTIONS: &str =
+    "[server], [cluster], [[users]], [[vhosts]], [[permissions]], [[topic_permissions]], \
      [[exchanges]], [[queues]], [[bindings]], loopback_users";
 
 /// Reads `source`; syntax errors end the reading (nothing after them is trusted).
@@ -53,6 +55,7 @@ pub fn parse(source: &Source<'_>, problems: &mut Vec<Problem>) -> Parsed {
                     parsed.server = server;
                 }
             }
+            "cluster" => parsed.cluster = reader.entry("[cluster]", value),
             "users" => parsed.users = reader.entries("users", value),
             // Also accepted at the top of the file, as RabbitMQ's setting is top-level.
             "loopback_users" => {

@@ -10,6 +10,7 @@ use warren_protocol::frame::FRAME_MIN_SIZE;
 use super::error::{Problem, Source};
 use super::model::{LogFormat, ServerSection, TimeoutAction};
 use super::units::MemoryLimit;
+use crate::broker::quorum::ClusterConfig;
 use crate::server::{alarms, TlsFiles, Tuning, Users};
 use crate::{ServerOptions, UnackedTimeoutAction};
 
@@ -40,6 +41,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// Addresses of the management HTTP API (empty: it is off).
     pub management_listeners: Vec<String>,
+    /// `[cluster]`: this node in a cluster (`None`: a single node).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Where the management API listens unless told otherwise (RabbitMQ's port, loopback only).
@@ -67,6 +70,7 @@ impl Default for Settings {
             tls_listeners: Vec::new(),
             tls: None,
             management_listeners: vec![DEFAULT_MANAGEMENT_LISTENER.into()],
+            cluster: None,
         }
     }
 }
@@ -121,6 +125,7 @@ impl Settings {
             tls_listeners: self.tls_listeners.clone(),
             tls: self.tls.clone(),
             management_listeners: self.management_listeners.clone(),
+            cluster: self.cluster.clone(),
             ..ServerOptions::default()
         }
     }
@@ -183,6 +188,7 @@ impl Settings {
             "management_listeners",
             self.management_listeners != running.management_listeners,
         );
+        differs("cluster", self.cluster != running.cluster);
         changed
     }
 }

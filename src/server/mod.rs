@@ -104,6 +104,8 @@ pub struct ServerOptions {
     /// Addresses to serve the management HTTP API, metrics and dashboard on (none by default
     /// here; the configuration's default is 127.0.0.1:15672).
     pub management_listeners: Vec<String>,
+    /// `[cluster]`: this node joins a cluster (quorum queues are replicated over it).
+    pub cluster: Option<crate::broker::quorum::ClusterConfig>,
 }
 
 /// What the broker does with a delivery left unacknowledged past its timeout.
@@ -147,6 +149,7 @@ impl Default for ServerOptions {
             tls_listeners: Vec::new(),
             tls: None,
             management_listeners: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -232,6 +235,9 @@ impl Server {
             }
         }
         let configured = configure(&broker)?;
+        if let Some(cluster) = options.cluster.clone() {
+            broker.join_cluster(cluster, &options.data_dir).await?;
+        }
         let background =
             broker.start_background(Duration::from_millis(100), options.compaction_interval);
         let tls = tls_setup(&options)?;

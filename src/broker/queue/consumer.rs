@@ -272,6 +272,12 @@ impl Consumer {
         }
     }
 
+    /// Takes credit for a delivery another party decided on (a quorum queue's machine, which
+    /// keeps the consumer within its prefetch itself).
+    pub(crate) fn take_assigned(&self) {
+        self.take();
+    }
+
     /// Pushes a delivery to the connection; false (and the credit returned) if it has gone.
     #[inline]
     pub(crate) fn send(self: &Arc<Self>, entry: Entry) -> Result<(), Entry> {

@@ -19,6 +19,7 @@
 pub mod consumer;
 mod limits;
 mod parked;
+mod quorumed;
 mod ready;
 mod settle;
 mod state;
@@ -42,6 +43,7 @@ use tracing::error;
 use super::dedup::Dedup;
 use super::flow::Flow;
 use super::message::{now_ms, Entry, Message, Reason, Stamp};
+use super::quorum::Quorum;
 use super::storage::{Backlog, MessageStore};
 use super::stream::Stream;
 use crate::store::Store;
@@ -101,6 +103,9 @@ struct Limited {
     /// A stream queue's log and readers (`x-queue-type: stream`, see `broker/stream`): it then
     /// keeps nothing in `QueueState`, and every operation goes to the stream.
     stream: Option<Arc<Stream>>,
+    /// A quorum queue's Raft group and local consumers (`x-queue-type: quorum` on a cluster,
+    /// see `broker/quorum`): every operation goes to it, as for a stream.
+    quorum: Option<Arc<Quorum>>,
 }
 
 impl Limited {
@@ -111,6 +116,7 @@ impl Limited {
             idle_since: AtomicU64::new(0),
             dedup: None,
             stream: None,
+            quorum: None,
         })
     }
 }
@@ -275,6 +281,9 @@ impl Queue {
     pub fn publish(&self, message: &Arc<Message>, stamp: Stamp) -> Published {
         if let Some(stream) = self.stream() {
             return streamed::publish_to_stream(stream, message);
+        }
+        if let Some(quorum) = self.quorum() {
+            return quorumed::publish_to_quorum(quorum, message);
         }
         let mut state = self.lock();
         let enqueued = self.enqueue(&mut state, message, stamp);
@@ -464,6 +473,10 @@ impl Queue {
         if let Some(stream) = self.stream() {
             return stream.serve();
         }
+        if self.quorum().is_some() {
+            // Its machine hands out messages as settles commit.
+            return;
+        }
         let mut state = self.lock();
         self.dispatch_and_flush(&mut state);
     }
@@ -496,6 +509,10 @@ impl Queue {
         if let Some(stream) = self.stream() {
             return stream.flush();
         }
+        if let Some(quorum) = self.quorum() {
+            quorum.flush();
+            return Ok(());
+        }
         let mut state = self.lock();
         self.flush_locked(&mut state)
     }
@@ -506,8 +523,9 @@ impl Queue {
 
     /// `basic.get` on the channel `taker`: the next message and how many remain.
     pub fn get(&self, no_ack: bool, taker: &Arc<ChannelCredit>) -> Option<(Entry, u32)> {
-        if self.stream().is_some() {
-            // Streams are read by consumers only (the channel refuses `basic.get` first).
+        if self.stream().is_some() || self.quorum().is_some() {
+            // Streams are read by consumers only, and quorum queues here too (the channel
+            // refuses `basic.get` first).
             return None;
         }
         let mut state = self.lock();
@@ -533,6 +551,11 @@ impl Queue {
             let count = u32::try_from(stream.len()).unwrap_or(u32::MAX);
             return (count, saturating_u32(stream.consumers()));
         }
+        if let Some(quorum) = self.quorum() {
+            let (ready, consumers) = quorum.counts();
+            let clip = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+            return (clip(ready), clip(consumers));
+        }
         let mut state = self.lock();
         state.drop_expired();
         self.note_due(&state);
@@ -547,6 +570,9 @@ impl Queue {
         if self.stream().is_some() {
             // Not for streams (the channel refuses `queue.purge` first).
             return 0;
+        }
+        if let Some(quorum) = self.quorum() {
+            return quorumed::purge(quorum);
         }
         let mut state = self.lock();
         let count = state.ready_count();
@@ -582,6 +608,13 @@ impl Queue {
                 .subscribe(consumer, super::stream::Start::Next, None)
                 .map_err(ConsumeRefused::from);
         }
+        if let Some(quorum) = self.quorum() {
+            if self.lock().deleted {
+                return Err(ConsumeRefused::Deleted);
+            }
+            quorum.subscribe(consumer);
+            return Ok(());
+        }
         let mut state = self.lock();
         if state.deleted {
             return Err(ConsumeRefused::Deleted);
@@ -615,6 +648,10 @@ impl Queue {
             stream.unsubscribe(consumer);
             return false;
         }
+        if let Some(quorum) = self.quorum() {
+            quorum.unsubscribe(consumer);
+            return false;
+        }
         let mut state = self.lock();
         let before = state.consumers.len();
         state.remove_consumer(consumer);
@@ -638,6 +675,9 @@ impl Queue {
         if let Some(stream) = self.stream() {
             return stream.consumers() > 0;
         }
+        if let Some(quorum) = self.quorum() {
+            return !quorum.consumer_list().is_empty();
+        }
         !self.lock().consumers.is_empty()
     }
 
@@ -648,6 +688,12 @@ impl Queue {
             self.lock().deleted = true;
             let (consumers, count) = stream.delete();
             return (consumers, u32::try_from(count).unwrap_or(u32::MAX));
+        }
+        if let Some(quorum) = self.quorum() {
+            self.lock().deleted = true;
+            let (ready, _) = quorum.counts();
+            let consumers = quorum.cancel_consumers();
+            return (consumers, u32::try_from(ready).unwrap_or(u32::MAX));
         }
         let mut state = self.lock();
         state.deleted = true;

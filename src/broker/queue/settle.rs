@@ -14,6 +14,9 @@ impl Queue {
     /// the queue's storage (written; synced by the next group commit, without waiting for it).
     /// The queue's lock is not taken when none is stored.
     pub fn settle(&self, entries: impl IntoIterator<Item = Entry>) {
+        if let Some(quorum) = self.quorum() {
+            return quorum.settle(super::quorumed::deliveries(entries));
+        }
         let mut stored = entries
             .into_iter()
             .filter(|entry| entry.position.is_some())
@@ -38,6 +41,9 @@ impl Queue {
             // A stream keeps every message: nothing comes back to it.
             return;
         }
+        if let Some(quorum) = self.quorum() {
+            return quorum.requeue(super::quorumed::deliveries(entries));
+        }
         let mut state = self.lock();
         if state.deleted {
             return;
@@ -56,6 +62,9 @@ impl Queue {
             // A stream keeps every message: nothing comes back to it.
             return;
         }
+        if let Some(quorum) = self.quorum() {
+            return quorum.requeue(vec![entry.seq]);
+        }
         let mut state = self.lock();
         if state.deleted {
             return;
@@ -70,6 +79,10 @@ impl Queue {
         if self.stream().is_some() {
             // A stream keeps every message: nothing comes back to it.
             return;
+        }
+        if let Some(quorum) = self.quorum() {
+            // Back to the queue, for any consumer (its machine does not know channels).
+            return quorum.requeue(vec![entry.seq]);
         }
         let mut state = self.lock();
         if state.deleted {

@@ -188,7 +188,10 @@ impl QueueMachine {
             return;
         };
         held.returns = held.returns.saturating_add(1);
-        if self.delivery_limit.is_some_and(|limit| held.returns > limit) {
+        if self
+            .delivery_limit
+            .is_some_and(|limit| held.returns > limit)
+        {
             self.messages.remove(&message);
             self.dropped += 1;
             return;
@@ -215,8 +218,7 @@ impl QueueMachine {
             let Some(key) = self.next_with_credit() else {
                 return;
             };
-            let Some(message) = self.returned.pop_front().or_else(|| self.ready.pop_front())
-            else {
+            let Some(message) = self.returned.pop_front().or_else(|| self.ready.pop_front()) else {
                 return;
             };
             let Some(held) = self.messages.get(&message) else {

@@ -33,7 +33,9 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Assigned>) -> Vec<(u64, u64, String, u
 }
 
 fn enqueue(m: &mut QueueMachine, bodies: &[&str]) {
-    m.apply(&Command::Enqueue(bodies.iter().map(|b| message(b)).collect()));
+    m.apply(&Command::Enqueue(
+        bodies.iter().map(|b| message(b)).collect(),
+    ));
 }
 
 fn checkout(m: &mut QueueMachine, consumer: ConsumerKey, prefetch: u32) {

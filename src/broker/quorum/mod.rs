@@ -1,4 +1,18 @@
-//! Quorum queues (`x-queue-type: quorum` on a cluster, issue 22): each is a Raft group over the
-//! cluster's nodes ([`machine`]).
+//! Quorum queues (`x-queue-type: quorum` on a node with `[cluster]`, issue 22): each is a Raft
+//! group over the cluster's nodes, as RabbitMQ's quorum queues are Ra groups.
+//!
+//! - [`machine`]: a queue's replicated state: messages, consumers, deliveries.
+//! - [`queue`]: [`Quorum`], a queue on this node: its group, its writer and sender tasks.
+//! - [`meta`]: the cluster-wide metadata group: which quorum queues exist.
+//! - [`node`]: [`Node`], this broker in its cluster: the cluster port, the metadata group.
+//!
+//! Owns the replicated side of quorum queues; never takes the topology lock (the vhost calls
+//! in, `broker/vhost/quorum.rs`) and never touches sockets but the cluster port's.
 
 pub mod machine;
+pub mod meta;
+pub mod node;
+pub mod queue;
+
+pub use node::{ClusterConfig, Node};
+pub use queue::Quorum;

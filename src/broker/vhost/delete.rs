@@ -75,6 +75,12 @@ impl Vhost {
                 self.name
             )));
         }
+        if let (Some(node), true) = (self.cluster.get(), queue.quorum().is_some()) {
+            let node = Arc::clone(node);
+            drop(topology);
+            self.delete_quorum(&node, name)?;
+            return Ok((messages, Vec::new(), Unsaved::default()));
+        }
         let (consumers, count) = topology.remove_queue(name);
         Ok((count, consumers, self.unsaved(topology)))
     }

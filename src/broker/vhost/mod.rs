@@ -33,12 +33,14 @@ mod expiry;
 mod export;
 pub mod inspect;
 mod publish;
+mod quorum;
 mod retry;
 mod stream;
 
 pub use changes::Unsaved;
 pub use export::{BindingSnapshot, ExchangeSnapshot, QueueSnapshot, VhostSnapshot};
 pub use publish::{PublishScratch, Routed, Safety};
+pub use quorum::is_quorum;
 pub use stream::check_stream_declaration;
 
 use super::activity::Activity;
@@ -159,6 +161,8 @@ pub struct Vhost {
     activity: Arc<Activity>,
     /// Messages its `x-delayed-message` exchanges hold until their delay has passed.
     delays: Delays,
+    /// The cluster this node is in (`[cluster]`): quorum queues are then replicated.
+    cluster: std::sync::OnceLock<Arc<crate::broker::quorum::Node>>,
 }
 
 /// RabbitMQ's vhost limits: how many connections may open the vhost and how many queues it may
@@ -200,6 +204,7 @@ impl Vhost {
             visits: AtomicU64::new(0),
             activity: Arc::default(),
             delays: Delays::memory(),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -395,6 +400,10 @@ impl Vhost {
             // A passive declaration renews an x-expires lease too, as in RabbitMQ.
             queue.touch();
             return Ok((declared(queue), Unsaved::default()));
+        }
+        if let Some(node) = self.quorum_node(&declare.arguments) {
+            drop(topology);
+            return Ok((self.declare_quorum(&node, declare)?, Unsaved::default()));
         }
         self.check_arguments(&declare)?;
         if crate::broker::stream::args::is_stream(&declare.arguments) {

@@ -15,6 +15,7 @@ use crate::broker::delays::ReturnAddress;
 use crate::broker::exchange::{Exchange, ExchangeKind, LazyHeaders, Target};
 use crate::broker::message::{Message, Stamp};
 use crate::broker::queue::{Enqueued, Published, Queue};
+use crate::broker::quorum::Quorum;
 use crate::error::Error;
 use crate::store::Store;
 
@@ -38,6 +39,9 @@ pub struct Routed {
     pub safety: Safety,
     /// The store whose group commit a `Syncing` publish waits for.
     pub store: Option<Arc<Store>>,
+    /// The quorum queues whose commits it waits for too (empty but for quorum queues: no
+    /// allocation on the common path).
+    pub quorums: Vec<Arc<Quorum>>,
 }
 
 /// A publisher's reusable buffers, and what its publishes leave it to do (one per connection).
@@ -133,6 +137,7 @@ impl Vhost {
                     None => Safety::Safe,
                 },
                 store,
+                quorums: Vec::new(),
             },
             Err(e) => {
                 tracing::error!(vhost = %self.name, exchange = %message.exchange(), error = %e, "cannot hold a delayed message");
@@ -140,6 +145,7 @@ impl Vhost {
                     routed: true,
                     safety: Safety::Failed,
                     store: None,
+                    quorums: Vec::new(),
                 }
             }
         }
@@ -159,6 +165,7 @@ impl Vhost {
             routed: false,
             safety: Safety::Safe,
             store: None,
+            quorums: Vec::new(),
         };
         // The message's de-duplication key, read once if a window asks for it.
         let mut key: Option<Option<Key>> = None;
@@ -250,7 +257,14 @@ impl Vhost {
                     if result.safety == Safety::Safe {
                         result.safety = Safety::Syncing;
                     }
-                    result.store = queue.store().cloned();
+                    match queue.quorum() {
+                        Some(quorum) => {
+                            if !result.quorums.iter().any(|q| Arc::ptr_eq(q, quorum)) {
+                                result.quorums.push(Arc::clone(quorum));
+                            }
+                        }
+                        None => result.store = queue.store().cloned(),
+                    }
                 }
                 Enqueued::Failed => result.safety = Safety::Failed,
                 // Routed (no return for mandatory), but refused: a confirm is a nack.
@@ -289,11 +303,13 @@ fn duplicate(store: Option<&Arc<Store>>) -> Routed {
             routed: true,
             safety: Safety::Syncing,
             store: Some(Arc::clone(store)),
+            quorums: Vec::new(),
         },
         None => Routed {
             routed: true,
             safety: Safety::Safe,
             store: None,
+            quorums: Vec::new(),
         },
     }
 }

@@ -2,6 +2,7 @@
 //! file turns into. Reading problems (syntax, unknown keys, types) here; the topology's in
 //! `topology.rs`; the server section's, users' and permissions' in `settings.rs`.
 
+mod cluster;
 mod settings;
 mod topology;
 
@@ -37,7 +38,7 @@ fn toml_syntax_errors_are_all_reported_with_their_place() {
 fn unknown_keys() {
     assert_problem(
         "colour = 1\n",
-        "t.toml:1:1: unknown key 'colour' (a configuration file has [server], [[users]], \
+        "t.toml:1:1: unknown key 'colour' (a configuration file has [server], [cluster], [[users]], \
          [[vhosts]], [[permissions]], [[topic_permissions]], [[exchanges]], [[queues]], \
          [[bindings]], loopback_users)",
     );

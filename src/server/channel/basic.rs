@@ -140,8 +140,11 @@ impl Channels {
             let outcome = routed.safety;
             let tag = confirms.published(outcome);
             let newly_due = confirms.schedule();
-            if let (Outcome::Syncing, Some(store)) = (outcome, routed.store) {
-                self.wait_for_sync(store).tags.push((number, epoch, tag));
+            if outcome == Outcome::Syncing && (routed.store.is_some() || !routed.quorums.is_empty())
+            {
+                self.wait_for_sync(routed.store, routed.quorums)
+                    .tags
+                    .push((number, epoch, tag));
             }
             if newly_due {
                 self.confirms_due.push(number);
@@ -537,6 +540,13 @@ impl Channels {
                 self.session.vhost.name
             )));
         }
+        if queue.quorum().is_some() {
+            return Err(Error::NotImplemented(format!(
+                "basic.get not supported yet by replicated quorum queues: queue '{name}' in \
+                 vhost '{}'",
+                self.session.vhost.name
+            )));
+        }
         let frame_max = self.session.frame_max;
         let timeout = self.session.limits.timeout(None, &queue);
         let vhost = Arc::clone(&self.session.vhost);
@@ -631,13 +641,17 @@ impl Channels {
                 let vhost = Arc::clone(&self.session.vhost);
                 settle_committed(&vhost, self.open(number)?, tx.settles);
                 let mut store = None;
+                let mut quorums = Vec::new();
                 for (message, mandatory, stamp) in tx.publishes {
                     let routed = self.route(out, number, &message, mandatory, stamp)?;
                     store = store.or(routed.store);
+                    quorums.extend(routed.quorums);
                 }
-                if let Some(store) = store {
+                if store.is_some() || !quorums.is_empty() {
                     // commit-ok once the committed persistent messages are on disk.
-                    self.wait_for_sync(store).commits.push((number, epoch));
+                    self.wait_for_sync(store, quorums)
+                        .commits
+                        .push((number, epoch));
                     return Ok(());
                 }
                 tx::AMQPMethod::CommitOk(tx::CommitOk {})

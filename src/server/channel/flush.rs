@@ -13,15 +13,20 @@ use warren_protocol::method::encode_method;
 use warren_protocol::spec::AMQPClass;
 
 use super::{Channel, ChannelState, Channels, Mode};
+use crate::broker::quorum::Quorum;
 use crate::error::{Error, Exception};
 use crate::server::outbox::ConfirmTag;
 use crate::server::registry::ChannelInfo;
+use crate::store::sync::Callback;
 use crate::store::Store;
 
 /// Replies that wait for the group commit: publisher confirms and `tx.commit-ok`s.
 #[derive(Debug)]
 pub(super) struct SyncWait {
-    store: Arc<Store>,
+    /// The group commit they wait for, if any of them wrote to a log.
+    store: Option<Arc<Store>>,
+    /// The quorum queues whose commits they wait for.
+    quorums: Vec<Arc<Quorum>>,
     pub(super) tags: Vec<ConfirmTag>,
     /// (channel, epoch) of commits to answer.
     pub(super) commits: Vec<(u16, u64)>,
@@ -42,13 +47,18 @@ impl Channels {
             let outbox = self.session.mailboxes.outbox();
             let SyncWait {
                 store,
+                quorums,
                 tags,
                 commits,
             } = wait;
             if flushed {
-                store.syncer.notify(Box::new(move |result| {
-                    outbox.synced(tags, commits, result.is_ok())
-                }));
+                let done = Joined::new(move |ok| outbox.synced(tags, commits, ok));
+                if let Some(store) = store {
+                    store.syncer.notify(done.part());
+                }
+                for quorum in quorums {
+                    quorum.notify(done.part());
+                }
             } else {
                 outbox.synced(tags, commits, false);
             }
@@ -98,14 +108,28 @@ impl Channels {
         open.collect()
     }
 
-    /// Where publishes and commits waiting for `store`'s group commit are gathered until the
-    /// next flush.
-    pub(super) fn wait_for_sync(&mut self, store: Arc<Store>) -> &mut SyncWait {
-        self.awaiting_sync.get_or_insert_with(|| SyncWait {
-            store,
+    /// Where publishes and commits waiting for `store`'s group commit (and the commits of
+    /// `quorums`) are gathered until the next flush.
+    pub(super) fn wait_for_sync(
+        &mut self,
+        store: Option<Arc<Store>>,
+        quorums: Vec<Arc<Quorum>>,
+    ) -> &mut SyncWait {
+        let wait = self.awaiting_sync.get_or_insert_with(|| SyncWait {
+            store: None,
+            quorums: Vec::new(),
             tags: Vec::new(),
             commits: Vec::new(),
-        })
+        });
+        if wait.store.is_none() {
+            wait.store = store;
+        }
+        for quorum in quorums {
+            if !wait.quorums.iter().any(|q| Arc::ptr_eq(q, &quorum)) {
+                wait.quorums.push(quorum);
+            }
+        }
+        wait
     }
 
     /// The group commit reported on a transaction of channel `number`: answer its commit (or
@@ -156,5 +180,64 @@ impl Channels {
                 }
             }
         }
+    }
+}
+
+/// One report made of several: the group commit's and each quorum queue's. The last to report
+/// (the parts, and the joiner itself when it is dropped, after making them) calls `done`, told
+/// whether every part succeeded.
+struct Joined {
+    state: Arc<JoinedState>,
+}
+
+/// What runs once every part has reported: told whether all succeeded.
+type Done = Box<dyn FnOnce(bool) + Send>;
+
+struct JoinedState {
+    /// Parts not reported yet, the joiner counted as one until it is dropped.
+    pending: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicBool,
+    done: parking_lot::Mutex<Option<Done>>,
+}
+
+impl JoinedState {
+    fn report(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, Relaxed);
+        }
+        if self
+            .pending
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            if let Some(done) = self.done.lock().take() {
+                done(!self.failed.load(Relaxed));
+            }
+        }
+    }
+}
+
+impl Joined {
+    fn new(done: impl FnOnce(bool) + Send + 'static) -> Joined {
+        Joined {
+            state: Arc::new(JoinedState {
+                pending: std::sync::atomic::AtomicUsize::new(1),
+                failed: std::sync::atomic::AtomicBool::new(false),
+                done: parking_lot::Mutex::new(Some(Box::new(done))),
+            }),
+        }
+    }
+
+    /// A part's callback.
+    fn part(&self) -> Callback {
+        self.state.pending.fetch_add(1, Relaxed);
+        let state = Arc::clone(&self.state);
+        Box::new(move |result: std::io::Result<()>| state.report(result.is_ok()))
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        self.state.report(true);
     }
 }

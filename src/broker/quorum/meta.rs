@@ -1,0 +1,140 @@
+//! The cluster's metadata group: which quorum queues exist, with their arguments and the nodes
+//! that replicate each ([`MetaMachine`], one Raft group over every node). Declaring or deleting
+//! a quorum queue is a write to it; every node learns of the change when its replica applies
+//! it, through the [`Event`]s its machine sends (not replicated: each node's own link).
+//!
+//! Owns the definitions; never opens a queue itself (the broker does, on the events).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::cluster::{Machine, NodeId};
+
+/// A quorum queue as the cluster knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDefinition {
+    pub vhost: String,
+    pub name: String,
+    /// Its `queue.declare` arguments, as an AMQP field table.
+    pub arguments: Vec<u8>,
+    /// The nodes of its Raft group.
+    pub members: Vec<NodeId>,
+    /// Numbers its Raft group (and directory): a queue declared again after a delete gets a
+    /// new one.
+    pub serial: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Command {
+    /// Declares the queue unless one of that name exists (`serial` is set by the machine).
+    Declare(QueueDefinition),
+    Delete {
+        vhost: String,
+        name: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    /// The queue of that name: the one declared, or the one that was there.
+    Declared(QueueDefinition),
+    Deleted(bool),
+}
+
+/// A change this node's replica applied.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Declared(QueueDefinition),
+    Deleted(QueueDefinition),
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct MetaMachine {
+    /// By vhost, then name.
+    queues: BTreeMap<String, BTreeMap<String, QueueDefinition>>,
+    next_serial: u64,
+    #[serde(skip)]
+    events: Option<mpsc::UnboundedSender<Event>>,
+}
+
+impl MetaMachine {
+    pub fn new(events: mpsc::UnboundedSender<Event>) -> MetaMachine {
+        MetaMachine {
+            events: Some(events),
+            ..MetaMachine::default()
+        }
+    }
+
+    pub fn queue(&self, vhost: &str, name: &str) -> Option<&QueueDefinition> {
+        self.queues.get(vhost)?.get(name)
+    }
+
+    /// Every quorum queue.
+    pub fn all(&self) -> impl Iterator<Item = &QueueDefinition> {
+        self.queues.values().flat_map(|q| q.values())
+    }
+
+    fn tell(&self, event: Event) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+}
+
+impl Machine for MetaMachine {
+    type Command = Command;
+    type Response = Response;
+
+    fn apply(&mut self, command: &Command) -> Response {
+        match command {
+            Command::Declare(definition) => {
+                if let Some(existing) = self.queue(&definition.vhost, &definition.name) {
+                    return Response::Declared(existing.clone());
+                }
+                let definition = QueueDefinition {
+                    serial: self.next_serial,
+                    ..definition.clone()
+                };
+                self.next_serial += 1;
+                self.queues
+                    .entry(definition.vhost.clone())
+                    .or_default()
+                    .insert(definition.name.clone(), definition.clone());
+                self.tell(Event::Declared(definition.clone()));
+                Response::Declared(definition)
+            }
+            Command::Delete { vhost, name } => {
+                let removed = self
+                    .queues
+                    .get_mut(vhost)
+                    .and_then(|queues| queues.remove(name));
+                let deleted = removed.is_some();
+                if let Some(definition) = removed {
+                    self.tell(Event::Deleted(definition));
+                }
+                Response::Deleted(deleted)
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cluster metadata not encoded");
+            Vec::new()
+        })
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let restored: MetaMachine =
+            serde_json::from_slice(bytes).map_err(|e| format!("metadata snapshot: {e}"))?;
+        let events = self.events.take();
+        *self = MetaMachine { events, ..restored };
+        // The broker opens what the snapshot holds as it opens what the log adds.
+        for definition in self.all() {
+            self.tell(Event::Declared(definition.clone()));
+        }
+        Ok(())
+    }
+}

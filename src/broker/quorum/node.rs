@@ -1,0 +1,186 @@
+//! [`Node`]: this broker as a member of a cluster (`[cluster]` in the configuration): the
+//! cluster port, the metadata group ([`super::meta`]) and the place quorum queues' groups
+//! start from. The broker's vhosts ask it to declare and delete quorum queues; the events of
+//! the metadata group tell the broker which to open or close.
+//!
+//! Owns the transport and the metadata group; never touches a vhost (the broker does, on the
+//! events it takes from [`Node::start`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::meta::{Command, Event, MetaMachine, QueueDefinition, Response};
+use super::Quorum;
+use crate::cluster::{
+    GroupConfig, GroupId, NodeId, RaftGroup, StartError, Timing, Transport, WriteError,
+};
+
+/// `[cluster]`: this node's id, the address its cluster port listens on, and every node of the
+/// cluster (this one too) by id with the address the others reach its cluster port at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    pub listen: String,
+    pub peers: BTreeMap<NodeId, String>,
+}
+
+/// See the module doc.
+pub struct Node {
+    pub config: ClusterConfig,
+    /// `data_dir/cluster`: the metadata group's directory and one per quorum queue.
+    dir: PathBuf,
+    transport: Transport,
+    meta: RaftGroup<MetaMachine>,
+    /// One queue opened at a time (by a declaration, or by an event), so a group never starts
+    /// twice.
+    pub opening: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Binds the cluster port and starts the metadata group (initialized by the lowest node
+    /// id). The events of its machine come out of the receiver, those of its recovery first.
+    pub async fn start(
+        config: ClusterConfig,
+        data_dir: &std::path::Path,
+    ) -> Result<(Arc<Node>, mpsc::UnboundedReceiver<Event>), StartError> {
+        let dir = data_dir.join("cluster");
+        let meta_group = GroupId::new("meta").ok_or_else(|| StartError::Raft {
+            group: GroupId::new("?").expect("a constant name"),
+            why: "no group id".into(),
+        })?;
+        let transport =
+            Transport::bind(&config.listen)
+                .await
+                .map_err(|source| StartError::Storage {
+                    group: meta_group.clone(),
+                    source,
+                })?;
+        let (events, received) = mpsc::unbounded_channel();
+        let group = GroupConfig {
+            node: config.node_id,
+            group: meta_group,
+            dir: dir.join("meta"),
+            peers: config.peers.clone(),
+            timing: Timing::default(),
+        };
+        let meta = RaftGroup::start(group, MetaMachine::new(events), &transport).await?;
+        meta.initialize().await?;
+        let node = Arc::new(Node {
+            config,
+            dir,
+            transport,
+            meta,
+            opening: tokio::sync::Mutex::new(()),
+        });
+        Ok((node, received))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// The nodes of a new queue's group: this one first, then the next ids round the ring,
+    /// `size` in all (every node when `None`).
+    pub fn members(&self, size: Option<usize>) -> Vec<NodeId> {
+        let ids: Vec<NodeId> = self.config.peers.keys().copied().collect();
+        let at = ids.iter().position(|id| *id == self.id()).unwrap_or(0);
+        let size = size.unwrap_or(ids.len()).clamp(1, ids.len());
+        (0..size).map(|i| ids[(at + i) % ids.len()]).collect()
+    }
+
+    /// Declares a quorum queue in the cluster: the definition that stands (the given one, or
+    /// the one declared before under that name).
+    pub async fn declare(
+        &self,
+        definition: QueueDefinition,
+    ) -> Result<QueueDefinition, WriteError> {
+        match self.meta.write(Command::Declare(definition)).await? {
+            Response::Declared(definition) => Ok(definition),
+            Response::Deleted(_) => Err(WriteError::Stopped("unexpected answer".into())),
+        }
+    }
+
+    /// Deletes a quorum queue in the cluster; false if there was none.
+    pub async fn delete(&self, vhost: &str, name: &str) -> Result<bool, WriteError> {
+        let command = Command::Delete {
+            vhost: vhost.to_owned(),
+            name: name.to_owned(),
+        };
+        match self.meta.write(command).await? {
+            Response::Deleted(deleted) => Ok(deleted),
+            Response::Declared(_) => Err(WriteError::Stopped("unexpected answer".into())),
+        }
+    }
+
+    /// The queue's definition as this node's replica has it.
+    pub fn definition(&self, vhost: &str, name: &str) -> Option<QueueDefinition> {
+        self.meta.read(|m| m.queue(vhost, name).cloned())
+    }
+
+    /// Starts this node's replica of a queue's group (None when this node is not a member).
+    pub async fn open(
+        &self,
+        definition: &QueueDefinition,
+        delivery_limit: Option<u32>,
+    ) -> Result<Option<Arc<Quorum>>, StartError> {
+        if !definition.members.contains(&self.id()) {
+            return Ok(None);
+        }
+        let name = format!("q{}", definition.serial);
+        let group = GroupId::new(name.clone()).ok_or_else(|| StartError::Raft {
+            group: GroupId::new("?").expect("a constant name"),
+            why: "no group id".into(),
+        })?;
+        let peers = definition
+            .members
+            .iter()
+            .filter_map(|id| Some((*id, self.config.peers.get(id)?.clone())))
+            .collect();
+        let config = GroupConfig {
+            node: self.id(),
+            group,
+            dir: self.dir.join("queues").join(&name),
+            peers,
+            timing: Timing::default(),
+        };
+        let label = format!("{}/{}", definition.vhost, definition.name);
+        Quorum::start(
+            label,
+            definition.serial,
+            config,
+            delivery_limit,
+            &self.transport,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// Removes a deleted queue's directory (its group stopped first).
+    pub fn remove_files(&self, definition: &QueueDefinition) {
+        let dir = self
+            .dir
+            .join("queues")
+            .join(format!("q{}", definition.serial));
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "quorum queue files not removed");
+            }
+        }
+    }
+
+    /// The metadata group as this node sees it.
+    pub fn status(&self) -> crate::cluster::Status {
+        self.meta.status()
+    }
+}

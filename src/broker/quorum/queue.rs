@@ -1,0 +1,357 @@
+//! [`Quorum`]: a quorum queue on this node: its Raft group ([`QueueMachine`] replicated), the
+//! consumers attached here, and two tasks: the writer, which turns publishes, settles and
+//! consumer changes into log entries (one per kind per round: a publisher's batch is one
+//! entry, as are the acks that came while the last write was in flight), and the sender, which
+//! hands the deliveries the machine assigns to this node's consumers to their connections.
+//!
+//! A publish is safe once its entry has committed (a majority has it on disk): the confirms
+//! of a batch wait for [`Quorum::notify`], which reports after every write queued before it.
+//!
+//! Owns the local consumers and the two tasks; never locks a queue or the topology, and never
+//! holds its mutexes across an await.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use warren_protocol::content::{with_header, with_long_header};
+use warren_protocol::types::AMQPValue;
+
+use super::machine::{Assigned, Command, ConsumerKey, Local, QueueMachine, Response, Stored};
+use crate::broker::message::{now_ms, Entry, Message};
+use crate::broker::queue::consumer::Consumer;
+use crate::cluster::{GroupConfig, NodeId, RaftGroup, StartError, Transport, WriteError};
+use crate::store::sync::Callback;
+
+/// The header a redelivered message carries its count of returns in, as RabbitMQ's quorum
+/// queues set it.
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+/// Commands taken into one round of the writer at most.
+const ROUND: usize = 4096;
+
+enum Work {
+    Write(Command),
+    Notify(Callback),
+}
+
+/// See the module doc.
+pub struct Quorum {
+    /// For logs.
+    label: String,
+    /// Its number in the metadata group (see `meta.rs`).
+    pub serial: u64,
+    node: NodeId,
+    group: RaftGroup<QueueMachine>,
+    work: mpsc::UnboundedSender<Work>,
+    /// Publishes not handed to the writer yet (until the publisher's flush).
+    pending: Mutex<Vec<Stored>>,
+    consumers: Mutex<Vec<(u64, Arc<Consumer>)>>,
+    /// Numbers this node's consumers; starts from the clock so that a restarted node never
+    /// reuses a number its old consumers had in the log.
+    next_consumer: AtomicU64,
+}
+
+impl std::fmt::Debug for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quorum")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+impl Quorum {
+    /// Starts the queue's group on this node (initialized by its lowest node id), its writer
+    /// and its sender, and tells the group this node (re)started, which takes back what its
+    /// consumers of before held.
+    pub async fn start(
+        label: String,
+        serial: u64,
+        config: GroupConfig,
+        delivery_limit: Option<u32>,
+        transport: &Transport,
+    ) -> Result<Arc<Quorum>, StartError> {
+        let node = config.node;
+        let (deliveries, assigned) = mpsc::unbounded_channel();
+        let machine = QueueMachine::new(delivery_limit, Some(Local { node, deliveries }));
+        let group = RaftGroup::start(config, machine, transport).await?;
+        group.initialize().await?;
+        let (work, queued) = mpsc::unbounded_channel();
+        let quorum = Arc::new(Quorum {
+            label,
+            serial,
+            node,
+            group,
+            work,
+            pending: Mutex::new(Vec::new()),
+            consumers: Mutex::new(Vec::new()),
+            next_consumer: AtomicU64::new(now_ms() << 16),
+        });
+        quorum.write(Command::NodeUp { node });
+        tokio::spawn(write_loop(Arc::downgrade(&quorum), queued));
+        tokio::spawn(send_loop(Arc::downgrade(&quorum), assigned));
+        Ok(quorum)
+    }
+
+    fn write(&self, command: Command) {
+        let _ = self.work.send(Work::Write(command));
+    }
+
+    /// Takes a published message; it goes to the log at the publisher's [`Quorum::flush`].
+    pub fn publish(&self, message: &Message) {
+        self.pending.lock().push(Stored {
+            exchange: message.exchange_bytes().to_vec(),
+            routing_key: message.routing_key_bytes().to_vec(),
+            properties: message.properties().to_vec(),
+            body: message.body().to_vec(),
+        });
+    }
+
+    /// Hands the publishes taken so far to the writer, as one entry.
+    pub fn flush(&self) {
+        let batch = std::mem::take(&mut *self.pending.lock());
+        if !batch.is_empty() {
+            self.write(Command::Enqueue(batch));
+        }
+    }
+
+    /// Calls `done` once every write queued before it has committed (or failed: an error).
+    pub fn notify(&self, done: Callback) {
+        if let Err(mpsc::error::SendError(Work::Notify(done))) = self.work.send(Work::Notify(done))
+        {
+            done(Err(io::Error::other("the quorum queue has stopped")));
+        }
+    }
+
+    /// Acked deliveries.
+    pub fn settle(&self, deliveries: Vec<u64>) {
+        if !deliveries.is_empty() {
+            let node = self.node;
+            self.write(Command::Settle { node, deliveries });
+        }
+    }
+
+    /// Requeued deliveries (their delivery count goes up).
+    pub fn requeue(&self, deliveries: Vec<u64>) {
+        if !deliveries.is_empty() {
+            let node = self.node;
+            self.write(Command::Return { node, deliveries });
+        }
+    }
+
+    /// Rejected deliveries, not requeued.
+    pub fn discard(&self, deliveries: Vec<u64>) {
+        if !deliveries.is_empty() {
+            let node = self.node;
+            self.write(Command::Discard { node, deliveries });
+        }
+    }
+
+    /// A consumer attached here: the machine starts handing it messages.
+    pub fn subscribe(&self, consumer: Arc<Consumer>) {
+        let id = self.next_consumer.fetch_add(1, Relaxed);
+        let checkout = Command::Checkout {
+            consumer: ConsumerKey {
+                node: self.node,
+                id,
+            },
+            prefetch: consumer.prefetch(),
+            no_ack: consumer.no_ack,
+        };
+        self.consumers.lock().push((id, consumer));
+        self.write(checkout);
+    }
+
+    /// A consumer cancelled (or its channel closed: its channel requeues what it holds).
+    pub fn unsubscribe(&self, consumer: &Arc<Consumer>) -> bool {
+        let removed = {
+            let mut consumers = self.consumers.lock();
+            let at = consumers.iter().position(|(_, c)| Arc::ptr_eq(c, consumer));
+            at.map(|at| consumers.swap_remove(at).0)
+        };
+        let Some(id) = removed else {
+            return false;
+        };
+        let consumer = ConsumerKey {
+            node: self.node,
+            id,
+        };
+        self.write(Command::Cancel { consumer });
+        true
+    }
+
+    /// This node's consumers.
+    pub fn consumer_list(&self) -> Vec<Arc<Consumer>> {
+        self.consumers
+            .lock()
+            .iter()
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// (messages ready, consumers) as this replica has applied them.
+    pub fn counts(&self) -> (u64, u64) {
+        self.group
+            .read(|m| (m.ready() as u64, m.consumers() as u64))
+    }
+
+    /// Removes the ready messages (through the leader); how many.
+    pub async fn purge(&self) -> Result<u64, WriteError> {
+        match self.group.write(Command::Purge).await? {
+            Response::Purged(n) => Ok(n),
+            Response::Done => Ok(0),
+        }
+    }
+
+    /// The group's state on this node (for status pages and tests).
+    pub fn status(&self) -> crate::cluster::Status {
+        self.group.status()
+    }
+
+    /// Stops this node's replica (the queue was deleted).
+    pub async fn stop(&self) {
+        self.group.stop().await;
+    }
+
+    /// Drops the local consumers (their connections are told) and leaves the group running for
+    /// the other nodes' sake until the node stops.
+    pub fn cancel_consumers(&self) -> Vec<Arc<Consumer>> {
+        std::mem::take(&mut *self.consumers.lock())
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect()
+    }
+}
+
+/// Writes what the queue's users asked for, a round at a time: the commands that came while
+/// the last round was being written, runs of one kind merged into one entry; then the
+/// notifications of the round, told whether every publish of it committed.
+async fn write_loop(quorum: Weak<Quorum>, mut queued: mpsc::UnboundedReceiver<Work>) {
+    let mut round = Vec::new();
+    while let Some(first) = queued.recv().await {
+        round.push(first);
+        while round.len() < ROUND {
+            match queued.try_recv() {
+                Ok(work) => round.push(work),
+                Err(_) => break,
+            }
+        }
+        let Some(quorum) = quorum.upgrade() else {
+            return;
+        };
+        let mut commands: Vec<Command> = Vec::new();
+        let mut notified = Vec::new();
+        for work in round.drain(..) {
+            match work {
+                Work::Notify(done) => notified.push(done),
+                Work::Write(command) => merge(&mut commands, command),
+            }
+        }
+        let mut published = true;
+        for command in commands {
+            let publish = matches!(command, Command::Enqueue(_));
+            if let Err(e) = quorum.group.write(command).await {
+                tracing::warn!(queue = %quorum.label, error = %e, "quorum queue: a write failed");
+                published &= !publish;
+            }
+        }
+        for done in notified {
+            done(if published {
+                Ok(())
+            } else {
+                Err(io::Error::other("not committed by a majority"))
+            });
+        }
+    }
+}
+
+/// Appends `command` to `commands`, into the last one when both are of one mergeable kind.
+fn merge(commands: &mut Vec<Command>, command: Command) {
+    match (commands.last_mut(), command) {
+        (Some(Command::Enqueue(into)), Command::Enqueue(more)) => into.extend(more),
+        (
+            Some(Command::Settle {
+                node,
+                deliveries: into,
+            }),
+            Command::Settle {
+                node: n,
+                deliveries: more,
+            },
+        ) if *node == n => into.extend(more),
+        (
+            Some(Command::Return {
+                node,
+                deliveries: into,
+            }),
+            Command::Return {
+                node: n,
+                deliveries: more,
+            },
+        ) if *node == n => into.extend(more),
+        (_, command) => commands.push(command),
+    }
+}
+
+/// Sends what the machine assigned to this node's consumers; a delivery for a consumer that
+/// has gone goes back to the queue.
+async fn send_loop(quorum: Weak<Quorum>, mut assigned: mpsc::UnboundedReceiver<Assigned>) {
+    while let Some(assigned) = assigned.recv().await {
+        let Some(quorum) = quorum.upgrade() else {
+            return;
+        };
+        let consumer = {
+            let consumers = quorum.consumers.lock();
+            let found = consumers.iter().find(|(id, _)| *id == assigned.consumer);
+            found.map(|(_, c)| Arc::clone(c))
+        };
+        let Some(consumer) = consumer.filter(|c| c.is_active()) else {
+            quorum.requeue(vec![assigned.delivery]);
+            continue;
+        };
+        let Assigned {
+            delivery,
+            message,
+            returns,
+            ..
+        } = assigned;
+        let entry = Entry {
+            seq: delivery,
+            message: Arc::new(to_message(message, returns)),
+            redelivered: returns > 0,
+            position: None,
+            priority: 0,
+            expires: 0,
+        };
+        consumer.take_assigned();
+        if consumer.send(entry).is_err() && !consumer.no_ack {
+            quorum.requeue(vec![delivery]);
+        }
+    }
+}
+
+/// The message as delivered: a returned one carries its count in `x-delivery-count`.
+fn to_message(stored: Stored, returns: u32) -> Message {
+    let Stored {
+        exchange,
+        routing_key,
+        properties,
+        body,
+    } = stored;
+    let properties = if returns > 0 {
+        with_long_header(&properties, DELIVERY_COUNT_HEADER, i64::from(returns))
+            .or_else(|| {
+                with_header(
+                    &properties,
+                    DELIVERY_COUNT_HEADER,
+                    AMQPValue::LongLongInt(i64::from(returns)),
+                )
+            })
+            .unwrap_or(properties)
+    } else {
+        properties
+    };
+    Message::new(&exchange, &routing_key, &properties, Bytes::from(body))
+}

@@ -1,0 +1,306 @@
+//! Quorum queues on a cluster of three real `warren` processes (issue 22): each started with a
+//! `[cluster]` section naming the three cluster ports on loopback. A quorum queue declared on
+//! one node is served by all: publishes with confirms on a second node, consumed on the third.
+//! `kill -9` of the node that leads (the lowest id initializes the groups and leads them at
+//! first) under confirmed load: every confirmed message is consumed at least once, and confirms
+//! come back within five seconds.
+
+mod common;
+#[path = "common/warren_process.rs"]
+mod warren_process;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use warren_process::{free_port, TempDir, WarrenProcess};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Cluster {
+    _dir: TempDir,
+    configs: Vec<PathBuf>,
+    data: Vec<PathBuf>,
+    nodes: Vec<Option<WarrenProcess>>,
+}
+
+impl Cluster {
+    fn start(test: &str) -> Cluster {
+        let dir = TempDir::new(test);
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peers: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("{{ id = {}, address = \"127.0.0.1:{port}\" }}", i + 1))
+            .collect();
+        let mut configs = Vec::new();
+        let mut data = Vec::new();
+        for id in 1..=3 {
+            let config = dir.path().join(format!("node{id}.toml"));
+            let text = format!(
+                "[cluster]\nnode_id = {id}\npeers = [{}]\n",
+                peers.join(", ")
+            );
+            std::fs::write(&config, text).unwrap();
+            configs.push(config);
+            data.push(dir.path().join(format!("data{id}")));
+        }
+        let nodes = (0..3)
+            .map(|i| Some(WarrenProcess::start(&configs[i], &data[i])))
+            .collect();
+        Cluster {
+            _dir: dir,
+            configs,
+            data,
+            nodes,
+        }
+    }
+
+    fn uri(&self, node: usize) -> String {
+        let process = self.nodes[node].as_ref().expect("a running node");
+        format!("amqp://guest:guest@{}/%2f", process.addr)
+    }
+
+    /// `kill -9` of node `node` (0-based).
+    fn kill(&mut self, node: usize) {
+        // Dropping the process kills it (SIGKILL) and waits for it.
+        self.nodes[node] = None;
+    }
+
+    fn restart(&mut self, node: usize) {
+        self.nodes[node] = Some(WarrenProcess::start(&self.configs[node], &self.data[node]));
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(node) = node {
+                all.push_str(&format!("--- node {} ---\n{}\n", i + 1, node.log()));
+            }
+        }
+        all
+    }
+}
+
+async fn connect(uri: &str) -> Connection {
+    tokio::time::timeout(
+        WAIT,
+        Connection::connect(uri, ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect")
+}
+
+fn quorum_args() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Declares the quorum queue through `uri`'s node.
+async fn declare(uri: &str, queue: &str) -> lapin::Queue {
+    let connection = connect(uri).await;
+    let channel = connection.create_channel().await.unwrap();
+    let declared = tokio::time::timeout(
+        WAIT,
+        channel.queue_declare(queue.into(), durable(), quorum_args()),
+    )
+    .await
+    .expect("declare in time")
+    .expect("queue.declare of a quorum queue");
+    let _ = connection.close(200, "bye".into()).await;
+    declared
+}
+
+/// Waits until `uri`'s node knows the queue (a passive declaration succeeds).
+async fn wait_for_queue(uri: &str, queue: &str) {
+    let started = Instant::now();
+    loop {
+        let connection = connect(uri).await;
+        let channel = connection.create_channel().await.unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        if channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .is_ok()
+        {
+            let _ = connection.close(200, "bye".into()).await;
+            return;
+        }
+        assert!(started.elapsed() < WAIT, "{queue} never reached {uri}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes `numbers` with confirms, `window` at a time; the numbers the broker acked.
+async fn publish(
+    channel: &Channel,
+    queue: &str,
+    numbers: std::ops::Range<u64>,
+    window: usize,
+) -> Vec<u64> {
+    let mut acked = Vec::new();
+    let numbers: Vec<u64> = numbers.collect();
+    for batch in numbers.chunks(window) {
+        let mut pending = Vec::new();
+        for n in batch {
+            let body = n.to_string();
+            let publish = channel.basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            );
+            match publish.await {
+                Ok(confirm) => pending.push((*n, confirm)),
+                Err(_) => return acked,
+            }
+        }
+        for (n, confirm) in pending {
+            if let Ok(Ok(Confirmation::Ack(_))) = tokio::time::timeout(WAIT, confirm).await {
+                acked.push(n);
+            }
+        }
+    }
+    acked
+}
+
+/// Consumes (and acks) until nothing comes for `quiet`; the numbers received, in order.
+async fn drain(uri: &str, queue: &str, quiet: Duration) -> Vec<u64> {
+    let connection = connect(uri).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_qos(100, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            "drain".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("basic.consume on a quorum queue");
+    let mut deliveries = common::Deliveries::new(consumer);
+    let mut got = Vec::new();
+    while let Some(Ok(Some(delivery))) = deliveries.event_within(quiet).await {
+        let n: u64 = std::str::from_utf8(&delivery.data)
+            .unwrap()
+            .parse()
+            .unwrap();
+        got.push(n);
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let _ = connection.close(200, "bye".into()).await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_declared_on_one_node_is_served_by_every_node() {
+    let cluster = Cluster::start("quorum-any-node");
+    let declared = declare(&cluster.uri(0), "orders").await;
+    assert_eq!(declared.message_count(), 0);
+    wait_for_queue(&cluster.uri(1), "orders").await;
+    wait_for_queue(&cluster.uri(2), "orders").await;
+
+    let publisher = connect(&cluster.uri(1)).await;
+    let channel = publisher.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let acked = publish(&channel, "orders", 0..500, 100).await;
+    assert_eq!(
+        acked.len(),
+        500,
+        "every publish confirmed\n{}",
+        cluster.logs()
+    );
+
+    // Every node's replica counts them (a declaration's message count).
+    let counted = declare(&cluster.uri(2), "orders").await;
+    assert_eq!(counted.message_count(), 500);
+
+    let got = drain(&cluster.uri(2), "orders", Duration::from_secs(2)).await;
+    assert_eq!(
+        got,
+        (0..500).collect::<Vec<_>>(),
+        "all of them, once, in order"
+    );
+    let after = declare(&cluster.uri(0), "orders").await;
+    assert_eq!(after.message_count(), 0, "the acks settled them everywhere");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
+    let mut cluster = Cluster::start("quorum-kill-leader");
+    declare(&cluster.uri(0), "payments").await;
+    wait_for_queue(&cluster.uri(1), "payments").await;
+    wait_for_queue(&cluster.uri(2), "payments").await;
+
+    let publisher = connect(&cluster.uri(1)).await;
+    let channel = publisher.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut confirmed: BTreeSet<u64> = publish(&channel, "payments", 0..300, 50)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(confirmed.len(), 300);
+
+    // Node 1 initialized the groups and leads them; kill it while publishing goes on.
+    let killed_at = Instant::now();
+    cluster.kill(0);
+    let after = publish(&channel, "payments", 300..301, 1).await;
+    let back_in = killed_at.elapsed();
+    assert_eq!(
+        after,
+        vec![300],
+        "a publish after the kill is confirmed\n{}",
+        cluster.logs()
+    );
+    assert!(
+        back_in < Duration::from_secs(5),
+        "confirms came back after {back_in:?}"
+    );
+    confirmed.extend(after);
+    confirmed.extend(publish(&channel, "payments", 301..600, 50).await);
+
+    // The old leader comes back and catches up; consumers read from the third node.
+    cluster.restart(0);
+    let got = drain(&cluster.uri(2), "payments", Duration::from_secs(3)).await;
+    let received: BTreeSet<u64> = got.iter().copied().collect();
+    let lost: Vec<u64> = confirmed.difference(&received).copied().collect();
+    assert!(
+        lost.is_empty(),
+        "confirmed but never consumed: {lost:?}\n{}",
+        cluster.logs()
+    );
+    assert!(
+        confirmed.len() >= 550,
+        "only {} of 600 confirmed",
+        confirmed.len()
+    );
+}
