@@ -50,7 +50,12 @@ impl Cluster {
             data.push(dir.path().join(format!("data{id}")));
         }
         let nodes = (0..3)
-            .map(|i| Some(WarrenProcess::start(&configs[i], &data[i])))
+            .map(|i| {
+                Some(WarrenProcess::start_with_config_and_management(
+                    &configs[i],
+                    &data[i],
+                ))
+            })
             .collect();
         Cluster {
             _dir: dir,
@@ -72,7 +77,38 @@ impl Cluster {
     }
 
     fn restart(&mut self, node: usize) {
-        self.nodes[node] = Some(WarrenProcess::start(&self.configs[node], &self.data[node]));
+        self.nodes[node] = Some(WarrenProcess::start_with_config_and_management(
+            &self.configs[node],
+            &self.data[node],
+        ));
+    }
+
+    /// `warren ctl cluster status --json` against node `node`'s management API.
+    fn status(&self, node: usize) -> serde_json::Value {
+        let process = self.nodes[node].as_ref().expect("a running node");
+        let url = format!("http://{}", process.management.expect("a management API"));
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["ctl", "--url", &url, "--json", "cluster", "status"])
+            .env_remove("WARREN_URL")
+            .env_remove("WARREN_USER")
+            .env_remove("WARREN_PASSWORD")
+            .output()
+            .expect("run warren ctl");
+        assert!(
+            output.status.success(),
+            "warren ctl cluster status: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("JSON")
+    }
+
+    /// The node (0-based) that leads `queue`'s group, as node `asked` sees it.
+    fn queue_leader(&self, asked: usize, queue: &str) -> Option<usize> {
+        let status = self.status(asked);
+        let queues = status["quorum_queues"].as_array()?;
+        let found = queues.iter().find(|q| q["name"] == queue)?;
+        let leader = found["group"]["leader"].as_u64()?;
+        Some(leader as usize - 1)
     }
 
     fn logs(&self) -> String {
@@ -270,9 +306,36 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
         .collect();
     assert_eq!(confirmed.len(), 300);
 
-    // Node 1 initialized the groups and leads them; kill it while publishing goes on.
+    // Every node agrees on the queue's leader; kill it while publishing goes on (through
+    // another node, which forwards to the leader).
+    let leader = cluster.queue_leader(2, "payments").expect("a leader");
+    for node in 0..3 {
+        assert_eq!(cluster.queue_leader(node, "payments"), Some(leader));
+    }
+    let status = cluster.status(leader);
+    assert_eq!(status["node_id"], leader as u64 + 1);
+    assert_eq!(status["quorum_queues"][0]["group"]["role"], "leader");
+    assert_eq!(
+        status["quorum_queues"][0]["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    let (publishing, consuming) = match leader {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    drop(channel);
+    drop(publisher);
+    let publisher = connect(&cluster.uri(publishing)).await;
+    let channel = publisher.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     let killed_at = Instant::now();
-    cluster.kill(0);
+    cluster.kill(leader);
     let after = publish(&channel, "payments", 300..301, 1).await;
     let back_in = killed_at.elapsed();
     assert_eq!(
@@ -281,6 +344,7 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
         "a publish after the kill is confirmed\n{}",
         cluster.logs()
     );
+    eprintln!("failover: a confirm came back {back_in:?} after the kill");
     assert!(
         back_in < Duration::from_secs(5),
         "confirms came back after {back_in:?}"
@@ -288,9 +352,15 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
     confirmed.extend(after);
     confirmed.extend(publish(&channel, "payments", 301..600, 50).await);
 
-    // The old leader comes back and catches up; consumers read from the third node.
-    cluster.restart(0);
-    let got = drain(&cluster.uri(2), "payments", Duration::from_secs(3)).await;
+    let new_leader = cluster.queue_leader(consuming, "payments");
+    assert!(
+        new_leader.is_some_and(|l| l != leader),
+        "a new leader: {new_leader:?}"
+    );
+
+    // The old leader comes back and catches up; a consumer reads from the third node.
+    cluster.restart(leader);
+    let got = drain(&cluster.uri(consuming), "payments", Duration::from_secs(3)).await;
     let received: BTreeSet<u64> = got.iter().copied().collect();
     let lost: Vec<u64> = confirmed.difference(&received).copied().collect();
     assert!(

@@ -13,6 +13,11 @@ use super::quorum::{ClusterConfig, Node};
 use super::Broker;
 
 impl Broker {
+    /// The cluster this node joined, if any.
+    pub fn cluster(&self) -> Option<Arc<Node>> {
+        self.cluster.get().cloned()
+    }
+
     /// Joins the cluster `config` describes; the node, for status pages.
     pub async fn join_cluster(
         self: &Arc<Self>,

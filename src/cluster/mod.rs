@@ -27,4 +27,4 @@ pub mod state;
 
 pub use machine::{GroupId, Machine, NodeId};
 pub use net::Transport;
-pub use raft::{GroupConfig, RaftGroup, StartError, Status, Timing, WriteError};
+pub use raft::{GroupConfig, RaftGroup, Role, StartError, Status, Timing, WriteError};

@@ -259,3 +259,48 @@ mod tests {
         assert!(parse_argument("=1").is_err());
     }
 }
+
+/// `cluster status`: from `/api/cluster/status`: this node and the metadata group on lines,
+/// then one line per quorum queue (its group's role here, leader and term).
+pub fn cluster_status(client: &Client) -> Result<Output, CtlError> {
+    let status = client.get("/api/cluster/status")?;
+    let text = |value: &Value, path: &str| {
+        tables::cell(path.split('.').try_fold(value, |v, key| v.get(key)))
+    };
+    let peers = status
+        .get("peers")
+        .and_then(Value::as_object)
+        .map(|peers| {
+            let list: Vec<String> = peers
+                .iter()
+                .map(|(id, a)| format!("{id}={}", tables::cell(Some(a))))
+                .collect();
+            list.join(", ")
+        })
+        .unwrap_or_default();
+    let mut lines = vec![
+        ("node_id", text(&status, "node_id")),
+        ("listen", text(&status, "listen")),
+        ("peers", peers),
+        ("metadata_role", text(&status, "metadata.role")),
+        ("metadata_leader", text(&status, "metadata.leader")),
+        ("metadata_term", text(&status, "metadata.term")),
+    ];
+    let queues = status.get("quorum_queues").and_then(Value::as_array);
+    for queue in queues.into_iter().flatten() {
+        lines.push((
+            "quorum_queue",
+            format!(
+                "{}/{}: {} (leader {}, term {}), members {}, {} ready",
+                text(queue, "vhost"),
+                text(queue, "name"),
+                text(queue, "group.role"),
+                text(queue, "group.leader"),
+                text(queue, "group.term"),
+                text(queue, "members"),
+                text(queue, "messages_ready"),
+            ),
+        ));
+    }
+    Ok(Output::Lines(lines, status))
+}

@@ -121,6 +121,16 @@ enum CtlCommand {
     AddVhost { name: String },
     /// Delete a virtual host and everything in it.
     DeleteVhost { name: String },
+    /// The cluster this node is in.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// This node, its peers, and the Raft groups (metadata, quorum queues): role, term,
+    /// leader, log indexes.
+    Status,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -247,6 +257,7 @@ fn dispatch(client: &Client, args: &CtlArgs) -> Result<Output, CtlError> {
         CtlCommand::ClearPermissions { user } => accounts::clear_permissions(client, vhost, user),
         CtlCommand::AddVhost { name } => accounts::add_vhost(client, name),
         CtlCommand::DeleteVhost { name } => accounts::delete_vhost(client, name),
+        CtlCommand::Cluster(ClusterCommand::Status) => commands::cluster_status(client),
     }
 }
 

@@ -18,6 +18,7 @@
 mod accounts;
 mod auth;
 mod bindings;
+mod cluster;
 mod connections;
 mod dashboard;
 mod definitions;
@@ -142,6 +143,7 @@ fn node_routes() -> Router<Arc<Management>> {
     Router::new()
         .route("/api/overview", get(overview::overview))
         .route("/api/cluster-name", get(overview::cluster_name))
+        .route("/api/cluster/status", get(cluster::status))
         .route("/api/nodes", get(overview::nodes))
         .route("/api/nodes/{node}", get(overview::node))
         .route("/api/extensions", get(overview::extensions))
