@@ -242,24 +242,6 @@ pub fn close_connection(
     Ok(Output::Done(format!("closed connection '{name}'")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arguments_keep_integers_and_booleans() {
-        assert_eq!(
-            parse_argument("x-max-length=10"),
-            Ok(("x-max-length".into(), json!(10)))
-        );
-        assert_eq!(parse_argument("a=true"), Ok(("a".into(), json!(true))));
-        assert_eq!(parse_argument("m=lazy"), Ok(("m".into(), json!("lazy"))));
-        assert_eq!(parse_argument("k=a=b"), Ok(("k".into(), json!("a=b"))));
-        assert!(parse_argument("novalue").is_err());
-        assert!(parse_argument("=1").is_err());
-    }
-}
-
 /// `cluster status`: from `/api/cluster/status`: this node and the metadata group on lines,
 /// then one line per quorum queue (its group's role here, leader and term).
 pub fn cluster_status(client: &Client) -> Result<Output, CtlError> {
@@ -303,4 +285,22 @@ pub fn cluster_status(client: &Client) -> Result<Output, CtlError> {
         ));
     }
     Ok(Output::Lines(lines, status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_keep_integers_and_booleans() {
+        assert_eq!(
+            parse_argument("x-max-length=10"),
+            Ok(("x-max-length".into(), json!(10)))
+        );
+        assert_eq!(parse_argument("a=true"), Ok(("a".into(), json!(true))));
+        assert_eq!(parse_argument("m=lazy"), Ok(("m".into(), json!("lazy"))));
+        assert_eq!(parse_argument("k=a=b"), Ok(("k".into(), json!("a=b"))));
+        assert!(parse_argument("novalue").is_err());
+        assert!(parse_argument("=1").is_err());
+    }
 }
