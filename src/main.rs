@@ -220,7 +220,15 @@ async fn serve(
 }
 
 fn init_logging(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| !d.trim().is_empty())
+        .unwrap_or_else(|| settings.log_level.clone());
+    // openraft logs every vote and append at info: warnings only, unless asked for by name.
+    if !directives.contains("openraft") {
+        directives.push_str(",openraft=warn");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match settings.log_format {

@@ -228,11 +228,11 @@ impl<M: Machine> RaftGroup<M> {
         const NO_LEADER_YET: Duration = Duration::from_millis(20);
         loop {
             let written = self.raft.client_write(command.clone()).await;
-            let address = match write_outcome::<M>(written, &self.config.peers) {
+            let (leader, address) = match write_outcome::<M>(written, &self.config.peers) {
                 Err(WriteError::NotLeader {
                     leader: Some(leader),
                     address: Some(address),
-                }) if leader != self.config.node => address,
+                }) if leader != self.config.node => (leader, address),
                 Err(WriteError::NotLeader { .. }) => {
                     tokio::time::sleep(NO_LEADER_YET).await;
                     continue;
@@ -241,7 +241,18 @@ impl<M: Machine> RaftGroup<M> {
             };
             let body = serde_json::to_vec(&command)
                 .map_err(|e| WriteError::Stopped(format!("command not encoded: {e}")))?;
-            let answer = match self.forwarder.call(&address, &body).await {
+            // A leader cut off from this node answers nothing: give up on it as soon as this
+            // node hears of another (the write may then apply twice, as after a lost answer).
+            let mut metrics = self.raft.metrics();
+            let moved_on = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != leader));
+            let answer = tokio::select! {
+                answer = self.forwarder.call(&address, &body) => answer,
+                _ = moved_on => {
+                    tracing::debug!(group = %self.config.group, "the leader changed during a forwarded write; sending it again");
+                    continue;
+                }
+            };
+            let answer = match answer {
                 Ok(answer) => answer,
                 Err(e) => {
                     tracing::debug!(group = %self.config.group, %address, error = %e, "forwarded write failed; trying again");

@@ -1,0 +1,435 @@
+//! A network partition of a three-node cluster (issue 22), in network namespaces the test
+//! creates: one per node, and one for the test itself with two bridges, a cluster network
+//! (10.77.1.0/24: the nodes' cluster ports) and a client network (10.77.2.0/24: AMQP and the
+//! management API). A partition takes a node's link to the cluster bridge down, so its clients
+//! still reach it. Nothing leaves the namespaces: the test thread enters its own before it
+//! starts its runtime.
+//!
+//! The leader of a quorum queue is cut away: publishes through it are not confirmed; the
+//! majority elects a new leader and confirms go on through it; after healing, every replica
+//! applies the same log (no divergence) and every confirmed message is consumed.
+//!
+//! Needs root and `ip` (iproute2): without them the test says so and passes nothing off as
+//! tested (it returns early with a message on stderr).
+
+#[path = "common/checker.rs"]
+mod checker;
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// guest may log in from loopback only: the clients here come over the client network.
+const USERS: &str =
+    "[[users]]\nname = \"test\"\npassword = \"test\"\ntags = [\"administrator\"]\n\n\
+                     [[permissions]]\nuser = \"test\"\nvhost = \"/\"\nconfigure = \".*\"\nwrite = \
+                     \".*\"\nread = \".*\"\n\n";
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The namespaces and links; removed when dropped.
+struct Net {
+    prefix: String,
+}
+
+impl Net {
+    fn hub(&self) -> String {
+        format!("{}-c", self.prefix)
+    }
+
+    fn node(&self, k: usize) -> String {
+        format!("{}-{k}", self.prefix)
+    }
+
+    fn create() -> Net {
+        let net = Net {
+            prefix: format!("wp{}", std::process::id()),
+        };
+        let hub = net.hub();
+        ip(&["netns", "add", &hub]);
+        ip(&["-n", &hub, "link", "set", "lo", "up"]);
+        for bridge in ["brc", "bra"] {
+            ip(&["-n", &hub, "link", "add", bridge, "type", "bridge"]);
+            ip(&["-n", &hub, "link", "set", bridge, "up"]);
+        }
+        ip(&["-n", &hub, "addr", "add", "10.77.2.254/24", "dev", "bra"]);
+        for k in 1..=3 {
+            let ns = net.node(k);
+            ip(&["netns", "add", &ns]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            for (net_id, bridge, side) in [(1, "brc", "c"), (2, "bra", "a")] {
+                let outer = format!("{side}{k}b");
+                let inner = format!("{side}{k}");
+                ip(&[
+                    "-n", &hub, "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+                    "netns", &ns,
+                ]);
+                ip(&["-n", &hub, "link", "set", &outer, "master", bridge, "up"]);
+                let address = format!("10.77.{net_id}.{k}/24");
+                ip(&["-n", &ns, "addr", "add", &address, "dev", &inner]);
+                ip(&["-n", &ns, "link", "set", &inner, "up"]);
+            }
+        }
+        net
+    }
+
+    /// Cuts node `k` off the cluster network (its clients still reach it).
+    fn partition(&self, k: usize) {
+        ip(&["-n", &self.hub(), "link", "set", &format!("c{k}b"), "down"]);
+    }
+
+    fn heal(&self, k: usize) {
+        ip(&["-n", &self.hub(), "link", "set", &format!("c{k}b"), "up"]);
+    }
+
+    /// Moves the calling thread (and the threads it starts later) into the hub namespace.
+    fn enter_hub(&self) {
+        let file = File::open(format!("/run/netns/{}", self.hub())).expect("the hub namespace");
+        // SAFETY: setns(2) on a namespace file we hold open; it changes only this thread.
+        let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [self.node(1), self.node(2), self.node(3), self.hub()] {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+    }
+}
+
+/// A `warren` in node `k`'s namespace; killed when dropped.
+struct Node {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(net: &Net, k: usize, dir: &Path) -> Node {
+        let config = dir.join(format!("node{k}.toml"));
+        let peers: Vec<String> = (1..=3)
+            .map(|i| format!("{{ id = {i}, address = \"10.77.1.{i}:25672\" }}"))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "{USERS}[cluster]\nnode_id = {k}\npeers = [{}]\n",
+                peers.join(", ")
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("node{k}.log"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net.node(k), env!("CARGO_BIN_EXE_warren")])
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &format!("10.77.2.{k}:5672")])
+            .arg("--data-dir")
+            .arg(dir.join(format!("data{k}")))
+            .args(["--management", &format!("10.77.2.{k}:15672")])
+            .env("RUST_LOG", "info")
+            .env_remove("WARREN_CONFIG")
+            .stdout(File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn warren in its namespace");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(format!("10.77.2.{k}:15672")).is_err() {
+            assert!(started.elapsed() < WAIT, "node {k} did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Node { child, log }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn logs(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n----\n")
+}
+
+fn uri(k: usize) -> String {
+    format!("amqp://test:test@10.77.2.{k}:5672/%2f")
+}
+
+/// `warren ctl cluster status --json` of node `k`.
+fn status(k: usize) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args([
+            "ctl",
+            "--url",
+            &format!("http://10.77.2.{k}:15672"),
+            "--json",
+        ])
+        .args(["--user", "test", "--password", "test"])
+        .args(["cluster", "status"])
+        .env_remove("WARREN_URL")
+        .env_remove("WARREN_USER")
+        .env_remove("WARREN_PASSWORD")
+        .output()
+        .expect("warren ctl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// (leader id, last applied index, ready messages) of `queue`'s group as node `k` sees it.
+fn queue_view(k: usize, queue: &str) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let status = status(k);
+    let found = status["quorum_queues"]
+        .as_array()
+        .and_then(|queues| queues.iter().find(|q| q["name"] == queue).cloned())
+        .unwrap_or_default();
+    (
+        found["group"]["leader"].as_u64(),
+        found["group"]["last_applied"].as_u64(),
+        found["messages_ready"].as_u64(),
+    )
+}
+
+async fn connect(uri: &str) -> Connection {
+    tokio::time::timeout(
+        WAIT,
+        Connection::connect(uri, ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect")
+}
+
+async fn confirming(k: usize) -> (Connection, Channel) {
+    let connection = connect(&uri(k)).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    (connection, channel)
+}
+
+/// Publishes each number and waits up to `within` for their confirms; those acked.
+async fn publish(
+    channel: &Channel,
+    queue: &str,
+    numbers: std::ops::Range<u64>,
+    within: Duration,
+) -> Vec<u64> {
+    let mut pending = Vec::new();
+    for n in numbers {
+        let body = n.to_string();
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("basic.publish");
+        pending.push((n, confirm));
+    }
+    let mut acked = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    for (n, confirm) in pending {
+        if let Ok(Ok(Confirmation::Ack(_))) = tokio::time::timeout_at(deadline, confirm).await {
+            acked.push(n);
+        }
+    }
+    acked
+}
+
+async fn drain(k: usize, queue: &str) -> Vec<u64> {
+    let connection = connect(&uri(k)).await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_qos(100, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            "check".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut deliveries = common::Deliveries::new(consumer);
+    let mut got = Vec::new();
+    while let Some(Ok(Some(delivery))) = deliveries.event_within(Duration::from_secs(3)).await {
+        got.push(
+            std::str::from_utf8(&delivery.data)
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    got
+}
+
+fn can_make_namespaces() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ip = Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    root && ip
+}
+
+#[test]
+fn a_partitioned_leader_stops_confirming_and_the_majority_goes_on_without_divergence() {
+    if !can_make_namespaces() {
+        eprintln!("SKIPPED: network namespaces need root and iproute2 (ip)");
+        return;
+    }
+    let net = Net::create();
+    net.enter_hub();
+    let dir = std::env::temp_dir().join(format!("warren-partition-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let nodes: Vec<Node> = (1..=3).map(|k| Node::start(&net, k, &dir)).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(scenario(&net, &nodes));
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn scenario(net: &Net, nodes: &[Node]) {
+    let queue = "ledger";
+    {
+        let connection = connect(&uri(1)).await;
+        let channel = connection.create_channel().await.unwrap();
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        tokio::time::timeout(
+            WAIT,
+            channel.queue_declare(queue.into(), durable, arguments),
+        )
+        .await
+        .expect("declare in time")
+        .expect("declare");
+    }
+    let started = Instant::now();
+    let leader = loop {
+        let views: Vec<_> = (1..=3).map(|k| queue_view(k, queue).0).collect();
+        if let Some(l) = views[0].filter(|l| views.iter().all(|v| *v == Some(*l))) {
+            break l as usize;
+        }
+        assert!(started.elapsed() < WAIT, "no agreed leader: {views:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let majority: Vec<usize> = (1..=3).filter(|k| *k != leader).collect();
+
+    let (_a, on_majority) = confirming(majority[0]).await;
+    let mut confirmed: BTreeSet<u64> = publish(&on_majority, queue, 0..200, WAIT)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(confirmed.len(), 200, "{}", logs(nodes));
+
+    let (_b, on_minority) = confirming(leader).await;
+    net.partition(leader);
+    let cut_at = Instant::now();
+    // Through the majority: confirms go on once it has elected a leader of its own.
+    let acked = publish(&on_majority, queue, 200..201, WAIT).await;
+    let back_in = cut_at.elapsed();
+    assert_eq!(acked, vec![200], "{}", logs(nodes));
+    eprintln!("partition: the majority confirmed again {back_in:?} after the cut");
+    assert!(back_in < Duration::from_secs(5), "{back_in:?}");
+    // Through the cut-off leader: nothing is confirmed.
+    let minority_acked = publish(
+        &on_minority,
+        queue,
+        100_000..100_010,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        minority_acked.is_empty(),
+        "the minority confirmed {minority_acked:?}"
+    );
+    confirmed.extend(acked);
+    confirmed.extend(publish(&on_majority, queue, 201..400, WAIT).await);
+    let new_leader = queue_view(majority[1], queue).0;
+    assert!(
+        new_leader.is_some_and(|l| l as usize != leader),
+        "{new_leader:?}"
+    );
+
+    net.heal(leader);
+    // Healed: every replica applies the same log and holds the same messages.
+    let started = Instant::now();
+    loop {
+        let views: Vec<_> = (1..=3).map(|k| queue_view(k, queue)).collect();
+        let agreed = views
+            .iter()
+            .all(|v| v.1.is_some() && v.1 == views[0].1 && v.2 == views[0].2);
+        if agreed {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the replicas diverge: {views:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let consumed = drain(majority[1], queue).await;
+    let report = checker::check(&confirmed, &consumed);
+    eprintln!(
+        "checker: {} consumed, {} confirmed, lost {:?}, duplicated {}, reordered {}",
+        report.consumed,
+        confirmed.len(),
+        report.lost,
+        report.duplicated.len(),
+        report.reordered
+    );
+    assert!(
+        report.lost.is_empty(),
+        "lost {:?}\n{}",
+        report.lost,
+        logs(nodes)
+    );
+    assert_eq!(confirmed.len(), 400);
+}
