@@ -268,6 +268,11 @@ impl<M: Machine> RaftGroup<M> {
         }
     }
 
+    /// Whether the node at `addr` answers a ping within `within`.
+    pub async fn ping(&self, addr: &str, within: Duration) -> bool {
+        self.forwarder.ping(addr, within).await
+    }
+
     /// The leader this node knows of, with its cluster address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let leader = self.raft.metrics().borrow().current_leader?;

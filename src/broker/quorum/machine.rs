@@ -58,6 +58,9 @@ pub enum Command {
     Discard { node: NodeId, deliveries: Vec<u64> },
     /// `node` started: every consumer it had before is gone.
     NodeUp { node: NodeId },
+    /// `node` has been silent too long (the leader saw it): its consumers' messages go to
+    /// others. The node, when it hears of it, attaches its consumers again.
+    NodeDown { node: NodeId },
     /// `queue.purge`: the ready messages are removed.
     Purge,
 }
@@ -68,6 +71,15 @@ pub enum Response {
     Done,
     /// Messages a purge removed.
     Purged(u64),
+}
+
+/// What applying tells this node.
+#[derive(Debug)]
+pub enum ToNode {
+    /// A message for one of its consumers.
+    Deliver(Assigned),
+    /// The queue forgot this node's consumers (a `NodeDown` for it).
+    Forgotten,
 }
 
 /// A message handed to a consumer of this node, for the node to send.
@@ -84,7 +96,7 @@ pub struct Assigned {
 #[derive(Debug)]
 pub struct Local {
     pub node: NodeId,
-    pub deliveries: mpsc::UnboundedSender<Assigned>,
+    pub deliveries: mpsc::UnboundedSender<ToNode>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -152,6 +164,23 @@ impl QueueMachine {
     /// Consumers taking deliveries.
     pub fn consumers(&self) -> usize {
         self.rotation.len()
+    }
+
+    /// The nodes that have consumers (taking deliveries or holding some).
+    pub fn consumer_nodes(&self) -> BTreeSet<NodeId> {
+        self.consumers.keys().map(|k| k.node).collect()
+    }
+
+    fn forget_node(&mut self, node: NodeId) {
+        let gone: Vec<ConsumerKey> = self
+            .consumers
+            .keys()
+            .filter(|k| k.node == node)
+            .copied()
+            .collect();
+        for key in gone {
+            self.down(key);
+        }
     }
 
     fn settle(&mut self, node: NodeId, deliveries: &[u64], back: bool) {
@@ -228,12 +257,12 @@ impl QueueMachine {
             self.next_delivery += 1;
             let no_ack = self.consumers.get(&key).is_some_and(|c| c.no_ack);
             if let Some(local) = self.local.as_ref().filter(|l| l.node == key.node) {
-                let _ = local.deliveries.send(Assigned {
+                let _ = local.deliveries.send(ToNode::Deliver(Assigned {
                     consumer: key.id,
                     delivery,
                     message: held.message.clone(),
                     returns: held.returns,
-                });
+                }));
             }
             if no_ack {
                 self.messages.remove(&message);
@@ -325,15 +354,11 @@ impl Machine for QueueMachine {
             Command::Settle { node, deliveries } => self.settle(*node, deliveries, false),
             Command::Return { node, deliveries } => self.settle(*node, deliveries, true),
             Command::Discard { node, deliveries } => self.settle(*node, deliveries, false),
-            Command::NodeUp { node } => {
-                let gone: Vec<ConsumerKey> = self
-                    .consumers
-                    .keys()
-                    .filter(|k| k.node == *node)
-                    .copied()
-                    .collect();
-                for key in gone {
-                    self.down(key);
+            Command::NodeUp { node } => self.forget_node(*node),
+            Command::NodeDown { node } => {
+                self.forget_node(*node);
+                if let Some(local) = self.local.as_ref().filter(|l| l.node == *node) {
+                    let _ = local.deliveries.send(ToNode::Forgotten);
                 }
             }
             Command::Purge => {

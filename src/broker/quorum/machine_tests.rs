@@ -14,7 +14,7 @@ fn key(node: NodeId, id: u64) -> ConsumerKey {
 }
 
 /// A machine on node 1 and what it hands to node 1's consumers.
-fn local() -> (QueueMachine, mpsc::UnboundedReceiver<Assigned>) {
+fn local() -> (QueueMachine, mpsc::UnboundedReceiver<ToNode>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let local = Local {
         node: 1,
@@ -23,9 +23,12 @@ fn local() -> (QueueMachine, mpsc::UnboundedReceiver<Assigned>) {
     (QueueMachine::new(Some(2), Some(local)), rx)
 }
 
-fn drain(rx: &mut mpsc::UnboundedReceiver<Assigned>) -> Vec<(u64, u64, String, u32)> {
+fn drain(rx: &mut mpsc::UnboundedReceiver<ToNode>) -> Vec<(u64, u64, String, u32)> {
     let mut got = Vec::new();
-    while let Ok(a) = rx.try_recv() {
+    while let Ok(told) = rx.try_recv() {
+        let ToNode::Deliver(a) = told else {
+            continue;
+        };
         let body = String::from_utf8(a.message.body).unwrap();
         got.push((a.consumer, a.delivery, body, a.returns));
     }
@@ -166,4 +169,25 @@ fn purge_removes_only_ready_messages() {
     enqueue(&mut m, &["a", "b", "c"]);
     assert_eq!(m.apply(&Command::Purge), Response::Purged(2));
     assert_eq!((m.ready(), m.unsettled()), (0, 1));
+}
+
+#[test]
+fn node_down_returns_its_consumers_messages_and_tells_that_node() {
+    let (mut m, mut rx) = local();
+    checkout(&mut m, key(1, 1), 5);
+    checkout(&mut m, key(2, 1), 5);
+    enqueue(&mut m, &["a", "b"]);
+    drain(&mut rx);
+    assert_eq!(
+        m.consumer_nodes().into_iter().collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    // Node 2 went silent: "b" (its) goes to node 1's consumer.
+    m.apply(&Command::NodeDown { node: 2 });
+    assert_eq!(drain(&mut rx), vec![(1, 2, "b".into(), 1)]);
+    assert!(rx.try_recv().is_err(), "node 1 is not told anything else");
+    // Node 1 went silent: it is told it was forgotten.
+    m.apply(&Command::NodeDown { node: 1 });
+    assert!(matches!(rx.try_recv(), Ok(ToNode::Forgotten)));
+    assert_eq!((m.consumers(), m.ready(), m.unsettled()), (0, 2, 0));
 }

@@ -9,6 +9,7 @@
 //! Owns the replicated side of quorum queues; never takes the topology lock (the vhost calls
 //! in, `broker/vhost/quorum.rs`) and never touches sockets but the cluster port's.
 
+pub mod liveness;
 pub mod machine;
 pub mod meta;
 pub mod node;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::liveness::Liveness;
 use super::meta::{Command, Event, MetaMachine, QueueDefinition, Response};
 use super::Quorum;
 use crate::cluster::{
@@ -37,6 +38,8 @@ pub struct Node {
     /// One queue opened at a time (by a declaration, or by an event), so a group never starts
     /// twice.
     pub opening: tokio::sync::Mutex<()>,
+    /// When each peer last answered a ping.
+    liveness: Arc<Liveness>,
 }
 
 impl std::fmt::Debug for Node {
@@ -82,7 +85,9 @@ impl Node {
             transport,
             meta,
             opening: tokio::sync::Mutex::new(()),
+            liveness: Arc::new(Liveness::new()),
         });
+        tokio::spawn(ping_peers(Arc::downgrade(&node)));
         Ok((node, received))
     }
 
@@ -161,6 +166,7 @@ impl Node {
             config,
             delivery_limit,
             &self.transport,
+            Arc::clone(&self.liveness),
         )
         .await
         .map(Some)
@@ -182,5 +188,31 @@ impl Node {
     /// The metadata group as this node sees it.
     pub fn status(&self) -> crate::cluster::Status {
         self.meta.status()
+    }
+}
+
+/// Pings every peer once a second (through the metadata group's port), noting who answers.
+async fn ping_peers(node: std::sync::Weak<Node>) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut ticker = tokio::time::interval(EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        let mut pings = tokio::task::JoinSet::new();
+        for (id, addr) in &node.config.peers {
+            if *id == node.id() {
+                continue;
+            }
+            let (id, addr, pinger) = (*id, addr.clone(), Arc::clone(&node));
+            pings.spawn(async move { (id, pinger.meta.ping(&addr, EVERY).await) });
+        }
+        while let Some(answer) = pings.join_next().await {
+            if let Ok((id, true)) = answer {
+                node.liveness.heard(id);
+            }
+        }
     }
 }

@@ -20,7 +20,10 @@ use tokio::sync::mpsc;
 use warren_protocol::content::{with_header, with_long_header};
 use warren_protocol::types::AMQPValue;
 
-use super::machine::{Assigned, Command, ConsumerKey, Local, QueueMachine, Response, Stored};
+use super::liveness::{Liveness, DOWN_AFTER};
+use super::machine::{
+    Assigned, Command, ConsumerKey, Local, QueueMachine, Response, Stored, ToNode,
+};
 use crate::broker::message::{now_ms, Entry, Message};
 use crate::broker::queue::consumer::Consumer;
 use crate::cluster::{GroupConfig, NodeId, RaftGroup, StartError, Transport, WriteError};
@@ -52,6 +55,8 @@ pub struct Quorum {
     /// Numbers this node's consumers; starts from the clock so that a restarted node never
     /// reuses a number its old consumers had in the log.
     next_consumer: AtomicU64,
+    /// When the other nodes last answered (see `liveness.rs`).
+    liveness: Arc<Liveness>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -72,6 +77,7 @@ impl Quorum {
         config: GroupConfig,
         delivery_limit: Option<u32>,
         transport: &Transport,
+        liveness: Arc<Liveness>,
     ) -> Result<Arc<Quorum>, StartError> {
         let node = config.node;
         let (deliveries, assigned) = mpsc::unbounded_channel();
@@ -88,10 +94,12 @@ impl Quorum {
             pending: Mutex::new(Vec::new()),
             consumers: Mutex::new(Vec::new()),
             next_consumer: AtomicU64::new(now_ms() << 16),
+            liveness,
         });
         quorum.write(Command::NodeUp { node });
         tokio::spawn(write_loop(Arc::downgrade(&quorum), queued));
         tokio::spawn(send_loop(Arc::downgrade(&quorum), assigned));
+        tokio::spawn(watch_nodes(Arc::downgrade(&quorum)));
         Ok(quorum)
     }
 
@@ -152,16 +160,30 @@ impl Quorum {
     /// A consumer attached here: the machine starts handing it messages.
     pub fn subscribe(&self, consumer: Arc<Consumer>) {
         let id = self.next_consumer.fetch_add(1, Relaxed);
-        let checkout = Command::Checkout {
+        let checkout = self.checkout(id, &consumer);
+        self.consumers.lock().push((id, consumer));
+        self.write(checkout);
+    }
+
+    fn checkout(&self, id: u64, consumer: &Consumer) -> Command {
+        Command::Checkout {
             consumer: ConsumerKey {
                 node: self.node,
                 id,
             },
             prefetch: consumer.prefetch(),
             no_ack: consumer.no_ack,
-        };
-        self.consumers.lock().push((id, consumer));
-        self.write(checkout);
+        }
+    }
+
+    /// The queue forgot this node's consumers (it was silent too long): attach them again.
+    /// What they held went to others; their acks for it now match nothing.
+    fn attach_again(&self) {
+        let consumers = self.consumers.lock().clone();
+        tracing::warn!(queue = %self.label, consumers = consumers.len(), "quorum queue: this node was taken for gone; its consumers attach again");
+        for (id, consumer) in consumers {
+            self.write(self.checkout(id, &consumer));
+        }
     }
 
     /// A consumer cancelled (or its channel closed: its channel requeues what it holds).
@@ -297,10 +319,17 @@ fn merge(commands: &mut Vec<Command>, command: Command) {
 
 /// Sends what the machine assigned to this node's consumers; a delivery for a consumer that
 /// has gone goes back to the queue.
-async fn send_loop(quorum: Weak<Quorum>, mut assigned: mpsc::UnboundedReceiver<Assigned>) {
-    while let Some(assigned) = assigned.recv().await {
+async fn send_loop(quorum: Weak<Quorum>, mut told: mpsc::UnboundedReceiver<ToNode>) {
+    while let Some(told) = told.recv().await {
         let Some(quorum) = quorum.upgrade() else {
             return;
+        };
+        let assigned = match told {
+            ToNode::Deliver(assigned) => assigned,
+            ToNode::Forgotten => {
+                quorum.attach_again();
+                continue;
+            }
         };
         let consumer = {
             let consumers = quorum.consumers.lock();
@@ -354,4 +383,31 @@ fn to_message(stored: Stored, returns: u32) -> Message {
         properties
     };
     Message::new(&exchange, &routing_key, &properties, Bytes::from(body))
+}
+
+/// On the leader: a node with consumers that has been silent for [`DOWN_AFTER`] is written off
+/// (`NodeDown`), once, so that what its consumers hold goes to others; it is watched again once
+/// it answers.
+async fn watch_nodes(quorum: Weak<Quorum>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut written_off = std::collections::BTreeSet::new();
+    loop {
+        ticker.tick().await;
+        let Some(quorum) = quorum.upgrade() else {
+            return;
+        };
+        if quorum.group.status().role != crate::cluster::Role::Leader {
+            continue;
+        }
+        let nodes = quorum.group.read(|m| m.consumer_nodes());
+        for node in nodes.into_iter().filter(|n| *n != quorum.node) {
+            let silent = quorum.liveness.silent_for(node);
+            if silent < DOWN_AFTER {
+                written_off.remove(&node);
+            } else if written_off.insert(node) {
+                tracing::warn!(queue = %quorum.label, node, silent_s = silent.as_secs(), "quorum queue: a node with consumers is silent; its messages go to others");
+                quorum.write(Command::NodeDown { node });
+            }
+        }
+    }
 }

@@ -219,7 +219,22 @@ impl Forwarder {
 
     /// Sends the encoded command to the node at `addr` and returns its answer's body.
     pub async fn call(&self, addr: &str, body: &[u8]) -> io::Result<Vec<u8>> {
-        let payload = frame::request(&self.group, Rpc::Write, body);
+        self.request(addr, Rpc::Write, body, FORWARD_TIMEOUT).await
+    }
+
+    /// Whether the node at `addr` answers a ping (through this group) within `within`.
+    pub async fn ping(&self, addr: &str, within: Duration) -> bool {
+        self.request(addr, Rpc::Ping, &[], within).await.is_ok()
+    }
+
+    async fn request(
+        &self,
+        addr: &str,
+        rpc: Rpc,
+        body: &[u8],
+        within: Duration,
+    ) -> io::Result<Vec<u8>> {
+        let payload = frame::request(&self.group, rpc, body);
         let idle = {
             let mut idle = self.idle.lock();
             let at = idle.iter().position(|(a, _)| a == addr);
@@ -228,9 +243,10 @@ impl Forwarder {
         let mut conn = match idle {
             Some(conn) => conn,
             None => {
-                let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+                let conn =
+                    tokio::time::timeout(CONNECT_TIMEOUT.min(within), TcpStream::connect(addr))
+                        .await
+                        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
                 conn.set_nodelay(true)?;
                 conn
             }
@@ -239,7 +255,7 @@ impl Forwarder {
             frame::write_frame(&mut conn, &payload).await?;
             frame::read_frame(&mut conn).await
         };
-        let reply = tokio::time::timeout(FORWARD_TIMEOUT, exchange)
+        let reply = tokio::time::timeout(within, exchange)
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         match reply.split_first() {

@@ -27,6 +27,8 @@ pub enum Rpc {
     InstallSnapshot = 3,
     /// A client write forwarded to the node that leads the group (see `raft.rs`).
     Write = 4,
+    /// Is the node there? Answered by any group, with an empty body.
+    Ping = 5,
 }
 
 impl Rpc {
@@ -36,6 +38,7 @@ impl Rpc {
             2 => Some(Rpc::Vote),
             3 => Some(Rpc::InstallSnapshot),
             4 => Some(Rpc::Write),
+            5 => Some(Rpc::Ping),
             _ => None,
         }
     }

@@ -192,6 +192,7 @@ impl<M: Machine> Handler for Raft<TypeConfig<M>> {
                     let written = self.client_write(command).await;
                     encode(&write_outcome::<M>(written, &Default::default()))
                 }
+                Rpc::Ping => Ok(Vec::new()),
             }
         })
     }
