@@ -5,6 +5,8 @@
 //! first) under confirmed load: every confirmed message is consumed at least once, and confirms
 //! come back within five seconds.
 
+#[path = "common/checker.rs"]
+mod checker;
 mod common;
 #[path = "common/warren_process.rs"]
 mod warren_process;
@@ -361,11 +363,19 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
     // The old leader comes back and catches up; a consumer reads from the third node.
     cluster.restart(leader);
     let got = drain(&cluster.uri(consuming), "payments", Duration::from_secs(3)).await;
-    let received: BTreeSet<u64> = got.iter().copied().collect();
-    let lost: Vec<u64> = confirmed.difference(&received).copied().collect();
+    let report = checker::check(&confirmed, &got);
+    eprintln!(
+        "checker: {} consumed, {} confirmed, lost {:?}, duplicated {}, reordered {}",
+        report.consumed,
+        confirmed.len(),
+        report.lost,
+        report.duplicated.len(),
+        report.reordered
+    );
     assert!(
-        lost.is_empty(),
-        "confirmed but never consumed: {lost:?}\n{}",
+        report.lost.is_empty(),
+        "confirmed but never consumed: {:?}\n{}",
+        report.lost,
         cluster.logs()
     );
     assert!(
