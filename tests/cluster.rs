@@ -384,3 +384,131 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
         confirmed.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_and_bindings_to_a_quorum_queue_reach_every_node() {
+    let cluster = Cluster::start("quorum-bindings");
+    declare(&cluster.uri(0), "eu-orders").await;
+    let connection = connect(&cluster.uri(0)).await;
+    let channel = connection.create_channel().await.unwrap();
+    let durable_exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            "orders".into(),
+            lapin::ExchangeKind::Direct,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await
+        .expect("exchange.declare");
+    channel
+        .queue_bind(
+            "eu-orders".into(),
+            "orders".into(),
+            "eu".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue.bind");
+
+    // Published through node 3, which has the exchange and the binding from the cluster.
+    let publisher = connect(&cluster.uri(2)).await;
+    let on_3 = publisher.create_channel().await.unwrap();
+    on_3.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let probe = publisher.create_channel().await.unwrap();
+        let known = probe
+            .exchange_declare(
+                "orders".into(),
+                lapin::ExchangeKind::Direct,
+                passive,
+                FieldTable::default(),
+            )
+            .await;
+        if known.is_ok() {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "node 3 never got the exchange");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut routed = 0;
+    for n in 0..20u64 {
+        let body = n.to_string();
+        let confirm = on_3
+            .basic_publish(
+                "orders".into(),
+                "eu".into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        if let Confirmation::Ack(None) = confirm {
+            routed += 1;
+        }
+    }
+    assert!(
+        routed > 0,
+        "nothing routed through node 3\n{}",
+        cluster.logs()
+    );
+    let got = drain(&cluster.uri(1), "eu-orders", Duration::from_secs(2)).await;
+    assert_eq!(got.len(), routed, "what node 3 routed reached the queue");
+
+    // Unbound on node 2: node 3 stops routing there.
+    let on_2 = connect(&cluster.uri(1)).await;
+    let channel_2 = on_2.create_channel().await.unwrap();
+    channel_2
+        .queue_unbind(
+            "eu-orders".into(),
+            "orders".into(),
+            "eu".into(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue.unbind");
+    let started = Instant::now();
+    loop {
+        let confirm = on_3
+            .basic_publish(
+                "orders".into(),
+                "eu".into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                b"late",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        // A returned (unroutable) mandatory message is confirmed with the return attached.
+        if let Confirmation::Ack(Some(_)) = confirm {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "node 3 still routes by the removed binding"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::{Arc, Weak};
 
-use super::quorum::meta::Event;
+use super::quorum::meta::{Change, Event};
 use super::quorum::{ClusterConfig, Node};
 use super::Broker;
 
@@ -63,6 +63,25 @@ async fn apply(broker: &Broker, node: &Node, event: Event) {
         Event::Deleted(definition) => {
             if let Some(vhost) = broker.vhost(&definition.vhost) {
                 vhost.close_quorum(node, &definition).await;
+            }
+        }
+        Event::Changed(change) => {
+            let name = match &change {
+                Change::DeclareExchange(x) => &x.vhost,
+                Change::DeleteExchange { vhost, .. } => vhost,
+                Change::Bind(b) | Change::Unbind(b) => &b.vhost,
+            };
+            let Some(vhost) = broker.vhost(name) else {
+                return;
+            };
+            // Saving waits for the definitions log's sync: off the runtime's workers.
+            let applied = tokio::task::spawn_blocking(move || vhost.apply_change(&change)).await;
+            match applied {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "a cluster topology change was not applied here")
+                }
+                Err(e) => tracing::warn!(error = %e, "applying a cluster topology change failed"),
             }
         }
     }

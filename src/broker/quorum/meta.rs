@@ -1,7 +1,8 @@
 //! The cluster's metadata group: which quorum queues exist, with their arguments and the nodes
-//! that replicate each ([`MetaMachine`], one Raft group over every node). Declaring or deleting
-//! a quorum queue is a write to it; every node learns of the change when its replica applies
-//! it, through the [`Event`]s its machine sends (not replicated: each node's own link).
+//! that replicate each, and the durable exchanges and the bindings every node routes by
+//! ([`MetaMachine`], one Raft group over every node). Declaring or deleting one is a write to
+//! it; every node learns of the change when its replica applies it, through the [`Event`]s its
+//! machine sends (not replicated: each node's own link).
 //!
 //! Owns the definitions; never opens a queue itself (the broker does, on the events).
 
@@ -26,6 +27,40 @@ pub struct QueueDefinition {
     pub serial: u64,
 }
 
+/// A durable exchange every node has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeDefinition {
+    pub vhost: String,
+    pub name: String,
+    pub kind: String,
+    pub auto_delete: bool,
+    pub internal: bool,
+    /// An AMQP field table.
+    pub arguments: Vec<u8>,
+}
+
+/// A binding every node routes by: to a quorum queue, or between durable exchanges.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BindingDefinition {
+    pub vhost: String,
+    pub source: String,
+    pub destination: String,
+    /// To a queue (else to an exchange).
+    pub to_queue: bool,
+    pub routing_key: String,
+    /// An AMQP field table.
+    pub arguments: Vec<u8>,
+}
+
+/// A change of the routing topology, made on one node and applied on all.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Change {
+    DeclareExchange(ExchangeDefinition),
+    DeleteExchange { vhost: String, name: String },
+    Bind(BindingDefinition),
+    Unbind(BindingDefinition),
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
     /// Declares the queue unless one of that name exists (`serial` is set by the machine).
@@ -34,6 +69,7 @@ pub enum Command {
         vhost: String,
         name: String,
     },
+    Change(Change),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -41,6 +77,7 @@ pub enum Response {
     /// The queue of that name: the one declared, or the one that was there.
     Declared(QueueDefinition),
     Deleted(bool),
+    Changed,
 }
 
 /// A change this node's replica applied.
@@ -48,6 +85,7 @@ pub enum Response {
 pub enum Event {
     Declared(QueueDefinition),
     Deleted(QueueDefinition),
+    Changed(Change),
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -55,6 +93,11 @@ pub struct MetaMachine {
     /// By vhost, then name.
     queues: BTreeMap<String, BTreeMap<String, QueueDefinition>>,
     next_serial: u64,
+    /// By vhost, then name.
+    #[serde(default)]
+    exchanges: BTreeMap<String, BTreeMap<String, ExchangeDefinition>>,
+    #[serde(default)]
+    bindings: std::collections::BTreeSet<BindingDefinition>,
     #[serde(skip)]
     events: Option<mpsc::UnboundedSender<Event>>,
 }
@@ -74,6 +117,33 @@ impl MetaMachine {
     /// Every quorum queue.
     pub fn all(&self) -> impl Iterator<Item = &QueueDefinition> {
         self.queues.values().flat_map(|q| q.values())
+    }
+
+    /// Keeps what a change leaves: the exchanges and bindings a node applies when it starts.
+    fn record(&mut self, change: &Change) {
+        match change {
+            Change::DeclareExchange(exchange) => {
+                self.exchanges
+                    .entry(exchange.vhost.clone())
+                    .or_default()
+                    .insert(exchange.name.clone(), exchange.clone());
+            }
+            Change::DeleteExchange { vhost, name } => {
+                if let Some(exchanges) = self.exchanges.get_mut(vhost) {
+                    exchanges.remove(name);
+                }
+                self.bindings.retain(|b| {
+                    !(b.vhost == *vhost
+                        && (b.source == *name || (!b.to_queue && b.destination == *name)))
+                });
+            }
+            Change::Bind(binding) => {
+                self.bindings.insert(binding.clone());
+            }
+            Change::Unbind(binding) => {
+                self.bindings.remove(binding);
+            }
+        }
     }
 
     fn tell(&self, event: Event) {
@@ -112,9 +182,19 @@ impl Machine for MetaMachine {
                     .and_then(|queues| queues.remove(name));
                 let deleted = removed.is_some();
                 if let Some(definition) = removed {
+                    self.bindings.retain(|b| {
+                        !(b.vhost == definition.vhost
+                            && b.to_queue
+                            && b.destination == definition.name)
+                    });
                     self.tell(Event::Deleted(definition));
                 }
                 Response::Deleted(deleted)
+            }
+            Command::Change(change) => {
+                self.record(change);
+                self.tell(Event::Changed(change.clone()));
+                Response::Changed
             }
         }
     }
@@ -131,9 +211,17 @@ impl Machine for MetaMachine {
             serde_json::from_slice(bytes).map_err(|e| format!("metadata snapshot: {e}"))?;
         let events = self.events.take();
         *self = MetaMachine { events, ..restored };
-        // The broker opens what the snapshot holds as it opens what the log adds.
+        // The broker opens what the snapshot holds as it opens what the log adds: exchanges,
+        // then queues, then the bindings between them.
+        let exchanges = self.exchanges.values().flat_map(|x| x.values());
+        for exchange in exchanges {
+            self.tell(Event::Changed(Change::DeclareExchange(exchange.clone())));
+        }
         for definition in self.all() {
             self.tell(Event::Declared(definition.clone()));
+        }
+        for binding in &self.bindings {
+            self.tell(Event::Changed(Change::Bind(binding.clone())));
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::liveness::Liveness;
-use super::meta::{Command, Event, MetaMachine, QueueDefinition, Response};
+use super::meta::{Change, Command, Event, MetaMachine, QueueDefinition, Response};
 use super::Quorum;
 use crate::cluster::{
     GroupConfig, GroupId, NodeId, RaftGroup, StartError, Timing, Transport, WriteError,
@@ -112,7 +112,7 @@ impl Node {
     ) -> Result<QueueDefinition, WriteError> {
         match self.meta.write(Command::Declare(definition)).await? {
             Response::Declared(definition) => Ok(definition),
-            Response::Deleted(_) => Err(WriteError::Stopped("unexpected answer".into())),
+            _ => Err(WriteError::Stopped("unexpected answer".into())),
         }
     }
 
@@ -124,8 +124,13 @@ impl Node {
         };
         match self.meta.write(command).await? {
             Response::Deleted(deleted) => Ok(deleted),
-            Response::Declared(_) => Err(WriteError::Stopped("unexpected answer".into())),
+            _ => Err(WriteError::Stopped("unexpected answer".into())),
         }
+    }
+
+    /// Writes a change of the routing topology, for every node to apply.
+    pub async fn change(&self, change: Change) -> Result<(), WriteError> {
+        self.meta.write(Command::Change(change)).await.map(|_| ())
     }
 
     /// The queue's definition as this node's replica has it.

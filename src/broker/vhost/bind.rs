@@ -5,9 +5,9 @@
 use super::*;
 
 impl Vhost {
-    /// `queue.bind` and `exchange.bind`; what it appended to the definitions log is the caller's
-    /// to save.
-    pub fn bind_unsaved(
+    /// `queue.bind` and `exchange.bind` on this node only (`replicated.rs` adds the cluster's
+    /// side).
+    pub(super) fn bind_here(
         &self,
         source: &ShortStr,
         destination: Destination,
@@ -43,9 +43,9 @@ impl Vhost {
         Ok(self.unsaved(topology))
     }
 
-    /// `queue.unbind` and `exchange.unbind`; what it appended to the definitions log is the
-    /// caller's to save.
-    pub fn unbind_unsaved(
+    /// `queue.unbind` and `exchange.unbind` on this node only (`replicated.rs` adds the
+    /// cluster's side).
+    pub(super) fn unbind_here(
         &self,
         source: &ShortStr,
         destination: Destination,

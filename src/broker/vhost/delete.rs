@@ -16,8 +16,8 @@ use crate::broker::queue::{Consumer, Queue};
 use crate::error::Error;
 
 impl Vhost {
-    /// `exchange.delete`; what it appended to the definitions log is the caller's to save.
-    pub fn delete_exchange_unsaved(
+    /// `exchange.delete` on this node only (`replicated.rs` adds the cluster's side).
+    pub(super) fn delete_exchange_here(
         &self,
         name: &ShortStr,
         if_unused: bool,

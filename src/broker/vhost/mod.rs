@@ -34,6 +34,7 @@ mod export;
 pub mod inspect;
 mod publish;
 mod quorum;
+mod replicated;
 mod retry;
 mod stream;
 
@@ -296,8 +297,8 @@ impl Vhost {
         ShortStr::copy_from_str(&text)
     }
 
-    /// `exchange.declare`; what it appended to the definitions log is the caller's to save.
-    pub fn declare_exchange_unsaved(&self, declare: ExchangeDeclare) -> Result<Unsaved, Error> {
+    /// `exchange.declare` on this node only (`replicated.rs` adds the cluster's side).
+    pub(super) fn declare_exchange_here(&self, declare: ExchangeDeclare) -> Result<Unsaved, Error> {
         if declare.name.is_empty() {
             return Err(default_exchange());
         }

@@ -33,7 +33,7 @@ pub fn is_quorum(arguments: &FieldTable) -> bool {
 }
 
 /// Runs `future` to its end on this worker thread (which tokio replaces meanwhile).
-fn block<F: Future>(future: F) -> F::Output {
+pub(super) fn block<F: Future>(future: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
 
