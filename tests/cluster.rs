@@ -25,6 +25,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 struct Cluster {
     _dir: TempDir,
+    ports: Vec<u16>,
     configs: Vec<PathBuf>,
     data: Vec<PathBuf>,
     nodes: Vec<Option<WarrenProcess>>,
@@ -61,10 +62,56 @@ impl Cluster {
             .collect();
         Cluster {
             _dir: dir,
+            ports,
             configs,
             data,
             nodes,
         }
+    }
+
+    /// Starts a fourth node whose configuration names all four (the others' do not: it joins
+    /// through `warren ctl cluster join`).
+    fn add_fourth(&mut self) -> u16 {
+        let port = free_port();
+        self.ports.push(port);
+        let peers: Vec<String> = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("{{ id = {}, address = \"127.0.0.1:{port}\" }}", i + 1))
+            .collect();
+        let dir = self.configs[0].parent().unwrap().to_path_buf();
+        let config = dir.join("node4.toml");
+        std::fs::write(
+            &config,
+            format!("[cluster]\nnode_id = 4\npeers = [{}]\n", peers.join(", ")),
+        )
+        .unwrap();
+        self.configs.push(config);
+        self.data.push(dir.join("data4"));
+        self.nodes.push(None);
+        self.restart(3);
+        port
+    }
+
+    /// `warren ctl ARGS` against node `node`'s management API; its stdout.
+    fn ctl(&self, node: usize, args: &[&str]) -> String {
+        let process = self.nodes[node].as_ref().expect("a running node");
+        let url = format!("http://{}", process.management.expect("a management API"));
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["ctl", "--url", &url])
+            .args(args)
+            .env_remove("WARREN_URL")
+            .env_remove("WARREN_USER")
+            .env_remove("WARREN_PASSWORD")
+            .output()
+            .expect("run warren ctl");
+        assert!(
+            output.status.success(),
+            "warren ctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     fn uri(&self, node: usize) -> String {
@@ -511,4 +558,69 @@ async fn exchanges_and_bindings_to_a_quorum_queue_reach_every_node() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The ids of the voters of `queue`'s group (or of the cluster, `None`) as node `node` sees them.
+fn voters(cluster: &Cluster, node: usize, queue: Option<&str>) -> Vec<u64> {
+    let status = cluster.status(node);
+    let ids: Vec<u64> = match queue {
+        None => status["peers"]
+            .as_object()
+            .map(|p| p.keys().filter_map(|k| k.parse().ok()).collect())
+            .unwrap_or_default(),
+        Some(queue) => status["quorum_queues"]
+            .as_array()
+            .and_then(|qs| qs.iter().find(|q| q["name"] == queue).cloned())
+            .and_then(|q| q["voters"].as_array().cloned())
+            .map(|v| v.iter().filter_map(|x| x.as_u64()).collect())
+            .unwrap_or_default(),
+    };
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_through_ctl_and_another_leaves() {
+    let mut cluster = Cluster::start("quorum-membership");
+    declare(&cluster.uri(0), "before").await;
+    let port = cluster.add_fourth();
+    let address = format!("127.0.0.1:{port}");
+    let said = cluster.ctl(0, &["cluster", "join", "4", &address]);
+    assert!(said.contains("node 4 joined"), "{said}");
+    assert_eq!(voters(&cluster, 0, None), vec![1, 2, 3, 4]);
+
+    // A queue declared now has a replica on the new node, and is served there.
+    let declared = declare(&cluster.uri(3), "after").await;
+    assert_eq!(declared.message_count(), 0);
+    let started = Instant::now();
+    while voters(&cluster, 3, Some("after")) != vec![1, 2, 3, 4] {
+        assert!(started.elapsed() < WAIT, "{}", cluster.status(3));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let publisher = connect(&cluster.uri(3)).await;
+    let channel = publisher.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(publish(&channel, "after", 0..10, 10).await.len(), 10);
+    assert_eq!(
+        drain(&cluster.uri(3), "after", Duration::from_secs(2)).await,
+        (0..10).collect::<Vec<_>>()
+    );
+
+    // Node 3 leaves: out of the cluster and of both queues' groups.
+    let said = cluster.ctl(0, &["cluster", "leave", "3"]);
+    assert!(said.contains("node 3 left"), "{said}");
+    assert_eq!(voters(&cluster, 0, None), vec![1, 2, 4]);
+    assert_eq!(voters(&cluster, 0, Some("before")), vec![1, 2]);
+    assert_eq!(voters(&cluster, 0, Some("after")), vec![1, 2, 4]);
+    // Without it, "before" still takes confirmed publishes.
+    cluster.kill(2);
+    let publisher = connect(&cluster.uri(1)).await;
+    let channel = publisher.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(publish(&channel, "before", 0..10, 10).await.len(), 10);
 }

@@ -268,6 +268,56 @@ impl<M: Machine> RaftGroup<M> {
         }
     }
 
+    /// The group's voters now (id -> cluster address), as this node knows them.
+    pub fn voters(&self) -> BTreeMap<NodeId, String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .filter(|(id, _)| voters.contains(id))
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect()
+    }
+
+    /// Makes `voters` (id -> cluster address) the group's voters, through its leader: a new
+    /// node is added as a learner first (and caught up), then the voter set changes. Waits while
+    /// there is no leader, until the write timeout.
+    pub async fn set_voters(&self, voters: BTreeMap<NodeId, String>) -> Result<(), WriteError> {
+        let within = self.config.timing.write_timeout;
+        let change = async {
+            loop {
+                let leader = self.leader();
+                let outcome = match leader {
+                    Some((id, address)) if id != self.config.node => {
+                        let body = serde_json::to_vec(&voters)
+                            .map_err(|e| WriteError::Stopped(e.to_string()))?;
+                        match self.forwarder.membership(&address, &body).await {
+                            Ok(answer) => serde_json::from_slice::<Result<(), WriteError>>(&answer)
+                                .unwrap_or_else(|e| Err(WriteError::Stopped(e.to_string()))),
+                            Err(_) => Err(WriteError::NotLeader {
+                                leader: None,
+                                address: None,
+                            }),
+                        }
+                    }
+                    _ => change_voters::<M>(&self.raft, &voters).await,
+                };
+                match outcome {
+                    Err(WriteError::NotLeader { .. }) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    outcome => return outcome,
+                }
+            }
+        };
+        // Catching a learner up may take longer than a write: twice the write timeout.
+        match tokio::time::timeout(within * 2, change).await {
+            Err(_) => Err(WriteError::Timeout(within * 2)),
+            Ok(outcome) => outcome,
+        }
+    }
+
     /// Whether the node at `addr` answers a ping within `within`.
     pub async fn ping(&self, addr: &str, within: Duration) -> bool {
         self.forwarder.ping(addr, within).await
@@ -365,5 +415,45 @@ pub(crate) fn write_outcome<M: Machine>(
             Err(WriteError::Stopped(e.to_string()))
         }
         Err(RaftError::Fatal(e)) => Err(WriteError::Stopped(e.to_string())),
+    }
+}
+
+/// On the leader: adds the nodes of `voters` it does not have as learners (waiting for each to
+/// catch up), then makes `voters` the voter set. A follower answers `NotLeader`.
+pub(crate) async fn change_voters<M: Machine>(
+    raft: &Raft<TypeConfig<M>>,
+    voters: &BTreeMap<NodeId, String>,
+) -> Result<(), WriteError> {
+    let known: BTreeMap<NodeId, BasicNode> = {
+        let metrics = raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.clone()))
+            .collect()
+    };
+    let no_peers = BTreeMap::new();
+    for (id, address) in voters {
+        if !known.contains_key(id) {
+            let added = raft.add_learner(*id, BasicNode::new(address), true).await;
+            membership_outcome::<M>(added, &no_peers)?;
+        }
+    }
+    let ids: std::collections::BTreeSet<NodeId> = voters.keys().copied().collect();
+    let changed = raft.change_membership(ids, false).await;
+    membership_outcome::<M>(changed, &no_peers)
+}
+
+fn membership_outcome<M: Machine>(
+    written: Written<M>,
+    peers: &BTreeMap<NodeId, String>,
+) -> Result<(), WriteError> {
+    match written {
+        Ok(_) => Ok(()),
+        Err(e) => match write_outcome::<M>(Err(e), peers) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        },
     }
 }

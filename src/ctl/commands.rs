@@ -287,6 +287,19 @@ pub fn cluster_status(client: &Client) -> Result<Output, CtlError> {
     Ok(Output::Lines(lines, status))
 }
 
+/// `cluster join ID ADDRESS`.
+pub fn cluster_join(client: &Client, id: u64, address: &str) -> Result<Output, CtlError> {
+    let body = json!({ "node_id": id, "address": address });
+    client.post("/api/cluster/join", &body)?;
+    Ok(Output::Done(format!("node {id} joined the cluster")))
+}
+
+/// `cluster leave ID`.
+pub fn cluster_leave(client: &Client, id: u64) -> Result<Output, CtlError> {
+    client.post("/api/cluster/leave", &json!({ "node_id": id }))?;
+    Ok(Output::Done(format!("node {id} left the cluster")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

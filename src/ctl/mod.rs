@@ -131,6 +131,10 @@ enum ClusterCommand {
     /// This node, its peers, and the Raft groups (metadata, quorum queues): role, term,
     /// leader, log indexes.
     Status,
+    /// Add node ID (its cluster port at ADDRESS) to the cluster.
+    Join { id: u64, address: String },
+    /// Remove node ID from the cluster and from every quorum queue's group.
+    Leave { id: u64 },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -258,6 +262,10 @@ fn dispatch(client: &Client, args: &CtlArgs) -> Result<Output, CtlError> {
         CtlCommand::AddVhost { name } => accounts::add_vhost(client, name),
         CtlCommand::DeleteVhost { name } => accounts::delete_vhost(client, name),
         CtlCommand::Cluster(ClusterCommand::Status) => commands::cluster_status(client),
+        CtlCommand::Cluster(ClusterCommand::Join { id, address }) => {
+            commands::cluster_join(client, *id, address)
+        }
+        CtlCommand::Cluster(ClusterCommand::Leave { id }) => commands::cluster_leave(client, *id),
     }
 }
 

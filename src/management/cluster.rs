@@ -2,16 +2,23 @@
 //! `rabbitmq-queues quorum_status` in one): this node, its peers, the metadata group and every
 //! quorum queue's group as this node sees them (role, term, leader, log indexes).
 //!
-//! Reads through the broker's cluster node and the queues' handles; never changes anything.
+//! `POST /api/cluster/join` (`{"node_id": 4, "address": "host:port"}`) and `POST
+//! /api/cluster/leave` (`{"node_id": 3}`), administrators only: membership changes, made
+//! through the groups' leaders (`warren ctl cluster join|leave`).
+//!
+//! Reads through the broker's cluster node and the queues' handles; changes only membership.
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::reply::{ApiError, ApiResult};
+use super::reply::{parse_body, ApiError, ApiResult};
 use super::Management;
 use crate::cluster::{Role, Status};
 
@@ -39,6 +46,7 @@ pub async fn status(
                 "vhost": vhost.name,
                 "name": queue.name.as_str(),
                 "members": definition.map(|d| d.members).unwrap_or_default(),
+                "voters": quorum.voters().keys().collect::<Vec<_>>(),
                 "messages_ready": ready,
                 "consumers": consumers,
                 "group": group_json(&quorum.status()),
@@ -46,8 +54,7 @@ pub async fn status(
         }
     }
     let peers: serde_json::Map<String, Value> = node
-        .config
-        .peers
+        .nodes()
         .iter()
         .map(|(id, address)| (id.to_string(), json!(address)))
         .collect();
@@ -77,4 +84,65 @@ fn group_json(status: &Status) -> Value {
         "snapshot": status.snapshot,
         "purged": status.purged,
     })
+}
+
+fn cluster_of(state: &Management) -> ApiResult<Arc<crate::broker::quorum::Node>> {
+    state.broker.cluster().ok_or_else(|| {
+        ApiError::bad_request("this node is not in a cluster ([cluster] in its configuration)")
+    })
+}
+
+fn node_id(body: &Value) -> ApiResult<u64> {
+    body.get("node_id")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| ApiError::bad_request("node_id: expected a node id (a number)"))
+}
+
+pub async fn join(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.must_be_admin()?;
+    let node = cluster_of(&state)?;
+    let body = parse_body(&body)?;
+    let id = node_id(&body)?;
+    let Some(address) = body.get("address").and_then(Value::as_str) else {
+        return Err(ApiError::bad_request(
+            "address: expected host:port of its cluster port",
+        ));
+    };
+    node.join(id, address.to_owned())
+        .await
+        .map_err(|e| ApiError::internal(format!("node {id} did not join: {e}")))?;
+    tracing::info!(node = id, %address, user = %caller.name, "a node joined the cluster");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn leave(
+    State(state): State<Arc<Management>>,
+    caller: Caller,
+    body: Bytes,
+) -> ApiResult<Response> {
+    caller.must_be_admin()?;
+    let node = cluster_of(&state)?;
+    let id = node_id(&parse_body(&body)?)?;
+    // Out of every quorum queue's group this node has a replica of, then out of the cluster.
+    for vhost in state.broker.vhost_names() {
+        let Some(vhost) = state.broker.vhost(&vhost) else {
+            continue;
+        };
+        for queue in vhost.queues() {
+            if let Some(quorum) = queue.quorum() {
+                quorum.remove_member(id).await.map_err(|e| {
+                    ApiError::internal(format!("node {id} is still in queue '{}': {e}", queue.name))
+                })?;
+            }
+        }
+    }
+    node.leave(id)
+        .await
+        .map_err(|e| ApiError::internal(format!("node {id} did not leave: {e}")))?;
+    tracing::info!(node = id, user = %caller.name, "a node left the cluster");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -144,6 +144,8 @@ fn node_routes() -> Router<Arc<Management>> {
         .route("/api/overview", get(overview::overview))
         .route("/api/cluster-name", get(overview::cluster_name))
         .route("/api/cluster/status", get(cluster::status))
+        .route("/api/cluster/join", axum::routing::post(cluster::join))
+        .route("/api/cluster/leave", axum::routing::post(cluster::leave))
         .route("/api/nodes", get(overview::nodes))
         .route("/api/nodes/{node}", get(overview::node))
         .route("/api/extensions", get(overview::extensions))

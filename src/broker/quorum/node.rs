@@ -95,10 +95,11 @@ impl Node {
         self.config.node_id
     }
 
-    /// The nodes of a new queue's group: this one first, then the next ids round the ring,
-    /// `size` in all (every node when `None`).
+    /// The nodes of a new queue's group: this one first, then the next ids round the ring of
+    /// the cluster's nodes (the metadata group's voters), `size` in all (every node when
+    /// `None`).
     pub fn members(&self, size: Option<usize>) -> Vec<NodeId> {
-        let ids: Vec<NodeId> = self.config.peers.keys().copied().collect();
+        let ids: Vec<NodeId> = self.nodes().keys().copied().collect();
         let at = ids.iter().position(|id| *id == self.id()).unwrap_or(0);
         let size = size.unwrap_or(ids.len()).clamp(1, ids.len());
         (0..size).map(|i| ids[(at + i) % ids.len()]).collect()
@@ -128,6 +129,33 @@ impl Node {
         }
     }
 
+    /// The cluster's nodes (the metadata group's voters) by id, with their cluster addresses:
+    /// the configuration's peers, and those joined since, less those that left.
+    pub fn nodes(&self) -> BTreeMap<NodeId, String> {
+        match self.meta.voters() {
+            voters if voters.is_empty() => self.config.peers.clone(),
+            voters => voters,
+        }
+    }
+
+    /// `warren ctl cluster join`: makes node `id` (at `address`) a voter of the metadata group.
+    /// Quorum queues declared after this may place replicas on it.
+    pub async fn join(&self, id: NodeId, address: String) -> Result<(), WriteError> {
+        let mut voters = self.nodes();
+        voters.insert(id, address);
+        self.meta.set_voters(voters).await
+    }
+
+    /// `warren ctl cluster leave`: removes node `id` from the metadata group (the caller takes
+    /// it out of each quorum queue's group).
+    pub async fn leave(&self, id: NodeId) -> Result<(), WriteError> {
+        let mut voters = self.nodes();
+        if voters.remove(&id).is_none() {
+            return Ok(());
+        }
+        self.meta.set_voters(voters).await
+    }
+
     /// Writes a change of the routing topology, for every node to apply.
     pub async fn change(&self, change: Change) -> Result<(), WriteError> {
         self.meta.write(Command::Change(change)).await.map(|_| ())
@@ -152,10 +180,11 @@ impl Node {
             group: GroupId::new("?").expect("a constant name"),
             why: "no group id".into(),
         })?;
+        let nodes = self.nodes();
         let peers = definition
             .members
             .iter()
-            .filter_map(|id| Some((*id, self.config.peers.get(id)?.clone())))
+            .filter_map(|id| Some((*id, nodes.get(id)?.clone())))
             .collect();
         let config = GroupConfig {
             node: self.id(),
@@ -207,7 +236,7 @@ async fn ping_peers(node: std::sync::Weak<Node>) {
             return;
         };
         let mut pings = tokio::task::JoinSet::new();
-        for (id, addr) in &node.config.peers {
+        for (id, addr) in &node.nodes() {
             if *id == node.id() {
                 continue;
             }

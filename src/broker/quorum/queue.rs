@@ -232,6 +232,20 @@ impl Quorum {
         self.group.status()
     }
 
+    /// The queue's group's voters now.
+    pub fn voters(&self) -> std::collections::BTreeMap<NodeId, String> {
+        self.group.voters()
+    }
+
+    /// Takes node `id` out of the queue's group (it left the cluster).
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), WriteError> {
+        let mut voters = self.group.voters();
+        if voters.remove(&id).is_none() {
+            return Ok(());
+        }
+        self.group.set_voters(voters).await
+    }
+
     /// Stops this node's replica (the queue was deleted).
     pub async fn stop(&self) {
         self.group.stop().await;

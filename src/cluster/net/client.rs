@@ -222,6 +222,12 @@ impl Forwarder {
         self.request(addr, Rpc::Write, body, FORWARD_TIMEOUT).await
     }
 
+    /// Sends a change of voters to the node at `addr` (the leader) and returns its answer.
+    pub async fn membership(&self, addr: &str, body: &[u8]) -> io::Result<Vec<u8>> {
+        self.request(addr, Rpc::Membership, body, FORWARD_TIMEOUT)
+            .await
+    }
+
     /// Whether the node at `addr` answers a ping (through this group) within `within`.
     pub async fn ping(&self, addr: &str, within: Duration) -> bool {
         self.request(addr, Rpc::Ping, &[], within).await.is_ok()

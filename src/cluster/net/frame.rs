@@ -29,6 +29,8 @@ pub enum Rpc {
     Write = 4,
     /// Is the node there? Answered by any group, with an empty body.
     Ping = 5,
+    /// A change of the group's voters, forwarded to the leader (see `raft.rs`).
+    Membership = 6,
 }
 
 impl Rpc {
@@ -39,6 +41,7 @@ impl Rpc {
             3 => Some(Rpc::InstallSnapshot),
             4 => Some(Rpc::Write),
             5 => Some(Rpc::Ping),
+            6 => Some(Rpc::Membership),
             _ => None,
         }
     }

@@ -18,8 +18,10 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 
 use super::frame::{self, Rpc};
+use crate::cluster::machine::NodeId;
 use crate::cluster::machine::{GroupId, Machine, TypeConfig};
-use crate::cluster::raft::write_outcome;
+use crate::cluster::raft::{change_voters, write_outcome};
+use std::collections::BTreeMap;
 
 /// A group's answer to a request body: the encoded reply, or why the body was refused.
 pub(crate) type Reply<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
@@ -193,6 +195,10 @@ impl<M: Machine> Handler for Raft<TypeConfig<M>> {
                     encode(&write_outcome::<M>(written, &Default::default()))
                 }
                 Rpc::Ping => Ok(Vec::new()),
+                Rpc::Membership => {
+                    let voters: BTreeMap<NodeId, String> = decode(&body)?;
+                    encode(&change_voters::<M>(self, &voters).await)
+                }
             }
         })
     }
