@@ -8,6 +8,8 @@
 #[path = "common/checker.rs"]
 mod checker;
 mod common;
+#[path = "common/numbered.rs"]
+mod numbered;
 #[path = "common/warren_process.rs"]
 mod warren_process;
 
@@ -16,12 +18,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::Confirmation;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation};
+use numbered::{connect, declare_quorum as declare, publish, WAIT};
 use warren_process::{free_port, TempDir, WarrenProcess};
 
-const WAIT: Duration = Duration::from_secs(20);
+/// The numbers consumed from `queue` through `uri`'s node until none comes for `quiet`.
+async fn drain(uri: &str, queue: &str, quiet: Duration) -> Vec<u64> {
+    numbered::drain(uri, queue, quiet, None).await
+}
 
 struct Cluster {
     _dir: TempDir,
@@ -94,24 +99,14 @@ impl Cluster {
         port
     }
 
+    fn management(&self, node: usize) -> String {
+        let process = self.nodes[node].as_ref().expect("a running node");
+        format!("http://{}", process.management.expect("a management API"))
+    }
+
     /// `warren ctl ARGS` against node `node`'s management API; its stdout.
     fn ctl(&self, node: usize, args: &[&str]) -> String {
-        let process = self.nodes[node].as_ref().expect("a running node");
-        let url = format!("http://{}", process.management.expect("a management API"));
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["ctl", "--url", &url])
-            .args(args)
-            .env_remove("WARREN_URL")
-            .env_remove("WARREN_USER")
-            .env_remove("WARREN_PASSWORD")
-            .output()
-            .expect("run warren ctl");
-        assert!(
-            output.status.success(),
-            "warren ctl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        numbered::ctl(&self.management(node), ("guest", "guest"), args)
     }
 
     fn uri(&self, node: usize) -> String {
@@ -134,21 +129,7 @@ impl Cluster {
 
     /// `warren ctl cluster status --json` against node `node`'s management API.
     fn status(&self, node: usize) -> serde_json::Value {
-        let process = self.nodes[node].as_ref().expect("a running node");
-        let url = format!("http://{}", process.management.expect("a management API"));
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["ctl", "--url", &url, "--json", "cluster", "status"])
-            .env_remove("WARREN_URL")
-            .env_remove("WARREN_USER")
-            .env_remove("WARREN_PASSWORD")
-            .output()
-            .expect("run warren ctl");
-        assert!(
-            output.status.success(),
-            "warren ctl cluster status: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("JSON")
+        numbered::cluster_status(&self.management(node), ("guest", "guest"))
     }
 
     /// The node (0-based) that leads `queue`'s group, as node `asked` sees it.
@@ -169,47 +150,6 @@ impl Cluster {
         }
         all
     }
-}
-
-async fn connect(uri: &str) -> Connection {
-    tokio::time::timeout(
-        WAIT,
-        Connection::connect(uri, ConnectionProperties::default()),
-    )
-    .await
-    .expect("connect in time")
-    .expect("connect")
-}
-
-fn quorum_args() -> FieldTable {
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    arguments
-}
-
-fn durable() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    }
-}
-
-/// Declares the quorum queue through `uri`'s node.
-async fn declare(uri: &str, queue: &str) -> lapin::Queue {
-    let connection = connect(uri).await;
-    let channel = connection.create_channel().await.unwrap();
-    let declared = tokio::time::timeout(
-        WAIT,
-        channel.queue_declare(queue.into(), durable(), quorum_args()),
-    )
-    .await
-    .expect("declare in time")
-    .expect("queue.declare of a quorum queue");
-    let _ = connection.close(200, "bye".into()).await;
-    declared
 }
 
 /// Waits until `uri`'s node knows the queue (a passive declaration succeeds).
@@ -235,71 +175,6 @@ async fn wait_for_queue(uri: &str, queue: &str) {
     }
 }
 
-/// Publishes `numbers` with confirms, `window` at a time; the numbers the broker acked.
-async fn publish(
-    channel: &Channel,
-    queue: &str,
-    numbers: std::ops::Range<u64>,
-    window: usize,
-) -> Vec<u64> {
-    let mut acked = Vec::new();
-    let numbers: Vec<u64> = numbers.collect();
-    for batch in numbers.chunks(window) {
-        let mut pending = Vec::new();
-        for n in batch {
-            let body = n.to_string();
-            let publish = channel.basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            );
-            match publish.await {
-                Ok(confirm) => pending.push((*n, confirm)),
-                Err(_) => return acked,
-            }
-        }
-        for (n, confirm) in pending {
-            if let Ok(Ok(Confirmation::Ack(_))) = tokio::time::timeout(WAIT, confirm).await {
-                acked.push(n);
-            }
-        }
-    }
-    acked
-}
-
-/// Consumes (and acks) until nothing comes for `quiet`; the numbers received, in order.
-async fn drain(uri: &str, queue: &str, quiet: Duration) -> Vec<u64> {
-    let connection = connect(uri).await;
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .basic_qos(100, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let consumer = channel
-        .basic_consume(
-            queue.into(),
-            "drain".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("basic.consume on a quorum queue");
-    let mut deliveries = common::Deliveries::new(consumer);
-    let mut got = Vec::new();
-    while let Some(Ok(Some(delivery))) = deliveries.event_within(quiet).await {
-        let n: u64 = std::str::from_utf8(&delivery.data)
-            .unwrap()
-            .parse()
-            .unwrap();
-        got.push(n);
-        delivery.ack(BasicAckOptions::default()).await.unwrap();
-    }
-    let _ = connection.close(200, "bye".into()).await;
-    got
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_queue_declared_on_one_node_is_served_by_every_node() {
     let cluster = Cluster::start("quorum-any-node");
@@ -308,13 +183,8 @@ async fn a_quorum_queue_declared_on_one_node_is_served_by_every_node() {
     wait_for_queue(&cluster.uri(1), "orders").await;
     wait_for_queue(&cluster.uri(2), "orders").await;
 
-    let publisher = connect(&cluster.uri(1)).await;
-    let channel = publisher.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let acked = publish(&channel, "orders", 0..500, 100).await;
+    let (_publisher, channel) = numbered::confirming(&cluster.uri(1)).await;
+    let acked = publish(&channel, "orders", 0..500, WAIT).await;
     assert_eq!(
         acked.len(),
         500,
@@ -343,13 +213,8 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
     wait_for_queue(&cluster.uri(1), "payments").await;
     wait_for_queue(&cluster.uri(2), "payments").await;
 
-    let publisher = connect(&cluster.uri(1)).await;
-    let channel = publisher.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut confirmed: BTreeSet<u64> = publish(&channel, "payments", 0..300, 50)
+    let (_publisher, channel) = numbered::confirming(&cluster.uri(1)).await;
+    let mut confirmed: BTreeSet<u64> = publish(&channel, "payments", 0..300, WAIT)
         .await
         .into_iter()
         .collect();
@@ -376,16 +241,11 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
         _ => (0, 1),
     };
     drop(channel);
-    drop(publisher);
-    let publisher = connect(&cluster.uri(publishing)).await;
-    let channel = publisher.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    drop(_publisher);
+    let (_publisher, channel) = numbered::confirming(&cluster.uri(publishing)).await;
     let killed_at = Instant::now();
     cluster.kill(leader);
-    let after = publish(&channel, "payments", 300..301, 1).await;
+    let after = publish(&channel, "payments", 300..301, WAIT).await;
     let back_in = killed_at.elapsed();
     assert_eq!(
         after,
@@ -399,7 +259,7 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
         "confirms came back after {back_in:?}"
     );
     confirmed.extend(after);
-    confirmed.extend(publish(&channel, "payments", 301..600, 50).await);
+    confirmed.extend(publish(&channel, "payments", 301..600, WAIT).await);
 
     let new_leader = cluster.queue_leader(consuming, "payments");
     assert!(
@@ -411,14 +271,7 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
     cluster.restart(leader);
     let got = drain(&cluster.uri(consuming), "payments", Duration::from_secs(3)).await;
     let report = checker::check(&confirmed, &got);
-    eprintln!(
-        "checker: {} consumed, {} confirmed, lost {:?}, duplicated {}, reordered {}",
-        report.consumed,
-        confirmed.len(),
-        report.lost,
-        report.duplicated.len(),
-        report.reordered
-    );
+    eprintln!("checker: {}", report.summary(&confirmed));
     assert!(
         report.lost.is_empty(),
         "confirmed but never consumed: {:?}\n{}",
@@ -596,13 +449,8 @@ async fn a_node_joins_through_ctl_and_another_leaves() {
         assert!(started.elapsed() < WAIT, "{}", cluster.status(3));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let publisher = connect(&cluster.uri(3)).await;
-    let channel = publisher.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(publish(&channel, "after", 0..10, 10).await.len(), 10);
+    let (_publisher, channel) = numbered::confirming(&cluster.uri(3)).await;
+    assert_eq!(publish(&channel, "after", 0..10, WAIT).await.len(), 10);
     assert_eq!(
         drain(&cluster.uri(3), "after", Duration::from_secs(2)).await,
         (0..10).collect::<Vec<_>>()
@@ -616,11 +464,6 @@ async fn a_node_joins_through_ctl_and_another_leaves() {
     assert_eq!(voters(&cluster, 0, Some("after")), vec![1, 2, 4]);
     // Without it, "before" still takes confirmed publishes.
     cluster.kill(2);
-    let publisher = connect(&cluster.uri(1)).await;
-    let channel = publisher.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(publish(&channel, "before", 0..10, 10).await.len(), 10);
+    let (_publisher, channel) = numbered::confirming(&cluster.uri(1)).await;
+    assert_eq!(publish(&channel, "before", 0..10, WAIT).await.len(), 10);
 }

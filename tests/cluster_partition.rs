@@ -15,6 +15,8 @@
 #[path = "common/checker.rs"]
 mod checker;
 mod common;
+#[path = "common/numbered.rs"]
+mod numbered;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -24,10 +26,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-
-const WAIT: Duration = Duration::from_secs(20);
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use numbered::{connect, publish, WAIT};
 
 /// guest may log in from loopback only: the clients here come over the client network.
 const USERS: &str =
@@ -181,26 +182,7 @@ fn uri(k: usize) -> String {
 
 /// `warren ctl cluster status --json` of node `k`.
 fn status(k: usize) -> serde_json::Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args([
-            "ctl",
-            "--url",
-            &format!("http://10.77.2.{k}:15672"),
-            "--json",
-        ])
-        .args(["--user", "test", "--password", "test"])
-        .args(["cluster", "status"])
-        .env_remove("WARREN_URL")
-        .env_remove("WARREN_USER")
-        .env_remove("WARREN_PASSWORD")
-        .output()
-        .expect("warren ctl");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    numbered::cluster_status(&format!("http://10.77.2.{k}:15672"), ("test", "test"))
 }
 
 /// (leader id, last applied index, ready messages) of `queue`'s group as node `k` sees it.
@@ -217,122 +199,17 @@ fn queue_view(k: usize, queue: &str) -> (Option<u64>, Option<u64>, Option<u64>) 
     )
 }
 
-async fn connect(uri: &str) -> Connection {
-    tokio::time::timeout(
-        WAIT,
-        Connection::connect(uri, ConnectionProperties::default()),
-    )
-    .await
-    .expect("connect in time")
-    .expect("connect")
-}
-
 async fn confirming(k: usize) -> (Connection, Channel) {
-    let connection = connect(&uri(k)).await;
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    (connection, channel)
-}
-
-/// Publishes each number and waits up to `within` for their confirms; those acked.
-async fn publish(
-    channel: &Channel,
-    queue: &str,
-    numbers: std::ops::Range<u64>,
-    within: Duration,
-) -> Vec<u64> {
-    let mut pending = Vec::new();
-    for n in numbers {
-        let body = n.to_string();
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("basic.publish");
-        pending.push((n, confirm));
-    }
-    let mut acked = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    for (n, confirm) in pending {
-        if let Ok(Ok(Confirmation::Ack(_))) = tokio::time::timeout_at(deadline, confirm).await {
-            acked.push(n);
-        }
-    }
-    acked
+    numbered::confirming(&uri(k)).await
 }
 
 async fn drain(k: usize, queue: &str) -> Vec<u64> {
-    let connection = connect(&uri(k)).await;
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .basic_qos(100, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let consumer = channel
-        .basic_consume(
-            queue.into(),
-            "check".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut deliveries = common::Deliveries::new(consumer);
-    let mut got = Vec::new();
-    while let Some(Ok(Some(delivery))) = deliveries.event_within(Duration::from_secs(3)).await {
-        got.push(
-            std::str::from_utf8(&delivery.data)
-                .unwrap()
-                .parse()
-                .unwrap(),
-        );
-        delivery.ack(BasicAckOptions::default()).await.unwrap();
-    }
-    got
+    numbered::drain(&uri(k), queue, Duration::from_secs(3), None).await
 }
 
-/// Consumes (and acks) until every number of `want` has come, or nothing came for [`WAIT`].
+/// Consumes until every number of `want` has come, or nothing came for [`WAIT`].
 async fn drain_until(k: usize, queue: &str, want: &BTreeSet<u64>) -> Vec<u64> {
-    let connection = connect(&uri(k)).await;
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .basic_qos(100, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let consumer = channel
-        .basic_consume(
-            queue.into(),
-            "until".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut deliveries = common::Deliveries::new(consumer);
-    let mut got = Vec::new();
-    let mut missing = want.clone();
-    while !missing.is_empty() {
-        let Some(Ok(Some(delivery))) = deliveries.event_within(WAIT).await else {
-            break;
-        };
-        let n: u64 = std::str::from_utf8(&delivery.data)
-            .unwrap()
-            .parse()
-            .unwrap();
-        missing.remove(&n);
-        got.push(n);
-        delivery.ack(BasicAckOptions::default()).await.unwrap();
-    }
-    let _ = connection.close(200, "bye".into()).await;
-    got
+    numbered::drain(&uri(k), queue, WAIT, Some(want)).await
 }
 
 fn can_make_namespaces() -> bool {
@@ -369,26 +246,7 @@ fn a_partitioned_leader_stops_confirming_and_the_majority_goes_on_without_diverg
 
 async fn scenario(net: &Net, nodes: &[Node]) {
     let queue = "ledger";
-    {
-        let connection = connect(&uri(1)).await;
-        let channel = connection.create_channel().await.unwrap();
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        tokio::time::timeout(
-            WAIT,
-            channel.queue_declare(queue.into(), durable, arguments),
-        )
-        .await
-        .expect("declare in time")
-        .expect("declare");
-    }
+    numbered::declare_quorum(&uri(1), queue).await;
     let started = Instant::now();
     let leader = loop {
         let views: Vec<_> = (1..=3).map(|k| queue_view(k, queue).0).collect();
@@ -499,20 +357,15 @@ async fn scenario(net: &Net, nodes: &[Node]) {
     }
     // Its 5: of those published since (the minority's own, late, may come first).
     assert!(
-        again.iter().all(|n| (400..405).contains(n) || (100_000..100_010).contains(n)),
+        again
+            .iter()
+            .all(|n| (400..405).contains(n) || (100_000..100_010).contains(n)),
         "{again:?}"
     );
     consumed.extend(again);
     consumed.extend(drain(majority[1], queue).await);
     let report = checker::check(&confirmed, &consumed);
-    eprintln!(
-        "checker: {} consumed, {} confirmed, lost {:?}, duplicated {}, reordered {}",
-        report.consumed,
-        confirmed.len(),
-        report.lost,
-        report.duplicated.len(),
-        report.reordered
-    );
+    eprintln!("checker: {}", report.summary(&confirmed));
     assert!(
         report.lost.is_empty(),
         "lost {:?}\n{}",

@@ -224,6 +224,27 @@ impl<M: Machine> RaftGroup<M> {
         }
     }
 
+    /// On the leader: hands `command` to the log now and returns what waits for its commit, so
+    /// that the caller can submit the next before this one commits (the log keeps their
+    /// order). Elsewhere the command comes back, for [`RaftGroup::write`].
+    pub async fn submit(&self, command: M::Command) -> Result<Submitted<M::Response>, M::Command> {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return Err(command);
+        }
+        let peers = self.config.peers.clone();
+        let within = self.config.timing.write_timeout;
+        let submitted = self.raft.client_write_ff(command).await;
+        Ok(Box::pin(async move {
+            let receiver = submitted.map_err(|e| WriteError::Stopped(e.to_string()))?;
+            let answer = match tokio::time::timeout(within, receiver).await {
+                Err(_) => return Err(WriteError::Timeout(within)),
+                Ok(Err(_)) => return Err(WriteError::Stopped("the write was dropped".into())),
+                Ok(Ok(answer)) => answer,
+            };
+            write_outcome::<M>(answer.map_err(RaftError::APIError), &peers)
+        }))
+    }
+
     async fn write_through_leader(&self, command: M::Command) -> Result<M::Response, WriteError> {
         const NO_LEADER_YET: Duration = Duration::from_millis(20);
         loop {
@@ -384,6 +405,10 @@ impl<M: Machine> RaftGroup<M> {
         tracing::info!(group = %self.config.group, node = self.config.node, "raft group stopped");
     }
 }
+
+/// What waits for a submitted command's commit (see [`RaftGroup::submit`]).
+pub type Submitted<R> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<R, WriteError>> + Send>>;
 
 /// What openraft's `client_write` returns.
 pub(crate) type Written<M> = Result<

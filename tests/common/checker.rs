@@ -15,6 +15,20 @@ pub struct Report {
     pub consumed: usize,
 }
 
+impl Report {
+    /// One line: consumed, confirmed, lost (the numbers), duplicated and reordered (counts).
+    pub fn summary(&self, confirmed: &BTreeSet<u64>) -> String {
+        format!(
+            "{} consumed, {} confirmed, lost {:?}, duplicated {}, reordered {}",
+            self.consumed,
+            confirmed.len(),
+            self.lost,
+            self.duplicated.len(),
+            self.reordered
+        )
+    }
+}
+
 /// Checks `consumed` (in the order received) against the numbers the broker confirmed.
 pub fn check(confirmed: &BTreeSet<u64>, consumed: &[u64]) -> Report {
     let mut seen: BTreeMap<u64, usize> = BTreeMap::new();

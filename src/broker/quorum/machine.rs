@@ -26,6 +26,15 @@ pub struct ConsumerKey {
     pub id: u64,
 }
 
+/// Which writer sent an enqueue, and its number among that writer's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub node: NodeId,
+    /// The writer's start (a node's writers of before a restart are others).
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
 /// A published message as the queue keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
@@ -37,8 +46,12 @@ pub struct Stored {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
-    /// Messages published: one entry for a publisher's whole batch.
-    Enqueue(Vec<Stored>),
+    /// Messages published: one entry for a round of a node's writer. `from` numbers it, so
+    /// that the same entry sent again (its answer was lost) is applied once.
+    Enqueue {
+        from: Option<Batch>,
+        messages: Vec<Stored>,
+    },
     /// `basic.consume`: the consumer takes up to `prefetch` unsettled deliveries (0: no
     /// limit); a `no_ack` consumer's deliveries are settled as they are made.
     Checkout {
@@ -138,6 +151,9 @@ pub struct QueueMachine {
     out: BTreeMap<u64, Out>,
     /// Messages dropped for the delivery limit, since the queue began.
     pub dropped: u64,
+    /// The last enqueue applied of each writer (node, incarnation).
+    #[serde(default, with = "pairs")]
+    batches: BTreeMap<(NodeId, u64), u64>,
     #[serde(skip)]
     local: Option<Local>,
 }
@@ -307,7 +323,17 @@ impl Machine for QueueMachine {
     fn apply(&mut self, command: &Command) -> Response {
         let mut response = Response::Done;
         match command {
-            Command::Enqueue(messages) => {
+            Command::Enqueue { from, messages } => {
+                if let Some(batch) = from {
+                    let last = self
+                        .batches
+                        .entry((batch.node, batch.incarnation))
+                        .or_default();
+                    if batch.seq <= *last && *last != 0 {
+                        return Response::Done;
+                    }
+                    *last = batch.seq;
+                }
                 for message in messages {
                     let id = self.next_message;
                     self.next_message += 1;

@@ -36,9 +36,10 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<ToNode>) -> Vec<(u64, u64, String, u32
 }
 
 fn enqueue(m: &mut QueueMachine, bodies: &[&str]) {
-    m.apply(&Command::Enqueue(
-        bodies.iter().map(|b| message(b)).collect(),
-    ));
+    m.apply(&Command::Enqueue {
+        from: None,
+        messages: bodies.iter().map(|b| message(b)).collect(),
+    });
 }
 
 fn checkout(m: &mut QueueMachine, consumer: ConsumerKey, prefetch: u32) {
@@ -190,4 +191,35 @@ fn node_down_returns_its_consumers_messages_and_tells_that_node() {
     m.apply(&Command::NodeDown { node: 1 });
     assert!(matches!(rx.try_recv(), Ok(ToNode::Forgotten)));
     assert_eq!((m.consumers(), m.ready(), m.unsettled()), (0, 2, 0));
+}
+
+#[test]
+fn an_enqueue_sent_again_is_applied_once() {
+    let (mut m, _rx) = local();
+    let batch = |seq| Command::Enqueue {
+        from: Some(Batch {
+            node: 2,
+            incarnation: 7,
+            seq,
+        }),
+        messages: vec![message("a")],
+    };
+    m.apply(&batch(1));
+    m.apply(&batch(1));
+    m.apply(&batch(2));
+    assert_eq!(m.ready(), 2, "the repeated batch 1 was dropped");
+    // Another incarnation of the writer starts its numbers again.
+    m.apply(&Command::Enqueue {
+        from: Some(Batch {
+            node: 2,
+            incarnation: 8,
+            seq: 1,
+        }),
+        messages: vec![message("b")],
+    });
+    assert_eq!(m.ready(), 3);
+    let (mut copy, _rx) = local();
+    copy.restore(&m.snapshot()).unwrap();
+    copy.apply(&batch(2));
+    assert_eq!(copy.ready(), 3, "the snapshot keeps the writers' numbers");
 }

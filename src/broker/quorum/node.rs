@@ -191,7 +191,14 @@ impl Node {
             group,
             dir: self.dir.join("queues").join(&name),
             peers,
-            timing: Timing::default(),
+            // The log keeps its entries in memory until a snapshot lets it drop them: a
+            // queue's entries are whole batches of messages, so it snapshots often (its state
+            // is small while consumers keep up).
+            timing: Timing {
+                snapshot_every: 1024,
+                keep_after_snapshot: 64,
+                ..Timing::default()
+            },
         };
         let label = format!("{}/{}", definition.vhost, definition.name);
         Quorum::start(

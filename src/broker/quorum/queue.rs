@@ -22,7 +22,7 @@ use warren_protocol::types::AMQPValue;
 
 use super::liveness::{Liveness, DOWN_AFTER};
 use super::machine::{
-    Assigned, Command, ConsumerKey, Local, QueueMachine, Response, Stored, ToNode,
+    Assigned, Batch, Command, ConsumerKey, Local, QueueMachine, Response, Stored, ToNode,
 };
 use crate::broker::message::{now_ms, Entry, Message};
 use crate::broker::queue::consumer::Consumer;
@@ -34,6 +34,8 @@ use crate::store::sync::Callback;
 pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 /// Commands taken into one round of the writer at most.
 const ROUND: usize = 4096;
+/// Rounds the leader's writer lets wait for their commits at once.
+const ROUNDS_IN_FLIGHT: usize = 8;
 
 enum Work {
     Write(Command),
@@ -57,6 +59,9 @@ pub struct Quorum {
     next_consumer: AtomicU64,
     /// When the other nodes last answered (see `liveness.rs`).
     liveness: Arc<Liveness>,
+    /// This writer's start and the number of its last enqueue (see `machine::Batch`).
+    incarnation: u64,
+    batches: AtomicU64,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -95,12 +100,29 @@ impl Quorum {
             consumers: Mutex::new(Vec::new()),
             next_consumer: AtomicU64::new(now_ms() << 16),
             liveness,
+            incarnation: now_ms(),
+            batches: AtomicU64::new(0),
         });
         quorum.write(Command::NodeUp { node });
         tokio::spawn(write_loop(Arc::downgrade(&quorum), queued));
         tokio::spawn(send_loop(Arc::downgrade(&quorum), assigned));
         tokio::spawn(watch_nodes(Arc::downgrade(&quorum)));
         Ok(quorum)
+    }
+
+    /// An enqueue gets this writer's next number (see `Batch`); other commands are as given.
+    fn numbered(&self, command: Command) -> Command {
+        match command {
+            Command::Enqueue { messages, .. } => Command::Enqueue {
+                from: Some(Batch {
+                    node: self.node,
+                    incarnation: self.incarnation,
+                    seq: self.batches.fetch_add(1, Relaxed) + 1,
+                }),
+                messages,
+            },
+            other => other,
+        }
     }
 
     fn write(&self, command: Command) {
@@ -121,7 +143,10 @@ impl Quorum {
     pub fn flush(&self) {
         let batch = std::mem::take(&mut *self.pending.lock());
         if !batch.is_empty() {
-            self.write(Command::Enqueue(batch));
+            self.write(Command::Enqueue {
+                from: None,
+                messages: batch,
+            });
         }
     }
 
@@ -261,11 +286,15 @@ impl Quorum {
     }
 }
 
-/// Writes what the queue's users asked for, a round at a time: the commands that came while
-/// the last round was being written, runs of one kind merged into one entry; then the
-/// notifications of the round, told whether every publish of it committed.
+/// Writes what the queue's users asked for, a round at a time: the commands that came since
+/// the last round, runs of one kind merged into one entry. On the leader a round is handed to
+/// the log and the next round starts at once (up to [`ROUNDS_IN_FLIGHT`] wait for their commits
+/// side by side); elsewhere each command is forwarded and waited for. A round's notifications
+/// are told, after those of the round before, whether every publish of it committed.
 async fn write_loop(quorum: Weak<Quorum>, mut queued: mpsc::UnboundedReceiver<Work>) {
+    let rounds = Arc::new(tokio::sync::Semaphore::new(ROUNDS_IN_FLIGHT));
     let mut round = Vec::new();
+    let mut before: Option<tokio::sync::oneshot::Receiver<()>> = None;
     while let Some(first) = queued.recv().await {
         round.push(first);
         while round.len() < ROUND {
@@ -277,6 +306,9 @@ async fn write_loop(quorum: Weak<Quorum>, mut queued: mpsc::UnboundedReceiver<Wo
         let Some(quorum) = quorum.upgrade() else {
             return;
         };
+        let Ok(slot) = Arc::clone(&rounds).acquire_owned().await else {
+            return;
+        };
         let mut commands: Vec<Command> = Vec::new();
         let mut notified = Vec::new();
         for work in round.drain(..) {
@@ -286,27 +318,54 @@ async fn write_loop(quorum: Weak<Quorum>, mut queued: mpsc::UnboundedReceiver<Wo
             }
         }
         let mut published = true;
+        let mut pending = Vec::new();
         for command in commands {
-            let publish = matches!(command, Command::Enqueue(_));
-            if let Err(e) = quorum.group.write(command).await {
-                tracing::warn!(queue = %quorum.label, error = %e, "quorum queue: a write failed");
-                published &= !publish;
+            let publish = matches!(command, Command::Enqueue { .. });
+            let command = quorum.numbered(command);
+            match quorum.group.submit(command).await {
+                Ok(commit) => pending.push((publish, commit)),
+                Err(command) => {
+                    if let Err(e) = quorum.group.write(command).await {
+                        tracing::warn!(queue = %quorum.label, error = %e, "quorum queue: a write failed");
+                        published &= !publish;
+                    }
+                }
             }
         }
-        for done in notified {
-            done(if published {
-                Ok(())
-            } else {
-                Err(io::Error::other("not committed by a majority"))
-            });
-        }
+        let (finished, after) = tokio::sync::oneshot::channel();
+        let before = before.replace(after);
+        let label = quorum.label.clone();
+        drop(quorum);
+        tokio::spawn(async move {
+            for (publish, commit) in pending {
+                if let Err(e) = commit.await {
+                    tracing::warn!(queue = %label, error = %e, "quorum queue: a write failed");
+                    published &= !publish;
+                }
+            }
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            for done in notified {
+                done(if published {
+                    Ok(())
+                } else {
+                    Err(io::Error::other("not committed by a majority"))
+                });
+            }
+            let _ = finished.send(());
+            drop(slot);
+        });
     }
 }
 
 /// Appends `command` to `commands`, into the last one when both are of one mergeable kind.
 fn merge(commands: &mut Vec<Command>, command: Command) {
     match (commands.last_mut(), command) {
-        (Some(Command::Enqueue(into)), Command::Enqueue(more)) => into.extend(more),
+        (
+            Some(Command::Enqueue { messages: into, .. }),
+            Command::Enqueue { messages: more, .. },
+        ) => into.extend(more),
         (
             Some(Command::Settle {
                 node,
