@@ -196,11 +196,25 @@ async fn a_quorum_queue_declared_on_one_node_is_served_by_every_node() {
     let counted = declare(&cluster.uri(2), "orders").await;
     assert_eq!(counted.message_count(), 500);
 
+    // basic.get through a follower: the first message, held until its ack.
+    let getter = connect(&cluster.uri(2)).await;
+    let on_3 = getter.create_channel().await.unwrap();
+    let got = on_3
+        .basic_get("orders".into(), BasicGetOptions::default())
+        .await
+        .expect("basic.get on a quorum queue")
+        .expect("a message");
+    assert_eq!(
+        (got.delivery.data.as_slice(), got.message_count),
+        (&b"0"[..], 499)
+    );
+    got.delivery.ack(BasicAckOptions::default()).await.unwrap();
+
     let got = drain(&cluster.uri(2), "orders", Duration::from_secs(2)).await;
     assert_eq!(
         got,
-        (0..500).collect::<Vec<_>>(),
-        "all of them, once, in order"
+        (1..500).collect::<Vec<_>>(),
+        "the rest, once, in order"
     );
     let after = declare(&cluster.uri(0), "orders").await;
     assert_eq!(after.message_count(), 0, "the acks settled them everywhere");

@@ -523,10 +523,12 @@ impl Queue {
 
     /// `basic.get` on the channel `taker`: the next message and how many remain.
     pub fn get(&self, no_ack: bool, taker: &Arc<ChannelCredit>) -> Option<(Entry, u32)> {
-        if self.stream().is_some() || self.quorum().is_some() {
-            // Streams are read by consumers only, and quorum queues here too (the channel
-            // refuses `basic.get` first).
+        if self.stream().is_some() {
+            // Streams are read by consumers only (the channel refuses `basic.get` first).
             return None;
+        }
+        if let Some(quorum) = self.quorum() {
+            return quorumed::get(quorum, no_ack);
         }
         let mut state = self.lock();
         if self.limits().expires.is_some() {

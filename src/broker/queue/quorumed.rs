@@ -39,11 +39,28 @@ pub(super) fn deliveries(entries: impl IntoIterator<Item = Entry>) -> Vec<u64> {
     entries.into_iter().map(|entry| entry.seq).collect()
 }
 
+/// Runs `future` to its end on this worker thread (which tokio replaces meanwhile).
+fn block<F: std::future::Future>(future: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}
+
+/// `basic.get` on a quorum queue: written through the leader, waited for here (the
+/// connection's worker thread blocks for the write, up to its timeout); a failed write is an
+/// empty queue to the client (and a warning in the log).
+pub(super) fn get(quorum: &Quorum, no_ack: bool) -> Option<(Entry, u32)> {
+    match block(quorum.get(no_ack)) {
+        Ok(got) => got.map(|(entry, left)| (entry, u32::try_from(left).unwrap_or(u32::MAX))),
+        Err(e) => {
+            tracing::warn!(error = %e, "quorum queue: basic.get failed");
+            None
+        }
+    }
+}
+
 /// `queue.purge` of a quorum queue: written through the leader, waited for here (a purge is
 /// rare; the connection's worker thread blocks for the write, up to its timeout).
 pub(super) fn purge(quorum: &Quorum) -> u32 {
-    let purged =
-        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(quorum.purge()));
+    let purged = block(quorum.purge());
     match purged {
         Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
         Err(e) => {

@@ -65,6 +65,9 @@ pub enum Command {
     Down { consumer: ConsumerKey },
     /// Acked deliveries (of consumers on `node`).
     Settle { node: NodeId, deliveries: Vec<u64> },
+    /// `basic.get` on `node`: the next ready message, held under (node, [`GET`]) until settled
+    /// unless `no_ack`.
+    Get { node: NodeId, no_ack: bool },
     /// Requeued deliveries: back to the queue, their delivery count one higher.
     Return { node: NodeId, deliveries: Vec<u64> },
     /// Rejected without requeue: removed.
@@ -79,12 +82,28 @@ pub enum Command {
 }
 
 /// What applying a command returns to its writer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Done,
     /// Messages a purge removed.
     Purged(u64),
+    /// `basic.get`: the next message (none: the queue had none ready).
+    Got(Option<Got>),
 }
+
+/// A message taken by `basic.get`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Got {
+    pub delivery: u64,
+    pub message: Stored,
+    pub returns: u32,
+    /// Messages still ready after it.
+    pub remaining: u64,
+}
+
+/// The consumer number `basic.get`s of a node hold their unacked messages under (never in
+/// the turn of consumers).
+pub const GET: u64 = u64::MAX;
 
 /// What applying tells this node.
 #[derive(Debug)]
@@ -257,6 +276,42 @@ impl QueueMachine {
         }
     }
 
+    /// `basic.get`: the next waiting message, as a delivery of (node, [`GET`]).
+    fn get(&mut self, node: NodeId, no_ack: bool) -> Option<Got> {
+        let message = self
+            .returned
+            .pop_front()
+            .or_else(|| self.ready.pop_front())?;
+        let held = self.messages.get(&message)?.clone();
+        let delivery = self.next_delivery;
+        self.next_delivery += 1;
+        if no_ack {
+            self.messages.remove(&message);
+        } else {
+            let key = ConsumerKey { node, id: GET };
+            let getter = self.consumers.entry(key).or_insert_with(|| ConsumerState {
+                prefetch: 0,
+                no_ack: false,
+                cancelled: true,
+                holds: BTreeSet::new(),
+            });
+            getter.holds.insert(delivery);
+            self.out.insert(
+                delivery,
+                Out {
+                    consumer: key,
+                    message,
+                },
+            );
+        }
+        Some(Got {
+            delivery,
+            message: held.message,
+            returns: held.returns,
+            remaining: self.ready() as u64,
+        })
+    }
+
     /// Hands waiting messages to consumers with credit, in turn.
     fn assign(&mut self) {
         while !(self.returned.is_empty() && self.ready.is_empty()) {
@@ -387,6 +442,7 @@ impl Machine for QueueMachine {
                     let _ = local.deliveries.send(ToNode::Forgotten);
                 }
             }
+            Command::Get { node, no_ack } => response = Response::Got(self.get(*node, *no_ack)),
             Command::Purge => {
                 let ready = std::mem::take(&mut self.ready);
                 let returned = std::mem::take(&mut self.returned);

@@ -223,3 +223,44 @@ fn an_enqueue_sent_again_is_applied_once() {
     copy.apply(&batch(2));
     assert_eq!(copy.ready(), 3, "the snapshot keeps the writers' numbers");
 }
+
+#[test]
+fn get_takes_the_next_message_and_holds_it_until_settled() {
+    let (mut m, mut rx) = local();
+    enqueue(&mut m, &["a", "b", "c"]);
+    let Response::Got(Some(got)) = m.apply(&Command::Get {
+        node: 2,
+        no_ack: false,
+    }) else {
+        panic!("a message");
+    };
+    assert_eq!((got.message.body.as_slice(), got.remaining), (&b"a"[..], 2));
+    assert_eq!(m.unsettled(), 1);
+    // Requeued by its node: back first, counted.
+    m.apply(&Command::Return {
+        node: 2,
+        deliveries: vec![got.delivery],
+    });
+    let Response::Got(Some(again)) = m.apply(&Command::Get {
+        node: 2,
+        no_ack: true,
+    }) else {
+        panic!("a message");
+    };
+    assert_eq!(
+        (again.message.body.as_slice(), again.returns),
+        (&b"a"[..], 1)
+    );
+    assert_eq!((m.ready(), m.unsettled(), m.consumers()), (2, 0, 0));
+    // A consumer that comes later gets the rest; the getter never took a turn.
+    checkout(&mut m, key(1, 1), 0);
+    assert_eq!(drain(&mut rx).len(), 2);
+    m.apply(&Command::Purge);
+    assert_eq!(
+        m.apply(&Command::Get {
+            node: 2,
+            no_ack: false
+        }),
+        Response::Got(None)
+    );
+}

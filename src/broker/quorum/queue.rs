@@ -248,8 +248,29 @@ impl Quorum {
     pub async fn purge(&self) -> Result<u64, WriteError> {
         match self.group.write(Command::Purge).await? {
             Response::Purged(n) => Ok(n),
-            Response::Done => Ok(0),
+            _ => Ok(0),
         }
+    }
+
+    /// `basic.get`, through the leader: the message with its delivery number (settled like a
+    /// consumer's, unless `no_ack`), and how many are left.
+    pub async fn get(&self, no_ack: bool) -> Result<Option<(Entry, u64)>, WriteError> {
+        let node = self.node;
+        let got = match self.group.write(Command::Get { node, no_ack }).await? {
+            Response::Got(got) => got,
+            _ => None,
+        };
+        Ok(got.map(|got| {
+            let entry = Entry {
+                seq: got.delivery,
+                message: Arc::new(to_message(got.message, got.returns)),
+                redelivered: got.returns > 0,
+                position: None,
+                priority: 0,
+                expires: 0,
+            };
+            (entry, got.remaining)
+        }))
     }
 
     /// The group's state on this node (for status pages and tests).

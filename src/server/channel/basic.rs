@@ -540,13 +540,7 @@ impl Channels {
                 self.session.vhost.name
             )));
         }
-        if queue.quorum().is_some() {
-            return Err(Error::NotImplemented(format!(
-                "basic.get not supported yet by replicated quorum queues: queue '{name}' in \
-                 vhost '{}'",
-                self.session.vhost.name
-            )));
-        }
+
         let frame_max = self.session.frame_max;
         let timeout = self.session.limits.timeout(None, &queue);
         let vhost = Arc::clone(&self.session.vhost);
