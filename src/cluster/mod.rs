@@ -15,7 +15,9 @@
 //! - [`state`]: the machine wrapped as openraft's state machine; `snapshot.rs` keeps its
 //!   snapshot file (and the newest snapshot in memory, for followers that need it).
 //! - [`net`]: length-prefixed frames over TCP, the client side and the listener.
-//! - [`raft`]: the handle: start, initialize, write, leader, status, shutdown.
+//! - [`raft`]: the handle: start, initialize, write (forwarded from a follower), submit,
+//!   leader, status, voters, shutdown.
+//! - [`write`]: what becomes of a write ([`WriteError`]), shared with the listener.
 
 mod fsio;
 pub mod log;
@@ -24,7 +26,9 @@ pub mod net;
 pub mod raft;
 mod snapshot;
 pub mod state;
+pub mod write;
 
 pub use machine::{GroupId, Machine, NodeId};
 pub use net::Transport;
-pub use raft::{GroupConfig, RaftGroup, Role, StartError, Status, Timing, WriteError};
+pub use raft::{GroupConfig, RaftGroup, Role, StartError, Status, Timing};
+pub use write::WriteError;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 
 use super::log::LogStore;
@@ -21,6 +21,8 @@ use super::net::client::{Forwarder, Network};
 use super::net::server::{Handler, Registration};
 use super::net::Transport;
 use super::state::MachineStore;
+pub use super::write::WriteError;
+use super::write::{change_voters, write_outcome};
 
 /// Timers and thresholds of a group.
 #[derive(Clone, Debug)]
@@ -76,23 +78,6 @@ pub enum StartError {
     AlreadyRunning { group: GroupId },
     #[error("raft group {group}: {why}")]
     Raft { group: GroupId, why: String },
-}
-
-/// Why a write was not applied; also the answer a leader sends back to a forwarded write.
-#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum WriteError {
-    /// This node is not the leader; `leader` (with its cluster address) is the one it knows of.
-    #[error("not the leader; the leader is {}", leader.map_or("unknown".into(), |l| format!("node {l} at {}", address.as_deref().unwrap_or("?"))))]
-    NotLeader {
-        leader: Option<NodeId>,
-        address: Option<String>,
-    },
-    /// Not committed and applied in time (no quorum, or a slow one). It may still commit later.
-    #[error("not committed within {0:?}")]
-    Timeout(Duration),
-    /// The group has stopped (shut down, or a storage failure).
-    #[error("raft group stopped: {0}")]
-    Stopped(String),
 }
 
 /// A node's role in a group.
@@ -409,76 +394,3 @@ impl<M: Machine> RaftGroup<M> {
 /// What waits for a submitted command's commit (see [`RaftGroup::submit`]).
 pub type Submitted<R> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<R, WriteError>> + Send>>;
-
-/// What openraft's `client_write` returns.
-pub(crate) type Written<M> = Result<
-    openraft::raft::ClientWriteResponse<TypeConfig<M>>,
-    RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
->;
-
-/// What a client write came to, as [`RaftGroup::write`] reports it (and a leader answers a
-/// forwarded one).
-pub(crate) fn write_outcome<M: Machine>(
-    written: Written<M>,
-    peers: &BTreeMap<NodeId, String>,
-) -> Result<M::Response, WriteError> {
-    match written {
-        Ok(response) => response
-            .data
-            .ok_or_else(|| WriteError::Stopped("a command applied to nothing".into())),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
-            let address = to
-                .leader_node
-                .map(|node| node.addr)
-                .or_else(|| to.leader_id.and_then(|id| peers.get(&id).cloned()));
-            Err(WriteError::NotLeader {
-                leader: to.leader_id,
-                address,
-            })
-        }
-        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-            Err(WriteError::Stopped(e.to_string()))
-        }
-        Err(RaftError::Fatal(e)) => Err(WriteError::Stopped(e.to_string())),
-    }
-}
-
-/// On the leader: adds the nodes of `voters` it does not have as learners (waiting for each to
-/// catch up), then makes `voters` the voter set. A follower answers `NotLeader`.
-pub(crate) async fn change_voters<M: Machine>(
-    raft: &Raft<TypeConfig<M>>,
-    voters: &BTreeMap<NodeId, String>,
-) -> Result<(), WriteError> {
-    let known: BTreeMap<NodeId, BasicNode> = {
-        let metrics = raft.metrics().borrow().clone();
-        metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, node)| (*id, node.clone()))
-            .collect()
-    };
-    let no_peers = BTreeMap::new();
-    for (id, address) in voters {
-        if !known.contains_key(id) {
-            let added = raft.add_learner(*id, BasicNode::new(address), true).await;
-            membership_outcome::<M>(added, &no_peers)?;
-        }
-    }
-    let ids: std::collections::BTreeSet<NodeId> = voters.keys().copied().collect();
-    let changed = raft.change_membership(ids, false).await;
-    membership_outcome::<M>(changed, &no_peers)
-}
-
-fn membership_outcome<M: Machine>(
-    written: Written<M>,
-    peers: &BTreeMap<NodeId, String>,
-) -> Result<(), WriteError> {
-    match written {
-        Ok(_) => Ok(()),
-        Err(e) => match write_outcome::<M>(Err(e), peers) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        },
-    }
-}

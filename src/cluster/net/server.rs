@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::frame::{self, Rpc};
 use crate::cluster::machine::NodeId;
 use crate::cluster::machine::{GroupId, Machine, TypeConfig};
-use crate::cluster::raft::{change_voters, write_outcome};
+use crate::cluster::write::{change_voters, write_outcome};
 use std::collections::BTreeMap;
 
 /// A group's answer to a request body: the encoded reply, or why the body was refused.
