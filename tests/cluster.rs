@@ -23,6 +23,10 @@ use lapin::{BasicProperties, Confirmation};
 use numbered::{connect, declare_quorum as declare, publish, WAIT};
 use warren_process::{free_port, TempDir, WarrenProcess};
 
+/// One cluster at a time in this file: three brokers each pick free ports, and tests side by
+/// side could take a port another test's node is about to bind.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The numbers consumed from `queue` through `uri`'s node until none comes for `quiet`.
 async fn drain(uri: &str, queue: &str, quiet: Duration) -> Vec<u64> {
     numbered::drain(uri, queue, quiet, None).await
@@ -39,7 +43,16 @@ struct Cluster {
 impl Cluster {
     fn start(test: &str) -> Cluster {
         let dir = TempDir::new(test);
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        // The cluster ports are held (bound) until their node starts, so that no other port
+        // picked meanwhile (another node's AMQP or management port) can be one of them.
+        let mut held: Vec<Option<std::net::TcpListener>> = (0..3)
+            .map(|_| Some(std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")))
+            .collect();
+        let ports: Vec<u16> = held
+            .iter()
+            .flatten()
+            .map(|l| l.local_addr().expect("its address").port())
+            .collect();
         let peers: Vec<String> = ports
             .iter()
             .enumerate()
@@ -59,6 +72,7 @@ impl Cluster {
         }
         let nodes = (0..3)
             .map(|i| {
+                drop(held[i].take());
                 Some(WarrenProcess::start_with_config_and_management(
                     &configs[i],
                     &data[i],
@@ -177,6 +191,7 @@ async fn wait_for_queue(uri: &str, queue: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_queue_declared_on_one_node_is_served_by_every_node() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start("quorum-any-node");
     let declared = declare(&cluster.uri(0), "orders").await;
     assert_eq!(declared.message_count(), 0);
@@ -222,6 +237,7 @@ async fn a_quorum_queue_declared_on_one_node_is_served_by_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = Cluster::start("quorum-kill-leader");
     declare(&cluster.uri(0), "payments").await;
     wait_for_queue(&cluster.uri(1), "payments").await;
@@ -301,6 +317,7 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchanges_and_bindings_to_a_quorum_queue_reach_every_node() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start("quorum-bindings");
     declare(&cluster.uri(0), "eu-orders").await;
     let connection = connect(&cluster.uri(0)).await;
@@ -447,6 +464,7 @@ fn voters(cluster: &Cluster, node: usize, queue: Option<&str>) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joins_through_ctl_and_another_leaves() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut cluster = Cluster::start("quorum-membership");
     declare(&cluster.uri(0), "before").await;
     let port = cluster.add_fourth();
