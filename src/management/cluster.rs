@@ -20,39 +20,31 @@ use serde_json::{json, Value};
 use super::auth::Caller;
 use super::reply::{parse_body, ApiError, ApiResult};
 use super::Management;
+use crate::broker::queue::Queue;
+use crate::broker::quorum::Quorum;
 use crate::cluster::{Role, Status};
 
 pub async fn status(
     State(state): State<Arc<Management>>,
     _caller: Caller,
 ) -> ApiResult<Json<Value>> {
-    let Some(node) = state.broker.cluster() else {
-        return Err(ApiError::bad_request(
-            "this node is not in a cluster ([cluster] in its configuration)",
-        ));
-    };
-    let mut queues = Vec::new();
-    for vhost in state.broker.vhost_names() {
-        let Some(vhost) = state.broker.vhost(&vhost) else {
-            continue;
-        };
-        for queue in vhost.queues() {
-            let Some(quorum) = queue.quorum() else {
-                continue;
-            };
-            let definition = node.definition(&vhost.name, queue.name.as_str());
+    let node = cluster_of(&state)?;
+    let queues: Vec<Value> = quorum_queues(&state)
+        .into_iter()
+        .map(|(vhost, queue, quorum)| {
+            let definition = node.definition(&vhost, queue.name.as_str());
             let (ready, consumers) = quorum.counts();
-            queues.push(json!({
-                "vhost": vhost.name,
+            json!({
+                "vhost": vhost,
                 "name": queue.name.as_str(),
                 "members": definition.map(|d| d.members).unwrap_or_default(),
                 "voters": quorum.voters().keys().collect::<Vec<_>>(),
                 "messages_ready": ready,
                 "consumers": consumers,
                 "group": group_json(&quorum.status()),
-            }));
-        }
-    }
+            })
+        })
+        .collect();
     let peers: serde_json::Map<String, Value> = node
         .nodes()
         .iter()
@@ -84,6 +76,22 @@ fn group_json(status: &Status) -> Value {
         "snapshot": status.snapshot,
         "purged": status.purged,
     })
+}
+
+/// Every quorum queue this node has a replica of: (vhost, queue, its group's handle).
+fn quorum_queues(state: &Management) -> Vec<(String, Arc<Queue>, Arc<Quorum>)> {
+    let mut found = Vec::new();
+    for name in state.broker.vhost_names() {
+        let Some(vhost) = state.broker.vhost(&name) else {
+            continue;
+        };
+        for queue in vhost.queues() {
+            if let Some(quorum) = queue.quorum().cloned() {
+                found.push((name.clone(), queue, quorum));
+            }
+        }
+    }
+    found
 }
 
 fn cluster_of(state: &Management) -> ApiResult<Arc<crate::broker::quorum::Node>> {
@@ -128,17 +136,10 @@ pub async fn leave(
     let node = cluster_of(&state)?;
     let id = node_id(&parse_body(&body)?)?;
     // Out of every quorum queue's group this node has a replica of, then out of the cluster.
-    for vhost in state.broker.vhost_names() {
-        let Some(vhost) = state.broker.vhost(&vhost) else {
-            continue;
-        };
-        for queue in vhost.queues() {
-            if let Some(quorum) = queue.quorum() {
-                quorum.remove_member(id).await.map_err(|e| {
-                    ApiError::internal(format!("node {id} is still in queue '{}': {e}", queue.name))
-                })?;
-            }
-        }
+    for (_, queue, quorum) in quorum_queues(&state) {
+        quorum.remove_member(id).await.map_err(|e| {
+            ApiError::internal(format!("node {id} is still in queue '{}': {e}", queue.name))
+        })?;
     }
     node.leave(id)
         .await

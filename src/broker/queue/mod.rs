@@ -618,7 +618,7 @@ impl Queue {
             return stream.consumers() > 0;
         }
         if let Some(quorum) = self.quorum() {
-            return !quorum.consumer_list().is_empty();
+            return quorum.has_consumers();
         }
         !self.lock().consumers.is_empty()
     }

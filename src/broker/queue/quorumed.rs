@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::super::message::{Entry, Message};
-use super::super::quorum::Quorum;
+use super::super::quorum::{block, Quorum};
 use super::{Enqueued, Published, Queue};
 
 impl Queue {
@@ -37,11 +37,6 @@ pub(super) fn publish_to_quorum(quorum: &Quorum, message: &Message) -> Published
 /// The deliveries' numbers.
 pub(super) fn deliveries(entries: impl IntoIterator<Item = Entry>) -> Vec<u64> {
     entries.into_iter().map(|entry| entry.seq).collect()
-}
-
-/// Runs `future` to its end on this worker thread (which tokio replaces meanwhile).
-fn block<F: std::future::Future>(future: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
 
 /// `basic.get` on a quorum queue: written through the leader, waited for here (the

@@ -70,8 +70,6 @@ pub enum Command {
     Get { node: NodeId, no_ack: bool },
     /// Requeued deliveries: back to the queue, their delivery count one higher.
     Return { node: NodeId, deliveries: Vec<u64> },
-    /// Rejected without requeue: removed.
-    Discard { node: NodeId, deliveries: Vec<u64> },
     /// `node` started: every consumer it had before is gone.
     NodeUp { node: NodeId },
     /// `node` has been silent too long (the leader saw it): its consumers' messages go to
@@ -434,7 +432,6 @@ impl Machine for QueueMachine {
             Command::Down { consumer } => self.down(*consumer),
             Command::Settle { node, deliveries } => self.settle(*node, deliveries, false),
             Command::Return { node, deliveries } => self.settle(*node, deliveries, true),
-            Command::Discard { node, deliveries } => self.settle(*node, deliveries, false),
             Command::NodeUp { node } => self.forget_node(*node),
             Command::NodeDown { node } => {
                 self.forget_node(*node);

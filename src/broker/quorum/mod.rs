@@ -17,3 +17,10 @@ pub mod queue;
 
 pub use node::{ClusterConfig, Node};
 pub use queue::Quorum;
+
+/// Runs a cluster write to its end on this worker thread, for the broker's synchronous callers
+/// (a declaration, a `basic.get`, a purge): tokio moves the thread's other tasks elsewhere
+/// meanwhile. The write's own timeout bounds the wait.
+pub fn block<F: std::future::Future>(future: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
+}

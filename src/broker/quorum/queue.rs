@@ -174,14 +174,6 @@ impl Quorum {
         }
     }
 
-    /// Rejected deliveries, not requeued.
-    pub fn discard(&self, deliveries: Vec<u64>) {
-        if !deliveries.is_empty() {
-            let node = self.node;
-            self.write(Command::Discard { node, deliveries });
-        }
-    }
-
     /// A consumer attached here: the machine starts handing it messages.
     pub fn subscribe(&self, consumer: Arc<Consumer>) {
         let id = self.next_consumer.fetch_add(1, Relaxed);
@@ -229,13 +221,9 @@ impl Quorum {
         true
     }
 
-    /// This node's consumers.
-    pub fn consumer_list(&self) -> Vec<Arc<Consumer>> {
-        self.consumers
-            .lock()
-            .iter()
-            .map(|(_, c)| c.clone())
-            .collect()
+    /// Whether this node has consumers of the queue.
+    pub fn has_consumers(&self) -> bool {
+        !self.consumers.lock().is_empty()
     }
 
     /// (messages ready, consumers) as this replica has applied them.

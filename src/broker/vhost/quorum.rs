@@ -6,18 +6,17 @@
 //! A declaration or deletion waits for the metadata write on the connection's worker thread
 //! (`block_in_place`): rare, and bounded by the write timeout.
 
-use std::future::Future;
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use warren_protocol::method::ShortStr;
-use warren_protocol::table::{decode_field_table, encode_field_table};
+use warren_protocol::table::decode_field_table;
 use warren_protocol::types::FieldTable;
 
+use super::replicated::table_bytes;
 use super::{consumer_timeout, declared, QueueDeclare, QueueDeclared, Vhost};
 use crate::broker::queue::{Queue, QueueOptions};
 use crate::broker::quorum::meta::QueueDefinition;
-use crate::broker::quorum::Node;
+use crate::broker::quorum::{block, Node};
 use crate::broker::values::integer;
 use crate::error::Error;
 
@@ -30,11 +29,6 @@ pub fn is_quorum(arguments: &FieldTable) -> bool {
         arguments.inner().get("x-queue-type"),
         Some(value) if crate::broker::values::text(value).is_some_and(|t| t == b"quorum")
     )
-}
-
-/// Runs `future` to its end on this worker thread (which tokio replaces meanwhile).
-pub(super) fn block<F: Future>(future: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
 
 impl Vhost {
@@ -84,12 +78,10 @@ impl Vhost {
                     })?,
             ),
         };
-        let mut arguments = BytesMut::new();
-        encode_field_table(&mut arguments, &declare.arguments);
         let definition = QueueDefinition {
             vhost: self.name.clone(),
             name: declare.name.as_str().to_owned(),
-            arguments: arguments.to_vec(),
+            arguments: table_bytes(&declare.arguments),
             members: node.members(size),
             serial: 0,
         };

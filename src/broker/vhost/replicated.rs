@@ -12,16 +12,17 @@ use warren_protocol::method::ShortStr;
 use warren_protocol::table::{decode_field_table, encode_field_table};
 use warren_protocol::types::FieldTable;
 
-use super::quorum::block;
 use super::{ExchangeDeclare, Unsaved, Vhost};
 use crate::broker::exchange::Destination;
+use crate::broker::quorum::block;
 use crate::broker::quorum::meta::{BindingDefinition, Change, ExchangeDefinition};
 use crate::error::Error;
 
 /// The connection id remote changes are applied under (no queue is exclusive to it).
 const CLUSTER: u64 = u64::MAX;
 
-fn table_bytes(table: &FieldTable) -> Vec<u8> {
+/// A field table as the metadata group keeps it (AMQP's encoding).
+pub(super) fn table_bytes(table: &FieldTable) -> Vec<u8> {
     let mut bytes = BytesMut::new();
     encode_field_table(&mut bytes, table);
     bytes.to_vec()

@@ -51,7 +51,14 @@ impl Channels {
                 tags,
                 commits,
             } = wait;
-            if flushed {
+            if !flushed {
+                outbox.synced(tags, commits, false);
+            } else if let (Some(store), true) = (&store, quorums.is_empty()) {
+                // The common case, one report: no joiner.
+                store.syncer.notify(Box::new(move |result| {
+                    outbox.synced(tags, commits, result.is_ok())
+                }));
+            } else {
                 let done = Joined::new(move |ok| outbox.synced(tags, commits, ok));
                 if let Some(store) = store {
                     store.syncer.notify(done.part());
@@ -59,8 +66,6 @@ impl Channels {
                 for quorum in quorums {
                     quorum.notify(done.part());
                 }
-            } else {
-                outbox.synced(tags, commits, false);
             }
         }
         let mut due = std::mem::take(&mut self.confirms_due);
