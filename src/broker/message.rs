@@ -200,6 +200,8 @@ pub enum Reason {
     Maxlen,
     /// Its time to live ran out (`x-message-ttl` or `expiration`).
     Expired,
+    /// Returned to a quorum queue more often than its `x-delivery-limit`.
+    DeliveryLimit,
 }
 
 impl Reason {
@@ -208,6 +210,7 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::Maxlen => "maxlen",
             Reason::Expired => "expired",
+            Reason::DeliveryLimit => "delivery_limit",
         }
     }
 }

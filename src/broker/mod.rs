@@ -9,6 +9,7 @@
 pub mod activity;
 pub mod arguments;
 mod clustered;
+pub use clustered::AccountSink;
 pub mod deadlines;
 pub mod dedup;
 pub mod definition;
@@ -48,6 +49,13 @@ pub struct Broker {
     store: Option<Arc<crate::store::Store>>,
     /// The cluster this node joined, if any (see `clustered.rs`).
     cluster: std::sync::OnceLock<Arc<quorum::Node>>,
+    /// One vhost created or deleted at a time: two openings of one vhost's directory (the
+    /// management API's and the cluster's), or an opening during a deletion's removal of it,
+    /// would trip over each other's files.
+    vhost_changes: parking_lot::Mutex<()>,
+    /// The metadata group's events, until the broker follows them.
+    cluster_events:
+        parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<quorum::meta::Event>>>,
 }
 
 impl Broker {
@@ -64,6 +72,8 @@ impl Broker {
             vhosts: Arc::new(RwLock::new(map)),
             store: Some(Arc::clone(store)),
             cluster: std::sync::OnceLock::new(),
+            vhost_changes: Default::default(),
+            cluster_events: Default::default(),
         })
     }
 
@@ -77,6 +87,8 @@ impl Broker {
             vhosts: Arc::new(RwLock::new(map)),
             store: None,
             cluster: std::sync::OnceLock::new(),
+            vhost_changes: Default::default(),
+            cluster_events: Default::default(),
         }
     }
 
@@ -92,6 +104,7 @@ impl Broker {
     /// Adds a vhost (recovering what the store holds for it, if anything); the existing one if
     /// there is one by that name.
     pub fn add_vhost(&self, name: &str) -> std::io::Result<Arc<Vhost>> {
+        let _one_at_a_time = self.vhost_changes.lock();
         if let Some(vhost) = self.vhost(name) {
             return Ok(vhost);
         }
@@ -110,6 +123,7 @@ impl Broker {
     /// their messages and logs gone) and its durable definitions. New connections can no longer
     /// open it; those that have it open are the caller's to close.
     pub fn remove_vhost(&self, name: &str) -> Option<Arc<Vhost>> {
+        let _one_at_a_time = self.vhost_changes.lock();
         let vhost = self.vhosts.write().remove(name)?;
         vhost.delete_everything();
         // Its lists hold its deleted queues' watches, which hold the lists.

@@ -113,6 +113,8 @@ pub struct RaftGroup<M: Machine> {
     registration: Registration,
     /// Connections to the leader for forwarded writes.
     forwarder: Forwarder,
+    /// What the log held as committed at start (applied again as the group starts).
+    committed_at_start: Option<u64>,
 }
 
 impl<M: Machine> RaftGroup<M> {
@@ -152,6 +154,7 @@ impl<M: Machine> RaftGroup<M> {
             source,
         };
         let log = LogStore::<TypeConfig<M>>::open(&config.dir).map_err(storage)?;
+        let committed_at_start = log.committed_index();
         let store = MachineStore::open(&config.dir, machine).map_err(storage)?;
         let machine = store.reader();
         let network = Network::<M>::new(config.node, group.clone());
@@ -173,7 +176,21 @@ impl<M: Machine> RaftGroup<M> {
             config,
             registration,
             forwarder: Forwarder::new(group),
+            committed_at_start,
         })
+    }
+
+    /// Waits (up to `within`) until this replica has applied again what its log held as
+    /// committed when it started; false if it has not by then.
+    pub async fn replayed(&self, within: Duration) -> bool {
+        let Some(index) = self.committed_at_start else {
+            return true;
+        };
+        self.raft
+            .wait(Some(within))
+            .applied_index_at_least(Some(index), "replay")
+            .await
+            .is_ok()
     }
 
     /// Makes the peer list the group's first membership, on the lowest node id only; elsewhere,

@@ -10,6 +10,7 @@
 //! topology.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -21,7 +22,7 @@ use super::model::DestinationType;
 use super::{BindingDef, ExchangeDef, QueueDef, Topology};
 use crate::broker::exchange::{encode_arguments, Destination};
 use crate::broker::values::show;
-use crate::broker::vhost::{ExchangeDeclare, QueueDeclare, Vhost};
+use crate::broker::vhost::{is_quorum, ExchangeDeclare, QueueDeclare, Vhost};
 use crate::broker::Broker;
 use crate::error::Error;
 
@@ -110,6 +111,9 @@ pub fn apply_at_start(broker: &Broker, topology: &Topology) -> Result<Owned, App
             .vhost(name)
             .ok_or_else(|| ApplyError::NoVhost(name.to_owned()))
     };
+    // On a cluster, quorum queues (and the bindings to them) are declared once the cluster
+    // can take them: a node starting alone has no majority yet.
+    let later = |def: &QueueDef| broker.cluster().is_some() && is_quorum(&def.arguments);
     let mut conflicts = Vec::new();
     let recovered = "recovered from the data directory";
     for def in &topology.exchanges {
@@ -130,7 +134,7 @@ pub fn apply_at_start(broker: &Broker, topology: &Topology) -> Result<Owned, App
             ));
         }
     }
-    for def in &topology.queues {
+    for def in topology.queues.iter().filter(|def| !later(def)) {
         if let Existing::Different {
             declared_as,
             exists_as,
@@ -156,19 +160,90 @@ pub fn apply_at_start(broker: &Broker, topology: &Topology) -> Result<Owned, App
         move |error| ApplyError::Refused { origin, error }
     };
     let mut owned = Owned::default();
+    let mut deferred = Deferred::default();
     for def in &topology.exchanges {
         declare_exchange(vhost(&def.vhost)?.as_ref(), def).map_err(refused(&def.origin))?;
         owned.exchanges.insert(def.id());
     }
     for def in &topology.queues {
-        declare_queue(vhost(&def.vhost)?.as_ref(), def).map_err(refused(&def.origin))?;
+        match later(def) {
+            true => deferred.queues.push((vhost(&def.vhost)?, def.clone())),
+            false => {
+                declare_queue(vhost(&def.vhost)?.as_ref(), def).map_err(refused(&def.origin))?
+            }
+        }
         owned.queues.insert(def.id());
     }
     for def in &topology.bindings {
-        bind(vhost(&def.vhost)?.as_ref(), def).map_err(refused(&def.origin))?;
+        let to_deferred = def.destination_type == DestinationType::Queue
+            && deferred
+                .queues
+                .iter()
+                .any(|(_, q)| q.vhost == def.vhost && q.name == def.destination);
+        match to_deferred {
+            true => deferred.bindings.push((vhost(&def.vhost)?, def.clone())),
+            false => bind(vhost(&def.vhost)?.as_ref(), def).map_err(refused(&def.origin))?,
+        }
         owned.bindings.insert(def.id());
     }
+    if !deferred.queues.is_empty() {
+        tokio::spawn(deferred.declare());
+    }
     Ok(owned)
+}
+
+/// The file's quorum queues and the bindings to them, declared in the background once the
+/// cluster takes writes.
+#[derive(Default)]
+struct Deferred {
+    queues: Vec<(Arc<Vhost>, QueueDef)>,
+    bindings: Vec<(Arc<Vhost>, BindingDef)>,
+}
+
+impl Deferred {
+    async fn declare(self) {
+        for (vhost, def) in &self.queues {
+            let what = format!("quorum queue '{}' in vhost '{}'", def.name, def.vhost);
+            until_taken(&what, || declare_queue(vhost, def)).await;
+        }
+        for (vhost, def) in &self.bindings {
+            let what = format!(
+                "binding of '{}' to quorum queue '{}' in vhost '{}'",
+                def.source, def.destination, def.vhost
+            );
+            until_taken(&what, || bind(vhost, def)).await;
+        }
+    }
+}
+
+/// Runs `make` until it succeeds, or fails for another reason than the cluster's (logged).
+async fn until_taken(what: &str, mut make: impl FnMut() -> Result<(), Error>) {
+    const AGAIN: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut tries = 0u32;
+    loop {
+        match make() {
+            Ok(()) => {
+                tracing::info!("configuration file: {what} declared");
+                return;
+            }
+            Err(Error::Internal(why)) => {
+                tries += 1;
+                if tries == 1 || tries.is_multiple_of(30) {
+                    tracing::warn!(tries, "configuration file: {what} not declared yet (trying again every second): {why}");
+                }
+                tokio::time::sleep(AGAIN).await;
+            }
+            // Declared in the cluster, but its group has no replica here.
+            Err(Error::NotImplemented(why)) => {
+                tracing::info!("configuration file: {what}: {why}");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "configuration file: {what} not declared");
+                return;
+            }
+        }
+    }
 }
 
 /// The problem for an entry that differs from what exists, naming both definitions: `what` is

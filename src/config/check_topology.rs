@@ -193,6 +193,35 @@ impl Checker<'_, '_> {
         *ok = false;
     }
 
+    /// A quorum queue (`x-queue-type = "quorum"`): durable, not auto-delete, and its group
+    /// size and delivery limit integers, as the broker checks them at declare.
+    fn quorum(&mut self, name: &str, entry: &QueueEntry, ok: &mut bool) {
+        if !entry.durable || entry.auto_delete {
+            let why = match entry.durable {
+                false => "a quorum queue must be durable (durable = true)",
+                true => "a quorum queue cannot be auto delete",
+            };
+            self.problem(&entry.name.span(), format!("queue '{name}': {why}"));
+            *ok = false;
+        }
+        let bounds = [
+            ("x-quorum-initial-group-size", 1, "a positive integer"),
+            ("x-delivery-limit", 0, "a non-negative integer"),
+        ];
+        for (arg, least, what) in bounds {
+            let Some(value) = entry.arguments.get(arg) else {
+                continue;
+            };
+            if value.get_ref().as_integer().is_none_or(|n| n < least) {
+                self.problem(
+                    &value.span(),
+                    format!("queue '{name}': argument '{arg}' must be {what}"),
+                );
+                *ok = false;
+            }
+        }
+    }
+
     /// The de-duplication arguments (`x-message-deduplication`, `x-cache-size`, `x-cache-ttl`),
     /// checked by the broker's own rule; the problem points at the refused value.
     fn dedup(
@@ -382,6 +411,9 @@ impl Checker<'_, '_> {
         );
         if crate::broker::stream::args::is_stream(&arguments) {
             self.stream(&name, &entry, &arguments, &mut ok);
+        }
+        if crate::broker::vhost::is_quorum(&arguments) {
+            self.quorum(&name, &entry, &mut ok);
         }
         Some(QueueDef {
             vhost,

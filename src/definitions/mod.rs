@@ -10,6 +10,7 @@
 //! [`Users::replace_all`]. It must never touch a socket or a file itself, never lock a queue,
 //! and never change anything when a document fails its checks.
 
+pub mod accounts;
 mod apply;
 mod export;
 pub mod model;

@@ -1,8 +1,9 @@
 //! `/api/vhosts`, `/api/users`, `/api/permissions`: list, show, create or change (PUT) and
-//! delete. Users and permissions change through [`crate::server::Users`]' one-at-a-time
-//! edits (open connections re-check; a deleted user's connections close, as on a reload);
-//! vhosts through the broker's `add_vhost` / `remove_vhost`. Reading users, and every change
-//! here, is for administrators.
+//! delete. Every change goes through [`accounts::change`]: on a cluster it is written to the
+//! metadata group first and every node makes it; users and permissions change through
+//! [`crate::server::Users`]' one-at-a-time edits (open connections re-check; a deleted user's
+//! connections close, as on a reload); vhosts through the broker. Reading users, and every
+//! change here, is for administrators.
 //!
 //! Every change made here is recorded in the data directory ([`Overlay`]) and applied over the
 //! configuration file's accounts at start and after each reload.
@@ -22,8 +23,16 @@ use super::auth::Caller;
 use super::lookup::vhost_or_404;
 use super::reply::{created_or_not, parse_body, rate, text, ApiError, ApiResult};
 use super::Management;
-use crate::definitions::users;
+use crate::broker::quorum::accounts::AccountChange;
+use crate::definitions::{accounts, users};
 use crate::server::{Password, Permission, User};
+
+/// Makes an account change (on every node of a cluster).
+async fn change(state: &Management, change: AccountChange) -> ApiResult<()> {
+    accounts::change(&state.broker, &state.users, &state.accounts, change)
+        .await
+        .map_err(ApiError::internal)
+}
 
 fn vhost_json(state: &Management, name: &str) -> Value {
     let (mut ready, mut unacked) = (0, 0);
@@ -75,12 +84,8 @@ pub async fn put_vhost(
         return Err(ApiError::bad_request("a vhost name is 1 to 255 bytes"));
     }
     let existed = state.broker.vhost(&name).is_some();
-    state
-        .broker
-        .add_vhost(&name)
-        .map_err(|e| ApiError::internal(format!("cannot create vhost '{name}': {e}")))?;
     if !existed {
-        state.accounts.put_vhost(&name);
+        change(&state, AccountChange::PutVhost(name.clone())).await?;
         tracing::info!(vhost = %name, user = %caller.name, "vhost created (management API)");
     }
     Ok(created_or_not(!existed))
@@ -93,10 +98,7 @@ pub async fn delete_vhost(
 ) -> ApiResult<Response> {
     caller.must_be_admin()?;
     vhost_or_404(&state, &name)?;
-    state.broker.remove_vhost(&name);
-    // Dropping its permissions is a change of the users: its open connections close.
-    state.users.clear_vhost(&name);
-    state.accounts.delete_vhost(&name);
+    change(&state, AccountChange::DeleteVhost(name.clone())).await?;
     tracing::info!(vhost = %name, user = %caller.name, "vhost deleted (management API)");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -184,8 +186,8 @@ pub async fn put_user(
         tags: tags(&body)?,
         max_connections: existing.and_then(|u| u.max_connections),
     };
-    state.accounts.put_user(&user);
-    let created = state.users.put_user(user);
+    let created = state.users.user(&name).is_none();
+    change(&state, accounts::put_user(&user)).await?;
     tracing::info!(user = %name, by = %caller.name, created, "user set (management API)");
     Ok(created_or_not(created))
 }
@@ -196,14 +198,10 @@ pub async fn delete_user(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     caller.must_be_admin()?;
-    match state.users.delete_user(&name) {
-        true => {
-            state.accounts.delete_user(&name);
-            tracing::info!(user = %name, by = %caller.name, "user deleted (management API)");
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        false => Err(ApiError::not_found()),
-    }
+    state.users.user(&name).ok_or_else(ApiError::not_found)?;
+    change(&state, AccountChange::DeleteUser(name.clone())).await?;
+    tracing::info!(user = %name, by = %caller.name, "user deleted (management API)");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn permission_json(p: &Permission) -> Value {
@@ -296,8 +294,12 @@ pub async fn put_permission(
         write: pattern("write")?,
         read: pattern("read")?,
     };
-    state.accounts.set_permission(&permission);
-    let created = state.users.set_permission(permission);
+    let created = !state
+        .users
+        .permissions()
+        .iter()
+        .any(|p| p.user == user && p.vhost == vhost);
+    change(&state, accounts::set_permission(&permission)).await?;
     Ok(created_or_not(created))
 }
 
@@ -307,11 +309,14 @@ pub async fn delete_permission(
     Path((vhost, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     caller.must_be_admin()?;
-    match state.users.clear_permission(&user, &vhost) {
-        true => {
-            state.accounts.clear_permission(&user, &vhost);
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        false => Err(ApiError::not_found()),
+    let found = state
+        .users
+        .permissions()
+        .iter()
+        .any(|p| p.user == user && p.vhost == vhost);
+    if !found {
+        return Err(ApiError::not_found());
     }
+    change(&state, AccountChange::ClearPermission { user, vhost }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

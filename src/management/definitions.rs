@@ -36,7 +36,7 @@ pub async fn export_vhost(
     Ok(json_response(definitions::to_json(&defs)))
 }
 
-fn import_body(state: &Management, caller: &Caller, body: &[u8]) -> ApiResult<Response> {
+async fn import_body(state: &Management, caller: &Caller, body: &[u8]) -> ApiResult<Response> {
     let defs = definitions::from_json(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let warnings =
         definitions::import(&state.broker, &state.users, &defs).map_err(|e| match e {
@@ -44,6 +44,9 @@ fn import_body(state: &Management, caller: &Caller, body: &[u8]) -> ApiResult<Re
             _ => ApiError::bad_request(e.to_string()),
         })?;
     state.accounts.imported(&defs, &state.users);
+    definitions::accounts::replicate_import(&state.broker, &state.users, &defs)
+        .await
+        .map_err(|e| ApiError::internal(format!("imported on this node only: {e}")))?;
     for warning in &warnings {
         tracing::warn!(user = %caller.name, "definitions import: {warning}");
     }
@@ -57,7 +60,7 @@ pub async fn import(
     body: Bytes,
 ) -> ApiResult<Response> {
     caller.must_be_admin()?;
-    import_body(&state, &caller, &body)
+    import_body(&state, &caller, &body).await
 }
 
 /// An import into one vhost: items without a `vhost` field go there.
@@ -79,5 +82,5 @@ pub async fn import_vhost(
         }
     }
     let body = serde_json::to_vec(&document).map_err(|e| ApiError::internal(e.to_string()))?;
-    import_body(&state, &caller, &body)
+    import_body(&state, &caller, &body).await
 }

@@ -286,12 +286,16 @@ pub struct Running {
     pub accounts: Arc<Overlay>,
 }
 
-/// Applies the account changes recorded in the server's data directory, and serves the API
+/// Applies the account changes recorded in the server's data directory, then (on a cluster)
+/// those of the cluster's metadata group as they come, and serves the API
 /// on the server's management listeners (if it has any) until the returned [`Running`] is
 /// dropped. Call it once the server is bound, before it runs.
 pub fn start(server: &mut Server) -> io::Result<Running> {
     let accounts = Arc::new(Overlay::open(Some(server.data_dir())));
     accounts.apply(&server.broker(), &server.users());
+    // On a cluster, its changes come over this node's own from now on.
+    let sink = crate::definitions::accounts::sink(server.users(), Arc::clone(&accounts));
+    server.broker().follow_cluster(sink);
     let listeners = server.take_management_listeners();
     let mut tasks = JoinSet::new();
     if listeners.is_empty() {

@@ -234,10 +234,12 @@ impl Server {
                 vhost.set_limits(*limits);
             }
         }
-        let configured = configure(&broker)?;
+        // Joined before the configuration's topology is applied, so that its quorum queues
+        // are the cluster's; the cluster's changes are applied once the broker follows it.
         if let Some(cluster) = options.cluster.clone() {
             broker.join_cluster(cluster, &options.data_dir).await?;
         }
+        let configured = configure(&broker)?;
         let background =
             broker.start_background(Duration::from_millis(100), options.compaction_interval);
         let tls = tls_setup(&options)?;

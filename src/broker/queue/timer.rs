@@ -120,13 +120,21 @@ impl Queue {
     /// rounded up); `None` if it has no such period or has consumers.
     fn unused_until(&self, state: &QueueState) -> Option<u64> {
         let expires = self.limits().expires?;
-        if !state.consumers.is_empty() || state.deleted {
+        // A quorum queue's consumers are in its group: not one to delete on one node.
+        if !state.consumers.is_empty() || state.deleted || self.quorum().is_some() {
             return None;
         }
         let since = self.idle_since();
         let left = (since + expires).saturating_duration_since(Instant::now());
         let left = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
         Some(now_ms().saturating_add(left).saturating_add(1))
+    }
+
+    /// Something is due now (a quorum queue's dead letters): the next tick visits the queue.
+    pub fn due_now(&self) {
+        if self.timer.registered.load(Relaxed) > 0 {
+            self.register(0);
+        }
     }
 
     /// Takes the deadline `at` the tick popped: false if it is stale (the queue registered
@@ -155,7 +163,11 @@ impl Queue {
                 let _ = self.flush_locked(&mut state);
             }
         }
-        let dropped = std::mem::take(&mut state.dropped);
+        let mut dropped = std::mem::take(&mut state.dropped);
+        if let Some(quorum) = self.quorum() {
+            let dead = quorum.take_dead_letters().into_iter();
+            dropped.extend(dead.map(|message| (message, Reason::DeliveryLimit)));
+        }
         let unused = self.unused_at(&state, now);
         self.reschedule(&state);
         Expired { dropped, unused }

@@ -72,9 +72,13 @@ pub enum Command {
     Return { node: NodeId, deliveries: Vec<u64> },
     /// `node` started: every consumer it had before is gone.
     NodeUp { node: NodeId },
-    /// `node` has been silent too long (the leader saw it): its consumers' messages go to
-    /// others. The node, when it hears of it, attaches its consumers again.
-    NodeDown { node: NodeId },
+    /// `node` has been silent too long (node `by`, the leader, saw it): its consumers'
+    /// messages go to others. The node, when it hears of it, attaches its consumers again.
+    NodeDown {
+        node: NodeId,
+        #[serde(default)]
+        by: NodeId,
+    },
     /// `queue.purge`: the ready messages are removed.
     Purge,
 }
@@ -110,6 +114,9 @@ pub enum ToNode {
     Deliver(Assigned),
     /// The queue forgot this node's consumers (a `NodeDown` for it).
     Forgotten,
+    /// A message returned more often than the delivery limit, for this node to dead-letter
+    /// (the node whose command returned it: one node does it, at most once).
+    DeadLetter(Stored),
 }
 
 /// A message handed to a consumer of this node, for the node to send.
@@ -204,7 +211,8 @@ impl QueueMachine {
         self.consumers.keys().map(|k| k.node).collect()
     }
 
-    fn forget_node(&mut self, node: NodeId) {
+    /// Takes away every consumer of `node` (for node `by`'s command).
+    fn forget_node(&mut self, node: NodeId, by: NodeId) {
         let gone: Vec<ConsumerKey> = self
             .consumers
             .keys()
@@ -212,7 +220,7 @@ impl QueueMachine {
             .copied()
             .collect();
         for key in gone {
-            self.down(key);
+            self.down(key, by);
         }
     }
 
@@ -227,7 +235,7 @@ impl QueueMachine {
             self.out.remove(delivery);
             self.release(out.consumer, *delivery);
             if back {
-                self.put_back(out.message);
+                self.put_back(out.message, node);
             } else {
                 self.messages.remove(&out.message);
             }
@@ -244,8 +252,9 @@ impl QueueMachine {
         }
     }
 
-    /// A message comes back: its count goes up, and past the delivery limit it is dropped.
-    fn put_back(&mut self, message: u64) {
+    /// A message comes back because of node `by`'s command: its count goes up, and past the
+    /// delivery limit it is dropped (node `by` dead-letters it).
+    fn put_back(&mut self, message: u64, by: NodeId) {
         let Some(held) = self.messages.get_mut(&message) else {
             return;
         };
@@ -254,22 +263,26 @@ impl QueueMachine {
             .delivery_limit
             .is_some_and(|limit| held.returns > limit)
         {
-            self.messages.remove(&message);
+            if let Some(held) = self.messages.remove(&message) {
+                if let Some(local) = self.local.as_ref().filter(|l| l.node == by) {
+                    let _ = local.deliveries.send(ToNode::DeadLetter(held.message));
+                }
+            }
             self.dropped += 1;
             return;
         }
         self.returned.push_back(message);
     }
 
-    /// Takes a consumer away and returns everything it holds.
-    fn down(&mut self, key: ConsumerKey) {
+    /// Takes a consumer away (for node `by`'s command) and returns everything it holds.
+    fn down(&mut self, key: ConsumerKey, by: NodeId) {
         self.rotation.retain(|k| *k != key);
         let Some(consumer) = self.consumers.remove(&key) else {
             return;
         };
         for delivery in consumer.holds {
             if let Some(out) = self.out.remove(&delivery) {
-                self.put_back(out.message);
+                self.put_back(out.message, by);
             }
         }
     }
@@ -429,12 +442,12 @@ impl Machine for QueueMachine {
                     }
                 }
             }
-            Command::Down { consumer } => self.down(*consumer),
+            Command::Down { consumer } => self.down(*consumer, consumer.node),
             Command::Settle { node, deliveries } => self.settle(*node, deliveries, false),
             Command::Return { node, deliveries } => self.settle(*node, deliveries, true),
-            Command::NodeUp { node } => self.forget_node(*node),
-            Command::NodeDown { node } => {
-                self.forget_node(*node);
+            Command::NodeUp { node } => self.forget_node(*node, *node),
+            Command::NodeDown { node, by } => {
+                self.forget_node(*node, *by);
                 if let Some(local) = self.local.as_ref().filter(|l| l.node == *node) {
                     let _ = local.deliveries.send(ToNode::Forgotten);
                 }

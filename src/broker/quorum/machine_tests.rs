@@ -184,11 +184,11 @@ fn node_down_returns_its_consumers_messages_and_tells_that_node() {
         vec![1, 2]
     );
     // Node 2 went silent: "b" (its) goes to node 1's consumer.
-    m.apply(&Command::NodeDown { node: 2 });
+    m.apply(&Command::NodeDown { node: 2, by: 1 });
     assert_eq!(drain(&mut rx), vec![(1, 2, "b".into(), 1)]);
     assert!(rx.try_recv().is_err(), "node 1 is not told anything else");
     // Node 1 went silent: it is told it was forgotten.
-    m.apply(&Command::NodeDown { node: 1 });
+    m.apply(&Command::NodeDown { node: 1, by: 2 });
     assert!(matches!(rx.try_recv(), Ok(ToNode::Forgotten)));
     assert_eq!((m.consumers(), m.ready(), m.unsettled()), (0, 2, 0));
 }
@@ -263,4 +263,31 @@ fn get_takes_the_next_message_and_holds_it_until_settled() {
         }),
         Response::Got(None)
     );
+}
+
+#[test]
+fn past_the_delivery_limit_only_the_returning_node_dead_letters() {
+    let dead_letters = |rx: &mut mpsc::UnboundedReceiver<ToNode>| {
+        let mut bodies = Vec::new();
+        while let Ok(told) = rx.try_recv() {
+            if let ToNode::DeadLetter(stored) = told {
+                bodies.push(String::from_utf8(stored.body).unwrap());
+            }
+        }
+        bodies
+    };
+    for (node, expected) in [(2, Vec::<String>::new()), (1, vec!["a".to_owned()])] {
+        let (mut m, mut rx) = local();
+        enqueue(&mut m, &["a"]);
+        checkout(&mut m, key(node, 1), 1);
+        // Limit 2: the third return drops it; delivery numbers count from 0.
+        for delivery in 0..3 {
+            m.apply(&Command::Return {
+                node,
+                deliveries: vec![delivery],
+            });
+        }
+        assert_eq!(m.dropped, 1);
+        assert_eq!(dead_letters(&mut rx), expected, "consumer on node {node}");
+    }
 }

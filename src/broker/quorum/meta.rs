@@ -1,6 +1,7 @@
 //! The cluster's metadata group: which quorum queues exist, with their arguments and the nodes
-//! that replicate each, and the durable exchanges and the bindings every node routes by
-//! ([`MetaMachine`], one Raft group over every node). Declaring or deleting one is a write to
+//! that replicate each, the durable exchanges and the bindings every node routes by, and the
+//! accounts changed at run time ([`super::accounts`]) ([`MetaMachine`], one Raft group over
+//! every node). Declaring or deleting one is a write to
 //! it; every node learns of the change when its replica applies it, through the [`Event`]s its
 //! machine sends (not replicated: each node's own link).
 //!
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::accounts::{AccountChange, AccountRecord};
 use crate::cluster::{Machine, NodeId};
 
 /// A quorum queue as the cluster knows it.
@@ -56,9 +58,27 @@ pub struct BindingDefinition {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Change {
     DeclareExchange(ExchangeDefinition),
-    DeleteExchange { vhost: String, name: String },
+    DeleteExchange {
+        vhost: String,
+        name: String,
+    },
     Bind(BindingDefinition),
     Unbind(BindingDefinition),
+    /// A vhost, user or permission; deleting a vhost deletes its quorum queues, exchanges and
+    /// bindings.
+    Account(AccountChange),
+}
+
+impl Change {
+    /// The vhost it changes (a user's change: none).
+    pub fn vhost(&self) -> Option<&str> {
+        match self {
+            Change::DeclareExchange(x) => Some(&x.vhost),
+            Change::DeleteExchange { vhost, .. } => Some(vhost),
+            Change::Bind(b) | Change::Unbind(b) => Some(&b.vhost),
+            Change::Account(_) => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -98,6 +118,8 @@ pub struct MetaMachine {
     exchanges: BTreeMap<String, BTreeMap<String, ExchangeDefinition>>,
     #[serde(default)]
     bindings: std::collections::BTreeSet<BindingDefinition>,
+    #[serde(default)]
+    accounts: AccountRecord,
     #[serde(skip)]
     events: Option<mpsc::UnboundedSender<Event>>,
 }
@@ -112,6 +134,11 @@ impl MetaMachine {
 
     pub fn queue(&self, vhost: &str, name: &str) -> Option<&QueueDefinition> {
         self.queues.get(vhost)?.get(name)
+    }
+
+    /// The account changes that bring a node to this record.
+    pub fn accounts(&self) -> Vec<AccountChange> {
+        self.accounts.replay()
     }
 
     /// Every quorum queue.
@@ -143,6 +170,21 @@ impl MetaMachine {
             Change::Unbind(binding) => {
                 self.bindings.remove(binding);
             }
+            Change::Account(account) => {
+                self.accounts.record(account);
+                if let AccountChange::DeleteVhost(vhost) = account {
+                    self.delete_vhost(vhost);
+                }
+            }
+        }
+    }
+
+    /// Forgets a deleted vhost's exchanges and bindings, and deletes its quorum queues.
+    fn delete_vhost(&mut self, vhost: &str) {
+        self.exchanges.remove(vhost);
+        self.bindings.retain(|b| b.vhost != vhost);
+        for (_, definition) in self.queues.remove(vhost).unwrap_or_default() {
+            self.tell(Event::Deleted(definition));
         }
     }
 
@@ -211,8 +253,11 @@ impl Machine for MetaMachine {
             serde_json::from_slice(bytes).map_err(|e| format!("metadata snapshot: {e}"))?;
         let events = self.events.take();
         *self = MetaMachine { events, ..restored };
-        // The broker opens what the snapshot holds as it opens what the log adds: exchanges,
-        // then queues, then the bindings between them.
+        // The broker opens what the snapshot holds as it opens what the log adds: the
+        // accounts, exchanges, then queues, then the bindings between them.
+        for change in self.accounts.replay() {
+            self.tell(Event::Changed(Change::Account(change)));
+        }
         let exchanges = self.exchanges.values().flat_map(|x| x.values());
         for exchange in exchanges {
             self.tell(Event::Changed(Change::DeclareExchange(exchange.clone())));

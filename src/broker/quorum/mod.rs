@@ -3,12 +3,14 @@
 //!
 //! - [`machine`]: a queue's replicated state: messages, consumers, deliveries.
 //! - [`queue`]: [`Quorum`], a queue on this node: its group, its writer and sender tasks.
-//! - [`meta`]: the cluster-wide metadata group: which quorum queues exist.
+//! - [`meta`]: the cluster-wide metadata group: which quorum queues exist, exchanges,
+//!   bindings, and ([`accounts`]) vhosts, users and permissions.
 //! - [`node`]: [`Node`], this broker in its cluster: the cluster port, the metadata group.
 //!
 //! Owns the replicated side of quorum queues; never takes the topology lock (the vhost calls
 //! in, `broker/vhost/quorum.rs`) and never touches sockets but the cluster port's.
 
+pub mod accounts;
 pub mod liveness;
 pub mod machine;
 pub mod meta;

@@ -79,6 +79,11 @@ impl Node {
         };
         let meta = RaftGroup::start(group, MetaMachine::new(events), &transport).await?;
         meta.initialize().await?;
+        // What the metadata log held as committed is applied again before the broker follows
+        // it, so that it finds every change of the recovery in its events at once.
+        if !meta.replayed(std::time::Duration::from_secs(10)).await {
+            tracing::warn!("the cluster's metadata was not applied again within 10 s");
+        }
         let node = Arc::new(Node {
             config,
             dir,
@@ -161,6 +166,11 @@ impl Node {
         self.meta.write(Command::Change(change)).await.map(|_| ())
     }
 
+    /// The account changes that bring a node to what the metadata group holds.
+    pub fn accounts(&self) -> Vec<super::accounts::AccountChange> {
+        self.meta.read(|m| m.accounts())
+    }
+
     /// The queue's definition as this node's replica has it.
     pub fn definition(&self, vhost: &str, name: &str) -> Option<QueueDefinition> {
         self.meta.read(|m| m.queue(vhost, name).cloned())
@@ -214,11 +224,8 @@ impl Node {
     }
 
     /// Removes a deleted queue's directory (its group stopped first).
-    pub fn remove_files(&self, definition: &QueueDefinition) {
-        let dir = self
-            .dir
-            .join("queues")
-            .join(format!("q{}", definition.serial));
+    pub fn remove_files(&self, serial: u64) {
+        let dir = self.dir.join("queues").join(format!("q{serial}"));
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), error = %e, "quorum queue files not removed");

@@ -62,6 +62,10 @@ pub struct Quorum {
     /// This writer's start and the number of its last enqueue (see `machine::Batch`).
     incarnation: u64,
     batches: AtomicU64,
+    /// Messages past the delivery limit for this node to dead-letter, until the queue takes
+    /// them (see [`Quorum::on_dead_letters`]).
+    dead_letters: Mutex<Vec<Arc<Message>>>,
+    wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -85,10 +89,14 @@ impl Quorum {
         liveness: Arc<Liveness>,
     ) -> Result<Arc<Quorum>, StartError> {
         let node = config.node;
-        let (deliveries, assigned) = mpsc::unbounded_channel();
+        let (deliveries, mut assigned) = mpsc::unbounded_channel();
         let machine = QueueMachine::new(delivery_limit, Some(Local { node, deliveries }));
         let group = RaftGroup::start(config, machine, transport).await?;
         group.initialize().await?;
+        // What applying the log again at start told this node is history: its consumers of
+        // before are gone, and its dead letters were sent (or lost: at most once).
+        group.replayed(std::time::Duration::from_secs(10)).await;
+        while assigned.try_recv().is_ok() {}
         let (work, queued) = mpsc::unbounded_channel();
         let quorum = Arc::new(Quorum {
             label,
@@ -102,6 +110,8 @@ impl Quorum {
             liveness,
             incarnation: now_ms(),
             batches: AtomicU64::new(0),
+            dead_letters: Mutex::new(Vec::new()),
+            wake: std::sync::OnceLock::new(),
         });
         quorum.write(Command::NodeUp { node });
         tokio::spawn(write_loop(Arc::downgrade(&quorum), queued));
@@ -127,6 +137,16 @@ impl Quorum {
 
     fn write(&self, command: Command) {
         let _ = self.work.send(Work::Write(command));
+    }
+
+    /// Who to tell when there are dead letters to take ([`Quorum::take_dead_letters`]): the
+    /// queue, which dead-letters them on its vhost's next tick.
+    pub fn on_dead_letters(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.wake.set(wake);
+    }
+
+    pub fn take_dead_letters(&self) -> Vec<Arc<Message>> {
+        std::mem::take(&mut *self.dead_letters.lock())
     }
 
     /// Takes a published message; it goes to the log at the publisher's [`Quorum::flush`].
@@ -412,6 +432,14 @@ async fn send_loop(quorum: Weak<Quorum>, mut told: mpsc::UnboundedReceiver<ToNod
                 quorum.attach_again();
                 continue;
             }
+            ToNode::DeadLetter(stored) => {
+                let message = Arc::new(to_message(stored, 0));
+                quorum.dead_letters.lock().push(message);
+                if let Some(wake) = quorum.wake.get() {
+                    wake();
+                }
+                continue;
+            }
         };
         let consumer = {
             let consumers = quorum.consumers.lock();
@@ -488,7 +516,10 @@ async fn watch_nodes(quorum: Weak<Quorum>) {
                 written_off.remove(&node);
             } else if written_off.insert(node) {
                 tracing::warn!(queue = %quorum.label, node, silent_s = silent.as_secs(), "quorum queue: a node with consumers is silent; its messages go to others");
-                quorum.write(Command::NodeDown { node });
+                quorum.write(Command::NodeDown {
+                    node,
+                    by: quorum.node,
+                });
             }
         }
     }

@@ -168,7 +168,14 @@ impl Vhost {
             consumer_timeout: consumer_timeout(&arguments),
             arguments,
         };
-        let queue = Arc::new(Queue::new(name.clone(), options).with_quorum(quorum));
+        let queue = Arc::new(Queue::new(name.clone(), options).with_quorum(Arc::clone(&quorum)));
+        queue.attach(&self.deadlines);
+        let weak = Arc::downgrade(&queue);
+        quorum.on_dead_letters(Box::new(move || {
+            if let Some(queue) = weak.upgrade() {
+                queue.due_now();
+            }
+        }));
         self.write().queues.insert(name, Arc::clone(&queue));
         tracing::info!(vhost = %self.name, queue = %definition.name, members = ?definition.members, "quorum queue open");
         Ok(queue)
@@ -185,36 +192,47 @@ impl Vhost {
             ))
         })?;
         if let Some(definition) = definition {
-            block(self.close_quorum(node, &definition));
+            block(self.close_quorum(node, &definition.name, definition.serial));
         }
         Ok(())
     }
 
-    /// Closes a deleted quorum queue's replica: out of the topology (its consumers cancelled),
-    /// its group stopped and its files removed.
-    pub async fn close_quorum(&self, node: &Node, definition: &QueueDefinition) {
+    /// Closes a deleted quorum queue's replica (that of `serial`: the queue of that name here
+    /// may be a newer one): out of the topology (its consumers cancelled), its group stopped
+    /// and its files removed.
+    pub async fn close_quorum(&self, node: &Node, name: &str, serial: u64) {
         let _one_at_a_time = node.opening.lock().await;
-        let name = ShortStr::copy_from_str(&definition.name);
+        let name = ShortStr::copy_from_str(name);
         let removed = {
             let mut topology = self.write();
-            // The queue of that name may be a newer one, declared after this one's deletion.
-            let this_one = topology
+            let quorum = topology
                 .queues
                 .get(&name)
-                .and_then(|q| q.quorum())
-                .is_some_and(|q| q.serial == definition.serial);
-            if !this_one {
-                return;
+                .and_then(|q| q.quorum().cloned())
+                .filter(|q| q.serial == serial);
+            if quorum.is_some() {
+                let (consumers, _) = topology.remove_queue(&name);
+                super::delete::cancel_all(consumers);
             }
-            let quorum = topology.queues.get(&name).and_then(|q| q.quorum().cloned());
-            let (consumers, _) = topology.remove_queue(&name);
-            super::delete::cancel_all(consumers);
             quorum
         };
         if let Some(quorum) = removed {
             quorum.stop().await;
+            tracing::info!(vhost = %self.name, queue = %name, "quorum queue deleted");
         }
-        node.remove_files(definition);
-        tracing::info!(vhost = %self.name, queue = %definition.name, "quorum queue deleted");
+        node.remove_files(serial);
+    }
+
+    /// Closes every quorum queue replica of this vhost (it is being deleted).
+    pub async fn close_every_quorum(&self, node: &Node) {
+        let open: Vec<(ShortStr, u64)> = self
+            .read()
+            .queues
+            .values()
+            .filter_map(|q| Some((q.name.clone(), q.quorum()?.serial)))
+            .collect();
+        for (name, serial) in open {
+            self.close_quorum(node, name.as_str(), serial).await;
+        }
     }
 }

@@ -173,6 +173,8 @@ impl Vhost {
                     _ => self.unbind_here(&source, destination, key, &arguments, CLUSTER)?,
                 }
             }
+            // The broker applies those (a vhost is not its own to create or delete).
+            Change::Account(_) => return Ok(()),
         };
         unsaved.wait()
     }

@@ -84,6 +84,11 @@ where
     C: RaftTypeConfig,
     C::Entry: Clone + Serialize + DeserializeOwned,
 {
+    /// The index of the last entry known committed (when the log was last told).
+    pub fn committed_index(&self) -> Option<u64> {
+        self.log.lock().committed.as_ref().map(|id| id.index)
+    }
+
     /// Opens the log in `dir` (created if missing): replays the journal (a torn tail cut) and
     /// starts its writer. A record that passes its CRC but does not decode is an error.
     pub fn open(dir: &Path) -> io::Result<LogStore<C>> {

@@ -369,3 +369,27 @@ fn stream_queues_are_checked() {
         "t.toml:4:56: queue 'events': argument 'x-max-age' is invalid (invalid_max_age)",
     );
 }
+
+#[test]
+fn quorum_queues_are_checked() {
+    assert!(problems(
+        "[[queues]]\nname = \"orders\"\ndurable = true\narguments = { \"x-queue-type\" = \
+         \"quorum\", \"x-delivery-limit\" = 5, \"x-quorum-initial-group-size\" = 3 }\n"
+    )
+    .is_empty());
+    assert_problem(
+        "[[queues]]\nname = \"orders\"\narguments = { \"x-queue-type\" = \"quorum\" }\n",
+        "t.toml:2:8: queue 'orders': a quorum queue must be durable (durable = true)",
+    );
+    assert_problem(
+        "[[queues]]\nname = \"orders\"\ndurable = true\nauto_delete = true\narguments = { \
+         \"x-queue-type\" = \"quorum\" }\n",
+        "t.toml:2:8: queue 'orders': a quorum queue cannot be auto delete",
+    );
+    assert_problem(
+        "[[queues]]\nname = \"orders\"\ndurable = true\narguments = { \"x-queue-type\" = \
+         \"quorum\", \"x-quorum-initial-group-size\" = 0 }\n",
+        "t.toml:4:74: queue 'orders': argument 'x-quorum-initial-group-size' must be a \
+         positive integer",
+    );
+}
