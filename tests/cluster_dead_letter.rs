@@ -1,7 +1,9 @@
-//! Dead-lettering from a quorum queue on three real `warren` processes (issue 22): a message
-//! rejected without requeue, and one returned more often than `x-delivery-limit`, go to the
-//! queue's dead-letter exchange once, with RabbitMQ's `x-death` reasons (`rejected`,
-//! `delivery_limit`), from whichever node the consumer was on.
+//! Dead-lettering and limits of quorum queues on three real `warren` processes (issue 22): a
+//! message rejected without requeue, and one returned more often than `x-delivery-limit`, go to
+//! the queue's dead-letter exchange once, with RabbitMQ's `x-death` reasons (`rejected`,
+//! `delivery_limit`), from whichever node the consumer was on; `x-message-ttl` expires waiting
+//! messages (`expired`), `x-max-length` drops the oldest (`maxlen`) or, with `x-overflow:
+//! reject-publish`, nacks publishes to a full queue.
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -19,14 +21,24 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Channel;
 use numbered::{connect, publish, WAIT};
 
-/// The quorum queue's arguments: dead letters to the default exchange, routing key `dead`.
-fn work_args() -> FieldTable {
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// A quorum queue's arguments: dead letters to the default exchange, routing key `to`, and
+/// `more`.
+fn dead_lettering_to(to: &str, more: &[(&str, AMQPValue)]) -> FieldTable {
     let mut args = numbered::quorum_args();
-    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
     args.insert("x-dead-letter-exchange".into(), text(""));
-    args.insert("x-dead-letter-routing-key".into(), text("dead"));
-    args.insert("x-delivery-limit".into(), AMQPValue::LongInt(1));
+    args.insert("x-dead-letter-routing-key".into(), text(to));
+    for (key, value) in more {
+        args.insert((*key).into(), value.clone());
+    }
     args
+}
+
+fn work_args() -> FieldTable {
+    dead_lettering_to("dead", &[("x-delivery-limit", AMQPValue::LongInt(1))])
 }
 
 async fn declare(channel: &Channel, name: &str, args: FieldTable) {
@@ -134,4 +146,90 @@ async fn rejected_and_over_the_delivery_limit_messages_are_dead_lettered_once() 
         work.is_none(),
         "the work queue kept a dead-lettered message"
     );
+}
+
+/// The bodies of `queue`'s messages through `channel` (each acked) with their death reasons,
+/// until none comes for a second.
+async fn take_all(channel: &Channel, queue: &str) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    let mut quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(1) {
+        let message = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get");
+        match message {
+            Some(message) => {
+                let body = String::from_utf8_lossy(&message.delivery.data).into_owned();
+                let reason = match message.delivery.properties.headers() {
+                    Some(_) => death_reason(&message),
+                    None => String::new(),
+                };
+                got.push((body, reason));
+                quiet = Instant::now();
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    got
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_to_live_and_length_limits_apply_on_every_node() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start("quorum-limits");
+    let on_1 = connect(&cluster.uri(0)).await;
+    let channel = on_1.create_channel().await.unwrap();
+    declare(&channel, "expired", numbered::quorum_args()).await;
+    declare(&channel, "maxlen", numbered::quorum_args()).await;
+    let ttl = dead_lettering_to("expired", &[("x-message-ttl", AMQPValue::LongInt(300))]);
+    declare(&channel, "short", ttl).await;
+    let capped = dead_lettering_to("maxlen", &[("x-max-length", AMQPValue::LongInt(2))]);
+    declare(&channel, "capped", capped).await;
+    let full = [
+        ("x-max-length", AMQPValue::LongInt(1)),
+        ("x-overflow", text("reject-publish")),
+    ];
+    declare(&channel, "full", dead_lettering_to("maxlen", &full)).await;
+    for queue in ["short", "capped", "full", "expired", "maxlen"] {
+        wait_for_queue(&cluster.uri(1), queue).await;
+    }
+
+    // Published through node 2, confirmed; read on node 3.
+    let (_publisher, confirming) = numbered::confirming(&cluster.uri(1)).await;
+    assert_eq!(publish(&confirming, "short", 0..3, WAIT).await.len(), 3);
+    assert_eq!(publish(&confirming, "capped", 0..5, WAIT).await.len(), 5);
+    assert_eq!(publish(&confirming, "full", 0..1, WAIT).await, vec![0]);
+    assert_eq!(
+        publish(&confirming, "full", 1..2, WAIT).await,
+        Vec::<u64>::new(),
+        "a publish to a full reject-publish queue is nacked"
+    );
+
+    let on_3 = connect(&cluster.uri(2)).await;
+    let reader = on_3.create_channel().await.unwrap();
+    let expired = take_all(&reader, "expired").await;
+    assert_eq!(
+        expired,
+        pairs(&[("0", "expired"), ("1", "expired"), ("2", "expired")]),
+        "{}",
+        cluster.logs()
+    );
+    assert!(take_all(&reader, "short").await.is_empty());
+    assert_eq!(
+        take_all(&reader, "capped").await,
+        pairs(&[("3", ""), ("4", "")])
+    );
+    assert_eq!(
+        take_all(&reader, "maxlen").await,
+        pairs(&[("0", "maxlen"), ("1", "maxlen"), ("2", "maxlen")])
+    );
+    assert_eq!(take_all(&reader, "full").await, pairs(&[("0", "")]));
 }

@@ -284,7 +284,7 @@ impl Queue {
             return streamed::publish_to_stream(stream, message);
         }
         if let Some(quorum) = self.quorum() {
-            return quorumed::publish_to_quorum(quorum, message);
+            return quorumed::publish_to_quorum(quorum, message, stamp.ttl);
         }
         let mut state = self.lock();
         let enqueued = self.enqueue(&mut state, message, stamp);

@@ -25,8 +25,8 @@ impl Queue {
 
 /// [`Queue::publish`] for a quorum queue: taken now, written to the group by the publisher's
 /// [`Queue::flush_log`], confirmed once a majority has it.
-pub(super) fn publish_to_quorum(quorum: &Quorum, message: &Message) -> Published {
-    quorum.publish(message);
+pub(super) fn publish_to_quorum(quorum: &Quorum, message: &Message, ttl: Option<u64>) -> Published {
+    quorum.publish(message, ttl);
     Published {
         enqueued: Enqueued::Logged,
         logged: true,

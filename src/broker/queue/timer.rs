@@ -165,8 +165,7 @@ impl Queue {
         }
         let mut dropped = std::mem::take(&mut state.dropped);
         if let Some(quorum) = self.quorum() {
-            let dead = quorum.take_dead_letters().into_iter();
-            dropped.extend(dead.map(|message| (message, Reason::DeliveryLimit)));
+            dropped.extend(quorum.take_dead_letters());
         }
         let unused = self.unused_at(&state, now);
         self.reschedule(&state);

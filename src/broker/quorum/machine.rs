@@ -15,131 +15,21 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
+pub use super::commands::{
+    Assigned, Batch, Command, ConsumerKey, Got, Local, Response, Stored, ToNode, GET,
+};
+use super::limits::Limits;
+use crate::broker::message::Reason;
 use crate::cluster::{Machine, NodeId};
-
-/// A consumer: the node it is attached to and its number there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ConsumerKey {
-    pub node: NodeId,
-    pub id: u64,
-}
-
-/// Which writer sent an enqueue, and its number among that writer's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Batch {
-    pub node: NodeId,
-    /// The writer's start (a node's writers of before a restart are others).
-    pub incarnation: u64,
-    pub seq: u64,
-}
-
-/// A published message as the queue keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stored {
-    pub exchange: Vec<u8>,
-    pub routing_key: Vec<u8>,
-    pub properties: Vec<u8>,
-    pub body: Vec<u8>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Command {
-    /// Messages published: one entry for a round of a node's writer. `from` numbers it, so
-    /// that the same entry sent again (its answer was lost) is applied once.
-    Enqueue {
-        from: Option<Batch>,
-        messages: Vec<Stored>,
-    },
-    /// `basic.consume`: the consumer takes up to `prefetch` unsettled deliveries (0: no
-    /// limit); a `no_ack` consumer's deliveries are settled as they are made.
-    Checkout {
-        consumer: ConsumerKey,
-        prefetch: u32,
-        no_ack: bool,
-    },
-    /// `basic.cancel`: no more deliveries; what it holds stays held until settled or returned.
-    Cancel { consumer: ConsumerKey },
-    /// Its channel closed: what it holds goes back to the queue.
-    Down { consumer: ConsumerKey },
-    /// Acked deliveries (of consumers on `node`).
-    Settle { node: NodeId, deliveries: Vec<u64> },
-    /// `basic.get` on `node`: the next ready message, held under (node, [`GET`]) until settled
-    /// unless `no_ack`.
-    Get { node: NodeId, no_ack: bool },
-    /// Requeued deliveries: back to the queue, their delivery count one higher.
-    Return { node: NodeId, deliveries: Vec<u64> },
-    /// `node` started: every consumer it had before is gone.
-    NodeUp { node: NodeId },
-    /// `node` has been silent too long (node `by`, the leader, saw it): its consumers'
-    /// messages go to others. The node, when it hears of it, attaches its consumers again.
-    NodeDown {
-        node: NodeId,
-        #[serde(default)]
-        by: NodeId,
-    },
-    /// `queue.purge`: the ready messages are removed.
-    Purge,
-}
-
-/// What applying a command returns to its writer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Response {
-    Done,
-    /// Messages a purge removed.
-    Purged(u64),
-    /// `basic.get`: the next message (none: the queue had none ready).
-    Got(Option<Got>),
-}
-
-/// A message taken by `basic.get`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Got {
-    pub delivery: u64,
-    pub message: Stored,
-    pub returns: u32,
-    /// Messages still ready after it.
-    pub remaining: u64,
-}
-
-/// The consumer number `basic.get`s of a node hold their unacked messages under (never in
-/// the turn of consumers).
-pub const GET: u64 = u64::MAX;
-
-/// What applying tells this node.
-#[derive(Debug)]
-pub enum ToNode {
-    /// A message for one of its consumers.
-    Deliver(Assigned),
-    /// The queue forgot this node's consumers (a `NodeDown` for it).
-    Forgotten,
-    /// A message returned more often than the delivery limit, for this node to dead-letter
-    /// (the node whose command returned it: one node does it, at most once).
-    DeadLetter(Stored),
-}
-
-/// A message handed to a consumer of this node, for the node to send.
-#[derive(Debug)]
-pub struct Assigned {
-    pub consumer: u64,
-    pub delivery: u64,
-    pub message: Stored,
-    /// Times it came back to the queue before (`x-delivery-count`).
-    pub returns: u32,
-}
-
-/// The node this replica runs on and where its consumers' deliveries go. Not replicated.
-#[derive(Debug)]
-pub struct Local {
-    pub node: NodeId,
-    pub deliveries: mpsc::UnboundedSender<ToNode>,
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Held {
     message: Stored,
     returns: u32,
+    /// When its time to live runs out (ms since the epoch; 0: never).
+    #[serde(default)]
+    expires: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -160,8 +50,18 @@ struct Out {
 /// See the module doc.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct QueueMachine {
-    /// `x-delivery-limit`: a message returned more often is dropped.
-    delivery_limit: Option<u32>,
+    /// From the queue's definition (not in snapshots: every replica has it).
+    #[serde(skip)]
+    limits: Limits,
+    /// The latest time a command carried (ms since the epoch).
+    #[serde(default)]
+    now: u64,
+    /// The bodies' bytes of the messages waiting.
+    #[serde(default)]
+    waiting_bytes: u64,
+    /// The node of the command being applied.
+    #[serde(skip)]
+    actor: Option<NodeId>,
     next_message: u64,
     next_delivery: u64,
     messages: BTreeMap<u64, Held>,
@@ -173,7 +73,7 @@ pub struct QueueMachine {
     /// Consumers that take deliveries, in turn.
     rotation: VecDeque<ConsumerKey>,
     out: BTreeMap<u64, Out>,
-    /// Messages dropped for the delivery limit, since the queue began.
+    /// Messages given up on (delivery limit, time to live, length), since the queue began.
     pub dropped: u64,
     /// The last enqueue applied of each writer (node, incarnation).
     #[serde(default, with = "pairs")]
@@ -183,9 +83,9 @@ pub struct QueueMachine {
 }
 
 impl QueueMachine {
-    pub fn new(delivery_limit: Option<u32>, local: Option<Local>) -> QueueMachine {
+    pub fn new(limits: Limits, local: Option<Local>) -> QueueMachine {
         QueueMachine {
-            delivery_limit,
+            limits,
             local,
             ..QueueMachine::default()
         }
@@ -211,8 +111,8 @@ impl QueueMachine {
         self.consumers.keys().map(|k| k.node).collect()
     }
 
-    /// Takes away every consumer of `node` (for node `by`'s command).
-    fn forget_node(&mut self, node: NodeId, by: NodeId) {
+    /// Takes away every consumer of `node`.
+    fn forget_node(&mut self, node: NodeId) {
         let gone: Vec<ConsumerKey> = self
             .consumers
             .keys()
@@ -220,7 +120,7 @@ impl QueueMachine {
             .copied()
             .collect();
         for key in gone {
-            self.down(key, by);
+            self.down(key);
         }
     }
 
@@ -235,7 +135,7 @@ impl QueueMachine {
             self.out.remove(delivery);
             self.release(out.consumer, *delivery);
             if back {
-                self.put_back(out.message, node);
+                self.put_back(out.message);
             } else {
                 self.messages.remove(&out.message);
             }
@@ -252,47 +152,137 @@ impl QueueMachine {
         }
     }
 
-    /// A message comes back because of node `by`'s command: its count goes up, and past the
-    /// delivery limit it is dropped (node `by` dead-letters it).
-    fn put_back(&mut self, message: u64, by: NodeId) {
+    /// A message comes back: its count goes up, and past the delivery limit it is given up.
+    fn put_back(&mut self, message: u64) {
         let Some(held) = self.messages.get_mut(&message) else {
             return;
         };
         held.returns = held.returns.saturating_add(1);
-        if self
-            .delivery_limit
-            .is_some_and(|limit| held.returns > limit)
-        {
-            if let Some(held) = self.messages.remove(&message) {
-                if let Some(local) = self.local.as_ref().filter(|l| l.node == by) {
-                    let _ = local.deliveries.send(ToNode::DeadLetter(held.message));
-                }
-            }
-            self.dropped += 1;
+        let limit = self.limits.delivery_limit;
+        if limit.is_some_and(|limit| held.returns > limit) {
+            self.give_up(message, Reason::DeliveryLimit);
             return;
         }
+        self.waiting_bytes += held.message.body.len() as u64;
         self.returned.push_back(message);
     }
 
-    /// Takes a consumer away (for node `by`'s command) and returns everything it holds.
-    fn down(&mut self, key: ConsumerKey, by: NodeId) {
+    /// Drops a message (not waiting any more): the node whose command this is dead-letters it.
+    fn give_up(&mut self, message: u64, reason: Reason) {
+        let Some(held) = self.messages.remove(&message) else {
+            return;
+        };
+        self.dropped += 1;
+        let mine = self.local.as_ref().filter(|l| Some(l.node) == self.actor);
+        if let Some(local) = mine {
+            let _ = local
+                .deliveries
+                .send(ToNode::DeadLetter(held.message, reason));
+        }
+    }
+
+    /// The next waiting message (those returned first), out of the line.
+    fn pop_waiting(&mut self) -> Option<u64> {
+        self.drop_expired();
+        let message = self
+            .returned
+            .pop_front()
+            .or_else(|| self.ready.pop_front())?;
+        let bytes = self
+            .messages
+            .get(&message)
+            .map_or(0, |h| h.message.body.len());
+        self.waiting_bytes = self.waiting_bytes.saturating_sub(bytes as u64);
+        Some(message)
+    }
+
+    /// Gives up the waiting messages at the heads of the line whose time to live ran out.
+    fn drop_expired(&mut self) {
+        loop {
+            let now = self.now;
+            let expired = |line: &VecDeque<u64>, messages: &BTreeMap<u64, Held>| {
+                let head = line.front()?;
+                let expires = messages.get(head)?.expires;
+                (expires != 0 && expires <= now).then_some(*head)
+            };
+            let head = match expired(&self.returned, &self.messages) {
+                Some(head) => self.returned.pop_front().map(|_| head),
+                None => match expired(&self.ready, &self.messages) {
+                    Some(head) => self.ready.pop_front().map(|_| head),
+                    None => return,
+                },
+            };
+            let Some(head) = head else {
+                return;
+            };
+            let bytes = self.messages.get(&head).map_or(0, |h| h.message.body.len());
+            self.waiting_bytes = self.waiting_bytes.saturating_sub(bytes as u64);
+            self.give_up(head, Reason::Expired);
+        }
+    }
+
+    /// When the next waiting message at a head of the line expires (ms since the epoch).
+    pub fn next_expiry(&self) -> Option<u64> {
+        let heads = [self.returned.front(), self.ready.front()];
+        let expiries = heads.into_iter().flatten();
+        let expiries = expiries.filter_map(|id| self.messages.get(id).map(|h| h.expires));
+        expiries.filter(|e| *e != 0).min()
+    }
+
+    /// `x-max-length` and `x-max-length-bytes` with `drop-head`: the oldest waiting messages go
+    /// until the queue is within both.
+    fn drop_over_limits(&mut self) {
+        while self.limits.over(self.ready() as u64, self.waiting_bytes) {
+            let Some(head) = self.pop_waiting() else {
+                return;
+            };
+            self.give_up(head, Reason::Maxlen);
+        }
+    }
+
+    /// Takes a consumer away and returns everything it holds.
+    fn down(&mut self, key: ConsumerKey) {
         self.rotation.retain(|k| *k != key);
         let Some(consumer) = self.consumers.remove(&key) else {
             return;
         };
         for delivery in consumer.holds {
             if let Some(out) = self.out.remove(&delivery) {
-                self.put_back(out.message, by);
+                self.put_back(out.message);
             }
         }
     }
 
+    /// Publishes: added to the line with their expiry, unless a full queue refuses them.
+    fn enqueue(&mut self, messages: &[Stored]) -> Response {
+        if self.limits.reject_publish && self.limits.full(self.ready() as u64, self.waiting_bytes) {
+            return Response::Refused;
+        }
+        for message in messages {
+            let id = self.next_message;
+            self.next_message += 1;
+            let ttl = match (self.limits.message_ttl, message.ttl) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            // A time to live of 0 expires at once (unless handed to a consumer in this apply).
+            let expires = ttl.map_or(0, |ttl| self.now.saturating_add(ttl).max(1));
+            let held = Held {
+                message: message.clone(),
+                returns: 0,
+                expires,
+            };
+            self.waiting_bytes += message.body.len() as u64;
+            self.messages.insert(id, held);
+            self.ready.push_back(id);
+        }
+        self.drop_over_limits();
+        Response::Done
+    }
+
     /// `basic.get`: the next waiting message, as a delivery of (node, [`GET`]).
     fn get(&mut self, node: NodeId, no_ack: bool) -> Option<Got> {
-        let message = self
-            .returned
-            .pop_front()
-            .or_else(|| self.ready.pop_front())?;
+        let message = self.pop_waiting()?;
         let held = self.messages.get(&message)?.clone();
         let delivery = self.next_delivery;
         self.next_delivery += 1;
@@ -329,7 +319,7 @@ impl QueueMachine {
             let Some(key) = self.next_with_credit() else {
                 return;
             };
-            let Some(message) = self.returned.pop_front().or_else(|| self.ready.pop_front()) else {
+            let Some(message) = self.pop_waiting() else {
                 return;
             };
             let Some(held) = self.messages.get(&message) else {
@@ -387,9 +377,13 @@ impl Machine for QueueMachine {
     type Response = Response;
 
     fn apply(&mut self, command: &Command) -> Response {
+        self.actor = command.actor();
+        if let Some(at) = command.at() {
+            self.now = self.now.max(at);
+        }
         let mut response = Response::Done;
         match command {
-            Command::Enqueue { from, messages } => {
+            Command::Enqueue { from, messages, .. } => {
                 if let Some(batch) = from {
                     let last = self
                         .batches
@@ -400,23 +394,13 @@ impl Machine for QueueMachine {
                     }
                     *last = batch.seq;
                 }
-                for message in messages {
-                    let id = self.next_message;
-                    self.next_message += 1;
-                    self.messages.insert(
-                        id,
-                        Held {
-                            message: message.clone(),
-                            returns: 0,
-                        },
-                    );
-                    self.ready.push_back(id);
-                }
+                response = self.enqueue(messages);
             }
             Command::Checkout {
                 consumer,
                 prefetch,
                 no_ack,
+                ..
             } => {
                 let state = self
                     .consumers
@@ -442,28 +426,31 @@ impl Machine for QueueMachine {
                     }
                 }
             }
-            Command::Down { consumer } => self.down(*consumer, consumer.node),
+            Command::Down { consumer } => self.down(*consumer),
             Command::Settle { node, deliveries } => self.settle(*node, deliveries, false),
             Command::Return { node, deliveries } => self.settle(*node, deliveries, true),
-            Command::NodeUp { node } => self.forget_node(*node, *node),
-            Command::NodeDown { node, by } => {
-                self.forget_node(*node, *by);
+            Command::NodeUp { node } => self.forget_node(*node),
+            Command::NodeDown { node, .. } => {
+                self.forget_node(*node);
                 if let Some(local) = self.local.as_ref().filter(|l| l.node == *node) {
                     let _ = local.deliveries.send(ToNode::Forgotten);
                 }
             }
-            Command::Get { node, no_ack } => response = Response::Got(self.get(*node, *no_ack)),
+            Command::Get { node, no_ack, .. } => response = Response::Got(self.get(*node, *no_ack)),
             Command::Purge => {
                 let ready = std::mem::take(&mut self.ready);
                 let returned = std::mem::take(&mut self.returned);
+                self.waiting_bytes = 0;
                 let mut purged = 0;
                 for id in ready.into_iter().chain(returned) {
                     purged += u64::from(self.messages.remove(&id).is_some());
                 }
                 response = Response::Purged(purged);
             }
+            Command::Tick { .. } => self.drop_expired(),
         }
         self.assign();
+        self.drop_expired();
         response
     }
 
@@ -479,7 +466,12 @@ impl Machine for QueueMachine {
         let restored: QueueMachine =
             serde_json::from_slice(bytes).map_err(|e| format!("quorum queue snapshot: {e}"))?;
         let local = self.local.take();
-        *self = QueueMachine { local, ..restored };
+        let limits = std::mem::take(&mut self.limits);
+        *self = QueueMachine {
+            local,
+            limits,
+            ..restored
+        };
         Ok(())
     }
 }

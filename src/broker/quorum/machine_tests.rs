@@ -1,4 +1,6 @@
 use super::*;
+use crate::broker::quorum::limits::Limits;
+use tokio::sync::mpsc;
 
 fn message(body: &str) -> Stored {
     Stored {
@@ -6,6 +8,7 @@ fn message(body: &str) -> Stored {
         routing_key: b"q".to_vec(),
         properties: Vec::new(),
         body: body.as_bytes().to_vec(),
+        ttl: None,
     }
 }
 
@@ -20,7 +23,16 @@ fn local() -> (QueueMachine, mpsc::UnboundedReceiver<ToNode>) {
         node: 1,
         deliveries: tx,
     };
-    (QueueMachine::new(Some(2), Some(local)), rx)
+    (
+        QueueMachine::new(
+            Limits {
+                delivery_limit: Some(2),
+                ..Limits::default()
+            },
+            Some(local),
+        ),
+        rx,
+    )
 }
 
 fn drain(rx: &mut mpsc::UnboundedReceiver<ToNode>) -> Vec<(u64, u64, String, u32)> {
@@ -39,6 +51,7 @@ fn enqueue(m: &mut QueueMachine, bodies: &[&str]) {
     m.apply(&Command::Enqueue {
         from: None,
         messages: bodies.iter().map(|b| message(b)).collect(),
+        at: 0,
     });
 }
 
@@ -47,6 +60,7 @@ fn checkout(m: &mut QueueMachine, consumer: ConsumerKey, prefetch: u32) {
         consumer,
         prefetch,
         no_ack: false,
+        at: 0,
     });
 }
 
@@ -203,6 +217,7 @@ fn an_enqueue_sent_again_is_applied_once() {
             seq,
         }),
         messages: vec![message("a")],
+        at: 0,
     };
     m.apply(&batch(1));
     m.apply(&batch(1));
@@ -216,6 +231,7 @@ fn an_enqueue_sent_again_is_applied_once() {
             seq: 1,
         }),
         messages: vec![message("b")],
+        at: 0,
     });
     assert_eq!(m.ready(), 3);
     let (mut copy, _rx) = local();
@@ -231,6 +247,7 @@ fn get_takes_the_next_message_and_holds_it_until_settled() {
     let Response::Got(Some(got)) = m.apply(&Command::Get {
         node: 2,
         no_ack: false,
+        at: 0,
     }) else {
         panic!("a message");
     };
@@ -244,6 +261,7 @@ fn get_takes_the_next_message_and_holds_it_until_settled() {
     let Response::Got(Some(again)) = m.apply(&Command::Get {
         node: 2,
         no_ack: true,
+        at: 0,
     }) else {
         panic!("a message");
     };
@@ -259,7 +277,8 @@ fn get_takes_the_next_message_and_holds_it_until_settled() {
     assert_eq!(
         m.apply(&Command::Get {
             node: 2,
-            no_ack: false
+            no_ack: false,
+            at: 0,
         }),
         Response::Got(None)
     );
@@ -270,7 +289,7 @@ fn past_the_delivery_limit_only_the_returning_node_dead_letters() {
     let dead_letters = |rx: &mut mpsc::UnboundedReceiver<ToNode>| {
         let mut bodies = Vec::new();
         while let Ok(told) = rx.try_recv() {
-            if let ToNode::DeadLetter(stored) = told {
+            if let ToNode::DeadLetter(stored, Reason::DeliveryLimit) = told {
                 bodies.push(String::from_utf8(stored.body).unwrap());
             }
         }
@@ -290,4 +309,115 @@ fn past_the_delivery_limit_only_the_returning_node_dead_letters() {
         assert_eq!(m.dropped, 1);
         assert_eq!(dead_letters(&mut rx), expected, "consumer on node {node}");
     }
+}
+
+/// A machine on node 1 with `limits`.
+fn limited(limits: Limits) -> (QueueMachine, mpsc::UnboundedReceiver<ToNode>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let local = Local {
+        node: 1,
+        deliveries: tx,
+    };
+    (QueueMachine::new(limits, Some(local)), rx)
+}
+
+/// An enqueue written by node `node` at `at`.
+fn enqueue_from(m: &mut QueueMachine, node: NodeId, at: u64, bodies: &[&str]) -> Response {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    m.apply(&Command::Enqueue {
+        from: Some(Batch {
+            node,
+            incarnation: 1,
+            seq: SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }),
+        messages: bodies.iter().map(|b| message(b)).collect(),
+        at,
+    })
+}
+
+/// What node 1 was told to dead-letter: (body, reason).
+fn dead(rx: &mut mpsc::UnboundedReceiver<ToNode>) -> Vec<(String, &'static str)> {
+    let mut got = Vec::new();
+    while let Ok(told) = rx.try_recv() {
+        if let ToNode::DeadLetter(stored, reason) = told {
+            got.push((String::from_utf8(stored.body).unwrap(), reason.name()));
+        }
+    }
+    got
+}
+
+#[test]
+fn max_length_drops_the_oldest_and_the_writer_dead_letters_them() {
+    let limits = Limits {
+        max_length: Some(2),
+        ..Limits::default()
+    };
+    let (mut m, mut rx) = limited(limits.clone());
+    assert_eq!(enqueue_from(&mut m, 1, 0, &["a", "b", "c"]), Response::Done);
+    assert_eq!(m.ready(), 2);
+    assert_eq!(dead(&mut rx), vec![("a".to_owned(), "maxlen")]);
+    // Written by node 2: node 2 dead-letters, not this one.
+    enqueue_from(&mut m, 2, 0, &["d"]);
+    assert_eq!((m.ready(), dead(&mut rx).len()), (2, 0));
+    checkout(&mut m, key(1, 1), 0);
+    let bodies: Vec<String> = drain(&mut rx).into_iter().map(|d| d.2).collect();
+    assert_eq!(bodies, ["c", "d"]);
+
+    let bytes = Limits {
+        max_bytes: Some(3),
+        ..Limits::default()
+    };
+    let (mut m, mut rx) = limited(bytes);
+    enqueue_from(&mut m, 1, 0, &["ab", "cd"]);
+    assert_eq!(dead(&mut rx), vec![("ab".to_owned(), "maxlen")]);
+    assert_eq!(m.ready(), 1);
+}
+
+#[test]
+fn reject_publish_refuses_a_whole_enqueue_once_the_queue_is_full() {
+    let (mut m, mut rx) = limited(Limits {
+        max_length: Some(2),
+        reject_publish: true,
+        ..Limits::default()
+    });
+    assert_eq!(enqueue_from(&mut m, 1, 0, &["a", "b"]), Response::Done);
+    assert_eq!(enqueue_from(&mut m, 1, 0, &["c"]), Response::Refused);
+    assert_eq!((m.ready(), dead(&mut rx).len()), (2, 0));
+    m.apply(&Command::Purge);
+    assert_eq!(enqueue_from(&mut m, 1, 0, &["d"]), Response::Done);
+}
+
+#[test]
+fn messages_expire_by_the_time_commands_carry() {
+    let (mut m, mut rx) = limited(Limits {
+        message_ttl: Some(100),
+        ..Limits::default()
+    });
+    enqueue_from(&mut m, 1, 1_000, &["a"]);
+    let mut short = message("b");
+    short.ttl = Some(10);
+    m.apply(&Command::Enqueue {
+        from: None,
+        messages: vec![short, message("c")],
+        at: 1_050,
+    });
+    assert_eq!(m.next_expiry(), Some(1_100));
+    m.apply(&Command::Tick { at: 1_099, by: 1 });
+    assert_eq!(m.ready(), 3, "nothing expired yet");
+    m.apply(&Command::Tick { at: 1_100, by: 1 });
+    // "a" expired at the head, and then "b" (due at 1060) behind it.
+    assert_eq!(
+        dead(&mut rx),
+        vec![("a".to_owned(), "expired"), ("b".to_owned(), "expired")]
+    );
+    // A consumer coming after "c" expired never gets it, though no tick came.
+    m.apply(&Command::Checkout {
+        consumer: key(1, 1),
+        prefetch: 0,
+        no_ack: false,
+        at: 1_150,
+    });
+    assert!(drain(&mut rx).is_empty());
+    assert_eq!(m.ready(), 0);
+    assert_eq!(m.dropped, 3);
 }

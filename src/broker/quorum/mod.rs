@@ -1,7 +1,8 @@
 //! Quorum queues (`x-queue-type: quorum` on a node with `[cluster]`, issue 22): each is a Raft
 //! group over the cluster's nodes, as RabbitMQ's quorum queues are Ra groups.
 //!
-//! - [`machine`]: a queue's replicated state: messages, consumers, deliveries.
+//! - [`machine`]: a queue's replicated state: messages, consumers, deliveries; [`commands`],
+//!   what its log holds; [`limits`], the limits it applies.
 //! - [`queue`]: [`Quorum`], a queue on this node: its group, its writer and sender tasks.
 //! - [`meta`]: the cluster-wide metadata group: which quorum queues exist, exchanges,
 //!   bindings, and ([`accounts`]) vhosts, users and permissions.
@@ -11,6 +12,8 @@
 //! in, `broker/vhost/quorum.rs`) and never touches sockets but the cluster port's.
 
 pub mod accounts;
+pub mod commands;
+pub mod limits;
 pub mod liveness;
 pub mod machine;
 pub mod meta;

@@ -180,7 +180,7 @@ impl Node {
     pub async fn open(
         &self,
         definition: &QueueDefinition,
-        delivery_limit: Option<u32>,
+        limits: super::limits::Limits,
     ) -> Result<Option<Arc<Quorum>>, StartError> {
         if !definition.members.contains(&self.id()) {
             return Ok(None);
@@ -215,7 +215,7 @@ impl Node {
             label,
             definition.serial,
             config,
-            delivery_limit,
+            limits,
             &self.transport,
             Arc::clone(&self.liveness),
         )

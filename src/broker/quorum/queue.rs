@@ -20,11 +20,12 @@ use tokio::sync::mpsc;
 use warren_protocol::content::{with_header, with_long_header};
 use warren_protocol::types::AMQPValue;
 
+use super::limits::Limits;
 use super::liveness::{Liveness, DOWN_AFTER};
 use super::machine::{
     Assigned, Batch, Command, ConsumerKey, Local, QueueMachine, Response, Stored, ToNode,
 };
-use crate::broker::message::{now_ms, Entry, Message};
+use crate::broker::message::{now_ms, Entry, Message, Reason};
 use crate::broker::queue::consumer::Consumer;
 use crate::cluster::{GroupConfig, NodeId, RaftGroup, StartError, Transport, WriteError};
 use crate::store::sync::Callback;
@@ -64,7 +65,7 @@ pub struct Quorum {
     batches: AtomicU64,
     /// Messages past the delivery limit for this node to dead-letter, until the queue takes
     /// them (see [`Quorum::on_dead_letters`]).
-    dead_letters: Mutex<Vec<Arc<Message>>>,
+    dead_letters: Mutex<Vec<(Arc<Message>, Reason)>>,
     wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
@@ -84,13 +85,13 @@ impl Quorum {
         label: String,
         serial: u64,
         config: GroupConfig,
-        delivery_limit: Option<u32>,
+        limits: Limits,
         transport: &Transport,
         liveness: Arc<Liveness>,
     ) -> Result<Arc<Quorum>, StartError> {
         let node = config.node;
         let (deliveries, mut assigned) = mpsc::unbounded_channel();
-        let machine = QueueMachine::new(delivery_limit, Some(Local { node, deliveries }));
+        let machine = QueueMachine::new(limits, Some(Local { node, deliveries }));
         let group = RaftGroup::start(config, machine, transport).await?;
         group.initialize().await?;
         // What applying the log again at start told this node is history: its consumers of
@@ -130,6 +131,7 @@ impl Quorum {
                     seq: self.batches.fetch_add(1, Relaxed) + 1,
                 }),
                 messages,
+                at: now_ms(),
             },
             other => other,
         }
@@ -145,17 +147,18 @@ impl Quorum {
         let _ = self.wake.set(wake);
     }
 
-    pub fn take_dead_letters(&self) -> Vec<Arc<Message>> {
+    pub fn take_dead_letters(&self) -> Vec<(Arc<Message>, Reason)> {
         std::mem::take(&mut *self.dead_letters.lock())
     }
 
     /// Takes a published message; it goes to the log at the publisher's [`Quorum::flush`].
-    pub fn publish(&self, message: &Message) {
+    pub fn publish(&self, message: &Message, ttl: Option<u64>) {
         self.pending.lock().push(Stored {
             exchange: message.exchange_bytes().to_vec(),
             routing_key: message.routing_key_bytes().to_vec(),
             properties: message.properties().to_vec(),
             body: message.body().to_vec(),
+            ttl,
         });
     }
 
@@ -166,6 +169,7 @@ impl Quorum {
             self.write(Command::Enqueue {
                 from: None,
                 messages: batch,
+                at: 0,
             });
         }
     }
@@ -210,6 +214,7 @@ impl Quorum {
             },
             prefetch: consumer.prefetch(),
             no_ack: consumer.no_ack,
+            at: now_ms(),
         }
     }
 
@@ -264,7 +269,12 @@ impl Quorum {
     /// consumer's, unless `no_ack`), and how many are left.
     pub async fn get(&self, no_ack: bool) -> Result<Option<(Entry, u64)>, WriteError> {
         let node = self.node;
-        let got = match self.group.write(Command::Get { node, no_ack }).await? {
+        let get = Command::Get {
+            node,
+            no_ack,
+            at: now_ms(),
+        };
+        let got = match self.group.write(get).await? {
             Response::Got(got) => got,
             _ => None,
         };
@@ -354,10 +364,8 @@ async fn write_loop(quorum: Weak<Quorum>, mut queued: mpsc::UnboundedReceiver<Wo
             match quorum.group.submit(command).await {
                 Ok(commit) => pending.push((publish, commit)),
                 Err(command) => {
-                    if let Err(e) = quorum.group.write(command).await {
-                        tracing::warn!(queue = %quorum.label, error = %e, "quorum queue: a write failed");
-                        published &= !publish;
-                    }
+                    let written = quorum.group.write(command).await;
+                    published &= !publish || taken(&quorum.label, written);
                 }
             }
         }
@@ -367,10 +375,8 @@ async fn write_loop(quorum: Weak<Quorum>, mut queued: mpsc::UnboundedReceiver<Wo
         drop(quorum);
         tokio::spawn(async move {
             for (publish, commit) in pending {
-                if let Err(e) = commit.await {
-                    tracing::warn!(queue = %label, error = %e, "quorum queue: a write failed");
-                    published &= !publish;
-                }
+                let written = commit.await;
+                published &= !publish || taken(&label, written);
             }
             if let Some(before) = before {
                 let _ = before.await;
@@ -385,6 +391,19 @@ async fn write_loop(quorum: Weak<Quorum>, mut queued: mpsc::UnboundedReceiver<Wo
             let _ = finished.send(());
             drop(slot);
         });
+    }
+}
+
+/// Whether a write of publishes committed and the queue took them (a full queue with
+/// `x-overflow: reject-publish` refuses them).
+fn taken(label: &str, written: Result<Response, WriteError>) -> bool {
+    match written {
+        Ok(Response::Refused) => false,
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(queue = %label, error = %e, "quorum queue: a write failed");
+            false
+        }
     }
 }
 
@@ -432,9 +451,9 @@ async fn send_loop(quorum: Weak<Quorum>, mut told: mpsc::UnboundedReceiver<ToNod
                 quorum.attach_again();
                 continue;
             }
-            ToNode::DeadLetter(stored) => {
+            ToNode::DeadLetter(stored, reason) => {
                 let message = Arc::new(to_message(stored, 0));
-                quorum.dead_letters.lock().push(message);
+                quorum.dead_letters.lock().push((message, reason));
                 if let Some(wake) = quorum.wake.get() {
                     wake();
                 }
@@ -478,6 +497,7 @@ fn to_message(stored: Stored, returns: u32) -> Message {
         routing_key,
         properties,
         body,
+        ..
     } = stored;
     let properties = if returns > 0 {
         with_long_header(&properties, DELIVERY_COUNT_HEADER, i64::from(returns))
@@ -497,9 +517,10 @@ fn to_message(stored: Stored, returns: u32) -> Message {
 
 /// On the leader: a node with consumers that has been silent for [`DOWN_AFTER`] is written off
 /// (`NodeDown`), once, so that what its consumers hold goes to others; it is watched again once
-/// it answers.
+/// it answers. And when a waiting message's time to live has run out, the time is written
+/// (`Tick`), so that it expires even with no other command coming.
 async fn watch_nodes(quorum: Weak<Quorum>) {
-    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
     let mut written_off = std::collections::BTreeSet::new();
     loop {
         ticker.tick().await;
@@ -521,6 +542,17 @@ async fn watch_nodes(quorum: Weak<Quorum>) {
                     by: quorum.node,
                 });
             }
+        }
+        let now = now_ms();
+        if quorum
+            .group
+            .read(|m| m.next_expiry())
+            .is_some_and(|at| at <= now)
+        {
+            quorum.write(Command::Tick {
+                at: now,
+                by: quorum.node,
+            });
         }
     }
 }

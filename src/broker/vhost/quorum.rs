@@ -15,13 +15,11 @@ use warren_protocol::types::FieldTable;
 use super::replicated::table_bytes;
 use super::{consumer_timeout, declared, QueueDeclare, QueueDeclared, Vhost};
 use crate::broker::queue::{Queue, QueueOptions};
+use crate::broker::quorum::limits::Limits;
 use crate::broker::quorum::meta::QueueDefinition;
 use crate::broker::quorum::{block, Node};
 use crate::broker::values::integer;
 use crate::error::Error;
-
-/// RabbitMQ 4's default `x-delivery-limit` for quorum queues.
-pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 
 /// Whether a declaration asks for a quorum queue.
 pub fn is_quorum(arguments: &FieldTable) -> bool {
@@ -113,15 +111,14 @@ impl Vhost {
                 declare.name, self.name
             )));
         }
-        let limit = declare.arguments.inner().get("x-delivery-limit");
-        if limit.is_some_and(|v| integer(v).is_none_or(|n| n < 0)) {
-            return Err(Error::PreconditionFailed(format!(
-                "invalid arg 'x-delivery-limit' for queue '{}' in vhost '{}': must be a \
-                 non-negative integer",
-                declare.name, self.name
-            )));
-        }
-        Ok(())
+        Limits::from_arguments(&declare.arguments)
+            .map(|_| ())
+            .map_err(|(arg, why)| {
+                Error::PreconditionFailed(format!(
+                    "invalid arg '{arg}' for queue '{}' in vhost '{}': {why}",
+                    declare.name, self.name
+                ))
+            })
     }
 
     /// Opens this node's replica of a quorum queue the metadata group holds and puts the queue
@@ -144,12 +141,9 @@ impl Vhost {
             )));
         }
         let arguments = decode_field_table(&definition.arguments).unwrap_or_default();
-        let limit = match arguments.inner().get("x-delivery-limit") {
-            Some(value) => integer(value).and_then(|n| u32::try_from(n).ok()),
-            None => Some(DEFAULT_DELIVERY_LIMIT),
-        };
+        let limits = Limits::from_arguments(&arguments).unwrap_or_default();
         let quorum = node
-            .open(definition, limit)
+            .open(definition, limits)
             .await
             .map_err(|e| Error::Internal(format!("cannot open quorum queue '{name}': {e}")))?;
         let Some(quorum) = quorum else {
