@@ -150,6 +150,78 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
     );
 }
 
+/// A knob of the longer run: the environment variable `name`, else `default` (CI's size).
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The longer fault run, scaled down for CI: `WARREN_FAULT_ROUNDS` rounds (2), each publishing
+/// `WARREN_FAULT_MESSAGES` numbered messages (400) with confirms through a node that does not
+/// lead the queue, killing (`kill -9`) whichever node leads it halfway, and restarting it
+/// before the next round. Then everything is consumed on one node and checked: nothing
+/// confirmed is lost. The failover times (kill to the next confirm) are printed. BENCHMARKS.md
+/// gives a longer run (`--nocapture` shows the figures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_leader_kills_under_confirmed_load_lose_nothing() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let rounds = knob("WARREN_FAULT_ROUNDS", 2);
+    let per_round = knob("WARREN_FAULT_MESSAGES", 400);
+    let mut cluster = Cluster::start("quorum-kill-rounds");
+    declare(&cluster.uri(0), "ledger").await;
+    for node in 1..3 {
+        wait_for_queue(&cluster.uri(node), "ledger").await;
+    }
+    let mut confirmed = BTreeSet::new();
+    let mut failovers = Vec::new();
+    for round in 0..rounds {
+        let leader = cluster.queue_leader((round as usize + 1) % 3, "ledger");
+        let leader = leader.expect("a leader");
+        let entry = (leader + 1) % 3;
+        let (_publisher, channel) = numbered::confirming(&cluster.uri(entry)).await;
+        let start = round * per_round;
+        let half = start + per_round / 2;
+        confirmed.extend(publish(&channel, "ledger", start..half, WAIT).await);
+        let killed_at = Instant::now();
+        cluster.kill(leader);
+        let first = publish(&channel, "ledger", half..half + 1, WAIT).await;
+        failovers.push(killed_at.elapsed());
+        assert_eq!(
+            first,
+            vec![half],
+            "round {round}: no confirm after the kill\n{}",
+            cluster.logs()
+        );
+        confirmed.extend(first);
+        let rest = publish(&channel, "ledger", half + 1..start + per_round, WAIT).await;
+        confirmed.extend(rest);
+        cluster.restart(leader);
+        wait_for_queue(&cluster.uri(leader), "ledger").await;
+    }
+    let got = drain(&cluster.uri(0), "ledger", Duration::from_secs(3)).await;
+    let report = checker::check(&confirmed, &got);
+    failovers.sort();
+    eprintln!(
+        "{rounds} rounds of {per_round}: failover median {:?}, max {:?}; checker: {}",
+        failovers[failovers.len() / 2],
+        failovers[failovers.len() - 1],
+        report.summary(&confirmed)
+    );
+    assert!(report.lost.is_empty(), "lost: {:?}", report.lost);
+    assert!(
+        failovers.iter().all(|f| *f < Duration::from_secs(5)),
+        "{failovers:?}"
+    );
+    let sent = rounds * per_round;
+    assert!(
+        confirmed.len() as u64 >= sent - sent / 10,
+        "only {} of {sent} confirmed",
+        confirmed.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchanges_and_bindings_to_a_quorum_queue_reach_every_node() {
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;

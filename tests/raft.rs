@@ -259,7 +259,7 @@ async fn a_new_leader_takes_over_and_the_old_one_catches_up_from_its_directory()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_the_purged_log_catches_up_by_snapshot() {
     let timing = Timing {
-        snapshot_every: 10,
+        snapshot_bytes: 10 * 256,
         keep_after_snapshot: 0,
         ..fast()
     };

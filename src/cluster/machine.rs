@@ -33,6 +33,18 @@ pub trait Machine: Send + Sync + 'static {
     /// Replaces the whole state with a snapshot's bytes. Errs (and leaves the state as it was)
     /// when the bytes are not a snapshot this machine wrote.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String>;
+
+    /// About how many bytes the state holds, which is what a snapshot costs: the group builds
+    /// one once the log has grown by at least as much since the last (so that snapshots cost a
+    /// bounded share of what is logged, whatever the state's size).
+    fn weight(&self) -> u64 {
+        0
+    }
+
+    /// About how many bytes `command` adds to the log.
+    fn command_weight(_command: &Self::Command) -> u64 {
+        256
+    }
 }
 
 /// Names one Raft group among those a node runs (`"meta"`, later one per quorum queue). It is

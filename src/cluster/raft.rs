@@ -33,8 +33,9 @@ pub struct Timing {
     pub election: (Duration, Duration),
     /// How long [`RaftGroup::write`] waits for its command to commit and apply.
     pub write_timeout: Duration,
-    /// A snapshot is built after this many log entries since the last one.
-    pub snapshot_every: u64,
+    /// A snapshot is built once the commands applied since the last weigh this many bytes
+    /// (see [`Machine::weight`]), and at least as much as the state.
+    pub snapshot_bytes: u64,
     /// Entries kept in the log behind a snapshot (so a follower a little behind needs none).
     pub keep_after_snapshot: u64,
 }
@@ -45,7 +46,8 @@ impl Default for Timing {
             heartbeat: Duration::from_millis(100),
             election: (Duration::from_millis(400), Duration::from_millis(800)),
             write_timeout: Duration::from_secs(5),
-            snapshot_every: 5000,
+            // ~4,000 commands of the default weight.
+            snapshot_bytes: 1 << 20,
             keep_after_snapshot: 1000,
         }
     }
@@ -138,7 +140,8 @@ impl<M: Machine> RaftGroup<M> {
             heartbeat_interval: timing.heartbeat.as_millis() as u64,
             election_timeout_min: timing.election.0.as_millis() as u64,
             election_timeout_max: timing.election.1.as_millis() as u64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+            // Built when `snapshot_due` says (see `watch_snapshots`).
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: timing.keep_after_snapshot,
             // Chunks stay far below the frame bound even as JSON arrays of numbers.
             snapshot_max_chunk_size: 1 << 20,
@@ -157,6 +160,7 @@ impl<M: Machine> RaftGroup<M> {
         let committed_at_start = log.committed_index();
         let store = MachineStore::open(&config.dir, machine).map_err(storage)?;
         let machine = store.reader();
+        let watched = store.reader();
         let network = Network::<M>::new(config.node, group.clone());
         let raft = Raft::new(config.node, Arc::new(raft_config), network, log, store)
             .await
@@ -169,6 +173,11 @@ impl<M: Machine> RaftGroup<M> {
             return Err(StartError::AlreadyRunning { group });
         }
         tracing::info!(%group, node = config.node, dir = %config.dir.display(), "raft group started");
+        tokio::spawn(watch_snapshots(
+            raft.clone(),
+            watched,
+            config.timing.snapshot_bytes,
+        ));
         let registration = transport.registration(group.clone());
         Ok(RaftGroup {
             raft,
@@ -381,7 +390,7 @@ impl<M: Machine> RaftGroup<M> {
         self.machine.read(f)
     }
 
-    /// Builds a snapshot now (openraft does it by itself every `snapshot_every` entries).
+    /// Builds a snapshot now (the group does it by itself, see `watch_snapshots`).
     pub async fn snapshot(&self) -> Result<(), WriteError> {
         self.raft
             .trigger()
@@ -411,3 +420,25 @@ impl<M: Machine> RaftGroup<M> {
 /// What waits for a submitted command's commit (see [`RaftGroup::submit`]).
 pub type Submitted<R> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<R, WriteError>> + Send>>;
+
+/// Asks for a snapshot whenever one is due (see [`MachineStore::snapshot_due`]), until the
+/// group stops.
+async fn watch_snapshots<M: Machine>(
+    raft: Raft<TypeConfig<M>>,
+    machine: MachineStore<M>,
+    least: u64,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let metrics = raft.metrics();
+    loop {
+        ticker.tick().await;
+        // The group's core has stopped (its metrics have no sender any more).
+        if metrics.has_changed().is_err() {
+            return;
+        }
+        if machine.snapshot_due(least) && raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+    }
+}

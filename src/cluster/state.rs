@@ -36,6 +36,8 @@ pub struct MachineStore<M: Machine> {
     snapshots: Arc<SnapshotFile>,
     /// Makes snapshot ids unique among those built by this process.
     built: Arc<AtomicU64>,
+    /// The weight of the commands applied since the last snapshot (see [`Machine::weight`]).
+    logged: Arc<AtomicU64>,
 }
 
 /// Builds a snapshot of the machine as it stands when the builder is asked for one.
@@ -43,6 +45,7 @@ pub struct SnapshotBuilder<M: Machine> {
     applied: Arc<Mutex<Applied<M>>>,
     snapshots: Arc<SnapshotFile>,
     built: Arc<AtomicU64>,
+    logged: Arc<AtomicU64>,
 }
 
 impl<M: Machine> MachineStore<M> {
@@ -70,7 +73,15 @@ impl<M: Machine> MachineStore<M> {
             })),
             snapshots: Arc::new(snapshots),
             built: Arc::new(AtomicU64::new(0)),
+            logged: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Whether a snapshot is due: the commands applied since the last weigh at least as much
+    /// as the state, and at least `least`.
+    pub fn snapshot_due(&self, least: u64) -> bool {
+        let logged = self.logged.load(Ordering::Relaxed);
+        logged >= least && logged >= self.read(|m| m.weight())
     }
 
     /// Reads the machine (on this replica: it may lag the leader).
@@ -84,6 +95,7 @@ impl<M: Machine> MachineStore<M> {
             applied: self.applied.clone(),
             snapshots: self.snapshots.clone(),
             built: self.built.clone(),
+            logged: self.logged.clone(),
         }
     }
 }
@@ -103,6 +115,7 @@ impl<M: Machine> RaftSnapshotBuilder<TypeConfig<M>> for SnapshotBuilder<M> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig<M>>, StorageError<NodeId>> {
         let (data, last_log_id, last_membership) = {
             let applied = self.applied.lock();
+            self.logged.store(0, Ordering::Relaxed);
             (
                 applied.machine.snapshot(),
                 applied.last_applied,
@@ -156,17 +169,22 @@ impl<M: Machine> RaftStateMachine<TypeConfig<M>> for MachineStore<M> {
     {
         let mut applied = self.applied.lock();
         let mut responses = Vec::new();
+        let mut logged = 0;
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             responses.push(match entry.payload {
                 EntryPayload::Blank => None,
-                EntryPayload::Normal(command) => Some(applied.machine.apply(&command)),
+                EntryPayload::Normal(command) => {
+                    logged += M::command_weight(&command);
+                    Some(applied.machine.apply(&command))
+                }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     None
                 }
             });
         }
+        self.logged.fetch_add(logged, Ordering::Relaxed);
         Ok(responses)
     }
 
@@ -175,6 +193,7 @@ impl<M: Machine> RaftStateMachine<TypeConfig<M>> for MachineStore<M> {
             applied: self.applied.clone(),
             snapshots: self.snapshots.clone(),
             built: self.built.clone(),
+            logged: self.logged.clone(),
         }
     }
 
@@ -198,6 +217,7 @@ impl<M: Machine> RaftStateMachine<TypeConfig<M>> for MachineStore<M> {
             })?;
             applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
+            self.logged.store(0, Ordering::Relaxed);
         }
         tracing::info!(id = %meta.snapshot_id, last = ?meta.last_log_id, "snapshot installed");
         save(

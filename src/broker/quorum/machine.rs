@@ -9,6 +9,11 @@
 //! [`Local`]) and settles or returns it by that number, so a settle that comes late (after the
 //! delivery was taken back) matches nothing.
 //!
+//! Limits ([`Limits`]): a message returned past the delivery limit, expired, or dropped from
+//! the head for length is given up; the node whose command gave it up dead-letters it (one
+//! node, at most once, as RabbitMQ's quorum queues do by default). Time is what the commands
+//! carry (their writer's clock, never going back), so expiry too is the same on every replica.
+//!
 //! Owns the queue's state; never does I/O and reads no clock: the node-local [`Local`] link is
 //! the only thing applying touches outside the state, and it is not replicated.
 
@@ -46,6 +51,9 @@ struct Out {
     consumer: ConsumerKey,
     message: u64,
 }
+
+/// About what a message costs in the state beside its body (for [`Machine::weight`]).
+const HELD: u64 = 96;
 
 /// See the module doc.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -452,6 +460,20 @@ impl Machine for QueueMachine {
         self.assign();
         self.drop_expired();
         response
+    }
+
+    fn weight(&self) -> u64 {
+        self.messages.len() as u64 * HELD + self.waiting_bytes
+    }
+
+    fn command_weight(command: &Command) -> u64 {
+        match command {
+            Command::Enqueue { messages, .. } => messages
+                .iter()
+                .map(|m| HELD + m.body.len() as u64 + m.properties.len() as u64)
+                .sum(),
+            _ => 64,
+        }
     }
 
     fn snapshot(&self) -> Vec<u8> {

@@ -202,10 +202,10 @@ impl Node {
             dir: self.dir.join("queues").join(&name),
             peers,
             // The log keeps its entries in memory until a snapshot lets it drop them: a
-            // queue's entries are whole batches of messages, so it snapshots often (its state
-            // is small while consumers keep up).
+            // queue snapshots after 8 MiB of commands (or as much as its state weighs, so
+            // that a long backlog is not written out again and again).
             timing: Timing {
-                snapshot_every: 1024,
+                snapshot_bytes: 8 << 20,
                 keep_after_snapshot: 64,
                 ..Timing::default()
             },
