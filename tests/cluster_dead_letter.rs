@@ -233,3 +233,84 @@ async fn time_to_live_and_length_limits_apply_on_every_node() {
     );
     assert_eq!(take_all(&reader, "full").await, pairs(&[("0", "")]));
 }
+
+/// Whether node `node` has `queue` (a passive declaration succeeds).
+async fn has_queue(cluster: &Cluster, node: usize, queue: &str) -> bool {
+    let connection = connect(&cluster.uri(node)).await;
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let found = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .is_ok();
+    let _ = connection.close(200, "bye".into()).await;
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_active_consumer_and_x_expires_hold_across_nodes() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start("quorum-sac-expires");
+    let on_1 = connect(&cluster.uri(0)).await;
+    let channel = on_1.create_channel().await.unwrap();
+    let mut sac = numbered::quorum_args();
+    sac.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    declare(&channel, "single", sac).await;
+    wait_for_queue(&cluster.uri(2), "single").await;
+
+    // A consumer on node 2 first, then one on node 3: only node 2's gets messages.
+    let mut consumers = Vec::new();
+    for node in [1, 2] {
+        let connection = connect(&cluster.uri(node)).await;
+        let channel = connection.create_channel().await.unwrap();
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let deliveries = common::consume(&channel, "single", no_ack).await;
+        consumers.push((connection, channel, deliveries));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_publisher, confirming) = numbered::confirming(&cluster.uri(0)).await;
+    assert_eq!(publish(&confirming, "single", 0..20, WAIT).await.len(), 20);
+    assert_eq!(consumers[0].2.take(20).await.len(), 20);
+    consumers[1].2.expect_quiet().await;
+    // The first goes: the second takes over.
+    let (gone, _, _) = consumers.remove(0);
+    let _ = gone.close(200, "bye".into()).await;
+    assert_eq!(publish(&confirming, "single", 20..30, WAIT).await.len(), 10);
+    let bodies: Vec<Vec<u8>> = consumers[0]
+        .2
+        .take(10)
+        .await
+        .into_iter()
+        .map(|d| d.data)
+        .collect();
+    let expected: Vec<Vec<u8>> = (20..30).map(|n: u64| n.to_string().into_bytes()).collect();
+    assert_eq!(bodies, expected, "the second took over");
+
+    // x-expires: unused for 1.5 s, the queue is gone on every node.
+    let mut expiring = numbered::quorum_args();
+    expiring.insert("x-expires".into(), AMQPValue::LongInt(1500));
+    declare(&channel, "brief", expiring).await;
+    wait_for_queue(&cluster.uri(1), "brief").await;
+    let started = Instant::now();
+    for node in 0..3 {
+        while has_queue(&cluster, node, "brief").await {
+            assert!(
+                started.elapsed() < WAIT,
+                "node {}: the unused queue is still there\n{}",
+                node + 1,
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "deleted too soon"
+    );
+}

@@ -1,6 +1,6 @@
 //! The commands a quorum queue's log holds and what applying them answers ([`Command`],
 //! [`Response`]), and what applying tells this node ([`ToNode`] through [`Local`]): the
-//! vocabulary between a [`super::machine::QueueMachine`] and its node.
+//! vocabulary between a quorum queue's machine (`machine.rs`) and its node.
 //!
 //! Owns those types only; never applies anything.
 
@@ -88,6 +88,8 @@ pub enum Command {
     /// Time passed (written by the leader, node `by`, when a waiting message's time to live
     /// ran out): expired messages go.
     Tick { at: u64, by: NodeId },
+    /// The queue was declared again (on node `by`): it counts as used (`x-expires`).
+    Touch { at: u64, by: NodeId },
 }
 
 impl Command {
@@ -102,7 +104,9 @@ impl Command {
             | Command::Return { node, .. }
             | Command::Get { node, .. }
             | Command::NodeUp { node } => Some(*node),
-            Command::NodeDown { by, .. } | Command::Tick { by, .. } => Some(*by),
+            Command::NodeDown { by, .. } | Command::Tick { by, .. } | Command::Touch { by, .. } => {
+                Some(*by)
+            }
             Command::Purge => None,
         }
     }
@@ -113,7 +117,8 @@ impl Command {
             Command::Enqueue { at, .. }
             | Command::Checkout { at, .. }
             | Command::Get { at, .. }
-            | Command::Tick { at, .. } => Some(*at),
+            | Command::Tick { at, .. }
+            | Command::Touch { at, .. } => Some(*at),
             _ => None,
         }
     }

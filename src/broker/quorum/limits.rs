@@ -1,12 +1,12 @@
 //! A quorum queue's limits, from its declaration's arguments as RabbitMQ's quorum queues take
 //! them: `x-delivery-limit` (default 20), `x-max-length`, `x-max-length-bytes` (bodies' bytes
-//! of the messages waiting), `x-overflow` (`drop-head`, the default, or `reject-publish`) and
-//! `x-message-ttl`. Every replica reads them from the same replicated definition, so applying
+//! of the messages waiting), `x-overflow` (`drop-head`, the default, or `reject-publish`),
+//! `x-message-ttl`, `x-single-active-consumer` and `x-expires`. Every replica reads them from the same replicated definition, so applying
 //! a command under them comes to the same answer everywhere.
 //!
 //! Owns the parsing and its refusals; never applies a limit (the machine does).
 
-use warren_protocol::types::FieldTable;
+use warren_protocol::types::{AMQPValue, FieldTable};
 
 use crate::broker::values::{integer, text};
 
@@ -26,6 +26,12 @@ pub struct Limits {
     pub reject_publish: bool,
     /// Milliseconds a message may wait for a consumer.
     pub message_ttl: Option<u64>,
+    /// `x-single-active-consumer`: only the first consumer (in the order they came) gets
+    /// messages; the next takes over when it goes.
+    pub single_active: bool,
+    /// `x-expires`: milliseconds without consumers, `basic.get` or redeclaration after which
+    /// the queue is deleted.
+    pub expires: Option<u64>,
 }
 
 impl Limits {
@@ -67,6 +73,14 @@ impl Limits {
             max_bytes: number("x-max-length-bytes")?,
             reject_publish,
             message_ttl: number("x-message-ttl")?,
+            single_active: matches!(
+                args.get("x-single-active-consumer"),
+                Some(AMQPValue::Boolean(true))
+            ),
+            expires: match number("x-expires")? {
+                Some(0) => return Err(("x-expires", "must be a positive integer".into())),
+                expires => expires,
+            },
         })
     }
 
@@ -86,7 +100,7 @@ impl Limits {
 
 #[cfg(test)]
 mod tests {
-    use warren_protocol::types::{AMQPValue, LongString};
+    use warren_protocol::types::LongString;
 
     use super::*;
 
@@ -124,6 +138,8 @@ mod tests {
                 max_bytes: Some(1000),
                 reject_publish: true,
                 message_ttl: Some(500),
+                single_active: false,
+                expires: None,
             }
         );
         assert!(limits.full(10, 0) && !limits.full(9, 999) && limits.full(0, 1000));

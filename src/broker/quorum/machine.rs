@@ -45,6 +45,13 @@ struct ConsumerState {
     holds: BTreeSet<u64>,
 }
 
+impl ConsumerState {
+    /// Whether it may take another delivery (its prefetch allows).
+    fn has_room(&self) -> bool {
+        self.no_ack || self.prefetch == 0 || self.holds.len() < self.prefetch as usize
+    }
+}
+
 /// A delivery not settled yet.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Out {
@@ -67,6 +74,9 @@ pub struct QueueMachine {
     /// The bodies' bytes of the messages waiting.
     #[serde(default)]
     waiting_bytes: u64,
+    /// When a consumer came, a `basic.get` or a redeclaration last (for `x-expires`).
+    #[serde(default)]
+    last_used: u64,
     /// The node of the command being applied.
     #[serde(skip)]
     actor: Option<NodeId>,
@@ -361,18 +371,31 @@ impl QueueMachine {
         }
     }
 
-    /// The next consumer in turn that may take a delivery, moved to the back of the turn.
+    /// Whether no consumer is attached (`basic.get`s holding messages aside), and since when
+    /// the queue was last used, as far as the log says.
+    pub fn unused(&self) -> Option<u64> {
+        self.rotation.is_empty().then_some(self.last_used)
+    }
+
+    /// The next consumer in turn that may take a delivery, moved to the back of the turn (with
+    /// a single active consumer: the first, if it may).
     fn next_with_credit(&mut self) -> Option<ConsumerKey> {
+        if self.limits.single_active {
+            let key = *self.rotation.front()?;
+            return self
+                .consumers
+                .get(&key)
+                .filter(|c| c.has_room())
+                .map(|_| key);
+        }
         for _ in 0..self.rotation.len() {
             let key = self.rotation.pop_front()?;
             self.rotation.push_back(key);
-            let Some(consumer) = self.consumers.get(&key) else {
-                continue;
-            };
-            let room = consumer.no_ack
-                || consumer.prefetch == 0
-                || consumer.holds.len() < consumer.prefetch as usize;
-            if room {
+            if self
+                .consumers
+                .get(&key)
+                .is_some_and(ConsumerState::has_room)
+            {
                 return Some(key);
             }
         }
@@ -390,6 +413,12 @@ impl Machine for QueueMachine {
             self.now = self.now.max(at);
         }
         let mut response = Response::Done;
+        if matches!(
+            command,
+            Command::Checkout { .. } | Command::Get { .. } | Command::Touch { .. }
+        ) {
+            self.last_used = self.now;
+        }
         match command {
             Command::Enqueue { from, messages, .. } => {
                 if let Some(batch) = from {
@@ -456,6 +485,7 @@ impl Machine for QueueMachine {
                 response = Response::Purged(purged);
             }
             Command::Tick { .. } => self.drop_expired(),
+            Command::Touch { .. } => {}
         }
         self.assign();
         self.drop_expired();

@@ -421,3 +421,34 @@ fn messages_expire_by_the_time_commands_carry() {
     assert_eq!(m.ready(), 0);
     assert_eq!(m.dropped, 3);
 }
+
+#[test]
+fn a_single_active_consumer_gets_everything_until_it_goes() {
+    let (mut m, mut rx) = limited(Limits {
+        single_active: true,
+        ..Limits::default()
+    });
+    assert_eq!(m.unused(), Some(0));
+    checkout(&mut m, key(1, 1), 0);
+    checkout(&mut m, key(1, 2), 0);
+    assert_eq!(m.unused(), None);
+    enqueue(&mut m, &["a", "b"]);
+    let first: Vec<u64> = drain(&mut rx).into_iter().map(|d| d.0).collect();
+    assert_eq!(first, [1, 1], "only the first consumer");
+    // It goes: what it held, and what comes, go to the next.
+    m.apply(&Command::Down {
+        consumer: key(1, 1),
+    });
+    enqueue(&mut m, &["c"]);
+    let next: Vec<(u64, String)> = drain(&mut rx).into_iter().map(|d| (d.0, d.2)).collect();
+    assert_eq!(
+        next,
+        [(2, "a".into()), (2, "b".into()), (2, "c".into())],
+        "the next consumer takes over"
+    );
+    m.apply(&Command::Cancel {
+        consumer: key(1, 2),
+    });
+    m.apply(&Command::Touch { at: 500, by: 1 });
+    assert_eq!(m.unused(), Some(500), "unused since its last redeclaration");
+}

@@ -67,6 +67,9 @@ pub struct Quorum {
     /// them (see [`Quorum::on_dead_letters`]).
     dead_letters: Mutex<Vec<(Arc<Message>, Reason)>>,
     wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// `x-expires`, and what deletes the queue once it ran out (see [`Quorum::on_expiry`]).
+    expires: Option<u64>,
+    expire: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -91,6 +94,7 @@ impl Quorum {
     ) -> Result<Arc<Quorum>, StartError> {
         let node = config.node;
         let (deliveries, mut assigned) = mpsc::unbounded_channel();
+        let expires = limits.expires;
         let machine = QueueMachine::new(limits, Some(Local { node, deliveries }));
         let group = RaftGroup::start(config, machine, transport).await?;
         group.initialize().await?;
@@ -113,6 +117,8 @@ impl Quorum {
             batches: AtomicU64::new(0),
             dead_letters: Mutex::new(Vec::new()),
             wake: std::sync::OnceLock::new(),
+            expires,
+            expire: std::sync::OnceLock::new(),
         });
         quorum.write(Command::NodeUp { node });
         tokio::spawn(write_loop(Arc::downgrade(&quorum), queued));
@@ -145,6 +151,22 @@ impl Quorum {
     /// queue, which dead-letters them on its vhost's next tick.
     pub fn on_dead_letters(&self, wake: Box<dyn Fn() + Send + Sync>) {
         let _ = self.wake.set(wake);
+    }
+
+    /// What deletes the queue (in the cluster) once it has been unused for its `x-expires`:
+    /// the leader calls it.
+    pub fn on_expiry(&self, expire: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.expire.set(expire);
+    }
+
+    /// The queue was declared again: it counts as used.
+    pub fn touch(&self) {
+        if self.expires.is_some() {
+            self.write(Command::Touch {
+                at: now_ms(),
+                by: self.node,
+            });
+        }
     }
 
     pub fn take_dead_letters(&self) -> Vec<(Arc<Message>, Reason)> {
@@ -517,19 +539,26 @@ fn to_message(stored: Stored, returns: u32) -> Message {
 
 /// On the leader: a node with consumers that has been silent for [`DOWN_AFTER`] is written off
 /// (`NodeDown`), once, so that what its consumers hold goes to others; it is watched again once
-/// it answers. And when a waiting message's time to live has run out, the time is written
-/// (`Tick`), so that it expires even with no other command coming.
+/// it answers. When a waiting message's time to live has run out, the time is written (`Tick`),
+/// so that it expires even with no other command coming. And a queue with `x-expires` unused
+/// for that long (no consumer, as the log says, since the later of its last use and this
+/// node's leadership) is deleted, once.
 async fn watch_nodes(quorum: Weak<Quorum>) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
     let mut written_off = std::collections::BTreeSet::new();
+    let mut leading_since = None;
+    // When the queue was last asked to be deleted (asked again 10 s later if still here).
+    let mut deleting: Option<u64> = None;
     loop {
         ticker.tick().await;
         let Some(quorum) = quorum.upgrade() else {
             return;
         };
         if quorum.group.status().role != crate::cluster::Role::Leader {
+            leading_since = None;
             continue;
         }
+        let leader_from = *leading_since.get_or_insert_with(now_ms);
         let nodes = quorum.group.read(|m| m.consumer_nodes());
         for node in nodes.into_iter().filter(|n| *n != quorum.node) {
             let silent = quorum.liveness.silent_for(node);
@@ -553,6 +582,18 @@ async fn watch_nodes(quorum: Weak<Quorum>) {
                 at: now,
                 by: quorum.node,
             });
+        }
+        let asked = deleting.is_some_and(|at| now.saturating_sub(at) < 10_000);
+        if let (Some(expires), false) = (quorum.expires, asked) {
+            let unused = quorum.group.read(|m| m.unused());
+            let since = unused.map(|used| used.max(leader_from));
+            if since.is_some_and(|since| now.saturating_sub(since) >= expires) {
+                tracing::info!(queue = %quorum.label, expires_ms = expires, "quorum queue unused for its x-expires: deleting it");
+                if let Some(expire) = quorum.expire.get() {
+                    expire();
+                    deleting = Some(now);
+                }
+            }
         }
     }
 }

@@ -52,7 +52,9 @@ impl Vhost {
         let existing = self.read().queues.get(&declare.name).cloned();
         if let Some(queue) = existing {
             self.check_equivalent(&declare, None, &queue)?;
-            queue.touch();
+            if let Some(quorum) = queue.quorum() {
+                quorum.touch();
+            }
             return Ok(declared(&queue));
         }
         if !declare.server_named && declare.name.as_str().starts_with("amq.") {
@@ -170,6 +172,17 @@ impl Vhost {
                 queue.due_now();
             }
         }));
+        if let Some(node) = self.cluster.get().cloned() {
+            let (vhost, queue) = (self.name.clone(), definition.name.clone());
+            quorum.on_expiry(Box::new(move || {
+                let (node, vhost, queue) = (Arc::clone(&node), vhost.clone(), queue.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = node.delete(&vhost, &queue).await {
+                        tracing::warn!(%vhost, %queue, error = %e, "an expired quorum queue was not deleted (tried again in 10 s)");
+                    }
+                });
+            }));
+        }
         self.write().queues.insert(name, Arc::clone(&queue));
         tracing::info!(vhost = %self.name, queue = %definition.name, members = ?definition.members, "quorum queue open");
         Ok(queue)
