@@ -204,9 +204,14 @@ async fn repeated_leader_kills_under_confirmed_load_lose_nothing() {
     let report = checker::check(&confirmed, &got);
     failovers.sort();
     eprintln!(
-        "{rounds} rounds of {per_round}: failover median {:?}, max {:?}; checker: {}",
+        "{rounds} rounds of {per_round}: failover median {:?}, max {:?} (all, in ms: {:?}); \
+         checker: {}",
         failovers[failovers.len() / 2],
         failovers[failovers.len() - 1],
+        failovers
+            .iter()
+            .map(Duration::as_millis)
+            .collect::<Vec<_>>(),
         report.summary(&confirmed)
     );
     assert!(report.lost.is_empty(), "lost: {:?}", report.lost);

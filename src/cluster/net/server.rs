@@ -11,8 +11,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use openraft::Raft;
+use openraft::{Raft, ServerState};
 use parking_lot::RwLock;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
@@ -29,6 +30,10 @@ pub(crate) type Reply<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>>
 /// A group as the listener sees it: request bytes in, reply bytes out.
 pub(crate) trait Handler: Send + Sync {
     fn handle(&self, rpc: Rpc, body: &[u8]) -> Reply<'_>;
+
+    /// The connection a peer sent this group's `AppendEntries` on closed; the last came at
+    /// `last_heard`. (A leader's process that dies closes its connections at once.)
+    fn peer_gone(&self, _last_heard: Instant) {}
 }
 
 type Groups = Arc<RwLock<HashMap<GroupId, Arc<dyn Handler>>>>;
@@ -123,13 +128,15 @@ async fn stopping(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-/// Serves one peer connection until it closes, errs, or the transport stops.
+/// Serves one peer connection until it closes, errs, or the transport stops. A connection that
+/// carried `AppendEntries` and closes is reported to its group ([`Handler::peer_gone`]).
 async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
     groups: Groups,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let mut appends: Option<(GroupId, Instant)> = None;
     loop {
         let request = tokio::select! {
             request = frame::read_frame(&mut stream) => request,
@@ -141,16 +148,25 @@ async fn serve(
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     tracing::debug!(%peer, error = %e, "cluster connection closed");
                 }
-                return;
+                break;
             }
         };
+        if let Ok((group, Rpc::AppendEntries, _)) = frame::parse_request(&request) {
+            appends = Some((group, Instant::now()));
+        }
         let reply = tokio::select! {
             reply = answer(&groups, &request) => reply,
             () = stopping(&mut stopped) => return,
         };
         if let Err(e) = frame::write_frame(&mut stream, &reply).await {
             tracing::debug!(%peer, error = %e, "cluster connection: reply not sent");
-            return;
+            break;
+        }
+    }
+    if let Some((group, last_heard)) = appends {
+        let handler = groups.read().get(&group).cloned();
+        if let Some(handler) = handler {
+            handler.peer_gone(last_heard);
         }
     }
 }
@@ -201,5 +217,44 @@ impl<M: Machine> Handler for Raft<TypeConfig<M>> {
                 }
             }
         })
+    }
+
+    fn peer_gone(&self, last_heard: Instant) {
+        tokio::spawn(elect_if_leader_died(self.clone(), last_heard));
+    }
+}
+
+/// After the connection its leader sent on closed: if this node follows that leader, is the
+/// lowest of the other voters (one candidate, so that no two split the votes) and the leader's
+/// port no longer answers, starts an election as soon as the other voters' lease on the old
+/// leader has run out (they refuse votes until then), instead of waiting for a random
+/// election timeout that may come before the lease ends and be refused.
+async fn elect_if_leader_died<M: Machine>(raft: Raft<TypeConfig<M>>, last_heard: Instant) {
+    let metrics = raft.metrics().borrow().clone();
+    let Some(leader) = metrics.current_leader else {
+        return;
+    };
+    if metrics.state != ServerState::Follower || leader == metrics.id {
+        return;
+    }
+    let membership = metrics.membership_config.membership();
+    let lowest_other = membership.voter_ids().filter(|v| *v != leader).min();
+    let Some(addr) = membership.get_node(&leader).map(|n| n.addr.clone()) else {
+        return;
+    };
+    if lowest_other != Some(metrics.id) {
+        return;
+    }
+    let probe = TcpStream::connect(addr.as_str());
+    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), probe).await {
+        return;
+    }
+    let lease = Duration::from_millis(raft.config().election_timeout_max);
+    tokio::time::sleep_until((last_heard + lease + Duration::from_millis(30)).into()).await;
+    let now = raft.metrics().borrow().clone();
+    let still_gone = now.current_leader.is_none_or(|l| l == leader);
+    if still_gone && now.state != ServerState::Leader {
+        tracing::info!(group = %raft.config().cluster_name, old_leader = leader, "the leader's process is gone: starting an election");
+        let _ = raft.trigger().elect().await;
     }
 }
