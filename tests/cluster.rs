@@ -45,6 +45,20 @@ async fn a_quorum_queue_declared_on_one_node_is_served_by_every_node() {
     // Every node's replica counts them (a declaration's message count).
     let counted = declare(&cluster.uri(2), "orders").await;
     assert_eq!(counted.message_count(), 500);
+    // And the management API shows a quorum queue with them, on any node.
+    let listed = cluster.ctl(1, &["--json", "list", "queues"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+    let orders = listed.as_array().and_then(|queues| {
+        queues
+            .iter()
+            .find(|q| q["name"] == "orders")
+            .map(|q| (q["type"].clone(), q["messages"].clone()))
+    });
+    assert_eq!(
+        orders,
+        Some((serde_json::json!("quorum"), serde_json::json!(500))),
+        "{listed}"
+    );
 
     // basic.get through a follower: the first message, held until its ack.
     let getter = connect(&cluster.uri(2)).await;

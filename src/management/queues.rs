@@ -56,6 +56,15 @@ impl Named for Listed {
     }
 }
 
+/// RabbitMQ's name of the queue's type.
+fn queue_type(queue: &Queue) -> &'static str {
+    match (queue.stream(), queue.quorum()) {
+        (Some(_), _) => "stream",
+        (_, Some(_)) => "quorum",
+        _ => "classic",
+    }
+}
+
 /// A queue as RabbitMQ 3.10 shows it (the fields tools read).
 pub fn queue_json(state: &Management, vhost: &str, queue: &Queue) -> Value {
     let stats = queue.stats();
@@ -71,7 +80,7 @@ pub fn queue_json(state: &Management, vhost: &str, queue: &Queue) -> Value {
         "arguments": table_json(&queue.options.arguments),
         "node": state.node,
         "state": "running",
-        "type": if queue.stream().is_some() { "stream" } else { "classic" },
+        "type": queue_type(queue),
         "policy": null,
         "exclusive_consumer_tag": consumers.iter().find(|c| c.exclusive).map(|c| c.tag.as_str()),
         "messages": stats.ready + stats.unacked,

@@ -79,6 +79,18 @@ impl Queue {
             };
         }
         let state = self.lock();
+        if let Some(quorum) = self.quorum() {
+            let (ready, unacked, consumers, bytes) = quorum.stats();
+            return QueueStats {
+                ready,
+                unacked,
+                consumers: u32::try_from(consumers).unwrap_or(u32::MAX),
+                ready_bytes: bytes,
+                memory: 0,
+                published: state.published,
+                delivered: state.delivered,
+            };
+        }
         QueueStats {
             ready: state.ready_count() as u64,
             unacked: state.consumers.iter().map(|c| u64::from(c.unacked())).sum(),

@@ -114,6 +114,11 @@ impl QueueMachine {
         self.returned.len() + self.ready.len()
     }
 
+    /// The bodies' bytes of the messages waiting for a consumer.
+    pub fn waiting_bytes(&self) -> u64 {
+        self.waiting_bytes
+    }
+
     /// Deliveries not settled.
     pub fn unsettled(&self) -> usize {
         self.out.len()

@@ -279,6 +279,15 @@ impl Quorum {
             .read(|m| (m.ready() as u64, m.consumers() as u64))
     }
 
+    /// As this replica has it: messages waiting, deliveries not settled, consumers (on every
+    /// node), bytes of the bodies waiting.
+    pub fn stats(&self) -> (u64, u64, u64, u64) {
+        self.group.read(|m| {
+            let (ready, unsettled) = (m.ready() as u64, m.unsettled() as u64);
+            (ready, unsettled, m.consumers() as u64, m.waiting_bytes())
+        })
+    }
+
     /// Removes the ready messages (through the leader); how many.
     pub async fn purge(&self) -> Result<u64, WriteError> {
         match self.group.write(Command::Purge).await? {
