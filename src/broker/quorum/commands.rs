@@ -26,16 +26,73 @@ pub struct Batch {
     pub seq: u64,
 }
 
-/// A published message as the queue keeps it.
+/// A published message as the queue keeps it: its exchange, routing key, properties and body
+/// in one buffer (one allocation a message, in the state and in the log's entries).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stored {
-    pub exchange: Vec<u8>,
-    pub routing_key: Vec<u8>,
-    pub properties: Vec<u8>,
-    pub body: Vec<u8>,
+    /// Exchange, routing key, properties, body, one after the other.
+    data: Box<[u8]>,
+    /// The lengths of the exchange, the routing key and the properties.
+    lens: (u8, u8, u32),
     /// Its `expiration` property, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
+}
+
+impl Stored {
+    /// A message; `None` if a name is longer than a short string (255 bytes) or the
+    /// properties longer than 4 GiB (a frame never carries those).
+    pub fn new(
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &[u8],
+        body: &[u8],
+        ttl: Option<u64>,
+    ) -> Option<Stored> {
+        let lens = (
+            u8::try_from(exchange.len()).ok()?,
+            u8::try_from(routing_key.len()).ok()?,
+            u32::try_from(properties.len()).ok()?,
+        );
+        let data = [exchange, routing_key, properties, body]
+            .concat()
+            .into_boxed_slice();
+        Some(Stored { data, lens, ttl })
+    }
+
+    /// Where each part ends (a damaged entry's lengths are cut to the buffer).
+    fn ends(&self) -> [usize; 3] {
+        let (exchange, routing_key, properties) = self.lens;
+        let len = self.data.len();
+        let exchange = usize::from(exchange).min(len);
+        let routing_key = (exchange + usize::from(routing_key)).min(len);
+        let properties = (routing_key + properties as usize).min(len);
+        [exchange, routing_key, properties]
+    }
+
+    pub fn exchange(&self) -> &[u8] {
+        &self.data[..self.ends()[0]]
+    }
+
+    pub fn routing_key(&self) -> &[u8] {
+        let [exchange, routing_key, _] = self.ends();
+        &self.data[exchange..routing_key]
+    }
+
+    pub fn properties(&self) -> &[u8] {
+        let [_, routing_key, properties] = self.ends();
+        &self.data[routing_key..properties]
+    }
+
+    pub fn body(&self) -> &[u8] {
+        &self.data[self.ends()[2]..]
+    }
+
+    /// The whole buffer and where the body starts in it (to share it, uncopied).
+    pub fn into_parts(self) -> (Box<[u8]>, usize) {
+        let body = self.ends()[2];
+        (self.data, body)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -178,4 +235,33 @@ pub struct Assigned {
 pub struct Local {
     pub node: NodeId,
     pub deliveries: mpsc::UnboundedSender<ToNode>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_message_gives_back_its_parts_and_a_damaged_one_does_not_panic() {
+        let stored = Stored::new(b"ex", b"key", b"\x80\x00", b"body", Some(5)).unwrap();
+        assert_eq!(
+            (
+                stored.exchange(),
+                stored.routing_key(),
+                stored.properties(),
+                stored.body()
+            ),
+            (&b"ex"[..], &b"key"[..], &b"\x80\x00"[..], &b"body"[..])
+        );
+        let json = serde_json::to_string(&stored).unwrap();
+        assert_eq!(serde_json::from_str::<Stored>(&json).unwrap(), stored);
+        assert!(Stored::new(&[b'x'; 256], b"", b"", b"", None).is_none());
+        // Lengths past the buffer (a damaged entry) are cut to it.
+        let damaged: Stored = serde_json::from_str(r#"{"data":[1,2,3],"lens":[2,200,9]}"#).unwrap();
+        assert_eq!(
+            (damaged.exchange(), damaged.routing_key()),
+            (&[1, 2][..], &[3][..])
+        );
+        assert_eq!((damaged.properties(), damaged.body()), (&[][..], &[][..]));
+    }
 }

@@ -186,7 +186,7 @@ impl QueueMachine {
             self.give_up(message, Reason::DeliveryLimit);
             return;
         }
-        self.waiting_bytes += held.message.body.len() as u64;
+        self.waiting_bytes += held.message.body().len() as u64;
         self.returned.push_back(message);
     }
 
@@ -214,7 +214,7 @@ impl QueueMachine {
         let bytes = self
             .messages
             .get(&message)
-            .map_or(0, |h| h.message.body.len());
+            .map_or(0, |h| h.message.body().len());
         self.waiting_bytes = self.waiting_bytes.saturating_sub(bytes as u64);
         Some(message)
     }
@@ -238,7 +238,10 @@ impl QueueMachine {
             let Some(head) = head else {
                 return;
             };
-            let bytes = self.messages.get(&head).map_or(0, |h| h.message.body.len());
+            let bytes = self
+                .messages
+                .get(&head)
+                .map_or(0, |h| h.message.body().len());
             self.waiting_bytes = self.waiting_bytes.saturating_sub(bytes as u64);
             self.give_up(head, Reason::Expired);
         }
@@ -295,7 +298,7 @@ impl QueueMachine {
                 returns: 0,
                 expires,
             };
-            self.waiting_bytes += message.body.len() as u64;
+            self.waiting_bytes += message.body().len() as u64;
             self.messages.insert(id, held);
             self.ready.push_back(id);
         }
@@ -505,7 +508,7 @@ impl Machine for QueueMachine {
         match command {
             Command::Enqueue { messages, .. } => messages
                 .iter()
-                .map(|m| HELD + m.body.len() as u64 + m.properties.len() as u64)
+                .map(|m| HELD + m.body().len() as u64 + m.properties().len() as u64)
                 .sum(),
             _ => 64,
         }

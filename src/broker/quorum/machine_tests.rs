@@ -3,13 +3,7 @@ use crate::broker::quorum::limits::Limits;
 use tokio::sync::mpsc;
 
 fn message(body: &str) -> Stored {
-    Stored {
-        exchange: Vec::new(),
-        routing_key: b"q".to_vec(),
-        properties: Vec::new(),
-        body: body.as_bytes().to_vec(),
-        ttl: None,
-    }
+    Stored::new(b"", b"q", b"", body.as_bytes(), None).unwrap()
 }
 
 fn key(node: NodeId, id: u64) -> ConsumerKey {
@@ -41,7 +35,7 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<ToNode>) -> Vec<(u64, u64, String, u32
         let ToNode::Deliver(a) = told else {
             continue;
         };
-        let body = String::from_utf8(a.message.body).unwrap();
+        let body = String::from_utf8(a.message.body().to_vec()).unwrap();
         got.push((a.consumer, a.delivery, body, a.returns));
     }
     got
@@ -251,7 +245,7 @@ fn get_takes_the_next_message_and_holds_it_until_settled() {
     }) else {
         panic!("a message");
     };
-    assert_eq!((got.message.body.as_slice(), got.remaining), (&b"a"[..], 2));
+    assert_eq!((got.message.body(), got.remaining), (&b"a"[..], 2));
     assert_eq!(m.unsettled(), 1);
     // Requeued by its node: back first, counted.
     m.apply(&Command::Return {
@@ -265,10 +259,7 @@ fn get_takes_the_next_message_and_holds_it_until_settled() {
     }) else {
         panic!("a message");
     };
-    assert_eq!(
-        (again.message.body.as_slice(), again.returns),
-        (&b"a"[..], 1)
-    );
+    assert_eq!((again.message.body(), again.returns), (&b"a"[..], 1));
     assert_eq!((m.ready(), m.unsettled(), m.consumers()), (2, 0, 0));
     // A consumer that comes later gets the rest; the getter never took a turn.
     checkout(&mut m, key(1, 1), 0);
@@ -290,7 +281,7 @@ fn past_the_delivery_limit_only_the_returning_node_dead_letters() {
         let mut bodies = Vec::new();
         while let Ok(told) = rx.try_recv() {
             if let ToNode::DeadLetter(stored, Reason::DeliveryLimit) = told {
-                bodies.push(String::from_utf8(stored.body).unwrap());
+                bodies.push(String::from_utf8(stored.body().to_vec()).unwrap());
             }
         }
         bodies
@@ -340,7 +331,10 @@ fn dead(rx: &mut mpsc::UnboundedReceiver<ToNode>) -> Vec<(String, &'static str)>
     let mut got = Vec::new();
     while let Ok(told) = rx.try_recv() {
         if let ToNode::DeadLetter(stored, reason) = told {
-            got.push((String::from_utf8(stored.body).unwrap(), reason.name()));
+            got.push((
+                String::from_utf8(stored.body().to_vec()).unwrap(),
+                reason.name(),
+            ));
         }
     }
     got

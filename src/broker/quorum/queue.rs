@@ -175,13 +175,18 @@ impl Quorum {
 
     /// Takes a published message; it goes to the log at the publisher's [`Quorum::flush`].
     pub fn publish(&self, message: &Message, ttl: Option<u64>) {
-        self.pending.lock().push(Stored {
-            exchange: message.exchange_bytes().to_vec(),
-            routing_key: message.routing_key_bytes().to_vec(),
-            properties: message.properties().to_vec(),
-            body: message.body().to_vec(),
+        let stored = Stored::new(
+            message.exchange_bytes(),
+            message.routing_key_bytes(),
+            message.properties(),
+            message.body(),
             ttl,
-        });
+        );
+        match stored {
+            Some(stored) => self.pending.lock().push(stored),
+            // The codec bounds both: a message from the wire always fits.
+            None => tracing::error!(queue = %self.label, "a message too large to keep was dropped"),
+        }
     }
 
     /// Hands the publishes taken so far to the writer, as one entry.
@@ -523,27 +528,25 @@ async fn send_loop(quorum: Weak<Quorum>, mut told: mpsc::UnboundedReceiver<ToNod
 
 /// The message as delivered: a returned one carries its count in `x-delivery-count`.
 fn to_message(stored: Stored, returns: u32) -> Message {
-    let Stored {
-        exchange,
-        routing_key,
-        properties,
-        body,
-        ..
-    } = stored;
+    let (exchange, routing_key) = (stored.exchange().to_vec(), stored.routing_key().to_vec());
+    let properties = stored.properties();
     let properties = if returns > 0 {
-        with_long_header(&properties, DELIVERY_COUNT_HEADER, i64::from(returns))
+        with_long_header(properties, DELIVERY_COUNT_HEADER, i64::from(returns))
             .or_else(|| {
                 with_header(
-                    &properties,
+                    properties,
                     DELIVERY_COUNT_HEADER,
                     AMQPValue::LongLongInt(i64::from(returns)),
                 )
             })
-            .unwrap_or(properties)
+            .unwrap_or_else(|| properties.to_vec())
     } else {
-        properties
+        properties.to_vec()
     };
-    Message::new(&exchange, &routing_key, &properties, Bytes::from(body))
+    // The body stays in the stored buffer, shared, not copied.
+    let (data, body) = stored.into_parts();
+    let body = Bytes::from(data.into_vec()).slice(body..);
+    Message::new(&exchange, &routing_key, &properties, body)
 }
 
 /// On the leader: a node with consumers that has been silent for [`DOWN_AFTER`] is written off
