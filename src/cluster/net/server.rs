@@ -224,12 +224,15 @@ impl<M: Machine> Handler for Raft<TypeConfig<M>> {
     }
 }
 
-/// After the connection its leader sent on closed: if this node follows that leader, is the
-/// lowest of the other voters (one candidate, so that no two split the votes) and the leader's
-/// port no longer answers, starts an election as soon as the other voters' lease on the old
-/// leader has run out (they refuse votes until then), instead of waiting for a random
-/// election timeout that may come before the lease ends and be refused.
+/// After the connection its leader sent on closed: if this node follows that leader and the
+/// leader's port no longer answers, the other voters take turns, in id order, to start an
+/// election once the lease every voter gives the old leader has run out (they refuse votes
+/// until then): the first at once, the next 300 ms later if no leader came of it (the first's
+/// log may be behind), and so on. Meanwhile their own timed elections are held back, so that
+/// no rival of the same term splits the votes; they come back on after the last turn, whatever
+/// happened.
 async fn elect_if_leader_died<M: Machine>(raft: Raft<TypeConfig<M>>, last_heard: Instant) {
+    const TURN: Duration = Duration::from_millis(300);
     let metrics = raft.metrics().borrow().clone();
     let Some(leader) = metrics.current_leader else {
         return;
@@ -238,23 +241,37 @@ async fn elect_if_leader_died<M: Machine>(raft: Raft<TypeConfig<M>>, last_heard:
         return;
     }
     let membership = metrics.membership_config.membership();
-    let lowest_other = membership.voter_ids().filter(|v| *v != leader).min();
+    let others: Vec<NodeId> = membership.voter_ids().filter(|v| *v != leader).collect();
+    let Some(turn) = others.iter().position(|v| *v == metrics.id) else {
+        return;
+    };
     let Some(addr) = membership.get_node(&leader).map(|n| n.addr.clone()) else {
         return;
     };
-    if lowest_other != Some(metrics.id) {
-        return;
-    }
     let probe = TcpStream::connect(addr.as_str());
     if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), probe).await {
         return;
     }
     let lease = Duration::from_millis(raft.config().election_timeout_max);
-    tokio::time::sleep_until((last_heard + lease + Duration::from_millis(30)).into()).await;
-    let now = raft.metrics().borrow().clone();
-    let still_gone = now.current_leader.is_none_or(|l| l == leader);
-    if still_gone && now.state != ServerState::Leader {
+    let lease_ends = last_heard + lease + Duration::from_millis(30);
+    raft.runtime_config().elect(false);
+    let mine = lease_ends + TURN * turn as u32;
+    tokio::time::sleep_until(mine.into()).await;
+    // Twice: a candidate of the same term that started before (an earlier turn whose log was
+    // behind) has voted for itself; the next term wins its vote.
+    for _ in 0..2 {
+        let now = raft.metrics().borrow().clone();
+        let still_gone = now.current_leader.is_none_or(|l| l == leader);
+        if !still_gone || now.state == ServerState::Leader {
+            break;
+        }
         tracing::info!(group = %raft.config().cluster_name, old_leader = leader, "the leader's process is gone: starting an election");
-        let _ = raft.trigger().elect().await;
+        if raft.trigger().elect().await.is_err() {
+            break;
+        }
+        tokio::time::sleep(TURN / 2).await;
     }
+    let last_turn = lease_ends + TURN * others.len() as u32;
+    tokio::time::sleep_until(last_turn.into()).await;
+    raft.runtime_config().elect(true);
 }
