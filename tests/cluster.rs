@@ -191,8 +191,15 @@ async fn repeated_leader_kills_under_confirmed_load_lose_nothing() {
     let mut confirmed = BTreeSet::new();
     let mut failovers = Vec::new();
     for round in 0..rounds {
-        let leader = cluster.queue_leader((round as usize + 1) % 3, "ledger");
-        let leader = leader.expect("a leader");
+        let asked = (round as usize + 1) % 3;
+        let started = Instant::now();
+        let leader = loop {
+            if let Some(leader) = cluster.queue_leader(asked, "ledger") {
+                break leader;
+            }
+            assert!(started.elapsed() < WAIT, "no leader\n{}", cluster.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let entry = (leader + 1) % 3;
         let (_publisher, channel) = numbered::confirming(&cluster.uri(entry)).await;
         let start = round * per_round;
@@ -228,7 +235,12 @@ async fn repeated_leader_kills_under_confirmed_load_lose_nothing() {
             .collect::<Vec<_>>(),
         report.summary(&confirmed)
     );
-    assert!(report.lost.is_empty(), "lost: {:?}", report.lost);
+    assert!(
+        report.lost.is_empty(),
+        "lost: {:?}\n{}",
+        report.lost,
+        cluster.logs()
+    );
     assert!(
         failovers.iter().all(|f| *f < Duration::from_secs(5)),
         "{failovers:?}"

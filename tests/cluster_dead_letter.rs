@@ -234,6 +234,27 @@ async fn time_to_live_and_length_limits_apply_on_every_node() {
     assert_eq!(take_all(&reader, "full").await, pairs(&[("0", "")]));
 }
 
+/// Waits until node 1's replica counts `count` consumers of `queue` (on every node).
+async fn wait_for_consumers(cluster: &Cluster, queue: &str, count: usize) {
+    let started = Instant::now();
+    loop {
+        let listed = cluster.ctl(0, &["--json", "list", "queues"]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).expect("JSON");
+        let consumers = listed.as_array().and_then(|queues| {
+            let found = queues.iter().find(|q| q["name"] == queue)?;
+            found["consumers"].as_u64()
+        });
+        if consumers == Some(count as u64) {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{queue}: {consumers:?} consumers, not {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Whether node `node` has `queue` (a passive declaration succeeds).
 async fn has_queue(cluster: &Cluster, node: usize, queue: &str) -> bool {
     let connection = connect(&cluster.uri(node)).await;
@@ -272,7 +293,8 @@ async fn a_single_active_consumer_and_x_expires_hold_across_nodes() {
         };
         let deliveries = common::consume(&channel, "single", no_ack).await;
         consumers.push((connection, channel, deliveries));
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The queue has taken this consumer (its checkout committed) before the next comes.
+        wait_for_consumers(&cluster, "single", consumers.len()).await;
     }
     let (_publisher, confirming) = numbered::confirming(&cluster.uri(0)).await;
     assert_eq!(publish(&confirming, "single", 0..20, WAIT).await.len(), 20);

@@ -1,5 +1,6 @@
 //! A cluster of three real `warren` processes on loopback, each started with a `[cluster]`
-//! section naming the three cluster ports and a management API, for the cluster tests.
+//! section naming the three cluster ports and a management API, for the cluster tests. The
+//! nodes log at `info` (elections started on a dead leader show), which a failing test prints.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -56,7 +57,7 @@ impl Cluster {
         for id in 1..=3 {
             let config = dir.path().join(format!("node{id}.toml"));
             let text = format!(
-                "[cluster]\nnode_id = {id}\npeers = [{}]\n{more}",
+                "[server]\nlog_level = \"info\"\n[cluster]\nnode_id = {id}\npeers = [{}]\n{more}",
                 peers.join(", ")
             );
             std::fs::write(&config, text).unwrap();
