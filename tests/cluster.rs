@@ -164,6 +164,33 @@ async fn killing_the_leader_under_confirmed_load_loses_no_confirmed_message() {
     );
 }
 
+/// Waits until every node's replica of `queue` agrees on its leader and has applied as far.
+async fn wait_until_caught_up(cluster: &Cluster, queue: &str) {
+    let started = Instant::now();
+    loop {
+        let views: Vec<(Option<u64>, Option<u64>)> = (0..3)
+            .map(|node| {
+                let status = cluster.status(node);
+                let queues = status["quorum_queues"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let found = queues.iter().find(|q| q["name"] == queue).cloned();
+                let group = found.map(|q| q["group"].clone()).unwrap_or_default();
+                (group["leader"].as_u64(), group["last_applied"].as_u64())
+            })
+            .collect();
+        if views[0].0.is_some() && views.iter().all(|v| *v == views[0]) {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the replicas of {queue} never agreed: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A knob of the longer run: the environment variable `name`, else `default` (CI's size).
 fn knob(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -220,6 +247,8 @@ async fn repeated_leader_kills_under_confirmed_load_lose_nothing() {
         confirmed.extend(rest);
         cluster.restart(leader);
         wait_for_queue(&cluster.uri(leader), "ledger").await;
+        // The next kill is of a healthy cluster: the restarted node has caught up.
+        wait_until_caught_up(&cluster, "ledger").await;
     }
     let got = drain(&cluster.uri(0), "ledger", Duration::from_secs(3)).await;
     let report = checker::check(&confirmed, &got);

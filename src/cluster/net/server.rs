@@ -11,9 +11,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use openraft::{Raft, ServerState};
+use openraft::Raft;
 use parking_lot::RwLock;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
@@ -30,10 +29,6 @@ pub(crate) type Reply<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>>
 /// A group as the listener sees it: request bytes in, reply bytes out.
 pub(crate) trait Handler: Send + Sync {
     fn handle(&self, rpc: Rpc, body: &[u8]) -> Reply<'_>;
-
-    /// The connection a peer sent this group's `AppendEntries` on closed; the last came at
-    /// `last_heard`. (A leader's process that dies closes its connections at once.)
-    fn peer_gone(&self, _last_heard: Instant) {}
 }
 
 type Groups = Arc<RwLock<HashMap<GroupId, Arc<dyn Handler>>>>;
@@ -128,15 +123,13 @@ async fn stopping(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-/// Serves one peer connection until it closes, errs, or the transport stops. A connection that
-/// carried `AppendEntries` and closes is reported to its group ([`Handler::peer_gone`]).
+/// Serves one peer connection until it closes, errs, or the transport stops.
 async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
     groups: Groups,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut appends: Option<(GroupId, Instant)> = None;
     loop {
         let request = tokio::select! {
             request = frame::read_frame(&mut stream) => request,
@@ -148,25 +141,16 @@ async fn serve(
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     tracing::debug!(%peer, error = %e, "cluster connection closed");
                 }
-                break;
+                return;
             }
         };
-        if let Ok((group, Rpc::AppendEntries, _)) = frame::parse_request(&request) {
-            appends = Some((group, Instant::now()));
-        }
         let reply = tokio::select! {
             reply = answer(&groups, &request) => reply,
             () = stopping(&mut stopped) => return,
         };
         if let Err(e) = frame::write_frame(&mut stream, &reply).await {
             tracing::debug!(%peer, error = %e, "cluster connection: reply not sent");
-            break;
-        }
-    }
-    if let Some((group, last_heard)) = appends {
-        let handler = groups.read().get(&group).cloned();
-        if let Some(handler) = handler {
-            handler.peer_gone(last_heard);
+            return;
         }
     }
 }
@@ -218,60 +202,4 @@ impl<M: Machine> Handler for Raft<TypeConfig<M>> {
             }
         })
     }
-
-    fn peer_gone(&self, last_heard: Instant) {
-        tokio::spawn(elect_if_leader_died(self.clone(), last_heard));
-    }
-}
-
-/// After the connection its leader sent on closed: if this node follows that leader and the
-/// leader's port no longer answers, the other voters take turns, in id order, to start an
-/// election once the lease every voter gives the old leader has run out (they refuse votes
-/// until then): the first at once, the next 300 ms later if no leader came of it (the first's
-/// log may be behind), and so on. Meanwhile their own timed elections are held back, so that
-/// no rival of the same term splits the votes; they come back on after the last turn, whatever
-/// happened.
-async fn elect_if_leader_died<M: Machine>(raft: Raft<TypeConfig<M>>, last_heard: Instant) {
-    const TURN: Duration = Duration::from_millis(300);
-    let metrics = raft.metrics().borrow().clone();
-    let Some(leader) = metrics.current_leader else {
-        return;
-    };
-    if metrics.state != ServerState::Follower || leader == metrics.id {
-        return;
-    }
-    let membership = metrics.membership_config.membership();
-    let others: Vec<NodeId> = membership.voter_ids().filter(|v| *v != leader).collect();
-    let Some(turn) = others.iter().position(|v| *v == metrics.id) else {
-        return;
-    };
-    let Some(addr) = membership.get_node(&leader).map(|n| n.addr.clone()) else {
-        return;
-    };
-    let probe = TcpStream::connect(addr.as_str());
-    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), probe).await {
-        return;
-    }
-    let lease = Duration::from_millis(raft.config().election_timeout_max);
-    let lease_ends = last_heard + lease + Duration::from_millis(30);
-    raft.runtime_config().elect(false);
-    let mine = lease_ends + TURN * turn as u32;
-    tokio::time::sleep_until(mine.into()).await;
-    // Twice: a candidate of the same term that started before (an earlier turn whose log was
-    // behind) has voted for itself; the next term wins its vote.
-    for _ in 0..2 {
-        let now = raft.metrics().borrow().clone();
-        let still_gone = now.current_leader.is_none_or(|l| l == leader);
-        if !still_gone || now.state == ServerState::Leader {
-            break;
-        }
-        tracing::info!(group = %raft.config().cluster_name, old_leader = leader, "the leader's process is gone: starting an election");
-        if raft.trigger().elect().await.is_err() {
-            break;
-        }
-        tokio::time::sleep(TURN / 2).await;
-    }
-    let last_turn = lease_ends + TURN * others.len() as u32;
-    tokio::time::sleep_until(last_turn.into()).await;
-    raft.runtime_config().elect(true);
 }
