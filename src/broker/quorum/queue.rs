@@ -63,8 +63,8 @@ pub struct Quorum {
     /// This writer's start and the number of its last enqueue (see `machine::Batch`).
     incarnation: u64,
     batches: AtomicU64,
-    /// Messages past the delivery limit for this node to dead-letter, until the queue takes
-    /// them (see [`Quorum::on_dead_letters`]).
+    /// Messages the machine gave up on (delivery limit, time to live, length) for this node to
+    /// dead-letter, until the queue takes them (see [`Quorum::on_dead_letters`]).
     dead_letters: Mutex<Vec<(Arc<Message>, Reason)>>,
     wake: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// `x-expires`, and what deletes the queue once it ran out (see [`Quorum::on_expiry`]).
@@ -280,8 +280,8 @@ impl Quorum {
 
     /// (messages ready, consumers) as this replica has applied them.
     pub fn counts(&self) -> (u64, u64) {
-        self.group
-            .read(|m| (m.ready() as u64, m.consumers() as u64))
+        let (ready, _, consumers, _) = self.stats();
+        (ready, consumers)
     }
 
     /// As this replica has it: messages waiting, deliveries not settled, consumers (on every
